@@ -1,0 +1,40 @@
+# The two commands of the quick start: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed-dev
+
+.PHONY: demo test lint typecheck codegen-check protos clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalls when pyproject.toml changes.
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: $(INSTALLED)
+	@echo "make demo is not available yet: it needs the queue, runner, history and bundle"
+	@echo "services and the WebUI emulator, which are still being built (see docs/ARCHITECTURE.md)."
+	@echo "Today: 'make test', and '$(VENV)/bin/stablenew serve queue' to start one service."
+	@exit 1
+
+test: lint typecheck codegen-check
+	$(PY) -m pytest
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(INSTALLED)
+	$(VENV)/bin/mypy
+
+codegen-check: $(INSTALLED)
+	$(PY) scripts/gen_protos.py --check
+
+# The one command that regenerates gen/ from protos/.
+protos: $(INSTALLED)
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `stablenew` command line."""

@@ -1,0 +1,36 @@
+"""`stablenew serve SERVICE`: one service in the foreground until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from stablenew.bundle import app as bundle_app
+from stablenew.common import json_logging
+from stablenew.common.server import Server, ServiceSpec, StartupError, serve_until_signal
+from stablenew.common.settings import ServerSettings
+from stablenew.history import app as history_app
+from stablenew.queue import app as queue_app
+from stablenew.runner import app as runner_app
+
+EXIT_STARTUP_ERROR = 1
+
+BUILDERS: dict[str, Callable[[ServerSettings], ServiceSpec]] = {
+    "bundle": bundle_app.build,
+    "queue": queue_app.build,
+    "runner": runner_app.build,
+    "history": history_app.build,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = ServerSettings.load(args.service, address=args.address, data_dir=args.data_dir)
+    json_logging.configure(args.service, args.log_level)
+    server = Server(settings, BUILDERS[args.service](settings))
+    try:
+        serve_until_signal(server)
+    except StartupError as error:
+        print(f"stablenew: {args.service} could not start: {error}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
+    return 0

@@ -1,0 +1,62 @@
+"""Client channels to the services, configured like the servers: STABLENEW_*_ADDR, the bearer
+token from STABLENEW_TOKEN, TLS when STABLENEW_TLS_CERT is set (the certificate doubles as the
+trusted root, which fits the usual self-signed deployment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+
+from stablenew.common.settings import service_address, tls_files
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class _AddMetadata(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds fixed metadata (the bearer token) to every call; works on insecure channels too."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _details(self, details: Any) -> Any:
+        merged = tuple(details.metadata or ()) + self._metadata
+        return details._replace(metadata=merged)
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
+                              request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
+                               request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
+def open_channel(
+    service: str,
+    address: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> grpc.Channel:
+    """A channel to `service` ("queue", ...) with message limits matching the servers'."""
+    env = os.environ if env is None else env
+    target = service_address(service, env, address)
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    tls = tls_files(env)
+    if tls:
+        credentials = grpc.ssl_channel_credentials(root_certificates=tls.cert.read_bytes())
+        channel = grpc.secure_channel(target, credentials, options)
+    else:
+        channel = grpc.insecure_channel(target, options)
+    token = env.get("STABLENEW_TOKEN")
+    if token:
+        channel = grpc.intercept_channel(channel, _AddMetadata((("authorization",
+                                                                  f"Bearer {token}"),)))
+    return channel

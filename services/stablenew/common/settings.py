@@ -1,0 +1,157 @@
+"""Configuration shared by every service and client: flags first, then STABLENEW_* variables.
+
+Bad configuration is a ConfigError with a message a user can act on; the CLI turns it into
+exit code 2 before any server starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICE_NAMES = ("bundle", "queue", "runner", "history")
+
+DEFAULT_ADDRESSES = {
+    "bundle": "127.0.0.1:50051",
+    "queue": "127.0.0.1:50052",
+    "runner": "127.0.0.1:50053",
+    "history": "127.0.0.1:50054",
+}
+
+DEFAULT_WEBUI_URL = "http://127.0.0.1:7860"
+DEFAULT_DATA_DIR = ".stablenew"
+MAX_PORT = 65535
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, named with where it came from."""
+
+
+def address_variable(service: str) -> str:
+    return f"STABLENEW_{service.upper()}_ADDR"
+
+
+def parse_address(value: str, source: str) -> tuple[str, int]:
+    """Split host:port (IPv6 as [::1]:port) and check the port; port 0 picks a free port."""
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{source}: {value!r} is not host:port (example: 127.0.0.1:50052)")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= MAX_PORT:
+        raise ConfigError(f"{source}: port {port_text!r} in {value!r} is not a number 0..65535")
+    if host.startswith("[") != host.endswith("]"):
+        raise ConfigError(f"{source}: unbalanced brackets in {value!r}")
+    return host, int(port_text)
+
+
+def service_address(service: str, env: Mapping[str, str], flag: str | None = None) -> str:
+    """The address of a service: the flag, else its STABLENEW_*_ADDR, else the default."""
+    if flag:
+        parse_address(flag, "--address")
+        return flag
+    variable = address_variable(service)
+    value = env.get(variable) or DEFAULT_ADDRESSES[service]
+    parse_address(value, variable)
+    return value
+
+
+def _readable_file(path_text: str, source: str) -> Path:
+    path = Path(path_text).expanduser()
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise ConfigError(f"{source}: cannot read {path}: {error.strerror or error}") from None
+    return path
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+
+    def read(self) -> tuple[bytes, bytes]:
+        return self.key.read_bytes(), self.cert.read_bytes()
+
+
+def tls_files(
+    env: Mapping[str, str], cert_flag: str | None = None, key_flag: str | None = None
+) -> TlsFiles | None:
+    """Both of certificate and key, or neither; both must be readable."""
+    cert = cert_flag or env.get("STABLENEW_TLS_CERT", "")
+    key = key_flag or env.get("STABLENEW_TLS_KEY", "")
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError("TLS needs both STABLENEW_TLS_CERT and STABLENEW_TLS_KEY (or neither)")
+    return TlsFiles(
+        cert=_readable_file(cert, "STABLENEW_TLS_CERT"),
+        key=_readable_file(key, "STABLENEW_TLS_KEY"),
+    )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(f"{name}: {text!r} is not a positive whole number")
+    return int(text)
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: {text!r} must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the common runtime needs to start one service."""
+
+    service: str
+    address: str
+    data_dir: Path
+    token: str | None
+    tls: TlsFiles | None
+    # Threads: every open stream (watchers, long-polls) holds one, so the pool is sized for
+    # them plus the unary calls. max_concurrent_rpcs defaults to the pool size so an RPC that
+    # would wait for a thread is refused at once with RESOURCE_EXHAUSTED instead.
+    max_workers: int
+    max_concurrent_rpcs: int
+    grace_seconds: float
+    max_message_bytes: int
+    webui_url: str
+
+    @classmethod
+    def load(
+        cls,
+        service: str,
+        env: Mapping[str, str] | None = None,
+        address: str | None = None,
+        data_dir: str | None = None,
+    ) -> ServerSettings:
+        env = os.environ if env is None else env
+        if service not in SERVICE_NAMES:
+            raise ConfigError(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
+        workers = _positive_int(env, "STABLENEW_MAX_WORKERS", 64)
+        return cls(
+            service=service,
+            address=service_address(service, env, address),
+            data_dir=Path(data_dir or env.get("STABLENEW_DATA_DIR") or DEFAULT_DATA_DIR),
+            token=env.get("STABLENEW_TOKEN") or None,
+            tls=tls_files(env),
+            max_workers=workers,
+            max_concurrent_rpcs=_positive_int(env, "STABLENEW_MAX_CONCURRENT_RPCS", workers),
+            grace_seconds=_positive_float(env, "STABLENEW_GRACE_SECONDS", 3.0),
+            max_message_bytes=_positive_int(env, "STABLENEW_MAX_MESSAGE_BYTES", 64 * 1024 * 1024),
+            webui_url=env.get("STABLENEW_WEBUI_URL") or DEFAULT_WEBUI_URL,
+        )

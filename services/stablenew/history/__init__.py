@@ -1,0 +1,1 @@
+"""The history service: the SQLite record of every job and every state change."""
