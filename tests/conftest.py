@@ -1,0 +1,1 @@
+"""Shared test setup. Each area keeps its own fixtures in its folder's conftest.py."""
