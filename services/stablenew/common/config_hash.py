@@ -8,9 +8,9 @@ Position, origin and the tag list are bookkeeping, not output, and stay out of i
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
+import typing
 from enum import IntEnum
 from typing import Any
 
@@ -21,9 +21,17 @@ ENCODING_VERSION = "stablenew.config.v1"
 NOT_HASHED = frozenset({"index", "origin", "tags", "config_hash"})
 
 
-@functools.cache
-def _field_names(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+_field_cache: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
+
+
+def _fields(cls: type[Any]) -> tuple[tuple[str, bool], ...]:
+    """(name, declared float) per field: 7 and 7.0 must hash alike where a float is declared."""
+    fields = _field_cache.get(cls)
+    if fields is None:
+        hints = typing.get_type_hints(cls)
+        fields = tuple((f.name, hints[f.name] is float) for f in dataclasses.fields(cls))
+        _field_cache[cls] = fields
+    return fields
 
 
 def _canonical(value: Any) -> Any:
@@ -32,21 +40,25 @@ def _canonical(value: Any) -> Any:
     if kind is str or kind is int or kind is bool:
         return value
     if kind is float:
-        # repr round-trips exactly and never varies by platform.
         return repr(value)
     if isinstance(value, IntEnum):
         return value.name
     if kind is list:
         return [_canonical(item) for item in value]
-    return {name: _canonical(getattr(value, name)) for name in _field_names(kind)}
+    return _canonical_fields(value, _fields(kind))
+
+
+def _canonical_fields(value: Any, fields: tuple[tuple[str, bool], ...]) -> dict[str, Any]:
+    # repr of a float round-trips exactly and never varies by platform.
+    return {
+        name: repr(float(getattr(value, name))) if is_float else _canonical(getattr(value, name))
+        for name, is_float in fields
+    }
 
 
 def canonical_encoding(job: NormalizedJob) -> bytes:
-    fields = {
-        name: _canonical(getattr(job, name))
-        for name in _field_names(NormalizedJob)
-        if name not in NOT_HASHED
-    }
+    hashed = tuple(item for item in _fields(NormalizedJob) if item[0] not in NOT_HASHED)
+    fields = _canonical_fields(job, hashed)
     document = {"encoding": ENCODING_VERSION, "job": fields}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

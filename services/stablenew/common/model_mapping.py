@@ -11,7 +11,6 @@ all-default one read back the same.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from collections.abc import Callable
@@ -63,7 +62,7 @@ ENUM_TWINS: dict[type[IntEnum], Any] = {
 }
 
 Writer = Callable[[Message, str, Any], None]
-Reader = Callable[[Message, str], Any]
+Reader = Callable[[Any, str], Any]
 
 
 def _without_none(hint: Any) -> tuple[Any, bool]:
@@ -107,6 +106,12 @@ def _write_nested(message: Message, name: str, value: Any) -> None:
         fill_proto(value, getattr(message, name))
 
 
+def _write_nested_list(message: Message, name: str, values: list[Any]) -> None:
+    repeated = getattr(message, name)
+    for value in values:
+        fill_proto(value, repeated.add())
+
+
 def _writer_for(hint: Any) -> Writer:
     hint, _ = _without_none(hint)
     if hint is datetime:
@@ -119,9 +124,7 @@ def _writer_for(hint: Any) -> Writer:
     if origin is list:
         (item,) = typing.get_args(hint)
         if dataclasses.is_dataclass(item):
-            return lambda message, name, values: [
-                fill_proto(value, getattr(message, name).add()) for value in values
-            ]
+            return _write_nested_list
         return lambda message, name, values: getattr(message, name).extend(values)
     if origin is dict:
         return lambda message, name, values: getattr(message, name).update(values)
@@ -134,7 +137,7 @@ def _reader_for(hint: Any) -> Reader:
         return _read_timestamp
     if hint is timedelta:
         return _read_duration
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         cls = hint
         return lambda message, name: from_proto(cls, getattr(message, name))
     if isinstance(hint, type) and issubclass(hint, IntEnum):
@@ -163,13 +166,20 @@ class _Holder:
         self.value = value
 
 
-@functools.cache
-def _plan(cls: type[Any]) -> tuple[list[tuple[str, Writer]], list[tuple[str, Reader]]]:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    writers = [(name, _writer_for(hints[name])) for name in names]
-    readers = [(name, _reader_for(hints[name])) for name in names]
-    return writers, readers
+Plan = tuple[list[tuple[str, Writer]], list[tuple[str, Reader]]]
+_plans: dict[type[Any], Plan] = {}
+
+
+def _plan(cls: type[Any]) -> Plan:
+    """Per-field converters of a twin, built from its type hints on first use."""
+    plan = _plans.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        plan = ([(name, _writer_for(hints[name])) for name in names],
+                [(name, _reader_for(hints[name])) for name in names])
+        _plans[cls] = plan
+    return plan
 
 
 def fill_proto(obj: Any, message: Message) -> Message:

@@ -34,6 +34,9 @@ class ServiceSpec:
     # Fully qualified proto service names, e.g. "stablenew.v1.QueueService".
     proto_services: Sequence[str]
     register: Callable[[grpc.Server], None]
+    # Called once health says NOT_SERVING, before draining: end streams and long-polls so the
+    # grace period is not spent waiting for calls that never end on their own.
+    on_draining: Callable[[], None] = field(default=lambda: None)
     # Called after the server stopped taking calls: close databases, stop background threads.
     on_stop: Callable[[], None] = field(default=lambda: None)
 
@@ -108,6 +111,7 @@ class Server:
         """NOT_SERVING first, so probes stop routing here, then drain calls within the grace."""
         grace = self.settings.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
+        self.spec.on_draining()
         self._server.stop(grace).wait()
         self.spec.on_stop()
         log.info("stopped %s", self.spec.name)

@@ -91,7 +91,7 @@ def tls_files(
     )
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     text = env.get(name, "")
     if not text:
         return default
@@ -100,7 +100,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     text = env.get(name, "")
     if not text:
         return default
@@ -142,7 +142,7 @@ class ServerSettings:
         env = os.environ if env is None else env
         if service not in SERVICE_NAMES:
             raise ConfigError(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
-        workers = _positive_int(env, "STABLENEW_MAX_WORKERS", 64)
+        workers = positive_int(env, "STABLENEW_MAX_WORKERS", 64)
         return cls(
             service=service,
             address=service_address(service, env, address),
@@ -150,8 +150,8 @@ class ServerSettings:
             token=env.get("STABLENEW_TOKEN") or None,
             tls=tls_files(env),
             max_workers=workers,
-            max_concurrent_rpcs=_positive_int(env, "STABLENEW_MAX_CONCURRENT_RPCS", workers),
-            grace_seconds=_positive_float(env, "STABLENEW_GRACE_SECONDS", 3.0),
-            max_message_bytes=_positive_int(env, "STABLENEW_MAX_MESSAGE_BYTES", 64 * 1024 * 1024),
+            max_concurrent_rpcs=positive_int(env, "STABLENEW_MAX_CONCURRENT_RPCS", workers),
+            grace_seconds=positive_float(env, "STABLENEW_GRACE_SECONDS", 3.0),
+            max_message_bytes=positive_int(env, "STABLENEW_MAX_MESSAGE_BYTES", 64 * 1024 * 1024),
             webui_url=env.get("STABLENEW_WEBUI_URL") or DEFAULT_WEBUI_URL,
         )

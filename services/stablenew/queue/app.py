@@ -2,16 +2,90 @@
 
 from __future__ import annotations
 
-from stablenew.common.pending import pending_spec
+import logging
+import os
+import threading
+from collections.abc import Mapping
+
+import grpc
+
 from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
-from stablenew.v1 import queue_service_pb2 as contract
+from stablenew.common.settings import ServerSettings, positive_float, positive_int
+from stablenew.queue.core import QueueConfig, QueueCore
+from stablenew.queue.leasing import Leasing
+from stablenew.queue.servicer import QueueServicer
+from stablenew.queue.store import QueueStore
+from stablenew.v1 import queue_service_pb2, queue_service_pb2_grpc
 
-SERVICE = contract.DESCRIPTOR.services_by_name["QueueService"]
-MISSING = (
-    "the durable queue arrives with the queue service work (SQLite queue, event log, leases)"
-)
+log = logging.getLogger("stablenew.queue")
+
+SERVICE = queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"]
+MAINTENANCE_INTERVAL_SECONDS = 0.25
+PRUNE_EVERY_TICKS = 240
 
 
-def build(settings: ServerSettings) -> ServiceSpec:
-    return pending_spec(settings.service, SERVICE, MISSING)
+def queue_config(env: Mapping[str, str]) -> QueueConfig:
+    defaults = QueueConfig()
+    return QueueConfig(
+        lease_seconds=positive_float(env, "STABLENEW_LEASE_SECONDS", defaults.lease_seconds),
+        max_attempts=positive_int(env, "STABLENEW_MAX_ATTEMPTS", defaults.max_attempts),
+        event_retention_seconds=positive_float(
+            env, "STABLENEW_EVENT_RETENTION_SECONDS", defaults.event_retention_seconds),
+        watcher_stall_seconds=positive_float(
+            env, "STABLENEW_WATCHER_STALL_SECONDS", defaults.watcher_stall_seconds),
+    )
+
+
+class Maintenance:
+    """Expires leases and cuts stalled watchers every tick; prunes the log now and then."""
+
+    def __init__(self, core: QueueCore, leasing: Leasing) -> None:
+        self.core = core
+        self.leasing = leasing
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.wait(MAINTENANCE_INTERVAL_SECONDS):
+            try:
+                self.leasing.expire_leases()
+                self.core.broadcaster.disconnect_stalled()
+                if tick % PRUNE_EVERY_TICKS == 0:
+                    self.core.prune()
+            except Exception:
+                # A failed tick (disk full, say) is retried on the next one; never die.
+                log.exception("queue maintenance failed")
+            tick += 1
+
+
+def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
+    env = os.environ if env is None else env
+    store = QueueStore(settings.data_dir / "queue.sqlite3",
+                       env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"))
+    core = QueueCore(store, queue_config(env))
+    leasing = Leasing(core)
+    maintenance = Maintenance(core, leasing)
+
+    def register(server: grpc.Server) -> None:
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
+            QueueServicer(core, leasing), server)
+        maintenance.start()
+
+    def draining() -> None:
+        core.close()
+        leasing.wake_waiters()
+
+    def stop() -> None:
+        maintenance.stop()
+        store.close()
+
+    return ServiceSpec(name=settings.service, proto_services=[SERVICE.full_name],
+                       register=register, on_draining=draining, on_stop=stop)

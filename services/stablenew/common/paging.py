@@ -1,0 +1,66 @@
+"""List paging as AIP-158 describes it: page_size 0 means the default, larger than the maximum
+is lowered to it, negative is INVALID_ARGUMENT; page tokens are opaque and signed keyset
+positions, so page 10,000 costs what page 1 costs and a tampered token is refused."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import grpc
+
+from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
+from stablenew.v1 import errors_pb2
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(
+    requested: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE
+) -> int:
+    if requested < 0:
+        raise invalid_argument("page_size", f"must not be negative (got {requested})")
+    if requested == 0:
+        return default
+    return min(requested, maximum)
+
+
+class PageTokens:
+    """Encodes a keyset position (a JSON list) into a token bound to one list and one secret."""
+
+    def __init__(self, secret: bytes, scope: str) -> None:
+        self._secret = secret
+        self._scope = scope.encode()
+
+    def _signature(self, body: bytes) -> bytes:
+        return hmac.new(self._secret, self._scope + b"\0" + body, hashlib.sha256).digest()[:16]
+
+    def encode(self, position: list[Any]) -> str:
+        body = json.dumps(position, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(self._signature(body) + body).decode().rstrip("=")
+
+    def decode(self, token: str) -> list[Any] | None:
+        """None for an empty token (the first page); INVALID_ARGUMENT for anything not ours."""
+        if not token:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            signature, body = raw[:16], raw[16:]
+            if not hmac.compare_digest(signature, self._signature(body)):
+                raise ValueError("signature")
+            position = json.loads(body)
+            if not isinstance(position, list):
+                raise ValueError("shape")
+        except (ValueError, binascii.Error):
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                errors_pb2.ERROR_REASON_INVALID_PAGE_TOKEN,
+                "page_token: not a token this list issued (tampered, or from another list)",
+                violations=[FieldViolation("page_token", "not a token this list issued")],
+            ) from None
+        return position

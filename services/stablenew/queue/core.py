@@ -1,0 +1,468 @@
+"""The queue's use cases: submit, control, read, and the event log with its watchers.
+
+Every write is one SQLite transaction that also appends its events, under one lock; events are
+published to live watchers only after the commit, so a watcher never sees an event that a crash
+could take back. Leasing lives in `leasing.py` on top of this.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import grpc
+
+from stablenew.common.config_hash import config_hash
+from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
+from stablenew.common.model import (
+    EntryStatus,
+    Job,
+    JobOrigin,
+    JobProgress,
+    JobState,
+    NormalizedJob,
+    Priority,
+    RunMode,
+)
+from stablenew.common.paging import PageTokens
+from stablenew.common.sqlite_db import Transaction
+from stablenew.queue import codec
+from stablenew.queue.domain import (
+    LANE_DIRECT,
+    LANE_QUEUE,
+    MovePosition,
+    QueuedJob,
+    RunOrder,
+    check_transition,
+    effective_priority,
+    lane_of,
+    priority_rank,
+    required_models,
+    summarize,
+)
+from stablenew.queue.store import QueueStore, run_order_key
+from stablenew.queue.watchers import Broadcaster, StoredEvent, Subscriber, WatchFilter
+from stablenew.v1 import errors_pb2, job_pb2
+
+REPLAY_BATCH = 500
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    max_lease_wait_seconds: float = 30.0
+    # Events stay at least this long, and until every durable consumer acknowledged them.
+    event_retention_seconds: float = 3600.0
+    finished_job_retention_seconds: float = 7 * 24 * 3600.0
+    progress_interval_seconds: float = 0.25
+    watcher_buffer_bytes: int = 8 * 1024 * 1024
+    watcher_stall_seconds: float = 10.0
+
+
+@dataclass
+class QueueStateView:
+    paused: bool
+    counts: dict[JobState, int]
+    runner_count: int
+    estimated_time_left: timedelta | None
+    last_sequence: int
+
+
+@dataclass
+class _Pending:
+    """Events appended by the transaction in progress, published once it commits."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+
+
+def _not_found(job_id: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_REASON_JOB_NOT_FOUND,
+                        f"job {job_id!r} not found in the queue", metadata={"job_id": job_id})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class QueueCore:
+    def __init__(self, store: QueueStore, config: QueueConfig) -> None:
+        self.store = store
+        self.config = config
+        self.lock = threading.RLock()
+        self.broadcaster = Broadcaster(config.watcher_buffer_bytes, config.watcher_stall_seconds)
+        self.closing = threading.Event()
+        self.progress: dict[str, JobProgress] = {}
+        self._last_progress_event: dict[str, float] = {}
+        self._list_tokens = PageTokens(self._token_secret(), "queue.ListJobs")
+        # Called after every commit that may make a job leasable (set by leasing).
+        self.on_job_available: Callable[[], None] = lambda: None
+
+    def _token_secret(self) -> bytes:
+        with Transaction(self.store.db):
+            secret = self.store.setting("page_token_secret", "")
+            if not secret:
+                secret = secrets.token_hex(32)
+                self.store.set_setting("page_token_secret", secret)
+        return bytes.fromhex(secret)
+
+    # --- transactions and events ----------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[_Pending]:
+        """One transaction under the lock; its events go live after the commit."""
+        with self.lock:
+            pending = _Pending()
+            try:
+                with Transaction(self.store.db):
+                    yield pending
+            except BaseException:
+                self.store.reload_last_sequence()
+                raise
+            self.broadcaster.publish(pending.events)
+
+    def emit(self, pending: _Pending, event: job_pb2.JobEvent, is_progress: bool = False) -> None:
+        self.store.append_event(event, is_progress)
+        pending.events.append(
+            StoredEvent(event.sequence, event.job_id, is_progress, event.SerializeToString()))
+
+    def transition(self, pending: _Pending, queued: QueuedJob, target: JobState, reason: str,
+                   with_results: bool = False) -> None:
+        """Move a job to `target`, write it, and log the change."""
+        job = queued.job
+        check_transition(job.job_id, job.state, target)
+        previous, job.state = job.state, target
+        now = _now()
+        job.update_time = now
+        if target.is_terminal:
+            job.complete_time = now
+            self.progress.pop(job.job_id, None)
+            self._last_progress_event.pop(job.job_id, None)
+        self.store.update_job(queued, with_results=with_results)
+        results = job.results if target.is_terminal else None
+        self.emit(pending, codec.state_changed_event(job, previous, reason, now, results))
+
+    def load(self, job_id: str, full: bool = False) -> QueuedJob:
+        queued = self.store.get_job(job_id, full)
+        if queued is None:
+            raise _not_found(job_id)
+        return queued
+
+    # --- submit ---------------------------------------------------------------------------
+
+    def submit(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
+               label: str, metadata: dict[str, str], request_id: str) -> Job:
+        validate_submission(entries, origin)
+        with self.write() as pending:
+            if request_id:
+                existing = self.store.job_id_for_request(request_id)
+                if existing is not None:
+                    return self.view(self.load(existing, full=True))
+            queued = self._new_job(entries, origin, priority, label, metadata, request_id)
+            self.store.insert_job(queued)
+            self.emit(pending, codec.submitted_event(queued.job, queued.job.create_time or _now()))
+        self.on_job_available()
+        return self.view(queued)
+
+    def _new_job(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
+                 label: str, metadata: dict[str, str], request_id: str) -> QueuedJob:
+        now = _now()
+        job = Job(job_id=uuid.uuid4().hex, state=JobState.QUEUED, origin=origin,
+                  priority=effective_priority(priority), label=label, metadata=dict(metadata),
+                  create_time=now, update_time=now, entries=entries)
+        summarize(job)
+        order = RunOrder(lane_of(origin.run_mode), priority_rank(job.priority),
+                         self.store.max_order_key() + 1.0)
+        if order.lane == LANE_DIRECT:
+            # "Run now" means next: ahead of any earlier DIRECT job too.
+            bounds = self.store.lane_bounds(LANE_DIRECT)
+            order = RunOrder(LANE_DIRECT, priority_rank(Priority.HIGH),
+                             (bounds[1] - 1.0) if bounds else 0.0)
+        models = required_models(entries)
+        return QueuedJob(job=job, order=order, request_id=request_id, required_models=models,
+                         preferred_model=entries[0].model)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def view(self, queued: QueuedJob) -> Job:
+        """The job as clients see it, with its live progress and queue position."""
+        job = queued.job
+        job.progress = self.progress.get(job.job_id, job.progress)
+        if job.state == JobState.QUEUED:
+            job.queue_position = self.store.queue_position(queued)
+        elif job.state == JobState.RUNNING:
+            running = [q.job.job_id for q in self.store.running_jobs()]
+            job.queue_position = running.index(job.job_id) if job.job_id in running else 0
+        else:
+            job.queue_position = -1
+        return job
+
+    def get(self, job_id: str, full: bool) -> Job:
+        with self.lock:
+            return self.view(self.load(job_id, full))
+
+    def list_active(self, size: int, token: str) -> tuple[list[Job], str]:
+        """Running jobs first, then queued ones in run order; the token is a keyset position."""
+        position = self._list_tokens.decode(token)
+        with self.lock:
+            jobs: list[QueuedJob] = []
+            offset, after = 0, None
+            if position is None:
+                jobs = self.store.running_jobs()[:size]
+            else:
+                offset = int(position[0])
+                after = (int(position[1]), int(position[2]), float(position[3]), str(position[4]))
+            if len(jobs) < size:
+                jobs += self.store.queued_in_order(after, size - len(jobs),
+                                                   (LANE_DIRECT, LANE_QUEUE))
+            result = [self.view_at(queued, offset + index) for index, queued in enumerate(jobs)]
+        next_token = ""
+        if len(jobs) == size and jobs[-1].job.state == JobState.QUEUED:
+            next_token = self._list_tokens.encode([offset + size, *run_order_key(jobs[-1])])
+        return result, next_token
+
+    def view_at(self, queued: QueuedJob, position: int) -> Job:
+        job = queued.job
+        job.progress = self.progress.get(job.job_id, job.progress)
+        job.queue_position = position
+        return job
+
+    # --- control --------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, return_to_queue: bool, reason: str) -> Job:
+        with self.write() as pending:
+            queued = self.load(job_id, full=True)
+            job = queued.job
+            if job.state == JobState.QUEUED and not return_to_queue:
+                job.error_message = reason or "cancelled while queued"
+                self.transition(pending, queued, JobState.CANCELLED, reason or "cancelled")
+            elif job.state == JobState.RUNNING and not job.cancel_requested:
+                job.cancel_requested = True
+                queued.return_to_queue = return_to_queue
+                self.store.update_job(queued)
+                self.emit(pending, codec.cancel_requested_event(
+                    job_id, return_to_queue, reason, _now()))
+            elif job.state.is_terminal:
+                check_transition(job_id, job.state, JobState.CANCELLED)
+            return self.view(queued)
+
+    def move(self, job_id: str, position: MovePosition, before_job_id: str) -> Job:
+        with self.write() as pending:
+            queued = self.load(job_id)
+            if queued.job.state != JobState.QUEUED:
+                raise ServiceError(
+                    grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+                    f"job {job_id} is {queued.job.state.name}; only queued jobs move")
+            new_order = self._moved_order(queued, position, before_job_id)
+            if new_order is not None and new_order != queued.order:
+                queued.order = new_order
+                self.store.update_job(queued)
+                self.emit(pending, codec.moved_event(
+                    job_id, self.store.queue_position(queued), _now()))
+            return self.view(queued)
+
+    def _moved_order(self, queued: QueuedJob, position: MovePosition,
+                     before_job_id: str) -> RunOrder | None:
+        """The run order `position` asks for; None when the job is already there."""
+        lane = queued.order.lane
+        if position == MovePosition.BEFORE:
+            return self._order_before(queued, before_job_id)
+        if position in (MovePosition.UP, MovePosition.DOWN):
+            before, after = self.store.queue_neighbours(queued)
+            neighbour = before if position == MovePosition.UP else after
+            if neighbour is None:
+                return None
+            # Swap places; the neighbour takes ours.
+            neighbour.order, order = queued.order, neighbour.order
+            self.store.update_job(neighbour)
+            return order
+        bounds = self.store.lane_bounds(lane)
+        assert bounds is not None  # the job itself is queued in this lane
+        first_rank, first_key, last_rank, last_key = bounds
+        if position == MovePosition.FRONT:
+            return RunOrder(lane, first_rank, first_key - 1.0)
+        if position == MovePosition.BACK:
+            return RunOrder(lane, last_rank, last_key + 1.0)
+        raise invalid_argument("position", "one of FRONT, BACK, UP, DOWN, BEFORE")
+
+    def _order_before(self, queued: QueuedJob, before_job_id: str) -> RunOrder | None:
+        if not before_job_id:
+            raise invalid_argument("before_job_id", "required with MOVE_POSITION_BEFORE")
+        if before_job_id == queued.job.job_id:
+            return None
+        target = self.load(before_job_id)
+        if target.job.state != JobState.QUEUED or target.order.lane != queued.order.lane:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+                f"job {before_job_id} is not queued in the same lane as {queued.job.job_id}")
+        previous, _ = self.store.queue_neighbours(target)
+        if previous is not None and previous.job.job_id == queued.job.job_id:
+            return None
+        order = target.order
+        if previous is None or previous.order.priority_rank != order.priority_rank:
+            return RunOrder(order.lane, order.priority_rank, order.order_key - 1.0)
+        middle = (previous.order.order_key + order.order_key) / 2
+        if middle in (previous.order.order_key, order.order_key):
+            # Floats ran out of room between the two after many moves: spread the keys out.
+            self.store.renumber_lane(order.lane)
+            return self._order_before(queued, before_job_id)
+        return RunOrder(order.lane, order.priority_rank, middle)
+
+    def set_paused(self, paused: bool) -> QueueStateView:
+        with self.write() as pending:
+            if self.paused() != paused:
+                self.store.set_setting("paused", "1" if paused else "0")
+                self.emit(pending, codec.queue_paused_event(paused, _now()))
+        if not paused:
+            self.on_job_available()
+        return self.state()
+
+    def paused(self) -> bool:
+        return self.store.setting("paused", "0") == "1"
+
+    def state(self) -> QueueStateView:
+        with self.lock:
+            per_image = self.store.recent_seconds_per_image()
+            left = None
+            if per_image is not None:
+                left = timedelta(seconds=per_image * self.store.queued_images())
+            alive_after = _now() - timedelta(seconds=self.config.lease_seconds * 2)
+            runner_count = sum(
+                1 for record in self.store.runners()
+                if record.last_heartbeat_time and record.last_heartbeat_time > alive_after)
+            return QueueStateView(self.paused(), self.store.state_counts(), runner_count, left,
+                                  self.store.last_sequence)
+
+    def retry(self, job_id: str, failed_only: bool, request_id: str) -> Job:
+        with self.lock:
+            original = self.load(job_id, full=True).job
+            if not original.state.is_terminal:
+                raise ServiceError(
+                    grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+                    f"job {job_id} is {original.state.name}; only a finished job can be retried")
+            entries = retry_entries(original, failed_only)
+            origin = replace(original.origin, retry_of_job_id=job_id)
+            return self.submit(entries, origin, original.priority, original.label,
+                               original.metadata, request_id)
+
+    def record_progress(self, pending: _Pending, job_id: str, progress: JobProgress) -> None:
+        """Keep the latest progress; log it at most every progress_interval_seconds."""
+        previous = self.progress.get(job_id)
+        self.progress[job_id] = progress
+        now = time.monotonic()
+        entry_changed = previous is None or previous.entry_index != progress.entry_index
+        last = self._last_progress_event.get(job_id, 0.0)
+        if entry_changed or now - last >= self.config.progress_interval_seconds:
+            self._last_progress_event[job_id] = now
+            self.emit(pending, codec.progress_event(job_id, progress, _now()), is_progress=True)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def acknowledge(self, consumer_id: str, sequence: int) -> int:
+        if not consumer_id:
+            raise invalid_argument("consumer_id", "required")
+        if sequence > self.store.last_sequence:
+            raise invalid_argument(
+                "sequence", f"{sequence} is beyond the last event ({self.store.last_sequence})")
+        with self.write():
+            return self.store.acknowledge(consumer_id, sequence)
+
+    def watch(self, after: int, watch_filter: WatchFilter, consumer_id: str,
+              disconnect: Callable[[], None]) -> Iterator[StoredEvent]:
+        """Replay the log after `after`, then follow live, each event exactly once, in order."""
+        with self.write():
+            if consumer_id:
+                self.store.register_consumer(consumer_id)
+            oldest = self.store.oldest_sequence()
+        if after + 1 < oldest:
+            raise ServiceError(
+                grpc.StatusCode.OUT_OF_RANGE, errors_pb2.ERROR_REASON_SEQUENCE_PRUNED,
+                f"events after {after} were pruned; the oldest kept is {oldest}",
+                metadata={"oldest_sequence": str(oldest)})
+        subscriber = self.broadcaster.subscribe(watch_filter, disconnect)
+        try:
+            cursor = after
+            while not self.closing.is_set():
+                for event in self._replay(cursor, watch_filter):
+                    cursor = event.sequence
+                    yield event
+                cursor = yield from self._follow(subscriber, cursor)
+        finally:
+            self.broadcaster.unsubscribe(subscriber)
+
+    def _replay(self, cursor: int, watch_filter: WatchFilter) -> Iterator[StoredEvent]:
+        while True:
+            with self.lock:
+                rows = self.store.events_after(cursor, REPLAY_BATCH)
+            for sequence, job_id, is_progress, payload in rows:
+                cursor = sequence
+                event = StoredEvent(sequence, job_id, is_progress, payload)
+                if watch_filter.accepts(event):
+                    yield event
+            if len(rows) < REPLAY_BATCH:
+                return
+
+    def _follow(self, subscriber: Subscriber, cursor: int) -> Generator[StoredEvent, None, int]:
+        """Live events until the buffer overflows (then the caller replays) or we close."""
+        while not self.closing.is_set():
+            events, overflowed = subscriber.take(timeout=0.5)
+            if overflowed:
+                return cursor
+            for event in events:
+                if event.sequence > cursor:
+                    cursor = event.sequence
+                    yield event
+        return cursor
+
+    def prune(self) -> None:
+        """Drop events every consumer acknowledged and the retention window has passed."""
+        with self.write():
+            acked = self.store.slowest_consumer()
+            through = self.store.last_sequence if acked is None else acked
+            now = time.time()
+            self.store.delete_events_through(through, now - self.config.event_retention_seconds)
+            self.store.delete_finished_before(now - self.config.finished_job_retention_seconds)
+
+    def close(self) -> None:
+        self.closing.set()
+        self.broadcaster.wake_all()
+
+
+def validate_submission(entries: list[NormalizedJob], origin: JobOrigin) -> None:
+    """INVALID_ARGUMENT naming the field for an empty job, a bad origin or a hash mismatch."""
+    if not entries:
+        raise invalid_argument("entries", "a job needs at least one normalized job")
+    if origin.run_mode not in (RunMode.DIRECT, RunMode.QUEUE):
+        raise invalid_argument("origin.run_mode", "must be RUN_MODE_DIRECT or RUN_MODE_QUEUE")
+    for index, entry in enumerate(entries):
+        if not entry.stage_plan:
+            raise invalid_argument(f"entries[{index}].stage_plan", "empty stage plan")
+        expected = config_hash(entry)
+        if entry.config_hash != expected:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_REASON_CONFIG_HASH_MISMATCH,
+                f"entries[{index}].config_hash: {entry.config_hash!r} does not match the entry "
+                f"(recomputed {expected})",
+                violations=[FieldViolation(f"entries[{index}].config_hash", "does not match")],
+            )
+
+
+def retry_entries(original: Job, failed_only: bool) -> list[NormalizedJob]:
+    """Entries to run again: all, or every entry without a COMPLETED result."""
+    if not failed_only:
+        chosen = list(original.entries)
+    else:
+        completed = {r.entry_index for r in original.results
+                     if r.status == EntryStatus.COMPLETED}
+        chosen = [entry for entry in original.entries if entry.index not in completed]
+    if not chosen:
+        raise ServiceError(
+            grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+            f"job {original.job_id} has no failed entries to retry")
+    return [replace(entry, index=position) for position, entry in enumerate(chosen)]

@@ -1,0 +1,161 @@
+"""The queue's domain: the job state machine, run order, leases and runner matching.
+
+Plain dataclasses and functions: no gRPC, no SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+
+import grpc
+
+from stablenew.common.config_hash import bundle_hash
+from stablenew.common.errors import ServiceError
+from stablenew.common.model import Job, JobState, NormalizedJob, Priority, RunMode, StageType
+from stablenew.v1 import errors_pb2
+
+LEGAL_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    # RUNNING -> QUEUED: the lease expired, the runner failed retryably, or a cancel asked to
+    # return the job to the queue.
+    JobState.RUNNING: frozenset(
+        {JobState.QUEUED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+class MovePosition(IntEnum):
+    UNSPECIFIED = 0
+    FRONT = 1
+    BACK = 2
+    UP = 3
+    DOWN = 4
+    BEFORE = 5
+
+
+class RetryScope(IntEnum):
+    UNSPECIFIED = 0
+    ALL_ENTRIES = 1
+    FAILED_ENTRIES = 2
+
+
+# Run order lanes: DIRECT ("Run now") jobs come before every queued job and ignore the pause.
+LANE_DIRECT = 0
+LANE_QUEUE = 1
+
+
+def check_transition(job_id: str, current: JobState, target: JobState) -> None:
+    if target not in LEGAL_TRANSITIONS.get(current, frozenset()):
+        raise ServiceError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+            f"job {job_id} is {current.name}; it cannot become {target.name}",
+            metadata={"job_id": job_id, "state": current.name, "target": target.name},
+        )
+
+
+def lane_of(run_mode: RunMode) -> int:
+    return LANE_DIRECT if run_mode == RunMode.DIRECT else LANE_QUEUE
+
+
+def effective_priority(priority: Priority) -> Priority:
+    return Priority.NORMAL if priority == Priority.UNSPECIFIED else priority
+
+
+def priority_rank(priority: Priority) -> int:
+    return -int(effective_priority(priority))
+
+
+@dataclass
+class RunOrder:
+    """Where a queued job stands, compared in this order, smaller first: lane, priority rank
+    (minus the priority, so HIGH comes first), then order key (FIFO within a rank).
+
+    MoveJob changes priority_rank and order_key; the submitted priority stays as it was.
+    """
+
+    lane: int
+    priority_rank: int
+    order_key: float
+
+
+@dataclass
+class LeaseState:
+    lease_id: str = ""
+    deadline: float = 0.0
+    # The lease that finished the job, so a retried CompleteJob answers the same.
+    finished_by_lease_id: str = ""
+
+
+@dataclass
+class QueuedJob:
+    """A job as the queue keeps it: the shared record plus the queue's bookkeeping."""
+
+    job: Job
+    order: RunOrder
+    lease: LeaseState = field(default_factory=LeaseState)
+    return_to_queue: bool = False
+    request_id: str = ""
+    required_models: tuple[str, ...] = ()
+    preferred_model: str = ""
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    runner_id: str
+    host: str = ""
+    models: tuple[str, ...] = ()
+    loaded_model: str = ""
+    address: str = ""
+
+
+@dataclass
+class RunnerRecord:
+    info: RunnerInfo
+    last_heartbeat_time: datetime | None = None
+    current_job_id: str = ""
+
+
+@dataclass(frozen=True)
+class Lease:
+    lease_id: str
+    job_id: str
+    attempt: int
+    deadline: datetime
+
+
+def can_run(runner: RunnerInfo, required_models: tuple[str, ...]) -> bool:
+    """A runner may take a job only if it announced every model the job needs."""
+    return set(required_models) <= set(runner.models)
+
+
+def required_models(entries: list[NormalizedJob]) -> tuple[str, ...]:
+    return tuple(sorted({entry.model for entry in entries if entry.model}))
+
+
+def _stage_names(entries: list[NormalizedJob]) -> str:
+    longest = max(entries, key=lambda entry: len(entry.stage_plan))
+    return "+".join(stage.name.lower() for stage in longest.stage_plan)
+
+
+def summarize(job: Job) -> None:
+    """Fill the job's derived fields from its entries."""
+    entries = job.entries
+    job.entry_count = len(entries)
+    job.estimated_images = sum(entry.image_count for entry in entries)
+    job.stage_count = max(len(entry.stage_plan) for entry in entries)
+    job.has_adetailer = any(StageType.ADETAILER in entry.stage_plan for entry in entries)
+    job.has_upscale = any(StageType.UPSCALE in entry.stage_plan for entry in entries)
+    job.config_hash = bundle_hash([entry.config_hash for entry in entries])
+    first_prompt = entries[0].prompt
+    if len(first_prompt) > 60:
+        first_prompt = first_prompt[:57] + "..."
+    noun = "entry" if job.entry_count == 1 else "entries"
+    job.payload_summary = (
+        f"{job.entry_count} {noun}, {job.estimated_images} images: {first_prompt} "
+        f"({_stage_names(entries)})"
+    )

@@ -1,0 +1,263 @@
+"""Runner leases: long-poll LeaseJob, heartbeats, fenced completion, and lease expiry.
+
+Waiting runners are matched to jobs in one place (`_dispatch`), in run order: a job goes only to
+a runner that announced every model it needs, preferring one that has its model loaded already.
+A lease is (lease id, attempt); only the current one may heartbeat, complete or fail the job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import grpc
+
+from stablenew.common.errors import ServiceError, invalid_argument
+from stablenew.common.model import EntryResult, EntryStatus, Job, JobProgress, JobState
+from stablenew.queue.core import QueueCore, _Pending
+from stablenew.queue.domain import (
+    LANE_DIRECT,
+    LANE_QUEUE,
+    Lease,
+    QueuedJob,
+    RunnerInfo,
+    RunnerRecord,
+    can_run,
+)
+from stablenew.queue.store import run_order_key
+from stablenew.v1 import errors_pb2
+
+# How far down the queue to look for a job some waiting runner can run.
+DISPATCH_SCAN_LIMIT = 5000
+DISPATCH_BATCH = 200
+
+
+@dataclass
+class _Waiter:
+    runner: RunnerInfo
+    granted: threading.Event = field(default_factory=threading.Event)
+    result: tuple[Lease, Job] | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    lease_deadline: datetime
+    cancel_requested: bool
+    return_to_queue: bool
+
+
+def _lease_not_current(job_id: str, detail: str) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_LEASE_NOT_CURRENT,
+        f"job {job_id}: {detail}", metadata={"job_id": job_id})
+
+
+class Leasing:
+    def __init__(self, core: QueueCore) -> None:
+        self.core = core
+        self._waiters: list[_Waiter] = []
+        core.on_job_available = self.dispatch
+
+    # --- lease ----------------------------------------------------------------------------
+
+    def lease(self, runner: RunnerInfo, wait_seconds: float) -> tuple[Lease, Job] | None:
+        if not runner.runner_id:
+            raise invalid_argument("runner.runner_id", "required")
+        wait = min(max(wait_seconds, 0.0), self.core.config.max_lease_wait_seconds)
+        waiter = _Waiter(runner)
+        with self.core.write():
+            self.core.store.save_runner(RunnerRecord(runner, datetime.now(UTC)))
+        with self.core.lock:
+            self._waiters.append(waiter)
+            self.dispatch()
+        waiter.granted.wait(wait)
+        with self.core.lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return waiter.result
+
+    def dispatch(self) -> None:
+        """Hand queued jobs to waiting runners, in run order."""
+        with self.core.lock:
+            if not self._waiters or self.core.closing.is_set():
+                return
+            lanes = (LANE_DIRECT,) if self.core.paused() else (LANE_DIRECT, LANE_QUEUE)
+            after = None
+            scanned = 0
+            while self._waiters and scanned < DISPATCH_SCAN_LIMIT:
+                batch = self.core.store.queued_in_order(after, DISPATCH_BATCH, lanes)
+                for queued in batch:
+                    self._offer(queued)
+                    if not self._waiters:
+                        return
+                if len(batch) < DISPATCH_BATCH:
+                    return
+                scanned += len(batch)
+                after = run_order_key(batch[-1])
+
+    def _offer(self, queued: QueuedJob) -> None:
+        able = [w for w in self._waiters if can_run(w.runner, queued.required_models)]
+        if not able:
+            return
+        loaded = [w for w in able if w.runner.loaded_model == queued.preferred_model]
+        waiter = (loaded or able)[0]
+        self._waiters.remove(waiter)
+        waiter.result = self._grant(queued, waiter.runner)
+        waiter.granted.set()
+
+    def _grant(self, queued: QueuedJob, runner: RunnerInfo) -> tuple[Lease, Job]:
+        config = self.core.config
+        with self.core.write() as pending:
+            queued = self.core.load(queued.job.job_id, full=True)
+            job = queued.job
+            now = datetime.now(UTC)
+            deadline = now + timedelta(seconds=config.lease_seconds)
+            job.attempt += 1
+            job.runner_id = runner.runner_id
+            job.start_time = job.start_time or now
+            job.error_message = ""
+            queued.lease.lease_id = uuid.uuid4().hex
+            queued.lease.deadline = deadline.timestamp()
+            self.core.transition(pending, queued, JobState.RUNNING,
+                                 f"leased by {runner.runner_id} (attempt {job.attempt})")
+            self.core.store.save_runner(RunnerRecord(runner, now, job.job_id))
+        lease = Lease(queued.lease.lease_id, job.job_id, job.attempt, deadline)
+        return lease, self.core.view(queued)
+
+    # --- while running --------------------------------------------------------------------
+
+    def _current(self, job_id: str, lease_id: str, attempt: int, full: bool) -> QueuedJob:
+        queued = self.core.load(job_id, full)
+        if queued.job.state != JobState.RUNNING:
+            raise _lease_not_current(job_id, f"the job is {queued.job.state.name}")
+        if queued.lease.lease_id != lease_id or queued.job.attempt != attempt:
+            raise _lease_not_current(
+                job_id, f"lease {lease_id} attempt {attempt} is not the current lease "
+                f"(attempt {queued.job.attempt})")
+        return queued
+
+    def heartbeat(self, runner_id: str, lease_id: str, job_id: str, attempt: int,
+                  progress: JobProgress, loaded_model: str) -> HeartbeatReply:
+        with self.core.write() as pending:
+            queued = self._current(job_id, lease_id, attempt, full=False)
+            deadline = datetime.now(UTC) + timedelta(seconds=self.core.config.lease_seconds)
+            queued.lease.deadline = deadline.timestamp()
+            self.core.store.update_job(queued)
+            self.core.record_progress(pending, job_id, progress)
+            self._touch_runner(runner_id, loaded_model, job_id)
+        return HeartbeatReply(deadline, queued.job.cancel_requested, queued.return_to_queue)
+
+    def _touch_runner(self, runner_id: str, loaded_model: str, job_id: str) -> None:
+        for record in self.core.store.runners():
+            if record.info.runner_id == runner_id:
+                info = record.info
+                if loaded_model:
+                    info = RunnerInfo(info.runner_id, info.host, info.models, loaded_model,
+                                      info.address)
+                self.core.store.save_runner(RunnerRecord(info, datetime.now(UTC), job_id))
+                return
+
+    # --- finishing ------------------------------------------------------------------------
+
+    def complete(self, runner_id: str, lease_id: str, job_id: str, attempt: int,
+                 results: list[EntryResult], cancelled: bool) -> Job:
+        with self.core.write() as pending:
+            finished = self._already_finished_by(job_id, lease_id)
+            if finished is not None:
+                return finished
+            queued = self._current(job_id, lease_id, attempt, full=True)
+            job = queued.job
+            job.results = results
+            failed = [r for r in results if r.status == EntryStatus.FAILED]
+            if cancelled:
+                target = JobState.QUEUED if queued.return_to_queue else JobState.CANCELLED
+                reason = "cancelled by request"
+            elif failed:
+                target, reason = JobState.FAILED, f"{len(failed)} of {len(results)} entries failed"
+                job.error_message = failed[0].error_message or reason
+            else:
+                target, reason = JobState.COMPLETED, "completed"
+            self._finish(pending, queued, target, reason, runner_id)
+        return self.core.view(queued)
+
+    def fail(self, runner_id: str, lease_id: str, job_id: str, attempt: int, error: str,
+             results: list[EntryResult], retryable: bool) -> Job:
+        with self.core.write() as pending:
+            finished = self._already_finished_by(job_id, lease_id)
+            if finished is not None:
+                return finished
+            queued = self._current(job_id, lease_id, attempt, full=True)
+            queued.job.results = results
+            queued.job.error_message = error
+            again = retryable and queued.job.attempt < self.core.config.max_attempts
+            target = JobState.QUEUED if again else JobState.FAILED
+            self._finish(pending, queued, target, f"runner reported: {error}", runner_id)
+        if again:
+            self.dispatch()
+        return self.core.view(queued)
+
+    def _already_finished_by(self, job_id: str, lease_id: str) -> Job | None:
+        """A retried CompleteJob/FailJob of the lease that finished the job answers the same."""
+        queued = self.core.load(job_id, full=True)
+        if queued.job.state.is_terminal and queued.lease.finished_by_lease_id == lease_id:
+            return self.core.view(queued)
+        return None
+
+    def _finish(self, pending: _Pending, queued: QueuedJob, target: JobState, reason: str,
+                runner_id: str) -> None:
+        job = queued.job
+        if target == JobState.QUEUED:
+            job.cancel_requested = False
+            queued.return_to_queue = False
+        else:
+            queued.lease.finished_by_lease_id = queued.lease.lease_id
+        queued.lease.lease_id = ""
+        queued.lease.deadline = 0.0
+        self.core.transition(pending, queued, target, reason, with_results=True)
+        self._touch_runner(runner_id, "", "")
+        if target == JobState.QUEUED:
+            self.core.on_job_available()
+
+    # --- expiry ---------------------------------------------------------------------------
+
+    def expire_leases(self) -> int:
+        """Jobs whose runner stopped heartbeating go back to the queue, or fail at the limit."""
+        with self.core.write() as pending:
+            expired = self.core.store.expired_leases(time.time())
+            for queued in expired:
+                self._expire(pending, queued)
+        if expired:
+            self.dispatch()
+        return len(expired)
+
+    def _expire(self, pending: _Pending, queued: QueuedJob) -> None:
+        job = queued.job
+        if job.cancel_requested:
+            target = JobState.QUEUED if queued.return_to_queue else JobState.CANCELLED
+            reason = "lease expired after a cancel request"
+        elif job.attempt >= self.core.config.max_attempts:
+            target, reason = JobState.FAILED, "runner lost: lease expired"
+            job.error_message = f"runner lost: lease expired on attempt {job.attempt}"
+        else:
+            target, reason = JobState.QUEUED, f"lease of {job.runner_id} expired (runner lost)"
+        queued.lease.lease_id = ""
+        queued.lease.deadline = 0.0
+        if target == JobState.QUEUED:
+            job.cancel_requested = False
+            queued.return_to_queue = False
+        self.core.transition(pending, queued, target, reason)
+
+    def runners(self) -> list[RunnerRecord]:
+        with self.core.lock:
+            return list(self.core.store.runners())
+
+    def current_progress(self, job_id: str) -> JobProgress | None:
+        return self.core.progress.get(job_id)
+
+    def wake_waiters(self) -> None:
+        with self.core.lock:
+            for waiter in self._waiters:
+                waiter.granted.set()

@@ -1,0 +1,148 @@
+"""The gRPC edge of the queue: requests in, domain calls, responses out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from stablenew.common.errors import invalid_argument
+from stablenew.common.model import EntryResult, Priority
+from stablenew.common.model_mapping import from_proto
+from stablenew.common.paging import page_size
+from stablenew.queue import mapping
+from stablenew.queue.core import QueueCore
+from stablenew.queue.domain import MovePosition, RetryScope
+from stablenew.queue.leasing import Leasing
+from stablenew.queue.watchers import WatchFilter
+from stablenew.v1 import job_pb2, queue_service_pb2_grpc
+from stablenew.v1 import queue_service_pb2 as pb
+
+Context = grpc.ServicerContext
+
+
+def _required(value: str, field_path: str) -> str:
+    if not value:
+        raise invalid_argument(field_path, "required")
+    return value
+
+
+def _results(messages: object) -> list[EntryResult]:
+    return [from_proto(EntryResult, message) for message in messages]  # type: ignore[attr-defined]
+
+
+class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
+    def __init__(self, core: QueueCore, leasing: Leasing) -> None:
+        self.core = core
+        self.leasing = leasing
+
+    def SubmitJob(self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
+        job = self.core.submit(
+            mapping.entries_from_proto(list(request.entries)),
+            mapping.origin_from_proto(request.origin),
+            Priority(request.priority), request.label, dict(request.metadata), request.request_id)
+        return pb.SubmitJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
+        view = request.view or job_pb2.JOB_VIEW_FULL
+        job = self.core.get(_required(request.job_id, "job_id"),
+                            full=view == job_pb2.JOB_VIEW_FULL)
+        return pb.GetJobResponse(job=mapping.job_to_proto(job, view))
+
+    def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        jobs, token = self.core.list_active(page_size(request.page_size), request.page_token)
+        view = request.view or job_pb2.JOB_VIEW_BASIC
+        if view == job_pb2.JOB_VIEW_FULL:
+            jobs = [self.core.get(job.job_id, full=True) for job in jobs]
+        return pb.ListJobsResponse(jobs=[mapping.job_to_proto(job, view) for job in jobs],
+                                   next_page_token=token)
+
+    def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
+        job = self.core.cancel(_required(request.job_id, "job_id"), request.return_to_queue,
+                               request.reason)
+        return pb.CancelJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def MoveJob(self, request: pb.MoveJobRequest, context: Context) -> pb.MoveJobResponse:
+        if request.position == pb.MOVE_POSITION_UNSPECIFIED:
+            raise invalid_argument("position", "one of FRONT, BACK, UP, DOWN, BEFORE")
+        job = self.core.move(_required(request.job_id, "job_id"),
+                             MovePosition(request.position), request.before_job_id)
+        return pb.MoveJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def PauseQueue(self, request: pb.PauseQueueRequest, context: Context) -> pb.PauseQueueResponse:
+        return pb.PauseQueueResponse(state=mapping.state_to_proto(self.core.set_paused(True)))
+
+    def ResumeQueue(self, request: pb.ResumeQueueRequest,
+                    context: Context) -> pb.ResumeQueueResponse:
+        return pb.ResumeQueueResponse(state=mapping.state_to_proto(self.core.set_paused(False)))
+
+    def GetQueueState(self, request: pb.GetQueueStateRequest,
+                      context: Context) -> pb.GetQueueStateResponse:
+        return pb.GetQueueStateResponse(state=mapping.state_to_proto(self.core.state()))
+
+    def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
+        failed_only = RetryScope(request.scope) == RetryScope.FAILED_ENTRIES
+        job = self.core.retry(_required(request.job_id, "job_id"), failed_only,
+                              request.request_id)
+        return pb.RetryJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def WatchJobs(self, request: pb.WatchJobsRequest,
+                  context: Context) -> Iterator[pb.WatchJobsResponse]:
+        if request.after_sequence < 0:
+            raise invalid_argument("after_sequence", "must not be negative")
+        watch_filter = WatchFilter(frozenset(request.job_ids), request.exclude_progress)
+        events = self.core.watch(request.after_sequence, watch_filter, request.consumer_id,
+                                 disconnect=context.cancel)
+        for event in events:
+            if not context.is_active():
+                return
+            yield pb.WatchJobsResponse(event=job_pb2.JobEvent.FromString(event.payload))
+
+    def AcknowledgeEvents(self, request: pb.AcknowledgeEventsRequest,
+                          context: Context) -> pb.AcknowledgeEventsResponse:
+        acked = self.core.acknowledge(request.consumer_id, request.sequence)
+        return pb.AcknowledgeEventsResponse(acknowledged_sequence=acked)
+
+    def LeaseJob(self, request: pb.LeaseJobRequest, context: Context) -> pb.LeaseJobResponse:
+        runner = mapping.runner_info_from_proto(request.runner)
+        granted = self.leasing.lease(runner, request.wait_timeout.ToTimedelta().total_seconds())
+        if granted is None:
+            return pb.LeaseJobResponse()
+        lease, job = granted
+        return pb.LeaseJobResponse(lease=mapping.lease_to_proto(lease),
+                                   job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_FULL))
+
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
+        reply = self.leasing.heartbeat(
+            request.runner_id, _required(request.lease_id, "lease_id"),
+            _required(request.job_id, "job_id"), request.attempt,
+            mapping.progress_from_proto(request.progress), request.loaded_model)
+        response = pb.HeartbeatResponse(cancel_requested=reply.cancel_requested,
+                                        return_to_queue=reply.return_to_queue)
+        response.lease_deadline.FromDatetime(reply.lease_deadline)
+        return response
+
+    def CompleteJob(self, request: pb.CompleteJobRequest,
+                    context: Context) -> pb.CompleteJobResponse:
+        job = self.leasing.complete(
+            request.runner_id, _required(request.lease_id, "lease_id"),
+            _required(request.job_id, "job_id"), request.attempt, _results(request.results),
+            request.cancelled)
+        return pb.CompleteJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.FailJobResponse:
+        job = self.leasing.fail(
+            request.runner_id, _required(request.lease_id, "lease_id"),
+            _required(request.job_id, "job_id"), request.attempt, request.error_message,
+            _results(request.results), request.retryable)
+        return pb.FailJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def ListRunners(self, request: pb.ListRunnersRequest,
+                    context: Context) -> pb.ListRunnersResponse:
+        size = page_size(request.page_size)
+        records = [r for r in self.leasing.runners() if r.info.runner_id > request.page_token]
+        page = records[:size]
+        token = page[-1].info.runner_id if len(records) > size else ""
+        runners = [mapping.runner_to_proto(r, self.leasing.current_progress(r.current_job_id))
+                   for r in page]
+        return pb.ListRunnersResponse(runners=runners, next_page_token=token)

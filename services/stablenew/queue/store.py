@@ -1,0 +1,447 @@
+"""The queue's SQLite store: jobs with their run order and leases, the event log, durable
+consumers' acknowledgements, runners, and queue settings. Rows in, domain objects out.
+
+One connection, used by one thread at a time (the core holds its lock around every call).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stablenew.common.model import (
+    Job,
+    JobOrigin,
+    JobSource,
+    JobState,
+    Priority,
+    PromptSource,
+    RunMode,
+)
+from stablenew.common.sqlite_db import open_database
+from stablenew.queue import codec
+from stablenew.queue.domain import LeaseState, QueuedJob, RunnerInfo, RunnerRecord, RunOrder
+from stablenew.v1 import job_pb2
+
+MIGRATIONS = [
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        state INTEGER NOT NULL,
+        run_mode INTEGER NOT NULL,
+        source INTEGER NOT NULL,
+        prompt_source INTEGER NOT NULL,
+        prompt_pack_id TEXT NOT NULL,
+        draft_id TEXT NOT NULL,
+        draft_revision INTEGER NOT NULL,
+        retry_of_job_id TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        stage_count INTEGER NOT NULL,
+        has_adetailer INTEGER NOT NULL,
+        has_upscale INTEGER NOT NULL,
+        config_hash TEXT NOT NULL,
+        create_time REAL NOT NULL,
+        start_time REAL,
+        complete_time REAL,
+        update_time REAL NOT NULL,
+        error_message TEXT NOT NULL,
+        payload_summary TEXT NOT NULL,
+        runner_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        entry_count INTEGER NOT NULL,
+        estimated_images INTEGER NOT NULL,
+        required_models TEXT NOT NULL,
+        preferred_model TEXT NOT NULL,
+        entries BLOB NOT NULL,
+        results BLOB NOT NULL,
+        lane INTEGER NOT NULL,
+        priority_rank INTEGER NOT NULL,
+        order_key REAL NOT NULL,
+        lease_id TEXT NOT NULL,
+        lease_deadline REAL NOT NULL,
+        finished_by_lease_id TEXT NOT NULL,
+        cancel_requested INTEGER NOT NULL,
+        return_to_queue INTEGER NOT NULL,
+        request_id TEXT UNIQUE
+    );
+    CREATE INDEX jobs_queued_order ON jobs (lane, priority_rank, order_key, job_id)
+        WHERE state = 1;
+    CREATE INDEX jobs_running ON jobs (lease_deadline) WHERE state = 2;
+    CREATE INDEX jobs_finished ON jobs (complete_time) WHERE state >= 3;
+    CREATE TABLE events (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        job_id TEXT NOT NULL,
+        is_progress INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE TABLE consumers (
+        consumer_id TEXT PRIMARY KEY,
+        acked_sequence INTEGER NOT NULL,
+        update_time REAL NOT NULL
+    );
+    CREATE TABLE runners (
+        runner_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        address TEXT NOT NULL,
+        models TEXT NOT NULL,
+        loaded_model TEXT NOT NULL,
+        last_heartbeat REAL NOT NULL,
+        current_job_id TEXT NOT NULL
+    );
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+# Columns of a BASIC read: everything but the entries and results blobs.
+_BASIC_COLUMNS = """job_id, state, run_mode, source, prompt_source, prompt_pack_id, draft_id,
+    draft_revision, retry_of_job_id, priority, label, stage_count, has_adetailer, has_upscale,
+    config_hash, create_time, start_time, complete_time, update_time, error_message,
+    payload_summary, runner_id, attempt, metadata, entry_count, estimated_images,
+    required_models, preferred_model, lane, priority_rank, order_key, lease_id, lease_deadline,
+    finished_by_lease_id, cancel_requested, return_to_queue, request_id"""
+_FULL_COLUMNS = _BASIC_COLUMNS + ", entries, results"
+# Run order, all ascending so that the keyset comparison uses jobs_queued_order.
+_RUN_ORDER = "(lane, priority_rank, order_key, job_id)"
+_RUN_ORDER_LIST = "lane, priority_rank, order_key, job_id"
+
+
+def run_order_key(queued: QueuedJob) -> tuple[int, int, float, str]:
+    order = queued.order
+    return order.lane, order.priority_rank, order.order_key, queued.job.job_id
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _datetime(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _job_from_row(row: sqlite3.Row) -> QueuedJob:
+    keys = row.keys()
+    job = Job(
+        job_id=row["job_id"],
+        state=JobState(row["state"]),
+        origin=JobOrigin(
+            run_mode=RunMode(row["run_mode"]),
+            source=JobSource(row["source"]),
+            prompt_source=PromptSource(row["prompt_source"]),
+            prompt_pack_id=row["prompt_pack_id"],
+            draft_id=row["draft_id"],
+            draft_revision=row["draft_revision"],
+            retry_of_job_id=row["retry_of_job_id"],
+        ),
+        priority=Priority(row["priority"]),
+        label=row["label"],
+        stage_count=row["stage_count"],
+        has_adetailer=bool(row["has_adetailer"]),
+        has_upscale=bool(row["has_upscale"]),
+        config_hash=row["config_hash"],
+        create_time=_datetime(row["create_time"]),
+        start_time=_datetime(row["start_time"]),
+        complete_time=_datetime(row["complete_time"]),
+        update_time=_datetime(row["update_time"]),
+        error_message=row["error_message"],
+        payload_summary=row["payload_summary"],
+        runner_id=row["runner_id"],
+        attempt=row["attempt"],
+        metadata=json.loads(row["metadata"]),
+        entry_count=row["entry_count"],
+        estimated_images=row["estimated_images"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+    if "entries" in keys:
+        job.entries = codec.decode_entries(row["entries"])
+        job.results = codec.decode_results(row["results"])
+    return QueuedJob(
+        job=job,
+        order=RunOrder(row["lane"], row["priority_rank"], row["order_key"]),
+        lease=LeaseState(row["lease_id"], row["lease_deadline"], row["finished_by_lease_id"]),
+        return_to_queue=bool(row["return_to_queue"]),
+        request_id=row["request_id"] or "",
+        required_models=tuple(json.loads(row["required_models"])),
+        preferred_model=row["preferred_model"],
+    )
+
+
+def _job_to_row(queued: QueuedJob) -> dict[str, Any]:
+    job = queued.job
+    return {
+        "job_id": job.job_id,
+        "state": int(job.state),
+        "run_mode": int(job.origin.run_mode),
+        "source": int(job.origin.source),
+        "prompt_source": int(job.origin.prompt_source),
+        "prompt_pack_id": job.origin.prompt_pack_id,
+        "draft_id": job.origin.draft_id,
+        "draft_revision": job.origin.draft_revision,
+        "retry_of_job_id": job.origin.retry_of_job_id,
+        "priority": int(job.priority),
+        "label": job.label,
+        "stage_count": job.stage_count,
+        "has_adetailer": int(job.has_adetailer),
+        "has_upscale": int(job.has_upscale),
+        "config_hash": job.config_hash,
+        "create_time": _timestamp(job.create_time),
+        "start_time": _timestamp(job.start_time),
+        "complete_time": _timestamp(job.complete_time),
+        "update_time": _timestamp(job.update_time),
+        "error_message": job.error_message,
+        "payload_summary": job.payload_summary,
+        "runner_id": job.runner_id,
+        "attempt": job.attempt,
+        "metadata": json.dumps(job.metadata, sort_keys=True),
+        "entry_count": job.entry_count,
+        "estimated_images": job.estimated_images,
+        "required_models": json.dumps(list(queued.required_models)),
+        "preferred_model": queued.preferred_model,
+        "lane": queued.order.lane,
+        "priority_rank": queued.order.priority_rank,
+        "order_key": queued.order.order_key,
+        "lease_id": queued.lease.lease_id,
+        "lease_deadline": queued.lease.deadline,
+        "finished_by_lease_id": queued.lease.finished_by_lease_id,
+        "cancel_requested": int(job.cancel_requested),
+        "return_to_queue": int(queued.return_to_queue),
+        "request_id": queued.request_id or None,
+    }
+
+
+class QueueStore:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.db = open_database(path, MIGRATIONS, synchronous)
+        self.db.row_factory = sqlite3.Row
+        self.last_sequence: int = self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+        ).fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def insert_job(self, queued: QueuedJob) -> None:
+        row = _job_to_row(queued)
+        row["entries"] = codec.encode_entries(queued.job.entries)
+        row["results"] = codec.encode_results(queued.job.results)
+        columns = ", ".join(row)
+        placeholders = ", ".join(f":{name}" for name in row)
+        self.db.execute(f"INSERT INTO jobs ({columns}) VALUES ({placeholders})", row)
+
+    def update_job(self, queued: QueuedJob, with_results: bool = False) -> None:
+        """Write every mutable column (the entries never change after submit)."""
+        row = _job_to_row(queued)
+        if with_results:
+            row["results"] = codec.encode_results(queued.job.results)
+        assignments = ", ".join(f"{name} = :{name}" for name in row if name != "job_id")
+        self.db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = :job_id", row)
+
+    def get_job(self, job_id: str, full: bool) -> QueuedJob | None:
+        columns = _FULL_COLUMNS if full else _BASIC_COLUMNS
+        row = self.db.execute(f"SELECT {columns} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else _job_from_row(row)
+
+    def job_id_for_request(self, request_id: str) -> str | None:
+        row = self.db.execute(
+            "SELECT job_id FROM jobs WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return None if row is None else str(row["job_id"])
+
+    def running_jobs(self) -> list[QueuedJob]:
+        rows = self.db.execute(
+            f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 2 ORDER BY start_time, job_id"
+        ).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    def expired_leases(self, now: float) -> list[QueuedJob]:
+        rows = self.db.execute(
+            f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 2 AND lease_deadline < ?", (now,)
+        ).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    def queued_in_order(
+        self, after: tuple[int, int, float, str] | None, limit: int, lanes: tuple[int, ...]
+    ) -> list[QueuedJob]:
+        """Queued jobs in run order, after a keyset position (lane, rank, order key, job id)."""
+        lane_list = ", ".join(str(int(lane)) for lane in lanes)
+        sql = f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 1 AND lane IN ({lane_list})"
+        params: list[Any] = []
+        if after is not None:
+            sql += f" AND {_RUN_ORDER} > (?, ?, ?, ?)"
+            params = list(after)
+        sql += f" ORDER BY {_RUN_ORDER_LIST} LIMIT ?"
+        params.append(limit)
+        return [_job_from_row(row) for row in self.db.execute(sql, params).fetchall()]
+
+    def queue_neighbours(self, queued: QueuedJob) -> tuple[QueuedJob | None, QueuedJob | None]:
+        """The queued jobs right before and right after `queued` in its lane."""
+        key = run_order_key(queued)
+        before = self.db.execute(
+            f"""SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 1 AND lane = ?
+                AND {_RUN_ORDER} < (?, ?, ?, ?)
+                ORDER BY lane DESC, priority_rank DESC, order_key DESC, job_id DESC LIMIT 1""",
+            (key[0], *key),
+        ).fetchone()
+        after = self.db.execute(
+            f"""SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 1 AND lane = ?
+                AND {_RUN_ORDER} > (?, ?, ?, ?) ORDER BY {_RUN_ORDER_LIST} LIMIT 1""",
+            (key[0], *key),
+        ).fetchone()
+        return (None if before is None else _job_from_row(before),
+                None if after is None else _job_from_row(after))
+
+    def lane_bounds(self, lane: int) -> tuple[int, float, int, float] | None:
+        """(first rank, smallest key in it, last rank, largest key in it) of a lane."""
+        first = self.db.execute(
+            f"""SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
+               ORDER BY {_RUN_ORDER_LIST} LIMIT 1""", (lane,)).fetchone()
+        last = self.db.execute(
+            """SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
+               ORDER BY lane DESC, priority_rank DESC, order_key DESC, job_id DESC LIMIT 1""",
+            (lane,)).fetchone()
+        if first is None or last is None:
+            return None
+        return first[0], first[1], last[0], last[1]
+
+    def queue_position(self, queued: QueuedJob) -> int:
+        """Running jobs count first: they are ahead of every queued one."""
+        ahead = self.db.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE state = 1 AND {_RUN_ORDER} < (?, ?, ?, ?)",
+            run_order_key(queued)).fetchone()[0]
+        running = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = 2").fetchone()[0]
+        return int(running) + int(ahead)
+
+    def renumber_lane(self, lane: int) -> None:
+        """Spread the order keys of a lane back out to whole numbers (after many moves)."""
+        rows = self.db.execute(
+            f"SELECT job_id FROM jobs WHERE state = 1 AND lane = ? ORDER BY {_RUN_ORDER_LIST}",
+            (lane,)).fetchall()
+        self.db.executemany(
+            "UPDATE jobs SET order_key = ? WHERE job_id = ?",
+            [(float(index), row["job_id"]) for index, row in enumerate(rows)],
+        )
+
+    def max_order_key(self) -> float:
+        row = self.db.execute("SELECT MAX(order_key) FROM jobs WHERE state = 1").fetchone()
+        return float(row[0]) if row[0] is not None else 0.0
+
+    def state_counts(self) -> dict[JobState, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {JobState(row[0]): int(row[1]) for row in rows}
+
+    def queued_images(self) -> int:
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(estimated_images), 0) FROM jobs WHERE state = 1").fetchone()
+        return int(row[0])
+
+    def recent_seconds_per_image(self, sample: int = 50) -> float | None:
+        row = self.db.execute(
+            """SELECT SUM(complete_time - start_time), SUM(estimated_images) FROM (
+                 SELECT complete_time, start_time, estimated_images FROM jobs
+                 WHERE state = 3 AND start_time IS NOT NULL
+                 ORDER BY complete_time DESC LIMIT ?)""", (sample,)).fetchone()
+        if not row[1]:
+            return None
+        return float(row[0]) / float(row[1])
+
+    def delete_finished_before(self, cutoff: float) -> int:
+        cursor = self.db.execute("DELETE FROM jobs WHERE state >= 3 AND complete_time < ?",
+                                 (cutoff,))
+        return cursor.rowcount
+
+    # --- events ---------------------------------------------------------------------------
+
+    def append_event(self, event: job_pb2.JobEvent, is_progress: bool = False) -> int:
+        """Give the event the next sequence and store it; call inside a transaction."""
+        sequence = self.last_sequence + 1
+        event.sequence = sequence
+        self.db.execute(
+            "INSERT INTO events (sequence, time, job_id, is_progress, payload) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (sequence, time.time(), event.job_id, int(is_progress), event.SerializeToString()),
+        )
+        self.last_sequence = sequence
+        return sequence
+
+    def reload_last_sequence(self) -> None:
+        """After a rolled-back transaction, forget the sequences it handed out."""
+        self.last_sequence = self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+        ).fetchone()[0]
+
+    def events_after(self, sequence: int, limit: int) -> list[tuple[int, str, bool, bytes]]:
+        rows = self.db.execute(
+            "SELECT sequence, job_id, is_progress, payload FROM events WHERE sequence > ? "
+            "ORDER BY sequence LIMIT ?", (sequence, limit)).fetchall()
+        return [(row[0], row[1], bool(row[2]), row[3]) for row in rows]
+
+    def oldest_sequence(self) -> int:
+        row = self.db.execute("SELECT MIN(sequence) FROM events").fetchone()
+        return int(row[0]) if row[0] is not None else self.last_sequence + 1
+
+    def delete_events_through(self, sequence: int, older_than: float) -> int:
+        cursor = self.db.execute(
+            "DELETE FROM events WHERE sequence <= ? AND time < ?", (sequence, older_than))
+        return cursor.rowcount
+
+    # --- consumers --------------------------------------------------------------------------
+
+    def acknowledge(self, consumer_id: str, sequence: int) -> int:
+        self.db.execute(
+            """INSERT INTO consumers (consumer_id, acked_sequence, update_time) VALUES (?, ?, ?)
+               ON CONFLICT (consumer_id) DO UPDATE SET
+                 acked_sequence = MAX(acked_sequence, excluded.acked_sequence),
+                 update_time = excluded.update_time""",
+            (consumer_id, sequence, time.time()),
+        )
+        row = self.db.execute("SELECT acked_sequence FROM consumers WHERE consumer_id = ?",
+                              (consumer_id,)).fetchone()
+        return int(row[0])
+
+    def register_consumer(self, consumer_id: str) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO consumers (consumer_id, acked_sequence, update_time) "
+            "VALUES (?, 0, ?)", (consumer_id, time.time()))
+
+    def slowest_consumer(self) -> int | None:
+        row = self.db.execute("SELECT MIN(acked_sequence) FROM consumers").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    # --- runners and settings -------------------------------------------------------------
+
+    def save_runner(self, record: RunnerRecord) -> None:
+        info = record.info
+        beat = _timestamp(record.last_heartbeat_time) or time.time()
+        self.db.execute(
+            """INSERT INTO runners VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (runner_id) DO UPDATE SET host = excluded.host,
+                 address = excluded.address, models = excluded.models,
+                 loaded_model = excluded.loaded_model, last_heartbeat = excluded.last_heartbeat,
+                 current_job_id = excluded.current_job_id""",
+            (info.runner_id, info.host, info.address, json.dumps(list(info.models)),
+             info.loaded_model, beat, record.current_job_id),
+        )
+
+    def runners(self) -> Iterator[RunnerRecord]:
+        for row in self.db.execute("SELECT * FROM runners ORDER BY runner_id"):
+            info = RunnerInfo(row["runner_id"], row["host"], tuple(json.loads(row["models"])),
+                              row["loaded_model"], row["address"])
+            yield RunnerRecord(info, _datetime(row["last_heartbeat"]), row["current_job_id"])
+
+    def setting(self, key: str, default: str) -> str:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                        "value = excluded.value", (key, value))
