@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 
 import grpc
@@ -21,7 +22,6 @@ log = logging.getLogger("stablenew.queue")
 
 SERVICE = queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"]
 MAINTENANCE_INTERVAL_SECONDS = 0.25
-PRUNE_EVERY_TICKS = 240
 
 
 def queue_config(env: Mapping[str, str]) -> QueueConfig:
@@ -33,6 +33,8 @@ def queue_config(env: Mapping[str, str]) -> QueueConfig:
             env, "STABLENEW_EVENT_RETENTION_SECONDS", defaults.event_retention_seconds),
         watcher_stall_seconds=positive_float(
             env, "STABLENEW_WATCHER_STALL_SECONDS", defaults.watcher_stall_seconds),
+        prune_interval_seconds=positive_float(
+            env, "STABLENEW_PRUNE_INTERVAL_SECONDS", defaults.prune_interval_seconds),
     )
 
 
@@ -53,17 +55,17 @@ class Maintenance:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        tick = 0
+        last_prune = 0.0
         while not self._stop.wait(MAINTENANCE_INTERVAL_SECONDS):
             try:
                 self.leasing.expire_leases()
                 self.core.broadcaster.disconnect_stalled()
-                if tick % PRUNE_EVERY_TICKS == 0:
+                if time.monotonic() - last_prune >= self.core.config.prune_interval_seconds:
+                    last_prune = time.monotonic()
                     self.core.prune()
             except Exception:
                 # A failed tick (disk full, say) is retried on the next one; never die.
                 log.exception("queue maintenance failed")
-            tick += 1
 
 
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:

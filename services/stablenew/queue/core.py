@@ -64,6 +64,7 @@ class QueueConfig:
     progress_interval_seconds: float = 0.25
     watcher_buffer_bytes: int = 8 * 1024 * 1024
     watcher_stall_seconds: float = 10.0
+    prune_interval_seconds: float = 60.0
 
 
 @dataclass
