@@ -4,6 +4,9 @@ few heartbeats and produces a COMPLETED (or FAILED) result."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,3 +83,21 @@ class ProtocolRunner:
         for entry in leased.job.entries:
             self.heartbeat(leased, entry.index)
         return self.complete(leased)
+
+
+def hold_one_job(address: str, runner_id: str) -> None:
+    """Lease one job, print the lease as JSON, and heartbeat until killed (a runner that dies
+    mid-job)."""
+    with grpc.insecure_channel(address) as channel:
+        runner = ProtocolRunner(channel, runner_id)
+        leased = runner.lease(wait_seconds=10)
+        assert leased is not None, "no job to hold"
+        print(json.dumps({"lease_id": leased.lease.lease_id, "job_id": leased.job.job_id,
+                          "attempt": leased.lease.attempt}), flush=True)
+        while True:
+            runner.heartbeat(leased)
+            time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    hold_one_job(sys.argv[1], sys.argv[2])

@@ -305,3 +305,19 @@ def test_queue_state_and_runners(queue: QueueHarness) -> None:
 def test_lease_requires_a_runner_id(queue: QueueHarness) -> None:
     assert _refused(lambda: queue.stub.LeaseJob(pb.LeaseJobRequest())) == (
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+
+
+def test_list_runners_pages_with_signed_tokens(queue: QueueHarness) -> None:
+    for name in ("a", "b", "c"):
+        assert _runner(queue, name).lease(0) is None  # announces itself
+    names: list[str] = []
+    token = ""
+    while True:
+        reply = queue.stub.ListRunners(pb.ListRunnersRequest(page_size=2, page_token=token))
+        names += [runner.info.runner_id for runner in reply.runners]
+        token = reply.next_page_token
+        if not token:
+            break
+    assert names == ["a", "b", "c"]
+    assert _refused(lambda: queue.stub.ListRunners(pb.ListRunnersRequest(page_token="b"))) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")

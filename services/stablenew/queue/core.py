@@ -101,9 +101,14 @@ class QueueCore:
         self.closing = threading.Event()
         self.progress: dict[str, JobProgress] = {}
         self._last_progress_event: dict[str, float] = {}
-        self._list_tokens = PageTokens(self._token_secret(), "queue.ListJobs")
+        self._token_secret_bytes = self._token_secret()
+        self._list_tokens = self.page_tokens("queue.ListJobs")
         # Called after every commit that may make a job leasable (set by leasing).
         self.on_job_available: Callable[[], None] = lambda: None
+
+    def page_tokens(self, scope: str) -> PageTokens:
+        """Tokens signed with this queue's secret, valid for one list only."""
+        return PageTokens(self._token_secret_bytes, scope)
 
     def _token_secret(self) -> bytes:
         with Transaction(self.store.db):

@@ -35,6 +35,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     def __init__(self, core: QueueCore, leasing: Leasing) -> None:
         self.core = core
         self.leasing = leasing
+        self.runner_tokens = core.page_tokens("queue.ListRunners")
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
         job = self.core.submit(
@@ -140,9 +141,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     def ListRunners(self, request: pb.ListRunnersRequest,
                     context: Context) -> pb.ListRunnersResponse:
         size = page_size(request.page_size)
-        records = [r for r in self.leasing.runners() if r.info.runner_id > request.page_token]
+        position = self.runner_tokens.decode(request.page_token)
+        after = str(position[0]) if position else ""
+        records = [r for r in self.leasing.runners() if r.info.runner_id > after]
         page = records[:size]
-        token = page[-1].info.runner_id if len(records) > size else ""
+        token = self.runner_tokens.encode([page[-1].info.runner_id]) if len(records) > size else ""
         runners = [mapping.runner_to_proto(r, self.leasing.current_progress(r.current_job_id))
                    for r in page]
         return pb.ListRunnersResponse(runners=runners, next_page_token=token)
