@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import grpc
 import pytest
 
@@ -9,6 +11,7 @@ from stablenew.common.errors import details_of
 from stablenew.v1 import job_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness, make_entry, origin
+from tests.queue.protocol_runner import ProtocolRunner
 
 
 def _error(call: object) -> grpc.RpcError:
@@ -182,3 +185,30 @@ def test_get_job_full_and_basic_views(queue: QueueHarness) -> None:
     assert not basic.entries
     details = details_of(_error(lambda: queue.stub.GetJob(pb.GetJobRequest())))
     assert details.violations[0].field == "job_id"
+
+
+def test_positions_stay_consistent_through_every_kind_of_change(queue: QueueHarness) -> None:
+    assert queue.channel is not None
+    runner = ProtocolRunner(queue.channel, "r1")
+    chaos = random.Random(7)
+    priorities = [job_pb2.PRIORITY_LOW, job_pb2.PRIORITY_NORMAL, job_pb2.PRIORITY_HIGH]
+    for step in range(60):
+        listed = queue.stub.ListJobs(pb.ListJobsRequest(page_size=1000)).jobs
+        ids = [job.job_id for job in listed if job.state == job_pb2.JOB_STATE_QUEUED]
+        action = chaos.choice(["submit", "submit", "direct", "move", "lease", "cancel"])
+        if action == "submit" or not ids:
+            queue.submit(priority=chaos.choice(priorities))
+        elif action == "direct":
+            queue.submit(run_mode=job_pb2.RUN_MODE_DIRECT)
+        elif action == "move":
+            _move(queue, chaos.choice(ids), chaos.choice([
+                pb.MOVE_POSITION_FRONT, pb.MOVE_POSITION_BACK, pb.MOVE_POSITION_UP,
+                pb.MOVE_POSITION_DOWN]))
+        elif action == "lease":
+            runner.lease(0)
+        else:
+            queue.stub.CancelJob(pb.CancelJobRequest(job_id=chaos.choice(ids)))
+        listed = queue.stub.ListJobs(pb.ListJobsRequest(page_size=1000)).jobs
+        assert [job.queue_position for job in listed] == list(range(len(listed))), step
+        for index, job in enumerate(listed):
+            assert queue.get(job.job_id).queue_position == index, (step, action)

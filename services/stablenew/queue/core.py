@@ -46,6 +46,7 @@ from stablenew.queue.domain import (
     required_models,
     summarize,
 )
+from stablenew.queue.positions import Positions
 from stablenew.queue.store import QueueStore, run_order_key
 from stablenew.queue.watchers import Broadcaster, StoredEvent, Subscriber, WatchFilter
 from stablenew.v1 import errors_pb2, job_pb2
@@ -99,6 +100,7 @@ class QueueCore:
         self.lock = threading.RLock()
         self.broadcaster = Broadcaster(config.watcher_buffer_bytes, config.watcher_stall_seconds)
         self.closing = threading.Event()
+        self.positions = Positions(store)
         self.progress: dict[str, JobProgress] = {}
         self._last_progress_event: dict[str, float] = {}
         self._token_secret_bytes = self._token_secret()
@@ -130,6 +132,7 @@ class QueueCore:
                     yield pending
             except BaseException:
                 self.store.reload_last_sequence()
+                self.positions.reload()
                 raise
             self.broadcaster.publish(pending.events)
 
@@ -144,6 +147,7 @@ class QueueCore:
         job = queued.job
         check_transition(job.job_id, job.state, target)
         previous, job.state = job.state, target
+        self.positions.changed_state(queued.order, previous, target)
         now = _now()
         job.update_time = now
         if target.is_terminal:
@@ -172,9 +176,14 @@ class QueueCore:
                     return self.view(self.load(existing, full=True))
             queued = self._new_job(entries, origin, priority, label, metadata, request_id)
             self.store.insert_job(queued)
+            self.positions.added(queued.order)
             self.emit(pending, codec.submitted_event(queued.job, queued.job.create_time or _now()))
+            # A new job is the first of the DIRECT lane or the last of its group: no counting.
+            position = (self.positions.of_first_in_group(queued.order)
+                        if queued.order.lane == LANE_DIRECT
+                        else self.positions.of_last_in_group(queued.order))
         self.on_job_available()
-        return self.view(queued)
+        return self.view_at(queued, position)
 
     def _new_job(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
                  label: str, metadata: dict[str, str], request_id: str) -> QueuedJob:
@@ -184,7 +193,7 @@ class QueueCore:
                   create_time=now, update_time=now, entries=entries)
         summarize(job)
         order = RunOrder(lane_of(origin.run_mode), priority_rank(job.priority),
-                         self.store.max_order_key() + 1.0)
+                         self.store.next_order_key())
         if order.lane == LANE_DIRECT:
             # "Run now" means next: ahead of any earlier DIRECT job too.
             bounds = self.store.lane_bounds(LANE_DIRECT)
@@ -201,10 +210,9 @@ class QueueCore:
         job = queued.job
         job.progress = self.progress.get(job.job_id, job.progress)
         if job.state == JobState.QUEUED:
-            job.queue_position = self.store.queue_position(queued)
+            job.queue_position = self.positions.of(queued)
         elif job.state == JobState.RUNNING:
-            running = [q.job.job_id for q in self.store.running_jobs()]
-            job.queue_position = running.index(job.job_id) if job.job_id in running else 0
+            job.queue_position = self.store.running_position(queued)
         else:
             job.queue_position = -1
         return job
@@ -220,7 +228,7 @@ class QueueCore:
             jobs: list[QueuedJob] = []
             offset, after = 0, None
             if position is None:
-                jobs = self.store.running_jobs()[:size]
+                jobs = self.store.running_jobs(size)
             else:
                 offset = int(position[0])
                 after = (int(position[1]), int(position[2]), float(position[3]), str(position[4]))
@@ -267,10 +275,8 @@ class QueueCore:
                     f"job {job_id} is {queued.job.state.name}; only queued jobs move")
             new_order = self._moved_order(queued, position, before_job_id)
             if new_order is not None and new_order != queued.order:
-                queued.order = new_order
-                self.store.update_job(queued)
-                self.emit(pending, codec.moved_event(
-                    job_id, self.store.queue_position(queued), _now()))
+                self._reorder(queued, new_order)
+                self.emit(pending, codec.moved_event(job_id, self.positions.of(queued), _now()))
             return self.view(queued)
 
     def _moved_order(self, queued: QueuedJob, position: MovePosition,
@@ -285,8 +291,8 @@ class QueueCore:
             if neighbour is None:
                 return None
             # Swap places; the neighbour takes ours.
-            neighbour.order, order = queued.order, neighbour.order
-            self.store.update_job(neighbour)
+            order = neighbour.order
+            self._reorder(neighbour, queued.order)
             return order
         bounds = self.store.lane_bounds(lane)
         assert bounds is not None  # the job itself is queued in this lane
@@ -296,6 +302,11 @@ class QueueCore:
         if position == MovePosition.BACK:
             return RunOrder(lane, last_rank, last_key + 1.0)
         raise invalid_argument("position", "one of FRONT, BACK, UP, DOWN, BEFORE")
+
+    def _reorder(self, queued: QueuedJob, order: RunOrder) -> None:
+        self.positions.moved(queued.order, order)
+        queued.order = order
+        self.store.update_job(queued)
 
     def _order_before(self, queued: QueuedJob, before_job_id: str) -> RunOrder | None:
         if not before_job_id:

@@ -32,7 +32,8 @@ from stablenew.v1 import errors_pb2
 
 # How far down the queue to look for a job some waiting runner can run.
 DISPATCH_SCAN_LIMIT = 5000
-DISPATCH_BATCH = 200
+# Small first: the first queued job usually fits a waiting runner.
+DISPATCH_BATCHES = (8, 200)
 
 
 @dataclass
@@ -88,12 +89,13 @@ class Leasing:
             after = None
             scanned = 0
             while self._waiters and scanned < DISPATCH_SCAN_LIMIT:
-                batch = self.core.store.queued_in_order(after, DISPATCH_BATCH, lanes)
+                size = DISPATCH_BATCHES[0] if scanned == 0 else DISPATCH_BATCHES[1]
+                batch = self.core.store.queued_in_order(after, size, lanes)
                 for queued in batch:
                     self._offer(queued)
                     if not self._waiters:
                         return
-                if len(batch) < DISPATCH_BATCH:
+                if len(batch) < size:
                     return
                 scanned += len(batch)
                 after = run_order_key(batch[-1])

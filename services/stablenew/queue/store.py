@@ -221,6 +221,7 @@ class QueueStore:
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = open_database(path, MIGRATIONS, synchronous)
         self.db.row_factory = sqlite3.Row
+        self._last_order_key: float | None = None
         self.last_sequence: int = self.db.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
         ).fetchone()[0]
@@ -257,11 +258,35 @@ class QueueStore:
         ).fetchone()
         return None if row is None else str(row["job_id"])
 
-    def running_jobs(self) -> list[QueuedJob]:
+    def running_jobs(self, limit: int) -> list[QueuedJob]:
         rows = self.db.execute(
-            f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 2 ORDER BY start_time, job_id"
-        ).fetchall()
+            f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 2 ORDER BY start_time, job_id "
+            "LIMIT ?", (limit,)).fetchall()
         return [_job_from_row(row) for row in rows]
+
+    def running_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = 2").fetchone()[0])
+
+    def running_position(self, queued: QueuedJob) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state = 2 AND (start_time, job_id) < (?, ?)",
+            (_timestamp(queued.job.start_time), queued.job.job_id)).fetchone()
+        return int(row[0])
+
+    def queued_group_counts(self) -> dict[tuple[int, int], int]:
+        rows = self.db.execute(
+            "SELECT lane, priority_rank, COUNT(*) FROM jobs WHERE state = 1 "
+            "GROUP BY lane, priority_rank").fetchall()
+        return {(int(row[0]), int(row[1])): int(row[2]) for row in rows}
+
+    def count_ahead_in_group(self, queued: QueuedJob) -> int:
+        """Queued jobs of the same lane and rank that run before `queued`."""
+        order = queued.order
+        row = self.db.execute(
+            """SELECT COUNT(*) FROM jobs WHERE state = 1 AND lane = ? AND priority_rank = ?
+               AND (order_key, job_id) < (?, ?)""",
+            (order.lane, order.priority_rank, order.order_key, queued.job.job_id)).fetchone()
+        return int(row[0])
 
     def expired_leases(self, now: float) -> list[QueuedJob]:
         rows = self.db.execute(
@@ -313,14 +338,6 @@ class QueueStore:
             return None
         return first[0], first[1], last[0], last[1]
 
-    def queue_position(self, queued: QueuedJob) -> int:
-        """Running jobs count first: they are ahead of every queued one."""
-        ahead = self.db.execute(
-            f"SELECT COUNT(*) FROM jobs WHERE state = 1 AND {_RUN_ORDER} < (?, ?, ?, ?)",
-            run_order_key(queued)).fetchone()[0]
-        running = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = 2").fetchone()[0]
-        return int(running) + int(ahead)
-
     def renumber_lane(self, lane: int) -> None:
         """Spread the order keys of a lane back out to whole numbers (after many moves)."""
         rows = self.db.execute(
@@ -331,9 +348,16 @@ class QueueStore:
             [(float(index), row["job_id"]) for index, row in enumerate(rows)],
         )
 
-    def max_order_key(self) -> float:
-        row = self.db.execute("SELECT MAX(order_key) FROM jobs WHERE state = 1").fetchone()
-        return float(row[0]) if row[0] is not None else 0.0
+    def next_order_key(self) -> float:
+        """A key after every job ever queued: FIFO for new submissions.
+
+        Kept in memory (one writer) so a submit never scans the table for the maximum.
+        """
+        if self._last_order_key is None:
+            row = self.db.execute("SELECT MAX(order_key) FROM jobs").fetchone()
+            self._last_order_key = float(row[0]) if row[0] is not None else 0.0
+        self._last_order_key = max(self._last_order_key, 0.0) + 1.0
+        return self._last_order_key
 
     def state_counts(self) -> dict[JobState, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
@@ -374,7 +398,8 @@ class QueueStore:
         return sequence
 
     def reload_last_sequence(self) -> None:
-        """After a rolled-back transaction, forget the sequences it handed out."""
+        """After a rolled-back transaction, forget the sequences and keys it handed out."""
+        self._last_order_key = None
         self.last_sequence = self.db.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
         ).fetchone()[0]

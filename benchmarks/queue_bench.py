@@ -1,0 +1,104 @@
+"""Queue benchmark: with N jobs already queued (100,000 by default), how long do SubmitJob,
+LeaseJob (+CompleteJob) and the first page of ListJobs take, and how much memory does the
+queue process hold? Prints p50/p99 in milliseconds and the resident set size.
+
+    python benchmarks/queue_bench.py [--queued 100000] [--samples 500]
+
+The queue runs as `stablenew serve queue` in its own process; the backlog is written straight
+into its SQLite file first (through the queue's own store), which is much faster than submitting
+100,000 jobs over gRPC and gives the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import psutil
+
+from stablenew.common.model import JobOrigin, NormalizedJob, RunMode
+from stablenew.common.model_mapping import from_proto
+from stablenew.common.sqlite_db import Transaction
+from stablenew.queue import codec
+from stablenew.queue.core import QueueConfig, QueueCore
+from stablenew.v1 import job_pb2, queue_service_pb2_grpc
+from stablenew.v1 import queue_service_pb2 as pb
+from tests.queue.harness import make_entry, origin
+from tests.queue.processes import QueueProcess
+from tests.queue.protocol_runner import ProtocolRunner
+
+
+def seed(data_dir: Path, count: int) -> None:
+    """Write `count` queued one-entry jobs into the queue database."""
+    from stablenew.queue.store import QueueStore  # noqa: PLC0415 - only the seeding uses it
+
+    store = QueueStore(data_dir / "queue.sqlite3")
+    core = QueueCore(store, QueueConfig())
+    entries = [from_proto(NormalizedJob, make_entry(0))]
+    job_origin = JobOrigin(run_mode=RunMode.QUEUE)
+    for start in range(0, count, 5000):
+        with Transaction(store.db):
+            for _ in range(start, min(start + 5000, count)):
+                queued = core._new_job(entries, job_origin, job_pb2.PRIORITY_NORMAL, "", {}, "")
+                store.insert_job(queued)
+                store.append_event(codec.submitted_event(queued.job, datetime.now(UTC)))
+    store.close()
+
+
+def measure(name: str, call: Callable[[], object], samples: int) -> None:
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        call()
+        timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    print(f"{name:<28} p50 {statistics.median(timings):7.3f} ms   p99 {p99:7.3f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--queued", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=500)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        started = time.perf_counter()
+        seed(data_dir, args.queued)
+        print(f"seeded {args.queued} queued jobs in {time.perf_counter() - started:.1f} s")
+        process = QueueProcess(data_dir)
+        process.start()
+        try:
+            run_benchmarks(process, args.samples)
+        finally:
+            process.stop()
+
+
+def run_benchmarks(process: QueueProcess, samples: int) -> None:
+    with grpc.insecure_channel(process.address) as channel:
+        stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+        request = pb.SubmitJobRequest(entries=[make_entry(0)], origin=origin())
+        measure("SubmitJob", lambda: stub.SubmitJob(request), samples)
+        runner = ProtocolRunner(channel, "bench")
+
+        def lease_and_complete() -> None:
+            leased = runner.lease(wait_seconds=0)
+            assert leased is not None
+            runner.complete(leased)
+
+        measure("LeaseJob + CompleteJob", lease_and_complete, samples)
+        measure("LeaseJob alone", lambda: runner.lease(wait_seconds=0), samples)
+        first_page = pb.ListJobsRequest(page_size=50)
+        measure("ListJobs first page (50)", lambda: stub.ListJobs(first_page), samples)
+        rss = psutil.Process(process.pid).memory_info().rss
+        print(f"queue process RSS: {rss / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
