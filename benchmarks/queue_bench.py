@@ -22,13 +22,14 @@ from pathlib import Path
 import grpc
 import psutil
 
-from stablenew.common.model import JobOrigin, NormalizedJob, RunMode
+from stablenew.common.model import JobOrigin, NormalizedJob, Priority, RunMode
 from stablenew.common.model_mapping import from_proto
 from stablenew.common.sqlite_db import Transaction
 from stablenew.queue import codec
 from stablenew.queue.core import QueueConfig, QueueCore
-from stablenew.v1 import job_pb2, queue_service_pb2_grpc
+from stablenew.queue.store import QueueStore
 from stablenew.v1 import queue_service_pb2 as pb
+from stablenew.v1 import queue_service_pb2_grpc
 from tests.queue.harness import make_entry, origin
 from tests.queue.processes import QueueProcess
 from tests.queue.protocol_runner import ProtocolRunner
@@ -36,8 +37,6 @@ from tests.queue.protocol_runner import ProtocolRunner
 
 def seed(data_dir: Path, count: int) -> None:
     """Write `count` queued one-entry jobs into the queue database."""
-    from stablenew.queue.store import QueueStore  # noqa: PLC0415 - only the seeding uses it
-
     store = QueueStore(data_dir / "queue.sqlite3")
     core = QueueCore(store, QueueConfig())
     entries = [from_proto(NormalizedJob, make_entry(0))]
@@ -45,7 +44,7 @@ def seed(data_dir: Path, count: int) -> None:
     for start in range(0, count, 5000):
         with Transaction(store.db):
             for _ in range(start, min(start + 5000, count)):
-                queued = core._new_job(entries, job_origin, job_pb2.PRIORITY_NORMAL, "", {}, "")
+                queued = core.new_job(entries, job_origin, Priority.NORMAL, "", {}, "")
                 store.insert_job(queued)
                 store.append_event(codec.submitted_event(queued.job, datetime.now(UTC)))
     store.close()

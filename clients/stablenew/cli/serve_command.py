@@ -27,8 +27,8 @@ BUILDERS: dict[str, Callable[[ServerSettings], ServiceSpec]] = {
 def run(args: argparse.Namespace) -> int:
     settings = ServerSettings.load(args.service, address=args.address, data_dir=args.data_dir)
     json_logging.configure(args.service, args.log_level)
-    server = Server(settings, BUILDERS[args.service](settings))
     try:
+        server = Server(settings, BUILDERS[args.service](settings))
         serve_until_signal(server)
     except StartupError as error:
         print(f"stablenew: {args.service} could not start: {error}", file=sys.stderr)

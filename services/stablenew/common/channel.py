@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from stablenew.common.settings import service_address, tls_files
+from stablenew.common.settings import service_address, trusted_certificate
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -18,8 +18,11 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class _AddMetadata(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
     grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
-    """Adds fixed metadata (the bearer token) to every call; works on insecure channels too."""
+    """Adds fixed metadata (the bearer token) to every kind of call (reflection streams both
+    ways); works on insecure channels too."""
 
     def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self._metadata = metadata
@@ -36,6 +39,14 @@ class _AddMetadata(
                                request: Any) -> Any:
         return continuation(self._details(details), request)
 
+    def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any,
+                               requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any,
+                                requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
 
 def open_channel(
     service: str,
@@ -49,9 +60,9 @@ def open_channel(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
-    tls = tls_files(env)
-    if tls:
-        credentials = grpc.ssl_channel_credentials(root_certificates=tls.cert.read_bytes())
+    certificate = trusted_certificate(env)
+    if certificate:
+        credentials = grpc.ssl_channel_credentials(root_certificates=certificate.read_bytes())
         channel = grpc.secure_channel(target, credentials, options)
     else:
         channel = grpc.insecure_channel(target, options)

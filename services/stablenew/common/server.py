@@ -58,9 +58,11 @@ class Server:
         self.settings = settings
         self.spec = spec
         self.health = health.HealthServicer()
+        # The first interceptor is the outermost: the request context also logs (and gives a
+        # request id to) the calls that auth refuses.
         interceptors: list[grpc.ServerInterceptor[Any, Any]] = [RequestContextInterceptor()]
         if settings.token:
-            interceptors.insert(0, BearerTokenInterceptor(settings.token))
+            interceptors.append(BearerTokenInterceptor(settings.token))
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.max_workers, thread_name_prefix=f"{spec.name}-rpc"

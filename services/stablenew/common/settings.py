@@ -6,6 +6,7 @@ exit code 2 before any server starts.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,37 +34,52 @@ def address_variable(service: str) -> str:
     return f"STABLENEW_{service.upper()}_ADDR"
 
 
+def _whole_number(text: str) -> int | None:
+    """ASCII digits only: str.isdigit() also takes characters like '²' that int() refuses."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def parse_address(value: str, source: str) -> tuple[str, int]:
     """Split host:port (IPv6 as [::1]:port) and check the port; port 0 picks a free port."""
     host, sep, port_text = value.strip().rpartition(":")
     if not sep or not host:
         raise ConfigError(f"{source}: {value!r} is not host:port (example: 127.0.0.1:50052)")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= MAX_PORT:
+    port = _whole_number(port_text)
+    if port is None or port > MAX_PORT:
         raise ConfigError(f"{source}: port {port_text!r} in {value!r} is not a number 0..65535")
     if host.startswith("[") != host.endswith("]"):
         raise ConfigError(f"{source}: unbalanced brackets in {value!r}")
-    return host, int(port_text)
+    if ":" in host and not host.startswith("["):
+        raise ConfigError(f"{source}: write an IPv6 address in brackets, e.g. [::1]:50052")
+    return host, port
 
 
 def service_address(service: str, env: Mapping[str, str], flag: str | None = None) -> str:
     """The address of a service: the flag, else its STABLENEW_*_ADDR, else the default."""
     if flag:
         parse_address(flag, "--address")
-        return flag
+        return flag.strip()
     variable = address_variable(service)
     value = env.get(variable) or DEFAULT_ADDRESSES[service]
     parse_address(value, variable)
-    return value
+    return value.strip()
 
 
-def _readable_file(path_text: str, source: str) -> Path:
+def _readable_pem(path_text: str, source: str, marker: bytes) -> Path:
+    """The path, once it is known to be readable and to hold a PEM block of the right kind."""
     path = Path(path_text).expanduser()
     try:
-        with path.open("rb") as handle:
-            handle.read(1)
+        content = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{source}: cannot read {path}: {error.strerror or error}") from None
+    if marker not in content:
+        kind = marker.decode().strip("-")
+        raise ConfigError(f"{source}: {path} holds no PEM {kind.lower()}")
     return path
+
+
+CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
+PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 
 
 @dataclass(frozen=True)
@@ -86,18 +102,25 @@ def tls_files(
     if not cert or not key:
         raise ConfigError("TLS needs both STABLENEW_TLS_CERT and STABLENEW_TLS_KEY (or neither)")
     return TlsFiles(
-        cert=_readable_file(cert, "STABLENEW_TLS_CERT"),
-        key=_readable_file(key, "STABLENEW_TLS_KEY"),
+        cert=_readable_pem(cert, "STABLENEW_TLS_CERT", CERTIFICATE_MARKER),
+        key=_readable_pem(key, "STABLENEW_TLS_KEY", PRIVATE_KEY_MARKER),
     )
+
+
+def trusted_certificate(env: Mapping[str, str]) -> Path | None:
+    """What a client trusts: STABLENEW_TLS_CERT alone (a client never needs the key)."""
+    cert = env.get("STABLENEW_TLS_CERT", "")
+    return _readable_pem(cert, "STABLENEW_TLS_CERT", CERTIFICATE_MARKER) if cert else None
 
 
 def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     text = env.get(name, "")
     if not text:
         return default
-    if not text.isdigit() or int(text) <= 0:
+    value = _whole_number(text)
+    if value is None or value <= 0:
         raise ConfigError(f"{name}: {text!r} is not a positive whole number")
-    return int(text)
+    return value
 
 
 def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -108,8 +131,8 @@ def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{name}: {text!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: {text!r} must be greater than 0")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: {text!r} must be a finite number greater than 0")
     return value
 
 

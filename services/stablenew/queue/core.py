@@ -174,7 +174,7 @@ class QueueCore:
                 existing = self.store.job_id_for_request(request_id)
                 if existing is not None:
                     return self.view(self.load(existing, full=True))
-            queued = self._new_job(entries, origin, priority, label, metadata, request_id)
+            queued = self.new_job(entries, origin, priority, label, metadata, request_id)
             self.store.insert_job(queued)
             self.positions.added(queued.order)
             self.emit(pending, codec.submitted_event(queued.job, queued.job.create_time or _now()))
@@ -185,7 +185,7 @@ class QueueCore:
         self.on_job_available()
         return self.view_at(queued, position)
 
-    def _new_job(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
+    def new_job(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
                  label: str, metadata: dict[str, str], request_id: str) -> QueuedJob:
         now = _now()
         job = Job(job_id=uuid.uuid4().hex, state=JobState.QUEUED, origin=origin,

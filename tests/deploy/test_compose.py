@@ -1,0 +1,476 @@
+"""The container deployment: docker-compose.yml, the Dockerfile and .dockerignore.
+
+No docker engine is needed: the compose file is parsed with PyYAML and checked against the real
+CLI parser and settings, and the end-to-end test runs the same `stablenew` commands the
+containers run, as local processes on loopback ports.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml  # type: ignore[import-untyped, unused-ignore]
+
+from stablenew.cli.main import build_parser
+from stablenew.common.settings import (
+    DEFAULT_ADDRESSES,
+    SERVICE_NAMES,
+    address_variable,
+    parse_address,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+DEMO_SERVICES = ("emulator",)
+CONTAINER_DATA_DIR = "/data"
+# ${NAME}, ${NAME:-default}, ${NAME-default}: compose's interpolation forms used here.
+INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+)
+STABLENEW_NAME = re.compile(r"STABLENEW_[A-Z0-9_]+")
+
+
+def load_compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = compose["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def environment_of(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's environment as a mapping, whichever of the two compose forms it uses."""
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        pairs = (item.split("=", 1) for item in raw)
+        return {pair[0]: pair[1] if len(pair) > 1 else "" for pair in pairs}
+    return {str(key): "" if value is None else str(value) for key, value in raw.items()}
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR-default} against `env`."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, op, default = match.group("name", "op", "default")
+        if op == ":-":
+            return env.get(name) or default
+        if op == "-":
+            return env.get(name, default)
+        return env.get(name, "")
+
+    return INTERPOLATION.sub(replace, value)
+
+
+def depends_on(service: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    raw = service.get("depends_on") or {}
+    if isinstance(raw, list):
+        return {name: {"condition": "service_started"} for name in raw}
+    return {str(name): dict(spec or {}) for name, spec in raw.items()}
+
+
+def own_port(name: str, service: Mapping[str, Any]) -> int:
+    _host, port = parse_address(environment_of(service)[address_variable(name)], name)
+    return port
+
+
+# --- the compose file ---------------------------------------------------------------------------
+
+
+def test_the_four_services_and_the_emulator_under_the_demo_profile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert set(services) == {*SERVICE_NAMES, *DEMO_SERVICES}
+    for name in SERVICE_NAMES:
+        assert not services[name].get("profiles"), f"{name} must start without a profile"
+    assert services["emulator"]["profiles"] == ["demo"]
+
+
+@pytest.mark.parametrize("name", [*SERVICE_NAMES, *DEMO_SERVICES])
+def test_every_command_is_a_valid_cli_invocation(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    command = services[name]["command"]
+    assert isinstance(command, list), "exec form, so no shell sits between docker and stablenew"
+    try:
+        args = build_parser().parse_args(command)
+    except SystemExit as exit_:
+        pytest.fail(f"`stablenew {' '.join(command)}` is refused by the CLI (exit {exit_.code})")
+    assert args.command == "serve"
+    assert args.service == name
+
+
+def test_the_emulator_listens_where_the_runner_looks_by_default(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    command = services["emulator"]["command"]
+    address = command[command.index("--address") + 1]
+    host, port = parse_address(address, "emulator --address")
+    assert host == "0.0.0.0"
+    default_url = interpolate(environment_of(services["runner"])["STABLENEW_WEBUI_URL"], {})
+    assert urlsplit(default_url).hostname == "emulator"
+    assert urlsplit(default_url).port == port
+
+
+def test_the_runner_webui_url_is_one_setting_defaulting_to_the_emulator(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    value = environment_of(services["runner"])["STABLENEW_WEBUI_URL"]
+    assert value == "${STABLENEW_WEBUI_URL:-http://emulator:7860}"
+    assert interpolate(value, {}) == "http://emulator:7860"
+    real = "http://gpu-box:7860"
+    assert interpolate(value, {"STABLENEW_WEBUI_URL": real}) == real
+    emulator = depends_on(services["runner"]).get("emulator")
+    assert emulator is not None and emulator.get("required") is False, (
+        "without the demo profile the emulator is absent: the dependency must be optional"
+    )
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_each_service_listens_on_all_interfaces_at_its_default_port(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    address = environment_of(services[name])[address_variable(name)]
+    host, port = parse_address(address, address_variable(name))
+    assert host == "0.0.0.0"
+    assert port == parse_address(DEFAULT_ADDRESSES[name], name)[1]
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_other_services_are_reached_by_compose_name_once_healthy(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    env = environment_of(services[name])
+    dependencies = depends_on(services[name])
+    for other in SERVICE_NAMES:
+        if other == name or address_variable(other) not in env:
+            continue
+        host, port = parse_address(env[address_variable(other)], address_variable(other))
+        assert host == other
+        assert port == own_port(other, services[other])
+        assert dependencies.get(other, {}).get("condition") == "service_healthy", (
+            f"{name} talks to {other}, so it waits for {other} to be healthy"
+        )
+
+
+def test_the_dependencies_of_the_design(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("bundle", "runner", "history"):
+        assert environment_of(services[name])["STABLENEW_QUEUE_ADDR"] == "queue:50052"
+        assert depends_on(services[name])["queue"]["condition"] == "service_healthy"
+    assert not depends_on(services["queue"])
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_service_has_a_grpc_health_check_through_the_cli(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    test = services[name]["healthcheck"]["test"]
+    assert test == ["CMD", "stablenew", "health", name]
+    args = build_parser().parse_args(test[2:])
+    assert args.command == "health"
+    assert args.services == [name]
+
+
+def test_the_emulator_has_a_health_check(services: dict[str, dict[str, Any]]) -> None:
+    test = services["emulator"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    assert "7860" in " ".join(test)
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_data_lives_in_a_named_volume_per_service(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], name: str
+) -> None:
+    declared = set(compose.get("volumes") or {})
+    mounts = [str(volume).split(":") for volume in services[name].get("volumes", [])]
+    data_mounts = [mount for mount in mounts if mount[1] == CONTAINER_DATA_DIR]
+    assert len(data_mounts) == 1, f"{name} mounts one volume at {CONTAINER_DATA_DIR}"
+    source = data_mounts[0][0]
+    assert source in declared, f"{source} is a named volume declared at the top level"
+    env = environment_of(services[name])
+    assert env.get("STABLENEW_DATA_DIR", CONTAINER_DATA_DIR) == CONTAINER_DATA_DIR
+
+
+def test_no_two_services_share_a_volume(services: dict[str, dict[str, Any]]) -> None:
+    sources = [
+        str(volume).split(":")[0]
+        for name in SERVICE_NAMES
+        for volume in services[name].get("volumes", [])
+    ]
+    assert len(sources) == len(set(sources))
+
+
+@pytest.mark.parametrize("name", [*SERVICE_NAMES, *DEMO_SERVICES])
+def test_ports_are_published_on_loopback_only(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    ports = services[name].get("ports", [])
+    assert ports, f"{name} publishes its port"
+    for port in ports:
+        assert isinstance(port, str), "short syntax, so the host address is explicit"
+        assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_the_published_port_is_the_one_the_service_listens_on(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    port = own_port(name, services[name])
+    assert services[name]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_the_token_is_passed_through_from_the_host(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    value = environment_of(services[name])["STABLENEW_TOKEN"]
+    assert interpolate(value, {}) == "", "no token unless the host sets one"
+    assert interpolate(value, {"STABLENEW_TOKEN": "secret"}) == "secret"
+
+
+def _source_texts() -> Iterator[str]:
+    for root in ("services", "clients"):
+        for path in sorted((ROOT / root).rglob("*.py")):
+            yield path.read_text(encoding="utf-8")
+
+
+def test_every_stablenew_variable_in_compose_is_read_by_the_code() -> None:
+    used = set(STABLENEW_NAME.findall(COMPOSE_FILE.read_text(encoding="utf-8")))
+    assert used, "the compose file configures the services through STABLENEW_* variables"
+    # The address variables are built from the service names (settings.address_variable).
+    known = {address_variable(name) for name in SERVICE_NAMES}
+    sources = "\n".join(_source_texts())
+    quoted = {name for name in used if f'"{name}"' in sources or f"'{name}'" in sources}
+    unknown = sorted(used - known - quoted)
+    assert not unknown, f"set in docker-compose.yml but read nowhere in the code: {unknown}"
+
+
+# --- the Dockerfile -----------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        lines.append(pending + stripped)
+        pending = ""
+    instructions = []
+    for line in lines:
+        keyword, _, arguments = line.partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def instruction_arguments(keyword: str) -> list[str]:
+    return [arguments for name, arguments in dockerfile_instructions() if name == keyword]
+
+
+def test_the_image_starts_the_cli() -> None:
+    entrypoints = instruction_arguments("ENTRYPOINT")
+    assert len(entrypoints) == 1
+    assert json.loads(entrypoints[0]) == ["stablenew"]
+
+
+def test_the_image_builds_on_python_311_slim() -> None:
+    assert instruction_arguments("FROM") == ["python:3.11-slim"]
+
+
+def test_the_image_installs_the_project_non_editable() -> None:
+    runs = instruction_arguments("RUN")
+    installs = [run for run in runs if re.search(r"\bpip install \.(\s|$)", run)]
+    assert installs, "the project is installed with `pip install .`"
+    assert not any(re.search(r"pip install[^&]*(-e|--editable)\b", run) for run in runs)
+
+
+def test_the_image_copies_every_source_root_the_wheel_packages() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    roots = {package.split("/")[0] for package in packages}
+    copied = {arguments.split()[0].rstrip("/") for arguments in instruction_arguments("COPY")}
+    readme = pyproject["project"]["readme"]
+    assert roots | {"pyproject.toml", readme} <= copied
+
+
+def dockerignore_excludes(name: str) -> bool:
+    """Whether .dockerignore keeps a top-level entry out of the build context (last match wins)."""
+    excluded = False
+    for raw in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if fnmatch.fnmatchcase(name, pattern):
+            excluded = not negated
+    return excluded
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
+    for arguments in instruction_arguments("COPY"):
+        source = arguments.split()[0].rstrip("/")
+        assert not dockerignore_excludes(source), f".dockerignore leaves out {source}"
+    for local in (".venv", ".git", ".stablenew", "tests"):
+        assert dockerignore_excludes(local), f"{local} stays out of the build context"
+
+
+def test_the_image_runs_as_a_non_root_user_with_data_in_slash_data() -> None:
+    users = instruction_arguments("USER")
+    assert users, "a USER instruction"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+    envs = " ".join(instruction_arguments("ENV"))
+    assert re.search(r"\bSTABLENEW_DATA_DIR=/data\b", envs)
+
+
+def test_the_image_exposes_every_port_compose_uses(services: dict[str, dict[str, Any]]) -> None:
+    exposed = {int(port) for arguments in instruction_arguments("EXPOSE")
+               for port in arguments.split()}
+    used = {own_port(name, services[name]) for name in SERVICE_NAMES}
+    used.add(urlsplit(interpolate(
+        environment_of(services["runner"])["STABLENEW_WEBUI_URL"], {})).port or 0)
+    assert used <= exposed
+
+
+# --- end to end: the compose commands as local processes ----------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def cli() -> list[str]:
+    """The installed `stablenew` script next to this interpreter, else the module."""
+    script = Path(sys.executable).with_name("stablenew")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "stablenew.cli.main"]
+
+
+def translate(value: str, ports: Mapping[int, int]) -> str:
+    """A container address (0.0.0.0:50052, queue:50052, http://emulator:7860) -> loopback."""
+    if "://" in value:
+        parts = urlsplit(value)
+        if parts.port is not None and parts.port in ports:
+            return parts._replace(netloc=f"127.0.0.1:{ports[parts.port]}").geturl()
+        return value
+    try:
+        _host, port = parse_address(value, "compose")
+    except ValueError:
+        return value
+    return f"127.0.0.1:{ports[port]}" if port in ports else value
+
+
+def local_environment(
+    service: Mapping[str, Any], ports: Mapping[int, int], data_dir: Path, host: Mapping[str, str]
+) -> dict[str, str]:
+    """The service's compose environment, interpolated against `host` and moved to loopback."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STABLENEW_")}
+    for key, value in environment_of(service).items():
+        resolved = interpolate(value, host)
+        if resolved == CONTAINER_DATA_DIR:
+            resolved = str(data_dir)
+        env[key] = translate(resolved, ports)
+    return env
+
+
+def start_order(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The four services with each one after what it depends on."""
+    order: list[str] = []
+    while len(order) < len(SERVICE_NAMES):
+        ready = [name for name in SERVICE_NAMES if name not in order
+                 and set(depends_on(services[name])) & set(SERVICE_NAMES) <= set(order)]
+        assert ready, "depends_on has a cycle"
+        order.extend(ready)
+    return order
+
+
+def wait_healthy(name: str, env: Mapping[str, str], process: subprocess.Popen[bytes]) -> None:
+    """Run the service's compose health check until it passes, like service_healthy."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, f"{name} exited with {process.returncode}"
+        check = subprocess.run([*cli(), "health", name], env=dict(env), capture_output=True,
+                               text=True, timeout=30, check=False)
+        if check.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"{name} never became healthy: {check.stdout}"
+        time.sleep(0.2)
+
+
+@pytest.mark.e2e
+def test_the_compose_services_start_report_serving_and_stop_on_sigterm(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    container_ports = {own_port(name, services[name]) for name in SERVICE_NAMES}
+    emulator_url = interpolate(environment_of(services["runner"])["STABLENEW_WEBUI_URL"], {})
+    container_ports.add(urlsplit(emulator_url).port or 0)
+    ports = {port: free_port() for port in container_ports}
+    # With a token set, as a user exposing the services would: health needs none.
+    host = {"STABLENEW_TOKEN": "e2e-secret"}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    envs: dict[str, dict[str, str]] = {}
+    try:
+        for name in start_order(services):
+            envs[name] = local_environment(services[name], ports, tmp_path / name, host)
+            assert envs[name]["STABLENEW_TOKEN"] == "e2e-secret"
+            processes[name] = subprocess.Popen(
+                [*cli(), *services[name]["command"]], env=envs[name], cwd=tmp_path,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            wait_healthy(name, envs[name], processes[name])
+
+        everything = dict(envs["bundle"])
+        for name in SERVICE_NAMES:
+            everything[address_variable(name)] = envs[name][address_variable(name)]
+        report = subprocess.run([*cli(), "health", "--json"], env=everything,
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert report.returncode == 0, report.stdout + report.stderr
+        statuses = {entry["service"]: entry["status"]
+                    for entry in json.loads(report.stdout)["services"]}
+        assert statuses == dict.fromkeys(SERVICE_NAMES, "SERVING")
+
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        for name, process in processes.items():
+            _out, err = process.communicate(timeout=30)
+            assert process.returncode == 0, f"{name} exited {process.returncode}: {err!r}"
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)

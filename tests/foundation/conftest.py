@@ -1,0 +1,122 @@
+"""Fixtures shared by the foundation tests: a clean environment, free loopback ports, a
+self-signed TLS pair, and a runner for the `stablenew` command as a user starts it.
+
+Test modules cannot import this file (importlib import mode), so helpers are fixtures that
+return callables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FreePort = Callable[[], int]
+RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def free_port() -> FreePort:
+    """A callable returning a port that was free on 127.0.0.1 a moment ago."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def clean_env() -> dict[str, str]:
+    """The process environment without any STABLENEW_* variable (a copy: mutate freely)."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith("STABLENEW_")}
+
+
+@pytest.fixture(scope="session")
+def stablenew_command() -> list[str]:
+    """How a user starts the CLI: the console script beside this interpreter."""
+    script = Path(sys.executable).parent / "stablenew"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "stablenew.cli.main"]
+
+
+@pytest.fixture(scope="session")
+def run_cli(stablenew_command: list[str], clean_env: dict[str, str]) -> RunCli:
+    """run_cli(*args, env={...extra variables}) -> CompletedProcess with text output."""
+
+    def run(*args: str, env: Mapping[str, str] | None = None,
+            timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        full_env = dict(clean_env) | dict(env or {})
+        return subprocess.run(
+            [*stablenew_command, *args], env=full_env, capture_output=True, text=True,
+            timeout=timeout, check=False, cwd=REPO_ROOT,
+        )
+
+    return run
+
+
+def _write_self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+            ]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / "server.crt"
+    key_path = directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def self_signed() -> Callable[[Path], tuple[Path, Path]]:
+    """self_signed(directory) writes a new certificate and key there and returns them."""
+    return _write_self_signed
+
+
+@pytest.fixture(scope="session")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(certificate, key): self-signed for localhost and 127.0.0.1, as PEM files."""
+    yield _write_self_signed(tmp_path_factory.mktemp("tls"))

@@ -1,0 +1,121 @@
+"""TLS: a Server with a self-signed certificate, reached through open_channel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stablenew.common.channel import open_channel
+from stablenew.common.errors import details_of
+from stablenew.common.pending import pending_spec
+from stablenew.common.server import Server
+from stablenew.common.settings import ServerSettings, TlsFiles
+from stablenew.v1 import queue_service_pb2, queue_service_pb2_grpc
+
+QUEUE = queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(scope="module")
+def tls_env(tls_pair: tuple[Path, Path]) -> dict[str, str]:
+    cert, key = tls_pair
+    return {"STABLENEW_TLS_CERT": str(cert), "STABLENEW_TLS_KEY": str(key)}
+
+
+@pytest.fixture(scope="module")
+def tls_server(tls_env: dict[str, str],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    settings = ServerSettings.load("queue", env=tls_env, address="127.0.0.1:0",
+                                   data_dir=str(tmp_path_factory.mktemp("tls-data")))
+    assert isinstance(settings.tls, TlsFiles)
+    server = Server(settings, pending_spec("queue", QUEUE, "tls tests"))
+    server.start()
+    yield server
+    server.stop(grace=1)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_health_over_tls(tls_server: Server, tls_env: dict[str, str], host: str) -> None:
+    with open_channel("queue", f"{host}:{tls_server.port}", env=tls_env) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert reply.status == SERVING
+
+
+def test_rpc_over_tls_reaches_the_handler(tls_server: Server, tls_env: dict[str, str]) -> None:
+    with open_channel("queue", f"127.0.0.1:{tls_server.port}", env=tls_env) as channel:
+        stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetJob(queue_service_pb2.GetJobRequest(job_id="j1"), timeout=10)
+    assert details_of(caught.value).reason == "NOT_IMPLEMENTED"
+
+
+def test_tls_and_token_together(tls_env: dict[str, str], tmp_path: Path) -> None:
+    env = tls_env | {"STABLENEW_TOKEN": "tls-token"}
+    settings = ServerSettings.load("queue", env=env, address="127.0.0.1:0",
+                                   data_dir=str(tmp_path))
+    server = Server(settings, pending_spec("queue", QUEUE, "tls tests"))
+    server.start()
+    try:
+        address = f"127.0.0.1:{server.port}"
+        with open_channel("queue", address, env=env) as channel:
+            stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as passed:
+                stub.GetJob(queue_service_pb2.GetJobRequest(job_id="j1"), timeout=10)
+        with open_channel("queue", address, env=tls_env) as channel:
+            stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetJob(queue_service_pb2.GetJobRequest(job_id="j1"), timeout=10)
+    finally:
+        server.stop(grace=1)
+    assert details_of(passed.value).reason == "NOT_IMPLEMENTED"
+    assert details_of(refused.value).reason == "UNAUTHENTICATED"
+
+
+def test_client_needs_only_the_certificate(tls_server: Server,
+                                           tls_pair: tuple[Path, Path]) -> None:
+    env = {"STABLENEW_TLS_CERT": str(tls_pair[0])}
+    with open_channel("queue", f"127.0.0.1:{tls_server.port}", env=env) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert reply.status == SERVING
+
+
+def test_health_command_over_tls(tls_server: Server, tls_env: dict[str, str],
+                                 run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    done = run_cli("health", "queue", "--json",
+                   env=tls_env | {"STABLENEW_QUEUE_ADDR": f"127.0.0.1:{tls_server.port}"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["services"][0]["status"] == "SERVING"
+
+
+def test_insecure_channel_fails(tls_server: Server) -> None:
+    with (open_channel("queue", f"127.0.0.1:{tls_server.port}", env={}) as channel,
+          pytest.raises(grpc.RpcError) as caught):
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert details_of(caught.value).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_untrusted_certificate_fails(
+    tls_server: Server, tmp_path: Path, self_signed: Callable[[Path], tuple[Path, Path]]
+) -> None:
+    # A client trusting another certificate (same names, other key) must not connect.
+    cert, key = self_signed(tmp_path)
+    env = {"STABLENEW_TLS_CERT": str(cert), "STABLENEW_TLS_KEY": str(key)}
+    with (open_channel("queue", f"127.0.0.1:{tls_server.port}", env=env) as channel,
+          pytest.raises(grpc.RpcError) as caught):
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert details_of(caught.value).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_settings_are_read_by_the_server(tls_server: Server,
+                                             tls_pair: tuple[Path, Path]) -> None:
+    assert tls_server.settings.tls == TlsFiles(cert=tls_pair[0], key=tls_pair[1])
