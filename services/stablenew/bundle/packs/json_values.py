@@ -1,0 +1,93 @@
+"""Typed reads of decoded JSON values: each names the JSON path of a value of the wrong type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Reader = Callable[[Any, str], T]
+
+
+class JsonShapeError(Exception):
+    """A JSON value of the wrong type or out of range, at `field` (e.g. `pack_data.slots[0]`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _wrong(path: str, wanted: str, value: Any) -> JsonShapeError:
+    return JsonShapeError(path, f"expected {wanted}, got {describe(value)}")
+
+
+def as_object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _wrong(path, "an object", value)
+    return value
+
+
+def as_list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _wrong(path, "a list", value)
+    return value
+
+
+def as_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise _wrong(path, "a string", value)
+    return value
+
+
+def as_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong(path, "true or false", value)
+    return value
+
+
+def as_int(value: Any, path: str) -> int:
+    # bool is an int in Python but never a count in a pack; 25.0 is accepted as 25.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong(path, "an integer", value)
+    if isinstance(value, float) and not value.is_integer():
+        raise JsonShapeError(path, f"expected an integer, got {value}")
+    return int(value)
+
+
+def as_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong(path, "a number", value)
+    return float(value)
+
+
+def as_str_list(value: Any, path: str) -> list[str]:
+    return [as_str(item, f"{path}[{index}]") for index, item in enumerate(as_list(value, path))]
+
+
+def optional_member(obj: dict[str, Any], key: str, path: str, read: Reader[T], default: T) -> T:
+    """`obj[key]` read with `read`, or `default` when the key is missing or null."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    return read(value, f"{path}.{key}" if path else key)
+
+
+def optional_list(obj: dict[str, Any], key: str, path: str) -> list[Any]:
+    """`obj[key]` as a list, or an empty list when the key is missing or null."""
+    value = obj.get(key)
+    return [] if value is None else as_list(value, f"{path}.{key}")

@@ -1,0 +1,188 @@
+"""`preset_data` of a JSON pack -> the pack's default `PipelineConfig`.
+
+Keys are the ones the desktop app wrote (see reference/prompt-packs.md) plus the WebUI's own
+names for txt2img options. Unknown keys are ignored so files written by newer or older tools still
+load, with one exception: an unknown `<stage>_enabled: true` in `pipeline` is refused, because
+silently not running a stage the user switched on is worse than a clear error.
+
+A pack that names no seed asks for random seeds (-1): a fixed 0 for every row is never what a
+pack author meant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stablenew.bundle.packs.json_values import (
+    JsonShapeError,
+    Reader,
+    as_bool,
+    as_float,
+    as_int,
+    as_list,
+    as_object,
+    as_str,
+)
+from stablenew.common.model import AdetailerPass, PipelineConfig, Txt2ImgConfig, UpscaleMode
+
+_UPSCALE_MODES = {"extras": UpscaleMode.EXTRAS, "img2img": UpscaleMode.IMG2IMG}
+
+
+def _upscale_mode(value: Any, path: str) -> UpscaleMode:
+    text = as_str(value, path).strip().lower()
+    if text not in _UPSCALE_MODES:
+        raise JsonShapeError(path, f"unknown upscale mode {value!r}; use 'extras' or 'img2img'")
+    return _UPSCALE_MODES[text]
+
+
+# JSON key -> (attribute path inside PipelineConfig, reader).
+FieldTable = dict[str, tuple[str, Reader[Any]]]
+
+TXT2IMG_FIELDS: FieldTable = {
+    "model": ("txt2img.model", as_str),
+    "sd_model_checkpoint": ("txt2img.model", as_str),
+    "vae": ("txt2img.vae", as_str),
+    "sampler_name": ("txt2img.sampler_name", as_str),
+    "scheduler": ("txt2img.scheduler", as_str),
+    "steps": ("txt2img.steps", as_int),
+    "cfg_scale": ("txt2img.cfg_scale", as_float),
+    "width": ("txt2img.width", as_int),
+    "height": ("txt2img.height", as_int),
+    "seed": ("txt2img.seed", as_int),
+    "subseed": ("txt2img.subseed", as_int),
+    "subseed_strength": ("txt2img.subseed_strength", as_float),
+    "clip_skip": ("txt2img.clip_skip", as_int),
+    "enable_hr": ("txt2img.hires_fix.enabled", as_bool),
+    "hr_scale": ("txt2img.hires_fix.scale", as_float),
+    "hr_upscaler": ("txt2img.hires_fix.upscaler", as_str),
+    "hr_second_pass_steps": ("txt2img.hires_fix.second_pass_steps", as_int),
+    "hr_resize_x": ("txt2img.hires_fix.resize_x", as_int),
+    "hr_resize_y": ("txt2img.hires_fix.resize_y", as_int),
+    "denoising_strength": ("txt2img.hires_fix.denoising_strength", as_float),
+    "hr_checkpoint_name": ("txt2img.hires_fix.checkpoint", as_str),
+    "hr_sampler_name": ("txt2img.hires_fix.sampler_name", as_str),
+    "hr_scheduler": ("txt2img.hires_fix.scheduler", as_str),
+    "hr_prompt": ("txt2img.hires_fix.prompt", as_str),
+    "hr_negative_prompt": ("txt2img.hires_fix.negative_prompt", as_str),
+    "refiner_enabled": ("txt2img.refiner.enabled", as_bool),
+    "refiner_checkpoint": ("txt2img.refiner.checkpoint", as_str),
+    "refiner_switch_at": ("txt2img.refiner.switch_at", as_float),
+}
+
+IMG2IMG_FIELDS: FieldTable = {
+    "denoising_strength": ("img2img.denoising_strength", as_float),
+    "resize_mode": ("img2img.resize_mode", as_int),
+    "steps": ("img2img.steps", as_int),
+    "cfg_scale": ("img2img.cfg_scale", as_float),
+    "sampler_name": ("img2img.sampler_name", as_str),
+    "scheduler": ("img2img.scheduler", as_str),
+}
+
+UPSCALE_FIELDS: FieldTable = {
+    "upscaler": ("upscale.upscaler", as_str),
+    "upscaling_resize": ("upscale.factor", as_float),
+    "upscale_mode": ("upscale.mode", _upscale_mode),
+    "denoising_strength": ("upscale.denoising_strength", as_float),
+    "upscaler_2": ("upscale.upscaler_2", as_str),
+    "extras_upscaler_2_visibility": ("upscale.upscaler_2_visibility", as_float),
+}
+
+PIPELINE_FIELDS: FieldTable = {
+    "txt2img_enabled": ("stages.txt2img_enabled", as_bool),
+    "img2img_enabled": ("stages.img2img_enabled", as_bool),
+    "adetailer_enabled": ("stages.adetailer_enabled", as_bool),
+    "upscale_enabled": ("stages.upscale_enabled", as_bool),
+    "images_per_prompt": ("batch_size", as_int),
+    "batch_size": ("batch_size", as_int),
+    "n_iter": ("n_iter", as_int),
+}
+
+# `adetailer_<x>` keys of the `adetailer` section -> fields of its one AdetailerPass.
+ADETAILER_PASS_FIELDS: FieldTable = {
+    "adetailer_model": ("model", as_str),
+    "adetailer_prompt": ("prompt", as_str),
+    "adetailer_negative_prompt": ("negative_prompt", as_str),
+    "adetailer_confidence": ("confidence", as_float),
+    "adetailer_mask_blur": ("mask_blur", as_int),
+    "adetailer_dilate_erode": ("dilate_erode", as_int),
+    "adetailer_denoising_strength": ("denoising_strength", as_float),
+    "adetailer_inpaint_only_masked": ("inpaint_only_masked", as_bool),
+    "adetailer_inpaint_padding": ("inpaint_padding", as_int),
+    "adetailer_steps": ("steps", as_int),
+    "adetailer_cfg_scale": ("cfg_scale", as_float),
+    "adetailer_sampler_name": ("sampler_name", as_str),
+}
+
+# A pass written out in full (`"passes": [{...}]`) uses the AdetailerPass field names.
+ADETAILER_PASS_LIST_FIELDS: FieldTable = {
+    key.removeprefix("adetailer_"): target for key, target in ADETAILER_PASS_FIELDS.items()
+}
+
+def default_pack_config() -> PipelineConfig:
+    """What a pack asks for before its preset says anything: random seeds."""
+    return PipelineConfig(txt2img=Txt2ImgConfig(seed=-1))
+
+
+def read_preset(preset: Any, path: str = "preset_data") -> PipelineConfig:
+    """The pack's defaults from its `preset_data` object (raises JsonShapeError)."""
+    config = default_pack_config()
+    sections = as_object(preset, path)
+    _apply_table(config, _section(sections, "txt2img", path), TXT2IMG_FIELDS, f"{path}.txt2img")
+    _apply_table(config, _section(sections, "img2img", path), IMG2IMG_FIELDS, f"{path}.img2img")
+    _apply_table(config, _section(sections, "upscale", path), UPSCALE_FIELDS, f"{path}.upscale")
+    pipeline = _section(sections, "pipeline", path)
+    _refuse_unknown_stages(pipeline, f"{path}.pipeline")
+    _apply_table(config, pipeline, PIPELINE_FIELDS, f"{path}.pipeline")
+    config.adetailer.passes = _adetailer_passes(_section(sections, "adetailer", path),
+                                                f"{path}.adetailer")
+    return config
+
+
+def _section(sections: dict[str, Any], name: str, path: str) -> dict[str, Any]:
+    value = sections.get(name)
+    return {} if value is None else as_object(value, f"{path}.{name}")
+
+
+def _apply_table(target: object, values: dict[str, Any], table: FieldTable, path: str) -> None:
+    for key, value in values.items():
+        if key in table and value is not None:
+            attribute_path, read = table[key]
+            _assign(target, attribute_path, read(value, f"{path}.{key}"))
+
+
+def _assign(target: object, attribute_path: str, value: Any) -> None:
+    *parents, name = attribute_path.split(".")
+    for parent in parents:
+        target = getattr(target, parent)
+    setattr(target, name, value)
+
+
+def _refuse_unknown_stages(pipeline: dict[str, Any], path: str) -> None:
+    for key, value in pipeline.items():
+        if key.endswith("_enabled") and key not in PIPELINE_FIELDS and value is True:
+            stage = key.removesuffix("_enabled")
+            raise JsonShapeError(
+                f"{path}.{key}",
+                f"unknown stage {stage!r}; the stages are txt2img, img2img, adetailer, upscale"
+                " (hires fix and the refiner are txt2img options)",
+            )
+
+
+def _adetailer_passes(section: dict[str, Any], path: str) -> list[AdetailerPass]:
+    passes: list[AdetailerPass] = []
+    if any(key in ADETAILER_PASS_FIELDS for key in section):
+        passes.append(_read_pass(section, ADETAILER_PASS_FIELDS, path))
+    listed = section.get("passes")
+    if listed is not None:
+        for index, item in enumerate(as_list(listed, f"{path}.passes")):
+            item_path = f"{path}.passes[{index}]"
+            passes.append(_read_pass(as_object(item, item_path), ADETAILER_PASS_LIST_FIELDS,
+                                     item_path))
+    return passes
+
+
+def _read_pass(values: dict[str, Any], table: FieldTable, path: str) -> AdetailerPass:
+    adetailer_pass = AdetailerPass()
+    _apply_table(adetailer_pass, values, table, path)
+    return adetailer_pass
+

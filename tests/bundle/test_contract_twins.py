@@ -1,0 +1,76 @@
+"""The bundle domain types stay twins of bundle_service.proto, so the gRPC edge can convert them
+with the generic mapping; reason codes are ErrorReason names."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+import pytest
+
+from stablenew.bundle.packs.model import (
+    MatrixMode,
+    MatrixSlot,
+    Pack,
+    PackFormat,
+    PackMatrix,
+    PackRow,
+    PackSummary,
+)
+from stablenew.bundle.problems import Reason, RowError
+from stablenew.bundle.summary import BundleSummary
+from stablenew.common.model import PromptTag, PromptTagKind
+from stablenew.common.model_mapping import fill_proto, from_proto
+from stablenew.v1 import bundle_service_pb2 as pb
+from stablenew.v1 import errors_pb2
+
+# Pack fields the proto does not carry yet (see stablenew.bundle.packs.model).
+NOT_IN_PROTO = {"wildcards", "wildcard_mode"}
+
+TWINS: list[tuple[type[Any], Any]] = [
+    (MatrixSlot, pb.MatrixSlot), (PackMatrix, pb.PackMatrix), (PackRow, pb.PackRow),
+    (PackSummary, pb.PackSummary), (Pack, pb.Pack), (RowError, pb.RowError),
+    (BundleSummary, pb.BundleSummary),
+]
+
+
+@pytest.mark.parametrize(("domain", "message"), TWINS)
+def test_field_names_match_the_proto(domain: type[Any], message: Any) -> None:
+    names = {field.name for field in dataclasses.fields(domain)} - NOT_IN_PROTO
+    assert names == {field.name for field in message.DESCRIPTOR.fields}
+
+
+@pytest.mark.parametrize(("domain", "prefix", "generated"), [
+    (PackFormat, "PACK_FORMAT_", pb.PackFormat), (MatrixMode, "MATRIX_MODE_", pb.MatrixMode),
+])
+def test_enum_numbers_match_the_proto(domain: type[IntEnum], prefix: str, generated: Any) -> None:
+    assert {f"{prefix}{member.name}": member.value for member in domain} == dict(generated.items())
+
+
+def test_reasons_are_error_reason_names() -> None:
+    declared = errors_pb2.ErrorReason.DESCRIPTOR.values_by_name
+    names = {name.removeprefix("ERROR_REASON_") for name in declared}
+    assert {reason.value for reason in Reason} <= names
+
+
+@pytest.mark.parametrize("value", [
+    PackRow(index=2, positive="a <lora:x:0.5>", negative="b",
+            tags=[PromptTag(PromptTagKind.LORA, "x", 0.5)], line=7),
+    PackMatrix(enabled=True, mode=MatrixMode.ROTATE, limit=3,
+               slots=[MatrixSlot("job", ["knight", "wizard"])]),
+    PackSummary(pack_id="castles", name="Castles", format=PackFormat.TXT, row_count=2,
+                modify_time=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), error_message=""),
+    RowError(part_id="p", prompt_pack_id="castles", row_index=1, line=4,
+             reason=Reason.UNRESOLVED_TOKEN, message="castles row 1 (line 4): ..."),
+    BundleSummary(part_count=1, job_count=2, estimated_images=4, positive_preview="a",
+                  negative_preview="b", stage_summary="txt2img", batch_summary="...",
+                  errors=[RowError(part_id="p", reason=Reason.PACK_INVALID, message="m")]),
+])
+def test_the_generic_mapping_round_trips_them(value: Any) -> None:
+    message = dict(TWINS)[type(value)]()
+
+    fill_proto(value, message)
+
+    assert from_proto(type(value), message) == value
