@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from stablenew.cli import health_command, serve_command
 from stablenew.common.settings import SERVICE_NAMES, ConfigError
+from stablenew.emulator import cli as emulator_cli
 
 EXIT_CONFIG_ERROR = 2
 
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run one service in the foreground")
-    serve.add_argument("service", choices=SERVICE_NAMES)
+    serve.add_argument("service", choices=(*SERVICE_NAMES, "emulator"),
+                       help="a service, or the SD WebUI emulator (see: serve emulator --help)")
     serve.add_argument("--address",
                        help="host:port to listen on (default: STABLENEW_<SERVICE>_ADDR)")
     serve.add_argument("--data-dir", help="databases and images (default: STABLENEW_DATA_DIR)")
@@ -38,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
+        if arguments[:2] == ["serve", "emulator"]:
+            # The WebUI emulator has flags of its own (timings, faults) and its own --help.
+            return emulator_cli.main(arguments[2:])
+        args = build_parser().parse_args(arguments)
         code: int = args.run(args)
     except ConfigError as error:
         print(f"stablenew: configuration error: {error}", file=sys.stderr)

@@ -10,6 +10,7 @@ from stablenew.bundle import app as bundle_app
 from stablenew.common import json_logging
 from stablenew.common.server import Server, ServiceSpec, StartupError, serve_until_signal
 from stablenew.common.settings import ServerSettings
+from stablenew.emulator import cli as emulator_cli
 from stablenew.history import app as history_app
 from stablenew.queue import app as queue_app
 from stablenew.runner import app as runner_app
@@ -25,6 +26,8 @@ BUILDERS: dict[str, Callable[[ServerSettings], ServiceSpec]] = {
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.service == "emulator":
+        return emulator_cli.run_from_serve(args)
     settings = ServerSettings.load(args.service, address=args.address, data_dir=args.data_dir)
     json_logging.configure(args.service, args.log_level)
     try:

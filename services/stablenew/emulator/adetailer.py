@@ -1,0 +1,239 @@
+"""The ADetailer extension (v25.3) as the WebUI runs it through alwayson_scripts.
+
+    "alwayson_scripts": {"ADetailer": {"args": [enable, skip_img2img, {tab 1}, {tab 2}, ...]}}
+
+The dicts are the detection passes (a list of dicts alone also works). ADetailer never fails the
+HTTP request: a dict with an unknown key or a bad value makes the extension skip entirely, an
+unknown ad_model skips that pass, and the only trace of what ran is in
+info.extra_generation_params ("ADetailer model", "ADetailer confidence", ..., then
+"ADetailer model 2nd" etc. for later tabs, and "ADetailer version").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from stablenew.emulator import catalog, images
+from stablenew.emulator.schema import Field, collect
+
+log = logging.getLogger("stablenew.emulator.adetailer")
+
+# The extension's script takes 2 flags + one dict per tab, ad_max_models (4) tabs by default;
+# the WebUI hands it at most that many arguments.
+MAX_ARGS = 2 + 4
+
+# (argument, infotext label, field spec with the extension's default and bounds), in the
+# extension's order: the infotext lists them in this order.
+_ARGS: tuple[tuple[str, str, Field], ...] = tuple(
+    (f.name, label, f) for f, label in (
+        (Field("ad_model", "str", "None"), "ADetailer model"),
+        (Field("ad_model_classes", "str", ""), "ADetailer model classes"),
+        (Field("ad_tab_enable", "bool", True), "ADetailer tab enable"),
+        (Field("ad_prompt", "str", ""), "ADetailer prompt"),
+        (Field("ad_negative_prompt", "str", ""), "ADetailer negative prompt"),
+        (Field("ad_confidence", "float", 0.3, ge=0, le=1), "ADetailer confidence"),
+        (Field("ad_mask_filter_method", "str", "Area", permitted=("Area", "Confidence")),
+         "ADetailer method to decide top k masks"),
+        (Field("ad_mask_k", "int", 0, ge=0), "ADetailer mask only top k"),
+        (Field("ad_mask_min_ratio", "float", 0.0, ge=0, le=1), "ADetailer mask min ratio"),
+        (Field("ad_mask_max_ratio", "float", 1.0, ge=0, le=1), "ADetailer mask max ratio"),
+        (Field("ad_x_offset", "int", 0), "ADetailer x offset"),
+        (Field("ad_y_offset", "int", 0), "ADetailer y offset"),
+        (Field("ad_dilate_erode", "int", 4), "ADetailer dilate erode"),
+        (Field("ad_mask_merge_invert", "str", "None",
+               permitted=("None", "Merge", "Merge and Invert")), "ADetailer mask merge invert"),
+        (Field("ad_mask_blur", "int", 4, ge=0), "ADetailer mask blur"),
+        (Field("ad_denoising_strength", "float", 0.4, ge=0, le=1),
+         "ADetailer denoising strength"),
+        (Field("ad_inpaint_only_masked", "bool", True), "ADetailer inpaint only masked"),
+        (Field("ad_inpaint_only_masked_padding", "int", 32, ge=0), "ADetailer inpaint padding"),
+        (Field("ad_use_inpaint_width_height", "bool", False),
+         "ADetailer use inpaint width height"),
+        (Field("ad_inpaint_width", "int", 512, ge=64, le=2048), "ADetailer inpaint width"),
+        (Field("ad_inpaint_height", "int", 512, ge=64, le=2048), "ADetailer inpaint height"),
+        (Field("ad_use_steps", "bool", False), "ADetailer use separate steps"),
+        (Field("ad_steps", "int", 28, ge=1), "ADetailer steps"),
+        (Field("ad_use_cfg_scale", "bool", False), "ADetailer use separate CFG scale"),
+        (Field("ad_cfg_scale", "float", 7.0, ge=0), "ADetailer CFG scale"),
+        (Field("ad_use_checkpoint", "bool", False), "ADetailer use separate checkpoint"),
+        (Field("ad_checkpoint", "str"), "ADetailer checkpoint"),
+        (Field("ad_use_vae", "bool", False), "ADetailer use separate VAE"),
+        (Field("ad_vae", "str"), "ADetailer VAE"),
+        (Field("ad_use_sampler", "bool", False), "ADetailer use separate sampler"),
+        (Field("ad_sampler", "str", "DPM++ 2M"), "ADetailer sampler"),
+        (Field("ad_scheduler", "str", "Use same scheduler"), "ADetailer scheduler"),
+        (Field("ad_use_noise_multiplier", "bool", False),
+         "ADetailer use separate noise multiplier"),
+        (Field("ad_noise_multiplier", "float", 1.0, ge=0.5, le=1.5),
+         "ADetailer noise multiplier"),
+        (Field("ad_use_clip_skip", "bool", False), "ADetailer use separate CLIP skip"),
+        (Field("ad_clip_skip", "int", 1, ge=1, le=12), "ADetailer CLIP skip"),
+        (Field("ad_restore_face", "bool", False), "ADetailer restore face"),
+        (Field("ad_controlnet_model", "str", "None"), "ADetailer ControlNet model"),
+        (Field("ad_controlnet_module", "str", "None"), "ADetailer ControlNet module"),
+        (Field("ad_controlnet_weight", "float", 1.0, ge=0, le=1), "ADetailer ControlNet weight"),
+        (Field("ad_controlnet_guidance_start", "float", 0.0, ge=0, le=1),
+         "ADetailer ControlNet guidance start"),
+        (Field("ad_controlnet_guidance_end", "float", 1.0, ge=0, le=1),
+         "ADetailer ControlNet guidance end"),
+    )
+)
+_FIELDS = (*(spec for _, _, spec in _ARGS), Field("is_api", "bool", True))
+_KNOWN_KEYS = {spec.name for spec in _FIELDS}
+
+_CN = "ADetailer ControlNet"
+# Infotext entries the extension leaves out: (switch, entries dropped with it, the switch's
+# "off" value; None means any falsy value).
+_DROPPED_WHEN_OFF: tuple[tuple[str, tuple[str, ...], object], ...] = (
+    ("ADetailer model classes", (), None),
+    ("ADetailer prompt", (), None),
+    ("ADetailer negative prompt", (), None),
+    ("ADetailer mask only top k", ("ADetailer method to decide top k masks",), None),
+    ("ADetailer mask min ratio", (), None),
+    ("ADetailer mask max ratio", (), 1.0),
+    ("ADetailer x offset", (), None),
+    ("ADetailer y offset", (), None),
+    ("ADetailer mask merge invert", (), "None"),
+    ("ADetailer inpaint only masked", ("ADetailer inpaint padding",), None),
+    ("ADetailer use inpaint width height", ("ADetailer inpaint width",
+                                            "ADetailer inpaint height"), None),
+    ("ADetailer use separate steps", ("ADetailer steps",), None),
+    ("ADetailer use separate CFG scale", ("ADetailer CFG scale",), None),
+    ("ADetailer use separate checkpoint", ("ADetailer checkpoint",), None),
+    ("ADetailer use separate VAE", ("ADetailer VAE",), None),
+    ("ADetailer use separate sampler", ("ADetailer sampler", "ADetailer scheduler"), None),
+    ("ADetailer use separate noise multiplier", ("ADetailer noise multiplier",), None),
+    ("ADetailer use separate CLIP skip", ("ADetailer CLIP skip",), None),
+    ("ADetailer restore face", (), None),
+    (f"{_CN} model", (f"{_CN} module", f"{_CN} weight", f"{_CN} guidance start",
+                      f"{_CN} guidance end"), "None"),
+)
+
+
+def ordinal_suffix(position: int) -> str:
+    """"" for the first tab, then " 2nd", " 3rd", " 4th", ... as the extension names them."""
+    if position == 0:
+        return ""
+    n = position + 1
+    ending = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f" {n}{ending}"
+
+
+def _is_off(value: object, off: object) -> bool:
+    return not value if off is None else value == off
+
+
+@dataclass(frozen=True)
+class DetailPass:
+    position: int
+    args: Mapping[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.args["ad_model"])
+
+    def steps(self, steps: int) -> int:
+        """Inpainting steps actually sampled: the pass's steps times its denoising strength."""
+        wanted = int(self.args["ad_steps"]) if self.args["ad_use_steps"] else steps
+        return max(1, int(wanted * float(self.args["ad_denoising_strength"])))
+
+    def extra_params(self) -> dict[str, Any]:
+        params = {label: self.args[name] for name, label, _ in _ARGS}
+        params.pop("ADetailer tab enable")
+        for switch, dependents, off in _DROPPED_WHEN_OFF:
+            if switch in params and _is_off(params[switch], off):
+                for key in (switch, *dependents):
+                    params.pop(key, None)
+        if params.get("ADetailer scheduler") == "Use same scheduler":
+            params.pop("ADetailer scheduler")
+        suffix = ordinal_suffix(self.position)
+        return {f"{key}{suffix}": value for key, value in params.items()}
+
+    def apply(self, latent: Image.Image, seed: int, prompt: str) -> Image.Image:
+        """Repaint the detected region, deterministically from the pass and the image's seed."""
+        digest = images.digest_of("adetailer", self.model, self.args["ad_prompt"] or prompt,
+                                  seed, self.position)
+        strength = 0.4 + 0.6 * float(self.args["ad_denoising_strength"])
+        return images.paint_region(latent, _region(self.model), images.colour_of(digest),
+                                   strength, int(self.args["ad_mask_blur"]))
+
+
+def _region(model: str) -> tuple[float, float, float, float]:
+    """Where the emulated detector "finds" things, by model family (left, top, right, bottom)."""
+    if model.startswith("hand"):
+        return 0.55, 0.6, 0.85, 0.9
+    if model.startswith("person"):
+        return 0.25, 0.1, 0.75, 0.95
+    if model.startswith(("face", "mediapipe")):
+        return 0.33, 0.15, 0.67, 0.5
+    return 0.3, 0.3, 0.7, 0.7
+
+
+@dataclass(frozen=True)
+class AdetailerPlan:
+    passes: tuple[DetailPass, ...]
+    skip_img2img: bool
+
+    def extra_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for detail_pass in self.passes:
+            params.update(detail_pass.extra_params())
+        if params:
+            params["ADetailer version"] = catalog.ADETAILER_VERSION
+        return params
+
+
+def _script_args(alwayson: Mapping[str, Any]) -> list[Any] | None:
+    for name, value in alwayson.items():
+        if name.lower() == "adetailer" and isinstance(value, Mapping):
+            args = value.get("args")
+            return list(args[:MAX_ARGS]) if isinstance(args, list) else None
+    return None
+
+
+def _validated(tabs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """Every tab with defaults filled in, or None when any tab is invalid (the extension's
+    pydantic model forbids unknown keys and the whole script then does nothing)."""
+    result = []
+    for number, tab in enumerate(tabs, 1):
+        unknown = sorted(set(tab) - _KNOWN_KEYS)
+        values, problems = collect(dict(tab), _FIELDS)
+        if unknown or problems:
+            log.warning("[-] ADetailer: ValidationError when validating %s arguments",
+                        ordinal_suffix(number - 1).strip() or "1st",
+                        extra={"unknown_keys": unknown,
+                               "invalid": [".".join(map(str, p.loc)) for p in problems]})
+            return None
+        result.append(values)
+    return result
+
+
+def plan(alwayson: Mapping[str, Any]) -> AdetailerPlan | None:
+    """The passes that will really run, or None when ADetailer does nothing."""
+    args = _script_args(alwayson)
+    if not args:
+        return None
+    tabs = [arg for arg in args if isinstance(arg, Mapping)]
+    enabled = args[0] if isinstance(args[0], bool) else True
+    wanted = any(t.get("ad_model", "None") != "None" and t.get("ad_tab_enable", True)
+                 for t in tabs)
+    if not (tabs and enabled and wanted):
+        return None
+    validated = _validated(tabs)
+    if validated is None:
+        return None
+    passes = []
+    for position, values in enumerate(validated):
+        if values["ad_model"] == "None" or not values["ad_tab_enable"]:
+            continue
+        if values["ad_model"] not in catalog.AD_MODELS:
+            log.warning("[-] ADetailer: Model %r not found.", values["ad_model"])
+            continue
+        passes.append(DetailPass(position, values))
+    skip_img2img = len(args) > 1 and args[1] is True
+    return AdetailerPlan(tuple(passes), skip_img2img) if passes else None
