@@ -1,17 +1,141 @@
-"""Wiring of the runner service: what `stablenew serve runner` starts."""
+"""Wiring of the runner service: what `stablenew serve runner` starts.
+
+It serves RunnerService, and runs the worker that leases jobs from the queue
+(STABLENEW_QUEUE_ADDR) and drives the WebUI at STABLENEW_WEBUI_URL. With STABLENEW_WEBUI_CMD it
+also owns the WebUI process: starts it, waits until its API answers, restarts it after a crash
+(bounded) and stops its whole process group on shutdown.
+"""
 
 from __future__ import annotations
 
-from stablenew.common.pending import pending_spec
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from stablenew.common.channel import open_channel
 from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
-from stablenew.v1 import runner_service_pb2 as contract
+from stablenew.common.settings import ConfigError, ServerSettings, positive_float
+from stablenew.runner.executor import Executor
+from stablenew.runner.servicer import RunnerServicer
+from stablenew.runner.status import RunnerState, WebuiState
+from stablenew.runner.webui_client import WebuiClient
+from stablenew.runner.webui_process import WebuiProcess, WebuiProcessError
+from stablenew.runner.worker import Worker
+from stablenew.v1 import queue_service_pb2_grpc, runner_service_pb2, runner_service_pb2_grpc
 
-SERVICE = contract.DESCRIPTOR.services_by_name["RunnerService"]
-MISSING = (
-    "the runner arrives with the runner service work (WebUI client, stage plans, image files)"
-)
+log = logging.getLogger("stablenew.runner")
+SERVICE = runner_service_pb2.DESCRIPTOR.services_by_name["RunnerService"]
 
 
-def build(settings: ServerSettings) -> ServiceSpec:
-    return pending_spec(settings.service, SERVICE, MISSING)
+@dataclass(frozen=True)
+class RunnerConfig:
+    runner_id: str
+    webui_url: str
+    webui_auth: tuple[str, str] | None
+    webui_command: str
+    output_root: Path
+    input_root: Path
+    advertised_address: str
+    webui_start_timeout: float
+
+
+def _auth(text: str) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise ConfigError("STABLENEW_WEBUI_AUTH: expected user:password")
+    return user, password
+
+
+def runner_config(settings: ServerSettings, env: Mapping[str, str]) -> RunnerConfig:
+    host = socket.gethostname()
+    port = settings.address.rsplit(":", 1)[1]
+    return RunnerConfig(
+        runner_id=env.get("STABLENEW_RUNNER_ID") or f"{host}-{port}",
+        webui_url=settings.webui_url.rstrip("/"),
+        webui_auth=_auth(env.get("STABLENEW_WEBUI_AUTH", "")),
+        webui_command=env.get("STABLENEW_WEBUI_CMD", ""),
+        output_root=Path(env.get("STABLENEW_OUTPUT_DIR") or settings.data_dir / "images"),
+        input_root=Path(env.get("STABLENEW_INPUT_DIR") or settings.data_dir / "inputs"),
+        advertised_address=env.get("STABLENEW_RUNNER_ADVERTISE_ADDR") or settings.address,
+        webui_start_timeout=positive_float(env, "STABLENEW_WEBUI_START_SECONDS", 300.0),
+    )
+
+
+class WebuiSupervisor:
+    """Starts the owned WebUI and restarts it after a crash, from a thread of its own."""
+
+    def __init__(self, process: WebuiProcess, client: WebuiClient, state: RunnerState,
+                 start_timeout: float) -> None:
+        self.process = process
+        self.client = client
+        self.state = state
+        self.start_timeout = start_timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webui-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.state.set_webui(WebuiState.STARTING, "starting the WebUI")
+        try:
+            self.process.start()
+        except WebuiProcessError as error:
+            self.state.set_webui(WebuiState.ERROR, f"cannot start the WebUI: {error}")
+            return
+        if not self.process.wait_ready(self.client, self.start_timeout):
+            self.state.set_webui(WebuiState.ERROR, "the WebUI did not become ready")
+        while not self._stop.wait(1.0):
+            try:
+                self.process.supervise()
+            except Exception as error:  # the restart bound was hit: say so, keep serving
+                self.state.set_webui(WebuiState.ERROR, str(error))
+
+    def stop(self, grace: float) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.process.stop(grace)
+
+
+def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
+    env = os.environ if env is None else env
+    config = runner_config(settings, env)
+    client = WebuiClient(config.webui_url, auth=config.webui_auth)
+    state = RunnerState(config.runner_id, socket.gethostname(), config.webui_url,
+                        owns_process=bool(config.webui_command))
+    channel = open_channel("queue", env=env)
+    executor = Executor(client, config.output_root, config.input_root, config.runner_id)
+    worker = Worker(queue_service_pb2_grpc.QueueServiceStub(channel), client, executor, state,
+                    config.advertised_address)
+    supervisor = None
+    if config.webui_command:
+        process = WebuiProcess(config.webui_command, log_dir=settings.data_dir / "logs")
+        supervisor = WebuiSupervisor(process, client, state, config.webui_start_timeout)
+
+    def register(server: grpc.Server) -> None:
+        runner_service_pb2_grpc.add_RunnerServiceServicer_to_server(
+            RunnerServicer(state, client, config.output_root), server)
+        if supervisor is not None:
+            supervisor.start()
+        worker.start()
+
+    def draining() -> None:
+        worker.shut_down()
+
+    def stop() -> None:
+        worker.stop(timeout=settings.grace_seconds)
+        if supervisor is not None:
+            supervisor.stop(settings.grace_seconds)
+        channel.close()
+        client.close()
+
+    return ServiceSpec(name=settings.service, proto_services=[SERVICE.full_name],
+                       register=register, on_draining=draining, on_stop=stop)

@@ -1,0 +1,130 @@
+"""Image files under the output root: `{date}/{job_id}/{entry:03d}_{stage}_{seed}.png`, each
+with the WebUI's infotext and a `stablenew` chunk, plus a `manifest.json` per job.
+
+No file or folder name is built from user text: the date is ours, the job id must be the
+queue's hex id, and the rest are numbers and stage names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from stablenew.common.model import ImageRef, StageType
+
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{8,64}$")
+METADATA_KEY = "stablenew"
+
+
+class UnsafePathError(ValueError):
+    """A path that would leave the output root."""
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    job_id: str
+    entry_index: int
+    stage: StageType
+    seed: int
+    config_hash: str
+    runner_id: str
+
+
+def job_folder(root: Path, job_id: str, day: datetime | None = None) -> Path:
+    if not JOB_ID_PATTERN.match(job_id):
+        raise UnsafePathError(f"job id {job_id!r} is not a queue job id")
+    day = day or datetime.now(UTC)
+    return root / day.strftime("%Y-%m-%d") / job_id
+
+
+def _png_with_metadata(png: bytes, context: ImageContext) -> tuple[bytes, int, int]:
+    """Re-encode keeping every text chunk the WebUI wrote and adding ours."""
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        info = PngImagePlugin.PngInfo()
+        for key, value in image.text.items() if hasattr(image, "text") else ():
+            if key != METADATA_KEY:
+                info.add_text(key, value)
+        ours = {"job_id": context.job_id, "entry": context.entry_index,
+                "stage": context.stage.name.lower(), "seed": context.seed,
+                "config_hash": context.config_hash}
+        info.add_text(METADATA_KEY, json.dumps(ours, sort_keys=True))
+        out = io.BytesIO()
+        image.save(out, format="PNG", pnginfo=info)
+        return out.getvalue(), image.width, image.height
+
+
+def write_image(root: Path, folder: Path, png: bytes, context: ImageContext) -> ImageRef:
+    data, width, height = _png_with_metadata(png, context)
+    name = f"{context.entry_index:03d}_{context.stage.name.lower()}_{context.seed}.png"
+    path = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, data)
+    return ImageRef(path=path.relative_to(root).as_posix(), sha256=hashlib.sha256(data).hexdigest(),
+                    width=width, height=height, seed=context.seed, stage=context.stage,
+                    size_bytes=len(data), runner_id=context.runner_id)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write then rename, so a crash never leaves half an image under the final name."""
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomically(folder / "manifest.json",
+                      json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+
+
+def image_ref_dict(image: ImageRef) -> dict[str, Any]:
+    fields = asdict(image)
+    fields["stage"] = image.stage.name.lower()
+    return fields
+
+
+def png_text(png: bytes) -> dict[str, str]:
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        return dict(getattr(image, "text", {}))
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(png)) as image:
+        return image.width, image.height
+
+
+def with_text(png: bytes, text: dict[str, str]) -> bytes:
+    """The same image with these text chunks added."""
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        info = PngImagePlugin.PngInfo()
+        for key, value in {**getattr(image, "text", {}), **text}.items():
+            info.add_text(key, value)
+        out = io.BytesIO()
+        image.save(out, format="PNG", pnginfo=info)
+        return out.getvalue()
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """The file `relative` names under root; UnsafePathError for anything outside it."""
+    if not relative or relative.startswith(("/", "\\")) or "\x00" in relative:
+        raise UnsafePathError(f"{relative!r} is not a path relative to the output root")
+    resolved_root = root.resolve()
+    candidate = (resolved_root / relative).resolve()
+    if not candidate.is_relative_to(resolved_root):
+        raise UnsafePathError(f"{relative!r} is outside the output root")
+    return candidate
