@@ -371,9 +371,12 @@ class Pack(_message.Message):
     DEFAULTS_FIELD_NUMBER: _builtins.int
     MODIFY_TIME_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    WILDCARDS_FIELD_NUMBER: _builtins.int
+    WILDCARD_MODE_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
     name: _builtins.str
     format: Global___PackFormat.ValueType
+    wildcard_mode: Global___MatrixMode.ValueType
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackRow]: ...
     @_builtins.property
@@ -384,6 +387,10 @@ class Pack(_message.Message):
     def modify_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]: ...
+    @_builtins.property
+    def wildcards(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatrixSlot]:
+        """Wildcard lists (`__name__` tokens) and how they pick: random (default) or sequential."""
+
     def __init__(
         self,
         *,
@@ -395,10 +402,12 @@ class Pack(_message.Message):
         defaults: _pipeline_pb2.PipelineConfig | None = ...,
         modify_time: _timestamp_pb2.Timestamp | None = ...,
         errors: _abc.Iterable[Global___RowError] | None = ...,
+        wildcards: _abc.Iterable[Global___MatrixSlot] | None = ...,
+        wildcard_mode: Global___MatrixMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "matrix", b"matrix", "modify_time", b"modify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "errors", b"errors", "format", b"format", "matrix", b"matrix", "modify_time", b"modify_time", "name", b"name", "pack_id", b"pack_id", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "errors", b"errors", "format", b"format", "matrix", b"matrix", "modify_time", b"modify_time", "name", b"name", "pack_id", b"pack_id", "rows", b"rows", "wildcard_mode", b"wildcard_mode", "wildcards", b"wildcards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,18 +1,91 @@
-"""Wiring of the bundle service: what `stablenew serve bundle` starts."""
+"""Wiring of the bundle service: what `stablenew serve bundle` starts.
+
+Packs come from STABLENEW_PACKS_DIR (default: <data dir>/packs); drafts live in
+<data dir>/bundle.sqlite3; EnqueueDraft submits to the queue at STABLENEW_QUEUE_ADDR.
+"""
 
 from __future__ import annotations
 
-from stablenew.common.pending import pending_spec
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from stablenew.bundle.core import BundleCore
+from stablenew.bundle.packs.library import PackLibrary
+from stablenew.bundle.servicer import BundleServicer
+from stablenew.bundle.store import BundleStore
+from stablenew.common.channel import open_channel
+from stablenew.common.errors import ServiceError
+from stablenew.common.model import Job, JobOrigin, NormalizedJob, Priority
+from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
 from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
-from stablenew.v1 import bundle_service_pb2 as contract
-
-SERVICE = contract.DESCRIPTOR.services_by_name["BundleService"]
-MISSING = (
-    "drafts, prompt packs and normalisation arrive with the bundle service work"
-    " (pack parsers, SQLite drafts, preview, enqueue)"
+from stablenew.v1 import (
+    bundle_service_pb2,
+    bundle_service_pb2_grpc,
+    errors_pb2,
+    job_pb2,
+    queue_service_pb2_grpc,
+)
+from stablenew.v1 import (
+    queue_service_pb2 as queue_pb,
 )
 
+T = TypeVar("T")
+SERVICE = bundle_service_pb2.DESCRIPTOR.services_by_name["BundleService"]
 
-def build(settings: ServerSettings) -> ServiceSpec:
-    return pending_spec(settings.service, SERVICE, MISSING)
+
+class QueueSubmitter:
+    """The queue as the bundle core sees it: submit a bundle, look a job up."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+
+    def submit(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
+               label: str, request_id: str) -> Job:
+        request = queue_pb.SubmitJobRequest(priority=job_pb2.Priority.ValueType(priority),
+                                            label=label, request_id=request_id)
+        fill_proto(origin, request.origin)
+        request.entries.extend(to_proto(entry) for entry in entries)
+        return from_proto(Job, self._call(lambda: self.stub.SubmitJob(request, timeout=60)).job)
+
+    def lookup(self, job_id: str) -> Job:
+        request = queue_pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_BASIC)
+        return from_proto(Job, self._call(lambda: self.stub.GetJob(request, timeout=10)).job)
+
+    @staticmethod
+    def _call(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except grpc.RpcError as error:
+            code = error.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                                   errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+                                   f"the queue did not answer ({code.name}): nothing was "
+                                   "enqueued; try again") from None
+            raise
+
+
+def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
+    env = os.environ if env is None else env
+    store = BundleStore(settings.data_dir / "bundle.sqlite3",
+                        env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"))
+    packs_dir = Path(env.get("STABLENEW_PACKS_DIR") or settings.data_dir / "packs")
+    packs_dir.mkdir(parents=True, exist_ok=True)
+    channel = open_channel("queue", env=env)
+    queue = QueueSubmitter(channel)
+    core = BundleCore(store, PackLibrary(packs_dir), queue.submit, queue.lookup)
+
+    def register(server: grpc.Server) -> None:
+        bundle_service_pb2_grpc.add_BundleServiceServicer_to_server(BundleServicer(core), server)
+
+    def stop() -> None:
+        channel.close()
+        store.close()
+
+    return ServiceSpec(name=settings.service, proto_services=[SERVICE.full_name],
+                       register=register, on_stop=stop)

@@ -110,6 +110,14 @@ class PackLibrary:
             raise dataclasses.replace(entry.result)
         return entry.result
 
+    def signature(self, pack_id: str) -> CacheKey:
+        """The pack's files as they are now (path, size, mtime): changes when any file does."""
+        try:
+            check_pack_id(pack_id)
+        except PackError:
+            return ()
+        return tuple(locate(self._root, pack_id, extension) for extension in PACK_EXTENSIONS)
+
     def _parse_or_error(self, pack_id: str, stamps: CacheKey) -> Pack | PackError:
         try:
             return self._parse(pack_id, stamps)

@@ -1,9 +1,7 @@
 """The prompt-pack domain types: twins of the `Pack*` messages of bundle_service.proto.
 
 Field names and enum numbers equal the proto's, so the gRPC edge can convert them with the
-generic mapping. Two fields have no proto counterpart yet and must be skipped (or added to the
-proto as `repeated MatrixSlot wildcards` and `MatrixMode wildcard_mode`): `Pack.wildcards` and
-`Pack.wildcard_mode`.
+generic mapping (stablenew.bundle.mapping).
 """
 
 from __future__ import annotations

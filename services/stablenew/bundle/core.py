@@ -1,0 +1,251 @@
+"""The bundle's use cases: drafts and their parts, preview, and enqueue.
+
+A draft's normalized jobs are computed once per (draft, revision, pack files) and kept, so the
+pages of PreviewDraft and the EnqueueDraft that follows see the very same jobs: what was
+previewed is what is queued. Seeds derive from the draft id, so adding a part never changes the
+seeds of the others.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from stablenew.bundle.normalize import (
+    DraftPart,
+    ManualPart,
+    NormalizedBundle,
+    PackRowPart,
+    normalize_draft,
+)
+from stablenew.bundle.packs.library import PackLibrary
+from stablenew.bundle.packs.model import Pack
+from stablenew.bundle.problems import PackError
+from stablenew.bundle.seeds import DerivedSeedSource
+from stablenew.bundle.store import BundleStore, DraftRecord
+from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
+from stablenew.common.model import (
+    Job,
+    JobOrigin,
+    JobSource,
+    NormalizedJob,
+    PipelineConfig,
+    Priority,
+    PromptSource,
+    RunMode,
+)
+from stablenew.common.paging import PageTokens
+from stablenew.common.sqlite_db import Transaction
+from stablenew.v1 import errors_pb2
+
+CACHED_BUNDLES = 8
+
+# entries, origin, priority, label, request id -> the queued job
+Submit = Callable[[list[NormalizedJob], JobOrigin, Priority, str, str], Job]
+# job id -> the queued job
+Lookup = Callable[[str], Job]
+
+
+def _draft_not_found(draft_id: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_REASON_DRAFT_NOT_FOUND,
+                        f"draft {draft_id!r} not found", metadata={"draft_id": draft_id})
+
+
+def pack_error(error: PackError) -> ServiceError:
+    reason = (errors_pb2.ERROR_REASON_PACK_NOT_FOUND if error.reason == "PACK_NOT_FOUND"
+              else errors_pb2.ERROR_REASON_PACK_INVALID)
+    code = (grpc.StatusCode.NOT_FOUND if reason == errors_pb2.ERROR_REASON_PACK_NOT_FOUND
+            else grpc.StatusCode.INVALID_ARGUMENT)
+    return ServiceError(code, reason, str(error), metadata={"pack_id": error.pack_id})
+
+
+@dataclass(frozen=True)
+class Draft:
+    record: DraftRecord
+    bundle: NormalizedBundle
+
+
+class BundleCore:
+    def __init__(self, store: BundleStore, packs: PackLibrary, submit: Submit,
+                 lookup: Lookup) -> None:
+        self.store = store
+        self.packs = packs
+        self.submit = submit
+        self.lookup = lookup
+        self.lock = threading.RLock()
+        self._bundles: OrderedDict[tuple[str, int, tuple[object, ...]], NormalizedBundle] = (
+            OrderedDict())
+        with Transaction(store.db):
+            secret = store.setting("page_token_secret", "") or secrets.token_hex(32)
+            store.set_setting("page_token_secret", secret)
+        self.secret = bytes.fromhex(secret)
+
+    def page_tokens(self, scope: str) -> PageTokens:
+        return PageTokens(self.secret, scope)
+
+    # --- drafts -------------------------------------------------------------------------
+
+    def create_draft(self, display_name: str, request_id: str) -> Draft:
+        with self.lock, Transaction(self.store.db):
+            existing = self.store.draft_for_request(request_id) if request_id else None
+            draft_id = existing or uuid.uuid4().hex
+            if existing is None:
+                self.store.insert_draft(draft_id, display_name, request_id)
+        return self.get_draft(draft_id)
+
+    def get_draft(self, draft_id: str) -> Draft:
+        with self.lock:
+            record = self.store.get_draft(draft_id)
+            if record is None:
+                raise _draft_not_found(draft_id)
+            return Draft(record, self._normalized(record))
+
+    def list_drafts(self, size: int, after: str) -> tuple[list[Draft], str]:
+        with self.lock:
+            ids = self.store.draft_ids_after(after, size + 1)
+            drafts = [self.get_draft(draft_id) for draft_id in ids[:size]]
+        return drafts, ids[size - 1] if len(ids) > size else ""
+
+    def add_manual_part(self, draft_id: str, prompt: str, negative: str,
+                        config: PipelineConfig, input_images: list[str]) -> tuple[Draft, list[str]]:
+        if not prompt.strip() and not input_images:
+            raise invalid_argument("prompt", "a manual part needs a prompt (or input images)")
+        part = ManualPart(uuid.uuid4().hex, prompt, negative, config, input_images)
+        return self._add_parts(draft_id, [part])
+
+    def add_pack_parts(self, draft_id: str, pack_id: str, rows: Sequence[int], prepend: str,
+                       overrides: PipelineConfig) -> tuple[Draft, list[str]]:
+        pack = self.load_pack(pack_id)
+        chosen = list(rows) or [row.index for row in pack.rows]
+        for position, index in enumerate(chosen):
+            if not 0 <= index < len(pack.rows):
+                raise invalid_argument(f"row_indices[{position}]",
+                                       f"pack {pack_id!r} has rows 0..{len(pack.rows) - 1}")
+        parts: list[DraftPart] = [PackRowPart(uuid.uuid4().hex, pack_id, index, prepend,
+                                              overrides) for index in chosen]
+        return self._add_parts(draft_id, parts)
+
+    def _add_parts(self, draft_id: str, parts: list[DraftPart]) -> tuple[Draft, list[str]]:
+        """Refuse parts whose config is wrong (naming the fields); rows with bad text are
+        added and reported in the summary, and make no jobs."""
+        trial = normalize_draft(parts, DerivedSeedSource(draft_id), self.packs)
+        violations = [FieldViolation(f"config.{error.field.removeprefix('config.')}",
+                                     error.message)
+                      for outcome in trial.parts for error in outcome.field_errors]
+        if violations:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
+                               errors_pb2.ERROR_REASON_INVALID_FIELD,
+                               "; ".join(f"{v.field}: {v.description}" for v in violations),
+                               violations=violations)
+        with self.lock, Transaction(self.store.db):
+            self._require(draft_id)
+            self.store.add_parts(draft_id, parts)
+            self.store.bump_revision(draft_id)
+        return self.get_draft(draft_id), [part.part_id for part in parts]
+
+    def remove_part(self, draft_id: str, part_id: str) -> Draft:
+        with self.lock, Transaction(self.store.db):
+            self._require(draft_id)
+            if not self.store.remove_part(draft_id, part_id):
+                raise ServiceError(grpc.StatusCode.NOT_FOUND,
+                                   errors_pb2.ERROR_REASON_PART_NOT_FOUND,
+                                   f"draft {draft_id} has no part {part_id!r}")
+            self.store.bump_revision(draft_id)
+        return self.get_draft(draft_id)
+
+    def clear_draft(self, draft_id: str) -> Draft:
+        with self.lock, Transaction(self.store.db):
+            self._require(draft_id)
+            self.store.clear_parts(draft_id)
+            self.store.bump_revision(draft_id)
+        return self.get_draft(draft_id)
+
+    def _require(self, draft_id: str) -> DraftRecord:
+        record = self.store.get_draft(draft_id)
+        if record is None:
+            raise _draft_not_found(draft_id)
+        return record
+
+    # --- normalisation ------------------------------------------------------------------
+
+    def _pack_signature(self, record: DraftRecord) -> tuple[object, ...]:
+        pack_ids = sorted({p.pack_id for p in record.parts if isinstance(p, PackRowPart)})
+        return tuple(self.packs.signature(pack_id) for pack_id in pack_ids)
+
+    def _normalized(self, record: DraftRecord) -> NormalizedBundle:
+        key = (record.draft_id, record.revision, self._pack_signature(record))
+        bundle = self._bundles.get(key)
+        if bundle is None:
+            bundle = normalize_draft(record.parts, DerivedSeedSource(record.draft_id), self.packs)
+            self._bundles[key] = bundle
+            while len(self._bundles) > CACHED_BUNDLES:
+                self._bundles.popitem(last=False)
+        self._bundles.move_to_end(key)
+        return bundle
+
+    # --- enqueue ------------------------------------------------------------------------
+
+    def enqueue(self, draft_id: str, run_mode: RunMode, source: JobSource, priority: Priority,
+                label: str, request_id: str, expected_revision: int) -> Job:
+        """Submit the previewed jobs as one job; clear the draft once the queue has it."""
+        with self.lock:
+            draft = self.get_draft(draft_id)
+            record = draft.record
+            done = self.store.enqueued_job(draft_id, record.revision, request_id)
+            if done is not None:
+                return self.lookup(done)
+            self._check_enqueue(draft, run_mode, expected_revision)
+            origin = JobOrigin(run_mode=run_mode, source=source or _default_source(run_mode),
+                               prompt_source=_prompt_source(record.parts),
+                               prompt_pack_id=_single_pack(record.parts), draft_id=draft_id,
+                               draft_revision=record.revision)
+            # The queue dedups on this id, so a retry after a lost reply submits nothing new.
+            queue_request = request_id or f"draft/{draft_id}/{record.revision}"
+            job = self.submit(draft.bundle.jobs, origin, priority, label, queue_request)
+            with Transaction(self.store.db):
+                self.store.record_enqueue(draft_id, record.revision, request_id, job.job_id)
+                self.store.clear_parts(draft_id)
+                self.store.bump_revision(draft_id)
+            return job
+
+    @staticmethod
+    def _check_enqueue(draft: Draft, run_mode: RunMode, expected_revision: int) -> None:
+        if run_mode not in (RunMode.DIRECT, RunMode.QUEUE):
+            raise invalid_argument("run_mode", "RUN_MODE_DIRECT or RUN_MODE_QUEUE")
+        if expected_revision and expected_revision != draft.record.revision:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                errors_pb2.ERROR_REASON_DRAFT_REVISION_MISMATCH,
+                f"the draft is at revision {draft.record.revision}, not {expected_revision}")
+        if not draft.bundle.jobs:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+                               errors_pb2.ERROR_REASON_DRAFT_EMPTY,
+                               f"draft {draft.record.draft_id} has no job to enqueue")
+
+    # --- packs --------------------------------------------------------------------------
+
+    def load_pack(self, pack_id: str) -> Pack:
+        try:
+            return self.packs.load_pack(pack_id)
+        except PackError as error:
+            raise pack_error(error) from None
+
+
+def _default_source(run_mode: RunMode) -> JobSource:
+    return JobSource.RUN_NOW if run_mode == RunMode.DIRECT else JobSource.ADD_TO_QUEUE
+
+
+def _prompt_source(parts: Sequence[DraftPart]) -> PromptSource:
+    return PromptSource.PACK if any(isinstance(p, PackRowPart) for p in parts) else (
+        PromptSource.MANUAL)
+
+
+def _single_pack(parts: Sequence[DraftPart]) -> str:
+    packs = {p.pack_id for p in parts if isinstance(p, PackRowPart)}
+    return packs.pop() if len(packs) == 1 else ""

@@ -1,0 +1,57 @@
+"""Bundle domain objects -> generated messages (and configs back)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from stablenew.bundle.core import Draft
+from stablenew.bundle.normalize import DraftPart, ManualPart
+from stablenew.bundle.packs.model import Pack, PackSummary
+from stablenew.common.model import PipelineConfig, PromptSource
+from stablenew.common.model_mapping import fill_proto, from_proto
+from stablenew.v1 import bundle_service_pb2 as pb
+from stablenew.v1 import pipeline_pb2
+
+
+def config_from_proto(message: pipeline_pb2.PipelineConfig) -> PipelineConfig:
+    return from_proto(PipelineConfig, message)
+
+
+def _part_to_proto(part: DraftPart, estimated_images: int) -> pb.JobPart:
+    message = pb.JobPart(part_id=part.part_id, input_images=part.input_images,
+                         estimated_images=estimated_images)
+    if isinstance(part, ManualPart):
+        message.prompt_source = pipeline_pb2.PromptSource.ValueType(PromptSource.MANUAL)
+        message.prompt, message.negative_prompt = part.prompt, part.negative_prompt
+        fill_proto(part.config, message.config)
+    else:
+        message.prompt_source = pipeline_pb2.PromptSource.ValueType(PromptSource.PACK)
+        message.prompt_pack_id, message.row_index = part.pack_id, part.row_index
+        message.prepend_text = part.prepend_text
+        fill_proto(part.config_overrides, message.config)
+    return message
+
+
+def draft_to_proto(draft: Draft) -> pb.Draft:
+    record = draft.record
+    images = {outcome.part_id: outcome.estimated_images for outcome in draft.bundle.parts}
+    message = pb.Draft(draft_id=record.draft_id, display_name=record.display_name,
+                       revision=record.revision,
+                       parts=[_part_to_proto(part, images.get(part.part_id, 0))
+                              for part in record.parts])
+    fill_proto(draft.bundle.summary, message.summary)
+    message.create_time.FromDatetime(datetime.fromtimestamp(record.create_time, UTC))
+    message.update_time.FromDatetime(datetime.fromtimestamp(record.update_time, UTC))
+    return message
+
+
+def pack_to_proto(pack: Pack) -> pb.Pack:
+    message = pb.Pack()
+    fill_proto(pack, message)
+    return message
+
+
+def pack_summary_to_proto(summary: PackSummary) -> pb.PackSummary:
+    message = pb.PackSummary()
+    fill_proto(summary, message)
+    return message

@@ -1,0 +1,126 @@
+"""The gRPC edge of the bundle service."""
+
+from __future__ import annotations
+
+import grpc
+
+from stablenew.bundle import mapping
+from stablenew.bundle.core import BundleCore
+from stablenew.common.errors import invalid_argument
+from stablenew.common.model import JobSource, Priority, RunMode
+from stablenew.common.model_mapping import to_proto
+from stablenew.common.paging import page_size
+from stablenew.v1 import bundle_service_pb2 as pb
+from stablenew.v1 import bundle_service_pb2_grpc
+
+Context = grpc.ServicerContext
+
+
+def _required(value: str, field_path: str) -> str:
+    if not value:
+        raise invalid_argument(field_path, "required")
+    return value
+
+
+class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
+    def __init__(self, core: BundleCore) -> None:
+        self.core = core
+        self.draft_tokens = core.page_tokens("bundle.ListDrafts")
+        self.preview_tokens = core.page_tokens("bundle.PreviewDraft")
+        self.pack_tokens = core.page_tokens("bundle.ListPacks")
+
+    def CreateDraft(self, request: pb.CreateDraftRequest,
+                    context: Context) -> pb.CreateDraftResponse:
+        draft = self.core.create_draft(request.display_name, request.request_id)
+        return pb.CreateDraftResponse(draft=mapping.draft_to_proto(draft))
+
+    def GetDraft(self, request: pb.GetDraftRequest, context: Context) -> pb.GetDraftResponse:
+        draft = self.core.get_draft(_required(request.draft_id, "draft_id"))
+        return pb.GetDraftResponse(draft=mapping.draft_to_proto(draft))
+
+    def ListDrafts(self, request: pb.ListDraftsRequest,
+                   context: Context) -> pb.ListDraftsResponse:
+        size = page_size(request.page_size)
+        position = self.draft_tokens.decode(request.page_token)
+        drafts, last = self.core.list_drafts(size, str(position[0]) if position else "")
+        return pb.ListDraftsResponse(
+            drafts=[mapping.draft_to_proto(draft) for draft in drafts],
+            next_page_token=self.draft_tokens.encode([last]) if last else "")
+
+    def AddPart(self, request: pb.AddPartRequest, context: Context) -> pb.AddPartResponse:
+        draft, part_ids = self.core.add_manual_part(
+            _required(request.draft_id, "draft_id"), request.prompt, request.negative_prompt,
+            mapping.config_from_proto(request.config), list(request.input_images))
+        message = mapping.draft_to_proto(draft)
+        part = next(p for p in message.parts if p.part_id == part_ids[0])
+        return pb.AddPartResponse(draft=message, part=part)
+
+    def AddPackParts(self, request: pb.AddPackPartsRequest,
+                     context: Context) -> pb.AddPackPartsResponse:
+        draft, part_ids = self.core.add_pack_parts(
+            _required(request.draft_id, "draft_id"),
+            _required(request.prompt_pack_id, "prompt_pack_id"), list(request.row_indices),
+            request.prepend_text, mapping.config_from_proto(request.config_overrides))
+        message = mapping.draft_to_proto(draft)
+        added = set(part_ids)
+        return pb.AddPackPartsResponse(draft=message,
+                                       parts=[p for p in message.parts if p.part_id in added])
+
+    def RemovePart(self, request: pb.RemovePartRequest,
+                   context: Context) -> pb.RemovePartResponse:
+        draft = self.core.remove_part(_required(request.draft_id, "draft_id"),
+                                      _required(request.part_id, "part_id"))
+        return pb.RemovePartResponse(draft=mapping.draft_to_proto(draft))
+
+    def ClearDraft(self, request: pb.ClearDraftRequest,
+                   context: Context) -> pb.ClearDraftResponse:
+        draft = self.core.clear_draft(_required(request.draft_id, "draft_id"))
+        return pb.ClearDraftResponse(draft=mapping.draft_to_proto(draft))
+
+    def PreviewDraft(self, request: pb.PreviewDraftRequest,
+                     context: Context) -> pb.PreviewDraftResponse:
+        size = page_size(request.page_size)
+        draft = self.core.get_draft(_required(request.draft_id, "draft_id"))
+        position = self.preview_tokens.decode(request.page_token)
+        start = 0
+        if position is not None:
+            # The token is bound to the revision it was issued for: a changed draft restarts.
+            if position[0] != draft.record.revision:
+                raise invalid_argument("page_token", "the draft changed since this page")
+            start = int(position[1])
+        jobs = draft.bundle.jobs[start:start + size]
+        end = start + len(jobs)
+        token = (self.preview_tokens.encode([draft.record.revision, end])
+                 if end < len(draft.bundle.jobs) else "")
+        response = pb.PreviewDraftResponse(next_page_token=token,
+                                           draft_revision=draft.record.revision)
+        response.jobs.extend(to_proto(job) for job in jobs)
+        response.summary.CopyFrom(mapping.draft_to_proto(draft).summary)
+        return response
+
+    def EnqueueDraft(self, request: pb.EnqueueDraftRequest,
+                     context: Context) -> pb.EnqueueDraftResponse:
+        job = self.core.enqueue(
+            _required(request.draft_id, "draft_id"), RunMode(request.run_mode),
+            JobSource(request.source), Priority(request.priority), request.label,
+            request.request_id, request.expected_revision)
+        message = to_proto(job)
+        message.ClearField("entries")
+        message.ClearField("results")
+        return pb.EnqueueDraftResponse(job=message)
+
+    def ListPacks(self, request: pb.ListPacksRequest, context: Context) -> pb.ListPacksResponse:
+        size = page_size(request.page_size)
+        position = self.pack_tokens.decode(request.page_token)
+        after = str(position[0]) if position else ""
+        packs = [p for p in self.core.packs.list_packs() if p.pack_id > after]
+        page = packs[:size]
+        token = self.pack_tokens.encode([page[-1].pack_id]) if len(packs) > size else ""
+        return pb.ListPacksResponse(
+            packs=[mapping.pack_summary_to_proto(p) for p in page], next_page_token=token)
+
+    def GetPack(self, request: pb.GetPackRequest, context: Context) -> pb.GetPackResponse:
+        pack = self.core.load_pack(_required(request.pack_id, "pack_id"))
+        return pb.GetPackResponse(pack=mapping.pack_to_proto(pack))
+
+

@@ -1,0 +1,168 @@
+"""The bundle's SQLite store: drafts, their parts in order, and the enqueues already done
+(so a retried EnqueueDraft never submits twice). Rows in, domain objects out."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stablenew.bundle.normalize import DraftPart, ManualPart, PackRowPart
+from stablenew.common.model import PipelineConfig
+from stablenew.common.model_mapping import from_proto, to_proto
+from stablenew.common.sqlite_db import open_database
+from stablenew.v1 import pipeline_pb2
+
+MIGRATIONS = [
+    """
+    CREATE TABLE drafts (
+        draft_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        create_time REAL NOT NULL,
+        update_time REAL NOT NULL,
+        request_id TEXT UNIQUE
+    );
+    CREATE TABLE parts (
+        draft_id TEXT NOT NULL REFERENCES drafts (draft_id) ON DELETE CASCADE,
+        part_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        negative_prompt TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        row_index INTEGER NOT NULL,
+        prepend_text TEXT NOT NULL,
+        config BLOB NOT NULL,
+        input_images TEXT NOT NULL,
+        PRIMARY KEY (draft_id, part_id)
+    );
+    CREATE INDEX parts_order ON parts (draft_id, position);
+    CREATE TABLE enqueues (
+        draft_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        request_id TEXT,
+        job_id TEXT NOT NULL,
+        PRIMARY KEY (draft_id, revision)
+    );
+    CREATE UNIQUE INDEX enqueues_request ON enqueues (request_id) WHERE request_id IS NOT NULL;
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+
+@dataclass
+class DraftRecord:
+    draft_id: str
+    display_name: str
+    revision: int
+    create_time: float
+    update_time: float
+    parts: list[DraftPart] = field(default_factory=list)
+
+
+def _config_blob(config: PipelineConfig) -> bytes:
+    message: pipeline_pb2.PipelineConfig = to_proto(config)
+    return message.SerializeToString()
+
+
+def _config(blob: bytes) -> PipelineConfig:
+    return from_proto(PipelineConfig, pipeline_pb2.PipelineConfig.FromString(blob))
+
+
+def _part_row(part: DraftPart) -> dict[str, object]:
+    if isinstance(part, ManualPart):
+        return {"kind": "manual", "prompt": part.prompt, "negative_prompt": part.negative_prompt,
+                "pack_id": "", "row_index": 0, "prepend_text": "",
+                "config": _config_blob(part.config), "input_images": json.dumps(part.input_images)}
+    return {"kind": "pack", "prompt": "", "negative_prompt": "", "pack_id": part.pack_id,
+            "row_index": part.row_index, "prepend_text": part.prepend_text,
+            "config": _config_blob(part.config_overrides),
+            "input_images": json.dumps(part.input_images)}
+
+
+def _part(row: sqlite3.Row) -> DraftPart:
+    images = json.loads(row["input_images"])
+    if row["kind"] == "manual":
+        return ManualPart(row["part_id"], row["prompt"], row["negative_prompt"],
+                          _config(row["config"]), images)
+    return PackRowPart(row["part_id"], row["pack_id"], row["row_index"], row["prepend_text"],
+                       _config(row["config"]), images)
+
+
+class BundleStore:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.db = open_database(path, MIGRATIONS, synchronous)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    def insert_draft(self, draft_id: str, display_name: str, request_id: str) -> None:
+        now = time.time()
+        self.db.execute("INSERT INTO drafts VALUES (?, ?, 1, ?, ?, ?)",
+                        (draft_id, display_name, now, now, request_id or None))
+
+    def draft_for_request(self, request_id: str) -> str | None:
+        row = self.db.execute("SELECT draft_id FROM drafts WHERE request_id = ?",
+                              (request_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def get_draft(self, draft_id: str) -> DraftRecord | None:
+        row = self.db.execute("SELECT * FROM drafts WHERE draft_id = ?", (draft_id,)).fetchone()
+        if row is None:
+            return None
+        parts = [_part(part) for part in self.db.execute(
+            "SELECT * FROM parts WHERE draft_id = ? ORDER BY position", (draft_id,))]
+        return DraftRecord(row["draft_id"], row["display_name"], row["revision"],
+                           row["create_time"], row["update_time"], parts)
+
+    def draft_ids_after(self, after: str, limit: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT draft_id FROM drafts WHERE draft_id > ? ORDER BY draft_id LIMIT ?",
+            (after, limit)).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def add_parts(self, draft_id: str, parts: list[DraftPart]) -> None:
+        row = self.db.execute("SELECT COALESCE(MAX(position), -1) FROM parts WHERE draft_id = ?",
+                              (draft_id,)).fetchone()
+        start = int(row[0]) + 1
+        for offset, part in enumerate(parts):
+            values = _part_row(part) | {"draft_id": draft_id, "part_id": part.part_id,
+                                        "position": start + offset}
+            columns = ", ".join(values)
+            self.db.execute(f"INSERT INTO parts ({columns}) VALUES "
+                            f"({', '.join(':' + name for name in values)})", values)
+
+    def remove_part(self, draft_id: str, part_id: str) -> bool:
+        cursor = self.db.execute("DELETE FROM parts WHERE draft_id = ? AND part_id = ?",
+                                 (draft_id, part_id))
+        return cursor.rowcount > 0
+
+    def clear_parts(self, draft_id: str) -> None:
+        self.db.execute("DELETE FROM parts WHERE draft_id = ?", (draft_id,))
+
+    def bump_revision(self, draft_id: str) -> None:
+        self.db.execute("UPDATE drafts SET revision = revision + 1, update_time = ? "
+                        "WHERE draft_id = ?", (time.time(), draft_id))
+
+    def enqueued_job(self, draft_id: str, revision: int, request_id: str) -> str | None:
+        """The job an earlier enqueue of this revision (or this request id) created."""
+        row = self.db.execute(
+            "SELECT job_id FROM enqueues WHERE (draft_id = ? AND revision = ?) "
+            "OR (request_id IS NOT NULL AND request_id = ?)",
+            (draft_id, revision, request_id or None)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_enqueue(self, draft_id: str, revision: int, request_id: str, job_id: str) -> None:
+        self.db.execute("INSERT INTO enqueues VALUES (?, ?, ?, ?)",
+                        (draft_id, revision, request_id or None, job_id))
+
+    def setting(self, key: str, default: str) -> str:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
