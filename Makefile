@@ -14,11 +14,9 @@ $(INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+# Every service and the WebUI emulator as separate processes; the example pack end to end.
 demo: $(INSTALLED)
-	@echo "make demo is not available yet: it needs the queue, runner, history and bundle"
-	@echo "services and the WebUI emulator, which are still being built (see docs/ARCHITECTURE.md)."
-	@echo "Today: 'make test', and '$(VENV)/bin/stablenew serve queue' to start one service."
-	@exit 1
+	$(VENV)/bin/stablenew demo
 
 test: lint typecheck codegen-check
 	$(PY) -m pytest

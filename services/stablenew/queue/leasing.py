@@ -142,13 +142,14 @@ class Leasing:
         return queued
 
     def heartbeat(self, runner_id: str, lease_id: str, job_id: str, attempt: int,
-                  progress: JobProgress, loaded_model: str) -> HeartbeatReply:
+                  progress: JobProgress | None, loaded_model: str) -> HeartbeatReply:
         with self.core.write() as pending:
             queued = self._current(job_id, lease_id, attempt, full=False)
             deadline = datetime.now(UTC) + timedelta(seconds=self.core.config.lease_seconds)
             queued.lease.deadline = deadline.timestamp()
             self.core.store.update_job(queued)
-            self.core.record_progress(pending, job_id, progress)
+            if progress is not None:
+                self.core.record_progress(pending, job_id, progress)
             self._touch_runner(runner_id, loaded_model, job_id)
         return HeartbeatReply(deadline, queued.job.cancel_requested, queued.return_to_queue)
 

@@ -117,7 +117,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         reply = self.leasing.heartbeat(
             request.runner_id, _required(request.lease_id, "lease_id"),
             _required(request.job_id, "job_id"), request.attempt,
-            mapping.progress_from_proto(request.progress), request.loaded_model)
+            mapping.progress_from_proto(request.progress) if request.HasField("progress")
+            else None, request.loaded_model)
         response = pb.HeartbeatResponse(cancel_requested=reply.cancel_requested,
                                         return_to_queue=reply.return_to_queue)
         response.lease_deadline.FromDatetime(reply.lease_deadline)

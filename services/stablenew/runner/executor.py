@@ -150,6 +150,9 @@ class Executor:
 
     def _run_stage(self, run: EntryRun, request: StageRequest,
                    sources: list[SourceImage]) -> list[SourceImage]:
+        run.report(JobProgress(
+            entry_index=run.entry.index, entry_count=run.entry_count, stage=request.stage,
+            step=0, steps=run.entry.steps, fraction=run.entry.index / max(run.entry_count, 1)))
         made: list[SourceImage] = []
         inputs: list[SourceImage | None] = list(sources) or [None]
         for source in inputs:

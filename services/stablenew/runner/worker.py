@@ -18,7 +18,7 @@ from typing import TypeVar
 import grpc
 
 from stablenew.common.errors import details_of
-from stablenew.common.model import EntryResult, Job, JobProgress
+from stablenew.common.model import EntryResult, Job
 from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
 from stablenew.runner.executor import Executor
 from stablenew.runner.status import RunnerState
@@ -120,7 +120,9 @@ class Worker:
             request = pb.HeartbeatRequest(
                 runner_id=self.state.runner_id, lease_id=lease.lease_id, job_id=lease.job_id,
                 attempt=lease.attempt, loaded_model=self.state.loaded_model_name)
-            fill_proto(self.state.progress or JobProgress(), request.progress)
+            progress = self.state.progress
+            if progress is not None:
+                fill_proto(progress, request.progress)
             try:
                 reply = self.queue.Heartbeat(request, timeout=5)
                 if reply.cancel_requested and not cancel.is_set():

@@ -1,0 +1,73 @@
+"""Typed exceptions for failed calls: the status code picks the class, the ErrorInfo reason
+and BadRequest field violations ride along."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+
+from stablenew.common.errors import ErrorDetails, FieldViolation, details_of
+
+T = TypeVar("T")
+
+
+class StableNewError(Exception):
+    def __init__(self, details: ErrorDetails) -> None:
+        super().__init__(f"{details.code.name} {details.reason}: {details.message}".strip())
+        self.code = details.code
+        self.reason = details.reason
+        self.message = details.message
+        self.metadata = dict(details.metadata)
+        self.violations: list[FieldViolation] = list(details.violations)
+
+
+class NotFoundError(StableNewError):
+    pass
+
+
+class InvalidArgumentError(StableNewError):
+    pass
+
+
+class FailedPreconditionError(StableNewError):
+    pass
+
+
+class UnavailableError(StableNewError):
+    pass
+
+
+class UnauthenticatedError(StableNewError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[StableNewError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+}
+
+
+def typed(error: grpc.RpcError) -> StableNewError:
+    details = details_of(error)
+    return _BY_CODE.get(details.code, StableNewError)(details)
+
+
+def calling(call: Callable[[], T]) -> T:
+    """Run one call; a failure comes out as a typed StableNewError."""
+    try:
+        return call()
+    except grpc.RpcError as error:
+        raise typed(error) from None
+
+
+def streaming(stream: Callable[[], Iterator[T]]) -> Iterator[T]:
+    try:
+        yield from stream()
+    except grpc.RpcError as error:
+        raise typed(error) from None
