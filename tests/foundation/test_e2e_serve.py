@@ -119,9 +119,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory, stablenew_command: list[st
             clean_env: dict[str, str],
             free_port: Callable[[], int]) -> Iterator[dict[str, Started]]:
     root = tmp_path_factory.mktemp("e2e")
+    ports = {service: free_port() for service in SERVICES}
+    # One deployment: every service knows the others' addresses (the history follows the
+    # queue and is SERVING once it has caught up with it).
+    deployment = clean_env | {f"STABLENEW_{service.upper()}_ADDR": f"127.0.0.1:{port}"
+                              for service, port in ports.items()}
     # All four start at once: each one's clock runs from its own Popen.
-    started = {service: start(service, root / service, stablenew_command, clean_env,
-                              free_port())
+    started = {service: start(service, root / service, stablenew_command, deployment,
+                              ports[service])
                for service in SERVICES}
     yield started
     for each in started.values():
@@ -150,7 +155,8 @@ def test_health_command_json(servers: dict[str, Started], service: str, run_cli:
         {"service": service, "address": address, "status": "SERVING"}]}
 
 
-@pytest.mark.parametrize("service", SERVICES)
+# The followers first, the queue last: the history is SERVING only while it can follow the queue.
+@pytest.mark.parametrize("service", ("history", "runner", "bundle", "queue"))
 def test_sigterm_exits_cleanly(servers: dict[str, Started], service: str,
                                record_property: Callable[[str, Any], None]) -> None:
     started = servers[service]

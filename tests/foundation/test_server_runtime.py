@@ -44,7 +44,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 FOUR_MB = 4 * 1024 * 1024
 
-BUILDERS: dict[str, tuple[Callable[[ServerSettings], ServiceSpec], str]] = {
+BUILDERS: dict[str, tuple[Callable[..., ServiceSpec], str]] = {
     "bundle": (bundle_app.build, "stablenew.v1.BundleService"),
     "queue": (queue_app.build, "stablenew.v1.QueueService"),
     "runner": (runner_app.build, "stablenew.v1.RunnerService"),
@@ -71,9 +71,12 @@ def settings_for(service: str, data_dir: Path, **changes: Any) -> ServerSettings
 def app_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     servers: dict[str, Server] = {}
     try:
-        for name, (build, _) in BUILDERS.items():
+        # The queue first: the others follow it (the history is SERVING once caught up).
+        for name in ("queue", "bundle", "runner", "history"):
+            build = BUILDERS[name][0]
             settings = settings_for(name, tmp_path_factory.mktemp(f"{name}-data"))
-            server = Server(settings, build(settings))
+            env = {"STABLENEW_QUEUE_ADDR": f"127.0.0.1:{servers['queue'].port}"} if servers else {}
+            server = Server(settings, build(settings, env))
             server.start()
             servers[name] = server
         yield servers

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stablenew.cli import health_command, serve_command
+from stablenew.cli import demo_command, health_command, history_command, serve_command
 from stablenew.common.settings import SERVICE_NAMES, ConfigError
 from stablenew.emulator import cli as emulator_cli
 
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("services", nargs="*", metavar="SERVICE",
                         help=f"any of {', '.join(SERVICE_NAMES)} (default: all)")
     health.set_defaults(run=health_command.run)
+
+    history_command.register(commands)
+    demo_command.register(commands)
     return parser
 
 

@@ -485,3 +485,87 @@ class WatchHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchHistoryResponse: _TypeAlias = WatchHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ImportedJob(_message.Message):
+    """One job from another history: its record and its transitions (sequence 0: not from the
+    queue's event log).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _job_pb2.Job: ...
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobTransition]: ...
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+        transitions: _abc.Iterable[_job_pb2.JobTransition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "transitions", b"transitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedJob: _TypeAlias = ImportedJob  # noqa: Y015
+
+@_typing.final
+class ImportHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportedJob]:
+        """At most 1000 per request; send a large file in several requests."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___ImportedJob] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportHistoryRequest: _TypeAlias = ImportHistoryRequest  # noqa: Y015
+
+@_typing.final
+class ImportHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_COUNT_FIELD_NUMBER: _builtins.int
+    UPDATED_COUNT_FIELD_NUMBER: _builtins.int
+    UNCHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    SKIPPED_JOB_IDS_FIELD_NUMBER: _builtins.int
+    added_count: _builtins.int
+    """Jobs the history did not have."""
+    updated_count: _builtins.int
+    """Jobs imported before whose imported record changed (a newer file)."""
+    unchanged_count: _builtins.int
+    """Jobs imported before with the same record."""
+    @_builtins.property
+    def skipped_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs the history recorded from the queue: left as they are."""
+
+    def __init__(
+        self,
+        *,
+        added_count: _builtins.int = ...,
+        updated_count: _builtins.int = ...,
+        unchanged_count: _builtins.int = ...,
+        skipped_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_count", b"added_count", "skipped_job_ids", b"skipped_job_ids", "unchanged_count", b"unchanged_count", "updated_count", b"updated_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportHistoryResponse: _TypeAlias = ImportHistoryResponse  # noqa: Y015

@@ -80,6 +80,11 @@ class HistoryServiceStub:
                 request_serializer=stablenew_dot_v1_dot_history__service__pb2.WatchHistoryRequest.SerializeToString,
                 response_deserializer=stablenew_dot_v1_dot_history__service__pb2.WatchHistoryResponse.FromString,
                 _registered_method=True)
+        self.ImportHistory = channel.unary_unary(
+                '/stablenew.v1.HistoryService/ImportHistory',
+                request_serializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryRequest.SerializeToString,
+                response_deserializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -144,6 +149,14 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportHistory(self, request, context):
+        """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
+        history recorded from the queue is never overwritten; repeating an import changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +204,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.WatchHistory,
                     request_deserializer=stablenew_dot_v1_dot_history__service__pb2.WatchHistoryRequest.FromString,
                     response_serializer=stablenew_dot_v1_dot_history__service__pb2.WatchHistoryResponse.SerializeToString,
+            ),
+            'ImportHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportHistory,
+                    request_deserializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryRequest.FromString,
+                    response_serializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -437,6 +455,33 @@ class HistoryService:
             '/stablenew.v1.HistoryService/WatchHistory',
             stablenew_dot_v1_dot_history__service__pb2.WatchHistoryRequest.SerializeToString,
             stablenew_dot_v1_dot_history__service__pb2.WatchHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stablenew.v1.HistoryService/ImportHistory',
+            stablenew_dot_v1_dot_history__service__pb2.ImportHistoryRequest.SerializeToString,
+            stablenew_dot_v1_dot_history__service__pb2.ImportHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class HistoryServiceStub:
     ExportHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]
     WatchHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]
     """Records as they change, for GUIs."""
+    ImportHistory: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]
+    """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
+    history recorded from the queue is never overwritten; repeating an import changes nothing.
+    """
 
 @_typing.type_check_only
 class HistoryServiceAsyncStub(HistoryServiceStub):
@@ -65,6 +69,10 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     ExportHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]  # type: ignore[assignment]
     WatchHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]  # type: ignore[assignment]
     """Records as they change, for GUIs."""
+    ImportHistory: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]  # type: ignore[assignment]
+    """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
+    history recorded from the queue is never overwritten; repeating an import changes nothing.
+    """
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The durable record of every job and every state change."""
@@ -135,5 +143,15 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_history_service_pb2.WatchHistoryResponse], _abc.AsyncIterator[_history_service_pb2.WatchHistoryResponse]]:
         """Records as they change, for GUIs."""
+
+    @_abc_1.abstractmethod
+    def ImportHistory(
+        self,
+        request: _history_service_pb2.ImportHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_service_pb2.ImportHistoryResponse, _abc.Awaitable[_history_service_pb2.ImportHistoryResponse]]:
+        """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
+        history recorded from the queue is never overwritten; repeating an import changes nothing.
+        """
 
 def add_HistoryServiceServicer_to_server(servicer: HistoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

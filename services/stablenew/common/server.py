@@ -39,6 +39,9 @@ class ServiceSpec:
     on_draining: Callable[[], None] = field(default=lambda: None)
     # Called after the server stopped taking calls: close databases, stop background threads.
     on_stop: Callable[[], None] = field(default=lambda: None)
+    # Called once the server is SERVING, with the server: background work that decides the
+    # service's health (server.health) starts here.
+    on_started: Callable[[Server], None] = field(default=lambda _server: None)
 
 
 def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -103,6 +106,7 @@ class Server:
         self.port = self._bind()
         self._server.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.spec.on_started(self)
         log.info("serving %s", self.spec.name,
                  extra={"address": self.settings.address, "port": self.port,
                         "tls": self.settings.tls is not None,

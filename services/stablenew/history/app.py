@@ -1,18 +1,99 @@
-"""Wiring of the history service: what `stablenew serve history` starts."""
+"""Wiring of the history service: what `stablenew serve history` starts.
+
+Settings (beyond the common ones):
+- STABLENEW_QUEUE_ADDR (and the common token/TLS variables): the queue whose log is followed.
+- STABLENEW_HISTORY_INGEST: `on` (default) or `off` (serve the database only, e.g. an archive
+  of imported records; health is then SERVING without a queue).
+- STABLENEW_HISTORY_CONSUMER_ID: the durable consumer name at the queue (default `history`).
+- STABLENEW_HISTORY_RETRY_MAX_SECONDS: the longest wait between reconnects (default 10).
+- STABLENEW_HISTORY_MAX_AGE_DAYS, STABLENEW_HISTORY_MAX_ROWS,
+  STABLENEW_HISTORY_RETENTION_INTERVAL_SECONDS: the automatic retention policy (retention.py).
+- STABLENEW_SQLITE_SYNCHRONOUS: NORMAL (default) or FULL (store.py explains the choice).
+"""
 
 from __future__ import annotations
 
-from stablenew.common.pending import pending_spec
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
+import os
+import sqlite3
+from collections.abc import Mapping
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from stablenew.common.channel import open_channel
+from stablenew.common.server import Server, ServiceSpec, StartupError
+from stablenew.common.settings import ConfigError, ServerSettings, positive_float
+from stablenew.history.core import HistoryCore
+from stablenew.history.ingest import DEFAULT_CONSUMER_ID, IngestConfig, Ingestor
+from stablenew.history.retention import Retention, retention_policy
+from stablenew.history.servicer import HistoryServicer
+from stablenew.history.store import HistoryStore
 from stablenew.v1 import history_service_pb2 as contract
+from stablenew.v1 import history_service_pb2_grpc
 
 SERVICE = contract.DESCRIPTOR.services_by_name["HistoryService"]
-MISSING = (
-    "the history arrives with the history service work"
-    " (SQLite store, queue event ingestion, queries)"
-)
+DATABASE_NAME = "history.sqlite3"
+SWITCH_VALUES = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 
 
-def build(settings: ServerSettings) -> ServiceSpec:
-    return pending_spec(settings.service, SERVICE, MISSING)
+def ingest_enabled(env: Mapping[str, str]) -> bool:
+    text = env.get("STABLENEW_HISTORY_INGEST", "on").strip().lower() or "on"
+    if text not in SWITCH_VALUES:
+        raise ConfigError(f"STABLENEW_HISTORY_INGEST: {text!r} is not on or off")
+    return SWITCH_VALUES[text]
+
+
+def ingest_config(env: Mapping[str, str]) -> IngestConfig:
+    defaults = IngestConfig()
+    consumer_id = env.get("STABLENEW_HISTORY_CONSUMER_ID", "").strip() or DEFAULT_CONSUMER_ID
+    return IngestConfig(
+        consumer_id=consumer_id,
+        retry_max_seconds=positive_float(env, "STABLENEW_HISTORY_RETRY_MAX_SECONDS",
+                                         defaults.retry_max_seconds))
+
+
+def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
+    env = os.environ if env is None else env
+    policy = retention_policy(env)
+    config = ingest_config(env)
+    follow_queue = ingest_enabled(env)
+    store = HistoryStore(settings.data_dir / DATABASE_NAME,
+                         env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"))
+    try:
+        core = HistoryCore(store)
+    except sqlite3.Error as error:
+        store.close()
+        raise StartupError(f"cannot use database {store.path}: {error}") from None
+    retention = Retention(core, policy)
+    ingestors: list[Ingestor] = []
+
+    def register(server: grpc.Server) -> None:
+        history_service_pb2_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(core),
+                                                                      server)
+
+    def started(server: Server) -> None:
+        def set_serving(serving: bool) -> None:
+            status = (health_pb2.HealthCheckResponse.SERVING if serving
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            for name in ("", SERVICE.full_name):
+                server.health.set(name, status)
+
+        if follow_queue:
+            ingestor = Ingestor(core, lambda: open_channel("queue", env=env), config,
+                                set_serving)
+            ingestors.append(ingestor)
+            ingestor.start()
+        retention.start()
+
+    def draining() -> None:
+        core.close()
+        for ingestor in ingestors:
+            ingestor.stop()
+
+    def stop() -> None:
+        retention.stop()
+        store.close()
+
+    return ServiceSpec(name=settings.service, proto_services=[SERVICE.full_name],
+                       register=register, on_draining=draining, on_stop=stop,
+                       on_started=started)

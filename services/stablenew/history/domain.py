@@ -1,0 +1,299 @@
+"""The history's domain: how a job record is built from the queue's events, what a filter
+matches, and the retention policy. Plain dataclasses and functions: no gRPC, no SQL.
+
+A record starts with the queue's `submitted` event (the job exactly as queued, entries included)
+and changes with every later event of that job. Each state change becomes one transition; the
+submission is the first one (UNSPECIFIED -> QUEUED), so a job's transitions tell its whole life.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from stablenew.common.model import (
+    EntryResult,
+    Job,
+    JobProgress,
+    JobSource,
+    JobState,
+    JobTransition,
+    Priority,
+    PromptSource,
+    RunMode,
+)
+
+# --- events, as the history reads the queue's log --------------------------------------------
+
+
+@dataclass
+class Submitted:
+    job: Job
+
+
+@dataclass
+class StateChanged:
+    from_state: JobState
+    to_state: JobState
+    reason: str = ""
+    runner_id: str = ""
+    attempt: int = 0
+    error_message: str = ""
+    # Set when the job reaches a terminal state.
+    results: list[EntryResult] = field(default_factory=list)
+
+
+@dataclass
+class ProgressChanged:
+    progress: JobProgress
+
+
+@dataclass
+class CancelRequested:
+    return_to_queue: bool = False
+    reason: str = ""
+
+
+@dataclass
+class Moved:
+    queue_position: int = 0
+
+
+@dataclass
+class Updated:
+    label: str = ""
+    priority: int = 0
+
+
+@dataclass
+class QueueLevel:
+    """Pause and resume: no job changes, only the cursor moves."""
+
+
+Payload = (Submitted | StateChanged | ProgressChanged | CancelRequested | Moved | Updated
+           | QueueLevel)
+
+
+@dataclass
+class QueueEvent:
+    sequence: int
+    time: datetime
+    job_id: str
+    payload: Payload
+
+    @property
+    def kept(self) -> bool:
+        """Stored for ListJobEvents: every job event but progress (transient, and many)."""
+        return bool(self.job_id) and not isinstance(self.payload, ProgressChanged | QueueLevel)
+
+
+@dataclass
+class Applied:
+    """What one event did to a record."""
+
+    job: Job
+    transition: JobTransition | None = None
+    # The record is new (a submission, or a job first seen mid-way).
+    created: bool = False
+    # The terminal results arrived with this event.
+    results_changed: bool = False
+
+
+class UnknownJobError(Exception):
+    """An event for a job the history has no record of (its submission was never seen)."""
+
+
+def apply_event(record: Job | None, event: QueueEvent) -> Applied:
+    """The record after `event`. `record` is not modified; the returned job is a new object."""
+    payload = event.payload
+    if isinstance(payload, Submitted):
+        return _submitted(event, payload)
+    if record is None:
+        raise UnknownJobError(event.job_id)
+    job = copy.copy(record)
+    if isinstance(payload, StateChanged):
+        return _state_changed(job, event, payload)
+    if isinstance(payload, ProgressChanged):
+        job.progress = payload.progress
+    elif isinstance(payload, CancelRequested):
+        job.cancel_requested = True
+    elif isinstance(payload, Moved):
+        job.queue_position = payload.queue_position
+    elif isinstance(payload, Updated):
+        job.label = payload.label
+        if payload.priority in Priority._value2member_map_:
+            job.priority = Priority(payload.priority)
+        job.update_time = event.time
+    return Applied(job)
+
+
+def _submitted(event: QueueEvent, payload: Submitted) -> Applied:
+    job = copy.copy(payload.job)
+    job.job_id = event.job_id or job.job_id
+    job.state = job.state or JobState.QUEUED
+    job.create_time = job.create_time or event.time
+    job.update_time = job.update_time or event.time
+    job.bookmarked = False
+    transition = JobTransition(sequence=event.sequence, from_state=JobState.UNSPECIFIED,
+                               to_state=job.state, time=event.time, reason="submitted",
+                               runner_id=job.runner_id, attempt=job.attempt)
+    return Applied(job, transition, created=True)
+
+
+def _state_changed(job: Job, event: QueueEvent, change: StateChanged) -> Applied:
+    job.state = change.to_state
+    job.runner_id = change.runner_id
+    job.attempt = change.attempt
+    job.error_message = change.error_message
+    job.update_time = event.time
+    results_changed = False
+    if change.to_state == JobState.RUNNING and job.start_time is None:
+        job.start_time = event.time
+    if change.to_state == JobState.QUEUED:
+        # Back in the queue (lease expired, retryable failure, cancel with return): the queue
+        # forgets the cancel request, so does the record.
+        job.cancel_requested = False
+    if change.to_state.is_terminal:
+        job.complete_time = event.time
+        job.results = list(change.results)
+        job.progress = JobProgress()
+        job.queue_position = -1
+        results_changed = True
+    transition = JobTransition(sequence=event.sequence, from_state=change.from_state,
+                               to_state=change.to_state, time=event.time, reason=change.reason,
+                               runner_id=change.runner_id, attempt=change.attempt)
+    return Applied(job, transition, results_changed=results_changed)
+
+
+def backfilled(fetched: Job | None, event: QueueEvent) -> Job:
+    """A record for a job whose submission the history never saw (the queue pruned it first):
+    the queue's current record when it still has one, set back to the state the event starts
+    from, so that applying this event and the ones after it ends where the queue is."""
+    job = copy.copy(fetched) if fetched is not None else Job(job_id=event.job_id)
+    job.job_id = event.job_id
+    job.metadata = dict(job.metadata)
+    if fetched is None:
+        job.create_time = event.time
+        job.update_time = event.time
+        job.queue_position = -1
+    if isinstance(event.payload, StateChanged):
+        job.state = event.payload.from_state
+        job.complete_time = None
+        job.results = []
+    return job
+
+
+# --- search text ------------------------------------------------------------------------------
+
+
+def search_text(job: Job) -> str:
+    """What the text filter looks in, lowercased: the label and every distinct prompt of the
+    entries and results. A record without entries (imported from the desktop app) has only its
+    payload summary to stand in for the prompts."""
+    texts = [job.label, *(entry.prompt for entry in job.entries),
+             *(result.prompt for result in job.results)]
+    if not job.entries:
+        texts.append(job.payload_summary)
+    parts: list[str] = []
+    seen: set[str] = set()
+    for text in texts:
+        lowered = text.strip().lower()
+        if lowered and lowered not in seen:
+            seen.add(lowered)
+            parts.append(lowered)
+    return "\n".join(parts)
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Every field set narrows the result; unset fields do not filter.
+
+    The time range is half-open: created_after <= create_time < created_before.
+    """
+
+    states: tuple[JobState, ...] = ()
+    run_mode: RunMode = RunMode.UNSPECIFIED
+    source: JobSource = JobSource.UNSPECIFIED
+    prompt_source: PromptSource = PromptSource.UNSPECIFIED
+    prompt_pack_id: str = ""
+    # Case-insensitive substring of a prompt or the label.
+    text: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    bookmarked: bool | None = None
+
+    @property
+    def needle(self) -> str:
+        return self.text.strip().lower()
+
+
+def matches(job: Job, job_filter: JobFilter, text: str) -> bool:
+    """Whether a record is in the filtered set; `text` is the record's search text."""
+    f = job_filter
+    checks = (
+        not f.states or job.state in f.states,
+        not f.run_mode or job.origin.run_mode == f.run_mode,
+        not f.source or job.origin.source == f.source,
+        not f.prompt_source or job.origin.prompt_source == f.prompt_source,
+        not f.prompt_pack_id or job.origin.prompt_pack_id == f.prompt_pack_id,
+        not f.needle or f.needle in text,
+        f.created_after is None or (job.create_time is not None
+                                    and job.create_time >= f.created_after),
+        f.created_before is None or (job.create_time is not None
+                                     and job.create_time < f.created_before),
+        f.bookmarked is None or job.bookmarked == f.bookmarked,
+    )
+    return all(checks)
+
+
+# --- retention --------------------------------------------------------------------------------
+
+TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """Which records PruneHistory removes."""
+
+    older_than: datetime | None = None
+    # Empty means the terminal states.
+    states: tuple[JobState, ...] = ()
+    keep_bookmarked: bool = False
+
+    @property
+    def effective_states(self) -> tuple[JobState, ...]:
+        return self.states or TERMINAL
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """The automatic policy: finished jobs older than max_age, and the oldest finished jobs beyond
+    max_rows, are removed; bookmarked jobs and jobs still in the queue are always kept."""
+
+    max_age: timedelta | None = None
+    max_rows: int | None = None
+    interval_seconds: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age is not None or self.max_rows is not None
+
+
+@dataclass(frozen=True)
+class ImportedJob:
+    """A record from another history, with its transitions (sequence 0)."""
+
+    job: Job
+    transitions: list[JobTransition]
+
+
+@dataclass
+class ImportOutcome:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped_job_ids: list[str] = field(default_factory=list)

@@ -1,0 +1,237 @@
+"""The history as a durable consumer of the queue's event log (QueueService.WatchJobs).
+
+Exactly once, across a SIGKILL of either service at any moment:
+- each event is applied, and the cursor (the sequence of the last applied event) moved to it,
+  in one SQLite transaction: after a crash the history holds either both or neither;
+- the stream is (re)opened after the committed cursor, and the queue's log is gap-free and
+  ordered, so nothing is skipped; an event at or before the cursor is ignored, and the events
+  table's primary key on the sequence makes a second copy impossible anyway;
+- the queue is told (AcknowledgeEvents) only a sequence that is committed and made durable by a
+  WAL checkpoint, so the queue never prunes an event the history could still lose.
+
+When the queue cannot be reached the consumer retries with exponential backoff (and jitter) and
+the service reports NOT_SERVING on the standard health service until it has caught up with the
+queue's last sequence again. A failed write (disk full, locked or read-only file) is logged, the
+stream is dropped and reopened after a backoff from the committed cursor, so the same event is
+tried again and nothing after it is acknowledged; the service never crashes on it. If the queue
+pruned events the history never read (OUT_OF_RANGE, SEQUENCE_PRUNED), the gap is logged as an
+error, recorded in the database, and the consumer resumes at the oldest event the queue has.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from stablenew.common.errors import details_of
+from stablenew.common.model import Job
+from stablenew.history import mapping
+from stablenew.history.core import HistoryCore
+from stablenew.v1 import job_pb2, queue_service_pb2_grpc
+from stablenew.v1 import queue_service_pb2 as queue_pb
+
+log = logging.getLogger("stablenew.history.ingest")
+
+DEFAULT_CONSUMER_ID = "history"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    consumer_id: str = DEFAULT_CONSUMER_ID
+    retry_initial_seconds: float = 0.2
+    retry_max_seconds: float = 10.0
+    ack_interval_seconds: float = 0.5
+    call_timeout_seconds: float = 10.0
+
+
+class QueueBehindError(Exception):
+    """The queue's log ends before the history's cursor: a different or restored queue."""
+
+
+class Backoff:
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.current = initial
+
+    def next_delay(self) -> float:
+        delay = self.current * random.uniform(0.75, 1.25)
+        self.current = min(self.current * 2, self.maximum)
+        return min(delay, self.maximum)
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+
+class Ingestor:
+    """Follows the queue's log on a thread of its own; acknowledges on another."""
+
+    def __init__(self, core: HistoryCore, open_queue_channel: Callable[[], grpc.Channel],
+                 config: IngestConfig, set_serving: Callable[[bool], None]) -> None:
+        self.core = core
+        self.config = config
+        self._open_channel = open_queue_channel
+        self._set_serving = set_serving
+        self._serving: bool | None = None
+        self._stop = threading.Event()
+        self._call_lock = threading.Lock()
+        self._call: grpc.Call | None = None
+        self._backoff = Backoff(config.retry_initial_seconds, config.retry_max_seconds)
+        self.acknowledged = 0
+        self._threads = [
+            threading.Thread(target=self._follow, name="history-ingest", daemon=True),
+            threading.Thread(target=self._acknowledge_loop, name="history-ack", daemon=True),
+        ]
+
+    def start(self) -> None:
+        self._report(False)
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._call_lock:
+            if self._call is not None:
+                self._call.cancel()  # type: ignore[no-untyped-call]
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
+
+    def _report(self, serving: bool) -> None:
+        if serving != self._serving:
+            self._serving = serving
+            self._set_serving(serving)
+            log.info("history is %s", "caught up with the queue" if serving
+                     else "not caught up with the queue (NOT_SERVING)")
+
+    # --- following the log ----------------------------------------------------------------
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._session()
+                if not self._stop.is_set():
+                    self._retry_later("the queue ended the event stream")
+            except grpc.RpcError as error:
+                if self._stop.is_set():
+                    return
+                if not self._pruned(error):
+                    code = error.code().name
+                    self._retry_later(f"the queue is unreachable ({code})")
+            except QueueBehindError as error:
+                log.error("%s", error)
+                self._retry_later("the queue's log is behind the history")
+            except Exception:  # a failed write, or an event this version cannot record
+                log.exception("could not record event %d; retrying it",
+                              self.core.committed_sequence + 1)
+                self._retry_later("recording an event failed")
+
+    def _retry_later(self, why: str) -> None:
+        self._report(False)
+        delay = self._backoff.next_delay()
+        log.warning("%s; retrying in %.1f s", why, delay, extra={"retry_seconds": delay})
+        self._stop.wait(delay)
+
+    def _session(self) -> None:
+        channel = self._open_channel()
+        try:
+            stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+            state = stub.GetQueueState(queue_pb.GetQueueStateRequest(),
+                                       timeout=self.config.call_timeout_seconds).state
+            cursor = self.core.committed_sequence
+            if state.last_sequence < cursor:
+                raise QueueBehindError(
+                    f"the queue's last event is {state.last_sequence} but the history has "
+                    f"recorded up to {cursor}: is this the queue the history was fed by? "
+                    "Nothing is recorded until the queue's log passes the history's cursor")
+            target = state.last_sequence
+            call = stub.WatchJobs(queue_pb.WatchJobsRequest(
+                after_sequence=cursor, consumer_id=self.config.consumer_id))
+            with self._call_lock:
+                self._call = call
+            if self._stop.is_set():
+                return
+            if cursor >= target:
+                self._report(True)
+            for reply in call:
+                self._record(stub, reply.event)
+                self._backoff.reset()
+                if self.core.committed_sequence >= target:
+                    self._report(True)
+        finally:
+            with self._call_lock:
+                self._call = None
+            channel.close()
+
+    def _record(self, stub: queue_service_pb2_grpc.QueueServiceStub,
+                message: job_pb2.JobEvent) -> None:
+        incoming = mapping.incoming_from_proto(message)
+        event = incoming.event
+        expected = self.core.committed_sequence + 1
+        if event.sequence < expected:
+            return
+        if event.sequence > expected:
+            log.warning("events %d..%d never arrived (the queue's log should have no gaps)",
+                        expected, event.sequence - 1)
+        fetched = self._fetch(stub, event.job_id) if self.core.needs_backfill(event) else None
+        self.core.apply(incoming, fetched)
+
+    def _fetch(self, stub: queue_service_pb2_grpc.QueueServiceStub, job_id: str) -> Job | None:
+        """The queue's record of a job first seen mid-way (None if the queue forgot it too)."""
+        try:
+            reply = stub.GetJob(queue_pb.GetJobRequest(job_id=job_id,
+                                                       view=job_pb2.JOB_VIEW_FULL),
+                                timeout=self.config.call_timeout_seconds)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return mapping.job_from_proto(reply.job)
+
+    def _pruned(self, error: grpc.RpcError) -> bool:
+        """OUT_OF_RANGE SEQUENCE_PRUNED: skip to the oldest event the queue still has."""
+        details = details_of(error)
+        if details.code != grpc.StatusCode.OUT_OF_RANGE or details.reason != "SEQUENCE_PRUNED":
+            return False
+        oldest = int(details.metadata.get("oldest_sequence", "0"))
+        cursor = self.core.committed_sequence
+        log.error(
+            "EVENTS LOST TO THE HISTORY: the queue pruned events %d..%d before the history "
+            "read them; jobs that changed in that range may miss transitions (recorded in the "
+            "gaps table). Resuming at event %d", cursor + 1, oldest - 1, oldest,
+            extra={"first_sequence": cursor + 1, "last_sequence": oldest - 1})
+        self.core.skip_to(oldest)
+        return True
+
+    # --- acknowledging --------------------------------------------------------------------
+
+    def _acknowledge_loop(self) -> None:
+        channel: grpc.Channel | None = None
+        while not self._stop.wait(self.config.ack_interval_seconds):
+            if self.core.committed_sequence <= self.acknowledged:
+                continue
+            try:
+                sequence = self.core.durable_sequence()
+                if sequence is None or sequence <= self.acknowledged:
+                    continue
+                channel = channel or self._open_channel()
+                stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+                stub.AcknowledgeEvents(queue_pb.AcknowledgeEventsRequest(
+                    consumer_id=self.config.consumer_id, sequence=sequence),
+                    timeout=self.config.call_timeout_seconds)
+                self.acknowledged = sequence
+            except grpc.RpcError as error:
+                # Unacknowledged events only stay longer in the queue: try again later.
+                log.debug("acknowledging failed: %s", error.code())
+                if channel is not None:
+                    channel.close()
+                channel = None
+            except Exception:
+                log.exception("acknowledging failed")
+        if channel is not None:
+            channel.close()

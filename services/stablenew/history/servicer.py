@@ -1,0 +1,112 @@
+"""The gRPC edge of the history: requests in, domain calls, responses out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from stablenew.common.errors import invalid_argument
+from stablenew.common.paging import page_size
+from stablenew.history import mapping
+from stablenew.history.core import HistoryCore
+from stablenew.v1 import history_service_pb2 as pb
+from stablenew.v1 import history_service_pb2_grpc, job_pb2
+
+Context = grpc.ServicerContext
+WATCH_POLL_SECONDS = 0.5
+
+
+def _required(value: str, field_path: str) -> str:
+    if not value:
+        raise invalid_argument(field_path, "required")
+    return value
+
+
+def _view(view: int, default: int) -> int:
+    if view not in (job_pb2.JOB_VIEW_UNSPECIFIED, job_pb2.JOB_VIEW_BASIC, job_pb2.JOB_VIEW_FULL):
+        raise invalid_argument("view", f"unknown value {view}")
+    return view or default
+
+
+class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
+    def __init__(self, core: HistoryCore) -> None:
+        self.core = core
+
+    def ListJobs(self, request: pb.HistoryServiceListJobsRequest,
+                 context: Context) -> pb.HistoryServiceListJobsResponse:
+        job_filter = mapping.filter_from_proto(request.filter)
+        size = page_size(request.page_size)
+        view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
+        jobs, token = self.core.list_jobs(job_filter, size, request.page_token,
+                                     full=view == job_pb2.JOB_VIEW_FULL)
+        return pb.HistoryServiceListJobsResponse(
+            jobs=[mapping.job_to_proto(job, view) for job in jobs], next_page_token=token)
+
+    def GetJob(self, request: pb.HistoryServiceGetJobRequest,
+               context: Context) -> pb.HistoryServiceGetJobResponse:
+        job, transitions = self.core.get(_required(request.job_id, "job_id"))
+        return pb.HistoryServiceGetJobResponse(
+            job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_FULL),
+            transitions=[mapping.transition_to_proto(t) for t in transitions])
+
+    def GetLatestJob(self, request: pb.GetLatestJobRequest,
+                     context: Context) -> pb.GetLatestJobResponse:
+        job = self.core.latest(mapping.filter_from_proto(request.filter))
+        return pb.GetLatestJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def ListJobEvents(self, request: pb.ListJobEventsRequest,
+                      context: Context) -> pb.ListJobEventsResponse:
+        events = self.core.events(_required(request.job_id, "job_id"),
+                                  page_size(request.page_size), request.page_token)
+        return pb.ListJobEventsResponse(events=mapping.events_to_proto(events),
+                                        next_page_token=events.next_page_token)
+
+    def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> pb.UpdateJobResponse:
+        job = self.core.update(
+            _required(request.job_id, "job_id"),
+            request.label if request.HasField("label") else None,
+            request.bookmarked if request.HasField("bookmarked") else None)
+        return pb.UpdateJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.DeleteJobResponse:
+        self.core.delete(_required(request.job_id, "job_id"))
+        return pb.DeleteJobResponse()
+
+    def PruneHistory(self, request: pb.PruneHistoryRequest,
+                     context: Context) -> pb.PruneHistoryResponse:
+        removed = self.core.prune(mapping.prune_from_proto(request), request.dry_run)
+        return pb.PruneHistoryResponse(removed_count=removed)
+
+    def ExportHistory(self, request: pb.ExportHistoryRequest,
+                      context: Context) -> Iterator[pb.ExportHistoryResponse]:
+        job_filter = mapping.filter_from_proto(request.filter)
+        for job, transitions in self.core.export(job_filter):
+            if not context.is_active():
+                return
+            yield pb.ExportHistoryResponse(
+                job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_FULL),
+                transitions=[mapping.transition_to_proto(t) for t in transitions])
+
+    def WatchHistory(self, request: pb.WatchHistoryRequest,
+                     context: Context) -> Iterator[pb.WatchHistoryResponse]:
+        job_filter = mapping.filter_from_proto(request.filter)
+        subscriber = self.core.broadcaster.subscribe(job_filter, disconnect=context.cancel)
+        try:
+            while context.is_active() and not self.core.closing.is_set():
+                for update in subscriber.take(WATCH_POLL_SECONDS):
+                    if update.job is None:
+                        yield pb.WatchHistoryResponse(job=job_pb2.Job(job_id=update.job_id),
+                                                      deleted=True)
+                    else:
+                        yield pb.WatchHistoryResponse(
+                            job=mapping.job_to_proto(update.job, job_pb2.JOB_VIEW_BASIC))
+        finally:
+            self.core.broadcaster.unsubscribe(subscriber)
+
+    def ImportHistory(self, request: pb.ImportHistoryRequest,
+                      context: Context) -> pb.ImportHistoryResponse:
+        outcome = self.core.import_jobs(mapping.imported_from_proto(request))
+        return pb.ImportHistoryResponse(
+            added_count=outcome.added, updated_count=outcome.updated,
+            unchanged_count=outcome.unchanged, skipped_job_ids=outcome.skipped_job_ids)

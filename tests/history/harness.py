@@ -1,0 +1,113 @@
+"""A real history server (in this process) fed by a real queue server, restartable on the same
+data directory, with helpers to wait for the history to catch up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stablenew.common.server import Server
+from stablenew.common.settings import ServerSettings
+from stablenew.history import app
+from stablenew.v1 import history_service_pb2 as pb
+from stablenew.v1 import history_service_pb2_grpc, job_pb2
+
+T = TypeVar("T")
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+WAIT_SECONDS = 30.0
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_SECONDS) -> T:
+    """Poll until `condition` returns something truthy (a bound that only catches a hang)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class HistoryHarness:
+    """Starts, stops and restarts a history server over one data directory."""
+
+    def __init__(self, data_dir: Path, queue_address: str = "127.0.0.1:1",
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.env = {"STABLENEW_HISTORY_ADDR": "127.0.0.1:0",
+                    "STABLENEW_DATA_DIR": str(data_dir),
+                    "STABLENEW_QUEUE_ADDR": queue_address,
+                    "STABLENEW_HISTORY_RETRY_MAX_SECONDS": "0.5",
+                    **(env or {})}
+        self.server: Server | None = None
+        self.channel: grpc.Channel | None = None
+        self.stub: history_service_pb2_grpc.HistoryServiceStub
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / app.DATABASE_NAME
+
+    def start(self) -> HistoryHarness:
+        settings = ServerSettings.load("history", env=self.env)
+        self.server = Server(settings, app.build(settings, self.env))
+        port = self.server.start()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = history_service_pb2_grpc.HistoryServiceStub(self.channel)
+        return self
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.server is not None:
+            self.server.stop(grace=0.5)
+        self.server = self.channel = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def health(self) -> int:
+        assert self.channel is not None
+        reply = health_pb2_grpc.HealthStub(self.channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5)
+        status: int = reply.status
+        return status
+
+    def get(self, job_id: str) -> pb.HistoryServiceGetJobResponse:
+        return self.stub.GetJob(pb.HistoryServiceGetJobRequest(job_id=job_id), timeout=10)
+
+    def find(self, job_id: str) -> pb.HistoryServiceGetJobResponse | None:
+        try:
+            return self.get(job_id)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    def wait_state(self, job_id: str, state: job_pb2.JobState.ValueType,
+                   transitions: int | None = None) -> pb.HistoryServiceGetJobResponse:
+        """The record once it reached `state` (and has that many transitions)."""
+        def reached() -> pb.HistoryServiceGetJobResponse | None:
+            found = self.find(job_id)
+            if found is None or found.job.state != state:
+                return None
+            if transitions is not None and len(found.transitions) != transitions:
+                return None
+            return found
+        return wait_for(reached, f"job {job_id} to be {job_pb2.JobState.Name(state)}")
+
+    def wait_health(self, status: int) -> None:
+        wait_for(lambda: self.health() == status,
+                 f"health {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}")
+
+    def list_ids(self, page_size: int = 1000, **filter_fields: object) -> list[str]:
+        request = pb.HistoryServiceListJobsRequest(
+            filter=pb.JobFilter(**filter_fields), page_size=page_size)  # type: ignore[arg-type]
+        return [job.job_id for job in self.stub.ListJobs(request, timeout=10).jobs]

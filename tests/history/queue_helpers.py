@@ -1,0 +1,122 @@
+"""Helpers for tests that compare the history with a real queue: submissions of every kind,
+the queue's event log, and record comparison."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from stablenew.common.model import StageType
+from stablenew.common.model_mapping import to_proto
+from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
+from stablenew.v1 import queue_service_pb2 as queue_pb
+from tests.history.records import entry
+
+# How far the queue's start_time may precede the time of the RUNNING event: the queue stamps
+# them a few microseconds apart (two clock reads in one transaction).
+START_TIME_SLACK_SECONDS = 1.0
+
+
+def submit(stub: queue_service_pb2_grpc.QueueServiceStub, *, direct: bool = False,
+           pack_id: str = "", prompts: tuple[str, ...] = ("a lighthouse at dusk",),
+           label: str = "", stages: tuple[StageType, ...] = (StageType.TXT2IMG,),
+           request_id: str = "") -> job_pb2.Job:
+    """A job as the bundle service would submit it: DIRECT ("Run now") or QUEUE, from a manual
+    prompt or from a pack's rows."""
+    entries = [to_proto(entry(prompt, pack_id, index, stages))
+               for index, prompt in enumerate(prompts)]
+    origin = job_pb2.JobOrigin(
+        run_mode=job_pb2.RUN_MODE_DIRECT if direct else job_pb2.RUN_MODE_QUEUE,
+        source=job_pb2.JOB_SOURCE_RUN_NOW if direct else job_pb2.JOB_SOURCE_ADD_TO_QUEUE,
+        prompt_source=(pipeline_pb2.PROMPT_SOURCE_PACK if pack_id
+                       else pipeline_pb2.PROMPT_SOURCE_MANUAL),
+        prompt_pack_id=pack_id, draft_id="draft-1", draft_revision=3)
+    reply = stub.SubmitJob(queue_pb.SubmitJobRequest(
+        entries=entries, origin=origin, priority=job_pb2.PRIORITY_NORMAL, label=label,
+        metadata={"client": "test"}, request_id=request_id), timeout=10)
+    return reply.job
+
+
+def queue_events(stub: queue_service_pb2_grpc.QueueServiceStub) -> list[job_pb2.JobEvent]:
+    """The queue's whole log, as a watcher without a consumer id reads it."""
+    last = stub.GetQueueState(queue_pb.GetQueueStateRequest(), timeout=10).state.last_sequence
+    events: list[job_pb2.JobEvent] = []
+    if last == 0:
+        return events
+    stream = stub.WatchJobs(queue_pb.WatchJobsRequest(after_sequence=0), timeout=60)
+    for reply in stream:
+        events.append(reply.event)
+        if reply.event.sequence >= last:
+            stream.cancel()  # type: ignore[no-untyped-call]
+            break
+    return events
+
+
+def expected_transitions(events: list[job_pb2.JobEvent],
+                         job_id: str) -> list[job_pb2.JobTransition]:
+    """The transitions the history must hold for a job: its submission, then every state
+    change, each once, in log order."""
+    out = []
+    for event in events:
+        if event.job_id != job_id:
+            continue
+        kind = event.WhichOneof("payload")
+        if kind == "submitted":
+            out.append(job_pb2.JobTransition(
+                sequence=event.sequence, from_state=job_pb2.JOB_STATE_UNSPECIFIED,
+                to_state=job_pb2.JOB_STATE_QUEUED, time=event.time, reason="submitted",
+                runner_id=event.submitted.job.runner_id, attempt=event.submitted.job.attempt))
+        elif kind == "state_changed":
+            change = event.state_changed
+            out.append(job_pb2.JobTransition(
+                sequence=event.sequence, from_state=change.from_state,
+                to_state=change.to_state, time=event.time, reason=change.reason,
+                runner_id=change.runner_id, attempt=change.attempt))
+    return out
+
+
+def kept_events(events: list[job_pb2.JobEvent], job_id: str) -> list[job_pb2.JobEvent]:
+    """The events ListJobEvents returns for a job: all of its events but progress."""
+    return [event for event in events
+            if event.job_id == job_id and event.WhichOneof("payload") != "progress"]
+
+
+def assert_same_record(recorded: job_pb2.Job, queued: job_pb2.Job) -> None:
+    """The history's record equals the queue's, field by field (start_time within a slack)."""
+    mine, theirs = job_pb2.Job(), job_pb2.Job()
+    mine.CopyFrom(recorded)
+    theirs.CopyFrom(queued)
+    assert mine.HasField("start_time") == theirs.HasField("start_time")
+    if mine.HasField("start_time"):
+        gap = (mine.start_time.ToDatetime() - theirs.start_time.ToDatetime()).total_seconds()
+        assert 0 <= gap < START_TIME_SLACK_SECONDS, gap
+        mine.ClearField("start_time")
+        theirs.ClearField("start_time")
+    assert not mine.bookmarked
+    assert MessageToDict(mine) == MessageToDict(theirs)
+    assert mine == theirs
+
+
+def acknowledged(queue_data_dir: Path, consumer_id: str = "history") -> int:
+    """What the queue holds as the history's acknowledged sequence (read from its file)."""
+    with sqlite3.connect(queue_data_dir / "queue.sqlite3") as db:
+        row = db.execute("SELECT acked_sequence FROM consumers WHERE consumer_id = ?",
+                         (consumer_id,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def is_pruned(stub: queue_service_pb2_grpc.QueueServiceStub) -> bool:
+    """Whether the queue has pruned its first events."""
+    stream = stub.WatchJobs(queue_pb.WatchJobsRequest(after_sequence=0), timeout=5)
+    try:
+        next(iter(stream))
+    except grpc.RpcError as error:
+        return error.code() == grpc.StatusCode.OUT_OF_RANGE
+    except StopIteration:
+        return False
+    finally:
+        stream.cancel()  # type: ignore[no-untyped-call]
+    return False
