@@ -17,7 +17,7 @@ from stablenew.common.model import (
     JobTransition,
     RunMode,
 )
-from stablenew.common.model_mapping import from_proto, to_proto
+from stablenew.common.model_mapping import from_proto, job_to_proto, to_proto
 from stablenew.history import codec, domain, import_jsonl, mapping
 from stablenew.history.domain import (
     CancelRequested,
@@ -166,9 +166,9 @@ def test_job_and_transition_round_trips() -> None:
     job = submitted_job()
     job.results = [EntryResult(entry_index=0, status=EntryStatus.COMPLETED,
                                duration=timedelta(seconds=2))]
-    full = mapping.job_to_proto(job, job_pb2.JOB_VIEW_FULL)
+    full = job_to_proto(job, job_pb2.JOB_VIEW_FULL)
     assert mapping.job_from_proto(full) == job
-    basic = mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC)
+    basic = job_to_proto(job, job_pb2.JOB_VIEW_BASIC)
     assert not basic.entries and not basic.results
     transition = JobTransition(3, JobState.QUEUED, JobState.RUNNING, at(1), "leased", "g", 1)
     assert from_proto(JobTransition, mapping.transition_to_proto(transition)) == transition

@@ -8,10 +8,10 @@ from stablenew.bundle import mapping
 from stablenew.bundle.core import BundleCore
 from stablenew.common.errors import invalid_argument
 from stablenew.common.model import JobSource, Priority, RunMode
-from stablenew.common.model_mapping import to_proto
+from stablenew.common.model_mapping import job_to_proto, to_proto
 from stablenew.common.paging import page_size
 from stablenew.v1 import bundle_service_pb2 as pb
-from stablenew.v1 import bundle_service_pb2_grpc
+from stablenew.v1 import bundle_service_pb2_grpc, job_pb2
 
 Context = grpc.ServicerContext
 
@@ -104,10 +104,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
             _required(request.draft_id, "draft_id"), RunMode(request.run_mode),
             JobSource(request.source), Priority(request.priority), request.label,
             request.request_id, request.expected_revision)
-        message = to_proto(job)
-        message.ClearField("entries")
-        message.ClearField("results")
-        return pb.EnqueueDraftResponse(job=message)
+        return pb.EnqueueDraftResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def ListPacks(self, request: pb.ListPacksRequest, context: Context) -> pb.ListPacksResponse:
         size = page_size(request.page_size)

@@ -199,3 +199,12 @@ def from_proto(cls: type[T], message: Any) -> T:
     """The domain twin of `cls` read from its generated message."""
     _, readers = _plan(cls)
     return cls(**{name: read(message, name) for name, read in readers})
+
+
+def job_to_proto(job: model.Job, view: int) -> job_pb2.Job:
+    """The job as a message; JOB_VIEW_BASIC leaves out the entries and results (thousands)."""
+    message: job_pb2.Job = to_proto(job)
+    if view == job_pb2.JOB_VIEW_BASIC:
+        message.ClearField("entries")
+        message.ClearField("results")
+    return message

@@ -180,13 +180,6 @@ def imported_from_proto(message: pb.ImportHistoryRequest) -> list[ImportedJob]:
 # --- responses --------------------------------------------------------------------------------
 
 
-def job_to_proto(job: Job, view: int) -> job_pb2.Job:
-    """BASIC leaves out the entries and results."""
-    message: job_pb2.Job = to_proto(job)
-    if view == job_pb2.JOB_VIEW_BASIC:
-        message.ClearField("entries")
-        message.ClearField("results")
-    return message
 
 
 def transition_to_proto(transition: JobTransition) -> job_pb2.JobTransition:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import grpc
 
 from stablenew.common.errors import invalid_argument
+from stablenew.common.model_mapping import job_to_proto
 from stablenew.common.paging import page_size
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
@@ -41,19 +42,19 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
         jobs, token = self.core.list_jobs(job_filter, size, request.page_token,
                                      full=view == job_pb2.JOB_VIEW_FULL)
         return pb.HistoryServiceListJobsResponse(
-            jobs=[mapping.job_to_proto(job, view) for job in jobs], next_page_token=token)
+            jobs=[job_to_proto(job, view) for job in jobs], next_page_token=token)
 
     def GetJob(self, request: pb.HistoryServiceGetJobRequest,
                context: Context) -> pb.HistoryServiceGetJobResponse:
         job, transitions = self.core.get(_required(request.job_id, "job_id"))
         return pb.HistoryServiceGetJobResponse(
-            job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_FULL),
+            job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
             transitions=[mapping.transition_to_proto(t) for t in transitions])
 
     def GetLatestJob(self, request: pb.GetLatestJobRequest,
                      context: Context) -> pb.GetLatestJobResponse:
         job = self.core.latest(mapping.filter_from_proto(request.filter))
-        return pb.GetLatestJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.GetLatestJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def ListJobEvents(self, request: pb.ListJobEventsRequest,
                       context: Context) -> pb.ListJobEventsResponse:
@@ -67,7 +68,7 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
             _required(request.job_id, "job_id"),
             request.label if request.HasField("label") else None,
             request.bookmarked if request.HasField("bookmarked") else None)
-        return pb.UpdateJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.UpdateJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.DeleteJobResponse:
         self.core.delete(_required(request.job_id, "job_id"))
@@ -85,7 +86,7 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
             if not context.is_active():
                 return
             yield pb.ExportHistoryResponse(
-                job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_FULL),
+                job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
                 transitions=[mapping.transition_to_proto(t) for t in transitions])
 
     def WatchHistory(self, request: pb.WatchHistoryRequest,
@@ -100,7 +101,7 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
                                                       deleted=True)
                     else:
                         yield pb.WatchHistoryResponse(
-                            job=mapping.job_to_proto(update.job, job_pb2.JOB_VIEW_BASIC))
+                            job=job_to_proto(update.job, job_pb2.JOB_VIEW_BASIC))
         finally:
             self.core.broadcaster.unsubscribe(subscriber)
 

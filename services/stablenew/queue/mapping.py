@@ -3,20 +3,11 @@ stablenew.common.model_mapping)."""
 
 from __future__ import annotations
 
-from stablenew.common.model import Job, JobOrigin, JobProgress, NormalizedJob
-from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
+from stablenew.common.model import JobOrigin, JobProgress, NormalizedJob
+from stablenew.common.model_mapping import fill_proto, from_proto
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Lease, RunnerInfo, RunnerRecord
 from stablenew.v1 import job_pb2, queue_service_pb2
-
-
-def job_to_proto(job: Job, view: int) -> job_pb2.Job:
-    """BASIC leaves out the entries and results (they can be thousands)."""
-    message: job_pb2.Job = to_proto(job)
-    if view == job_pb2.JOB_VIEW_BASIC:
-        message.ClearField("entries")
-        message.ClearField("results")
-    return message
 
 
 def entries_from_proto(messages: list[object]) -> list[NormalizedJob]:

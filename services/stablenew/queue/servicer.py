@@ -8,7 +8,7 @@ import grpc
 
 from stablenew.common.errors import invalid_argument
 from stablenew.common.model import EntryResult, Priority
-from stablenew.common.model_mapping import from_proto
+from stablenew.common.model_mapping import from_proto, job_to_proto
 from stablenew.common.paging import page_size
 from stablenew.queue import mapping
 from stablenew.queue.core import QueueCore
@@ -42,33 +42,33 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             mapping.entries_from_proto(list(request.entries)),
             mapping.origin_from_proto(request.origin),
             Priority(request.priority), request.label, dict(request.metadata), request.request_id)
-        return pb.SubmitJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.SubmitJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = request.view or job_pb2.JOB_VIEW_FULL
         job = self.core.get(_required(request.job_id, "job_id"),
                             full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.GetJobResponse(job=mapping.job_to_proto(job, view))
+        return pb.GetJobResponse(job=job_to_proto(job, view))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         jobs, token = self.core.list_active(page_size(request.page_size), request.page_token)
         view = request.view or job_pb2.JOB_VIEW_BASIC
         if view == job_pb2.JOB_VIEW_FULL:
             jobs = [self.core.get(job.job_id, full=True) for job in jobs]
-        return pb.ListJobsResponse(jobs=[mapping.job_to_proto(job, view) for job in jobs],
+        return pb.ListJobsResponse(jobs=[job_to_proto(job, view) for job in jobs],
                                    next_page_token=token)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
         job = self.core.cancel(_required(request.job_id, "job_id"), request.return_to_queue,
                                request.reason)
-        return pb.CancelJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.CancelJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def MoveJob(self, request: pb.MoveJobRequest, context: Context) -> pb.MoveJobResponse:
         if request.position == pb.MOVE_POSITION_UNSPECIFIED:
             raise invalid_argument("position", "one of FRONT, BACK, UP, DOWN, BEFORE")
         job = self.core.move(_required(request.job_id, "job_id"),
                              MovePosition(request.position), request.before_job_id)
-        return pb.MoveJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.MoveJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def PauseQueue(self, request: pb.PauseQueueRequest, context: Context) -> pb.PauseQueueResponse:
         return pb.PauseQueueResponse(state=mapping.state_to_proto(self.core.set_paused(True)))
@@ -85,7 +85,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         failed_only = RetryScope(request.scope) == RetryScope.FAILED_ENTRIES
         job = self.core.retry(_required(request.job_id, "job_id"), failed_only,
                               request.request_id)
-        return pb.RetryJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.RetryJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def WatchJobs(self, request: pb.WatchJobsRequest,
                   context: Context) -> Iterator[pb.WatchJobsResponse]:
@@ -111,7 +111,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             return pb.LeaseJobResponse()
         lease, job = granted
         return pb.LeaseJobResponse(lease=mapping.lease_to_proto(lease),
-                                   job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_FULL))
+                                   job=job_to_proto(job, job_pb2.JOB_VIEW_FULL))
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
         reply = self.leasing.heartbeat(
@@ -130,14 +130,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             request.runner_id, _required(request.lease_id, "lease_id"),
             _required(request.job_id, "job_id"), request.attempt, _results(request.results),
             request.cancelled)
-        return pb.CompleteJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.CompleteJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.FailJobResponse:
         job = self.leasing.fail(
             request.runner_id, _required(request.lease_id, "lease_id"),
             _required(request.job_id, "job_id"), request.attempt, request.error_message,
             _results(request.results), request.retryable)
-        return pb.FailJobResponse(job=mapping.job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+        return pb.FailJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def ListRunners(self, request: pb.ListRunnersRequest,
                     context: Context) -> pb.ListRunnersResponse:
