@@ -65,8 +65,8 @@ class QueueSubmitter:
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise ServiceError(grpc.StatusCode.UNAVAILABLE,
                                    errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
-                                   f"the queue did not answer ({code.name}): nothing was "
-                                   "enqueued; try again") from None
+                                   f"the queue did not answer ({code.name}); retrying is "
+                                   "safe: a draft revision is queued at most once") from None
             raise
 
 

@@ -8,6 +8,8 @@ seeds of the others.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import secrets
 import threading
 import uuid
@@ -26,7 +28,7 @@ from stablenew.bundle.normalize import (
 )
 from stablenew.bundle.packs.library import PackLibrary
 from stablenew.bundle.packs.model import Pack
-from stablenew.bundle.problems import PackError
+from stablenew.bundle.problems import FieldError, PackError
 from stablenew.bundle.seeds import DerivedSeedSource
 from stablenew.bundle.store import BundleStore, DraftRecord
 from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
@@ -69,6 +71,9 @@ def pack_error(error: PackError) -> ServiceError:
 class Draft:
     record: DraftRecord
     bundle: NormalizedBundle
+    # Changes with the revision and with any pack file the draft uses: what a preview page
+    # token is bound to, so pages never mix two versions of a pack.
+    version: str
 
 
 class BundleCore:
@@ -104,7 +109,9 @@ class BundleCore:
             record = self.store.get_draft(draft_id)
             if record is None:
                 raise _draft_not_found(draft_id)
-            return Draft(record, self._normalized(record))
+            signature = self._pack_signature(record)
+            version = hashlib.sha256(repr((record.revision, signature)).encode()).hexdigest()[:16]
+            return Draft(record, self._normalized(record, signature), version)
 
     def list_drafts(self, size: int, after: str) -> tuple[list[Draft], str]:
         with self.lock:
@@ -113,14 +120,16 @@ class BundleCore:
         return drafts, ids[size - 1] if len(ids) > size else ""
 
     def add_manual_part(self, draft_id: str, prompt: str, negative: str,
-                        config: PipelineConfig, input_images: list[str]) -> tuple[Draft, list[str]]:
+                        config: PipelineConfig, input_images: list[str],
+                        request_id: str = "") -> tuple[Draft, list[str]]:
         if not prompt.strip() and not input_images:
             raise invalid_argument("prompt", "a manual part needs a prompt (or input images)")
         part = ManualPart(uuid.uuid4().hex, prompt, negative, config, input_images)
-        return self._add_parts(draft_id, [part])
+        return self._add_parts(draft_id, [part], request_id, self._manual_violations)
 
     def add_pack_parts(self, draft_id: str, pack_id: str, rows: Sequence[int], prepend: str,
-                       overrides: PipelineConfig) -> tuple[Draft, list[str]]:
+                       overrides: PipelineConfig,
+                       request_id: str = "") -> tuple[Draft, list[str]]:
         pack = self.load_pack(pack_id)
         chosen = list(rows) or [row.index for row in pack.rows]
         for position, index in enumerate(chosen):
@@ -129,25 +138,65 @@ class BundleCore:
                                        f"pack {pack_id!r} has rows 0..{len(pack.rows) - 1}")
         parts: list[DraftPart] = [PackRowPart(uuid.uuid4().hex, pack_id, index, prepend,
                                               overrides) for index in chosen]
-        return self._add_parts(draft_id, parts)
+        return self._add_parts(
+            draft_id, parts, request_id,
+            lambda errors: self._pack_violations(pack, overrides, errors))
 
-    def _add_parts(self, draft_id: str, parts: list[DraftPart]) -> tuple[Draft, list[str]]:
+    def _add_parts(self, draft_id: str, parts: list[DraftPart], request_id: str,
+                   violations_of: Callable[[list[FieldError]], list[FieldViolation]],
+                   ) -> tuple[Draft, list[str]]:
         """Refuse parts whose config is wrong (naming the fields); rows with bad text are
-        added and reported in the summary, and make no jobs."""
+        added and reported in the summary, and make no jobs. A repeated request id answers
+        with the parts it added the first time."""
+        with self.lock:
+            self._require(draft_id)
+            earlier = self.store.parts_for_request(draft_id, request_id) if request_id else None
+            if earlier is not None:
+                return self.get_draft(draft_id), earlier
         trial = normalize_draft(parts, DerivedSeedSource(draft_id), self.packs)
-        violations = [FieldViolation(f"config.{error.field.removeprefix('config.')}",
-                                     error.message)
-                      for outcome in trial.parts for error in outcome.field_errors]
+        errors = [error for outcome in trial.parts for error in outcome.field_errors]
+        violations = violations_of(errors)
         if violations:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
                                errors_pb2.ERROR_REASON_INVALID_FIELD,
                                "; ".join(f"{v.field}: {v.description}" for v in violations),
                                violations=violations)
+        part_ids = [part.part_id for part in parts]
         with self.lock, Transaction(self.store.db):
             self._require(draft_id)
             self.store.add_parts(draft_id, parts)
+            if request_id:
+                self.store.record_part_request(draft_id, request_id, part_ids)
             self.store.bump_revision(draft_id)
-        return self.get_draft(draft_id), [part.part_id for part in parts]
+        return self.get_draft(draft_id), part_ids
+
+    @staticmethod
+    def _manual_violations(errors: list[FieldError]) -> list[FieldViolation]:
+        return _unique([FieldViolation(error.field, error.message) for error in errors])
+
+    @staticmethod
+    def _pack_violations(pack: Pack, overrides: PipelineConfig,
+                         errors: list[FieldError]) -> list[FieldViolation]:
+        """A bad value the pack's own presets set (and the overrides left alone) makes the
+        pack invalid; anything else is the caller's to fix through config_overrides."""
+        pack_id = pack.pack_id
+        ours, packs = [], []
+        for error in errors:
+            path = error.field.removeprefix("config.")
+            from_pack = _set_in(pack.defaults, path) and not _set_in(overrides, path)
+            if error.field.startswith("config.") and from_pack:
+                packs.append(f"{path}: {error.message}")
+            elif error.field.startswith("config."):
+                ours.append(FieldViolation(f"config_overrides.{path}", error.message))
+            else:
+                ours.append(FieldViolation(error.field, error.message))
+        if packs:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+                               errors_pb2.ERROR_REASON_PACK_INVALID,
+                               f"pack {pack_id!r} has invalid presets: "
+                               + "; ".join(dict.fromkeys(packs)),
+                               metadata={"pack_id": pack_id})
+        return _unique(ours)
 
     def remove_part(self, draft_id: str, part_id: str) -> Draft:
         with self.lock, Transaction(self.store.db):
@@ -178,8 +227,9 @@ class BundleCore:
         pack_ids = sorted({p.pack_id for p in record.parts if isinstance(p, PackRowPart)})
         return tuple(self.packs.signature(pack_id) for pack_id in pack_ids)
 
-    def _normalized(self, record: DraftRecord) -> NormalizedBundle:
-        key = (record.draft_id, record.revision, self._pack_signature(record))
+    def _normalized(self, record: DraftRecord,
+                    signature: tuple[object, ...]) -> NormalizedBundle:
+        key = (record.draft_id, record.revision, signature)
         bundle = self._bundles.get(key)
         if bundle is None:
             bundle = normalize_draft(record.parts, DerivedSeedSource(record.draft_id), self.packs)
@@ -205,8 +255,9 @@ class BundleCore:
                                prompt_source=_prompt_source(record.parts),
                                prompt_pack_id=_single_pack(record.parts), draft_id=draft_id,
                                draft_revision=record.revision)
-            # The queue dedups on this id, so a retry after a lost reply submits nothing new.
-            queue_request = request_id or f"draft/{draft_id}/{record.revision}"
+            # The queue dedups on this id, so a retry of this revision after a lost reply
+            # submits nothing new, whatever request id the retry carries.
+            queue_request = f"draft/{draft_id}/{record.revision}"
             job = self.submit(draft.bundle.jobs, origin, priority, label, queue_request)
             with Transaction(self.store.db):
                 self.store.record_enqueue(draft_id, record.revision, request_id, job.job_id)
@@ -235,6 +286,24 @@ class BundleCore:
             return self.packs.load_pack(pack_id)
         except PackError as error:
             raise pack_error(error) from None
+
+
+def _unique(violations: list[FieldViolation]) -> list[FieldViolation]:
+    """Each field once (one bad override repeats on every row it applies to)."""
+    return list(dict.fromkeys(violations))
+
+
+def _set_in(config: PipelineConfig, path: str) -> bool:
+    """Whether `path` (e.g. "txt2img.width") names a field the caller set (non-zero)."""
+    value: object = config
+    for part in path.split("."):
+        name = part.split("[", 1)[0]
+        if not hasattr(value, name):
+            return False
+        value = getattr(value, name)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return bool(value != type(value)())
+    return bool(value)
 
 
 def _default_source(run_mode: RunMode) -> JobSource:

@@ -50,7 +50,8 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
     def AddPart(self, request: pb.AddPartRequest, context: Context) -> pb.AddPartResponse:
         draft, part_ids = self.core.add_manual_part(
             _required(request.draft_id, "draft_id"), request.prompt, request.negative_prompt,
-            mapping.config_from_proto(request.config), list(request.input_images))
+            mapping.config_from_proto(request.config), list(request.input_images),
+            request.request_id)
         message = mapping.draft_to_proto(draft)
         part = next(p for p in message.parts if p.part_id == part_ids[0])
         return pb.AddPartResponse(draft=message, part=part)
@@ -60,7 +61,8 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         draft, part_ids = self.core.add_pack_parts(
             _required(request.draft_id, "draft_id"),
             _required(request.prompt_pack_id, "prompt_pack_id"), list(request.row_indices),
-            request.prepend_text, mapping.config_from_proto(request.config_overrides))
+            request.prepend_text, mapping.config_from_proto(request.config_overrides),
+            request.request_id)
         message = mapping.draft_to_proto(draft)
         added = set(part_ids)
         return pb.AddPackPartsResponse(draft=message,
@@ -84,13 +86,14 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         position = self.preview_tokens.decode(request.page_token)
         start = 0
         if position is not None:
-            # The token is bound to the revision it was issued for: a changed draft restarts.
-            if position[0] != draft.record.revision:
-                raise invalid_argument("page_token", "the draft changed since this page")
-            start = int(position[1])
+            # Bound to the draft and its version: a changed draft or pack restarts the preview.
+            if position[:2] != [draft.record.draft_id, draft.version]:
+                raise invalid_argument("page_token", "not a page of this draft as it is now "
+                                       "(the draft or one of its packs changed)")
+            start = int(position[2])
         jobs = draft.bundle.jobs[start:start + size]
         end = start + len(jobs)
-        token = (self.preview_tokens.encode([draft.record.revision, end])
+        token = (self.preview_tokens.encode([draft.record.draft_id, draft.version, end])
                  if end < len(draft.bundle.jobs) else "")
         response = pb.PreviewDraftResponse(next_page_token=token,
                                            draft_revision=draft.record.revision)

@@ -50,6 +50,14 @@ MIGRATIONS = [
     CREATE UNIQUE INDEX enqueues_request ON enqueues (request_id) WHERE request_id IS NOT NULL;
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    """
+    CREATE TABLE part_requests (
+        draft_id TEXT NOT NULL REFERENCES drafts (draft_id) ON DELETE CASCADE,
+        request_id TEXT NOT NULL,
+        part_ids TEXT NOT NULL,
+        PRIMARY KEY (draft_id, request_id)
+    );
+    """,
 ]
 
 
@@ -159,6 +167,16 @@ class BundleStore:
     def record_enqueue(self, draft_id: str, revision: int, request_id: str, job_id: str) -> None:
         self.db.execute("INSERT INTO enqueues VALUES (?, ?, ?, ?)",
                         (draft_id, revision, request_id or None, job_id))
+
+    def parts_for_request(self, draft_id: str, request_id: str) -> list[str] | None:
+        row = self.db.execute(
+            "SELECT part_ids FROM part_requests WHERE draft_id = ? AND request_id = ?",
+            (draft_id, request_id)).fetchone()
+        return None if row is None else list(json.loads(row[0]))
+
+    def record_part_request(self, draft_id: str, request_id: str, part_ids: list[str]) -> None:
+        self.db.execute("INSERT INTO part_requests VALUES (?, ?, ?)",
+                        (draft_id, request_id, json.dumps(part_ids)))
 
     def setting(self, key: str, default: str) -> str:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

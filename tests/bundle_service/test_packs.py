@@ -1,0 +1,333 @@
+"""Packs over gRPC: ListPacks, GetPack and AddPackParts (all or selected rows, prepend text,
+config overrides), and malformed packs, each of which gets a clear error while the server keeps
+serving."""
+
+from __future__ import annotations
+
+import shutil
+from functools import partial
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stablenew.v1 import bundle_service_pb2 as pb
+from stablenew.v1 import pipeline_pb2
+from tests.bundle_service.conftest import Stack
+from tests.bundle_service.harness import (
+    open_test_channel,
+    preset,
+    rpc_error,
+    txt2img_config,
+    unique,
+    write_pack,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "packs"
+
+
+@pytest.fixture(scope="module")
+def castles(stack: Stack) -> str:
+    """The example pack, as the demo ships it: castles.txt with its castles.json."""
+    for name in ("castles.txt", "castles.json"):
+        shutil.copy(EXAMPLES / name, stack.packs_dir / name)
+    return "castles"
+
+
+def _serving(stack: Stack) -> None:
+    """The server still answers: health, ListPacks, and a draft round trip."""
+    with open_test_channel(stack.bundle.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="stablenew.v1.BundleService"), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    stack.bundle.stub.ListPacks(pb.ListPacksRequest(page_size=1000), timeout=10)
+    draft = stack.bundle.new_draft()
+    stack.bundle.add_manual(draft.draft_id, "still serving", txt2img_config())
+
+
+# --- ListPacks / GetPack --------------------------------------------------------------------
+
+
+def test_get_pack_returns_rows_matrix_and_defaults(stack: Stack, castles: str) -> None:
+    pack = stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=castles)).pack
+    assert (pack.pack_id, pack.name, pack.format) == ("castles", "Castles", pb.PACK_FORMAT_TXT)
+    assert [row.index for row in pack.rows] == [0, 1]
+    assert pack.rows[0].positive == ("masterpiece, best quality, a [[job]] guarding a [[place]]"
+                                     " at dawn, <lora:detail_tweaker:0.6>")
+    assert pack.rows[0].negative == "blurry, lowres, watermark, text"
+    assert pack.rows[0].line == 2
+    assert [(tag.kind, tag.name, tag.weight) for tag in pack.rows[0].tags] == [
+        (pipeline_pb2.PromptTag.KIND_LORA, "detail_tweaker", 0.6)]
+    assert pack.matrix.enabled and pack.matrix.mode == pb.MATRIX_MODE_FANOUT
+    assert pack.matrix.limit == 8
+    assert [(slot.name, list(slot.values)) for slot in pack.matrix.slots] == [
+        ("job", ["knight", "wizard"]), ("place", ["gate", "tower"])]
+    assert pack.defaults.stages == pipeline_pb2.StageFlags(
+        txt2img_enabled=True, adetailer_enabled=True, upscale_enabled=True)
+    assert pack.defaults.txt2img.model == "v1-5-pruned-emaonly"
+    assert pack.HasField("modify_time")
+
+
+def test_list_packs_pages_with_tokens(stack: Stack, castles: str) -> None:
+    for number in range(3):
+        write_pack(stack.packs_dir, f"{unique('listed_')}.tsv", f"a prompt {number}\tblurry\n")
+    everything = stack.bundle.stub.ListPacks(pb.ListPacksRequest(page_size=1000)).packs
+    assert castles in [pack.pack_id for pack in everything]
+    paged: list[pb.PackSummary] = []
+    token = ""
+    while True:
+        page = stack.bundle.stub.ListPacks(pb.ListPacksRequest(page_size=2, page_token=token))
+        assert len(page.packs) <= 2
+        paged.extend(page.packs)
+        token = page.next_page_token
+        if not token:
+            break
+    assert [p.pack_id for p in paged] == [p.pack_id for p in everything]
+    assert [p.pack_id for p in everything] == sorted(p.pack_id for p in everything)
+    first = stack.bundle.stub.ListPacks(pb.ListPacksRequest(page_size=1)).next_page_token
+    details = rpc_error(lambda: stack.bundle.stub.ListPacks(
+        pb.ListPacksRequest(page_size=1, page_token=first[:-2] + "xx")))
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                              "INVALID_PAGE_TOKEN")
+
+
+# --- AddPackParts ---------------------------------------------------------------------------
+
+
+def test_add_every_row_of_a_pack(stack: Stack, castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    response = stack.bundle.add_pack(draft.draft_id, castles)
+    pack_source = pipeline_pb2.PROMPT_SOURCE_PACK
+    assert [(p.prompt_pack_id, p.row_index, p.prompt_source) for p in response.parts] == [
+        (castles, 0, pack_source), (castles, 1, pack_source)]
+    assert [p.estimated_images for p in response.parts] == [4, 1]  # 2 x 2 fanout, plain row
+    summary = response.draft.summary
+    assert (summary.part_count, summary.job_count, summary.estimated_images) == (2, 5, 5)
+    assert summary.positive_preview == ("masterpiece, best quality, a knight guarding a gate at"
+                                        " dawn, <lora:detail_tweaker:0.6>")
+    assert summary.negative_preview == "blurry, lowres, watermark, text"
+    assert summary.stage_summary == "txt2img → adetailer → upscale"
+    assert summary.batch_summary == "5 jobs, batch 1, 1 iteration each: 5 images"
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 2)
+    assert [job.origin.variant_index for job in jobs] == [0, 1, 2, 3, 0]
+    assert {job.origin.pack_name for job in jobs} == {"Castles"}
+    assert all(job.seed >= 0 for job in jobs)  # -1 in the pack, concrete in every job
+    assert all("[[" not in job.prompt for job in jobs)
+
+
+def test_add_selected_rows_with_prepend_text_and_overrides(stack: Stack, castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    overrides = pipeline_pb2.PipelineConfig(
+        txt2img=pipeline_pb2.Txt2ImgConfig(steps=33, width=768, seed=77), batch_size=2)
+    response = stack.bundle.add_pack(draft.draft_id, castles, rows=[1, 0],
+                                     prepend="cinematic", overrides=overrides)
+    assert [p.row_index for p in response.parts] == [1, 0]
+    assert all(p.prepend_text == "cinematic" for p in response.parts)
+    assert all(p.config == overrides for p in response.parts)
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
+    assert [job.origin.row_index for job in jobs] == [1, 0, 0, 0, 0]
+    assert jobs[0].prompt == "cinematic, watercolor lighthouse on a cliff, stormy sea"
+    assert all(job.prompt.startswith("cinematic, ") for job in jobs)
+    # Set fields replace the pack's defaults; unset ones (model, stages) keep them.
+    assert {(job.steps, job.width, job.height, job.seed, job.batch_size) for job in jobs} == {
+        (33, 768, 512, 77, 2)}
+    assert {job.model for job in jobs} == {"v1-5-pruned-emaonly"}
+    assert {tuple(job.stage_plan) for job in jobs} == {(
+        pipeline_pb2.STAGE_TYPE_TXT2IMG, pipeline_pb2.STAGE_TYPE_ADETAILER,
+        pipeline_pb2.STAGE_TYPE_UPSCALE)}
+    assert response.draft.summary.estimated_images == 5 * 2
+
+
+def test_overrides_that_switch_stages_replace_the_pack_plan(stack: Stack, castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    only_txt2img = pipeline_pb2.PipelineConfig(
+        stages=pipeline_pb2.StageFlags(txt2img_enabled=True))
+    response = stack.bundle.add_pack(draft.draft_id, castles, rows=[1], overrides=only_txt2img)
+    assert response.draft.summary.stage_summary == "txt2img"
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
+    assert list(jobs[0].stage_plan) == [pipeline_pb2.STAGE_TYPE_TXT2IMG]
+    assert list(jobs[0].adetailer_passes) == []
+
+
+def test_row_index_out_of_range_names_the_index(stack: Stack, castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    for rows, field in (([0, 2], "row_indices[1]"), ([-1], "row_indices[0]"),
+                        ([1, 0, 99], "row_indices[2]")):
+        details = rpc_error(partial(stack.bundle.add_pack, draft.draft_id, castles, rows=rows))
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.reason == "INVALID_FIELD"
+        assert [v.field for v in details.violations] == [field]
+        assert "0..1" in details.message
+    assert stack.bundle.draft(draft.draft_id) == draft
+
+
+def test_unknown_pack_or_draft_is_not_found(stack: Stack, castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, "no_such_pack"))
+    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "PACK_NOT_FOUND")
+    assert details.metadata == {"pack_id": "no_such_pack"}
+    assert "no_such_pack" in details.message
+    details = rpc_error(lambda: stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id="nope")))
+    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "PACK_NOT_FOUND")
+    details = rpc_error(lambda: stack.bundle.add_pack("no-such-draft", castles))
+    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "DRAFT_NOT_FOUND")
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, ""))
+    assert [v.field for v in details.violations] == ["prompt_pack_id"]
+
+
+def test_a_pack_without_stages_needs_overrides_that_bring_them(stack: Stack) -> None:
+    pack_id = unique("plain_")
+    write_pack(stack.packs_dir, f"{pack_id}.txt", "a lighthouse\n\na harbor\n")
+    draft = stack.bundle.new_draft()
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    # The caller fixes it through the request's config_overrides.
+    assert "config_overrides.stages" in [v.field for v in details.violations]
+    response = stack.bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config())
+    assert response.draft.summary.job_count == 2
+
+
+# --- rows that cannot run -------------------------------------------------------------------
+
+
+def test_a_row_with_an_unresolved_token_makes_no_job_and_is_reported(stack: Stack) -> None:
+    pack_id = unique("tokens_")
+    write_pack(stack.packs_dir, f"{pack_id}.txt",
+               "# the second row uses a slot nobody defined\n"
+               "a [[job]] at the gate\n\n"
+               "a [[villain]] in the tower\nneg: blurry\n\n"
+               "a lighthouse\n")
+    write_pack(stack.packs_dir, f"{pack_id}.json", {
+        "pack_data": {"matrix": {"slots": [{"name": "job", "values": ["knight", "wizard"]}]}},
+        "preset_data": preset()})
+    draft = stack.bundle.new_draft()
+    response = stack.bundle.add_pack(draft.draft_id, pack_id)
+    summary = response.draft.summary
+    assert (summary.part_count, summary.job_count) == (3, 3)
+    [error] = summary.errors
+    assert (error.prompt_pack_id, error.row_index, error.line) == (pack_id, 1, 4)
+    assert error.part_id == response.parts[1].part_id
+    assert error.reason == "UNRESOLVED_TOKEN"
+    assert f"{pack_id} row 1 (line 4)" in error.message and "[[villain]]" in error.message
+    assert [p.estimated_images for p in response.parts] == [2, 0, 1]
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 2)
+    assert [job.origin.row_index for job in jobs] == [0, 0, 2]
+    assert all("[[" not in job.prompt + job.negative_prompt for job in jobs)
+    job = stack.bundle.enqueue(draft.draft_id)
+    assert job.entry_count == 3
+
+
+def test_a_draft_of_only_unrunnable_rows_cannot_be_enqueued(stack: Stack) -> None:
+    pack_id = unique("unrunnable_")
+    write_pack(stack.packs_dir, f"{pack_id}.tsv", "a [[who]] at dawn\tblurry\n")
+    draft = stack.bundle.new_draft()
+    response = stack.bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config())
+    assert response.draft.summary.job_count == 0
+    assert [e.reason for e in response.draft.summary.errors] == ["UNRESOLVED_TOKEN"]
+    details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id))
+    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "DRAFT_EMPTY")
+
+
+# --- malformed packs ------------------------------------------------------------------------
+
+TEN_MB = 10 * 1024 * 1024
+MALFORMED = [
+    pytest.param("json", '{"pack_data": {"slots": [{"text": "a cat"},]}}',
+                 ["line 1 column", "not valid JSON"], id="broken-json"),
+    pytest.param("json", {"pack_data": {"slots": [{"text": "a cat"}]},
+                          "preset_data": {"pipeline": {"txt2img_enabled": True,
+                                                       "controlnet_enabled": True}}},
+                 ["preset_data.pipeline.controlnet_enabled", "unknown stage 'controlnet'"],
+                 id="unknown-stage"),
+    pytest.param("json", {"pack_data": {"slots": [{"text": 42}]}},
+                 ["pack_data.slots[0].text"], id="wrong-json-type"),
+    pytest.param("txt", ("a castle on a hill\n\n" * 600_000)[:TEN_MB],
+                 ["10,485,760 bytes", "limit"], id="ten-megabytes"),
+    pytest.param("txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8,
+                 ["binary data"], id="binary-junk"),
+    pytest.param("tsv", bytes(range(0x80, 0x100)) * 16, ["not valid UTF-8"], id="not-utf8"),
+    pytest.param("txt", "a cat\n\x07bell\n", ["control character"], id="control-character"),
+]
+
+
+@pytest.mark.parametrize(("extension", "content", "fragments"), MALFORMED)
+def test_a_malformed_pack_gets_a_clear_error(stack: Stack, extension: str,
+                                             content: str | bytes | dict[str, object],
+                                             fragments: list[str]) -> None:
+    pack_id = unique("bad_")
+    file_name = f"{pack_id}.{extension}"
+    write_pack(stack.packs_dir, file_name, content)
+    draft = stack.bundle.new_draft()
+    for call in (lambda: stack.bundle.add_pack(draft.draft_id, pack_id),
+                 lambda: stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=pack_id))):
+        details = rpc_error(call)
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.reason == "PACK_INVALID"
+        assert details.metadata == {"pack_id": pack_id}
+        assert file_name in details.message
+        for fragment in fragments:
+            assert fragment in details.message
+    listed = [p for p in stack.bundle.stub.ListPacks(pb.ListPacksRequest(page_size=1000)).packs
+              if p.pack_id == pack_id]
+    assert len(listed) == 1 and file_name in listed[0].error_message
+    assert stack.bundle.draft(draft.draft_id) == draft
+    _serving(stack)
+
+
+@pytest.mark.parametrize("pack_id", ["../castles", "../../etc/passwd", "..", "a/b", "a\\b",
+                                     ".hidden", "x" * 201, "bad\nname"])
+def test_a_pack_id_that_could_leave_the_library_is_refused(stack: Stack, castles: str,
+                                                           pack_id: str) -> None:
+    (stack.packs_dir.parent / "outside.txt").write_text("a secret prompt\n", encoding="utf-8")
+    draft = stack.bundle.new_draft()
+    for call in (lambda: stack.bundle.add_pack(draft.draft_id, pack_id),
+                 lambda: stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=pack_id))):
+        details = rpc_error(call)
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.reason == "PACK_INVALID"
+        assert "invalid pack id" in details.message
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, "../outside"))
+    assert "secret" not in details.message
+    _serving(stack)
+
+
+def test_a_draft_whose_pack_breaks_later_reports_it_and_keeps_serving(stack: Stack) -> None:
+    pack_id = unique("breaks_")
+    write_pack(stack.packs_dir, f"{pack_id}.tsv", "a lighthouse\tblurry\na harbor\n")
+    draft = stack.bundle.new_draft()
+    stack.bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config())
+    stack.bundle.add_manual(draft.draft_id, "a glacier", txt2img_config())
+    write_pack(stack.packs_dir, f"{pack_id}.tsv", b"\x00\x01 junk")
+    summary = stack.bundle.draft(draft.draft_id).summary
+    assert summary.job_count == 1
+    assert {(e.prompt_pack_id, e.row_index, e.reason) for e in summary.errors} == {
+        (pack_id, 0, "PACK_INVALID"), (pack_id, 1, "PACK_INVALID")}
+    assert all(f"{pack_id}.tsv" in e.message for e in summary.errors)
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
+    assert [job.prompt for job in jobs] == ["a glacier"]
+    (stack.packs_dir / f"{pack_id}.tsv").unlink()
+    summary = stack.bundle.draft(draft.draft_id).summary
+    assert {e.reason for e in summary.errors} == {"PACK_NOT_FOUND"}
+    _serving(stack)
+
+
+def test_an_invalid_pack_preset_is_blamed_on_the_pack(stack: Stack) -> None:
+    pack_id = unique("badpreset_")
+    write_pack(stack.packs_dir, f"{pack_id}.json", {
+        "pack_data": {"slots": [{"text": "a lighthouse"}]},
+        "preset_data": preset(width=500)})
+    draft = stack.bundle.new_draft()
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
+    assert pack_id in details.message
+    assert details.reason == "PACK_INVALID"
+
+
+def test_bad_overrides_are_named_once_by_their_request_field(stack: Stack,
+                                                             castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    overrides = pipeline_pb2.PipelineConfig(txt2img=pipeline_pb2.Txt2ImgConfig(width=500))
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, castles,
+                                                      overrides=overrides))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in details.violations] == ["config_overrides.txt2img.width"]
