@@ -203,8 +203,8 @@ def from_proto(cls: type[T], message: Any) -> T:
 
 def job_to_proto(job: model.Job, view: int) -> job_pb2.Job:
     """The job as a message; JOB_VIEW_BASIC leaves out the entries and results (thousands)."""
-    message: job_pb2.Job = to_proto(job)
     if view == job_pb2.JOB_VIEW_BASIC:
-        message.ClearField("entries")
-        message.ClearField("results")
+        # Never convert what is about to be dropped.
+        job = dataclasses.replace(job, entries=[], results=[])
+    message: job_pb2.Job = to_proto(job)
     return message

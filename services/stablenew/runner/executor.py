@@ -78,6 +78,7 @@ class EntryRun:
     cancel: threading.Event
     report: Callable[[JobProgress], None]
     images: list[ImageRef]
+    first_request: StageRequest | None = None
 
 
 class Executor:
@@ -123,6 +124,10 @@ class Executor:
         return result
 
     def _run_stages(self, run: EntryRun) -> str:
+        if config_hash(run.entry) != run.entry.config_hash:
+            raise EntryFailedError(
+                f"config hash mismatch: the entry's fields hash to {config_hash(run.entry)[:12]}, "
+                f"it was queued as {run.entry.config_hash[:12]}")
         plan = plan_requests(run.entry)
         executed = executed_job(run.entry, plan)
         if config_hash(comparable(executed)) != config_hash(comparable(run.entry)):
@@ -134,9 +139,11 @@ class Executor:
         if plan.vae:
             self.client.ensure_vae(plan.vae)
         sources = self._inputs(run.entry)
+        run.first_request = plan.requests[0] if plan.requests else None
         for request in plan.requests:
             sources = self._run_stage(run, request, sources)
-        return config_hash(executed)
+        # Proven equal (above) to the queued job: what ran is what was queued.
+        return run.entry.config_hash
 
     def _inputs(self, entry: NormalizedJob) -> list[SourceImage]:
         """The entry's input images (img2img or upscale first), read from the input root."""
@@ -181,6 +188,9 @@ class Executor:
             body |= {"init_images": [_b64(source.png)], "seed": source.seed}
             if request.scale:
                 body |= _scaled_size(source.png, request.scale)
+            elif request.stage == StageType.ADETAILER or request is not run.first_request:
+                # Detail and refine the image at the size it has (a hires fix made it larger).
+                body |= dict(zip(("width", "height"), outputs.png_size(source.png), strict=True))
         call = self.client.txt2img if request.endpoint == "txt2img" else self.client.img2img
         result = call(body, on_progress=on_progress)
         if request.adetailer_models:

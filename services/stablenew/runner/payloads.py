@@ -182,8 +182,19 @@ def _stage_request(job: NormalizedJob, stage: StageType, position: int) -> Stage
     return upscale_request(job)
 
 
+def effective_generation(job: NormalizedJob) -> NormalizedJob:
+    """The job as its calls run it: when img2img is the generation stage (no txt2img), its
+    steps, CFG, sampler and scheduler are the generation's for every call."""
+    if StageType.TXT2IMG in job.stage_plan or StageType.IMG2IMG not in job.stage_plan:
+        return job
+    settings = resolved_img2img(job)
+    return replace(job, steps=settings.steps, cfg_scale=settings.cfg_scale,
+                   sampler_name=settings.sampler_name, scheduler=settings.scheduler)
+
+
 def plan_requests(job: NormalizedJob) -> EntryPlan:
-    requests = [_stage_request(job, stage, i) for i, stage in enumerate(job.stage_plan)]
+    effective = effective_generation(job)
+    requests = [_stage_request(effective, stage, i) for i, stage in enumerate(job.stage_plan)]
     return EntryPlan(job.model, job.vae, requests)
 
 
@@ -223,6 +234,10 @@ def _read_img2img(job: NormalizedJob, request: StageRequest, first: bool) -> Nor
     if first:
         # No txt2img before it: this call carries the generation settings.
         job = _read_generation(job, body)
+    else:
+        job = _read_repeated(job, {**body, "steps": job.steps, "cfg_scale": job.cfg_scale,
+                                   "sampler_name": job.sampler_name,
+                                   "scheduler": job.scheduler})
     job.img2img = Img2ImgConfig(
         denoising_strength=body["denoising_strength"], resize_mode=body["resize_mode"],
         steps=body["steps"], cfg_scale=body["cfg_scale"], sampler_name=body["sampler_name"],
@@ -230,7 +245,23 @@ def _read_img2img(job: NormalizedJob, request: StageRequest, first: bool) -> Nor
     return job
 
 
+# Generation fields every later img2img call repeats; each copy must say the same.
+REPEATED_FIELDS = ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler_name")
+
+
+def _read_repeated(job: NormalizedJob, body: dict[str, Any]) -> NormalizedJob:
+    """A later call that sends other generation values than the generation stage makes the
+    read-back plan invalid (an UNSPECIFIED stage), which no queued job can hash like."""
+    clip_skip = body.get("override_settings", {}).get("CLIP_stop_at_last_layers", 0)
+    consistent = (all(body[name] == getattr(job, name) for name in REPEATED_FIELDS)
+                  and body.get("scheduler", "") == job.scheduler and clip_skip == job.clip_skip)
+    if not consistent:
+        job.stage_plan = [*job.stage_plan, StageType.UNSPECIFIED]
+    return job
+
+
 def _read_adetailer(job: NormalizedJob, request: StageRequest) -> NormalizedJob:
+    job = _read_repeated(job, request.body)
     tabs = request.body["alwayson_scripts"][ADETAILER_SCRIPT]["args"][2:]
     job.adetailer_passes = [AdetailerPass(
         model=tab["ad_model"], prompt=tab["ad_prompt"], negative_prompt=tab["ad_negative_prompt"],
@@ -243,9 +274,11 @@ def _read_adetailer(job: NormalizedJob, request: StageRequest) -> NormalizedJob:
     return job
 
 
-def _read_upscale(job: NormalizedJob, request: StageRequest) -> NormalizedJob:
+def _read_upscale(job: NormalizedJob, request: StageRequest, generated: bool) -> NormalizedJob:
     body = request.body
     if request.endpoint == "img2img":
+        # Upscale-only through img2img: this call carries the generation settings.
+        job = _read_repeated(job, body) if generated else _read_generation(job, body)
         job.upscale = UpscaleConfig(mode=UpscaleMode.IMG2IMG, factor=request.scale,
                                     denoising_strength=body["denoising_strength"])
         return job
@@ -275,7 +308,7 @@ def executed_job(queued: NormalizedJob, plan: EntryPlan) -> NormalizedJob:
         elif request.stage == StageType.ADETAILER:
             job = _read_adetailer(job, request)
         else:
-            job = _read_upscale(job, request)
+            job = _read_upscale(job, request, generated)
     return job
 
 
@@ -289,14 +322,18 @@ def comparable(job: NormalizedJob) -> NormalizedJob:
     does not run cannot change the images, and "0 = as the generation" is one value, not two.
     """
     plan = set(job.stage_plan)
-    result = replace(job, img2img=resolved_img2img(job) if StageType.IMG2IMG in plan
+    result = replace(effective_generation(job),
+                     img2img=resolved_img2img(job) if StageType.IMG2IMG in plan
                      else Img2ImgConfig())
-    if not plan & GENERATION_STAGES:
+    img2img_upscale = StageType.UPSCALE in plan and job.upscale.mode == UpscaleMode.IMG2IMG
+    if not plan & GENERATION_STAGES and not img2img_upscale:
         generation = NormalizedJob()
         result = replace(result, prompt="", negative_prompt="", seed=0, subseed=0,
                          subseed_strength=0.0, sampler_name="", scheduler="", steps=0,
                          cfg_scale=0.0, width=0, height=0, batch_size=generation.batch_size,
                          n_iter=generation.n_iter, clip_skip=0)
+    if job.stage_plan and job.stage_plan[0] == StageType.UPSCALE:
+        result.batch_size = result.n_iter = 1  # one output per input image
     if StageType.TXT2IMG not in plan or not job.hires_fix.enabled:
         result.hires_fix = HiresFixConfig()
     if StageType.TXT2IMG not in plan or not job.refiner.enabled:

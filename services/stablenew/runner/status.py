@@ -64,7 +64,8 @@ class RunnerState:
     def refresh_webui(self, client: WebuiClient) -> bool:
         """Check the WebUI; fetch capabilities the first time it answers. True when ready."""
         if not client.is_ready():
-            self.set_webui(WebuiState.DISCONNECTED, f"no answer from {self.webui_url}")
+            if self.webui[0] != WebuiState.STARTING:  # an owned WebUI still booting says so
+                self.set_webui(WebuiState.DISCONNECTED, f"no answer from {self.webui_url}")
             return False
         try:
             if self.capabilities is None:
