@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import typing
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
@@ -21,45 +22,46 @@ ENCODING_VERSION = "stablenew.config.v1"
 NOT_HASHED = frozenset({"index", "origin", "tags", "config_hash"})
 
 
-_field_cache: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
+Encoder = Callable[[Any], dict[str, Any]]
+_encoders: dict[type[Any], Encoder] = {}
 
 
-def _fields(cls: type[Any]) -> tuple[tuple[str, bool], ...]:
-    """(name, declared float) per field: 7 and 7.0 must hash alike where a float is declared."""
-    fields = _field_cache.get(cls)
-    if fields is None:
+def _value_expression(hint: Any, value: str, names: dict[str, Any]) -> str:
+    """How one field is written: floats by repr (exact, platform-independent; 7 and 7.0 alike
+    where a float is declared), enums by name, nested twins as objects."""
+    if hint is float:
+        return f"repr(float({value}))"
+    if isinstance(hint, type) and issubclass(hint, IntEnum):
+        names[hint.__name__] = hint
+        return f"{hint.__name__}({value}).name"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        names[f"_encode_{hint.__name__}"] = _encoder(hint)
+        return f"_encode_{hint.__name__}({value})"
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return f"[{_value_expression(item, 'v', names)} for v in {value}]"
+    return value
+
+
+def _encoder(cls: type[Any]) -> Encoder:
+    """A generated function returning the canonical dict of one dataclass (this runs for every
+    job of every bundle, so it is straight-line code rather than a walk over the fields)."""
+    encoder = _encoders.get(cls)
+    if encoder is None:
         hints = typing.get_type_hints(cls)
-        fields = tuple((f.name, hints[f.name] is float) for f in dataclasses.fields(cls))
-        _field_cache[cls] = fields
-    return fields
-
-
-def _canonical(value: Any) -> Any:
-    # Ordered by how often each kind occurs; this runs for every job of every bundle.
-    kind = type(value)
-    if kind is str or kind is int or kind is bool:
-        return value
-    if kind is float:
-        return repr(value)
-    if isinstance(value, IntEnum):
-        return value.name
-    if kind is list:
-        return [_canonical(item) for item in value]
-    return _canonical_fields(value, _fields(kind))
-
-
-def _canonical_fields(value: Any, fields: tuple[tuple[str, bool], ...]) -> dict[str, Any]:
-    # repr of a float round-trips exactly and never varies by platform.
-    return {
-        name: repr(float(getattr(value, name))) if is_float else _canonical(getattr(value, name))
-        for name, is_float in fields
-    }
+        names: dict[str, Any] = {}
+        items = ", ".join(
+            f"{f.name!r}: {_value_expression(hints[f.name], 'o.' + f.name, names)}"
+            for f in dataclasses.fields(cls)
+            if cls is not NormalizedJob or f.name not in NOT_HASHED)
+        source = f"def _encode(o):\n    return {{{items}}}\n"
+        exec(compile(source, f"<stablenew encode {cls.__name__}>", "exec"), names)
+        encoder = _encoders[cls] = names["_encode"]
+    return encoder
 
 
 def canonical_encoding(job: NormalizedJob) -> bytes:
-    hashed = tuple(item for item in _fields(NormalizedJob) if item[0] not in NOT_HASHED)
-    fields = _canonical_fields(job, hashed)
-    document = {"encoding": ENCODING_VERSION, "job": fields}
+    document = {"encoding": ENCODING_VERSION, "job": _encoder(NormalizedJob)(job)}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -61,132 +61,135 @@ ENUM_TWINS: dict[type[IntEnum], Any] = {
     model.EntryStatus: job_pb2.EntryStatus,
 }
 
-Writer = Callable[[Message, str, Any], None]
-Reader = Callable[[Any, str], Any]
+Filler = Callable[[Any, Any], None]
+Reader = Callable[[Any], Any]
 
 
-def _without_none(hint: Any) -> tuple[Any, bool]:
-    """(X, True) for `X | None`, (hint, False) otherwise."""
+def _without_none(hint: Any) -> Any:
+    """X for `X | None`, the hint itself otherwise."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return args[0], True
-    return hint, False
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
 
 
-def _write_scalar(message: Message, name: str, value: Any) -> None:
-    setattr(message, name, value)
+def _is_twin(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
-def _write_timestamp(message: Message, name: str, value: datetime | None) -> None:
-    if value is not None:
-        getattr(message, name).FromDatetime(value)
+def _is_enum(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, IntEnum)
 
 
-def _read_timestamp(message: Message, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(message, name)
+def _read_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def _write_duration(message: Message, name: str, value: timedelta | None) -> None:
-    if value is not None:
-        getattr(message, name).FromTimedelta(value)
-
-
-def _read_duration(message: Message, name: str) -> timedelta | None:
-    if not message.HasField(name):
-        return None
-    duration: duration_pb2.Duration = getattr(message, name)
+def _read_duration(duration: duration_pb2.Duration) -> timedelta:
     return duration.ToTimedelta()
 
 
-def _write_nested(message: Message, name: str, value: Any) -> None:
-    if value != type(value)():
-        fill_proto(value, getattr(message, name))
+class _Compiler:
+    """Writes one straight-line Python function per twin and direction.
+
+    Converting 10,000 normalized jobs field by field through generic closures costs most of a
+    second; the generated functions do the same work with plain attribute access. The source is
+    built only from the dataclass field names and type hints (never from data)."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        self.cls = cls
+        self.names: dict[str, Any] = {"_cls": cls, "_read_timestamp": _read_timestamp,
+                                      "_read_duration": _read_duration}
+        self.hints = typing.get_type_hints(cls)
+        self.fields = [f.name for f in dataclasses.fields(cls)]
+
+    def _bind(self, value: Any) -> str:
+        key = f"_n{len(self.names)}"
+        self.names[key] = value
+        return key
+
+    def _read_expression(self, name: str) -> str:
+        hint = _without_none(self.hints[name])
+        source = f"m.{name}"
+        if hint is datetime:
+            return f"(_read_timestamp({source}) if m.HasField({name!r}) else None)"
+        if hint is timedelta:
+            return f"(_read_duration({source}) if m.HasField({name!r}) else None)"
+        if _is_twin(hint):
+            return f"{self._bind(_reader(hint))}({source})"
+        if _is_enum(hint):
+            return f"{self._bind(hint)}({source})"
+        origin = typing.get_origin(hint)
+        if origin is list:
+            (item,) = typing.get_args(hint)
+            if _is_twin(item):
+                return f"[{self._bind(_reader(item))}(v) for v in {source}]"
+            if _is_enum(item):
+                return f"[{self._bind(item)}(v) for v in {source}]"
+            return f"list({source})"
+        if origin is dict:
+            return f"dict({source})"
+        return source
+
+    def _fill_lines(self, name: str) -> list[str]:
+        hint = _without_none(self.hints[name])
+        value = f"o.{name}"
+        if hint in (datetime, timedelta):
+            method = "FromDatetime" if hint is datetime else "FromTimedelta"
+            return [f"if {value} is not None: m.{name}.{method}({value})"]
+        if _is_twin(hint):
+            # A nested message left at its defaults stays unset.
+            default = self._bind(hint())
+            return [f"if {value} != {default}: {self._bind(_filler(hint))}({value}, m.{name})"]
+        origin = typing.get_origin(hint)
+        if origin is list:
+            (item,) = typing.get_args(hint)
+            if _is_twin(item):
+                fill = self._bind(_filler(item))
+                return [f"for v in {value}: {fill}(v, m.{name}.add())"]
+            return [f"if {value}: m.{name}.extend({value})"]
+        if origin is dict:
+            return [f"if {value}: m.{name}.update({value})"]
+        if hint is float:
+            return [f"m.{name} = {value}"]  # -0.0 is falsy but not the default 0.0
+        return [f"if {value}: m.{name} = {value}"]
+
+    def reader(self) -> Reader:
+        arguments = ", ".join(f"{name}={self._read_expression(name)}" for name in self.fields)
+        return self._compile("read", "m", [f"return _cls({arguments})"])
+
+    def filler(self) -> Filler:
+        lines = [line for name in self.fields for line in self._fill_lines(name)] or ["pass"]
+        return self._compile("fill", "o, m", lines)
+
+    def _compile(self, kind: str, parameters: str, lines: list[str]) -> Callable[..., Any]:
+        name = f"_{kind}_{self.cls.__name__}"
+        source = f"def {name}({parameters}):\n" + "".join(f"    {line}\n" for line in lines)
+        exec(compile(source, f"<stablenew {name}>", "exec"), self.names)
+        function: Callable[..., Any] = self.names[name]
+        return function
 
 
-def _write_nested_list(message: Message, name: str, values: list[Any]) -> None:
-    repeated = getattr(message, name)
-    for value in values:
-        fill_proto(value, repeated.add())
+_readers: dict[type[Any], Reader] = {}
+_fillers: dict[type[Any], Filler] = {}
 
 
-def _writer_for(hint: Any) -> Writer:
-    hint, _ = _without_none(hint)
-    if hint is datetime:
-        return _write_timestamp
-    if hint is timedelta:
-        return _write_duration
-    if dataclasses.is_dataclass(hint):
-        return _write_nested
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if dataclasses.is_dataclass(item):
-            return _write_nested_list
-        return lambda message, name, values: getattr(message, name).extend(values)
-    if origin is dict:
-        return lambda message, name, values: getattr(message, name).update(values)
-    return _write_scalar
+def _reader(cls: type[Any]) -> Reader:
+    reader = _readers.get(cls)
+    if reader is None:
+        reader = _readers[cls] = _Compiler(cls).reader()
+    return reader
 
 
-def _reader_for(hint: Any) -> Reader:
-    hint, _ = _without_none(hint)
-    if hint is datetime:
-        return _read_timestamp
-    if hint is timedelta:
-        return _read_duration
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        cls = hint
-        return lambda message, name: from_proto(cls, getattr(message, name))
-    if isinstance(hint, type) and issubclass(hint, IntEnum):
-        enum_cls = hint
-        return lambda message, name: enum_cls(getattr(message, name))
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if dataclasses.is_dataclass(item) or (isinstance(item, type) and issubclass(item, IntEnum)):
-            convert = _reader_for(item)
-            return lambda message, name: [
-                convert(_Holder(value), "value") for value in getattr(message, name)
-            ]
-        return lambda message, name: list(getattr(message, name))
-    if origin is dict:
-        return lambda message, name: dict(getattr(message, name))
-    return getattr
-
-
-class _Holder:
-    """Lets an item of a repeated field go through the same readers as a named field."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-Plan = tuple[list[tuple[str, Writer]], list[tuple[str, Reader]]]
-_plans: dict[type[Any], Plan] = {}
-
-
-def _plan(cls: type[Any]) -> Plan:
-    """Per-field converters of a twin, built from its type hints on first use."""
-    plan = _plans.get(cls)
-    if plan is None:
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        plan = ([(name, _writer_for(hints[name])) for name in names],
-                [(name, _reader_for(hints[name])) for name in names])
-        _plans[cls] = plan
-    return plan
+def _filler(cls: type[Any]) -> Filler:
+    filler = _fillers.get(cls)
+    if filler is None:
+        filler = _fillers[cls] = _Compiler(cls).filler()
+    return filler
 
 
 def fill_proto(obj: Any, message: Message) -> Message:
     """Write a domain twin's fields into `message` and return it."""
-    writers, _ = _plan(type(obj))
-    for name, write in writers:
-        write(message, name, getattr(obj, name))
+    _filler(type(obj))(obj, message)
     return message
 
 
@@ -197,8 +200,8 @@ def to_proto(obj: Any) -> Any:
 
 def from_proto(cls: type[T], message: Any) -> T:
     """The domain twin of `cls` read from its generated message."""
-    _, readers = _plan(cls)
-    return cls(**{name: read(message, name) for name, read in readers})
+    result: T = _reader(cls)(message)
+    return result
 
 
 def job_to_proto(job: model.Job, view: int) -> job_pb2.Job:
