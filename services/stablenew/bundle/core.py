@@ -162,13 +162,18 @@ class BundleCore:
                                "; ".join(f"{v.field}: {v.description}" for v in violations),
                                violations=violations)
         part_ids = [part.part_id for part in parts]
-        with self.lock, Transaction(self.store.db):
-            self._require(draft_id)
-            self.store.add_parts(draft_id, parts)
-            if request_id:
-                self.store.record_part_request(draft_id, request_id, part_ids)
-            self.store.bump_revision(draft_id)
-        return self.get_draft(draft_id), part_ids
+        with self.lock:
+            with Transaction(self.store.db):
+                was_empty = not self._require(draft_id).parts
+                self.store.add_parts(draft_id, parts)
+                if request_id:
+                    self.store.record_part_request(draft_id, request_id, part_ids)
+                self.store.bump_revision(draft_id)
+            if was_empty:
+                # The trial run normalised exactly the draft's parts now: keep it.
+                record = self._require(draft_id)
+                self._remember(record, self._pack_signature(record), trial)
+            return self.get_draft(draft_id), part_ids
 
     @staticmethod
     def _manual_violations(errors: list[FieldError]) -> list[FieldViolation]:
@@ -229,15 +234,19 @@ class BundleCore:
 
     def _normalized(self, record: DraftRecord,
                     signature: tuple[object, ...]) -> NormalizedBundle:
-        key = (record.draft_id, record.revision, signature)
-        bundle = self._bundles.get(key)
+        bundle = self._bundles.get((record.draft_id, record.revision, signature))
         if bundle is None:
             bundle = normalize_draft(record.parts, DerivedSeedSource(record.draft_id), self.packs)
-            self._bundles[key] = bundle
-            while len(self._bundles) > CACHED_BUNDLES:
-                self._bundles.popitem(last=False)
-        self._bundles.move_to_end(key)
+        self._remember(record, signature, bundle)
         return bundle
+
+    def _remember(self, record: DraftRecord, signature: tuple[object, ...],
+                  bundle: NormalizedBundle) -> None:
+        key = (record.draft_id, record.revision, signature)
+        self._bundles[key] = bundle
+        self._bundles.move_to_end(key)
+        while len(self._bundles) > CACHED_BUNDLES:
+            self._bundles.popitem(last=False)
 
     # --- enqueue ------------------------------------------------------------------------
 

@@ -39,7 +39,9 @@ def _value_expression(hint: Any, value: str, names: dict[str, Any]) -> str:
         return f"_encode_{hint.__name__}({value})"
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
-        return f"[{_value_expression(item, 'v', names)} for v in {value}]"
+        element = _value_expression(item, "v", names)
+        # A list of plain values is written as it is.
+        return value if element == "v" else f"[{element} for v in {value}]"
     return value
 
 
