@@ -193,11 +193,12 @@ def test_a_watcher_that_never_reads_cannot_grow_the_server(tmp_path: Path) -> No
     try:
         with grpc.insecure_channel(process.address) as channel:
             stub = queue_service_pb2_grpc.QueueServiceStub(channel)
-            big = [make_entry(i, prompt="x" * 2000 + str(i)) for i in range(50)]
+            big = [make_entry(i, prompt="x" * 4000 + str(i)) for i in range(50)]
             stub.SubmitJob(pb.SubmitJobRequest(entries=big, origin=origin()))
             rss_before = psutil.Process(process.pid).memory_info().rss
-            stalled = stub.WatchJobs(pb.WatchJobsRequest(after_sequence=0))  # never read
-            for _ in range(300):  # about 30 MB of events
+            # Never read; the deadline only keeps a failing run from hanging.
+            stalled = stub.WatchJobs(pb.WatchJobsRequest(after_sequence=0), timeout=90)
+            for _ in range(150):  # about 30 MB of events
                 stub.SubmitJob(pb.SubmitJobRequest(entries=big, origin=origin()))
             growth = psutil.Process(process.pid).memory_info().rss - rss_before
             assert growth < 25 * 1024 * 1024, f"server grew by {growth / 2**20:.1f} MiB"

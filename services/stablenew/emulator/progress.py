@@ -179,7 +179,8 @@ class Progress:
             show = preview is not None and self.sampling_step > 0 and not skip_current_image
             task_id = self.task_id
         image = encode_png(preview(fraction)) if show and preview is not None else None
-        return {"progress": min(progress, 1.0), "eta_relative": elapsed / progress - elapsed,
+        progress = min(progress, 1.0)  # as the WebUI: capped before the ETA, never negative
+        return {"progress": progress, "eta_relative": elapsed / progress - elapsed,
                 "state": state, "current_image": image, "textinfo": None,
                 "current_task": task_id}
 
