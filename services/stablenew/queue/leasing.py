@@ -72,6 +72,8 @@ class Leasing:
         with self.core.write():
             self.core.store.save_runner(RunnerRecord(runner, datetime.now(UTC)))
         with self.core.lock:
+            if self.core.closing.is_set():
+                return None  # shutting down: no new long-poll may hold the exit up
             self._waiters.append(waiter)
             self.dispatch()
         waiter.granted.wait(wait)
