@@ -15,10 +15,6 @@ from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as queue_pb
 from tests.history.records import entry
 
-# How far the queue's start_time may precede the time of the RUNNING event: the queue stamps
-# them a few microseconds apart (two clock reads in one transaction).
-START_TIME_SLACK_SECONDS = 1.0
-
 
 def submit(stub: queue_service_pb2_grpc.QueueServiceStub, *, direct: bool = False,
            pack_id: str = "", prompts: tuple[str, ...] = ("a lighthouse at dusk",),
@@ -85,16 +81,10 @@ def kept_events(events: list[job_pb2.JobEvent], job_id: str) -> list[job_pb2.Job
 
 
 def assert_same_record(recorded: job_pb2.Job, queued: job_pb2.Job) -> None:
-    """The history's record equals the queue's, field by field (start_time within a slack)."""
+    """The history's record equals the queue's, field by field."""
     mine, theirs = job_pb2.Job(), job_pb2.Job()
     mine.CopyFrom(recorded)
     theirs.CopyFrom(queued)
-    assert mine.HasField("start_time") == theirs.HasField("start_time")
-    if mine.HasField("start_time"):
-        gap = (mine.start_time.ToDatetime() - theirs.start_time.ToDatetime()).total_seconds()
-        assert 0 <= gap < START_TIME_SLACK_SECONDS, gap
-        mine.ClearField("start_time")
-        theirs.ClearField("start_time")
     assert not mine.bookmarked
     assert MessageToDict(mine) == MessageToDict(theirs)
     assert mine == theirs

@@ -142,13 +142,14 @@ class QueueCore:
             StoredEvent(event.sequence, event.job_id, is_progress, event.SerializeToString()))
 
     def transition(self, pending: _Pending, queued: QueuedJob, target: JobState, reason: str,
-                   with_results: bool = False) -> None:
+                   with_results: bool = False, now: datetime | None = None) -> None:
         """Move a job to `target`, write it, and log the change."""
         job = queued.job
         check_transition(job.job_id, job.state, target)
         previous, job.state = job.state, target
         self.positions.changed_state(queued.order, previous, target)
-        now = _now()
+        # One clock reading for the record and its event, so they agree to the microsecond.
+        now = now or _now()
         job.update_time = now
         if target.is_terminal:
             job.complete_time = now

@@ -126,7 +126,7 @@ class Leasing:
             queued.lease.lease_id = uuid.uuid4().hex
             queued.lease.deadline = deadline.timestamp()
             self.core.transition(pending, queued, JobState.RUNNING,
-                                 f"leased by {runner.runner_id} (attempt {job.attempt})")
+                                 f"leased by {runner.runner_id} (attempt {job.attempt})", now=now)
             self.core.store.save_runner(RunnerRecord(runner, now, job.job_id))
         lease = Lease(queued.lease.lease_id, job.job_id, job.attempt, deadline)
         return lease, self.core.view(queued)
