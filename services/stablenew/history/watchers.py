@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stablenew.common.fanout import Fanout
 from stablenew.common.model import Job
 from stablenew.history.domain import JobFilter, matches
 
@@ -93,38 +94,10 @@ class Subscriber:
             self._condition.notify_all()
 
 
-class Broadcaster:
+class Broadcaster(Fanout[Subscriber, Change]):
     def __init__(self, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        super().__init__()
         self.max_pending = max_pending
-        self._subscribers: set[Subscriber] = set()
-        self._lock = threading.Lock()
 
     def subscribe(self, job_filter: JobFilter, disconnect: Callable[[], None]) -> Subscriber:
-        subscriber = Subscriber(job_filter, self.max_pending, disconnect)
-        with self._lock:
-            self._subscribers.add(subscriber)
-        return subscriber
-
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        with self._lock:
-            self._subscribers.discard(subscriber)
-
-    def publish(self, changes: list[Change]) -> None:
-        if not changes:
-            return
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            for change in changes:
-                subscriber.offer(change)
-
-    def wake_all(self) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            subscriber.wake()
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self._subscribers)
+        return self.add(Subscriber(job_filter, self.max_pending, disconnect))

@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stablenew.common.fanout import Fanout
+
 
 @dataclass(frozen=True)
 class StoredEvent:
@@ -84,45 +86,18 @@ class Subscriber:
         self._disconnect()
 
 
-class Broadcaster:
+class Broadcaster(Fanout[Subscriber, StoredEvent]):
     def __init__(self, max_bytes_per_watcher: int, stall_seconds: float) -> None:
+        super().__init__()
         self.max_bytes_per_watcher = max_bytes_per_watcher
         self.stall_seconds = stall_seconds
-        self._subscribers: set[Subscriber] = set()
-        self._lock = threading.Lock()
 
     def subscribe(self, watch_filter: WatchFilter, disconnect: Callable[[], None]) -> Subscriber:
-        subscriber = Subscriber(watch_filter, self.max_bytes_per_watcher, disconnect)
-        with self._lock:
-            self._subscribers.add(subscriber)
-        return subscriber
-
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        with self._lock:
-            self._subscribers.discard(subscriber)
-
-    def publish(self, events: list[StoredEvent]) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            for event in events:
-                subscriber.offer(event)
+        return self.add(Subscriber(watch_filter, self.max_bytes_per_watcher, disconnect))
 
     def disconnect_stalled(self) -> int:
         """Cut watchers that overflowed and have not read for stall_seconds."""
-        with self._lock:
-            stalled = [s for s in self._subscribers if s.stalled_for() > self.stall_seconds]
+        stalled = [s for s in self.snapshot() if s.stalled_for() > self.stall_seconds]
         for subscriber in stalled:
             subscriber.disconnect()
         return len(stalled)
-
-    def wake_all(self) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            subscriber.wake()
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self._subscribers)
