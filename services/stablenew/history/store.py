@@ -47,16 +47,13 @@ from stablenew.common.model import (
     EntryStatus,
     ImageRef,
     Job,
-    JobOrigin,
-    JobSource,
     JobState,
     JobTransition,
     NormalizedJob,
     Priority,
-    PromptSource,
-    RunMode,
     StageType,
 )
+from stablenew.common.origin_columns import origin_columns, origin_from_columns
 from stablenew.common.server import StartupError
 from stablenew.common.sqlite_db import open_database
 from stablenew.history import codec
@@ -259,15 +256,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
     return Job(
         job_id=row["job_id"],
         state=JobState(row["state"]),
-        origin=JobOrigin(
-            run_mode=RunMode(row["run_mode"]),
-            source=JobSource(row["source"]),
-            prompt_source=PromptSource(row["prompt_source"]),
-            prompt_pack_id=row["prompt_pack_id"],
-            draft_id=row["draft_id"],
-            draft_revision=row["draft_revision"],
-            retry_of_job_id=row["retry_of_job_id"],
-        ),
+        origin=origin_from_columns(row),
         priority=Priority(row["priority"]),
         label=row["label"],
         stage_count=row["stage_count"],
@@ -293,20 +282,13 @@ def job_from_row(row: sqlite3.Row) -> Job:
 
 
 def job_to_row(job: Job, provenance: int = PROVENANCE_QUEUE) -> dict[str, Any]:
-    origin = job.origin
     return {
         "job_id": job.job_id,
         "state": int(job.state),
-        "run_mode": int(origin.run_mode),
-        "source": int(origin.source),
-        "prompt_source": int(origin.prompt_source),
-        "prompt_pack_id": origin.prompt_pack_id,
+        **origin_columns(job.origin),
         "create_time": to_micros(job.create_time) or 0,
         "bookmarked": int(job.bookmarked),
         "label": job.label,
-        "draft_id": origin.draft_id,
-        "draft_revision": origin.draft_revision,
-        "retry_of_job_id": origin.retry_of_job_id,
         "priority": int(job.priority),
         "stage_count": job.stage_count,
         "has_adetailer": int(job.has_adetailer),

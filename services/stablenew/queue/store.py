@@ -16,13 +16,10 @@ from typing import Any
 
 from stablenew.common.model import (
     Job,
-    JobOrigin,
-    JobSource,
     JobState,
     Priority,
-    PromptSource,
-    RunMode,
 )
+from stablenew.common.origin_columns import origin_columns, origin_from_columns
 from stablenew.common.sqlite_db import open_database
 from stablenew.queue import codec
 from stablenew.queue.domain import LeaseState, QueuedJob, RunnerInfo, RunnerRecord, RunOrder
@@ -132,15 +129,7 @@ def _job_from_row(row: sqlite3.Row) -> QueuedJob:
     job = Job(
         job_id=row["job_id"],
         state=JobState(row["state"]),
-        origin=JobOrigin(
-            run_mode=RunMode(row["run_mode"]),
-            source=JobSource(row["source"]),
-            prompt_source=PromptSource(row["prompt_source"]),
-            prompt_pack_id=row["prompt_pack_id"],
-            draft_id=row["draft_id"],
-            draft_revision=row["draft_revision"],
-            retry_of_job_id=row["retry_of_job_id"],
-        ),
+        origin=origin_from_columns(row),
         priority=Priority(row["priority"]),
         label=row["label"],
         stage_count=row["stage_count"],
@@ -179,13 +168,7 @@ def _job_to_row(queued: QueuedJob) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
         "state": int(job.state),
-        "run_mode": int(job.origin.run_mode),
-        "source": int(job.origin.source),
-        "prompt_source": int(job.origin.prompt_source),
-        "prompt_pack_id": job.origin.prompt_pack_id,
-        "draft_id": job.origin.draft_id,
-        "draft_revision": job.origin.draft_revision,
-        "retry_of_job_id": job.origin.retry_of_job_id,
+        **origin_columns(job.origin),
         "priority": int(job.priority),
         "label": job.label,
         "stage_count": job.stage_count,
