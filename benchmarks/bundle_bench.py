@@ -6,11 +6,12 @@ client on a third channel. Prints the total and its split; asserts nothing.
     python -m benchmarks.bundle_bench [--rounds 5] [--page-size 1000] [--no-profile]
 
 - add:     AddPackParts of all 20 rows (the bundle normalises the draft once and caches it).
-- preview: PreviewDraft page by page until the last page (from the cached normalisation).
+- preview: PreviewDraft page by page until the last page (from the cached normalisation; each
+           job is converted to its message once, and the enqueue sends those messages).
 - enqueue: EnqueueDraft, which submits the 10,000 entries to the queue in one SubmitJob; the queue
-           recomputes every entry's config hash, stores the job and logs its submitted event.
+           re-checks every entry's config hash, stores the job and logs its submitted event.
 Also timed for the split of the enqueue: the same 10,000 entries submitted straight to the queue
-(SubmitJob, a new request id) and the config-hash re-check alone.
+(SubmitJob, a new request id), and each step alone with the functions the services use.
 
 Target (issue 6): the whole (add + preview + enqueue) under 0.5 s.
 
@@ -36,11 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import Job, JobState, NormalizedJob
-from stablenew.common.model_mapping import from_proto, job_to_proto, to_proto
+from stablenew.common.model import Job, JobState
 from stablenew.queue import codec
-from stablenew.queue.mapping import entries_from_proto
+from stablenew.queue.domain import summarize
+from stablenew.queue.entries import entry_batch
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as queue_pb
 from tests.bundle_service.harness import BundleHarness, open_test_channel, preset, write_pack
@@ -144,30 +144,21 @@ def _timed(work: Callable[[], object]) -> tuple[float, Any]:
 def enqueue_split(entries: list[pipeline_pb2.NormalizedJob]) -> list[tuple[str, float]]:
     """The steps a 10,000-entry enqueue goes through, each timed alone with the functions the
     services use (no gRPC, no locks): where the enqueue's time goes, without profiler overhead."""
-    domain = [from_proto(NormalizedJob, entry) for entry in entries]
     steps: list[tuple[str, float]] = []
-    seconds, messages = _timed(lambda: [to_proto(entry) for entry in domain])
-    steps.append(("bundle: entries domain -> proto (SubmitJobRequest)", seconds))
-    request = queue_pb.SubmitJobRequest(entries=messages)
+    # The bundle sends the messages its preview already converted.
+    seconds, request = _timed(lambda: queue_pb.SubmitJobRequest(entries=entries))
+    steps.append(("bundle: copy the jobs' messages into the request", seconds))
     seconds, wire = _timed(request.SerializeToString)
     steps.append(("wire: serialize the request", seconds))
     seconds, parsed = _timed(lambda: queue_pb.SubmitJobRequest.FromString(wire))
     steps.append(("wire: parse the request", seconds))
-    seconds, decoded = _timed(lambda: entries_from_proto(list(parsed.entries)))
-    steps.append(("queue: entries proto -> domain (entries_from_proto)", seconds))
-    seconds, mismatches = _timed(
-        lambda: sum(config_hash(entry) != entry.config_hash for entry in decoded))
-    steps.append(("queue: config-hash re-check of every entry", seconds))
-    if mismatches:
-        print(f"  !! {mismatches} entries do not match their config hash")
-    job = Job(job_id="bench", state=JobState.QUEUED, entries=decoded)
-    seconds, _ = _timed(lambda: codec.encode_entries(decoded))
-    steps.append(("queue: encode_entries for the jobs row", seconds))
-    seconds, _ = _timed(
-        lambda: codec.submitted_event(job, datetime.now(UTC)).SerializeToString())
-    steps.append(("queue: submitted event (to_proto(job) + serialize)", seconds))
-    seconds, _ = _timed(lambda: job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
-    steps.append(("queue: reply, job_to_proto BASIC (converts, then drops entries)", seconds))
+    seconds, batch = _timed(lambda: entry_batch(parsed.entries))
+    steps.append(("queue: entry_batch (every hash re-checked, summary, stored form)", seconds))
+    job = Job(job_id="bench", state=JobState.QUEUED)
+    summarize(job, batch)
+    seconds, _ = _timed(lambda: codec.submitted_event(
+        job, batch.encoded, datetime.now(UTC)).SerializeToString())
+    steps.append(("queue: submitted event (job + stored entries merged, serialized)", seconds))
     return steps
 
 

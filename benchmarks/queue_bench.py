@@ -22,11 +22,11 @@ from pathlib import Path
 import grpc
 import psutil
 
-from stablenew.common.model import JobOrigin, NormalizedJob, Priority, RunMode
-from stablenew.common.model_mapping import from_proto
+from stablenew.common.model import JobOrigin, Priority, RunMode
 from stablenew.common.sqlite_db import Transaction
 from stablenew.queue import codec
 from stablenew.queue.core import QueueConfig, QueueCore
+from stablenew.queue.entries import entry_batch
 from stablenew.queue.store import QueueStore
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import queue_service_pb2_grpc
@@ -39,14 +39,15 @@ def seed(data_dir: Path, count: int) -> None:
     """Write `count` queued one-entry jobs into the queue database."""
     store = QueueStore(data_dir / "queue.sqlite3")
     core = QueueCore(store, QueueConfig())
-    entries = [from_proto(NormalizedJob, make_entry(0))]
+    entries = entry_batch([make_entry(0)])
     job_origin = JobOrigin(run_mode=RunMode.QUEUE)
     for start in range(0, count, 5000):
         with Transaction(store.db):
             for _ in range(start, min(start + 5000, count)):
                 queued = core.new_job(entries, job_origin, Priority.NORMAL, "", {}, "")
-                store.insert_job(queued)
-                store.append_event(codec.submitted_event(queued.job, datetime.now(UTC)))
+                store.insert_job(queued, entries.encoded)
+                store.append_event(
+                    codec.submitted_event(queued.job, entries.encoded, datetime.now(UTC)))
     store.close()
 
 

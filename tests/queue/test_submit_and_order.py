@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from stablenew.common.errors import details_of
-from stablenew.v1 import job_pb2
+from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness, make_entry, origin
 from tests.queue.protocol_runner import ProtocolRunner
@@ -69,6 +69,16 @@ def test_missing_run_mode_and_empty_stage_plan_are_refused(queue: QueueHarness) 
     request = pb.SubmitJobRequest(entries=[no_stages], origin=origin())
     assert details_of(_error(lambda: queue.stub.SubmitJob(request))).violations[0].field == (
         "entries[0].stage_plan")
+
+
+def test_a_stage_this_version_does_not_know_is_refused(queue: QueueHarness) -> None:
+    future = make_entry(1)
+    future.stage_plan.append(pipeline_pb2.StageType.ValueType(99))
+    request = pb.SubmitJobRequest(entries=[make_entry(0), future], origin=origin())
+    details = details_of(_error(lambda: queue.stub.SubmitJob(request)))
+    assert (details.code, details.violations[0].field) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "entries[1].stage_plan")
+    assert queue.active_ids() == []
 
 
 def test_priority_classes_then_fifo(queue: QueueHarness) -> None:

@@ -14,13 +14,15 @@ from typing import TypeVar
 import grpc
 
 from stablenew.bundle.core import BundleCore
+from stablenew.bundle.mapping import JobMessages
+from stablenew.bundle.normalize import NormalizedBundle
 from stablenew.bundle.packs.library import PackLibrary
 from stablenew.bundle.servicer import BundleServicer
 from stablenew.bundle.store import BundleStore
 from stablenew.common.channel import open_channel
 from stablenew.common.errors import ServiceError
-from stablenew.common.model import Job, JobOrigin, NormalizedJob, Priority
-from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
+from stablenew.common.model import Job, JobOrigin, Priority
+from stablenew.common.model_mapping import fill_proto, from_proto
 from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
 from stablenew.v1 import (
@@ -41,15 +43,16 @@ SERVICE = bundle_service_pb2.DESCRIPTOR.services_by_name["BundleService"]
 class QueueSubmitter:
     """The queue as the bundle core sees it: submit a bundle, look a job up."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: grpc.Channel, job_messages: JobMessages) -> None:
         self.stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+        self.job_messages = job_messages
 
-    def submit(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
+    def submit(self, bundle: NormalizedBundle, origin: JobOrigin, priority: Priority,
                label: str, request_id: str) -> Job:
         request = queue_pb.SubmitJobRequest(priority=job_pb2.Priority.ValueType(priority),
                                             label=label, request_id=request_id)
         fill_proto(origin, request.origin)
-        request.entries.extend(to_proto(entry) for entry in entries)
+        request.entries.extend(self.job_messages.all(bundle))
         return from_proto(Job, self._call(lambda: self.stub.SubmitJob(request, timeout=60)).job)
 
     def lookup(self, job_id: str) -> Job:
@@ -77,11 +80,13 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     packs_dir = Path(env.get("STABLENEW_PACKS_DIR") or settings.data_dir / "packs")
     packs_dir.mkdir(parents=True, exist_ok=True)
     channel = open_channel("queue", env=env)
-    queue = QueueSubmitter(channel)
+    job_messages = JobMessages()
+    queue = QueueSubmitter(channel, job_messages)
     core = BundleCore(store, PackLibrary(packs_dir), queue.submit, queue.lookup)
 
     def register(server: grpc.Server) -> None:
-        bundle_service_pb2_grpc.add_BundleServiceServicer_to_server(BundleServicer(core), server)
+        bundle_service_pb2_grpc.add_BundleServiceServicer_to_server(
+            BundleServicer(core, job_messages), server)
 
     def stop() -> None:
         channel.close()

@@ -36,7 +36,6 @@ from stablenew.common.model import (
     Job,
     JobOrigin,
     JobSource,
-    NormalizedJob,
     PipelineConfig,
     Priority,
     PromptSource,
@@ -47,9 +46,11 @@ from stablenew.common.sqlite_db import Transaction
 from stablenew.v1 import errors_pb2
 
 CACHED_BUNDLES = 8
+# A normalised draft is cached by draft id, revision and the versions of the packs it uses.
+BundleKey = tuple[str, int, tuple[object, ...]]
 
 # entries, origin, priority, label, request id -> the queued job
-Submit = Callable[[list[NormalizedJob], JobOrigin, Priority, str, str], Job]
+Submit = Callable[[NormalizedBundle, JobOrigin, Priority, str, str], Job]
 # job id -> the queued job
 Lookup = Callable[[str], Job]
 
@@ -84,8 +85,7 @@ class BundleCore:
         self.submit = submit
         self.lookup = lookup
         self.lock = threading.RLock()
-        self._bundles: OrderedDict[tuple[str, int, tuple[object, ...]], NormalizedBundle] = (
-            OrderedDict())
+        self._bundles: OrderedDict[BundleKey, NormalizedBundle] = OrderedDict()
         with Transaction(store.db):
             secret = store.setting("page_token_secret", "") or secrets.token_hex(32)
             store.set_setting("page_token_secret", secret)
@@ -243,10 +243,15 @@ class BundleCore:
     def _remember(self, record: DraftRecord, signature: tuple[object, ...],
                   bundle: NormalizedBundle) -> None:
         key = (record.draft_id, record.revision, signature)
+        self._forget(record.draft_id, keep=key)  # an older version is never asked for again
         self._bundles[key] = bundle
         self._bundles.move_to_end(key)
         while len(self._bundles) > CACHED_BUNDLES:
             self._bundles.popitem(last=False)
+
+    def _forget(self, draft_id: str, keep: BundleKey | None = None) -> None:
+        for key in [key for key in self._bundles if key[0] == draft_id and key != keep]:
+            del self._bundles[key]
 
     # --- enqueue ------------------------------------------------------------------------
 
@@ -267,11 +272,12 @@ class BundleCore:
             # The queue dedups on this id, so a retry of this revision after a lost reply
             # submits nothing new, whatever request id the retry carries.
             queue_request = f"draft/{draft_id}/{record.revision}"
-            job = self.submit(draft.bundle.jobs, origin, priority, label, queue_request)
+            job = self.submit(draft.bundle, origin, priority, label, queue_request)
             with Transaction(self.store.db):
                 self.store.record_enqueue(draft_id, record.revision, request_id, job.job_id)
                 self.store.clear_parts(draft_id)
                 self.store.bump_revision(draft_id)
+            self._forget(draft_id)
             return job
 
     @staticmethod

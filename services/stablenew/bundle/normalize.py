@@ -46,7 +46,6 @@ from stablenew.bundle.expansion import (
     compile_template,
     pack_expander,
 )
-from stablenew.bundle.hashing import JobHasher
 from stablenew.bundle.packs.model import Pack
 from stablenew.bundle.pipeline_rules import (
     check_config,
@@ -60,6 +59,7 @@ from stablenew.bundle.problems import FieldError, PackError, Problem, Reason, Ro
 from stablenew.bundle.prompt_text import first_token, join_prompt, scan_tags
 from stablenew.bundle.seeds import SeedSource, random_for
 from stablenew.bundle.summary import BundleSummary, summarize
+from stablenew.common.job_hasher import JobHasher
 from stablenew.common.model import (
     AdetailerPass,
     EntryOrigin,
@@ -118,7 +118,7 @@ class PartOutcome:
     field_errors: list[FieldError] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)  # compared and cached by identity: one object per normalisation
 class NormalizedBundle:
     jobs: list[NormalizedJob]
     parts: list[PartOutcome]

@@ -8,7 +8,7 @@ from stablenew.bundle import mapping
 from stablenew.bundle.core import BundleCore
 from stablenew.common.errors import invalid_argument
 from stablenew.common.model import JobSource, Priority, RunMode
-from stablenew.common.model_mapping import job_to_proto, to_proto
+from stablenew.common.model_mapping import job_to_proto
 from stablenew.common.paging import page_size
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2
@@ -23,8 +23,9 @@ def _required(value: str, field_path: str) -> str:
 
 
 class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
-    def __init__(self, core: BundleCore) -> None:
+    def __init__(self, core: BundleCore, job_messages: mapping.JobMessages) -> None:
         self.core = core
+        self.job_messages = job_messages
         self.draft_tokens = core.page_tokens("bundle.ListDrafts")
         self.preview_tokens = core.page_tokens("bundle.PreviewDraft")
         self.pack_tokens = core.page_tokens("bundle.ListPacks")
@@ -91,13 +92,13 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
                 raise invalid_argument("page_token", "not a page of this draft as it is now "
                                        "(the draft or one of its packs changed)")
             start = int(position[2])
-        jobs = draft.bundle.jobs[start:start + size]
+        jobs = self.job_messages.page(draft.bundle, start, start + size)
         end = start + len(jobs)
         token = (self.preview_tokens.encode([draft.record.draft_id, draft.version, end])
                  if end < len(draft.bundle.jobs) else "")
         response = pb.PreviewDraftResponse(next_page_token=token,
                                            draft_revision=draft.record.revision)
-        response.jobs.extend(to_proto(job) for job in jobs)
+        response.jobs.extend(jobs)
         response.summary.CopyFrom(mapping.draft_to_proto(draft).summary)
         return response
 

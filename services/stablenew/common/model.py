@@ -242,7 +242,12 @@ class NormalizedJob:
 
     @property
     def image_count(self) -> int:
-        return max(self.batch_size, 1) * max(self.n_iter, 1)
+        return image_count(self.batch_size, self.n_iter)
+
+
+def image_count(batch_size: int, n_iter: int) -> int:
+    """Images one normalized job makes (an unset batch size or count means 1)."""
+    return max(batch_size, 1) * max(n_iter, 1)
 
 
 # --- jobs -----------------------------------------------------------------------------------

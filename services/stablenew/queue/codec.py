@@ -7,17 +7,18 @@ byte, after any restart. Entries and results use the same messages for the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from stablenew.common.model import EntryResult, Job, JobProgress, JobState, NormalizedJob
 from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
-from stablenew.v1 import job_pb2
+from stablenew.v1 import job_pb2, pipeline_pb2
 
 
-def encode_entries(entries: list[NormalizedJob]) -> bytes:
+def encode_entries(messages: Sequence[pipeline_pb2.NormalizedJob]) -> bytes:
+    """A serialized Job holding only these entries."""
     holder = job_pb2.Job()
-    for entry in entries:
-        fill_proto(entry, holder.entries.add())
+    holder.entries.extend(messages)
     return holder.SerializeToString()
 
 
@@ -44,9 +45,12 @@ def _event(job_id: str, now: datetime) -> job_pb2.JobEvent:
     return event
 
 
-def submitted_event(job: Job, now: datetime) -> job_pb2.JobEvent:
+def submitted_event(job: Job, encoded_entries: bytes, now: datetime) -> job_pb2.JobEvent:
+    """The job with its entries, which are merged in from their stored encoding (a Job holding
+    only them) rather than converted once more."""
     event = _event(job.job_id, now)
     event.submitted.job.CopyFrom(to_proto(job))
+    event.submitted.job.MergeFromString(encoded_entries)
     return event
 
 

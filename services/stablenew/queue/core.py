@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
+from stablenew.common.errors import ServiceError, invalid_argument
 from stablenew.common.model import (
     EntryStatus,
     Job,
@@ -36,6 +35,7 @@ from stablenew.queue import codec
 from stablenew.queue.domain import (
     LANE_DIRECT,
     LANE_QUEUE,
+    EntryBatch,
     MovePosition,
     QueuedJob,
     RunOrder,
@@ -43,9 +43,9 @@ from stablenew.queue.domain import (
     effective_priority,
     lane_of,
     priority_rank,
-    required_models,
     summarize,
 )
+from stablenew.queue.entries import entry_batch_of
 from stablenew.queue.positions import Positions
 from stablenew.queue.store import QueueStore, run_order_key
 from stablenew.queue.watchers import Broadcaster, StoredEvent, Subscriber, WatchFilter
@@ -167,18 +167,22 @@ class QueueCore:
 
     # --- submit ---------------------------------------------------------------------------
 
-    def submit(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
+    def submit(self, entries: EntryBatch, origin: JobOrigin, priority: Priority,
                label: str, metadata: dict[str, str], request_id: str) -> Job:
-        validate_submission(entries, origin)
+        """Queue a job of checked entries (see queue/entries.py). The job returned is the BASIC
+        view: its entries stay in their stored form."""
+        if origin.run_mode not in (RunMode.DIRECT, RunMode.QUEUE):
+            raise invalid_argument("origin.run_mode", "must be RUN_MODE_DIRECT or RUN_MODE_QUEUE")
         with self.write() as pending:
             if request_id:
                 existing = self.store.job_id_for_request(request_id)
                 if existing is not None:
-                    return self.view(self.load(existing, full=True))
+                    return self.view(self.load(existing))
             queued = self.new_job(entries, origin, priority, label, metadata, request_id)
-            self.store.insert_job(queued)
+            self.store.insert_job(queued, entries.encoded)
             self.positions.added(queued.order)
-            self.emit(pending, codec.submitted_event(queued.job, queued.job.create_time or _now()))
+            self.emit(pending, codec.submitted_event(
+                queued.job, entries.encoded, queued.job.create_time or _now()))
             # A new job is the first of the DIRECT lane or the last of its group: no counting.
             position = (self.positions.of_first_in_group(queued.order)
                         if queued.order.lane == LANE_DIRECT
@@ -186,13 +190,13 @@ class QueueCore:
         self.on_job_available()
         return self.view_at(queued, position)
 
-    def new_job(self, entries: list[NormalizedJob], origin: JobOrigin, priority: Priority,
-                 label: str, metadata: dict[str, str], request_id: str) -> QueuedJob:
+    def new_job(self, entries: EntryBatch, origin: JobOrigin, priority: Priority,
+                label: str, metadata: dict[str, str], request_id: str) -> QueuedJob:
         now = _now()
         job = Job(job_id=uuid.uuid4().hex, state=JobState.QUEUED, origin=origin,
                   priority=effective_priority(priority), label=label, metadata=dict(metadata),
-                  create_time=now, update_time=now, entries=entries)
-        summarize(job)
+                  create_time=now, update_time=now)
+        summarize(job, entries)
         order = RunOrder(lane_of(origin.run_mode), priority_rank(job.priority),
                          self.store.next_order_key())
         if order.lane == LANE_DIRECT:
@@ -200,9 +204,9 @@ class QueueCore:
             bounds = self.store.lane_bounds(LANE_DIRECT)
             order = RunOrder(LANE_DIRECT, priority_rank(Priority.HIGH),
                              (bounds[1] - 1.0) if bounds else 0.0)
-        models = required_models(entries)
-        return QueuedJob(job=job, order=order, request_id=request_id, required_models=models,
-                         preferred_model=entries[0].model)
+        return QueuedJob(job=job, order=order, request_id=request_id,
+                         required_models=entries.required_models,
+                         preferred_model=entries.preferred_model)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -364,7 +368,7 @@ class QueueCore:
                 raise ServiceError(
                     grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
                     f"job {job_id} is {original.state.name}; only a finished job can be retried")
-            entries = retry_entries(original, failed_only)
+            entries = entry_batch_of(retry_entries(original, failed_only))
             origin = replace(original.origin, retry_of_job_id=job_id)
             return self.submit(entries, origin, original.priority, original.label,
                                original.metadata, request_id)
@@ -450,25 +454,6 @@ class QueueCore:
     def close(self) -> None:
         self.closing.set()
         self.broadcaster.wake_all()
-
-
-def validate_submission(entries: list[NormalizedJob], origin: JobOrigin) -> None:
-    """INVALID_ARGUMENT naming the field for an empty job, a bad origin or a hash mismatch."""
-    if not entries:
-        raise invalid_argument("entries", "a job needs at least one normalized job")
-    if origin.run_mode not in (RunMode.DIRECT, RunMode.QUEUE):
-        raise invalid_argument("origin.run_mode", "must be RUN_MODE_DIRECT or RUN_MODE_QUEUE")
-    for index, entry in enumerate(entries):
-        if not entry.stage_plan:
-            raise invalid_argument(f"entries[{index}].stage_plan", "empty stage plan")
-        expected = config_hash(entry)
-        if entry.config_hash != expected:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_REASON_CONFIG_HASH_MISMATCH,
-                f"entries[{index}].config_hash: {entry.config_hash!r} does not match the entry "
-                f"(recomputed {expected})",
-                violations=[FieldViolation(f"entries[{index}].config_hash", "does not match")],
-            )
 
 
 def retry_entries(original: Job, failed_only: bool) -> list[NormalizedJob]:

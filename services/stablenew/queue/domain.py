@@ -13,7 +13,7 @@ import grpc
 
 from stablenew.common.config_hash import bundle_hash
 from stablenew.common.errors import ServiceError
-from stablenew.common.model import Job, JobState, NormalizedJob, Priority, RunMode, StageType
+from stablenew.common.model import Job, JobState, Priority, RunMode, StageType
 from stablenew.v1 import errors_pb2
 
 LEGAL_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
@@ -133,29 +133,39 @@ def can_run(runner: RunnerInfo, required_models: tuple[str, ...]) -> bool:
     return set(required_models) <= set(runner.models)
 
 
-def required_models(entries: list[NormalizedJob]) -> tuple[str, ...]:
-    return tuple(sorted({entry.model for entry in entries if entry.model}))
+@dataclass(frozen=True)
+class EntryBatch:
+    """A submitted job's entries as the queue handles them: checked and encoded once at the edge
+    (queue/entries.py) with the few facts the queue schedules and summarises by. Until a runner
+    leases the job the queue only stores and forwards its entries, so it keeps their wire form
+    rather than thousands of objects."""
+
+    encoded: bytes  # what the jobs row stores and the submitted event carries
+    count: int
+    estimated_images: int
+    longest_stage_plan: tuple[StageType, ...]
+    has_adetailer: bool
+    has_upscale: bool
+    config_hashes: tuple[str, ...]
+    first_prompt: str
+    required_models: tuple[str, ...]  # every model named, sorted
+    preferred_model: str  # the first entry's model: a runner with it loaded goes first
 
 
-def _stage_names(entries: list[NormalizedJob]) -> str:
-    longest = max(entries, key=lambda entry: len(entry.stage_plan))
-    return "+".join(stage.name.lower() for stage in longest.stage_plan)
-
-
-def summarize(job: Job) -> None:
+def summarize(job: Job, entries: EntryBatch) -> None:
     """Fill the job's derived fields from its entries."""
-    entries = job.entries
-    job.entry_count = len(entries)
-    job.estimated_images = sum(entry.image_count for entry in entries)
-    job.stage_count = max(len(entry.stage_plan) for entry in entries)
-    job.has_adetailer = any(StageType.ADETAILER in entry.stage_plan for entry in entries)
-    job.has_upscale = any(StageType.UPSCALE in entry.stage_plan for entry in entries)
-    job.config_hash = bundle_hash([entry.config_hash for entry in entries])
-    first_prompt = entries[0].prompt
+    job.entry_count = entries.count
+    job.estimated_images = entries.estimated_images
+    job.stage_count = len(entries.longest_stage_plan)
+    job.has_adetailer = entries.has_adetailer
+    job.has_upscale = entries.has_upscale
+    job.config_hash = bundle_hash(list(entries.config_hashes))
+    first_prompt = entries.first_prompt
     if len(first_prompt) > 60:
         first_prompt = first_prompt[:57] + "..."
     noun = "entry" if job.entry_count == 1 else "entries"
+    stage_names = "+".join(stage.name.lower() for stage in entries.longest_stage_plan)
     job.payload_summary = (
         f"{job.entry_count} {noun}, {job.estimated_images} images: {first_prompt} "
-        f"({_stage_names(entries)})"
+        f"({stage_names})"
     )

@@ -3,15 +3,11 @@ stablenew.common.model_mapping)."""
 
 from __future__ import annotations
 
-from stablenew.common.model import JobOrigin, JobProgress, NormalizedJob
+from stablenew.common.model import JobOrigin, JobProgress
 from stablenew.common.model_mapping import fill_proto, from_proto
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Lease, RunnerInfo, RunnerRecord
 from stablenew.v1 import job_pb2, queue_service_pb2
-
-
-def entries_from_proto(messages: list[object]) -> list[NormalizedJob]:
-    return [from_proto(NormalizedJob, message) for message in messages]
 
 
 def origin_from_proto(message: job_pb2.JobOrigin) -> JobOrigin:

@@ -13,6 +13,7 @@ from stablenew.common.paging import page_size
 from stablenew.queue import mapping
 from stablenew.queue.core import QueueCore
 from stablenew.queue.domain import MovePosition, RetryScope
+from stablenew.queue.entries import entry_batch
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.watchers import WatchFilter
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
@@ -39,7 +40,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
         job = self.core.submit(
-            mapping.entries_from_proto(list(request.entries)),
+            entry_batch(request.entries),
             mapping.origin_from_proto(request.origin),
             Priority(request.priority), request.label, dict(request.metadata), request.request_id)
         return pb.SubmitJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))

@@ -214,9 +214,9 @@ class QueueStore:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    def insert_job(self, queued: QueuedJob) -> None:
+    def insert_job(self, queued: QueuedJob, encoded_entries: bytes) -> None:
         row = _job_to_row(queued)
-        row["entries"] = codec.encode_entries(queued.job.entries)
+        row["entries"] = encoded_entries
         row["results"] = codec.encode_results(queued.job.results)
         columns = ", ".join(row)
         placeholders = ", ".join(f":{name}" for name in row)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablenew.bundle import hashing
-from stablenew.bundle.hashing import JobHasher
+from stablenew.common import job_hasher
 from stablenew.common.config_hash import config_hash
+from stablenew.common.job_hasher import JobHasher
 from stablenew.common.model import (
     AdetailerPass,
     HiresFixConfig,
@@ -64,7 +64,7 @@ def test_a_prototype_that_defeats_the_markers_falls_back_to_config_hash() -> Non
 def test_a_splice_that_disagrees_with_the_official_hash_is_not_used(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulate a change of the official encoding that the splicing would not follow.
-    monkeypatch.setattr(hashing, "_encode_list", lambda values: "[ ]")
+    monkeypatch.setattr(job_hasher, "_encode_list", lambda values: "[ ]")
     hasher = JobHasher(PROTOTYPE)
 
     assert hasher.hash("x", "y", 1, 2, []) == config_hash(dataclasses.replace(

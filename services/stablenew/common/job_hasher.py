@@ -1,8 +1,9 @@
-"""Fast config hashes for the many jobs of one part.
+"""Fast config hashes for many jobs that differ only in their prompts, seeds and input images.
 
 `stablenew.common.config_hash.config_hash` walks every field of every job, about 25 µs a job:
-too slow for 10,000 jobs. The jobs of one part differ only in prompt, negative prompt, seed,
-subseed and input images, so `JobHasher` encodes a prototype job once with the official
+too slow for 10,000 jobs. The jobs of one part (the bundle normalising a draft) or of one group
+of a submitted job (the queue re-checking every hash) differ only in prompt, negative prompt,
+seed, subseed and input images, so `JobHasher` encodes a prototype job once with the official
 `canonical_encoding`, with unique markers in those fields, and afterwards only splices the JSON
 encoding of the varying values between the fixed pieces. The bytes hashed are exactly those
 `canonical_encoding` produces (the same `json` string encoder, the same key order), so the hash

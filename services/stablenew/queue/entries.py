@@ -1,0 +1,149 @@
+"""A submitted job's entries, checked and summarised in their wire form.
+
+A bundle may submit 10,000 entries in one SubmitJob. Turning each into a domain NormalizedJob
+and back costs about 25 µs an entry, and recomputing each config hash from scratch about as much
+again: half a second before the job is even stored. The queue needs neither. It schedules by a
+few facts about the entries (an EntryBatch) and stores and forwards the entries as they came, so
+this module reads those facts straight from the generated messages, and re-checks every config
+hash with one JobHasher per group of entries that agree on everything but the varying fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.descriptor import Descriptor
+
+from stablenew.common.config_hash import NOT_HASHED, config_hash
+from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
+from stablenew.common.job_hasher import VARYING_FIELDS, JobHasher
+from stablenew.common.model import NormalizedJob, StageType, image_count
+from stablenew.common.model_mapping import from_proto, to_proto
+from stablenew.queue import codec
+from stablenew.queue.domain import EntryBatch
+from stablenew.v1 import errors_pb2, pipeline_pb2
+
+# Fields two entries may differ in and still share a JobHasher: the ones it splices in, and
+# the ones the config hash does not cover.
+_NOT_IN_GROUP_KEY = (*VARYING_FIELDS, *sorted(NOT_HASHED))
+
+
+def entry_batch(messages: Sequence[pipeline_pb2.NormalizedJob]) -> EntryBatch:
+    """INVALID_ARGUMENT naming the field for no entries, an empty or unknown stage plan, an
+    unknown enum value, or a config hash that does not match its entry."""
+    if not messages:
+        raise invalid_argument("entries", "a job needs at least one normalized job")
+    checker = _HashChecker()
+    plans: dict[tuple[int, ...], tuple[StageType, ...]] = {}  # the few distinct plans, checked
+    longest: tuple[StageType, ...] = ()
+    images = 0
+    models: set[str] = set()
+    for index, message in enumerate(messages):
+        numbers = tuple(message.stage_plan)
+        plan = plans.get(numbers)
+        if plan is None:
+            plan = plans[numbers] = _stage_plan(index, numbers)
+            if len(plan) > len(longest):
+                longest = plan
+        checker.check(index, message)
+        _check_bookkeeping_enums(index, message)
+        images += image_count(message.batch_size, message.n_iter)
+        models.add(message.model)
+    stages = {stage for plan in plans.values() for stage in plan}
+    models.discard("")
+    return EntryBatch(
+        encoded=codec.encode_entries(messages), count=len(messages), estimated_images=images,
+        longest_stage_plan=longest, has_adetailer=StageType.ADETAILER in stages,
+        has_upscale=StageType.UPSCALE in stages,
+        config_hashes=tuple(message.config_hash for message in messages),
+        first_prompt=messages[0].prompt, required_models=tuple(sorted(models)),
+        preferred_model=messages[0].model)
+
+
+def entry_batch_of(entries: Sequence[NormalizedJob]) -> EntryBatch:
+    """The batch for entries the queue already holds as objects (a retry)."""
+    return entry_batch([to_proto(entry) for entry in entries])
+
+
+def _stage_plan(index: int, numbers: tuple[int, ...]) -> tuple[StageType, ...]:
+    if not numbers:
+        raise invalid_argument(f"entries[{index}].stage_plan", "empty stage plan")
+    try:
+        return tuple(StageType(number) for number in numbers)
+    except ValueError as error:
+        raise invalid_argument(f"entries[{index}].stage_plan", str(error)) from None
+
+
+def _known_numbers(message_type: Descriptor) -> dict[str, frozenset[int]]:
+    return {field.name: frozenset(value.number for value in field.enum_type.values)
+            for field in message_type.fields if field.enum_type is not None}
+
+
+# The group key leaves out an entry's origin and tags, so the group's first entry (converted in
+# full) does not vouch for their enum values; a value this version does not know would only
+# fail later, when a runner or the history converts the entry.
+_ORIGIN_ENUMS = _known_numbers(pipeline_pb2.EntryOrigin.DESCRIPTOR)
+_TAG_ENUMS = _known_numbers(pipeline_pb2.PromptTag.DESCRIPTOR)
+
+
+def _check_bookkeeping_enums(index: int, message: pipeline_pb2.NormalizedJob) -> None:
+    for name, known in _ORIGIN_ENUMS.items():
+        _check_enum(f"entries[{index}].origin.{name}", getattr(message.origin, name), known)
+    for number, tag in enumerate(message.tags):
+        for name, known in _TAG_ENUMS.items():
+            _check_enum(f"entries[{index}].tags[{number}].{name}", getattr(tag, name), known)
+
+
+def _check_enum(field_path: str, value: int, known: frozenset[int]) -> None:
+    if value not in known:
+        raise invalid_argument(field_path, f"unknown value {value}")
+
+
+class _HashChecker:
+    """Recomputes config hashes: in full for the first entry of a group, by splicing the
+    varying fields into that entry's encoding (JobHasher) for the rest of the group."""
+
+    def __init__(self) -> None:
+        self._groups: dict[bytes, NormalizedJob | JobHasher] = {}
+        self._scratch = pipeline_pb2.NormalizedJob()
+
+    def check(self, index: int, message: pipeline_pb2.NormalizedJob) -> None:
+        expected = self._expected(index, message)
+        if message.config_hash != expected:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_REASON_CONFIG_HASH_MISMATCH,
+                f"entries[{index}].config_hash: {message.config_hash!r} does not match the "
+                f"entry (recomputed {expected})",
+                violations=[FieldViolation(f"entries[{index}].config_hash", "does not match")],
+            )
+
+    def _expected(self, index: int, message: pipeline_pb2.NormalizedJob) -> str:
+        key = self._group_key(message)
+        known = self._groups.get(key)
+        if known is None:
+            # Most groups of a real job are large, but a job of all-different entries must
+            # not pay for a hasher per entry: the first of a group is hashed in full.
+            entry = _to_domain(index, message)
+            self._groups[key] = entry
+            return config_hash(entry)
+        if not isinstance(known, JobHasher):
+            known = self._groups[key] = JobHasher(known)
+        return known.hash(message.prompt, message.negative_prompt, message.seed,
+                          message.subseed, message.input_images)
+
+    def _group_key(self, message: pipeline_pb2.NormalizedJob) -> bytes:
+        """The entry's wire form without the fields a JobHasher splices or the hash skips:
+        equal keys mean equal entries apart from those fields."""
+        scratch = self._scratch
+        scratch.CopyFrom(message)
+        for name in _NOT_IN_GROUP_KEY:  # domain field names, the same as the message's
+            scratch.ClearField(name)  # type: ignore[arg-type]
+        return scratch.SerializeToString(deterministic=True)
+
+
+def _to_domain(index: int, message: pipeline_pb2.NormalizedJob) -> NormalizedJob:
+    try:
+        return from_proto(NormalizedJob, message)
+    except ValueError as error:  # an enum value this version does not know
+        raise invalid_argument(f"entries[{index}]", str(error)) from None
