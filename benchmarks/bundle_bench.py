@@ -43,8 +43,9 @@ from stablenew.queue.domain import summarize
 from stablenew.queue.entries import entry_batch
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as queue_pb
-from tests.bundle_service.harness import BundleHarness, open_test_channel, preset, write_pack
+from tests.bundle_service.harness import BundleHarness, preset, write_pack
 from tests.queue.harness import QueueHarness
+from tests.service_harness import open_test_channel
 
 ROWS = 20
 WHO = [f"knight {number}" for number in range(25)]
@@ -80,12 +81,10 @@ class Services:
 
 def start_services(root: Path) -> Services:
     queue = QueueHarness(root / "queue", {}).start()
-    assert queue.server is not None
     packs_dir = root / "packs"
     packs_dir.mkdir(parents=True, exist_ok=True)
     write_bench_pack(packs_dir)
-    bundle = BundleHarness(root / "bundle", packs_dir,
-                           f"127.0.0.1:{queue.server.port}").start()
+    bundle = BundleHarness(root / "bundle", packs_dir, queue.address).start()
     return Services(queue, bundle)
 
 
@@ -126,8 +125,7 @@ def direct_submit_seconds(services: Services,
     request = queue_pb.SubmitJobRequest(
         entries=entries, origin=job_pb2.JobOrigin(run_mode=job_pb2.RUN_MODE_QUEUE),
         request_id=f"bench-direct-{time.monotonic_ns()}")
-    assert services.queue.server is not None
-    with open_test_channel(f"127.0.0.1:{services.queue.server.port}") as channel:
+    with open_test_channel(services.queue.address) as channel:
         stub = queue_service_pb2_grpc.QueueServiceStub(channel)
         stub.GetQueueState(queue_pb.GetQueueStateRequest(), timeout=10)  # connected
         started = time.perf_counter()

@@ -26,7 +26,7 @@ def _start(root: Path, with_link: bool) -> Stack:
     queue = QueueHarness(root / "queue", {"STABLENEW_LEASE_SECONDS": "30"}).start()
     assert queue.server is not None
     link = FaultyLink(queue.server.port) if with_link else None
-    queue_address = link.address if link else f"127.0.0.1:{queue.server.port}"
+    queue_address = link.address if link else queue.address
     packs_dir = root / "packs"
     bundle = BundleHarness(root / "bundle", packs_dir, queue_address).start()
     return Stack(queue, bundle, packs_dir, link)

@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,19 +23,15 @@ import grpc
 import pytest
 
 from stablenew.bundle import app as bundle_app
-from stablenew.common.channel import MAX_MESSAGE_BYTES
 from stablenew.common.errors import ErrorDetails, details_of
-from stablenew.common.server import Server
+from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as queue_pb
 from tests.queue.harness import QueueHarness
+from tests.service_harness import ServiceHarness, open_test_channel
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 # How long a test waits for something that happens at once on a healthy machine.
 PATIENCE_SECONDS = 20.0
 
@@ -47,45 +43,27 @@ def unique(prefix: str) -> str:
     return f"{prefix}{next(_names)}"
 
 
-def open_test_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, CHANNEL_OPTIONS)
+class BundleHarness(ServiceHarness):
+    """A bundle server over one data directory and one packs dir."""
 
-
-class BundleHarness:
-    """Starts, stops and restarts a bundle server over one data directory and one packs dir."""
+    service = "bundle"
 
     def __init__(self, data_dir: Path, packs_dir: Path, queue_address: str,
                  env: dict[str, str] | None = None) -> None:
+        super().__init__({"STABLENEW_BUNDLE_ADDR": "127.0.0.1:0",
+                          "STABLENEW_DATA_DIR": str(data_dir),
+                          "STABLENEW_PACKS_DIR": str(packs_dir),
+                          "STABLENEW_QUEUE_ADDR": queue_address, **(env or {})})
         self.data_dir = data_dir
         self.packs_dir = packs_dir
-        self.env = {"STABLENEW_BUNDLE_ADDR": "127.0.0.1:0", "STABLENEW_DATA_DIR": str(data_dir),
-                    "STABLENEW_PACKS_DIR": str(packs_dir),
-                    "STABLENEW_QUEUE_ADDR": queue_address, **(env or {})}
-        self.server: Server | None = None
-        self.channel: grpc.Channel | None = None
-        self.address = ""
         self.stub: bundle_service_pb2_grpc.BundleServiceStub
 
-    def start(self) -> BundleHarness:
+    def build(self, settings: ServerSettings, env: Mapping[str, str]) -> ServiceSpec:
         self.packs_dir.mkdir(parents=True, exist_ok=True)
-        settings = ServerSettings.load("bundle", env=self.env)
-        self.server = Server(settings, bundle_app.build(settings, self.env))
-        port = self.server.start()
-        self.address = f"127.0.0.1:{port}"
-        self.channel = open_test_channel(self.address)
-        self.stub = bundle_service_pb2_grpc.BundleServiceStub(self.channel)
-        return self
+        return bundle_app.build(settings, env)
 
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.server is not None:
-            self.server.stop(grace=0.5)
-        self.server = self.channel = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def connect(self, channel: grpc.Channel) -> None:
+        self.stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
 
     def stub_with(self, *interceptors: grpc.UnaryUnaryClientInterceptor  # type: ignore[type-arg]
                   ) -> tuple[grpc.Channel, bundle_service_pb2_grpc.BundleServiceStub]:
@@ -154,8 +132,7 @@ def rpc_error(call: Callable[[], object]) -> ErrorDetails:
 def full_job(queue: QueueHarness, job_id: str) -> job_pb2.Job:
     """The job with its entries, on a channel whose limits pass a bundle over 4 MiB (the
     queue harness's own channel keeps gRPC's default)."""
-    assert queue.server is not None
-    with open_test_channel(f"127.0.0.1:{queue.server.port}") as channel:
+    with open_test_channel(queue.address) as channel:
         stub = queue_service_pb2_grpc.QueueServiceStub(channel)
         return stub.GetJob(queue_pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_FULL),
                            timeout=30).job

@@ -16,13 +16,13 @@ from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import pipeline_pb2
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import (
-    open_test_channel,
     preset,
     rpc_error,
     txt2img_config,
     unique,
     write_pack,
 )
+from tests.service_harness import open_test_channel
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "packs"
 

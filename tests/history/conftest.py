@@ -15,24 +15,17 @@ from tests.queue.harness import QueueHarness
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[QueueHarness]:
     harness = QueueHarness(tmp_path / "queue-data", {"STABLENEW_LEASE_SECONDS": "30"})
-    harness.start()
-    yield harness
-    harness.stop()
-
-
-def queue_address(queue: QueueHarness) -> str:
-    assert queue.server is not None
-    return f"127.0.0.1:{queue.server.port}"
+    with harness.running():
+        yield harness
 
 
 @pytest.fixture
 def history(tmp_path: Path, queue: QueueHarness) -> Iterator[HistoryHarness]:
     """A history following `queue`, caught up (SERVING)."""
-    harness = HistoryHarness(tmp_path / "history-data", queue_address(queue))
-    harness.start()
-    harness.wait_health(SERVING)
-    yield harness
-    harness.stop()
+    harness = HistoryHarness(tmp_path / "history-data", queue.address)
+    with harness.running():
+        harness.wait_health(SERVING)
+        yield harness
 
 
 @pytest.fixture
@@ -40,9 +33,8 @@ def archive(tmp_path: Path) -> Iterator[HistoryHarness]:
     """A history that follows no queue (STABLENEW_HISTORY_INGEST=off): for queries on records
     written straight into its store."""
     harness = HistoryHarness(tmp_path / "archive-data", env={"STABLENEW_HISTORY_INGEST": "off"})
-    harness.start()
-    yield harness
-    harness.stop()
+    with harness.running():
+        yield harness
 
 
 @pytest.fixture

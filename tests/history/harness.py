@@ -3,19 +3,19 @@ data directory, with helpers to wait for the history to catch up."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stablenew.common.server import Server
+from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
 from stablenew.history import app
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
+from tests.service_harness import ServiceHarness, wait_for
 
 T = TypeVar("T")
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -23,55 +23,30 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WAIT_SECONDS = 30.0
 
 
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_SECONDS) -> T:
-    """Poll until `condition` returns something truthy (a bound that only catches a hang)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+class HistoryHarness(ServiceHarness):
+    """A history server over one data directory."""
 
-
-class HistoryHarness:
-    """Starts, stops and restarts a history server over one data directory."""
+    service = "history"
 
     def __init__(self, data_dir: Path, queue_address: str = "127.0.0.1:1",
                  env: dict[str, str] | None = None) -> None:
+        super().__init__({"STABLENEW_HISTORY_ADDR": "127.0.0.1:0",
+                          "STABLENEW_DATA_DIR": str(data_dir),
+                          "STABLENEW_QUEUE_ADDR": queue_address,
+                          "STABLENEW_HISTORY_RETRY_MAX_SECONDS": "0.5",
+                          **(env or {})})
         self.data_dir = data_dir
-        self.env = {"STABLENEW_HISTORY_ADDR": "127.0.0.1:0",
-                    "STABLENEW_DATA_DIR": str(data_dir),
-                    "STABLENEW_QUEUE_ADDR": queue_address,
-                    "STABLENEW_HISTORY_RETRY_MAX_SECONDS": "0.5",
-                    **(env or {})}
-        self.server: Server | None = None
-        self.channel: grpc.Channel | None = None
         self.stub: history_service_pb2_grpc.HistoryServiceStub
 
     @property
     def database(self) -> Path:
         return self.data_dir / app.DATABASE_NAME
 
-    def start(self) -> HistoryHarness:
-        settings = ServerSettings.load("history", env=self.env)
-        self.server = Server(settings, app.build(settings, self.env))
-        port = self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = history_service_pb2_grpc.HistoryServiceStub(self.channel)
-        return self
+    def build(self, settings: ServerSettings, env: Mapping[str, str]) -> ServiceSpec:
+        return app.build(settings, env)
 
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.server is not None:
-            self.server.stop(grace=0.5)
-        self.server = self.channel = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def connect(self, channel: grpc.Channel) -> None:
+        self.stub = history_service_pb2_grpc.HistoryServiceStub(channel)
 
     def health(self) -> int:
         assert self.channel is not None

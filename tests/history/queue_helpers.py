@@ -36,21 +36,6 @@ def submit(stub: queue_service_pb2_grpc.QueueServiceStub, *, direct: bool = Fals
     return reply.job
 
 
-def queue_events(stub: queue_service_pb2_grpc.QueueServiceStub) -> list[job_pb2.JobEvent]:
-    """The queue's whole log, as a watcher without a consumer id reads it."""
-    last = stub.GetQueueState(queue_pb.GetQueueStateRequest(), timeout=10).state.last_sequence
-    events: list[job_pb2.JobEvent] = []
-    if last == 0:
-        return events
-    stream = stub.WatchJobs(queue_pb.WatchJobsRequest(after_sequence=0), timeout=60)
-    for reply in stream:
-        events.append(reply.event)
-        if reply.event.sequence >= last:
-            stream.cancel()  # type: ignore[no-untyped-call]
-            break
-    return events
-
-
 def expected_transitions(events: list[job_pb2.JobEvent],
                          job_id: str) -> list[job_pb2.JobTransition]:
     """The transitions the history must hold for a job: its submission, then every state

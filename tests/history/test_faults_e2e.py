@@ -25,9 +25,9 @@ from tests.history.queue_helpers import (
     acknowledged,
     assert_same_record,
     expected_transitions,
-    queue_events,
     submit,
 )
+from tests.queue.harness import all_events
 from tests.queue.processes import QueueProcess
 from tests.queue.protocol_runner import ProtocolRunner
 
@@ -101,7 +101,7 @@ def wait_caught_up(history: HistoryProcess, last: int) -> None:
 def verify(history: HistoryProcess, queue_stub: queue_service_pb2_grpc.QueueServiceStub,
            job_ids: list[str]) -> None:
     """Every job, every transition once, each record equal to the queue's."""
-    events = queue_events(queue_stub)
+    events = all_events(queue_stub)
     with grpc.insecure_channel(history.address) as channel:
         stub = history_service_pb2_grpc.HistoryServiceStub(channel)
         for job_id in job_ids:

@@ -31,8 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def served(archive: HistoryHarness, monkeypatch: pytest.MonkeyPatch) -> HistoryHarness:
-    assert archive.server is not None
-    monkeypatch.setenv("STABLENEW_HISTORY_ADDR", f"127.0.0.1:{archive.server.port}")
+    monkeypatch.setenv("STABLENEW_HISTORY_ADDR", archive.address)
     return archive
 
 
@@ -154,8 +153,8 @@ def test_export_writes_one_record_per_line(served: HistoryHarness,
 def test_jobs_recorded_from_the_queue_are_never_overwritten(
         history: HistoryHarness, queue: QueueHarness, capsys: pytest.CaptureFixture[str],
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert history.server is not None and queue.channel is not None
-    monkeypatch.setenv("STABLENEW_HISTORY_ADDR", f"127.0.0.1:{history.server.port}")
+    assert queue.channel is not None
+    monkeypatch.setenv("STABLENEW_HISTORY_ADDR", history.address)
     job_id = submit(queue.stub, prompts=("real",)).job_id
     assert ProtocolRunner(queue.channel, "gpu-1").run_one() is not None
     recorded = history.wait_state(job_id, job_pb2.JOB_STATE_COMPLETED)

@@ -18,20 +18,19 @@ from stablenew.history.store import HistoryStore, read_only
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as queue_pb
-from tests.history.conftest import queue_address
-from tests.history.harness import NOT_SERVING, SERVING, HistoryHarness, wait_for
+from tests.history.harness import NOT_SERVING, SERVING, HistoryHarness
 from tests.history.queue_helpers import (
     acknowledged,
     assert_same_record,
     expected_transitions,
     is_pruned,
     kept_events,
-    queue_events,
     submit,
 )
-from tests.queue.harness import QueueHarness
+from tests.queue.harness import QueueHarness, all_events
 from tests.queue.processes import free_port
 from tests.queue.protocol_runner import ProtocolRunner
+from tests.service_harness import wait_for
 
 COMPLETED, FAILED, CANCELLED = (job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED,
                                 job_pb2.JOB_STATE_CANCELLED)
@@ -46,7 +45,6 @@ def runner_for(queue: QueueHarness, name: str = "gpu-1") -> ProtocolRunner:
 def caught_up(history: HistoryHarness, queue: QueueHarness) -> None:
     """Wait until the history has applied the queue's last event."""
     last = queue.stub.GetQueueState(queue_pb.GetQueueStateRequest()).state.last_sequence
-    assert history.server is not None
 
     def applied() -> bool:
         with read_only(history.database) as reader:
@@ -57,7 +55,7 @@ def caught_up(history: HistoryHarness, queue: QueueHarness) -> None:
 def assert_recorded_like_the_queue(history: HistoryHarness, queue: QueueHarness,
                                    job_ids: list[str]) -> None:
     caught_up(history, queue)
-    events = queue_events(queue.stub)
+    events = all_events(queue.stub)
     for job_id in job_ids:
         recorded = history.get(job_id)
         assert_same_record(recorded.job, queue.get(job_id))
@@ -367,7 +365,7 @@ def test_events_pruned_before_the_history_read_them(tmp_path: Path) -> None:
     queue = QueueHarness(tmp_path / "queue-data", {
         "STABLENEW_EVENT_RETENTION_SECONDS": "0.01", "STABLENEW_PRUNE_INTERVAL_SECONDS": "0.05"})
     queue.start()
-    history = HistoryHarness(tmp_path / "history-data", queue_address(queue))
+    history = HistoryHarness(tmp_path / "history-data", queue.address)
     try:
         runner = runner_for(queue)
         gone = submit(queue.stub, prompts=("ran before the history existed",)).job_id

@@ -17,8 +17,9 @@ from stablenew.history.domain import RetentionPolicy
 from stablenew.history.store import HistoryStore
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2
-from tests.history.harness import HistoryHarness, wait_for
+from tests.history.harness import HistoryHarness
 from tests.history.records import T0, Records
+from tests.service_harness import wait_for
 
 DAY = timedelta(days=1)
 

@@ -13,15 +13,13 @@ from tests.queue.harness import QueueHarness
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[QueueHarness]:
     harness = QueueHarness(tmp_path / "data", {"STABLENEW_LEASE_SECONDS": "30"})
-    harness.start()
-    yield harness
-    harness.stop()
+    with harness.running():
+        yield harness
 
 
 @pytest.fixture
 def short_lease_queue(tmp_path: Path) -> Iterator[QueueHarness]:
     harness = QueueHarness(tmp_path / "data", {"STABLENEW_LEASE_SECONDS": "0.5",
                                                "STABLENEW_MAX_ATTEMPTS": "2"})
-    harness.start()
-    yield harness
-    harness.stop()
+    with harness.running():
+        yield harness

@@ -1,8 +1,9 @@
 """A real queue server on a free loopback port with its SQLite file on disk, restartable on the
-same data directory, and helpers to build valid submissions."""
+same data directory, helpers to build valid submissions, and the whole event log."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -10,11 +11,12 @@ import grpc
 from stablenew.common.config_hash import config_hash
 from stablenew.common.model import NormalizedJob, StageType
 from stablenew.common.model_mapping import to_proto
-from stablenew.common.server import Server
+from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
 from stablenew.queue import app
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
+from tests.service_harness import ServiceHarness
 
 
 def make_entry(index: int = 0, model: str = "sd15", prompt: str = "",
@@ -35,35 +37,22 @@ def origin(run_mode: job_pb2.RunMode.ValueType = job_pb2.RUN_MODE_QUEUE) -> job_
                              prompt_source=pipeline_pb2.PROMPT_SOURCE_MANUAL)
 
 
-class QueueHarness:
-    """Starts, stops and restarts a queue server over one data directory."""
+class QueueHarness(ServiceHarness):
+    """A queue server over one data directory."""
+
+    service = "queue"
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        super().__init__({"STABLENEW_QUEUE_ADDR": "127.0.0.1:0",
+                          "STABLENEW_DATA_DIR": str(data_dir), **env})
         self.data_dir = data_dir
-        self.env = {"STABLENEW_QUEUE_ADDR": "127.0.0.1:0", "STABLENEW_DATA_DIR": str(data_dir),
-                    **env}
-        self.server: Server | None = None
-        self.channel: grpc.Channel | None = None
         self.stub: queue_service_pb2_grpc.QueueServiceStub
 
-    def start(self) -> QueueHarness:
-        settings = ServerSettings.load("queue", env=self.env)
-        self.server = Server(settings, app.build(settings, self.env))
-        port = self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = queue_service_pb2_grpc.QueueServiceStub(self.channel)
-        return self
+    def build(self, settings: ServerSettings, env: Mapping[str, str]) -> ServiceSpec:
+        return app.build(settings, env)
 
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.server is not None:
-            self.server.stop(grace=0.5)
-        self.server = self.channel = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def connect(self, channel: grpc.Channel) -> None:
+        self.stub = queue_service_pb2_grpc.QueueServiceStub(channel)
 
     def submit(self, entries: int = 1, model: str = "sd15",
                run_mode: job_pb2.RunMode.ValueType = job_pb2.RUN_MODE_QUEUE,
@@ -79,3 +68,19 @@ class QueueHarness:
 
     def get(self, job_id: str) -> job_pb2.Job:
         return self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
+
+
+def all_events(stub: queue_service_pb2_grpc.QueueServiceStub) -> list[job_pb2.JobEvent]:
+    """The queue's whole event log, from the first kept event to the last one, as a watcher
+    without a consumer id reads it."""
+    last = stub.GetQueueState(pb.GetQueueStateRequest(), timeout=10).state.last_sequence
+    events: list[job_pb2.JobEvent] = []
+    if last == 0:
+        return events
+    stream = stub.WatchJobs(pb.WatchJobsRequest(after_sequence=0), timeout=60)
+    for reply in stream:
+        events.append(reply.event)
+        if reply.event.sequence >= last:
+            stream.cancel()  # type: ignore[no-untyped-call]
+            break
+    return events

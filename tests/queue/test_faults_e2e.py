@@ -21,7 +21,7 @@ import pytest
 from stablenew.common.errors import details_of
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
-from tests.queue.harness import make_entry, origin
+from tests.queue.harness import all_events, make_entry, origin
 from tests.queue.processes import QueueProcess
 from tests.queue.protocol_runner import Leased, ProtocolRunner
 
@@ -51,18 +51,6 @@ def _until_answered(call: Callable[[], T], stop: threading.Event) -> T | None:
                 raise
             time.sleep(0.05)
     return None
-
-
-def _all_events(stub: queue_service_pb2_grpc.QueueServiceStub) -> list[job_pb2.JobEvent]:
-    last = stub.GetQueueState(pb.GetQueueStateRequest(), timeout=10).state.last_sequence
-    events: list[job_pb2.JobEvent] = []
-    stream = stub.WatchJobs(pb.WatchJobsRequest(after_sequence=0), timeout=60)
-    for reply in stream:
-        events.append(reply.event)
-        if reply.event.sequence >= last:
-            stream.cancel()  # type: ignore[no-untyped-call]
-            break
-    return events
 
 
 def _drain_until(stream: Iterable[pb.WatchJobsResponse], last: int) -> list[int]:
@@ -153,7 +141,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     assert workload.errors == []
     assert len(workload.acknowledged) == 500
 
-    events = _all_events(workload.stub)
+    events = all_events(workload.stub)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1)), "gap in the log"
     completed = Counter(e.job_id for e in events
                         if e.state_changed.to_state == job_pb2.JOB_STATE_COMPLETED)
@@ -194,7 +182,7 @@ def test_a_runner_killed_mid_job_is_replaced_after_its_lease_expires(
         with pytest.raises(grpc.RpcError) as caught:
             ProtocolRunner(channel, "doomed").complete(late)
         assert details_of(caught.value).reason == "LEASE_NOT_CURRENT"
-        events = _all_events(stub)
+        events = all_events(stub)
         completions = [e for e in events
                        if e.state_changed.to_state == job_pb2.JOB_STATE_COMPLETED]
         assert len(completions) == 1
@@ -222,6 +210,6 @@ def test_a_watcher_that_never_reads_cannot_grow_the_server(tmp_path: Path) -> No
             # neither case may it have gaps.
             seen = _drain_until(stalled, last)
             assert seen == list(range(1, len(seen) + 1))
-            assert len(_all_events(stub)) == last  # a reconnect still sees everything
+            assert len(all_events(stub)) == last  # a reconnect still sees everything
     finally:
         assert process.stop() == 0

@@ -30,19 +30,16 @@ def admin(emulator: EmulatorServer) -> Iterator[EmulatorAdmin]:
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[QueueHarness]:
     harness = QueueHarness(tmp_path / "queue", {"STABLENEW_LEASE_SECONDS": "30"})
-    harness.start()
-    yield harness
-    harness.stop()
+    with harness.running():
+        yield harness
 
 
 @pytest.fixture
 def runner(tmp_path: Path, queue: QueueHarness,
            emulator: EmulatorServer) -> Iterator[RunnerHarness]:
-    assert queue.server is not None
-    harness = RunnerHarness(tmp_path / "runner", f"127.0.0.1:{queue.server.port}", emulator.url)
-    harness.start()
-    yield harness
-    harness.stop()
+    harness = RunnerHarness(tmp_path / "runner", queue.address, emulator.url)
+    with harness.running():
+        yield harness
 
 
 @pytest.fixture

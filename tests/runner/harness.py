@@ -14,8 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,15 +31,16 @@ from stablenew.common.model import (
     UpscaleMode,
 )
 from stablenew.common.model_mapping import to_proto
-from stablenew.common.server import Server
+from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
 from stablenew.runner import app
 from stablenew.runner.outputs import png_text
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc, runner_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import runner_service_pb2 as rpb
-from tests.queue.harness import origin
+from tests.queue.harness import all_events, origin
 from tests.queue.processes import free_port, wait_serving
+from tests.service_harness import ServiceHarness, wait_for
 
 T = TypeVar("T")
 
@@ -93,40 +93,12 @@ def get_job(stub: queue_service_pb2_grpc.QueueServiceStub, job_id: str) -> job_p
     return job
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.02) -> T:
-    """The first truthy value `probe` returns; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def wait_state(stub: queue_service_pb2_grpc.QueueServiceStub, job_id: str,
                states: Sequence[int] = TERMINAL, timeout: float = 30.0) -> job_pb2.Job:
     def probe() -> job_pb2.Job | None:
         job = get_job(stub, job_id)
         return job if job.state in states else None
-    return wait_for(probe, timeout, f"job {job_id} to reach {states}")
-
-
-def all_events(stub: queue_service_pb2_grpc.QueueServiceStub) -> list[job_pb2.JobEvent]:
-    """The queue's whole event log, from the first kept event to the last one."""
-    last = stub.GetQueueState(pb.GetQueueStateRequest(), timeout=10).state.last_sequence
-    events: list[job_pb2.JobEvent] = []
-    if last == 0:
-        return events
-    stream = stub.WatchJobs(pb.WatchJobsRequest(after_sequence=0), timeout=30)
-    for reply in stream:
-        events.append(reply.event)
-        if reply.event.sequence >= last:
-            stream.cancel()  # type: ignore[no-untyped-call]
-            break
-    return events
+    return wait_for(probe, f"job {job_id} to reach {states}", timeout)
 
 
 def transitions(stub: queue_service_pb2_grpc.QueueServiceStub,
@@ -210,8 +182,11 @@ class EmulatorAdmin:
 # --- the runner in-process -------------------------------------------------------------------
 
 
-class RunnerHarness:
+class RunnerHarness(ServiceHarness):
     """`stablenew serve runner` in this process (app.build), on a loopback port 0."""
+
+    service = "runner"
+    stop_grace = 0.1
 
     def __init__(self, data_dir: Path, queue_address: str, webui_url: str,
                  runner_id: str = "runner-a", env: Mapping[str, str] | None = None) -> None:
@@ -219,30 +194,19 @@ class RunnerHarness:
         self.input_root = data_dir / "inputs"
         self.input_root.mkdir(parents=True, exist_ok=True)
         self.runner_id = runner_id
-        self.env = {
+        super().__init__({
             "STABLENEW_RUNNER_ADDR": "127.0.0.1:0", "STABLENEW_DATA_DIR": str(data_dir),
             "STABLENEW_QUEUE_ADDR": queue_address, "STABLENEW_WEBUI_URL": webui_url,
             "STABLENEW_RUNNER_ID": runner_id, "STABLENEW_OUTPUT_DIR": str(self.output_root),
             "STABLENEW_INPUT_DIR": str(self.input_root), "STABLENEW_GRACE_SECONDS": "0.1",
-            **(env or {})}
-        self.server: Server | None = None
-        self.channel: grpc.Channel | None = None
+            **(env or {})})
         self.stub: runner_service_pb2_grpc.RunnerServiceStub
 
-    def start(self) -> RunnerHarness:
-        settings = ServerSettings.load("runner", env=self.env)
-        self.server = Server(settings, app.build(settings, self.env))
-        port = self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = runner_service_pb2_grpc.RunnerServiceStub(self.channel)
-        return self
+    def build(self, settings: ServerSettings, env: Mapping[str, str]) -> ServiceSpec:
+        return app.build(settings, env)
 
-    def stop(self, grace: float = 0.1) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.server is not None:
-            self.server.stop(grace=grace)
-        self.server = self.channel = None
+    def connect(self, channel: grpc.Channel) -> None:
+        self.stub = runner_service_pb2_grpc.RunnerServiceStub(channel)
 
     def status(self) -> rpb.RunnerStatus:
         status: rpb.RunnerStatus = self.stub.GetRunnerStatus(
@@ -253,7 +217,8 @@ class RunnerHarness:
         def probe() -> rpb.RunnerStatus | None:
             status = self.status()
             return status if status.webui_state == state else None
-        return wait_for(probe, timeout, f"runner WebUI state {rpb.WebuiState.Name(state)}")  # type: ignore[arg-type]
+        return wait_for(probe, f"runner WebUI state {rpb.WebuiState.Name(state)}",  # type: ignore[arg-type]
+                        timeout)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -342,7 +307,7 @@ class EmulatorProcess(ManagedProcess):
             except requests.RequestException:
                 return False
         try:
-            wait_for(probe, timeout, f"the emulator at {self.url}", interval=0.05)
+            wait_for(probe, f"the emulator at {self.url}", timeout, interval=0.05)
         finally:
             session.close()
 

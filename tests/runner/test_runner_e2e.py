@@ -43,9 +43,9 @@ from tests.runner.harness import (
     read_image,
     submit,
     transitions,
-    wait_for,
     wait_state,
 )
+from tests.service_harness import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -161,7 +161,7 @@ def test_a_killed_runner_is_replaced_by_lease_expiry_and_the_job_completes_once(
     entries = [make_job(i, f"survivor {i}", steps=20) for i in range(2)]  # 1 s per generation
     job_id = submit(queue_stub, entries).job_id
     wait_for(lambda: get_job(queue_stub, job_id).runner_id == "runner-a" and admin.sampling(),
-             20, "runner-a to be generating")
+             "runner-a to be generating", 20)
 
     first.kill()
     admin.faults(step_seconds=0.002)
@@ -187,14 +187,12 @@ def test_a_killed_runner_is_replaced_by_lease_expiry_and_the_job_completes_once(
 
 def test_a_killed_webui_is_an_entry_error_and_the_runner_works_again_once_it_is_back(
         tmp_path: Path, processes: list[ManagedProcess], queue: QueueHarness) -> None:
-    assert queue.server is not None
     emulator = start_emulator(processes, tmp_path, "--step-seconds", "0.05")
     admin = EmulatorAdmin(emulator.url)
-    runner = RunnerHarness(tmp_path / "runner", f"127.0.0.1:{queue.server.port}",
-                           emulator.url).start()
+    runner = RunnerHarness(tmp_path / "runner", queue.address, emulator.url).start()
     try:
         job_id = submit(queue.stub, [make_job(0, "cut short", steps=40)]).job_id  # 2 s
-        wait_for(admin.sampling, 20, "the generation to be sampling")
+        wait_for(admin.sampling, "the generation to be sampling", 20)
         emulator.kill()
 
         job = wait_state(queue.stub, job_id, timeout=30)
@@ -217,11 +215,9 @@ def test_a_killed_webui_is_an_entry_error_and_the_runner_works_again_once_it_is_
 
 def test_a_webui_that_opens_its_port_late_is_waited_for(
         tmp_path: Path, processes: list[ManagedProcess], queue: QueueHarness) -> None:
-    assert queue.server is not None
     emulator = start_emulator(processes, tmp_path, "--step-seconds", "0.002",
                               "--start-delay-seconds", "2", wait=False)
-    runner = RunnerHarness(tmp_path / "runner", f"127.0.0.1:{queue.server.port}",
-                           emulator.url).start()
+    runner = RunnerHarness(tmp_path / "runner", queue.address, emulator.url).start()
     try:
         seen: list[int] = []
 
@@ -234,10 +230,10 @@ def test_a_webui_that_opens_its_port_late_is_waited_for(
             # The queued job is leased at once: the runner may already be BUSY when polled.
             return status.webui_state in (rpb.WEBUI_STATE_READY, rpb.WEBUI_STATE_BUSY)
 
-        wait_for(lambda: emulator.url in runner.status().reason, 10, "a connection failure")
+        wait_for(lambda: emulator.url in runner.status().reason, "a connection failure", 10)
         job_id = submit(queue.stub, [make_job(0, "worth the wait")]).job_id
         assert get_job(queue.stub, job_id).state == job_pb2.JOB_STATE_QUEUED
-        wait_for(ready, 30, "the runner to see the WebUI ready")
+        wait_for(ready, "the runner to see the WebUI ready", 30)
         assert seen[0] == rpb.WEBUI_STATE_DISCONNECTED
         assert seen[-1] in (rpb.WEBUI_STATE_READY, rpb.WEBUI_STATE_BUSY)
 
@@ -264,9 +260,8 @@ def _port_open(port: int) -> bool:
 
 def test_a_webui_the_runner_owns_is_started_used_and_stopped(
         tmp_path: Path, queue: QueueHarness) -> None:
-    assert queue.server is not None
     port = free_port()
-    runner = RunnerHarness(tmp_path / "runner", f"127.0.0.1:{queue.server.port}",
+    runner = RunnerHarness(tmp_path / "runner", queue.address,
                            f"http://127.0.0.1:{port}",
                            env={"STABLENEW_WEBUI_CMD": _owned_emulator_command(port)}).start()
     try:
@@ -277,16 +272,15 @@ def test_a_webui_the_runner_owns_is_started_used_and_stopped(
     finally:
         runner.stop(grace=3)
     # Stopping the runner stopped the WebUI it started.
-    wait_for(lambda: not _port_open(port), 10, "the owned WebUI to stop")
+    wait_for(lambda: not _port_open(port), "the owned WebUI to stop", 10)
     assert (tmp_path / "runner" / "logs" / "webui.log").is_file()
 
 
 def test_a_webui_the_runner_owns_is_reported_starting_until_it_answers(
         tmp_path: Path, queue: QueueHarness) -> None:
-    assert queue.server is not None
     port = free_port()
     command = _owned_emulator_command(port, "--start-delay-seconds", "2")
-    runner = RunnerHarness(tmp_path / "runner", f"127.0.0.1:{queue.server.port}",
+    runner = RunnerHarness(tmp_path / "runner", queue.address,
                            f"http://127.0.0.1:{port}",
                            env={"STABLENEW_WEBUI_CMD": command}).start()
     seen: list[tuple[int, str]] = []
@@ -295,7 +289,7 @@ def test_a_webui_the_runner_owns_is_reported_starting_until_it_answers(
             status = runner.status()
             seen.append((status.webui_state, status.reason))
             return status.webui_state == rpb.WEBUI_STATE_READY
-        wait_for(ready, 30, "the owned WebUI to be ready", interval=0.05)
+        wait_for(ready, "the owned WebUI to be ready", 30, interval=0.05)
     finally:
         runner.stop(grace=3)
     before_ready = {state for state, _ in seen[:-1]}

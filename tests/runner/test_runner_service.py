@@ -42,9 +42,9 @@ from tests.runner.harness import (
     stablenew_chunk,
     submit,
     transitions,
-    wait_for,
     wait_state,
 )
+from tests.service_harness import wait_for
 
 COMPLETED, FAILED, CANCELLED = (job_pb2.ENTRY_STATUS_COMPLETED, job_pb2.ENTRY_STATUS_FAILED,
                                 job_pb2.ENTRY_STATUS_CANCELLED)
@@ -137,12 +137,12 @@ def test_a_cancel_interrupts_the_generation_and_keeps_the_finished_entries(
                make_job(1, "bravo long", steps=200),  # 10 s unless interrupted
                make_job(2, "charlie never", steps=2)]
     job_id = submit(queue.stub, entries).job_id
-    wait_for(lambda: admin.generations("alpha") and admin.sampling(), 20,
-             "the second entry to be sampling")
+    wait_for(lambda: admin.generations("alpha") and admin.sampling(),
+             "the second entry to be sampling", 20)
 
     started = time.monotonic()
     queue.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10)
-    wait_for(lambda: admin.generations("bravo"), 10, "the interrupted generation to end")
+    wait_for(lambda: admin.generations("bravo"), "the interrupted generation to end", 10)
     assert time.monotonic() - started < CANCEL_BOUND_SECONDS
 
     job = wait_state(queue.stub, job_id)
@@ -164,9 +164,9 @@ def test_a_cancel_with_return_to_queue_runs_the_job_again(
         admin: EmulatorAdmin) -> None:
     emulator.faults.update({"step_seconds": 0.05})
     job_id = submit(queue.stub, [make_job(0, "requeued", steps=100)]).job_id  # 5 s
-    wait_for(admin.sampling, 20, "the generation to be sampling")
+    wait_for(admin.sampling, "the generation to be sampling", 20)
     queue.stub.CancelJob(pb.CancelJobRequest(job_id=job_id, return_to_queue=True), timeout=10)
-    wait_for(lambda: get_job(queue.stub, job_id).attempt == 2, 10, "the second attempt")
+    wait_for(lambda: get_job(queue.stub, job_id).attempt == 2, "the second attempt", 10)
     emulator.faults.update({"step_seconds": 0.002})
     job = wait_state(queue.stub, job_id)
     assert job.state == job_pb2.JOB_STATE_COMPLETED
@@ -194,15 +194,15 @@ def test_status_is_ready_then_busy_with_the_job_and_its_progress(
     def busy_with_progress() -> rpb.RunnerStatus | None:
         status = runner.status()
         return status if status.webui_state == BUSY and status.progress.steps else None
-    busy = wait_for(busy_with_progress, 20, "BUSY with progress")
+    busy = wait_for(busy_with_progress, "BUSY with progress", 20)
     assert busy.current_job_id == job_id
     assert (busy.progress.entry_index, busy.progress.entry_count) == (0, 1)
     assert busy.progress.stage == pipeline_pb2.STAGE_TYPE_TXT2IMG
     assert busy.progress.steps == 60
     assert 0 <= busy.progress.step <= 60
     # The queue sees the same progress through the heartbeats.
-    wait_for(lambda: get_job(queue.stub, job_id).progress.steps == 60, 10,
-             "progress in the queue")
+    wait_for(lambda: get_job(queue.stub, job_id).progress.steps == 60,
+             "progress in the queue", 10)
 
     reply = runner.stub.InterruptCurrent(rpb.InterruptCurrentRequest(), timeout=10)
     assert (reply.interrupted, reply.job_id) == (True, job_id)
@@ -247,9 +247,8 @@ def test_capabilities_are_cached_and_refreshable(runner: RunnerHarness) -> None:
 
 def test_a_webui_that_is_down_is_disconnected_with_a_reason(tmp_path: Path,
                                                             queue: QueueHarness) -> None:
-    assert queue.server is not None
     url = f"http://127.0.0.1:{free_port()}"
-    runner = RunnerHarness(tmp_path / "down", f"127.0.0.1:{queue.server.port}", url).start()
+    runner = RunnerHarness(tmp_path / "down", queue.address, url).start()
     try:
         status = runner.wait_webui(DISCONNECTED)
         assert status.reason and url in status.reason
@@ -354,14 +353,13 @@ def test_a_config_hash_mismatch_between_queue_and_runner_is_an_entry_error(
 def test_a_runner_shutting_down_hands_its_job_back_at_once(
         tmp_path: Path, queue: QueueHarness, emulator: EmulatorServer,
         admin: EmulatorAdmin) -> None:
-    assert queue.server is not None
-    address = f"127.0.0.1:{queue.server.port}"
+    address = queue.address
     first = RunnerHarness(tmp_path / "first", address, emulator.url, runner_id="runner-a",
                           env={"STABLENEW_GRACE_SECONDS": "3"}).start()
     emulator.faults.update({"step_seconds": 0.05})
     job_id = submit(queue.stub, [make_job(0, "handed back", steps=200)]).job_id
     try:
-        wait_for(admin.sampling, 20, "the generation to be sampling")
+        wait_for(admin.sampling, "the generation to be sampling", 20)
     finally:
         first.stop(grace=3)
     # Back in the queue well before its 30 s lease could have expired.
@@ -419,8 +417,7 @@ def test_queued_jobs_follow_each_other_without_seconds_of_idle_webui(
 
 def test_a_webui_behind_basic_auth_is_used_with_the_configured_credentials(
         tmp_path: Path, queue: QueueHarness) -> None:
-    assert queue.server is not None
-    address = f"127.0.0.1:{queue.server.port}"
+    address = queue.address
     with running(fast_config(step_seconds=0.002, api_auth=(("sd", "s3cret"),))) as protected:
         wrong = RunnerHarness(tmp_path / "wrong", address, protected.url, runner_id="wrong",
                               env={"STABLENEW_WEBUI_AUTH": "sd:nope"}).start()
@@ -429,7 +426,7 @@ def test_a_webui_behind_basic_auth_is_used_with_the_configured_credentials(
             def tried() -> rpb.RunnerStatus | None:
                 status = wrong.status()
                 return status if status.reason.startswith("no answer") else None
-            refused = wait_for(tried, 10, "the wrong credentials to be tried")
+            refused = wait_for(tried, "the wrong credentials to be tried", 10)
             assert refused.webui_state != READY
             job_id = submit(queue.stub, [make_job(0, "behind auth")]).job_id
             right = RunnerHarness(tmp_path / "right", address, protected.url, runner_id="right",
