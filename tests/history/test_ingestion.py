@@ -27,7 +27,7 @@ from tests.history.queue_helpers import (
     kept_events,
     submit,
 )
-from tests.queue.harness import QueueHarness, all_events
+from tests.queue.harness import QueueHarness, all_events, make_entry, origin
 from tests.queue.processes import free_port
 from tests.queue.protocol_runner import ProtocolRunner
 from tests.service_harness import wait_for
@@ -211,6 +211,25 @@ def test_an_active_job_is_recorded_as_it_is_now(history: HistoryHarness,
     assert record.complete_time.seconds == 0
     assert history.get(queued.job_id).job.state == QUEUED
     assert history.list_ids(states=[QUEUED, RUNNING]) == [running.job_id, queued.job_id]
+
+
+def test_entries_sent_in_a_non_standard_form_are_recorded_as_the_queue_sent_them(
+        history: HistoryHarness, queue: QueueHarness) -> None:
+    # Another client may set a submessage to its defaults or carry a field of a newer version;
+    # neither changes the config hash, and the queue's event, its GetJob and the history's
+    # record must still be the same entries.
+    standard, odd = make_entry(0), make_entry(1)
+    odd.hires_fix.SetInParent()
+    odd.origin.SetInParent()
+    odd.MergeFromString(b"\xf8\x07\x01")  # field 127, unknown to this version
+    job = queue.stub.SubmitJob(queue_pb.SubmitJobRequest(entries=[standard, odd],
+                                                         origin=origin()), timeout=10).job
+    assert_recorded_like_the_queue(history, queue, [job.job_id])
+    submitted = next(event for event in all_events(queue.stub)
+                     if event.WhichOneof("payload") == "submitted")
+    assert list(submitted.submitted.job.entries) == list(queue.get(job.job_id).entries)
+    assert not submitted.submitted.job.entries[1].HasField("hires_fix")
+    assert b"\xf8\x07\x01" not in submitted.submitted.job.entries[1].SerializeToString()
 
 
 def test_a_restart_keeps_everything_and_records_nothing_twice(

@@ -27,8 +27,9 @@ from stablenew.common.model import (
 )
 from stablenew.common.model_mapping import from_proto, to_proto
 from stablenew.queue import codec
+from stablenew.queue import entries as entries_module
 from stablenew.queue.entries import entry_batch
-from stablenew.v1 import errors_pb2, pipeline_pb2
+from stablenew.v1 import errors_pb2, job_pb2, pipeline_pb2
 
 BASE = NormalizedJob(stage_plan=[StageType.TXT2IMG, StageType.ADETAILER], model="sd15",
                      sampler_name="Euler a", width=512, height=512, steps=20, cfg_scale=7.0,
@@ -122,6 +123,39 @@ def submitted(draw: st.DrawFn) -> tuple[list[pipeline_pb2.NormalizedJob], int | 
     return messages(jobs), first_bad
 
 
+def _made_odd(message: pipeline_pb2.NormalizedJob, how: str) -> None:
+    """The same entry (same config hash) in a form another client might send."""
+    if how == "default hires_fix":
+        message.hires_fix.SetInParent()
+    elif how == "default origin":  # of an entry whose origin is all defaults
+        message.origin.SetInParent()
+    elif how == "unknown field":
+        message.MergeFromString(b"\xf8\x07\x01")  # field 127
+    elif how == "unknown field in origin":
+        message.origin.MergeFromString(b"\xf8\x07\x01")
+
+
+ODD_FORMS = ("as is", "default hires_fix", "default origin", "unknown field",
+             "unknown field in origin")
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs=st.lists(CONFIGS, min_size=1, max_size=10),
+       forms=st.lists(st.sampled_from(ODD_FORMS), min_size=10, max_size=10))
+def test_what_is_stored_is_what_the_domain_conversion_writes(
+        configs: list[NormalizedJob], forms: list[str]) -> None:
+    jobs = [entry(index, config) for index, config in enumerate(configs)]
+    jobs = [dataclasses.replace(job, origin=EntryOrigin()) if how == "default origin" else job
+            for job, how in zip(jobs, forms, strict=False)]
+    sent = messages(jobs)
+    for message, how in zip(sent, forms, strict=False):
+        _made_odd(message, how)
+    batch = entry_batch(sent)
+    stored = job_pb2.Job.FromString(batch.encoded).entries
+    assert [m.SerializeToString() for m in stored] == [
+        m.SerializeToString() for m in messages(jobs)]
+
+
 @settings(max_examples=150, deadline=None)
 @given(submission=submitted())
 def test_accepted_exactly_when_every_hash_is_the_official_one(
@@ -155,3 +189,17 @@ def test_no_entries_and_an_empty_stage_plan_are_refused() -> None:
     assert refused(lambda: entry_batch([])).violations[0].field == "entries"
     empty = messages([entry(0), entry(1, stage_plan=[])])
     assert refused(lambda: entry_batch(empty)).violations[0].field == "entries[1].stage_plan"
+
+
+def test_the_fields_outside_the_shared_part_hold_no_nested_message() -> None:
+    # An entry is stored as it came once its all-default origin is cleared: that is enough only
+    # while origin is the one singular submessage among the fields outside the group key, and
+    # neither it nor a tag holds a submessage of its own.
+    fields = pipeline_pb2.NormalizedJob.DESCRIPTOR.fields_by_name
+    outside = [fields[name] for name in entries_module._NOT_IN_GROUP_KEY]
+    messages_outside = {field.name: field for field in outside if field.message_type}
+    assert set(messages_outside) == {"origin", "tags"}
+    assert messages_outside["tags"].is_repeated and not messages_outside["origin"].is_repeated
+    for field in messages_outside.values():
+        assert field.message_type is not None
+        assert not [inner for inner in field.message_type.fields if inner.message_type]

@@ -33,7 +33,9 @@ class JobMessages:
     def page(self, bundle: NormalizedBundle, start: int,
              stop: int) -> list[pipeline_pb2.NormalizedJob]:
         with self._lock:
-            converted = self._converted.setdefault(bundle, [None] * len(bundle.jobs))
+            converted = self._converted.get(bundle)
+            if converted is None:
+                converted = self._converted[bundle] = [None] * len(bundle.jobs)
         page = []
         # Two threads may convert the same job at once; both results are equal.
         for index in range(start, min(stop, len(bundle.jobs))):

@@ -6,11 +6,16 @@ again: half a second before the job is even stored. The queue needs neither. It 
 few facts about the entries (an EntryBatch) and stores and forwards the entries as they came, so
 this module reads those facts straight from the generated messages, and re-checks every config
 hash with one JobHasher per group of entries that agree on everything but the varying fields.
+
+What is stored is what the domain conversion would have written (no unknown fields, no
+submessage that is set but all defaults): GetJob, the runner and the history read the entries
+back through that conversion, and the submitted event must equal what they read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.descriptor import Descriptor
@@ -27,14 +32,19 @@ from stablenew.v1 import errors_pb2, pipeline_pb2
 # Fields two entries may differ in and still share a JobHasher: the ones it splices in, and
 # the ones the config hash does not cover.
 _NOT_IN_GROUP_KEY = (*VARYING_FIELDS, *sorted(NOT_HASHED))
+# A hasher costs about three full hashes to set up: the first entries of a group are hashed in
+# full, so that a job of many small groups is no slower than hashing everything in full.
+_HASHED_IN_FULL = 3
 
 
 def entry_batch(messages: Sequence[pipeline_pb2.NormalizedJob]) -> EntryBatch:
     """INVALID_ARGUMENT naming the field for no entries, an empty or unknown stage plan, an
-    unknown enum value, or a config hash that does not match its entry."""
+    unknown enum value, or a config hash that does not match its entry. Drops the messages'
+    unknown fields in place."""
     if not messages:
         raise invalid_argument("entries", "a job needs at least one normalized job")
-    checker = _HashChecker()
+    checker = _EntryChecker()
+    stored: list[pipeline_pb2.NormalizedJob] = []
     plans: dict[tuple[int, ...], tuple[StageType, ...]] = {}  # the few distinct plans, checked
     longest: tuple[StageType, ...] = ()
     images = 0
@@ -46,14 +56,14 @@ def entry_batch(messages: Sequence[pipeline_pb2.NormalizedJob]) -> EntryBatch:
             plan = plans[numbers] = _stage_plan(index, numbers)
             if len(plan) > len(longest):
                 longest = plan
-        checker.check(index, message)
         _check_bookkeeping_enums(index, message)
+        stored.append(checker.checked(index, message))
         images += image_count(message.batch_size, message.n_iter)
         models.add(message.model)
     stages = {stage for plan in plans.values() for stage in plan}
     models.discard("")
     return EntryBatch(
-        encoded=codec.encode_entries(messages), count=len(messages), estimated_images=images,
+        encoded=codec.encode_entries(stored), count=len(messages), estimated_images=images,
         longest_stage_plan=longest, has_adetailer=StageType.ADETAILER in stages,
         has_upscale=StageType.UPSCALE in stages,
         config_hashes=tuple(message.config_hash for message in messages),
@@ -100,16 +110,33 @@ def _check_enum(field_path: str, value: int, known: frozenset[int]) -> None:
         raise invalid_argument(field_path, f"unknown value {value}")
 
 
-class _HashChecker:
-    """Recomputes config hashes: in full for the first entry of a group, by splicing the
-    varying fields into that entry's encoding (JobHasher) for the rest of the group."""
+@dataclass
+class _Group:
+    """Entries that agree on everything but the spliced and unhashed fields."""
+
+    first: NormalizedJob
+    # The shared part is as the domain conversion writes it, so an entry of the group can be
+    # stored as it came once its origin is (the only submessage outside the shared part).
+    canonical: bool
+    size: int = 1
+    hasher: JobHasher | None = None
+
+
+class _EntryChecker:
+    """Recomputes config hashes: in full for the first entries of a group, by splicing the
+    varying fields into the first entry's encoding (JobHasher) for the rest of the group."""
 
     def __init__(self) -> None:
-        self._groups: dict[bytes, NormalizedJob | JobHasher] = {}
+        self._groups: dict[bytes, _Group] = {}
         self._scratch = pipeline_pb2.NormalizedJob()
 
-    def check(self, index: int, message: pipeline_pb2.NormalizedJob) -> None:
-        expected = self._expected(index, message)
+    def checked(self, index: int,
+                message: pipeline_pb2.NormalizedJob) -> pipeline_pb2.NormalizedJob:
+        """The entry as it is to be stored, once its config hash is found right."""
+        message.DiscardUnknownFields()
+        if message.HasField("origin") and not message.origin.ByteSize():
+            message.ClearField("origin")  # all defaults: the conversion leaves it unset
+        group, expected = self._expected(index, message)
         if message.config_hash != expected:
             raise ServiceError(
                 grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_REASON_CONFIG_HASH_MISMATCH,
@@ -117,20 +144,27 @@ class _HashChecker:
                 f"entry (recomputed {expected})",
                 violations=[FieldViolation(f"entries[{index}].config_hash", "does not match")],
             )
+        if group.canonical:
+            return message
+        stored: pipeline_pb2.NormalizedJob = to_proto(_to_domain(index, message))
+        return stored
 
-    def _expected(self, index: int, message: pipeline_pb2.NormalizedJob) -> str:
+    def _expected(self, index: int,
+                  message: pipeline_pb2.NormalizedJob) -> tuple[_Group, str]:
         key = self._group_key(message)
-        known = self._groups.get(key)
-        if known is None:
-            # Most groups of a real job are large, but a job of all-different entries must
-            # not pay for a hasher per entry: the first of a group is hashed in full.
-            entry = _to_domain(index, message)
-            self._groups[key] = entry
-            return config_hash(entry)
-        if not isinstance(known, JobHasher):
-            known = self._groups[key] = JobHasher(known)
-        return known.hash(message.prompt, message.negative_prompt, message.seed,
-                          message.subseed, message.input_images)
+        group = self._groups.get(key)
+        if group is None:
+            first = _to_domain(index, message)
+            group = self._groups[key] = _Group(
+                first, canonical=self._group_key(to_proto(first)) == key)
+            return group, config_hash(first)
+        group.size += 1
+        if group.size <= _HASHED_IN_FULL:
+            return group, config_hash(_to_domain(index, message))
+        if group.hasher is None:
+            group.hasher = JobHasher(group.first)
+        return group, group.hasher.hash(message.prompt, message.negative_prompt, message.seed,
+                                        message.subseed, message.input_images)
 
     def _group_key(self, message: pipeline_pb2.NormalizedJob) -> bytes:
         """The entry's wire form without the fields a JobHasher splices or the hash skips:
