@@ -110,10 +110,11 @@ def one_round(services: Services, page_size: int) -> Round:
     started = time.perf_counter()
     bundle.add_pack(draft_id, PACK_ID)
     added = time.perf_counter()
-    jobs, pages = bundle.preview_all(draft_id, page_size)
+    pages = bundle.preview_pages(draft_id, page_size)
     previewed = time.perf_counter()
     job = bundle.enqueue(draft_id, expected_revision=pages[-1].draft_revision, timeout=120)
     enqueued = time.perf_counter()
+    jobs = [job for page in pages for job in page.jobs]  # for the checks, after the timing
     return Round(add=added - started, preview=previewed - added, enqueue=enqueued - previewed,
                  previewed=len(jobs), queued=job.entry_count, pages=len(pages), entries=jobs,
                  job_id=job.job_id)

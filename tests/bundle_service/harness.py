@@ -95,20 +95,23 @@ class BundleHarness(ServiceHarness):
             draft_id=draft_id, prompt=prompt, negative_prompt=negative, config=config,
             input_images=images or []), timeout=30)
 
-    def preview_all(self, draft_id: str, page_size: int
-                    ) -> tuple[list[pipeline_pb2.NormalizedJob], list[pb.PreviewDraftResponse]]:
-        """Every normalized job, page by page, and the pages as they came."""
-        jobs: list[pipeline_pb2.NormalizedJob] = []
+    def preview_pages(self, draft_id: str, page_size: int) -> list[pb.PreviewDraftResponse]:
+        """Every page of the preview, as they came."""
         pages: list[pb.PreviewDraftResponse] = []
         token = ""
         while True:
             page = self.stub.PreviewDraft(pb.PreviewDraftRequest(
                 draft_id=draft_id, page_size=page_size, page_token=token), timeout=30)
             pages.append(page)
-            jobs.extend(page.jobs)
             token = page.next_page_token
             if not token:
-                return jobs, pages
+                return pages
+
+    def preview_all(self, draft_id: str, page_size: int
+                    ) -> tuple[list[pipeline_pb2.NormalizedJob], list[pb.PreviewDraftResponse]]:
+        """Every normalized job, page by page, and the pages as they came."""
+        pages = self.preview_pages(draft_id, page_size)
+        return [job for page in pages for job in page.jobs], pages
 
     def enqueue(self, draft_id: str, request_id: str = "",
                 run_mode: job_pb2.RunMode.ValueType = job_pb2.RUN_MODE_QUEUE,
