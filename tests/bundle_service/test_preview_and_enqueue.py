@@ -244,10 +244,16 @@ def test_entries_keep_their_own_origin(stack: Stack, pack: str) -> None:
 def test_a_repeated_enqueue_returns_the_first_job(stack: Stack, pack: str) -> None:
     draft = _draft_with_pack(stack, pack)
     request_id = unique("twice-")
-    first = stack.bundle.enqueue(draft.draft_id, request_id=request_id)
+    first = stack.bundle.enqueue(draft.draft_id, request_id=request_id,
+                                 expected_revision=draft.revision)
     again = stack.bundle.enqueue(draft.draft_id, request_id=request_id)
     assert again.job_id == first.job_id
-    # Without the request id the retry finds the draft empty: nothing is submitted twice.
+    # The revision it was queued from names it too, whatever the request id.
+    for other_request in ("", unique("other-")):
+        by_revision = stack.bundle.enqueue(draft.draft_id, request_id=other_request,
+                                           expected_revision=draft.revision)
+        assert by_revision.job_id == first.job_id
+    # Without either the retry finds the draft empty: nothing is submitted twice.
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id))
     assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
                                               "DRAFT_EMPTY")

@@ -3,11 +3,15 @@ are picked up without one."""
 
 from __future__ import annotations
 
+import grpc
+
 from stablenew.v1 import bundle_service_pb2 as pb
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import (
     full_job,
+    jobs_of_draft,
     preset,
+    rpc_error,
     txt2img_config,
     unique,
     write_pack,
@@ -87,6 +91,41 @@ def test_an_edited_pack_is_picked_up_without_a_restart(stack: Stack) -> None:
     # What is enqueued is the pack as it is now, which is what the preview now shows.
     job = bundle.enqueue(draft.draft_id)
     assert list(full_job(stack.queue, job.job_id).entries) == jobs
+
+
+def test_a_pack_edited_between_preview_and_enqueue_is_never_queued_unseen(stack: Stack) -> None:
+    bundle = stack.bundle
+    pack_id = unique("edit_")
+    write_pack(stack.packs_dir, f"{pack_id}.txt", "an oil painting\n\na watercolour\n")
+    draft = bundle.new_draft()
+    bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config())
+    previewed, pages = bundle.preview_all(draft.draft_id, 10)
+    write_pack(stack.packs_dir, f"{pack_id}.txt", "a pastel drawing\n\na watercolour\n")
+
+    # The edit makes a new revision: the enqueue of the previewed one is refused...
+    details = rpc_error(lambda: bundle.enqueue(draft.draft_id,
+                                               expected_revision=pages[0].draft_revision))
+    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                              "DRAFT_REVISION_MISMATCH")
+    assert jobs_of_draft(stack.queue, draft.draft_id) == []
+    # ...and what the new preview shows is what is queued.
+    again, new_pages = bundle.preview_all(draft.draft_id, 10)
+    assert new_pages[0].draft_revision == pages[0].draft_revision + 1
+    assert [job.prompt for job in again] == ["a pastel drawing", "a watercolour"] != [
+        job.prompt for job in previewed]
+    job = bundle.enqueue(draft.draft_id, expected_revision=new_pages[0].draft_revision)
+    assert list(full_job(stack.queue, job.job_id).entries) == again
+
+
+def test_reading_a_draft_whose_packs_did_not_change_makes_no_revision(stack: Stack) -> None:
+    bundle = stack.bundle
+    pack_id = unique("still_")
+    write_pack(stack.packs_dir, f"{pack_id}.txt", "a quiet harbour\n")
+    draft = bundle.new_draft()
+    added = bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config()).draft
+    bundle.preview_all(draft.draft_id, 10)
+    bundle.restart()
+    assert bundle.draft(draft.draft_id).revision == added.revision
 
 
 def test_a_sibling_json_edit_changes_the_matrix_of_a_txt_pack(stack: Stack) -> None:

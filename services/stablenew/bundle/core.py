@@ -101,15 +101,20 @@ class BundleCore:
             existing = self.store.draft_for_request(request_id) if request_id else None
             draft_id = existing or uuid.uuid4().hex
             if existing is None:
-                self.store.insert_draft(draft_id, display_name, request_id)
+                self.store.insert_draft(draft_id, display_name, request_id, _stamp(()))
         return self.get_draft(draft_id)
 
     def get_draft(self, draft_id: str) -> Draft:
+        """The draft as it is now. A pack file it reads that changed on disk since its revision
+        was made changes what it expands to, so it makes a new revision: an enqueue that
+        expects the previewed revision is then refused rather than queueing other jobs."""
         with self.lock:
-            record = self.store.get_draft(draft_id)
-            if record is None:
-                raise _draft_not_found(draft_id)
+            record = self._require(draft_id)
             signature = self._pack_signature(record)
+            if _stamp(signature) != record.pack_stamp:
+                with Transaction(self.store.db):
+                    self.store.bump_revision(draft_id, _stamp(signature))
+                record = self._require(draft_id)
             version = hashlib.sha256(repr((record.revision, signature)).encode()).hexdigest()[:16]
             return Draft(record, self._normalized(record, signature), version)
 
@@ -168,7 +173,7 @@ class BundleCore:
                 self.store.add_parts(draft_id, parts)
                 if request_id:
                     self.store.record_part_request(draft_id, request_id, part_ids)
-                self.store.bump_revision(draft_id)
+                self._new_revision(draft_id)
             if was_empty:
                 # The trial run normalised exactly the draft's parts now: keep it.
                 record = self._require(draft_id)
@@ -210,14 +215,14 @@ class BundleCore:
                 raise ServiceError(grpc.StatusCode.NOT_FOUND,
                                    errors_pb2.ERROR_REASON_PART_NOT_FOUND,
                                    f"draft {draft_id} has no part {part_id!r}")
-            self.store.bump_revision(draft_id)
+            self._new_revision(draft_id)
         return self.get_draft(draft_id)
 
     def clear_draft(self, draft_id: str) -> Draft:
         with self.lock, Transaction(self.store.db):
             self._require(draft_id)
             self.store.clear_parts(draft_id)
-            self.store.bump_revision(draft_id)
+            self._new_revision(draft_id)
         return self.get_draft(draft_id)
 
     def _require(self, draft_id: str) -> DraftRecord:
@@ -231,6 +236,10 @@ class BundleCore:
     def _pack_signature(self, record: DraftRecord) -> tuple[object, ...]:
         pack_ids = sorted({p.pack_id for p in record.parts if isinstance(p, PackRowPart)})
         return tuple(self.packs.signature(pack_id) for pack_id in pack_ids)
+
+    def _new_revision(self, draft_id: str) -> None:
+        """After a change of the parts (inside its transaction)."""
+        self.store.bump_revision(draft_id, _stamp(self._pack_signature(self._require(draft_id))))
 
     def _normalized(self, record: DraftRecord,
                     signature: tuple[object, ...]) -> NormalizedBundle:
@@ -261,7 +270,10 @@ class BundleCore:
         with self.lock:
             draft = self.get_draft(draft_id)
             record = draft.record
-            done = self.store.enqueued_job(draft_id, record.revision, request_id)
+            # A retry names the revision it previewed (or its request id); the draft has moved
+            # on to a new, empty revision since that enqueue.
+            done = self.store.enqueued_job(draft_id, expected_revision or record.revision,
+                                           request_id)
             if done is not None:
                 return self.lookup(done)
             self._check_enqueue(draft, run_mode, expected_revision)
@@ -276,7 +288,7 @@ class BundleCore:
             with Transaction(self.store.db):
                 self.store.record_enqueue(draft_id, record.revision, request_id, job.job_id)
                 self.store.clear_parts(draft_id)
-                self.store.bump_revision(draft_id)
+                self._new_revision(draft_id)
             self._forget(draft_id)
             return job
 
@@ -301,6 +313,10 @@ class BundleCore:
             return self.packs.load_pack(pack_id)
         except PackError as error:
             raise pack_error(error) from None
+
+
+def _stamp(signature: tuple[object, ...]) -> str:
+    return hashlib.sha256(repr(signature).encode()).hexdigest()[:16]
 
 
 def _unique(violations: list[FieldViolation]) -> list[FieldViolation]:

@@ -58,6 +58,8 @@ MIGRATIONS = [
         PRIMARY KEY (draft_id, request_id)
     );
     """,
+    # Which versions of its pack files a draft's revision read (see BundleCore.get_draft).
+    "ALTER TABLE drafts ADD COLUMN pack_stamp TEXT NOT NULL DEFAULT '';",
 ]
 
 
@@ -69,6 +71,7 @@ class DraftRecord:
     create_time: float
     update_time: float
     parts: list[DraftPart] = field(default_factory=list)
+    pack_stamp: str = ""
 
 
 def _config_blob(config: PipelineConfig) -> bytes:
@@ -108,10 +111,12 @@ class BundleStore:
     def close(self) -> None:
         self.db.close()
 
-    def insert_draft(self, draft_id: str, display_name: str, request_id: str) -> None:
+    def insert_draft(self, draft_id: str, display_name: str, request_id: str,
+                     pack_stamp: str) -> None:
         now = time.time()
-        self.db.execute("INSERT INTO drafts VALUES (?, ?, 1, ?, ?, ?)",
-                        (draft_id, display_name, now, now, request_id or None))
+        self.db.execute("INSERT INTO drafts (draft_id, display_name, revision, create_time, "
+                        "update_time, request_id, pack_stamp) VALUES (?, ?, 1, ?, ?, ?, ?)",
+                        (draft_id, display_name, now, now, request_id or None, pack_stamp))
 
     def draft_for_request(self, request_id: str) -> str | None:
         row = self.db.execute("SELECT draft_id FROM drafts WHERE request_id = ?",
@@ -125,7 +130,7 @@ class BundleStore:
         parts = [_part(part) for part in self.db.execute(
             "SELECT * FROM parts WHERE draft_id = ? ORDER BY position", (draft_id,))]
         return DraftRecord(row["draft_id"], row["display_name"], row["revision"],
-                           row["create_time"], row["update_time"], parts)
+                           row["create_time"], row["update_time"], parts, row["pack_stamp"])
 
     def draft_ids_after(self, after: str, limit: int) -> list[str]:
         rows = self.db.execute(
@@ -152,9 +157,9 @@ class BundleStore:
     def clear_parts(self, draft_id: str) -> None:
         self.db.execute("DELETE FROM parts WHERE draft_id = ?", (draft_id,))
 
-    def bump_revision(self, draft_id: str) -> None:
-        self.db.execute("UPDATE drafts SET revision = revision + 1, update_time = ? "
-                        "WHERE draft_id = ?", (time.time(), draft_id))
+    def bump_revision(self, draft_id: str, pack_stamp: str) -> None:
+        self.db.execute("UPDATE drafts SET revision = revision + 1, update_time = ?, "
+                        "pack_stamp = ? WHERE draft_id = ?", (time.time(), pack_stamp, draft_id))
 
     def enqueued_job(self, draft_id: str, revision: int, request_id: str) -> str | None:
         """The job an earlier enqueue of this revision (or this request id) created."""
