@@ -10,6 +10,7 @@ from stablenew.bundle.pipeline_rules import (
     check_stage_plan,
     describe_plan,
     merge_config,
+    preset_problems,
     stage_plan,
     with_builtin_defaults,
 )
@@ -187,3 +188,17 @@ def test_an_empty_model_means_keep_the_loaded_one() -> None:
     config = with_builtin_defaults(txt2img_config(model=""))
 
     assert check_config(config, [T]) == []
+
+
+def test_presets_are_judged_on_what_they_set_and_the_stages_they_switch_on() -> None:
+    # No stage switched on: the pack leaves the plan to the config it is added with.
+    assert preset_problems(PipelineConfig(txt2img=Txt2ImgConfig(steps=30))) == []
+    # A value they set, and a setting a stage they switch on needs.
+    presets = txt2img_config(width=500)
+    presets.stages.upscale_enabled = True
+    assert {error.field for error in preset_problems(presets)} == {
+        "config.txt2img.width", "config.upscale.upscaler"}
+    # An ADetailer-only plan is wrong whatever images come with the part.
+    only_adetailer = with_adetailer(PipelineConfig(stages=StageFlags(adetailer_enabled=True)))
+    assert [error.reason for error in preset_problems(only_adetailer)] == [
+        Reason.INVALID_STAGE_PLAN]

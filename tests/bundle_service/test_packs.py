@@ -12,10 +12,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stablenew.bundle.app import expansion_limits
+from stablenew.common.settings import ConfigError
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import pipeline_pb2
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import (
+    BundleHarness,
     preset,
     rpc_error,
     txt2img_config,
@@ -319,8 +322,47 @@ def test_an_invalid_pack_preset_is_blamed_on_the_pack(stack: Stack) -> None:
         "preset_data": preset(width=500)})
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
-    assert pack_id in details.message
-    assert details.reason == "PACK_INVALID"
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PACK_INVALID")
+    assert f"{pack_id}.json" in details.message and "txt2img.width" in details.message
+    assert details.metadata == {"pack_id": pack_id}
+    # GetPack shows the pack with the problem of its presets (row -1: the pack as a whole).
+    pack = stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=pack_id)).pack
+    assert [(e.row_index, e.reason) for e in pack.errors] == [(-1, "PACK_INVALID")]
+    assert "txt2img.width" in pack.errors[0].message
+    # Overrides that fix the value make the pack usable.
+    overrides = pipeline_pb2.PipelineConfig(txt2img=pipeline_pb2.Txt2ImgConfig(width=512))
+    added = stack.bundle.add_pack(draft.draft_id, pack_id, overrides=overrides)
+    assert added.draft.summary.job_count == 1
+
+
+def test_a_stage_the_presets_switch_on_without_its_settings_is_the_packs_problem(
+        stack: Stack) -> None:
+    pack_id = unique("noupscaler_")
+    presets = preset(("txt2img", "upscale"))
+    del presets["upscale"]["upscaler"]
+    write_pack(stack.packs_dir, f"{pack_id}.json", {
+        "pack_data": {"slots": [{"text": "a lighthouse"}]}, "preset_data": presets})
+    draft = stack.bundle.new_draft()
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PACK_INVALID")
+    assert "upscale.upscaler" in details.message and f"{pack_id}.json" in details.message
+    assert not details.violations  # nothing in the request was wrong
+    fixed = pipeline_pb2.PipelineConfig(upscale=pipeline_pb2.UpscaleConfig(upscaler="Lanczos"))
+    added = stack.bundle.add_pack(draft.draft_id, pack_id, overrides=fixed)
+    assert added.draft.summary.job_count == 1
+
+
+def test_a_stage_the_overrides_switch_on_without_its_settings_is_the_callers(
+        stack: Stack) -> None:
+    pack_id = unique("plain_")
+    write_pack(stack.packs_dir, f"{pack_id}.txt", "a lighthouse\n")  # no presets at all
+    draft = stack.bundle.new_draft()
+    overrides = txt2img_config()
+    overrides.stages.upscale_enabled = True  # and no upscaler
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id,
+                                                      overrides=overrides))
+    assert details.reason == "INVALID_FIELD"
+    assert [v.field for v in details.violations] == ["config_overrides.upscale.upscaler"]
 
 
 def test_bad_overrides_are_named_once_by_their_request_field(stack: Stack,
@@ -331,3 +373,30 @@ def test_bad_overrides_are_named_once_by_their_request_field(stack: Stack,
                                                       overrides=overrides))
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["config_overrides.txt2img.width"]
+
+
+def test_the_variant_cap_per_row_is_a_setting(tmp_path: Path) -> None:
+    packs_dir = tmp_path / "packs"
+    bundle = BundleHarness(tmp_path / "bundle", packs_dir, "127.0.0.1:1",  # no queue needed
+                           env={"STABLENEW_MAX_VARIANTS_PER_ROW": "4"})
+    with bundle.running():
+        write_pack(packs_dir, "five.txt", "a [[colour]] kite\n")
+        write_pack(packs_dir, "five.json", {"pack_data": {"matrix": {
+            "enabled": True, "mode": "fanout",
+            "slots": [{"name": "colour", "values": ["red", "blue", "green", "gold", "grey"]}]}}})
+        draft = bundle.new_draft()
+        summary = bundle.add_pack(draft.draft_id, "five", overrides=txt2img_config()).draft.summary
+    assert summary.job_count == 0
+    [error] = summary.errors
+    assert error.reason == "TOO_MANY_VARIANTS"
+    assert "over the cap of 4 per row" in error.message
+    assert "STABLENEW_MAX_VARIANTS_PER_ROW" in error.message
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("0", "not a positive whole number"), ("lots", "not a positive whole number"),
+    ("8193", "over the hard maximum of 8192")])
+def test_a_bad_variant_cap_is_a_configuration_error(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        expansion_limits({"STABLENEW_MAX_VARIANTS_PER_ROW": value})
+    assert expansion_limits({}).max_variants_per_row == 512

@@ -77,6 +77,7 @@ class RowError(_message.Message):
     part_id: _builtins.str
     prompt_pack_id: _builtins.str
     row_index: _builtins.int
+    """The pack row; -1 for a problem of the pack as a whole (its presets, in Pack.errors)."""
     line: _builtins.int
     """Line number in the pack file, from 1, when known."""
     reason: _builtins.str

@@ -2,6 +2,7 @@
 
 Packs come from STABLENEW_PACKS_DIR (default: <data dir>/packs); drafts live in
 <data dir>/bundle.sqlite3; EnqueueDraft submits to the queue at STABLENEW_QUEUE_ADDR.
+STABLENEW_MAX_VARIANTS_PER_ROW (default 512, at most 8192) caps what one pack row may expand to.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from typing import TypeVar
 import grpc
 
 from stablenew.bundle.core import BundleCore
+from stablenew.bundle.expansion import (
+    DEFAULT_MAX_VARIANTS_PER_ROW,
+    HARD_MAX_VARIANTS_PER_ROW,
+    ExpansionLimits,
+)
 from stablenew.bundle.mapping import JobMessages
 from stablenew.bundle.normalize import NormalizedBundle
 from stablenew.bundle.packs.library import PackLibrary
@@ -24,7 +30,7 @@ from stablenew.common.errors import ServiceError
 from stablenew.common.model import Job, JobOrigin, Priority
 from stablenew.common.model_mapping import fill_proto, from_proto
 from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
+from stablenew.common.settings import ConfigError, ServerSettings, positive_int
 from stablenew.v1 import (
     bundle_service_pb2,
     bundle_service_pb2_grpc,
@@ -73,6 +79,14 @@ class QueueSubmitter:
             raise
 
 
+def expansion_limits(env: Mapping[str, str]) -> ExpansionLimits:
+    cap = positive_int(env, "STABLENEW_MAX_VARIANTS_PER_ROW", DEFAULT_MAX_VARIANTS_PER_ROW)
+    if cap > HARD_MAX_VARIANTS_PER_ROW:
+        raise ConfigError(f"STABLENEW_MAX_VARIANTS_PER_ROW: {cap} is over the hard maximum "
+                          f"of {HARD_MAX_VARIANTS_PER_ROW} variants a row")
+    return ExpansionLimits(cap)
+
+
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
     env = os.environ if env is None else env
     store = BundleStore(settings.data_dir / "bundle.sqlite3",
@@ -82,7 +96,8 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     channel = open_channel("queue", env=env)
     job_messages = JobMessages()
     queue = QueueSubmitter(channel, job_messages)
-    core = BundleCore(store, PackLibrary(packs_dir), queue.submit, queue.lookup)
+    core = BundleCore(store, PackLibrary(packs_dir), queue.submit, queue.lookup,
+                      expansion_limits(env))
 
     def register(server: grpc.Server) -> None:
         bundle_service_pb2_grpc.add_BundleServiceServicer_to_server(

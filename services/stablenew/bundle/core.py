@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from stablenew.bundle.expansion import ExpansionLimits
 from stablenew.bundle.normalize import (
     DraftPart,
     ManualPart,
@@ -28,7 +29,8 @@ from stablenew.bundle.normalize import (
 )
 from stablenew.bundle.packs.library import PackLibrary
 from stablenew.bundle.packs.model import Pack
-from stablenew.bundle.problems import FieldError, PackError
+from stablenew.bundle.pipeline_rules import preset_problems
+from stablenew.bundle.problems import FieldError, PackError, Reason
 from stablenew.bundle.seeds import DerivedSeedSource
 from stablenew.bundle.store import BundleStore, DraftRecord
 from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
@@ -79,9 +81,10 @@ class Draft:
 
 class BundleCore:
     def __init__(self, store: BundleStore, packs: PackLibrary, submit: Submit,
-                 lookup: Lookup) -> None:
+                 lookup: Lookup, limits: ExpansionLimits | None = None) -> None:
         self.store = store
         self.packs = packs
+        self.limits = limits or ExpansionLimits()
         self.submit = submit
         self.lookup = lookup
         self.lock = threading.RLock()
@@ -158,12 +161,15 @@ class BundleCore:
             earlier = self.store.parts_for_request(draft_id, request_id) if request_id else None
             if earlier is not None:
                 return self.get_draft(draft_id), earlier
-        trial = normalize_draft(parts, DerivedSeedSource(draft_id), self.packs)
+        trial = normalize_draft(parts, DerivedSeedSource(draft_id), self.packs,
+                                limits=self.limits)
         errors = [error for outcome in trial.parts for error in outcome.field_errors]
         violations = violations_of(errors)
         if violations:
+            plan_wrong = any(error.reason == Reason.INVALID_STAGE_PLAN for error in errors)
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
-                               errors_pb2.ERROR_REASON_INVALID_FIELD,
+                               errors_pb2.ERROR_REASON_INVALID_STAGE_PLAN if plan_wrong
+                               else errors_pb2.ERROR_REASON_INVALID_FIELD,
                                "; ".join(f"{v.field}: {v.description}" for v in violations),
                                violations=violations)
         part_ids = [part.part_id for part in parts]
@@ -187,24 +193,28 @@ class BundleCore:
     @staticmethod
     def _pack_violations(pack: Pack, overrides: PipelineConfig,
                          errors: list[FieldError]) -> list[FieldViolation]:
-        """A bad value the pack's own presets set (and the overrides left alone) makes the
-        pack invalid; anything else is the caller's to fix through config_overrides."""
+        """A problem of the pack's own presets (a value they set, or a setting a stage they
+        switch on needs) that the overrides leave alone makes the pack invalid; anything else
+        is the caller's to fix through config_overrides."""
         pack_id = pack.pack_id
+        presets_wrong = {error.field for error in preset_problems(pack.defaults)}
         ours, packs = [], []
         for error in errors:
             path = error.field.removeprefix("config.")
-            from_pack = _set_in(pack.defaults, path) and not _set_in(overrides, path)
+            from_pack = ((error.field in presets_wrong or _set_in(pack.defaults, path))
+                         and not _set_in(overrides, path))
             if error.field.startswith("config.") and from_pack:
-                packs.append(f"{path}: {error.message}")
+                packs.append(f"preset {path}: {error.message}")
             elif error.field.startswith("config."):
                 ours.append(FieldViolation(f"config_overrides.{path}", error.message))
             else:
                 ours.append(FieldViolation(error.field, error.message))
         if packs:
-            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
                                errors_pb2.ERROR_REASON_PACK_INVALID,
-                               f"pack {pack_id!r} has invalid presets: "
-                               + "; ".join(dict.fromkeys(packs)),
+                               f"pack {pack_id!r}: {pack_id}.json: "
+                               + "; ".join(dict.fromkeys(packs))
+                               + " (fix the pack, or set these in config_overrides)",
                                metadata={"pack_id": pack_id})
         return _unique(ours)
 
@@ -245,7 +255,8 @@ class BundleCore:
                     signature: tuple[object, ...]) -> NormalizedBundle:
         bundle = self._bundles.get((record.draft_id, record.revision, signature))
         if bundle is None:
-            bundle = normalize_draft(record.parts, DerivedSeedSource(record.draft_id), self.packs)
+            bundle = normalize_draft(record.parts, DerivedSeedSource(record.draft_id),
+                                     self.packs, limits=self.limits)
         self._remember(record, signature, bundle)
         return bundle
 

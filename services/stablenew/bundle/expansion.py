@@ -291,7 +291,8 @@ def _distinct_numbers(rng: random.Random, total: int, count: int) -> list[int]:
 def _too_many_message(count: int, cap: int, limit: int) -> str:
     hint = "lower the matrix limit" if limit else "set a matrix limit"
     if cap < HARD_MAX_VARIANTS_PER_ROW:
-        hint += f" or raise the cap (at most {HARD_MAX_VARIANTS_PER_ROW:,})"
+        hint += (f" or raise the cap (STABLENEW_MAX_VARIANTS_PER_ROW, at most"
+                 f" {HARD_MAX_VARIANTS_PER_ROW:,})")
     return (f"the row expands to {count:,} variants, over the cap of {cap:,} per row;"
             f" {hint}, or use fewer values")
 

@@ -313,6 +313,18 @@ PASS_RULES: tuple[tuple[str, Callable[[AdetailerPass], Any], Check], ...] = (
 )
 
 
+def preset_problems(presets: PipelineConfig) -> list[FieldError]:
+    """What is wrong with a pack's presets by themselves: a value they set, or a setting a stage
+    they switch on needs (upscale without an upscaler). Presets that switch no stage on leave
+    the plan to the config the pack is added with, so that alone is no problem."""
+    config = with_builtin_defaults(presets)
+    plan = stage_plan(config.stages)
+    if not plan:
+        return []
+    # Input images come with the part, not the pack.
+    return check_stage_plan(plan, has_input_images=True) + check_config(config, plan)
+
+
 def check_config(config: PipelineConfig, plan: Sequence[StageType],
                  path: str = "config") -> list[FieldError]:
     """Every out-of-range value of the stages in `plan` (the config has its defaults)."""

@@ -41,6 +41,7 @@ from stablenew.bundle.packs.model import (
     PackSummary,
 )
 from stablenew.bundle.packs.text_formats import TextPackContent, parse_tsv, parse_txt
+from stablenew.bundle.pipeline_rules import preset_problems
 from stablenew.bundle.problems import PackError, Reason, RowError, row_label
 from stablenew.bundle.prompt_text import (
     SLOT,
@@ -49,6 +50,7 @@ from stablenew.bundle.prompt_text import (
     scan_tags,
     undefined_token_message,
 )
+from stablenew.common.model import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +191,22 @@ def _assemble(pack_id: str, document: JsonPackDocument, text_source: _Source | N
         matrix=_matrix(pack_id, document.matrix, content, json_name),
         defaults=document.defaults,
         modify_time=_modify_time(sources),
-        errors=list(content.row_errors),
+        errors=list(content.row_errors) + _preset_errors(pack_id, document.defaults, json_name),
         wildcards=_merge_lists(pack_id, document.wildcards, content.slots_of(WILDCARD),
                                json_name, "wildcard"),
         wildcard_mode=document.wildcard_mode or MatrixMode.RANDOM,
     )
     _check_rows(pack)
     return pack
+
+
+def _preset_errors(pack_id: str, presets: PipelineConfig, json_name: str) -> list[RowError]:
+    """The presets' own problems, as errors of the whole pack (row -1): adding the pack needs
+    config overrides that fix them."""
+    return [RowError(prompt_pack_id=pack_id, row_index=-1, reason=Reason.PACK_INVALID,
+                     message=f"{json_name}: preset {error.field.removeprefix('config.')}: "
+                             f"{error.message}")
+            for error in preset_problems(presets)]
 
 
 def _parse_text(pack_id: str, source: _Source) -> TextPackContent:
