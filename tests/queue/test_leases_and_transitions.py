@@ -284,6 +284,27 @@ def test_resume_wakes_a_waiting_runner(queue: QueueHarness) -> None:
     assert result[0] is not None and result[0].job.job_id == job_id
 
 
+@pytest.mark.parametrize("hand_back", ["retryable failure", "cancel with return to queue"])
+def test_a_job_handed_back_goes_to_a_runner_already_waiting(queue: QueueHarness,
+                                                            hand_back: str) -> None:
+    job_id = queue.submit().job_id
+    first, second = _runner(queue, "first"), _runner(queue, "second")
+    leased = _lease(first)
+    result: list[Leased | None] = []
+    waiting = threading.Thread(target=lambda: result.append(second.lease(wait_seconds=10)))
+    waiting.start()
+    time.sleep(0.2)  # the second runner is long-polling now
+    if hand_back == "retryable failure":
+        assert first.fail(leased, "WebUI restarting", retryable=True).state == (
+            job_pb2.JOB_STATE_QUEUED)
+    else:
+        queue.stub.CancelJob(pb.CancelJobRequest(job_id=job_id, return_to_queue=True))
+        assert first.complete(leased, cancelled=True).state == job_pb2.JOB_STATE_QUEUED
+    waiting.join()
+    assert result[0] is not None and result[0].job.job_id == job_id
+    assert result[0].lease.attempt == 2
+
+
 def test_queue_state_and_runners(queue: QueueHarness) -> None:
     queue.submit(entries=2)
     queue.submit()

@@ -79,9 +79,12 @@ class QueueStateView:
 
 @dataclass
 class _Pending:
-    """Events appended by the transaction in progress, published once it commits."""
+    """Events appended by the transaction in progress, published once it commits; and whether
+    it made a job leasable, so that waiting runners are offered it after the commit (offering
+    it inside would open a second transaction within this one)."""
 
     events: list[StoredEvent] = field(default_factory=list)
+    job_available: bool = False
 
 
 def _not_found(job_id: str) -> ServiceError:
@@ -105,7 +108,7 @@ class QueueCore:
         self._last_progress_event: dict[str, float] = {}
         self._token_secret_bytes = self._token_secret()
         self._list_tokens = self.page_tokens("queue.ListJobs")
-        # Called after every commit that may make a job leasable (set by leasing).
+        # Called after every commit that made a job leasable (set by leasing).
         self.on_job_available: Callable[[], None] = lambda: None
 
     def page_tokens(self, scope: str) -> PageTokens:
@@ -135,6 +138,8 @@ class QueueCore:
                 self.positions.reload()
                 raise
             self.broadcaster.publish(pending.events)
+        if pending.job_available:
+            self.on_job_available()
 
     def emit(self, pending: _Pending, event: job_pb2.JobEvent, is_progress: bool = False) -> None:
         self.store.append_event(event, is_progress)
@@ -187,7 +192,7 @@ class QueueCore:
             position = (self.positions.of_first_in_group(queued.order)
                         if queued.order.lane == LANE_DIRECT
                         else self.positions.of_last_in_group(queued.order))
-        self.on_job_available()
+            pending.job_available = True
         return self.view_at(queued, position)
 
     def new_job(self, entries: EntryBatch, origin: JobOrigin, priority: Priority,
@@ -341,8 +346,7 @@ class QueueCore:
             if self.paused() != paused:
                 self.store.set_setting("paused", "1" if paused else "0")
                 self.emit(pending, codec.queue_paused_event(paused, _now()))
-        if not paused:
-            self.on_job_available()
+                pending.job_available = not paused
         return self.state()
 
     def paused(self) -> bool:

@@ -200,8 +200,6 @@ class Leasing:
             again = retryable and queued.job.attempt < self.core.config.max_attempts
             target = JobState.QUEUED if again else JobState.FAILED
             self._finish(pending, queued, target, f"runner reported: {error}", runner_id)
-        if again:
-            self.dispatch()
         return self.core.view(queued)
 
     def _already_finished_by(self, job_id: str, lease_id: str) -> Job | None:
@@ -224,7 +222,7 @@ class Leasing:
         self.core.transition(pending, queued, target, reason, with_results=True)
         self._touch_runner(runner_id, "", "")
         if target == JobState.QUEUED:
-            self.core.on_job_available()
+            pending.job_available = True
 
     # --- expiry ---------------------------------------------------------------------------
 
@@ -234,8 +232,6 @@ class Leasing:
             expired = self.core.store.expired_leases(time.time())
             for queued in expired:
                 self._expire(pending, queued)
-        if expired:
-            self.dispatch()
         return len(expired)
 
     def _expire(self, pending: _Pending, queued: QueuedJob) -> None:
@@ -253,6 +249,7 @@ class Leasing:
         if target == JobState.QUEUED:
             job.cancel_requested = False
             queued.return_to_queue = False
+            pending.job_available = True
         self.core.transition(pending, queued, target, reason)
 
     def runners(self) -> list[RunnerRecord]:
