@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import secrets
 import threading
 import uuid
 from collections import OrderedDict
@@ -43,7 +42,7 @@ from stablenew.common.model import (
     PromptSource,
     RunMode,
 )
-from stablenew.common.paging import PageTokens
+from stablenew.common.paging import PageTokens, stored_secret
 from stablenew.common.sqlite_db import Transaction
 from stablenew.v1 import errors_pb2
 
@@ -89,10 +88,7 @@ class BundleCore:
         self.lookup = lookup
         self.lock = threading.RLock()
         self._bundles: OrderedDict[BundleKey, NormalizedBundle] = OrderedDict()
-        with Transaction(store.db):
-            secret = store.setting("page_token_secret", "") or secrets.token_hex(32)
-            store.set_setting("page_token_secret", secret)
-        self.secret = bytes.fromhex(secret)
+        self.secret = stored_secret(store.db, store.setting, store.set_setting)
 
     def page_tokens(self, scope: str) -> PageTokens:
         return PageTokens(self.secret, scope)

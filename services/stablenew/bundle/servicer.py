@@ -6,7 +6,7 @@ import grpc
 
 from stablenew.bundle import mapping
 from stablenew.bundle.core import BundleCore
-from stablenew.common.errors import invalid_argument
+from stablenew.common.errors import invalid_argument, required
 from stablenew.common.model import JobSource, Priority, RunMode
 from stablenew.common.model_mapping import job_to_proto
 from stablenew.common.paging import page_size
@@ -14,12 +14,6 @@ from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2
 
 Context = grpc.ServicerContext
-
-
-def _required(value: str, field_path: str) -> str:
-    if not value:
-        raise invalid_argument(field_path, "required")
-    return value
 
 
 class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
@@ -36,7 +30,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         return pb.CreateDraftResponse(draft=mapping.draft_to_proto(draft))
 
     def GetDraft(self, request: pb.GetDraftRequest, context: Context) -> pb.GetDraftResponse:
-        draft = self.core.get_draft(_required(request.draft_id, "draft_id"))
+        draft = self.core.get_draft(required(request.draft_id, "draft_id"))
         return pb.GetDraftResponse(draft=mapping.draft_to_proto(draft))
 
     def ListDrafts(self, request: pb.ListDraftsRequest,
@@ -50,7 +44,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
 
     def AddPart(self, request: pb.AddPartRequest, context: Context) -> pb.AddPartResponse:
         draft, part_ids = self.core.add_manual_part(
-            _required(request.draft_id, "draft_id"), request.prompt, request.negative_prompt,
+            required(request.draft_id, "draft_id"), request.prompt, request.negative_prompt,
             mapping.config_from_proto(request.config), list(request.input_images),
             request.request_id)
         message = mapping.draft_to_proto(draft)
@@ -60,8 +54,8 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
     def AddPackParts(self, request: pb.AddPackPartsRequest,
                      context: Context) -> pb.AddPackPartsResponse:
         draft, part_ids = self.core.add_pack_parts(
-            _required(request.draft_id, "draft_id"),
-            _required(request.prompt_pack_id, "prompt_pack_id"), list(request.row_indices),
+            required(request.draft_id, "draft_id"),
+            required(request.prompt_pack_id, "prompt_pack_id"), list(request.row_indices),
             request.prepend_text, mapping.config_from_proto(request.config_overrides),
             request.request_id)
         message = mapping.draft_to_proto(draft)
@@ -71,19 +65,19 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
 
     def RemovePart(self, request: pb.RemovePartRequest,
                    context: Context) -> pb.RemovePartResponse:
-        draft = self.core.remove_part(_required(request.draft_id, "draft_id"),
-                                      _required(request.part_id, "part_id"))
+        draft = self.core.remove_part(required(request.draft_id, "draft_id"),
+                                      required(request.part_id, "part_id"))
         return pb.RemovePartResponse(draft=mapping.draft_to_proto(draft))
 
     def ClearDraft(self, request: pb.ClearDraftRequest,
                    context: Context) -> pb.ClearDraftResponse:
-        draft = self.core.clear_draft(_required(request.draft_id, "draft_id"))
+        draft = self.core.clear_draft(required(request.draft_id, "draft_id"))
         return pb.ClearDraftResponse(draft=mapping.draft_to_proto(draft))
 
     def PreviewDraft(self, request: pb.PreviewDraftRequest,
                      context: Context) -> pb.PreviewDraftResponse:
         size = page_size(request.page_size)
-        draft = self.core.get_draft(_required(request.draft_id, "draft_id"))
+        draft = self.core.get_draft(required(request.draft_id, "draft_id"))
         position = self.preview_tokens.decode(request.page_token)
         start = 0
         if position is not None:
@@ -105,7 +99,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
     def EnqueueDraft(self, request: pb.EnqueueDraftRequest,
                      context: Context) -> pb.EnqueueDraftResponse:
         job = self.core.enqueue(
-            _required(request.draft_id, "draft_id"), RunMode(request.run_mode),
+            required(request.draft_id, "draft_id"), RunMode(request.run_mode),
             JobSource(request.source), Priority(request.priority), request.label,
             request.request_id, request.expected_revision)
         return pb.EnqueueDraftResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
@@ -121,7 +115,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
             packs=[mapping.pack_summary_to_proto(p) for p in page], next_page_token=token)
 
     def GetPack(self, request: pb.GetPackRequest, context: Context) -> pb.GetPackResponse:
-        pack = self.core.load_pack(_required(request.pack_id, "pack_id"))
+        pack = self.core.load_pack(required(request.pack_id, "pack_id"))
         return pb.GetPackResponse(pack=mapping.pack_to_proto(pack))
 
 

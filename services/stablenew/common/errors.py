@@ -81,6 +81,13 @@ def invalid_argument(field_path: str, description: str) -> ServiceError:
     )
 
 
+def required(value: str, field_path: str) -> str:
+    """`value`, or INVALID_ARGUMENT naming the field when it is empty."""
+    if not value:
+        raise invalid_argument(field_path, "required")
+    return value
+
+
 def not_implemented(what: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.UNIMPLEMENTED, errors_pb2.ERROR_REASON_NOT_IMPLEMENTED, what

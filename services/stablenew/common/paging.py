@@ -9,11 +9,15 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
+import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
+from stablenew.common.sqlite_db import Transaction
 from stablenew.v1 import errors_pb2
 
 DEFAULT_PAGE_SIZE = 50
@@ -28,6 +32,18 @@ def page_size(
     if requested == 0:
         return default
     return min(requested, maximum)
+
+
+def stored_secret(db: sqlite3.Connection, read: Callable[[str, str], str],
+                  write: Callable[[str, str], None]) -> bytes:
+    """The database's page-token secret, made on first use and kept, so tokens stay valid
+    across restarts (read/write: the store's key-value settings)."""
+    with Transaction(db):
+        secret = read("page_token_secret", "")
+        if not secret:
+            secret = secrets.token_hex(32)
+            write("page_token_secret", secret)
+    return bytes.fromhex(secret)
 
 
 class PageTokens:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import secrets
 import sqlite3
 import threading
 import time
@@ -24,7 +23,7 @@ import grpc
 
 from stablenew.common.errors import FieldViolation, ServiceError
 from stablenew.common.model import EntryResult, Job, JobTransition, NormalizedJob
-from stablenew.common.paging import PageTokens
+from stablenew.common.paging import PageTokens, stored_secret
 from stablenew.common.sqlite_db import Transaction
 from stablenew.history import domain
 from stablenew.history.domain import (
@@ -122,19 +121,11 @@ class HistoryCore:
         self.lock = threading.RLock()
         self.broadcaster = Broadcaster()
         self.closing = threading.Event()
-        secret = self._token_secret()
+        secret = stored_secret(store.db, store.meta, store.set_meta)
         self.list_tokens = PageTokens(secret, "history.ListJobs")
         self.event_tokens = PageTokens(secret, "history.ListJobEvents")
         with self.lock:
             self.committed_sequence = store.cursor()
-
-    def _token_secret(self) -> bytes:
-        with Transaction(self.store.db):
-            secret = self.store.meta("page_token_secret")
-            if not secret:
-                secret = secrets.token_hex(32)
-                self.store.set_meta("page_token_secret", secret)
-        return bytes.fromhex(secret)
 
     # --- transactions ---------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from stablenew.common.errors import invalid_argument
+from stablenew.common.errors import invalid_argument, required
 from stablenew.common.model_mapping import job_to_proto
 from stablenew.common.paging import page_size
 from stablenew.history import mapping
@@ -16,12 +16,6 @@ from stablenew.v1 import history_service_pb2_grpc, job_pb2
 
 Context = grpc.ServicerContext
 WATCH_POLL_SECONDS = 0.5
-
-
-def _required(value: str, field_path: str) -> str:
-    if not value:
-        raise invalid_argument(field_path, "required")
-    return value
 
 
 def _view(view: int, default: int) -> int:
@@ -46,7 +40,7 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
 
     def GetJob(self, request: pb.HistoryServiceGetJobRequest,
                context: Context) -> pb.HistoryServiceGetJobResponse:
-        job, transitions = self.core.get(_required(request.job_id, "job_id"))
+        job, transitions = self.core.get(required(request.job_id, "job_id"))
         return pb.HistoryServiceGetJobResponse(
             job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
             transitions=[mapping.transition_to_proto(t) for t in transitions])
@@ -58,20 +52,20 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
 
     def ListJobEvents(self, request: pb.ListJobEventsRequest,
                       context: Context) -> pb.ListJobEventsResponse:
-        events = self.core.events(_required(request.job_id, "job_id"),
+        events = self.core.events(required(request.job_id, "job_id"),
                                   page_size(request.page_size), request.page_token)
         return pb.ListJobEventsResponse(events=mapping.events_to_proto(events),
                                         next_page_token=events.next_page_token)
 
     def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> pb.UpdateJobResponse:
         job = self.core.update(
-            _required(request.job_id, "job_id"),
+            required(request.job_id, "job_id"),
             request.label if request.HasField("label") else None,
             request.bookmarked if request.HasField("bookmarked") else None)
         return pb.UpdateJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.DeleteJobResponse:
-        self.core.delete(_required(request.job_id, "job_id"))
+        self.core.delete(required(request.job_id, "job_id"))
         return pb.DeleteJobResponse()
 
     def PruneHistory(self, request: pb.PruneHistoryRequest,

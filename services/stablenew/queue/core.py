@@ -7,7 +7,6 @@ could take back. Leasing lives in `leasing.py` on top of this.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ from stablenew.common.model import (
     Priority,
     RunMode,
 )
-from stablenew.common.paging import PageTokens
+from stablenew.common.paging import PageTokens, stored_secret
 from stablenew.common.sqlite_db import Transaction
 from stablenew.queue import codec
 from stablenew.queue.domain import (
@@ -106,7 +105,7 @@ class QueueCore:
         self.positions = Positions(store)
         self.progress: dict[str, JobProgress] = {}
         self._last_progress_event: dict[str, float] = {}
-        self._token_secret_bytes = self._token_secret()
+        self._token_secret_bytes = stored_secret(store.db, store.setting, store.set_setting)
         self._list_tokens = self.page_tokens("queue.ListJobs")
         # Called after every commit that made a job leasable (set by leasing).
         self.on_job_available: Callable[[], None] = lambda: None
@@ -114,14 +113,6 @@ class QueueCore:
     def page_tokens(self, scope: str) -> PageTokens:
         """Tokens signed with this queue's secret, valid for one list only."""
         return PageTokens(self._token_secret_bytes, scope)
-
-    def _token_secret(self) -> bytes:
-        with Transaction(self.store.db):
-            secret = self.store.setting("page_token_secret", "")
-            if not secret:
-                secret = secrets.token_hex(32)
-                self.store.set_setting("page_token_secret", secret)
-        return bytes.fromhex(secret)
 
     # --- transactions and events ----------------------------------------------------------
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from stablenew.common.errors import invalid_argument
+from stablenew.common.errors import invalid_argument, required
 from stablenew.common.model import EntryResult, Priority
 from stablenew.common.model_mapping import from_proto, job_to_proto
 from stablenew.common.paging import page_size
@@ -20,12 +20,6 @@ from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 
 Context = grpc.ServicerContext
-
-
-def _required(value: str, field_path: str) -> str:
-    if not value:
-        raise invalid_argument(field_path, "required")
-    return value
 
 
 def _results(messages: object) -> list[EntryResult]:
@@ -47,7 +41,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = request.view or job_pb2.JOB_VIEW_FULL
-        job = self.core.get(_required(request.job_id, "job_id"),
+        job = self.core.get(required(request.job_id, "job_id"),
                             full=view == job_pb2.JOB_VIEW_FULL)
         return pb.GetJobResponse(job=job_to_proto(job, view))
 
@@ -60,14 +54,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                                    next_page_token=token)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
-        job = self.core.cancel(_required(request.job_id, "job_id"), request.return_to_queue,
+        job = self.core.cancel(required(request.job_id, "job_id"), request.return_to_queue,
                                request.reason)
         return pb.CancelJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def MoveJob(self, request: pb.MoveJobRequest, context: Context) -> pb.MoveJobResponse:
         if request.position == pb.MOVE_POSITION_UNSPECIFIED:
             raise invalid_argument("position", "one of FRONT, BACK, UP, DOWN, BEFORE")
-        job = self.core.move(_required(request.job_id, "job_id"),
+        job = self.core.move(required(request.job_id, "job_id"),
                              MovePosition(request.position), request.before_job_id)
         return pb.MoveJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
@@ -84,7 +78,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
         failed_only = RetryScope(request.scope) == RetryScope.FAILED_ENTRIES
-        job = self.core.retry(_required(request.job_id, "job_id"), failed_only,
+        job = self.core.retry(required(request.job_id, "job_id"), failed_only,
                               request.request_id)
         return pb.RetryJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
@@ -116,8 +110,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
         reply = self.leasing.heartbeat(
-            request.runner_id, _required(request.lease_id, "lease_id"),
-            _required(request.job_id, "job_id"), request.attempt,
+            request.runner_id, required(request.lease_id, "lease_id"),
+            required(request.job_id, "job_id"), request.attempt,
             mapping.progress_from_proto(request.progress) if request.HasField("progress")
             else None, request.loaded_model)
         response = pb.HeartbeatResponse(cancel_requested=reply.cancel_requested,
@@ -128,15 +122,15 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     def CompleteJob(self, request: pb.CompleteJobRequest,
                     context: Context) -> pb.CompleteJobResponse:
         job = self.leasing.complete(
-            request.runner_id, _required(request.lease_id, "lease_id"),
-            _required(request.job_id, "job_id"), request.attempt, _results(request.results),
+            request.runner_id, required(request.lease_id, "lease_id"),
+            required(request.job_id, "job_id"), request.attempt, _results(request.results),
             request.cancelled)
         return pb.CompleteJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.FailJobResponse:
         job = self.leasing.fail(
-            request.runner_id, _required(request.lease_id, "lease_id"),
-            _required(request.job_id, "job_id"), request.attempt, request.error_message,
+            request.runner_id, required(request.lease_id, "lease_id"),
+            required(request.job_id, "job_id"), request.attempt, request.error_message,
             _results(request.results), request.retryable)
         return pb.FailJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
