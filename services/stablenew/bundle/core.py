@@ -108,19 +108,23 @@ class BundleCore:
         was made changes what it expands to, so it makes a new revision: an enqueue that
         expects the previewed revision is then refused rather than queueing other jobs."""
         with self.lock:
-            record = self._require(draft_id)
-            signature = self._pack_signature(record)
-            if _stamp(signature) != record.pack_stamp:
-                with Transaction(self.store.db):
-                    self.store.bump_revision(draft_id, _stamp(signature))
-                record = self._require(draft_id)
-            version = hashlib.sha256(repr((record.revision, signature)).encode()).hexdigest()[:16]
-            return Draft(record, self._normalized(record, signature), version)
+            return self._draft(self._require(draft_id))
+
+    def _draft(self, record: DraftRecord, remember: bool = True) -> Draft:
+        signature = self._pack_signature(record.parts)
+        if _stamp(signature) != record.pack_stamp:
+            with Transaction(self.store.db):
+                self.store.bump_revision(record.draft_id, _stamp(signature))
+            record = self._require(record.draft_id)
+        version = hashlib.sha256(repr((record.revision, signature)).encode()).hexdigest()[:16]
+        return Draft(record, self._normalized(record, signature, remember), version)
 
     def list_drafts(self, size: int, after: str) -> tuple[list[Draft], str]:
         with self.lock:
             ids = self.store.draft_ids_after(after, size + 1)
-            drafts = [self.get_draft(draft_id) for draft_id in ids[:size]]
+            # A listing does not push the drafts being previewed out of the cache.
+            drafts = [self._draft(self._require(draft_id), remember=False)
+                      for draft_id in ids[:size]]
         return drafts, ids[size - 1] if len(ids) > size else ""
 
     def add_manual_part(self, draft_id: str, prompt: str, negative: str,
@@ -153,10 +157,10 @@ class BundleCore:
         added and reported in the summary, and make no jobs. A repeated request id answers
         with the parts it added the first time."""
         with self.lock:
-            self._require(draft_id)
+            record = self._require(draft_id)
             earlier = self.store.parts_for_request(draft_id, request_id) if request_id else None
             if earlier is not None:
-                return self.get_draft(draft_id), earlier
+                return self._draft(record), earlier
         trial = normalize_draft(parts, DerivedSeedSource(draft_id), self.packs,
                                 limits=self.limits)
         errors = [error for outcome in trial.parts for error in outcome.field_errors]
@@ -171,16 +175,16 @@ class BundleCore:
         part_ids = [part.part_id for part in parts]
         with self.lock:
             with Transaction(self.store.db):
-                was_empty = not self._require(draft_id).parts
+                before = self._require(draft_id).parts
                 self.store.add_parts(draft_id, parts)
                 if request_id:
                     self.store.record_part_request(draft_id, request_id, part_ids)
-                self._new_revision(draft_id)
-            if was_empty:
+                self._new_revision(draft_id, before + parts)
+            record = self._require(draft_id)
+            if not before:
                 # The trial run normalised exactly the draft's parts now: keep it.
-                record = self._require(draft_id)
-                self._remember(record, self._pack_signature(record), trial)
-            return self.get_draft(draft_id), part_ids
+                self._remember(record, self._pack_signature(record.parts), trial)
+            return self._draft(record), part_ids
 
     @staticmethod
     def _manual_violations(errors: list[FieldError]) -> list[FieldViolation]:
@@ -216,19 +220,19 @@ class BundleCore:
 
     def remove_part(self, draft_id: str, part_id: str) -> Draft:
         with self.lock, Transaction(self.store.db):
-            self._require(draft_id)
+            parts = self._require(draft_id).parts
             if not self.store.remove_part(draft_id, part_id):
                 raise ServiceError(grpc.StatusCode.NOT_FOUND,
                                    errors_pb2.ERROR_REASON_PART_NOT_FOUND,
                                    f"draft {draft_id} has no part {part_id!r}")
-            self._new_revision(draft_id)
+            self._new_revision(draft_id, [part for part in parts if part.part_id != part_id])
         return self.get_draft(draft_id)
 
     def clear_draft(self, draft_id: str) -> Draft:
         with self.lock, Transaction(self.store.db):
             self._require(draft_id)
             self.store.clear_parts(draft_id)
-            self._new_revision(draft_id)
+            self._new_revision(draft_id, [])
         return self.get_draft(draft_id)
 
     def _require(self, draft_id: str) -> DraftRecord:
@@ -239,21 +243,22 @@ class BundleCore:
 
     # --- normalisation ------------------------------------------------------------------
 
-    def _pack_signature(self, record: DraftRecord) -> tuple[object, ...]:
-        pack_ids = sorted({p.pack_id for p in record.parts if isinstance(p, PackRowPart)})
+    def _pack_signature(self, parts: Sequence[DraftPart]) -> tuple[object, ...]:
+        pack_ids = sorted({p.pack_id for p in parts if isinstance(p, PackRowPart)})
         return tuple(self.packs.signature(pack_id) for pack_id in pack_ids)
 
-    def _new_revision(self, draft_id: str) -> None:
-        """After a change of the parts (inside its transaction)."""
-        self.store.bump_revision(draft_id, _stamp(self._pack_signature(self._require(draft_id))))
+    def _new_revision(self, draft_id: str, parts: Sequence[DraftPart]) -> None:
+        """After a change of the parts (inside its transaction); `parts` as they are now."""
+        self.store.bump_revision(draft_id, _stamp(self._pack_signature(parts)))
 
-    def _normalized(self, record: DraftRecord,
-                    signature: tuple[object, ...]) -> NormalizedBundle:
+    def _normalized(self, record: DraftRecord, signature: tuple[object, ...],
+                    remember: bool = True) -> NormalizedBundle:
         bundle = self._bundles.get((record.draft_id, record.revision, signature))
         if bundle is None:
             bundle = normalize_draft(record.parts, DerivedSeedSource(record.draft_id),
                                      self.packs, limits=self.limits)
-        self._remember(record, signature, bundle)
+        if remember:
+            self._remember(record, signature, bundle)
         return bundle
 
     def _remember(self, record: DraftRecord, signature: tuple[object, ...],
@@ -295,7 +300,7 @@ class BundleCore:
             with Transaction(self.store.db):
                 self.store.record_enqueue(draft_id, record.revision, request_id, job.job_id)
                 self.store.clear_parts(draft_id)
-                self._new_revision(draft_id)
+                self._new_revision(draft_id, [])
             self._forget(draft_id)
             return job
 

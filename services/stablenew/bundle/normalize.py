@@ -129,8 +129,7 @@ class NormalizedBundle:
         return self.summary.errors
 
 
-def normalize_draft(parts: Sequence[DraftPart], seeds: SeedSource,
-                    packs: PackSource | None = None, *,
+def normalize_draft(parts: Sequence[DraftPart], seeds: SeedSource, packs: PackSource, *,
                     limits: ExpansionLimits | None = None,
                     max_jobs: int = DEFAULT_MAX_BUNDLE_JOBS) -> NormalizedBundle:
     """The normalized jobs of `parts` in order, each part's outcome, and the summary."""
@@ -190,7 +189,7 @@ _NO_RULES = TemplateExpander(ExpansionRules())
 
 
 class _Normalizer:
-    def __init__(self, seeds: SeedSource, packs: PackSource | None, limits: ExpansionLimits,
+    def __init__(self, seeds: SeedSource, packs: PackSource, limits: ExpansionLimits,
                  max_jobs: int) -> None:
         self.seeds = seeds
         self.packs = packs
@@ -271,9 +270,6 @@ class _Normalizer:
         return self._loaded[pack_id]
 
     def _load_uncached(self, pack_id: str) -> Pack | PackError:
-        if self.packs is None:
-            return PackError(pack_id, "", "no pack library is configured",
-                             reason=Reason.PACK_NOT_FOUND)
         try:
             pack = self.packs.load_pack(pack_id)
         except PackError as error:

@@ -8,7 +8,7 @@ from stablenew.bundle import mapping
 from stablenew.bundle.core import BundleCore
 from stablenew.common.errors import invalid_argument, required
 from stablenew.common.model import JobSource, Priority, RunMode
-from stablenew.common.model_mapping import job_to_proto
+from stablenew.common.model_mapping import fill_proto, job_to_proto
 from stablenew.common.paging import page_size
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2
@@ -93,7 +93,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         response = pb.PreviewDraftResponse(next_page_token=token,
                                            draft_revision=draft.record.revision)
         response.jobs.extend(jobs)
-        response.summary.CopyFrom(mapping.draft_to_proto(draft).summary)
+        fill_proto(draft.bundle.summary, response.summary)
         return response
 
     def EnqueueDraft(self, request: pb.EnqueueDraftRequest,
@@ -108,7 +108,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         size = page_size(request.page_size)
         position = self.pack_tokens.decode(request.page_token)
         after = str(position[0]) if position else ""
-        packs = [p for p in self.core.packs.list_packs() if p.pack_id > after]
+        packs = self.core.packs.list_packs(after, size + 1)
         page = packs[:size]
         token = self.pack_tokens.encode([page[-1].pack_id]) if len(packs) > size else ""
         return pb.ListPacksResponse(

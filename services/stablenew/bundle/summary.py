@@ -28,20 +28,17 @@ class BundleSummary:
 def summarize(part_count: int, jobs: Sequence[NormalizedJob],
               errors: Sequence[RowError]) -> BundleSummary:
     first = jobs[0] if jobs else NormalizedJob()
+    images = sum(job.image_count for job in jobs)
     return BundleSummary(
         part_count=part_count,
         job_count=len(jobs),
-        estimated_images=_image_total(jobs),
+        estimated_images=images,
         positive_preview=first.prompt,
         negative_preview=first.negative_prompt,
         stage_summary=stage_summary(jobs),
-        batch_summary=batch_summary(jobs),
+        batch_summary=batch_summary(jobs, images),
         errors=list(errors),
     )
-
-
-def _image_total(jobs: Sequence[NormalizedJob]) -> int:
-    return sum(max(job.batch_size, 1) * max(job.n_iter, 1) for job in jobs)
 
 
 def stage_summary(jobs: Sequence[NormalizedJob]) -> str:
@@ -49,11 +46,11 @@ def stage_summary(jobs: Sequence[NormalizedJob]) -> str:
     return "; ".join(describe_plan(plan) for plan in plans)
 
 
-def batch_summary(jobs: Sequence[NormalizedJob]) -> str:
-    """"12 jobs, batch 2, 1 iteration each: 24 images", or the totals when jobs differ."""
+def batch_summary(jobs: Sequence[NormalizedJob], images: int) -> str:
+    """"12 jobs, batch 2, 1 iteration each: 24 images", or the totals when jobs differ
+    (`images`: what the jobs make in all)."""
     if not jobs:
         return "no jobs"
-    images = _image_total(jobs)
     shapes = {(job.batch_size, job.n_iter) for job in jobs}
     if len(shapes) > 1:
         return f"{_count(len(jobs), 'job')}, {_count(images, 'image')} (mixed batch sizes)"

@@ -81,18 +81,16 @@ class PackLibrary:
         self._lock = threading.Lock()
         self._cache: dict[str, _CacheEntry] = {}
 
-    @property
-    def root(self) -> Path:
-        return self._root
-
-    def list_packs(self) -> list[PackSummary]:
-        """Every pack of the directory sorted by id, unreadable ones with their error message.
+    def list_packs(self, after: str = "", limit: int | None = None) -> list[PackSummary]:
+        """The packs of the directory sorted by id (those after `after`, at most `limit`),
+        unreadable ones with their error message. Only the packs listed are read.
 
         Never raises because of one bad file.
         """
         stems = scan_stems(self._root)
         self._forget_all_but(set(stems))
-        return [self._summary(stem, stems[stem]) for stem in sorted(stems)]
+        listed = [stem for stem in sorted(stems) if stem > after][:limit]
+        return [self._summary(stem, stems[stem]) for stem in listed]
 
     def load_pack(self, pack_id: str) -> Pack:
         """The pack `pack_id`, re-read when one of its files changed; raises PackError."""
