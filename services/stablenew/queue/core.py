@@ -133,9 +133,8 @@ class QueueCore:
             self.on_job_available()
 
     def emit(self, pending: _Pending, event: job_pb2.JobEvent, is_progress: bool = False) -> None:
-        self.store.append_event(event, is_progress)
-        pending.events.append(
-            StoredEvent(event.sequence, event.job_id, is_progress, event.SerializeToString()))
+        payload = self.store.append_event(event, is_progress)
+        pending.events.append(StoredEvent(event.sequence, event.job_id, is_progress, payload))
 
     def transition(self, pending: _Pending, queued: QueuedJob, target: JobState, reason: str,
                    with_results: bool = False, now: datetime | None = None) -> None:
@@ -208,15 +207,12 @@ class QueueCore:
 
     def view(self, queued: QueuedJob) -> Job:
         """The job as clients see it, with its live progress and queue position."""
-        job = queued.job
-        job.progress = self.progress.get(job.job_id, job.progress)
-        if job.state == JobState.QUEUED:
-            job.queue_position = self.positions.of(queued)
-        elif job.state == JobState.RUNNING:
-            job.queue_position = self.store.running_position(queued)
-        else:
-            job.queue_position = -1
-        return job
+        state = queued.job.state
+        if state == JobState.QUEUED:
+            return self.view_at(queued, self.positions.of(queued))
+        if state == JobState.RUNNING:
+            return self.view_at(queued, self.store.running_position(queued))
+        return self.view_at(queued, -1)
 
     def get(self, job_id: str, full: bool) -> Job:
         with self.lock:

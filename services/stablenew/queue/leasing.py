@@ -133,8 +133,10 @@ class Leasing:
 
     # --- while running --------------------------------------------------------------------
 
-    def _current(self, job_id: str, lease_id: str, attempt: int, full: bool) -> QueuedJob:
-        queued = self.core.load(job_id, full)
+    def _current(self, job_id: str, lease_id: str, attempt: int,
+                 queued: QueuedJob | None = None) -> QueuedJob:
+        """The job, if this lease is its current one (`queued`: the job already loaded)."""
+        queued = queued or self.core.load(job_id)
         if queued.job.state != JobState.RUNNING:
             raise _lease_not_current(job_id, f"the job is {queued.job.state.name}")
         if queued.lease.lease_id != lease_id or queued.job.attempt != attempt:
@@ -146,7 +148,7 @@ class Leasing:
     def heartbeat(self, runner_id: str, lease_id: str, job_id: str, attempt: int,
                   progress: JobProgress | None, loaded_model: str) -> HeartbeatReply:
         with self.core.write() as pending:
-            queued = self._current(job_id, lease_id, attempt, full=False)
+            queued = self._current(job_id, lease_id, attempt)
             deadline = datetime.now(UTC) + timedelta(seconds=self.core.config.lease_seconds)
             queued.lease.deadline = deadline.timestamp()
             self.core.store.update_job(queued)
@@ -170,10 +172,10 @@ class Leasing:
     def complete(self, runner_id: str, lease_id: str, job_id: str, attempt: int,
                  results: list[EntryResult], cancelled: bool) -> Job:
         with self.core.write() as pending:
-            finished = self._already_finished_by(job_id, lease_id)
-            if finished is not None:
-                return finished
-            queued = self._current(job_id, lease_id, attempt, full=True)
+            queued = self.core.load(job_id)  # the entries are not needed, the results replaced
+            if self._finished_by(queued, lease_id):
+                return self.core.view(queued)
+            self._current(job_id, lease_id, attempt, queued)
             job = queued.job
             job.results = results
             failed = [r for r in results if r.status == EntryStatus.FAILED]
@@ -191,10 +193,10 @@ class Leasing:
     def fail(self, runner_id: str, lease_id: str, job_id: str, attempt: int, error: str,
              results: list[EntryResult], retryable: bool) -> Job:
         with self.core.write() as pending:
-            finished = self._already_finished_by(job_id, lease_id)
-            if finished is not None:
-                return finished
-            queued = self._current(job_id, lease_id, attempt, full=True)
+            queued = self.core.load(job_id)  # the entries are not needed, the results replaced
+            if self._finished_by(queued, lease_id):
+                return self.core.view(queued)
+            self._current(job_id, lease_id, attempt, queued)
             queued.job.results = results
             queued.job.error_message = error
             again = retryable and queued.job.attempt < self.core.config.max_attempts
@@ -202,12 +204,10 @@ class Leasing:
             self._finish(pending, queued, target, f"runner reported: {error}", runner_id)
         return self.core.view(queued)
 
-    def _already_finished_by(self, job_id: str, lease_id: str) -> Job | None:
+    @staticmethod
+    def _finished_by(queued: QueuedJob, lease_id: str) -> bool:
         """A retried CompleteJob/FailJob of the lease that finished the job answers the same."""
-        queued = self.core.load(job_id, full=True)
-        if queued.job.state.is_terminal and queued.lease.finished_by_lease_id == lease_id:
-            return self.core.view(queued)
-        return None
+        return queued.job.state.is_terminal and queued.lease.finished_by_lease_id == lease_id
 
     def _finish(self, pending: _Pending, queued: QueuedJob, target: JobState, reason: str,
                 runner_id: str) -> None:

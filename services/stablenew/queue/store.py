@@ -368,17 +368,19 @@ class QueueStore:
 
     # --- events ---------------------------------------------------------------------------
 
-    def append_event(self, event: job_pb2.JobEvent, is_progress: bool = False) -> int:
-        """Give the event the next sequence and store it; call inside a transaction."""
+    def append_event(self, event: job_pb2.JobEvent, is_progress: bool = False) -> bytes:
+        """Give the event the next sequence and store it; call inside a transaction. Returns
+        the stored payload (the event serialized)."""
         sequence = self.last_sequence + 1
         event.sequence = sequence
+        payload = event.SerializeToString()
         self.db.execute(
             "INSERT INTO events (sequence, time, job_id, is_progress, payload) "
             "VALUES (?, ?, ?, ?, ?)",
-            (sequence, time.time(), event.job_id, int(is_progress), event.SerializeToString()),
+            (sequence, time.time(), event.job_id, int(is_progress), payload),
         )
         self.last_sequence = sequence
-        return sequence
+        return payload
 
     def reload_last_sequence(self) -> None:
         """After a rolled-back transaction, forget the sequences and keys it handed out."""
