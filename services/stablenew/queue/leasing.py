@@ -154,18 +154,8 @@ class Leasing:
             self.core.store.update_job(queued)
             if progress is not None:
                 self.core.record_progress(pending, job_id, progress)
-            self._touch_runner(runner_id, loaded_model, job_id)
+            self.core.store.touch_runner(runner_id, loaded_model, job_id)
         return HeartbeatReply(deadline, queued.job.cancel_requested, queued.return_to_queue)
-
-    def _touch_runner(self, runner_id: str, loaded_model: str, job_id: str) -> None:
-        for record in self.core.store.runners():
-            if record.info.runner_id == runner_id:
-                info = record.info
-                if loaded_model:
-                    info = RunnerInfo(info.runner_id, info.host, info.models, loaded_model,
-                                      info.address)
-                self.core.store.save_runner(RunnerRecord(info, datetime.now(UTC), job_id))
-                return
 
     # --- finishing ------------------------------------------------------------------------
 
@@ -220,7 +210,7 @@ class Leasing:
         queued.lease.lease_id = ""
         queued.lease.deadline = 0.0
         self.core.transition(pending, queued, target, reason, with_results=True)
-        self._touch_runner(runner_id, "", "")
+        self.core.store.touch_runner(runner_id, "", "")
         if target == JobState.QUEUED:
             pending.job_available = True
 

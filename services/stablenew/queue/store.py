@@ -442,6 +442,14 @@ class QueueStore:
              info.loaded_model, beat, record.current_job_id),
         )
 
+    def touch_runner(self, runner_id: str, loaded_model: str, current_job_id: str) -> None:
+        """A sign of life of a known runner: its heartbeat time and job, and its loaded model
+        when it names one."""
+        self.db.execute(
+            "UPDATE runners SET last_heartbeat = ?, current_job_id = ?, "
+            "loaded_model = COALESCE(NULLIF(?, ''), loaded_model) WHERE runner_id = ?",
+            (time.time(), current_job_id, loaded_model, runner_id))
+
     def runners(self) -> Iterator[RunnerRecord]:
         for row in self.db.execute("SELECT * FROM runners ORDER BY runner_id"):
             info = RunnerInfo(row["runner_id"], row["host"], tuple(json.loads(row["models"])),
