@@ -13,7 +13,6 @@ import itertools
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,9 @@ from stablenew.common.errors import ErrorDetails, details_of
 from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
 from stablenew.v1 import bundle_service_pb2 as pb
-from stablenew.v1 import bundle_service_pb2_grpc, job_pb2, pipeline_pb2, queue_service_pb2_grpc
+from stablenew.v1 import bundle_service_pb2_grpc, job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as queue_pb
-from tests.queue.harness import QueueHarness
+from tests.queue.harness import QueueHarness, all_events
 from tests.service_harness import ServiceHarness, open_test_channel
 
 # How long a test waits for something that happens at once on a healthy machine.
@@ -133,12 +132,9 @@ def rpc_error(call: Callable[[], object]) -> ErrorDetails:
 
 
 def full_job(queue: QueueHarness, job_id: str) -> job_pb2.Job:
-    """The job with its entries, on a channel whose limits pass a bundle over 4 MiB (the
-    queue harness's own channel keeps gRPC's default)."""
-    with open_test_channel(queue.address) as channel:
-        stub = queue_service_pb2_grpc.QueueServiceStub(channel)
-        return stub.GetJob(queue_pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_FULL),
-                           timeout=30).job
+    """The job with its entries (the harness channel passes a bundle over 4 MiB)."""
+    return queue.stub.GetJob(queue_pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_FULL),
+                             timeout=30).job
 
 
 def queued_jobs(queue: QueueHarness) -> list[job_pb2.Job]:
@@ -160,33 +156,9 @@ def jobs_of_draft(queue: QueueHarness, draft_id: str) -> list[job_pb2.Job]:
 
 def submitted_events_of_draft(queue: QueueHarness, draft_id: str) -> list[job_pb2.JobEvent]:
     """The queue's event log read from the start: the submissions that came from `draft_id`."""
-    state = queue.stub.GetQueueState(queue_pb.GetQueueStateRequest(), timeout=10).state
-    found: list[job_pb2.JobEvent] = []
-    if state.last_sequence == 0:
-        return found
-    stream = queue.stub.WatchJobs(queue_pb.WatchJobsRequest(after_sequence=0,
-                                                            exclude_progress=True), timeout=30)
-    try:
-        for response in stream:
-            event = response.event
-            if (event.WhichOneof("payload") == "submitted"
-                    and event.submitted.job.origin.draft_id == draft_id):
-                found.append(event)
-            if event.sequence >= state.last_sequence:
-                break
-    finally:
-        stream.cancel()  # type: ignore[no-untyped-call]
-    return found
-
-
-def wait_until(condition: Callable[[], bool], what: str,
-               patience: float = PATIENCE_SECONDS) -> None:
-    """Poll until `condition` holds; fail naming `what` when it never does."""
-    give_up = time.monotonic() + patience
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"gave up waiting: {what}")
-        time.sleep(0.02)
+    return [event for event in all_events(queue.stub)
+            if event.WhichOneof("payload") == "submitted"
+            and event.submitted.job.origin.draft_id == draft_id]
 
 
 # --- packs on disk -------------------------------------------------------------------------

@@ -30,9 +30,9 @@ from tests.bundle_service.harness import (
     submitted_events_of_draft,
     txt2img_config,
     unique,
-    wait_until,
     write_pack,
 )
+from tests.service_harness import wait_for
 
 
 def _filled_draft(stack: Stack) -> pb.Draft:
@@ -125,8 +125,8 @@ def _lose_the_queue_reply(stack: Stack, draft: pb.Draft, request_id: str) -> Non
     _warm(stack)
     link.swallow_replies()
     call = stack.bundle.stub.EnqueueDraft.future(_enqueue_request(draft, request_id), timeout=30)
-    wait_until(lambda: len(jobs_of_draft(stack.queue, draft.draft_id)) == 1,
-               "the queue holds the job")
+    wait_for(lambda: len(jobs_of_draft(stack.queue, draft.draft_id)) == 1,
+             "the queue holds the job", PATIENCE_SECONDS)
     assert link.replies_swallowed.wait(PATIENCE_SECONDS)
     link.cut()
     link.deliver_replies()

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from stablenew.common.settings import (
     address_variable,
     parse_address,
 )
+from tests.queue.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -364,13 +364,6 @@ def test_the_image_exposes_every_port_compose_uses(services: dict[str, dict[str,
 
 
 # --- end to end: the compose commands as local processes ----------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def cli() -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -22,17 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.queue.processes import free_port as pick_free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FreePort = Callable[[], int]
 RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +37,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def free_port() -> FreePort:
     """A callable returning a port that was free on 127.0.0.1 a moment ago."""
-    return _free_port
+    return pick_free_port
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +114,9 @@ def self_signed() -> Callable[[Path], tuple[Path, Path]]:
 def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(certificate, key): self-signed for localhost and 127.0.0.1, as PEM files."""
     yield _write_self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def grpc_addr() -> str:
+    """pytest-grpc's server address; its own pick is "localhost": stay on the IPv4 loopback."""
+    return f"127.0.0.1:{pick_free_port()}"

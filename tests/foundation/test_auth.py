@@ -6,7 +6,6 @@ stablenew Server started with a token and reached through open_channel.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -54,13 +53,6 @@ def assert_reached_handler(error: grpc.RpcError) -> None:
 
 
 # --- pytest-grpc fixtures -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def grpc_addr() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")

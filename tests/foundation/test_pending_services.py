@@ -6,7 +6,6 @@ status is produced exactly as in a real server.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -81,14 +80,6 @@ class ContractStub:
         if method.server_streaming:
             return self.stream(method, metadata)
         return self.unary(method, metadata)[0]
-
-
-@pytest.fixture(scope="module")
-def grpc_addr() -> str:
-    # pytest-grpc's own picks "localhost"; stay on the IPv4 loopback.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")
