@@ -7,9 +7,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
 
 from stablenew.cli.main import main
+from stablenew.common.errors import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from tests.history.harness import HistoryHarness
@@ -129,6 +131,52 @@ def test_a_newer_file_updates_imported_records(
     assert "5 added, 1 updated, 0 unchanged" in out
     assert served.get("a1f0c2d4").job.state == job_pb2.JOB_STATE_COMPLETED
     assert len(served.get("a1f0c2d4").transitions) == 3
+
+
+def imported(state: int = job_pb2.JOB_STATE_COMPLETED, to_state: int = job_pb2.JOB_STATE_COMPLETED
+             ) -> pb.ImportedJob:
+    record = pb.ImportedJob(job=job_pb2.Job(job_id="old", state=state))  # type: ignore[arg-type]
+    record.job.create_time.FromDatetime(utc(2025, 1, 1))
+    transition = record.transitions.add(to_state=to_state)
+    transition.time.FromDatetime(utc(2025, 1, 1))
+    return record
+
+
+@pytest.mark.parametrize(("record", "field", "description"), [
+    (imported(state=99), "jobs[1].job.state", "unknown value 99"),
+    (imported(to_state=99), "jobs[1].transitions[0]", "99"),
+])
+def test_an_unknown_state_in_an_import_is_invalid_argument(
+        archive: HistoryHarness, record: pb.ImportedJob, field: str, description: str) -> None:
+    fine = imported()
+    fine.job.job_id = "fine"
+    with pytest.raises(grpc.RpcError) as caught:
+        archive.stub.ImportHistory(pb.ImportHistoryRequest(jobs=[fine, record]), timeout=10)
+    details = details_of(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in details.violations] == [field]
+    assert description in details.violations[0].description
+    assert archive.list_ids() == []
+
+
+def test_reimporting_a_record_with_entries_and_results_leaves_it_unchanged(
+        archive: HistoryHarness) -> None:
+    record = imported()
+    record.job.entries.add(index=0, prompt="a castle", seed=7,
+                           stage_plan=[pipeline_pb2.STAGE_TYPE_TXT2IMG])
+    result = record.job.results.add(entry_index=0, prompt="a castle",
+                                    status=job_pb2.ENTRY_STATUS_COMPLETED)
+    result.images.add(path="out/1.png", width=512, height=512, seed=7)
+    result.duration.FromMilliseconds(1500)
+    request = pb.ImportHistoryRequest(jobs=[record])
+    first = archive.stub.ImportHistory(request, timeout=10)
+    assert (first.added_count, first.updated_count, first.unchanged_count) == (1, 0, 0)
+    again = archive.stub.ImportHistory(request, timeout=10)
+    assert (again.added_count, again.updated_count, again.unchanged_count) == (0, 0, 1)
+    record.job.entries[0].prompt = "a castle at night"
+    changed = archive.stub.ImportHistory(pb.ImportHistoryRequest(jobs=[record]), timeout=10)
+    assert (changed.added_count, changed.updated_count, changed.unchanged_count) == (0, 1, 0)
+    assert archive.get("old").job.entries[0].prompt == "a castle at night"
 
 
 def test_export_writes_one_record_per_line(served: HistoryHarness,

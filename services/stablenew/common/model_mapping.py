@@ -22,6 +22,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from stablenew.common import model
+from stablenew.common.errors import invalid_argument
 from stablenew.v1 import job_pb2, pipeline_pb2
 
 T = TypeVar("T")
@@ -202,6 +203,15 @@ def from_proto(cls: type[T], message: Any) -> T:
     """The domain twin of `cls` read from its generated message."""
     result: T = _reader(cls)(message)
     return result
+
+
+def from_request(cls: type[T], message: Any, field_path: str) -> T:
+    """from_proto for a message a client sent: an enum value this version does not know
+    (proto3 keeps it) is INVALID_ARGUMENT naming `field_path`, not an internal error."""
+    try:
+        return from_proto(cls, message)
+    except ValueError as error:
+        raise invalid_argument(field_path, str(error)) from None
 
 
 def job_to_proto(job: model.Job, view: int) -> job_pb2.Job:

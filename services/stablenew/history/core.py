@@ -25,7 +25,7 @@ from stablenew.common.errors import FieldViolation, ServiceError
 from stablenew.common.model import EntryResult, Job, JobTransition, NormalizedJob
 from stablenew.common.paging import PageTokens, stored_secret
 from stablenew.common.sqlite_db import Transaction
-from stablenew.history import domain
+from stablenew.history import codec, domain
 from stablenew.history.domain import (
     TERMINAL,
     ImportedJob,
@@ -152,7 +152,7 @@ class HistoryCore:
         if not event.job_id or isinstance(event.payload, Submitted | domain.QueueLevel):
             return False
         with self.lock:
-            return (self.store.load(event.job_id) is None
+            return (not self.store.has_job(event.job_id)
                     and not self.store.is_tombstoned(event.job_id))
 
     def apply(self, incoming: IncomingEvent, fetched: Job | None = None) -> bool:
@@ -213,13 +213,17 @@ class HistoryCore:
         return StoredJob(ref, job, PROVENANCE_BACKFILLED)
 
     def refresh_search(self, ref: int, job: Job) -> None:
-        """Recompute a record's search text from its label, entries and results."""
-        full = copy.copy(job)
-        if not full.entries:
-            full.entries = self.store.entries(ref)
-        if not full.results:
-            full.results = self.store.results(ref)
-        self.store.set_search_text(ref, domain.search_text(full))
+        """Recompute a record's search text from its label, entries and results (the stored
+        ones' prompts where the job does not carry them)."""
+        stored_entries, stored_results = (
+            self.store.prompts(ref) if not job.entries or not job.results else ([], []))
+        entry_prompts = ([entry.prompt for entry in job.entries] if job.entries
+                         else stored_entries)
+        result_prompts = ([result.prompt for result in job.results] if job.results
+                          else stored_results)
+        self.store.set_search_text(ref, domain.search_text_of(
+            job.label, [*entry_prompts, *result_prompts], bool(entry_prompts),
+            job.payload_summary))
 
     def skip_to(self, oldest: int) -> int:
         """The queue pruned events before the history read them: resume at the oldest kept.
@@ -297,8 +301,8 @@ class HistoryCore:
             cut = 0
             for row in page:
                 cut |= row.cut
-            entries = reader.entries(stored.ref) if cut & 1 else []
-            results = reader.results(stored.ref) if cut & 2 else []
+            entries = reader.entries(stored.ref) if cut & codec.CUT_ENTRIES else []
+            results = reader.results(stored.ref) if cut & codec.CUT_RESULTS else []
         next_token = ""
         if len(rows) > size:
             next_token = self.event_tokens.encode([job_id, page[-1].sequence])
@@ -440,6 +444,8 @@ class HistoryCore:
             outcome.skipped_job_ids.append(job.job_id)
             return
         if stored is not None:
+            # Compared with its entries and results, which the file's record carries too.
+            self.store.fill(stored.ref, stored.job)
             # The user's label and bookmark stay; everything else comes from the file.
             job = copy.copy(job)
             job.label, job.bookmarked = stored.job.label, stored.job.bookmarked

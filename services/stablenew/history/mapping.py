@@ -19,7 +19,7 @@ from stablenew.common.model import (
     PromptSource,
     RunMode,
 )
-from stablenew.common.model_mapping import from_proto, to_proto
+from stablenew.common.model_mapping import from_proto, from_request, to_proto
 from stablenew.history import codec
 from stablenew.history.core import IncomingEvent, JobEvents
 from stablenew.history.domain import (
@@ -97,14 +97,15 @@ def _enum(cls: type[E], value: int, field_path: str) -> E:
         raise invalid_argument(field_path, f"unknown value {value}") from None
 
 
-def _time(message: pb.JobFilter, name: str) -> datetime | None:
+def _time(message: pb.JobFilter | pb.PruneHistoryRequest, name: str,
+          field_path: str) -> datetime | None:
     if not message.HasField(name):  # type: ignore[arg-type]
         return None
     stamp = getattr(message, name)
     try:
         moment: datetime = stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise invalid_argument(f"filter.{name}", "not a valid time") from None
+        raise invalid_argument(field_path, "not a valid time") from None
     return moment
 
 
@@ -126,8 +127,8 @@ def filter_from_proto(message: pb.JobFilter) -> JobFilter:
         prompt_source=_enum(PromptSource, message.prompt_source, "filter.prompt_source"),
         prompt_pack_id=message.prompt_pack_id,
         text=message.text,
-        created_after=_time(message, "created_after"),
-        created_before=_time(message, "created_before"),
+        created_after=_time(message, "created_after", "filter.created_after"),
+        created_before=_time(message, "created_before", "filter.created_before"),
         bookmarked=message.bookmarked if message.HasField("bookmarked") else None,
     )
     if (job_filter.created_after is not None and job_filter.created_before is not None
@@ -137,13 +138,8 @@ def filter_from_proto(message: pb.JobFilter) -> JobFilter:
 
 
 def prune_from_proto(message: pb.PruneHistoryRequest) -> PruneRequest:
-    older_than = None
-    if message.HasField("older_than"):
-        try:
-            older_than = message.older_than.ToDatetime(tzinfo=UTC)
-        except (ValueError, OverflowError):
-            raise invalid_argument("older_than", "not a valid time") from None
-    return PruneRequest(older_than=older_than, states=_states(message.states, "states"),
+    return PruneRequest(older_than=_time(message, "older_than", "older_than"),
+                        states=_states(message.states, "states"),
                         keep_bookmarked=message.keep_bookmarked)
 
 
@@ -155,18 +151,20 @@ def imported_from_proto(message: pb.ImportHistoryRequest) -> list[ImportedJob]:
     seen: set[str] = set()
     for index, item in enumerate(message.jobs):
         path = f"jobs[{index}]"
-        job = from_proto(Job, item.job)
+        # Checked before the conversion, which refuses an unknown enum value with a ValueError.
+        _enum(JobState, item.job.state, f"{path}.job.state")
+        job = from_request(Job, item.job, f"{path}.job")
         if not job.job_id:
             raise invalid_argument(f"{path}.job.job_id", "required")
         if job.job_id in seen:
             raise invalid_argument(f"{path}.job.job_id", f"{job.job_id!r} appears twice")
         seen.add(job.job_id)
-        _enum(JobState, item.job.state, f"{path}.job.state")
         if job.state == JobState.UNSPECIFIED:
             raise invalid_argument(f"{path}.job.state", "required")
         if job.create_time is None:
             raise invalid_argument(f"{path}.job.create_time", "required")
-        transitions = [from_proto(JobTransition, t) for t in item.transitions]
+        transitions = [from_request(JobTransition, t, f"{path}.transitions[{number}]")
+                       for number, t in enumerate(item.transitions)]
         for number, transition in enumerate(transitions):
             if transition.sequence != 0:
                 raise invalid_argument(f"{path}.transitions[{number}].sequence",

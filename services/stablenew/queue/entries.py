@@ -24,7 +24,7 @@ from stablenew.common.config_hash import NOT_HASHED, config_hash
 from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
 from stablenew.common.job_hasher import VARYING_FIELDS, JobHasher
 from stablenew.common.model import NormalizedJob, StageType, image_count
-from stablenew.common.model_mapping import from_proto, to_proto
+from stablenew.common.model_mapping import from_request, to_proto
 from stablenew.queue import codec
 from stablenew.queue.domain import EntryBatch
 from stablenew.v1 import errors_pb2, pipeline_pb2
@@ -177,7 +177,4 @@ class _EntryChecker:
 
 
 def _to_domain(index: int, message: pipeline_pb2.NormalizedJob) -> NormalizedJob:
-    try:
-        return from_proto(NormalizedJob, message)
-    except ValueError as error:  # an enum value this version does not know
-        raise invalid_argument(f"entries[{index}]", str(error)) from None
+    return from_request(NormalizedJob, message, f"entries[{index}]")
