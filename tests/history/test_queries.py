@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stablenew.common.errors import details_of
 from stablenew.common.model import JobSource, JobState, PromptSource, RunMode
+from stablenew.history import domain
 from stablenew.history import store as store_module
 from stablenew.history.domain import JobFilter
 from stablenew.history.store import Reader
@@ -118,6 +119,15 @@ def test_a_changed_label_is_found_by_text(gui: Records, text_path: str) -> None:
     assert gui.list_ids(text="winner") == ["g"]
     gui.stub.UpdateJob(pb.UpdateJobRequest(job_id="g", label=""))
     assert gui.list_ids(text="winner") == []
+
+
+def test_a_refreshed_search_text_is_that_of_the_full_record(gui: Records) -> None:
+    for job_id in ("a", "b", "g"):
+        gui.core.update(job_id, "Refreshed LABEL", None)
+        stored = gui.store.load(job_id, full=True)
+        assert stored is not None
+        assert gui.store.search_text(stored.ref) == domain.search_text(stored.job)
+        assert gui.store.search_text(stored.ref).startswith("refreshed label\n")
 
 
 def test_time_range_is_half_open(gui: Records) -> None:

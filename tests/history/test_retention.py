@@ -14,6 +14,7 @@ from stablenew.common.errors import details_of
 from stablenew.common.model import JobState
 from stablenew.history import core as core_module
 from stablenew.history.domain import RetentionPolicy
+from stablenew.history.retention import retention_policy
 from stablenew.history.store import HistoryStore
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2
@@ -104,6 +105,13 @@ def test_both_limits_together(aged: Records) -> None:
     policy = RetentionPolicy(max_age=timedelta(days=5.5), max_rows=4)
     assert aged.core.enforce(policy, now=T0 + timedelta(days=7.2)) == 3
     assert aged.list_ids() == ["o7", "r6", "q5", "o2"]
+
+
+def test_the_retention_interval_defaults_to_five_minutes() -> None:
+    assert RetentionPolicy().interval_seconds == 300.0
+    assert retention_policy({}).interval_seconds == 300.0
+    assert retention_policy(
+        {"STABLENEW_HISTORY_RETENTION_INTERVAL_SECONDS": "42"}).interval_seconds == 42.0
 
 
 def test_deletes_go_in_small_batches(records: Records, monkeypatch: pytest.MonkeyPatch) -> None:

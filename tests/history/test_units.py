@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from stablenew.common.errors import ServiceError
 from stablenew.common.model import (
     EntryResult,
     EntryStatus,
@@ -188,6 +190,22 @@ def test_imported_jobs_round_trip_and_are_checked() -> None:
     twice = pb.ImportHistoryRequest(jobs=[mapping.imported_to_proto(record)] * 2)
     with pytest.raises(Exception, match="appears twice"):
         mapping.imported_from_proto(twice)
+
+
+def test_an_invalid_time_names_its_field() -> None:
+    bad = Timestamp(seconds=2**62)
+    for parse, field_path in (
+            (lambda: mapping.filter_from_proto(pb.JobFilter(created_after=bad)),
+             "filter.created_after"),
+            (lambda: mapping.filter_from_proto(pb.JobFilter(created_before=bad)),
+             "filter.created_before"),
+            (lambda: mapping.prune_from_proto(pb.PruneHistoryRequest(older_than=bad)),
+             "older_than")):
+        with pytest.raises(ServiceError) as caught:
+            parse()
+        assert caught.value.message == f"{field_path}: not a valid time"
+        assert [v.field for v in caught.value.violations] == [field_path]
+    assert mapping.prune_from_proto(pb.PruneHistoryRequest()).older_than is None
 
 
 # --- the desktop file ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ submission is the first one (UNSPECIFIED -> QUEUED), so a job's transitions tell
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -191,10 +192,19 @@ def search_text(job: Job) -> str:
     """What the text filter looks in, lowercased: the label and every distinct prompt of the
     entries and results. A record without entries (imported from the desktop app) has only its
     payload summary to stand in for the prompts."""
-    texts = [job.label, *(entry.prompt for entry in job.entries),
-             *(result.prompt for result in job.results)]
-    if not job.entries:
-        texts.append(job.payload_summary)
+    return search_text_of(job.label,
+                          [*(entry.prompt for entry in job.entries),
+                           *(result.prompt for result in job.results)],
+                          bool(job.entries), job.payload_summary)
+
+
+def search_text_of(label: str, prompts: Iterable[str], has_entries: bool,
+                   payload_summary: str) -> str:
+    """search_text from its parts: the label, the prompts of the entries then of the results,
+    whether the record has entries, and its payload summary."""
+    texts = [label, *prompts]
+    if not has_entries:
+        texts.append(payload_summary)
     parts: list[str] = []
     seen: set[str] = set()
     for text in texts:
@@ -276,7 +286,7 @@ class RetentionPolicy:
 
     max_age: timedelta | None = None
     max_rows: int | None = None
-    interval_seconds: float = 60.0
+    interval_seconds: float = 300.0
 
     @property
     def enabled(self) -> bool:

@@ -24,7 +24,8 @@ log = logging.getLogger("stablenew.history.retention")
 def retention_policy(env: Mapping[str, str]) -> RetentionPolicy:
     days = positive_float(env, "STABLENEW_HISTORY_MAX_AGE_DAYS", 0.0) or None
     rows = positive_int(env, "STABLENEW_HISTORY_MAX_ROWS", 0) or None
-    interval = positive_float(env, "STABLENEW_HISTORY_RETENTION_INTERVAL_SECONDS", 300.0)
+    interval = positive_float(env, "STABLENEW_HISTORY_RETENTION_INTERVAL_SECONDS",
+                              RetentionPolicy().interval_seconds)
     return RetentionPolicy(max_age=None if days is None else timedelta(days=days),
                            max_rows=rows, interval_seconds=interval)
 

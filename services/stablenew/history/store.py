@@ -63,7 +63,6 @@ AUTO_VACUUM_INCREMENTAL = 2
 
 MIGRATIONS = [
     """
-    PRAGMA auto_vacuum = INCREMENTAL;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE jobs (
         id INTEGER PRIMARY KEY,
@@ -371,6 +370,10 @@ class Reader:
 
     # --- one job --------------------------------------------------------------------------
 
+    def has_job(self, job_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM jobs WHERE job_id = ?",
+                               (job_id,)).fetchone() is not None
+
     def load(self, job_id: str, full: bool = False) -> StoredJob | None:
         row = self.db.execute(f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE job_id = ?",
                               (job_id,)).fetchone()
@@ -412,6 +415,16 @@ class Reader:
             error_message=row[8], executed_config_hash=row[9],
             duration=None if row[10] is None else timedelta(microseconds=row[10]),
             images=images.get(row[0], [])) for row in rows]
+
+    def prompts(self, ref: int) -> tuple[list[str], list[str]]:
+        """The prompts of a record's entries and of its results, in order, from their plain
+        columns (no blob decoded)."""
+        entries = self.db.execute(
+            "SELECT prompt FROM entries WHERE job_ref = ? ORDER BY entry_index",
+            (ref,)).fetchall()
+        results = self.db.execute(
+            "SELECT prompt FROM results WHERE job_ref = ? ORDER BY ordinal", (ref,)).fetchall()
+        return [str(row[0]) for row in entries], [str(row[0]) for row in results]
 
     def transitions(self, ref: int) -> list[JobTransition]:
         rows = self.db.execute(
@@ -734,13 +747,8 @@ class HistoryStore(Reader):
         """Up to `limit` records to prune, oldest first (one index range scan per state)."""
         refs: list[tuple[int, str, int]] = []
         for state in sorted(set(states)):
-            sql = "SELECT create_time, job_id, id FROM jobs INDEXED BY jobs_state WHERE state = ?"
-            params: list[Any] = [int(state)]
-            if older_than is not None:
-                sql += " AND create_time < ?"
-                params.append(to_micros(older_than))
-            if keep_bookmarked:
-                sql += " AND bookmarked = 0"
+            sql, params = _prunable(state, "create_time, job_id, id", older_than,
+                                    keep_bookmarked)
             rows = self.db.execute(sql + " ORDER BY create_time, job_id LIMIT ?",
                                    [*params, limit]).fetchall()
             refs += [(row[0], row[1], row[2]) for row in rows]
@@ -751,13 +759,7 @@ class HistoryStore(Reader):
                        keep_bookmarked: bool) -> int:
         total = 0
         for state in sorted(set(states)):
-            sql = "SELECT COUNT(*) FROM jobs INDEXED BY jobs_state WHERE state = ?"
-            params: list[Any] = [int(state)]
-            if older_than is not None:
-                sql += " AND create_time < ?"
-                params.append(to_micros(older_than))
-            if keep_bookmarked:
-                sql += " AND bookmarked = 0"
+            sql, params = _prunable(state, "COUNT(*)", older_than, keep_bookmarked)
             total += int(self.db.execute(sql, params).fetchone()[0])
         return total
 
@@ -813,6 +815,19 @@ class HistoryStore(Reader):
             "runner_id, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", transition_out)
         self.db.executemany("INSERT INTO search VALUES (?, ?)", search_out)
         self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", event_out)
+
+
+def _prunable(state: JobState, columns: str, older_than: datetime | None,
+              keep_bookmarked: bool) -> tuple[str, list[Any]]:
+    """The records of one state that pruning may remove (a range scan of jobs_state)."""
+    sql = f"SELECT {columns} FROM jobs INDEXED BY jobs_state WHERE state = ?"
+    params: list[Any] = [int(state)]
+    if older_than is not None:
+        sql += " AND create_time < ?"
+        params.append(to_micros(older_than))
+    if keep_bookmarked:
+        sql += " AND bookmarked = 0"
+    return sql, params
 
 
 @dataclass
