@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,10 +16,8 @@ from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 from tests.service_harness import ServiceHarness, wait_for
 
-T = TypeVar("T")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-WAIT_SECONDS = 30.0
 
 
 class HistoryHarness(ServiceHarness):

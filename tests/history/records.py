@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import grpc
 
 from stablenew.common.config_hash import config_hash
 from stablenew.common.model import (
@@ -25,15 +24,15 @@ from stablenew.common.model import (
     StageType,
 )
 from stablenew.common.model_mapping import to_proto
-from stablenew.common.server import Server, ServiceSpec
+from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings
 from stablenew.history import app, mapping
 from stablenew.history.core import HistoryCore
 from stablenew.history.domain import StateChanged, Submitted
 from stablenew.history.servicer import HistoryServicer
 from stablenew.history.store import HistoryStore
-from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
+from tests.history.harness import HistoryHarness
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -50,30 +49,28 @@ def entry(prompt: str = "a lighthouse at dusk", pack_id: str = "", index: int = 
     return made
 
 
-class Records:
-    """The core, its store and a served HistoryService over one database."""
+class Records(HistoryHarness):
+    """The core, its store and a served HistoryService over one database (no ingestion: the
+    test applies the events)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
+        super().__init__(data_dir)
         self.store = HistoryStore(data_dir / app.DATABASE_NAME)
         self.core = HistoryCore(self.store)
         self.sequence = itertools.count(1)
         self.ids = itertools.count(1)
-        env = {"STABLENEW_HISTORY_ADDR": "127.0.0.1:0", "STABLENEW_DATA_DIR": str(data_dir)}
-        settings = ServerSettings.load("history", env=env)
+        self.start()
+
+    def build(self, settings: ServerSettings, env: Mapping[str, str]) -> ServiceSpec:
         servicer = HistoryServicer(self.core)
-        self.server = Server(settings, ServiceSpec(
+        return ServiceSpec(
             name="history", proto_services=[app.SERVICE.full_name],
             register=lambda server: history_service_pb2_grpc.add_HistoryServiceServicer_to_server(
                 servicer, server),
-            on_draining=self.core.close))
-        port = self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = history_service_pb2_grpc.HistoryServiceStub(self.channel)
+            on_draining=self.core.close)
 
     def close(self) -> None:
-        self.channel.close()
-        self.server.stop(grace=0.5)
+        self.stop()
         self.store.close()
 
     def event(self, job_id: str, moment: datetime,
@@ -127,8 +124,3 @@ class Records:
                 1 if before == JobState.RUNNING else 0,
                 "boom" if state == JobState.FAILED else "", results))
         return job_id
-
-    def list_ids(self, page_size: int = 1000, **filter_fields: object) -> list[str]:
-        request = pb.HistoryServiceListJobsRequest(
-            filter=pb.JobFilter(**filter_fields), page_size=page_size)  # type: ignore[arg-type]
-        return [job.job_id for job in self.stub.ListJobs(request, timeout=10).jobs]
