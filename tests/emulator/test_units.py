@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from stablenew.common.adetailer_tabs import ordinal_suffix
 from stablenew.common.settings import ConfigError
 from stablenew.emulator import EmulatorConfig, catalog
-from stablenew.emulator.adetailer import ordinal_suffix
 from stablenew.emulator.faults import FaultControl, FaultSettings
 from stablenew.emulator.infotext import create_infotext, quote
 from stablenew.emulator.progress import FifoLock, ServerStoppingError

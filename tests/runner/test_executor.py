@@ -98,6 +98,14 @@ def test_adetailer_keys_name_the_tabs_as_the_extension_does() -> None:
         "ADetailer model 5th"]
 
 
+
+def test_adetailer_keys_past_twenty_use_the_right_ordinal() -> None:
+    assert [adetailer_key(n) for n in (11, 12, 13, 21, 22, 23, 111)] == [
+        "ADetailer model 11th", "ADetailer model 12th", "ADetailer model 13th",
+        "ADetailer model 21st", "ADetailer model 22nd", "ADetailer model 23rd",
+        "ADetailer model 111th"]
+
+
 def test_a_pass_missing_from_extra_generation_params_is_an_entry_error() -> None:
     ran = GenerationResult([], {"extra_generation_params": {
         "ADetailer model": "face_yolov8n.pt", "ADetailer model 2nd": "hand_yolov8n.pt"}}, {})

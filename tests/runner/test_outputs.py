@@ -38,9 +38,10 @@ def context(entry: int = 7, stage: StageType = StageType.UPSCALE, seed: int = 42
                         config_hash="c" * 64, runner_id="runner-a")
 
 
-def written(tmp_path: Path, png: bytes, image_context: ImageContext) -> tuple[ImageRef, bytes]:
+def written(tmp_path: Path, png: bytes, image_context: ImageContext,
+            source_text: dict[str, str] | None = None) -> tuple[ImageRef, bytes]:
     folder = outputs.job_folder(tmp_path, JOB_ID, DAY)
-    ref = outputs.write_image(tmp_path, folder, png, image_context)
+    ref = outputs.write_image(tmp_path, folder, png, image_context, source_text)
     return ref, (tmp_path / ref.path).read_bytes()
 
 
@@ -133,6 +134,38 @@ def test_with_text_and_png_size_helpers() -> None:
     png = outputs.with_text(webui_png(10, 8, {}), {"parameters": "p"})
     assert outputs.png_text(png) == {"parameters": "p"}
     assert outputs.png_size(png) == (10, 8)
+
+
+SOURCE_TEXT = {"parameters": INFOTEXT, "stablenew": json.dumps({"job_id": "ffffffff"}),
+               "extra": "from the source"}
+
+
+@pytest.mark.parametrize("upscaled_text", [
+    {},
+    {"postprocessing": "Postprocess upscale by: 2", "extra": "from the upscale"},
+    {"parameters": "the upscale's own infotext", "postprocessing": "p"},
+])
+@pytest.mark.parametrize("source_text", [SOURCE_TEXT, {}])
+def test_source_text_is_kept_in_one_encode_as_adding_it_first_did(
+        tmp_path: Path, upscaled_text: dict[str, str], source_text: dict[str, str]) -> None:
+    """Extras output without infotext gets its source's chunks: the file written is the one
+    adding them with `with_text` and then writing would make, chunk order included."""
+    upscaled = webui_png(48, 32, upscaled_text)
+    kept = (upscaled if "parameters" in upscaled_text or not source_text
+            else outputs.with_text(upscaled, source_text))
+    _, expected = written(tmp_path / "two-steps", kept, context())
+    _, data = written(tmp_path / "one-step", upscaled, context(), source_text)
+    assert data == expected
+    assert outputs.with_source_text(upscaled, source_text) == kept
+
+
+def test_the_source_text_follows_the_upscale_chunks_and_ours_comes_last(tmp_path: Path) -> None:
+    upscaled = webui_png(text={"postprocessing": "p", "extra": "from the upscale"})
+    _, data = written(tmp_path, upscaled, context(), SOURCE_TEXT)
+    text = outputs.png_text(data)
+    assert list(text) == ["postprocessing", "extra", "parameters", "stablenew"]
+    assert text["extra"] == "from the source"
+    assert json.loads(text["stablenew"])["job_id"] == JOB_ID
 
 
 # --- resolve_inside ----------------------------------------------------------------------------

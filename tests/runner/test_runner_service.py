@@ -448,3 +448,14 @@ def test_malformed_webui_credentials_are_a_configuration_error(tmp_path: Path,
            "STABLENEW_WEBUI_AUTH": auth}
     with pytest.raises(ConfigError, match="STABLENEW_WEBUI_AUTH"):
         runner_app.build(ServerSettings.load("runner", env=env), env)
+
+
+def test_a_blank_webui_command_means_the_runner_owns_no_webui(
+        tmp_path: Path, queue: QueueHarness, emulator: EmulatorServer) -> None:
+    runner = RunnerHarness(tmp_path / "blank", queue.address, emulator.url,
+                           env={"STABLENEW_WEBUI_CMD": "  "}).start()
+    try:
+        status = runner.wait_webui(READY)
+        assert status.owns_webui_process is False
+    finally:
+        runner.stop()

@@ -639,6 +639,18 @@ def test_ensure_vae(harness: Harness) -> None:
                            {"sd_vae": "None"}, {"sd_vae": "Automatic"}]
 
 
+
+def test_ensure_vae_lists_the_vaes_once(harness: Harness) -> None:
+    OptionsState(harness.fake)
+    assert harness.client.ensure_vae("vae-ft-mse-840000-ema-pruned") is True
+    assert harness.fake.count("GET", "/sdapi/v1/sd-vae") == 1
+    harness.fake.calls.clear()
+    harness.fake.on("GET", "/sdapi/v1/sd-vae", Reply(200, []), json_reply("sd_vae.json"))
+    assert harness.client.ensure_vae("vae-ft-mse-840000-ema-pruned") is False
+    # Not listed at first: once before and once after the refresh, no more.
+    assert harness.fake.count("POST", "/sdapi/v1/refresh-vae") == 1
+    assert harness.fake.count("GET", "/sdapi/v1/sd-vae") == 2
+
 def test_ensure_vae_unknown_is_not_found_without_posting(harness: Harness) -> None:
     state = OptionsState(harness.fake)
     with pytest.raises(WebuiError) as caught:

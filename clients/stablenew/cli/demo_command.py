@@ -11,7 +11,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,9 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from stablenew.cli.local_services import free_port, wait_serving
 from stablenew.common.model import JobState
 from stablenew.sdk import Client, StableNewError
 from stablenew.v1 import job_pb2, pipeline_pb2
@@ -41,14 +38,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     demo.set_defaults(run=run)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _environment(data_dir: Path) -> dict[str, str]:
-    ports = {name: _free_port() for name in (*SERVICES, "emulator")}
+    ports = {name: free_port() for name in (*SERVICES, "emulator")}
     env = {key: value for key, value in os.environ.items() if not key.startswith("STABLENEW_")}
     env |= {f"STABLENEW_{name.upper()}_ADDR": f"127.0.0.1:{ports[name]}" for name in SERVICES}
     env |= {"STABLENEW_DATA_DIR": str(data_dir),
@@ -58,21 +49,6 @@ def _environment(data_dir: Path) -> dict[str, str]:
             "STABLENEW_EMULATOR_STEP_SECONDS": "0.01",
             "STABLENEW_RUNNER_ID": "demo-runner"}
     return env
-
-
-def _wait_serving(address: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == (
-                        health_pb2.HealthCheckResponse.SERVING):
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"{address} did not become SERVING within {timeout:.0f} s")
 
 
 @contextmanager
@@ -86,7 +62,7 @@ def _services(env: dict[str, str], logs: Path) -> Iterator[None]:
                 [sys.executable, "-m", "stablenew.cli.main", "serve", name],
                 env=env, stdout=log, stderr=subprocess.STDOUT))
             if name != "emulator":
-                _wait_serving(env[f"STABLENEW_{name.upper()}_ADDR"])
+                wait_serving(env[f"STABLENEW_{name.upper()}_ADDR"])
             print(f"  started {name:<8} (log: {logs / (name + '.log')})")
         yield
     finally:

@@ -3,7 +3,7 @@ and BadRequest field violations ride along."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
@@ -62,12 +62,5 @@ def calling(call: Callable[[], T]) -> T:
     """Run one call; a failure comes out as a typed StableNewError."""
     try:
         return call()
-    except grpc.RpcError as error:
-        raise typed(error) from None
-
-
-def streaming(stream: Callable[[], Iterator[T]]) -> Iterator[T]:
-    try:
-        yield from stream()
     except grpc.RpcError as error:
         raise typed(error) from None

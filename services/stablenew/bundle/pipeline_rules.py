@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from stablenew.bundle.problems import FieldError, Reason
 from stablenew.common.model import (
+    GENERATION_STAGES,
     AdetailerPass,
     PipelineConfig,
     StageFlags,
@@ -62,7 +63,6 @@ STAGE_NAMES = {
     StageType.ADETAILER: "adetailer",
     StageType.UPSCALE: "upscale",
 }
-GENERATION_STAGES = frozenset({StageType.TXT2IMG, StageType.IMG2IMG})
 INPUT_STAGES = frozenset({StageType.IMG2IMG, StageType.UPSCALE})
 
 

@@ -21,6 +21,10 @@ class StageType(IntEnum):
     UPSCALE = 4
 
 
+# The stages that generate images (from a prompt, or from input images with img2img).
+GENERATION_STAGES = frozenset({StageType.TXT2IMG, StageType.IMG2IMG})
+
+
 class UpscaleMode(IntEnum):
     UNSPECIFIED = 0
     EXTRAS = 1

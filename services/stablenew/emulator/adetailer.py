@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from stablenew.common.adetailer_tabs import ordinal, ordinal_suffix
 from stablenew.emulator import catalog, images
 from stablenew.emulator.schema import Field, collect
 
@@ -115,15 +116,6 @@ _DROPPED_WHEN_OFF: tuple[tuple[str, tuple[str, ...], object], ...] = (
 )
 
 
-def ordinal_suffix(position: int) -> str:
-    """"" for the first tab, then " 2nd", " 3rd", " 4th", ... as the extension names them."""
-    if position == 0:
-        return ""
-    n = position + 1
-    ending = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f" {n}{ending}"
-
-
 def _is_off(value: object, off: object) -> bool:
     return not value if off is None else value == off
 
@@ -205,7 +197,7 @@ def _validated(tabs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None
         values, problems = collect(dict(tab), _FIELDS)
         if unknown or problems:
             log.warning("[-] ADetailer: ValidationError when validating %s arguments",
-                        ordinal_suffix(number - 1).strip() or "1st",
+                        ordinal(number),
                         extra={"unknown_keys": unknown,
                                "invalid": [".".join(map(str, p.loc)) for p in problems]})
             return None

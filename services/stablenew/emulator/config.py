@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from stablenew.common.settings import ConfigError, parse_address
@@ -159,5 +159,5 @@ class EmulatorConfig:
         return cls(**plain, faults=faults)
 
 
-_CONFIG_FIELDS = {"address", "step_seconds", "model_load_seconds", "start_delay_seconds",
-                  "api_auth", "checkpoint", "log_level"}
+# The settings EmulatorConfig takes as they are; the fault settings go into its `faults`.
+_CONFIG_FIELDS = frozenset(item.name for item in fields(EmulatorConfig)) - {"faults"}

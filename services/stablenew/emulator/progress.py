@@ -76,7 +76,6 @@ class Progress:
         self._condition = threading.Condition()
         self._stopping = False
         self._reset("")
-        self.job_count = 0
 
     def _reset(self, job: str) -> None:
         self.job = job

@@ -20,7 +20,7 @@ import grpc
 
 from stablenew.common.channel import open_channel
 from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ConfigError, ServerSettings, positive_float
+from stablenew.common.settings import ConfigError, ServerSettings, parse_address, positive_float
 from stablenew.runner.executor import Executor
 from stablenew.runner.servicer import RunnerServicer
 from stablenew.runner.status import RunnerState, WebuiState
@@ -36,9 +36,9 @@ SERVICE = runner_service_pb2.DESCRIPTOR.services_by_name["RunnerService"]
 @dataclass(frozen=True)
 class RunnerConfig:
     runner_id: str
+    hostname: str
     webui_url: str
     webui_auth: tuple[str, str] | None
-    webui_command: str
     output_root: Path
     input_root: Path
     advertised_address: str
@@ -56,12 +56,12 @@ def _auth(text: str) -> tuple[str, str] | None:
 
 def runner_config(settings: ServerSettings, env: Mapping[str, str]) -> RunnerConfig:
     host = socket.gethostname()
-    port = settings.address.rsplit(":", 1)[1]
+    _, port = parse_address(settings.address, "runner address")
     return RunnerConfig(
         runner_id=env.get("STABLENEW_RUNNER_ID") or f"{host}-{port}",
+        hostname=host,
         webui_url=settings.webui_url.rstrip("/"),
         webui_auth=_auth(env.get("STABLENEW_WEBUI_AUTH", "")),
-        webui_command=env.get("STABLENEW_WEBUI_CMD", ""),
         output_root=Path(env.get("STABLENEW_OUTPUT_DIR") or settings.data_dir / "images"),
         input_root=Path(env.get("STABLENEW_INPUT_DIR") or settings.data_dir / "inputs"),
         advertised_address=env.get("STABLENEW_RUNNER_ADVERTISE_ADDR") or settings.address,
@@ -108,16 +108,17 @@ class WebuiSupervisor:
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
     env = os.environ if env is None else env
     config = runner_config(settings, env)
+    # STABLENEW_WEBUI_CMD: the WebUI this runner owns, if any.
+    process = WebuiProcess.from_env(settings.data_dir / "logs", env)
     client = WebuiClient(config.webui_url, auth=config.webui_auth)
-    state = RunnerState(config.runner_id, socket.gethostname(), config.webui_url,
-                        owns_process=bool(config.webui_command))
+    state = RunnerState(config.runner_id, config.hostname, config.webui_url,
+                        owns_process=process is not None)
     channel = open_channel("queue", env=env)
     executor = Executor(client, config.output_root, config.input_root, config.runner_id)
     worker = Worker(queue_service_pb2_grpc.QueueServiceStub(channel), client, executor, state,
                     config.advertised_address)
     supervisor = None
-    if config.webui_command:
-        process = WebuiProcess(config.webui_command, log_dir=settings.data_dir / "logs")
+    if process is not None:
         supervisor = WebuiSupervisor(process, client, state, config.webui_start_timeout)
 
     def register(server: grpc.Server) -> None:

@@ -14,11 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from stablenew.common.adetailer_tabs import ordinal_suffix
 from stablenew.common.config_hash import config_hash
 from stablenew.common.model import (
     EntryResult,
@@ -35,8 +36,6 @@ from stablenew.runner.webui_client import GenerationResult, Progress, WebuiClien
 
 log = logging.getLogger("stablenew.runner")
 
-ORDINALS = {1: "", 2: " 2nd", 3: " 3rd"}
-
 
 class EntryFailedError(Exception):
     """Why one entry could not finish; recorded on its result."""
@@ -50,11 +49,13 @@ class EntryCancelledError(Exception):
 class SourceImage:
     png: bytes
     seed: int
+    # Extras output only: the text of the image it was made from, kept when it is written.
+    source_text: dict[str, str] = field(default_factory=dict)
 
 
 def adetailer_key(position: int) -> str:
     """ADetailer reports its n-th tab as "ADetailer model", "... 2nd", "... 3rd", "... 4th"."""
-    return "ADetailer model" + ORDINALS.get(position, f" {position}th")
+    return "ADetailer model" + ordinal_suffix(position - 1)
 
 
 def check_adetailer_ran(result: GenerationResult, models: list[str]) -> None:
@@ -78,7 +79,14 @@ class EntryRun:
     cancel: threading.Event
     report: Callable[[JobProgress], None]
     images: list[ImageRef]
-    first_request: StageRequest | None = None
+
+    def progress(self, stage: StageType, step: int, steps: int, entry_fraction: float = 0.0,
+                 eta: timedelta | None = None) -> None:
+        """Report where the job is: `entry_fraction` of this entry done."""
+        self.report(JobProgress(
+            entry_index=self.entry.index, entry_count=self.entry_count, stage=stage,
+            step=step, steps=steps,
+            fraction=(self.entry.index + entry_fraction) / max(self.entry_count, 1), eta=eta))
 
 
 class Executor:
@@ -139,9 +147,8 @@ class Executor:
         if plan.vae:
             self.client.ensure_vae(plan.vae)
         sources = self._inputs(run.entry)
-        run.first_request = plan.requests[0] if plan.requests else None
-        for request in plan.requests:
-            sources = self._run_stage(run, request, sources)
+        for position, request in enumerate(plan.requests):
+            sources = self._run_stage(run, request, sources, first=position == 0)
         # Proven equal (above) to the queued job: what ran is what was queued.
         return run.entry.config_hash
 
@@ -155,40 +162,43 @@ class Executor:
             images.append(SourceImage(path.read_bytes(), entry.seed))
         return images
 
-    def _run_stage(self, run: EntryRun, request: StageRequest,
-                   sources: list[SourceImage]) -> list[SourceImage]:
-        run.report(JobProgress(
-            entry_index=run.entry.index, entry_count=run.entry_count, stage=request.stage,
-            step=0, steps=run.entry.steps, fraction=run.entry.index / max(run.entry_count, 1)))
+    def _run_stage(self, run: EntryRun, request: StageRequest, sources: list[SourceImage],
+                   first: bool) -> list[SourceImage]:
+        run.progress(request.stage, step=0, steps=run.entry.steps)
         made: list[SourceImage] = []
         inputs: list[SourceImage | None] = list(sources) or [None]
         for source in inputs:
             if run.cancel.is_set():
                 raise EntryCancelledError
-            made += self._call(run, request, source)
+            made += self._call(run, request, source, first)
         if run.cancel.is_set():
             raise EntryCancelledError  # the WebUI was interrupted: what came back is incomplete
         for image in made:
             context = outputs.ImageContext(run.job_id, run.entry.index, request.stage,
                                            image.seed, run.entry.config_hash, self.runner_id)
             run.images.append(outputs.write_image(self.output_root, run.folder, image.png,
-                                                  context))
+                                                  context, image.source_text))
         return made
 
-    def _call(self, run: EntryRun, request: StageRequest,
-              source: SourceImage | None) -> list[SourceImage]:
+    def _call(self, run: EntryRun, request: StageRequest, source: SourceImage | None,
+              first: bool) -> list[SourceImage]:
         body = dict(request.body)
         on_progress = self._progress_reporter(run, request.stage)
+        if source is not None and source.source_text:
+            # A stage after an extras upscale (no plan the bundle makes): send what was written.
+            source = SourceImage(outputs.with_source_text(source.png, source.source_text),
+                                 source.seed)
         if request.endpoint == "extra-single-image":
             assert source is not None
             png = self.client.extra_single_image(body | {"image": _b64(source.png)})
-            return [SourceImage(_keep_infotext(source.png, png), source.seed)]
+            # Extras output carries no generation infotext: the source's is kept when written.
+            return [SourceImage(png, source.seed, outputs.png_text(source.png))]
         if source is not None:
             # Each image is refined with the seed it was made with.
             body |= {"init_images": [_b64(source.png)], "seed": source.seed}
             if request.scale:
                 body |= _scaled_size(source.png, request.scale)
-            elif request.stage == StageType.ADETAILER or request is not run.first_request:
+            elif request.stage == StageType.ADETAILER or not first:
                 # Detail and refine the image at the size it has (a hires fix made it larger).
                 body |= dict(zip(("width", "height"), outputs.png_size(source.png), strict=True))
         call = self.client.txt2img if request.endpoint == "txt2img" else self.client.img2img
@@ -201,13 +211,10 @@ class Executor:
 
     def _progress_reporter(self, run: EntryRun, stage: StageType) -> Callable[[Progress], None]:
         def report(progress: Progress) -> None:
-            steps = max(progress.sampling_steps, 1)
-            entry_fraction = min(progress.progress, 1.0)
-            run.report(JobProgress(
-                entry_index=run.entry.index, entry_count=run.entry_count, stage=stage,
-                step=progress.sampling_step, steps=steps,
-                fraction=(run.entry.index + entry_fraction) / max(run.entry_count, 1),
-                eta=timedelta(seconds=max(progress.eta_relative, 0.0))))
+            run.progress(stage, step=progress.sampling_step,
+                         steps=max(progress.sampling_steps, 1),
+                         entry_fraction=min(progress.progress, 1.0),
+                         eta=timedelta(seconds=max(progress.eta_relative, 0.0)))
         return report
 
     def _manifest(self, job: Job, results: list[EntryResult]) -> dict[str, Any]:
@@ -239,12 +246,3 @@ def _scaled_size(png: bytes, scale: float) -> dict[str, int]:
     width, height = outputs.png_size(png)
     # The WebUI wants multiples of 8.
     return {"width": int(width * scale) // 8 * 8, "height": int(height * scale) // 8 * 8}
-
-
-def _keep_infotext(source: bytes, upscaled: bytes) -> bytes:
-    """Extras output carries no generation infotext: keep the source image's."""
-    if "parameters" in outputs.png_text(upscaled):
-        return upscaled
-    text = outputs.png_text(source)
-    return outputs.with_text(upscaled, text) if text else upscaled
-

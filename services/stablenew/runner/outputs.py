@@ -12,6 +12,8 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,25 +48,25 @@ def job_folder(root: Path, job_id: str, day: datetime | None = None) -> Path:
     return root / day.strftime("%Y-%m-%d") / job_id
 
 
-def _png_with_metadata(png: bytes, context: ImageContext) -> tuple[bytes, int, int]:
-    """Re-encode keeping every text chunk the WebUI wrote and adding ours."""
-    with Image.open(io.BytesIO(png)) as image:
-        image.load()
-        info = PngImagePlugin.PngInfo()
-        for key, value in image.text.items() if hasattr(image, "text") else ():
-            if key != METADATA_KEY:
-                info.add_text(key, value)
+def _png_with_metadata(png: bytes, context: ImageContext,
+                       source_text: dict[str, str] | None = None) -> tuple[bytes, int, int]:
+    """Re-encode keeping every text chunk the WebUI wrote (and the source's, see
+    `_kept_text`) and adding ours."""
+    with _opened(png) as image:
+        text = _kept_text(_text_of(image), source_text)
+        text.pop(METADATA_KEY, None)
         ours = {"job_id": context.job_id, "entry": context.entry_index,
                 "stage": context.stage.name.lower(), "seed": context.seed,
                 "config_hash": context.config_hash}
-        info.add_text(METADATA_KEY, json.dumps(ours, sort_keys=True))
-        out = io.BytesIO()
-        image.save(out, format="PNG", pnginfo=info)
-        return out.getvalue(), image.width, image.height
+        text[METADATA_KEY] = json.dumps(ours, sort_keys=True)
+        return _encode(image, text), image.width, image.height
 
 
-def write_image(root: Path, folder: Path, png: bytes, context: ImageContext) -> ImageRef:
-    data, width, height = _png_with_metadata(png, context)
+def write_image(root: Path, folder: Path, png: bytes, context: ImageContext,
+                source_text: dict[str, str] | None = None) -> ImageRef:
+    """Write the image with its metadata; `source_text` is the text of the image it was made
+    from, kept when the image has no infotext of its own (extras output)."""
+    data, width, height = _png_with_metadata(png, context, source_text)
     name = f"{context.entry_index:03d}_{context.stage.name.lower()}_{context.seed}.png"
     path = folder / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,9 +99,8 @@ def image_ref_dict(image: ImageRef) -> dict[str, Any]:
 
 
 def png_text(png: bytes) -> dict[str, str]:
-    with Image.open(io.BytesIO(png)) as image:
-        image.load()
-        return dict(getattr(image, "text", {}))
+    with _opened(png) as image:
+        return _text_of(image)
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -109,14 +110,47 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 def with_text(png: bytes, text: dict[str, str]) -> bytes:
     """The same image with these text chunks added."""
+    with _opened(png) as image:
+        return _encode(image, _text_of(image) | text)
+
+
+def with_source_text(png: bytes, source_text: dict[str, str]) -> bytes:
+    """The image as `write_image` would keep its text, without our chunk: only needed when an
+    image that still carries its source's text is sent on to another stage."""
+    if not source_text:
+        return png
+    with _opened(png) as image:
+        text = _text_of(image)
+        return png if "parameters" in text else _encode(image, _kept_text(text, source_text))
+
+
+@contextmanager
+def _opened(png: bytes) -> Iterator[Image.Image]:
     with Image.open(io.BytesIO(png)) as image:
         image.load()
-        info = PngImagePlugin.PngInfo()
-        for key, value in {**getattr(image, "text", {}), **text}.items():
-            info.add_text(key, value)
-        out = io.BytesIO()
-        image.save(out, format="PNG", pnginfo=info)
-        return out.getvalue()
+        yield image
+
+
+def _text_of(image: Image.Image) -> dict[str, str]:
+    return dict(getattr(image, "text", {}))
+
+
+def _kept_text(text: dict[str, str], source_text: dict[str, str] | None) -> dict[str, str]:
+    """Extras output carries no generation infotext: add the source image's chunks to an image
+    without a `parameters` chunk (the source's value wins where both have a key)."""
+    if source_text and "parameters" not in text:
+        return text | source_text
+    return text
+
+
+def _encode(image: Image.Image, text: dict[str, str]) -> bytes:
+    """The image as PNG with exactly these text chunks, in this order."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
 
 
 def resolve_inside(root: Path, relative: str) -> Path:

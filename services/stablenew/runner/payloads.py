@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stablenew.common.model import (
+    GENERATION_STAGES,
     AdetailerPass,
     HiresFixConfig,
     Img2ImgConfig,
@@ -310,9 +311,6 @@ def executed_job(queued: NormalizedJob, plan: EntryPlan) -> NormalizedJob:
         else:
             job = _read_upscale(job, request, generated)
     return job
-
-
-GENERATION_STAGES = frozenset({StageType.TXT2IMG, StageType.IMG2IMG})
 
 
 def comparable(job: NormalizedJob) -> NormalizedJob:

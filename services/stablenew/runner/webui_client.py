@@ -305,8 +305,7 @@ class WebuiClient:
     def ensure_vae(self, vae: str) -> bool:
         """Select `vae` ("" or "Automatic" for automatic, "None" for the checkpoint's own)
         unless it already is; True when it switched. Unknown VAE → NOT_FOUND."""
-        wanted = self._resolve_vae(vae)
-        names = self.sd_vaes()
+        names, wanted = self._resolve_vae(vae)
         loaded_option = self.options().get("sd_vae", AUTOMATIC_VAE)
         loaded = _match_vae(names, str(loaded_option or AUTOMATIC_VAE))
         if loaded == wanted:
@@ -315,9 +314,11 @@ class WebuiClient:
         self.set_options({"sd_vae": wanted})
         return True
 
-    def _resolve_vae(self, vae: str) -> str:
-        """The sd_vae option value for `vae`; the list is refreshed once when not found."""
-        found = _match_vae(self.sd_vaes(), vae or AUTOMATIC_VAE)
+    def _resolve_vae(self, vae: str) -> tuple[list[str], str]:
+        """The listed VAEs and the sd_vae option value for `vae`; the list is refreshed once
+        when `vae` is not on it."""
+        names = self.sd_vaes()
+        found = _match_vae(names, vae or AUTOMATIC_VAE)
         if found is None:
             self._call("POST", "/sdapi/v1/refresh-vae", read_timeout=self.read_timeout)
             names = self.sd_vaes()
@@ -326,7 +327,7 @@ class WebuiClient:
                 known = ", ".join(names) or "none"
                 raise WebuiError(WebuiErrorKind.NOT_FOUND, f"VAE {vae!r} not found; the WebUI "
                                  f"has: {known}", "GET /sdapi/v1/sd-vae")
-        return found
+        return names, found
 
     def refresh_checkpoints(self) -> None:
         # The WebUI rescans under its generation lock: it may wait behind a generation.

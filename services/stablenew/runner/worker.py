@@ -151,8 +151,7 @@ class Worker:
             attempt=lease.attempt, cancelled=cancelled,
             results=[to_proto(result) for result in results])
         reply = _retrying(lambda: self.queue.CompleteJob(request, timeout=10), self.stopping)
-        if reply is not None:
-            log.info("job %s reported: %s", lease.job_id, reply.job.state)
+        log.info("job %s reported: %s", lease.job_id, reply.job.state)
 
 
     def _hand_back(self, lease: pb.Lease, results: list[EntryResult]) -> None:
@@ -164,13 +163,13 @@ class Worker:
         log.info("job %s handed back to the queue", lease.job_id)
 
 
-def _retrying(call: Callable[[], T], stopping: threading.Event, attempts: int = 30) -> T | None:
+def _retrying(call: Callable[[], T], stopping: threading.Event, attempts: int = 30) -> T:
     """Retry while the queue is unreachable (a restart); a retried report answers the same."""
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return call()
         except grpc.RpcError as error:
-            if error.code() not in RETRIED or attempt == attempts - 1 or stopping.is_set():
+            if error.code() not in RETRIED or stopping.is_set():
                 raise
-            time.sleep(min(0.1 * 2 ** attempt, 2.0))
-    return None
+        time.sleep(min(0.1 * 2 ** attempt, 2.0))
+    return call()  # the last attempt: whatever it raises is raised
