@@ -15,15 +15,10 @@ import pytest
 import requests
 
 from stablenew.cli.main import main
+from tests.queue.processes import free_port
 
 DEADLINE = 15.0
 COMMAND = [sys.executable, "-m", "stablenew.cli.main", "serve", "emulator"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

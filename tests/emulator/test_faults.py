@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from stablenew.emulator import EmulatorServer, FaultSettings
+from tests.service_harness import wait_for
 
 DEADLINE = 10.0
 
@@ -111,10 +112,7 @@ def _connects(url: str) -> bool:
 
 
 def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    wait_for(condition, what, DEADLINE, interval=0.01)
 
 
 def test_refused_connections_then_recovery(url: str) -> None:

@@ -12,6 +12,7 @@ import requests
 
 from stablenew.emulator import EmulatorServer
 from stablenew.emulator.testing import decode_png, info_of
+from tests.service_harness import wait_for
 
 DEADLINE = 10.0
 
@@ -28,10 +29,7 @@ def progress(url: str, skip_current_image: bool = True) -> dict[str, Any]:
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
+    wait_for(condition, what, DEADLINE, interval=0.005)
 
 
 def in_background(url: str, **body: Any) -> Future[requests.Response]:

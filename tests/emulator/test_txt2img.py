@@ -9,17 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from stablenew.emulator.testing import decode_png, info_of, png_parameters
-
-INFO_KEYS = {
-    "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds",
-    "subseed", "all_subseeds", "subseed_strength", "width", "height", "sampler_name",
-    "cfg_scale", "steps", "batch_size", "restore_faces", "face_restoration_model",
-    "sd_model_name", "sd_model_hash", "sd_vae_name", "sd_vae_hash", "seed_resize_from_w",
-    "seed_resize_from_h", "denoising_strength", "extra_generation_params",
-    "index_of_first_image", "infotexts", "styles", "job_timestamp", "clip_skip",
-    "is_using_inpainting_conditioning", "version",
-}
+from stablenew.emulator.testing import INFO_KEYS, decode_png, info_of, png_parameters
 
 
 def txt2img(url: str, **body: Any) -> requests.Response:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import requests
@@ -41,8 +41,6 @@ from stablenew.v1 import runner_service_pb2 as rpb
 from tests.queue.harness import all_events, origin
 from tests.queue.processes import free_port, wait_serving
 from tests.service_harness import ServiceHarness, wait_for
-
-T = TypeVar("T")
 
 MODEL = "v1-5-pruned-emaonly"
 TERMINAL = (job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)

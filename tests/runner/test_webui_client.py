@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 from stablenew.emulator import EmulatorServer
-from stablenew.emulator.testing import fast_config
+from stablenew.emulator.testing import INFO_KEYS, fast_config
 from stablenew.runner.webui_client import (
     BACKOFF_JITTER,
     CONTROL_READ_TIMEOUT,
@@ -37,22 +36,11 @@ from stablenew.runner.webui_client import (
     backoff_delay,
     find_model,
 )
+from tests.queue.processes import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BASE_URL = "http://webui.test:7860"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Every key sdwebui-api.md documents for a generation's `info`.
-INFO_KEYS = {
-    "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds",
-    "subseed", "all_subseeds", "subseed_strength", "width", "height", "sampler_name",
-    "cfg_scale", "steps", "batch_size", "restore_faces", "face_restoration_model",
-    "sd_model_name", "sd_model_hash", "sd_vae_name", "sd_vae_hash", "seed_resize_from_w",
-    "seed_resize_from_h", "denoising_strength", "extra_generation_params",
-    "index_of_first_image", "infotexts", "styles", "job_timestamp", "clip_skip",
-    "is_using_inpainting_conditioning", "version",
-}
-
-
 def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
@@ -669,14 +657,8 @@ def test_loaded_model_title_needs_a_string(harness: Harness) -> None:
 # Readiness and the session ------------------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_is_ready_is_false_on_a_closed_port() -> None:
-    client = WebuiClient(f"http://127.0.0.1:{closed_port()}", retries=0)
+    client = WebuiClient(f"http://127.0.0.1:{free_port()}", retries=0)
     started = time.monotonic()
     assert client.is_ready() is False
     assert time.monotonic() - started < 5

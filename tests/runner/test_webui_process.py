@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import sys
 import threading
 import time
@@ -24,6 +23,8 @@ from stablenew.runner.webui_process import (
     WebuiProcess,
     WebuiProcessError,
 )
+from tests.queue.processes import free_port
+from tests.service_harness import wait_for
 
 DEADLINE = 20.0
 PYTHON = shlex.quote(sys.executable)
@@ -62,17 +63,8 @@ http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    wait_for(condition, what, DEADLINE)
 
 
 def gone(pid: int) -> bool:

@@ -19,6 +19,17 @@ from stablenew.emulator.server import EmulatorServer
 # parallel runs.
 FAST = EmulatorConfig(address="127.0.0.1:0", step_seconds=0.002, model_load_seconds=0.0)
 
+# Every key sdwebui-api.md documents for a generation's `info`.
+INFO_KEYS = {
+    "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds",
+    "subseed", "all_subseeds", "subseed_strength", "width", "height", "sampler_name",
+    "cfg_scale", "steps", "batch_size", "restore_faces", "face_restoration_model",
+    "sd_model_name", "sd_model_hash", "sd_vae_name", "sd_vae_hash", "seed_resize_from_w",
+    "seed_resize_from_h", "denoising_strength", "extra_generation_params",
+    "index_of_first_image", "infotexts", "styles", "job_timestamp", "clip_skip",
+    "is_using_inpainting_conditioning", "version",
+}
+
 
 def fast_config(**changes: Any) -> EmulatorConfig:
     return replace(FAST, **changes)
