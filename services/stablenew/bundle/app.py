@@ -90,7 +90,7 @@ def expansion_limits(env: Mapping[str, str]) -> ExpansionLimits:
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
     env = os.environ if env is None else env
     store = BundleStore(settings.data_dir / "bundle.sqlite3",
-                        env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"))
+                        settings.sqlite_synchronous)
     packs_dir = Path(env.get("STABLENEW_PACKS_DIR") or settings.data_dir / "packs")
     packs_dir.mkdir(parents=True, exist_ok=True)
     channel = open_channel("queue", env=env)

@@ -153,6 +153,8 @@ class ServerSettings:
     grace_seconds: float
     max_message_bytes: int
     webui_url: str
+    # NORMAL or FULL, for the services with a database (sqlite_db.py checks it).
+    sqlite_synchronous: str = "NORMAL"
 
     @classmethod
     def load(
@@ -177,4 +179,5 @@ class ServerSettings:
             grace_seconds=positive_float(env, "STABLENEW_GRACE_SECONDS", 3.0),
             max_message_bytes=positive_int(env, "STABLENEW_MAX_MESSAGE_BYTES", 64 * 1024 * 1024),
             webui_url=env.get("STABLENEW_WEBUI_URL") or DEFAULT_WEBUI_URL,
+            sqlite_synchronous=env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"),
         )

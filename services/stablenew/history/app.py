@@ -58,7 +58,7 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     config = ingest_config(env)
     follow_queue = ingest_enabled(env)
     store = HistoryStore(settings.data_dir / DATABASE_NAME,
-                         env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"))
+                         settings.sqlite_synchronous)
     try:
         core = HistoryCore(store)
     except sqlite3.Error as error:

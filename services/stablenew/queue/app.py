@@ -73,7 +73,7 @@ class Maintenance:
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
     env = os.environ if env is None else env
     store = QueueStore(settings.data_dir / "queue.sqlite3",
-                       env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"))
+                       settings.sqlite_synchronous)
     core = QueueCore(store, queue_config(env))
     leasing = Leasing(core)
     maintenance = Maintenance(core, leasing)

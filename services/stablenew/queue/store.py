@@ -107,8 +107,9 @@ _BASIC_COLUMNS = """job_id, state, run_mode, source, prompt_source, prompt_pack_
     finished_by_lease_id, cancel_requested, return_to_queue, request_id"""
 _FULL_COLUMNS = _BASIC_COLUMNS + ", entries, results"
 # Run order, all ascending so that the keyset comparison uses jobs_queued_order.
-_RUN_ORDER = "(lane, priority_rank, order_key, job_id)"
 _RUN_ORDER_LIST = "lane, priority_rank, order_key, job_id"
+_RUN_ORDER = f"({_RUN_ORDER_LIST})"
+_RUN_ORDER_DESC = "lane DESC, priority_rank DESC, order_key DESC, job_id DESC"
 
 
 def run_order_key(queued: QueuedJob) -> tuple[int, int, float, str]:
@@ -205,9 +206,8 @@ class QueueStore:
         self.db = open_database(path, MIGRATIONS, synchronous)
         self.db.row_factory = sqlite3.Row
         self._last_order_key: float | None = None
-        self.last_sequence: int = self.db.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
-        ).fetchone()[0]
+        self.last_sequence = 0
+        self.reload_last_sequence()
 
     def close(self) -> None:
         self.db.close()
@@ -297,7 +297,7 @@ class QueueStore:
         before = self.db.execute(
             f"""SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 1 AND lane = ?
                 AND {_RUN_ORDER} < (?, ?, ?, ?)
-                ORDER BY lane DESC, priority_rank DESC, order_key DESC, job_id DESC LIMIT 1""",
+                ORDER BY {_RUN_ORDER_DESC} LIMIT 1""",
             (key[0], *key),
         ).fetchone()
         after = self.db.execute(
@@ -314,8 +314,8 @@ class QueueStore:
             f"""SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
                ORDER BY {_RUN_ORDER_LIST} LIMIT 1""", (lane,)).fetchone()
         last = self.db.execute(
-            """SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
-               ORDER BY lane DESC, priority_rank DESC, order_key DESC, job_id DESC LIMIT 1""",
+            f"""SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
+               ORDER BY {_RUN_ORDER_DESC} LIMIT 1""",
             (lane,)).fetchone()
         if first is None or last is None:
             return None
@@ -383,7 +383,8 @@ class QueueStore:
         return payload
 
     def reload_last_sequence(self) -> None:
-        """After a rolled-back transaction, forget the sequences and keys it handed out."""
+        """At start and after a rolled-back transaction (which may have handed out sequences
+        and order keys): the last sequence on disk."""
         self._last_order_key = None
         self.last_sequence = self.db.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
