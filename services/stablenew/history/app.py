@@ -25,7 +25,7 @@ from stablenew.common.server import Server, ServiceSpec, StartupError
 from stablenew.common.settings import ConfigError, ServerSettings, positive_float
 from stablenew.history.core import HistoryCore
 from stablenew.history.ingest import DEFAULT_CONSUMER_ID, IngestConfig, Ingestor
-from stablenew.history.retention import Retention, retention_policy
+from stablenew.history.retention import retention_policy, retention_task
 from stablenew.history.servicer import HistoryServicer
 from stablenew.history.store import HistoryStore
 from stablenew.v1 import history_service_pb2 as contract
@@ -64,7 +64,7 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     except sqlite3.Error as error:
         store.close()
         raise StartupError(f"cannot use database {store.path}: {error}") from None
-    retention = Retention(core, policy)
+    retention = retention_task(core, policy)
     ingestors: list[Ingestor] = []
 
     def register(server: grpc.Server) -> None:

@@ -9,16 +9,13 @@ are given back to the file system (incremental vacuum).
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Mapping
 from datetime import timedelta
 
+from stablenew.common.periodic import PeriodicTask
 from stablenew.common.settings import positive_float, positive_int
 from stablenew.history.core import HistoryCore
 from stablenew.history.domain import RetentionPolicy
-
-log = logging.getLogger("stablenew.history.retention")
 
 
 def retention_policy(env: Mapping[str, str]) -> RetentionPolicy:
@@ -30,27 +27,7 @@ def retention_policy(env: Mapping[str, str]) -> RetentionPolicy:
                            max_rows=rows, interval_seconds=interval)
 
 
-class Retention:
-    def __init__(self, core: HistoryCore, policy: RetentionPolicy) -> None:
-        self.core = core
-        self.policy = policy
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="history-retention", daemon=True)
-
-    def start(self) -> None:
-        if self.policy.enabled:
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.core.enforce(self.policy)
-            except Exception:
-                # Disk full, say: the next round tries again; never die.
-                log.exception("applying the retention policy failed")
-            self._stop.wait(self.policy.interval_seconds)
+def retention_task(core: HistoryCore, policy: RetentionPolicy) -> PeriodicTask:
+    """Applies the policy at start and every interval after, if it asks for anything."""
+    return PeriodicTask("history-retention", policy.interval_seconds,
+                        lambda: core.enforce(policy), run_first=True, enabled=policy.enabled)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Mapping
 
 import grpc
 
+from stablenew.common.periodic import PeriodicTask
 from stablenew.common.server import ServiceSpec
 from stablenew.common.settings import ServerSettings, positive_float, positive_int
 from stablenew.queue.core import QueueConfig, QueueCore
@@ -40,34 +40,19 @@ def queue_config(env: Mapping[str, str]) -> QueueConfig:
     )
 
 
-class Maintenance:
+def maintenance(core: QueueCore, leasing: Leasing) -> PeriodicTask:
     """Expires leases and cuts stalled watchers every tick; prunes the log now and then."""
+    last_prune = 0.0
 
-    def __init__(self, core: QueueCore, leasing: Leasing) -> None:
-        self.core = core
-        self.leasing = leasing
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="queue-maintenance", daemon=True)
+    def tick() -> None:
+        nonlocal last_prune
+        leasing.expire_leases()
+        core.broadcaster.disconnect_stalled()
+        if time.monotonic() - last_prune >= core.config.prune_interval_seconds:
+            last_prune = time.monotonic()
+            core.prune()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        last_prune = 0.0
-        while not self._stop.wait(MAINTENANCE_INTERVAL_SECONDS):
-            try:
-                self.leasing.expire_leases()
-                self.core.broadcaster.disconnect_stalled()
-                if time.monotonic() - last_prune >= self.core.config.prune_interval_seconds:
-                    last_prune = time.monotonic()
-                    self.core.prune()
-            except Exception:
-                # A failed tick (disk full, say) is retried on the next one; never die.
-                log.exception("queue maintenance failed")
+    return PeriodicTask("queue-maintenance", MAINTENANCE_INTERVAL_SECONDS, tick)
 
 
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
@@ -76,19 +61,19 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
                        settings.sqlite_synchronous)
     core = QueueCore(store, queue_config(env))
     leasing = Leasing(core)
-    maintenance = Maintenance(core, leasing)
+    background = maintenance(core, leasing)
 
     def register(server: grpc.Server) -> None:
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
             QueueServicer(core, leasing), server)
-        maintenance.start()
+        background.start()
 
     def draining() -> None:
         core.close()
         leasing.wake_waiters()
 
     def stop() -> None:
-        maintenance.stop()
+        background.stop()
         store.close()
 
     return ServiceSpec(name=settings.service, proto_services=[SERVICE.full_name],
