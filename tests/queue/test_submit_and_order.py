@@ -177,6 +177,20 @@ def test_list_jobs_pages_with_opaque_tokens(queue: QueueHarness) -> None:
     assert positions == list(range(7))
 
 
+def test_list_jobs_full_view_carries_what_get_job_does(queue: QueueHarness) -> None:
+    running = queue.submit(entries=2).job_id
+    queued = [queue.submit(entries=3).job_id for _ in range(2)]
+    assert queue.channel is not None
+    assert ProtocolRunner(queue.channel, "gpu-1").lease() is not None  # takes the first job
+    basic = queue.stub.ListJobs(pb.ListJobsRequest(page_size=10)).jobs
+    full = queue.stub.ListJobs(pb.ListJobsRequest(page_size=10, view=job_pb2.JOB_VIEW_FULL)).jobs
+    assert [job.job_id for job in full] == [running, *queued]
+    assert [len(job.entries) for job in full] == [2, 3, 3]
+    for listed, brief in zip(full, basic, strict=True):
+        assert listed.queue_position == brief.queue_position
+        assert list(listed.entries) == list(queue.get(listed.job_id).entries)
+
+
 def test_list_jobs_refuses_bad_paging(queue: QueueHarness) -> None:
     queue.submit()
     details = details_of(_error(lambda: queue.stub.ListJobs(pb.ListJobsRequest(page_size=-1))))

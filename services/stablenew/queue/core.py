@@ -218,20 +218,22 @@ class QueueCore:
         with self.lock:
             return self.view(self.load(job_id, full))
 
-    def list_active(self, size: int, token: str) -> tuple[list[Job], str]:
-        """Running jobs first, then queued ones in run order; the token is a keyset position."""
+    def list_active(self, size: int, token: str,
+                    full: bool = False) -> tuple[list[Job], str]:
+        """Running jobs first, then queued ones in run order (`full`: with their entries and
+        results); the token is a keyset position."""
         position = self._list_tokens.decode(token)
         with self.lock:
             jobs: list[QueuedJob] = []
             offset, after = 0, None
             if position is None:
-                jobs = self.store.running_jobs(size)
+                jobs = self.store.running_jobs(size, full)
             else:
                 offset = int(position[0])
                 after = (int(position[1]), int(position[2]), float(position[3]), str(position[4]))
             if len(jobs) < size:
                 jobs += self.store.queued_in_order(after, size - len(jobs),
-                                                   (LANE_DIRECT, LANE_QUEUE))
+                                                   (LANE_DIRECT, LANE_QUEUE), full)
             result = [self.view_at(queued, offset + index) for index, queued in enumerate(jobs)]
         next_token = ""
         if len(jobs) == size and jobs[-1].job.state == JobState.QUEUED:

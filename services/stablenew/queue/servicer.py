@@ -46,10 +46,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         return pb.GetJobResponse(job=job_to_proto(job, view))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        jobs, token = self.core.list_active(page_size(request.page_size), request.page_token)
         view = request.view or job_pb2.JOB_VIEW_BASIC
-        if view == job_pb2.JOB_VIEW_FULL:
-            jobs = [self.core.get(job.job_id, full=True) for job in jobs]
+        jobs, token = self.core.list_active(page_size(request.page_size), request.page_token,
+                                            full=view == job_pb2.JOB_VIEW_FULL)
         return pb.ListJobsResponse(jobs=[job_to_proto(job, view) for job in jobs],
                                    next_page_token=token)
 

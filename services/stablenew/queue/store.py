@@ -241,9 +241,10 @@ class QueueStore:
         ).fetchone()
         return None if row is None else str(row["job_id"])
 
-    def running_jobs(self, limit: int) -> list[QueuedJob]:
+    def running_jobs(self, limit: int, full: bool = False) -> list[QueuedJob]:
+        columns = _FULL_COLUMNS if full else _BASIC_COLUMNS
         rows = self.db.execute(
-            f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 2 ORDER BY start_time, job_id "
+            f"SELECT {columns} FROM jobs WHERE state = 2 ORDER BY start_time, job_id "
             "LIMIT ?", (limit,)).fetchall()
         return [_job_from_row(row) for row in rows]
 
@@ -278,11 +279,13 @@ class QueueStore:
         return [_job_from_row(row) for row in rows]
 
     def queued_in_order(
-        self, after: tuple[int, int, float, str] | None, limit: int, lanes: tuple[int, ...]
+        self, after: tuple[int, int, float, str] | None, limit: int, lanes: tuple[int, ...],
+        full: bool = False,
     ) -> list[QueuedJob]:
         """Queued jobs in run order, after a keyset position (lane, rank, order key, job id)."""
         lane_list = ", ".join(str(int(lane)) for lane in lanes)
-        sql = f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 1 AND lane IN ({lane_list})"
+        columns = _FULL_COLUMNS if full else _BASIC_COLUMNS
+        sql = f"SELECT {columns} FROM jobs WHERE state = 1 AND lane IN ({lane_list})"
         params: list[Any] = []
         if after is not None:
             sql += f" AND {_RUN_ORDER} > (?, ?, ?, ?)"
