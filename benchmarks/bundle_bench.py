@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stablenew.common.model import Job, JobState
+from stablenew.contract.model import Job, JobState
 from stablenew.queue import codec
 from stablenew.queue.domain import summarize
 from stablenew.queue.entries import entry_batch

@@ -30,8 +30,8 @@ from typing import Any
 
 import grpc
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import (
     EntryOrigin,
     EntryResult,
     EntryStatus,
@@ -47,13 +47,13 @@ from stablenew.common.model import (
     RunMode,
     StageType,
 )
-from stablenew.common.server import Server, ServiceSpec
-from stablenew.common.settings import ServerSettings
-from stablenew.common.sqlite_db import Transaction
 from stablenew.history import app, codec, domain, mapping
 from stablenew.history.core import HistoryCore, fingerprint
 from stablenew.history.servicer import HistoryServicer
 from stablenew.history.store import BulkRecord, HistoryStore, to_micros
+from stablenew.runtime.server import Server, ServiceSpec
+from stablenew.runtime.settings import ServerSettings
+from stablenew.runtime.sqlite_db import Transaction
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 

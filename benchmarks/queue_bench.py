@@ -22,12 +22,12 @@ from pathlib import Path
 import grpc
 import psutil
 
-from stablenew.common.model import JobOrigin, Priority, RunMode
-from stablenew.common.sqlite_db import Transaction
+from stablenew.contract.model import JobOrigin, Priority, RunMode
 from stablenew.queue import codec
 from stablenew.queue.core import QueueConfig, QueueCore
 from stablenew.queue.entries import entry_batch
 from stablenew.queue.store import QueueStore
+from stablenew.runtime.sqlite_db import Transaction
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import queue_service_pb2_grpc
 from tests.queue.harness import make_entry, origin

@@ -11,9 +11,9 @@ from typing import ClassVar, Self, TypeVar
 
 import grpc
 
-from stablenew.common.channel import MAX_MESSAGE_BYTES
-from stablenew.common.server import Server, ServiceSpec
-from stablenew.common.settings import ServerSettings
+from stablenew.runtime.channel import MAX_MESSAGE_BYTES
+from stablenew.runtime.server import Server, ServiceSpec
+from stablenew.runtime.settings import ServerSettings
 
 T = TypeVar("T")
 

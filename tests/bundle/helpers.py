@@ -8,7 +8,7 @@ from typing import Any
 
 from stablenew.bundle.packs.model import MatrixMode, MatrixSlot, Pack, PackMatrix, PackRow
 from stablenew.bundle.problems import PackError, Reason
-from stablenew.common.model import (
+from stablenew.contract.model import (
     AdetailerConfig,
     AdetailerPass,
     PipelineConfig,

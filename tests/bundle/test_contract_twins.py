@@ -21,8 +21,8 @@ from stablenew.bundle.packs.model import (
 )
 from stablenew.bundle.problems import Reason, RowError
 from stablenew.bundle.summary import BundleSummary
-from stablenew.common.model import PromptTag, PromptTagKind
-from stablenew.common.model_mapping import fill_proto, from_proto
+from stablenew.contract.model import PromptTag, PromptTagKind
+from stablenew.contract.proto_mapping import fill_proto, from_proto
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import errors_pb2
 

@@ -8,8 +8,8 @@ import gc
 from stablenew.bundle.mapping import JobMessages
 from stablenew.bundle.normalize import NormalizedBundle
 from stablenew.bundle.summary import summarize
-from stablenew.common.model import NormalizedJob, StageType
-from stablenew.common.model_mapping import to_proto
+from stablenew.contract.model import NormalizedJob, StageType
+from stablenew.contract.proto_mapping import to_proto
 
 
 def bundle_of(count: int) -> NormalizedBundle:

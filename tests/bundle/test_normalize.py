@@ -15,8 +15,8 @@ from stablenew.bundle.packs import PackLibrary
 from stablenew.bundle.packs.model import MatrixMode
 from stablenew.bundle.problems import Reason
 from stablenew.bundle.seeds import SEED_RANGE, DerivedSeedSource
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import (
     PipelineConfig,
     PromptSource,
     PromptTag,

@@ -12,8 +12,8 @@ from stablenew.bundle.normalize import ManualPart, NormalizedBundle, PackRowPart
 from stablenew.bundle.packs.model import MatrixMode, Pack
 from stablenew.bundle.prompt_text import has_token, scan_tags
 from stablenew.bundle.seeds import SEED_RANGE, DerivedSeedSource
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import (
     AdetailerConfig,
     AdetailerPass,
     PipelineConfig,

@@ -9,7 +9,7 @@ import pytest
 
 from stablenew.bundle.packs import MatrixMode, PackFormat, PackLibrary
 from stablenew.bundle.problems import PackError
-from stablenew.common.model import AdetailerPass, PromptTag, PromptTagKind, UpscaleMode
+from stablenew.contract.model import AdetailerPass, PromptTag, PromptTagKind, UpscaleMode
 from tests.bundle.helpers import write, write_json
 
 REFERENCE_PACK: dict[str, Any] = {

@@ -8,7 +8,7 @@ import pytest
 
 from stablenew.bundle.packs import MatrixMode, PackFormat, PackLibrary
 from stablenew.bundle.problems import PackError, Reason
-from stablenew.common.model import PromptTag, PromptTagKind
+from stablenew.contract.model import PromptTag, PromptTagKind
 from tests.bundle.helpers import write, write_json
 
 CASTLES = """\

@@ -15,7 +15,7 @@ from stablenew.bundle.pipeline_rules import (
     with_builtin_defaults,
 )
 from stablenew.bundle.problems import FieldError, Reason
-from stablenew.common.model import (
+from stablenew.contract.model import (
     AdetailerConfig,
     PipelineConfig,
     StageFlags,

@@ -22,9 +22,10 @@ import grpc
 import pytest
 
 from stablenew.bundle import app as bundle_app
-from stablenew.common.errors import ErrorDetails, details_of
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
+from stablenew.contract.errors import ErrorDetails
+from stablenew.runtime.rich_status import details_of
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as queue_pb

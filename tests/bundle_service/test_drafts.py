@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 from functools import partial
 
-import grpc
 import pytest
 
+from stablenew.contract.errors import Code
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import pipeline_pb2
 from tests.bundle_service.conftest import Stack
@@ -55,14 +55,14 @@ def test_create_draft_is_idempotent_per_request_id(stack: Stack) -> None:
 
 def test_get_unknown_draft_is_not_found(stack: Stack) -> None:
     details = rpc_error(lambda: stack.bundle.draft("no-such-draft"))
-    assert details.code == grpc.StatusCode.NOT_FOUND
+    assert details.code == Code.NOT_FOUND
     assert details.reason == "DRAFT_NOT_FOUND"
     assert details.metadata == {"draft_id": "no-such-draft"}
 
 
 def test_get_draft_without_an_id_names_the_field(stack: Stack) -> None:
     details = rpc_error(lambda: stack.bundle.draft(""))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["draft_id"]
 
 
@@ -120,14 +120,14 @@ def test_list_drafts_refuses_tampered_and_foreign_tokens(stack: Stack) -> None:
     for bad in (_tamper(token), "not-a-token", token[:-3], preview_token):
         details = rpc_error(partial(stack.bundle.stub.ListDrafts,
                                     pb.ListDraftsRequest(page_size=1, page_token=bad)))
-        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.code == Code.INVALID_ARGUMENT
         assert details.reason == "INVALID_PAGE_TOKEN"
         assert [v.field for v in details.violations] == ["page_token"]
 
 
 def test_list_drafts_page_size_rules(stack: Stack) -> None:
     details = rpc_error(lambda: stack.bundle.stub.ListDrafts(pb.ListDraftsRequest(page_size=-1)))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["page_size"]
     huge = stack.bundle.stub.ListDrafts(pb.ListDraftsRequest(page_size=1_000_000))
     assert len(huge.drafts) <= 1000
@@ -214,7 +214,7 @@ def test_add_part_with_a_bad_config_names_the_fields(stack: Stack,
                                                      fields: list[str]) -> None:
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_manual(draft.draft_id, "a castle", config))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     # A plan that cannot run has its own reason (API.md), other bad values are INVALID_FIELD.
     plan_wrong = fields == ["config.stages"]
     assert details.reason == ("INVALID_STAGE_PLAN" if plan_wrong else "INVALID_FIELD")
@@ -235,10 +235,10 @@ def test_steps_zero_means_not_set_and_gets_the_default(stack: Stack) -> None:
 def test_add_part_needs_a_prompt_and_a_known_draft(stack: Stack) -> None:
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_manual(draft.draft_id, "   ", txt2img_config()))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["prompt"]
     details = rpc_error(lambda: stack.bundle.add_manual("nope", "a castle", txt2img_config()))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "DRAFT_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "DRAFT_NOT_FOUND")
 
 
 def test_a_token_in_a_manual_prompt_is_reported_and_never_sent(stack: Stack) -> None:
@@ -320,10 +320,10 @@ def test_remove_unknown_part_or_draft_is_not_found(stack: Stack) -> None:
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.stub.RemovePart(
         pb.RemovePartRequest(draft_id=draft.draft_id, part_id="nope")))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "PART_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "PART_NOT_FOUND")
     details = rpc_error(lambda: stack.bundle.stub.RemovePart(
         pb.RemovePartRequest(draft_id="nope", part_id="nope")))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "DRAFT_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "DRAFT_NOT_FOUND")
     details = rpc_error(lambda: stack.bundle.stub.RemovePart(
         pb.RemovePartRequest(draft_id=draft.draft_id)))
     assert [v.field for v in details.violations] == ["part_id"]
@@ -341,7 +341,7 @@ def test_clear_draft(stack: Stack) -> None:
     assert cleared.summary == pb.BundleSummary(batch_summary="no jobs")
     assert cleared.display_name == draft.display_name
     details = rpc_error(lambda: bundle.stub.ClearDraft(pb.ClearDraftRequest(draft_id="nope")))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "DRAFT_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "DRAFT_NOT_FOUND")
 
 
 def test_every_draft_response_carries_the_same_summary(stack: Stack) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from stablenew.common.errors import details_of
+from stablenew.contract.errors import Code
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import job_pb2
 from tests.bundle_service.conftest import Stack
@@ -93,7 +94,7 @@ def test_a_lost_reply_retried_with_its_request_id_queues_one_job(stack: Stack) -
     assert _exactly_one(stack, draft.draft_id).job_id == retried.job_id
     # A retry without the request id finds the draft already emptied: nothing twice.
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id))
-    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION,
                                               "DRAFT_EMPTY")
     _exactly_one(stack, draft.draft_id)
 
@@ -107,7 +108,7 @@ def test_a_deadline_missed_while_the_queue_is_slow_then_a_retry(linked_stack: St
     link.hold_requests()
     details = rpc_error(lambda: stack.bundle.stub.EnqueueDraft(
         _enqueue_request(draft, request_id), timeout=0.5))
-    assert details.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert details.code == Code.DEADLINE_EXCEEDED
     assert link.requests_held.wait(PATIENCE_SECONDS)  # the bundle is inside SubmitJob
     retry = stack.bundle.stub.EnqueueDraft.future(_enqueue_request(draft, request_id),
                                                   timeout=30)
@@ -133,7 +134,7 @@ def _lose_the_queue_reply(stack: Stack, draft: pb.Draft, request_id: str) -> Non
     with pytest.raises(grpc.RpcError) as caught:
         call.result()
     details = details_of(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE,
+    assert (details.code, details.reason) == (Code.UNAVAILABLE,
                                               "DEPENDENCY_UNAVAILABLE")
     # Not knowing, the bundle keeps the draft: the user can try again.
     assert stack.bundle.draft(draft.draft_id).revision == draft.revision
@@ -169,7 +170,7 @@ def test_a_queue_that_is_down_leaves_the_draft_until_it_is_back(linked_stack: St
     request_id = unique("down-")
     stack.queue.stop()
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id, request_id=request_id))
-    assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE,
+    assert (details.code, details.reason) == (Code.UNAVAILABLE,
                                               "DEPENDENCY_UNAVAILABLE")
     assert "queue" in details.message
     kept = stack.bundle.draft(draft.draft_id)

@@ -8,12 +8,12 @@ import shutil
 from functools import partial
 from pathlib import Path
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stablenew.bundle.app import expansion_limits
-from stablenew.common.settings import ConfigError
+from stablenew.contract.errors import Code
+from stablenew.runtime.settings import ConfigError
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import pipeline_pb2
 from tests.bundle_service.conftest import Stack
@@ -91,7 +91,7 @@ def test_list_packs_pages_with_tokens(stack: Stack, castles: str) -> None:
     first = stack.bundle.stub.ListPacks(pb.ListPacksRequest(page_size=1)).next_page_token
     details = rpc_error(lambda: stack.bundle.stub.ListPacks(
         pb.ListPacksRequest(page_size=1, page_token=first[:-2] + "xx")))
-    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT,
                                               "INVALID_PAGE_TOKEN")
 
 
@@ -158,7 +158,7 @@ def test_row_index_out_of_range_names_the_index(stack: Stack, castles: str) -> N
     for rows, field in (([0, 2], "row_indices[1]"), ([-1], "row_indices[0]"),
                         ([1, 0, 99], "row_indices[2]")):
         details = rpc_error(partial(stack.bundle.add_pack, draft.draft_id, castles, rows=rows))
-        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.code == Code.INVALID_ARGUMENT
         assert details.reason == "INVALID_FIELD"
         assert [v.field for v in details.violations] == [field]
         assert "0..1" in details.message
@@ -168,13 +168,13 @@ def test_row_index_out_of_range_names_the_index(stack: Stack, castles: str) -> N
 def test_unknown_pack_or_draft_is_not_found(stack: Stack, castles: str) -> None:
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, "no_such_pack"))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "PACK_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "PACK_NOT_FOUND")
     assert details.metadata == {"pack_id": "no_such_pack"}
     assert "no_such_pack" in details.message
     details = rpc_error(lambda: stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id="nope")))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "PACK_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "PACK_NOT_FOUND")
     details = rpc_error(lambda: stack.bundle.add_pack("no-such-draft", castles))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "DRAFT_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "DRAFT_NOT_FOUND")
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, ""))
     assert [v.field for v in details.violations] == ["prompt_pack_id"]
 
@@ -184,7 +184,7 @@ def test_a_pack_without_stages_needs_overrides_that_bring_them(stack: Stack) -> 
     write_pack(stack.packs_dir, f"{pack_id}.txt", "a lighthouse\n\na harbor\n")
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     # The caller fixes it through the request's config_overrides.
     assert "config_overrides.stages" in [v.field for v in details.violations]
     response = stack.bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config())
@@ -229,7 +229,7 @@ def test_a_draft_of_only_unrunnable_rows_cannot_be_enqueued(stack: Stack) -> Non
     assert response.draft.summary.job_count == 0
     assert [e.reason for e in response.draft.summary.errors] == ["UNRESOLVED_TOKEN"]
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id))
-    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "DRAFT_EMPTY")
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION, "DRAFT_EMPTY")
 
 
 # --- malformed packs ------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_a_malformed_pack_gets_a_clear_error(stack: Stack, extension: str,
     for call in (lambda: stack.bundle.add_pack(draft.draft_id, pack_id),
                  lambda: stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=pack_id))):
         details = rpc_error(call)
-        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.code == Code.INVALID_ARGUMENT
         assert details.reason == "PACK_INVALID"
         assert details.metadata == {"pack_id": pack_id}
         assert file_name in details.message
@@ -287,7 +287,7 @@ def test_a_pack_id_that_could_leave_the_library_is_refused(stack: Stack, castles
     for call in (lambda: stack.bundle.add_pack(draft.draft_id, pack_id),
                  lambda: stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=pack_id))):
         details = rpc_error(call)
-        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.code == Code.INVALID_ARGUMENT
         assert details.reason == "PACK_INVALID"
         assert "invalid pack id" in details.message
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, "../outside"))
@@ -322,7 +322,7 @@ def test_an_invalid_pack_preset_is_blamed_on_the_pack(stack: Stack) -> None:
         "preset_data": preset(width=500)})
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
-    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PACK_INVALID")
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "PACK_INVALID")
     assert f"{pack_id}.json" in details.message and "txt2img.width" in details.message
     assert details.metadata == {"pack_id": pack_id}
     # GetPack shows the pack with the problem of its presets (row -1: the pack as a whole).
@@ -344,7 +344,7 @@ def test_a_stage_the_presets_switch_on_without_its_settings_is_the_packs_problem
         "pack_data": {"slots": [{"text": "a lighthouse"}]}, "preset_data": presets})
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
-    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PACK_INVALID")
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "PACK_INVALID")
     assert "upscale.upscaler" in details.message and f"{pack_id}.json" in details.message
     assert not details.violations  # nothing in the request was wrong
     fixed = pipeline_pb2.PipelineConfig(upscale=pipeline_pb2.UpscaleConfig(upscaler="Lanczos"))
@@ -371,7 +371,7 @@ def test_bad_overrides_are_named_once_by_their_request_field(stack: Stack,
     overrides = pipeline_pb2.PipelineConfig(txt2img=pipeline_pb2.Txt2ImgConfig(width=500))
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, castles,
                                                       overrides=overrides))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["config_overrides.txt2img.width"]
 
 

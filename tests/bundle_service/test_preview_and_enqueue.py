@@ -8,6 +8,7 @@ from functools import partial
 import grpc
 import pytest
 
+from stablenew.contract.errors import Code
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from tests.bundle_service.conftest import Stack
@@ -77,9 +78,9 @@ def test_preview_of_an_empty_or_unknown_draft(stack: Stack) -> None:
     assert list(empty.jobs) == [] and not empty.next_page_token
     assert empty.summary.batch_summary == "no jobs"
     details = rpc_error(lambda: _preview(stack, "no-such-draft"))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "DRAFT_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "DRAFT_NOT_FOUND")
     details = rpc_error(lambda: _preview(stack, draft.draft_id, page_size=-3))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["page_size"]
 
 
@@ -88,7 +89,7 @@ def test_a_page_token_from_an_older_revision_is_refused(stack: Stack, pack: str)
     first = _preview(stack, draft.draft_id, page_size=2)
     stack.bundle.add_manual(draft.draft_id, "a harbor", txt2img_config())
     details = rpc_error(lambda: _preview(stack, draft.draft_id, 2, first.next_page_token))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["page_token"]
     assert "changed" in details.message
     # Starting again from the first page works.
@@ -104,7 +105,7 @@ def test_tampered_and_foreign_preview_tokens_are_refused(stack: Stack, pack: str
     list_token = stack.bundle.stub.ListDrafts(pb.ListDraftsRequest(page_size=1)).next_page_token
     for bad in (token[:-4] + "AAAA", "garbage", list_token):
         details = rpc_error(partial(_preview, stack, draft.draft_id, 1, bad))
-        assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
+        assert (details.code, details.reason) == (Code.INVALID_ARGUMENT,
                                                   "INVALID_PAGE_TOKEN")
 
 
@@ -113,7 +114,7 @@ def test_a_preview_token_is_bound_to_its_draft(stack: Stack, pack: str) -> None:
     assert one.revision == other.revision
     token = _preview(stack, one.draft_id, page_size=2).next_page_token
     details = rpc_error(lambda: _preview(stack, other.draft_id, 2, token))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
 
 
 def test_pages_of_one_preview_come_from_one_version_of_the_pack(stack: Stack) -> None:
@@ -165,10 +166,10 @@ def test_enqueue_submits_the_previewed_jobs_and_clears_the_draft(stack: Stack,
 def test_an_empty_draft_cannot_be_enqueued(stack: Stack) -> None:
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id))
-    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION,
                                               "DRAFT_EMPTY")
     details = rpc_error(lambda: stack.bundle.enqueue("no-such-draft"))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "DRAFT_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "DRAFT_NOT_FOUND")
     assert jobs_of_draft(stack.queue, draft.draft_id) == []
 
 
@@ -177,7 +178,7 @@ def test_expected_revision_mismatch_is_refused_and_changes_nothing(stack: Stack,
     draft = _draft_with_pack(stack, pack)
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id,
                                                      expected_revision=draft.revision - 1))
-    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION,
                                               "DRAFT_REVISION_MISMATCH")
     assert str(draft.revision) in details.message
     assert stack.bundle.draft(draft.draft_id) == draft
@@ -190,7 +191,7 @@ def test_a_run_mode_is_required(stack: Stack, pack: str) -> None:
     draft = _draft_with_pack(stack, pack)
     details = rpc_error(lambda: stack.bundle.enqueue(
         draft.draft_id, run_mode=job_pb2.RUN_MODE_UNSPECIFIED))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == ["run_mode"]
     assert stack.bundle.draft(draft.draft_id) == draft
 
@@ -255,7 +256,7 @@ def test_a_repeated_enqueue_returns_the_first_job(stack: Stack, pack: str) -> No
         assert by_revision.job_id == first.job_id
     # Without either the retry finds the draft empty: nothing is submitted twice.
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id))
-    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION,
                                               "DRAFT_EMPTY")
     assert [job.job_id for job in jobs_of_draft(stack.queue, draft.draft_id)] == [first.job_id]
     assert len(submitted_events_of_draft(stack.queue, draft.draft_id)) == 1

@@ -17,9 +17,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stablenew.common.config_hash import bundle_hash, config_hash
-from stablenew.common.model import NormalizedJob
-from stablenew.common.model_mapping import from_proto
+from stablenew.contract.config_hash import bundle_hash, config_hash
+from stablenew.contract.model import NormalizedJob
+from stablenew.contract.proto_mapping import from_proto
 from stablenew.v1 import job_pb2, pipeline_pb2
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import full_job, unique, write_pack

@@ -3,8 +3,7 @@ are picked up without one."""
 
 from __future__ import annotations
 
-import grpc
-
+from stablenew.contract.errors import Code
 from stablenew.v1 import bundle_service_pb2 as pb
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import (
@@ -105,7 +104,7 @@ def test_a_pack_edited_between_preview_and_enqueue_is_never_queued_unseen(stack:
     # The edit makes a new revision: the enqueue of the previewed one is refused...
     details = rpc_error(lambda: bundle.enqueue(draft.draft_id,
                                                expected_revision=pages[0].draft_revision))
-    assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION,
                                               "DRAFT_REVISION_MISMATCH")
     assert jobs_of_draft(stack.queue, draft.draft_id) == []
     # ...and what the new preview shows is what is queued.

@@ -25,7 +25,7 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from stablenew.cli.main import build_parser
-from stablenew.common.settings import (
+from stablenew.runtime.settings import (
     DEFAULT_ADDRESSES,
     SERVICE_NAMES,
     address_variable,

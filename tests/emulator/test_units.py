@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from stablenew.common.adetailer_tabs import ordinal_suffix
-from stablenew.common.settings import ConfigError
 from stablenew.emulator import EmulatorConfig, catalog
 from stablenew.emulator.faults import FaultControl, FaultSettings
 from stablenew.emulator.infotext import create_infotext, quote
 from stablenew.emulator.progress import FifoLock, ServerStoppingError
 from stablenew.emulator.schema import InvalidValueError, to_bool, to_int
+from stablenew.runtime.settings import ConfigError
+from stablenew.sdwebui.adetailer_tabs import ordinal_suffix
 
 
 def test_quote_only_values_that_need_it() -> None:

@@ -14,13 +14,14 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from stablenew.common.channel import open_channel
-from stablenew.common.errors import details_of
-from stablenew.common.interceptors import BearerTokenInterceptor, RequestContextInterceptor
-from stablenew.common.pending import pending_service, pending_spec
-from stablenew.common.server import Server
-from stablenew.common.settings import ServerSettings
+from stablenew.contract.errors import Code
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.interceptors import BearerTokenInterceptor, RequestContextInterceptor
+from stablenew.runtime.rich_status import details_of
+from stablenew.runtime.server import Server
+from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import queue_service_pb2, queue_service_pb2_grpc
+from tests.foundation.pending import pending_service, pending_spec
 
 grpc_max_workers = 4
 
@@ -41,14 +42,14 @@ RIGHT: Metadata = (("authorization", f"Bearer {TOKEN}"),)
 
 def assert_unauthenticated(error: grpc.RpcError) -> None:
     details = details_of(error)
-    assert details.code == grpc.StatusCode.UNAUTHENTICATED, details
+    assert details.code == Code.UNAUTHENTICATED, details
     assert details.reason == "UNAUTHENTICATED"
     assert "STABLENEW_TOKEN" in details.message
 
 
 def assert_reached_handler(error: grpc.RpcError) -> None:
     details = details_of(error)
-    assert details.code == grpc.StatusCode.UNIMPLEMENTED, details
+    assert details.code == Code.UNIMPLEMENTED, details
     assert details.reason == "NOT_IMPLEMENTED"
 
 

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablenew.common.config_hash import (
+from stablenew.contract.config_hash import (
     ENCODING_VERSION,
     NOT_HASHED,
     bundle_hash,
     canonical_encoding,
     config_hash,
 )
-from stablenew.common.model import (
+from stablenew.contract.model import (
     AdetailerPass,
     EntryOrigin,
     HiresFixConfig,
@@ -35,7 +35,7 @@ from stablenew.common.model import (
     UpscaleConfig,
     UpscaleMode,
 )
-from stablenew.common.model_mapping import from_proto, to_proto
+from stablenew.contract.proto_mapping import from_proto, to_proto
 
 
 def castle_job() -> NormalizedJob:

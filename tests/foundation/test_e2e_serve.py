@@ -16,8 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stablenew.common.channel import open_channel
-from stablenew.common.errors import details_of
+from stablenew.contract.errors import Code
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import queue_service_pb2, queue_service_pb2_grpc
 
 pytestmark = pytest.mark.e2e
@@ -214,7 +215,7 @@ def test_token_server_refuses_calls_without_token(token_queue: Started) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             stub.GetJob(queue_service_pb2.GetJobRequest(job_id="nope"), timeout=10)
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.UNAUTHENTICATED
+    assert details.code == Code.UNAUTHENTICATED
     assert details.reason == "UNAUTHENTICATED"
 
 
@@ -226,7 +227,7 @@ def test_token_server_answers_the_token(token_queue: Started) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             stub.GetJob(queue_service_pb2.GetJobRequest(job_id="nope"), timeout=10)
     # Past auth: whatever the queue says about an unknown job, it is not an auth refusal.
-    assert details_of(caught.value).code != grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(caught.value).code != Code.UNAUTHENTICATED
 
 
 def test_token_server_health_needs_no_token(token_queue: Started, run_cli: RunCli) -> None:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablenew.common import job_hasher
-from stablenew.common.config_hash import config_hash
-from stablenew.common.job_hasher import JobHasher
-from stablenew.common.model import (
+from stablenew.contract import job_hasher
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.job_hasher import JobHasher
+from stablenew.contract.model import (
     AdetailerPass,
     HiresFixConfig,
     NormalizedJob,

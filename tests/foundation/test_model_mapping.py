@@ -1,5 +1,5 @@
-"""Domain twins (stablenew.common.model) against the generated messages, and the generic mapping
-(stablenew.common.model_mapping) both ways.
+"""Domain twins (stablenew.contract.model) against the generated messages, and the generic mapping
+(stablenew.contract.proto_mapping) both ways.
 
 Strategies are built from the dataclass type hints and the proto field types, so a field added to
 a twin is covered without touching this file.
@@ -21,8 +21,8 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stablenew.common import model
-from stablenew.common.model_mapping import ENUM_TWINS, TWINS, from_proto, to_proto
+from stablenew.contract import model
+from stablenew.contract.proto_mapping import ENUM_TWINS, TWINS, from_proto, to_proto
 
 TWIN_CLASSES = list(TWINS)
 ENUM_CLASSES = list(ENUM_TWINS)

@@ -14,15 +14,16 @@ import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
-from stablenew.common.errors import details_of
-from stablenew.common.interceptors import REQUEST_ID_KEY, RequestContextInterceptor
-from stablenew.common.pending import pending_service
+from stablenew.contract.errors import Code
+from stablenew.runtime.interceptors import REQUEST_ID_KEY, RequestContextInterceptor
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import (
     bundle_service_pb2,
     history_service_pb2,
     queue_service_pb2,
     runner_service_pb2,
 )
+from tests.foundation.pending import pending_service
 
 grpc_max_workers = 4
 
@@ -126,7 +127,7 @@ def test_every_rpc_is_unimplemented_with_a_reason(
         grpc_stub.invoke(method)
     details = details_of(caught.value)
     service = method.containing_service
-    assert details.code == grpc.StatusCode.UNIMPLEMENTED
+    assert details.code == Code.UNIMPLEMENTED
     assert details.reason == "NOT_IMPLEMENTED"
     assert f"{service.name}.{method.name}" in details.message
     assert missing_text(service) in details.message
@@ -164,5 +165,5 @@ def test_unknown_method_is_plain_unimplemented(grpc_channel: grpc.Channel) -> No
     with pytest.raises(grpc.RpcError) as caught:
         call(b"", timeout=10)
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.UNIMPLEMENTED
+    assert details.code == Code.UNIMPLEMENTED
     assert details.reason == ""

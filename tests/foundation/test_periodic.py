@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from stablenew.common.periodic import PeriodicTask
+from stablenew.runtime.periodic import PeriodicTask
 from tests.service_harness import wait_for
 
 

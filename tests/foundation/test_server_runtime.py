@@ -1,4 +1,4 @@
-"""The common server runtime (stablenew.common.server.Server) on real loopback ports: health,
+"""The common server runtime (stablenew.runtime.server.Server) on real loopback ports: health,
 reflection, graceful shutdown, error statuses, request ids and message limits."""
 
 from __future__ import annotations
@@ -20,25 +20,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from stablenew.bundle import app as bundle_app
-from stablenew.common.channel import open_channel
-from stablenew.common.errors import FieldViolation, ServiceError, details_of
-from stablenew.common.interceptors import REQUEST_ID_KEY
-from stablenew.common.json_logging import JsonFormatter
-from stablenew.common.pending import pending_service
-from stablenew.common.server import Server, ServiceSpec, StartupError
-from stablenew.common.settings import ServerSettings
+from stablenew.contract.errors import Code, ErrorReason, FieldViolation, ServiceError
 from stablenew.history import app as history_app
 from stablenew.queue import app as queue_app
 from stablenew.runner import app as runner_app
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.interceptors import REQUEST_ID_KEY
+from stablenew.runtime.json_logging import JsonFormatter
+from stablenew.runtime.rich_status import details_of
+from stablenew.runtime.server import Server, ServiceSpec, StartupError
+from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import (
     bundle_service_pb2,
-    errors_pb2,
     history_service_pb2,
     pipeline_pb2,
     queue_service_pb2,
     queue_service_pb2_grpc,
     runner_service_pb2,
 )
+from tests.foundation.pending import pending_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -115,7 +115,7 @@ def test_health_of_an_unknown_service_is_not_found(app_channels: dict[str, grpc.
     with pytest.raises(grpc.RpcError) as caught:
         stub.Check(health_pb2.HealthCheckRequest(service="stablenew.v1.NoSuchService"),
                    timeout=10)
-    assert details_of(caught.value).code == grpc.StatusCode.NOT_FOUND
+    assert details_of(caught.value).code == Code.NOT_FOUND
 
 
 def reflect(channel: grpc.Channel,
@@ -179,9 +179,7 @@ class Probe:
 
     @staticmethod
     def bad_input(request: bytes, context: grpc.ServicerContext) -> bytes:
-        raise ServiceError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            errors_pb2.ERROR_REASON_INVALID_STAGE_PLAN,
+        raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.INVALID_STAGE_PLAN,
             "entries[3].stage_plan: ADETAILER needs a generation stage before it",
             violations=[
                 FieldViolation("entries[3].stage_plan", "ADETAILER needs a generation stage"),
@@ -314,7 +312,7 @@ def test_unexpected_exception_is_internal_with_request_id(
     with pytest.raises(grpc.RpcError) as caught:
         unary(probe_channel, "Boom")(b"", timeout=10, metadata=((REQUEST_ID_KEY, "boom-1"),))
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.INTERNAL
+    assert details.code == Code.INTERNAL
     assert "boom-1" in details.message
     assert "secret detail" not in details.message  # internals stay in the server log
     # ...where the promised details are, under that request id.
@@ -330,7 +328,7 @@ def test_unexpected_exception_in_a_stream_is_internal(probe_channel: grpc.Channe
         received.extend(call(b"", timeout=10, metadata=((REQUEST_ID_KEY, "stream-boom-1"),)))
     assert received == [b"first"]
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.INTERNAL
+    assert details.code == Code.INTERNAL
     assert "stream-boom-1" in details.message
     assert "secret detail" not in details.message
 
@@ -339,7 +337,7 @@ def test_service_error_with_field_violations(probe_channel: grpc.Channel) -> Non
     with pytest.raises(grpc.RpcError) as caught:
         unary(probe_channel, "BadInput")(b"", timeout=10)
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert details.reason == "INVALID_STAGE_PLAN"
     assert details.metadata == {"entry_index": "3"}
     assert details.message.startswith("entries[3].stage_plan")
@@ -353,7 +351,7 @@ def test_handler_abort_keeps_its_status(probe_channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         unary(probe_channel, "Abort")(b"", timeout=10)
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.code == Code.FAILED_PRECONDITION
     assert details.message == "aborted on purpose"
 
 
@@ -388,7 +386,7 @@ def test_a_bundle_over_4mb_reaches_the_handler(
     with pytest.raises(grpc.RpcError) as caught:
         stub.SubmitJob(ten_thousand_jobs, timeout=30)
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.UNIMPLEMENTED, details
+    assert details.code == Code.UNIMPLEMENTED, details
     assert details.reason == "NOT_IMPLEMENTED"
 
 
@@ -402,7 +400,7 @@ def test_a_plain_channel_would_refuse_that_reply(probe_server: Server) -> None:
     with (grpc.insecure_channel(f"127.0.0.1:{probe_server.port}") as channel,
           pytest.raises(grpc.RpcError) as caught):
         unary(channel, "Echo")(b"x" * (FOUR_MB + 1024), timeout=30)
-    assert details_of(caught.value).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details_of(caught.value).code == Code.RESOURCE_EXHAUSTED
 
 
 LIMIT = 1_000_000
@@ -424,7 +422,7 @@ def test_a_request_over_the_configured_limit_is_refused(
         stub = queue_service_pb2_grpc.QueueServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.SubmitJob(ten_thousand_jobs, timeout=30)
-    assert details_of(caught.value).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details_of(caught.value).code == Code.RESOURCE_EXHAUSTED
 
 
 def labelled_request(size: int) -> queue_service_pb2.SubmitJobRequest:
@@ -436,12 +434,12 @@ def labelled_request(size: int) -> queue_service_pb2.SubmitJobRequest:
 
 
 @pytest.mark.parametrize(("size", "code"), [
-    (LIMIT - 1, grpc.StatusCode.UNIMPLEMENTED),
-    (LIMIT, grpc.StatusCode.UNIMPLEMENTED),
-    (LIMIT + 1, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LIMIT - 1, Code.UNIMPLEMENTED),
+    (LIMIT, Code.UNIMPLEMENTED),
+    (LIMIT + 1, Code.RESOURCE_EXHAUSTED),
 ])
 def test_the_configured_limit_boundary(limited_server: Server, size: int,
-                                       code: grpc.StatusCode) -> None:
+                                       code: Code) -> None:
     with open_channel("queue", f"127.0.0.1:{limited_server.port}", env={}) as channel:
         stub = queue_service_pb2_grpc.QueueServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:

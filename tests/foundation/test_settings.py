@@ -1,4 +1,4 @@
-"""stablenew.common.settings: addresses, TLS files and server settings, from explicit env dicts."""
+"""stablenew.runtime.settings: addresses, TLS files and server settings, from explicit env dicts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stablenew.common.settings import (
+from stablenew.runtime.settings import (
     DEFAULT_ADDRESSES,
     SERVICE_NAMES,
     ConfigError,

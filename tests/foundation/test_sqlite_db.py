@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stablenew.common.server import StartupError
-from stablenew.common.sqlite_db import Transaction, open_database
+from stablenew.runtime.server import StartupError
+from stablenew.runtime.sqlite_db import Transaction, open_database
 from tests.service_harness import wait_for
 
 MIGRATIONS = ["CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL);",

@@ -11,12 +11,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stablenew.common.channel import open_channel
-from stablenew.common.errors import details_of
-from stablenew.common.pending import pending_spec
-from stablenew.common.server import Server
-from stablenew.common.settings import ServerSettings, TlsFiles
+from stablenew.contract.errors import Code
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.rich_status import details_of
+from stablenew.runtime.server import Server
+from stablenew.runtime.settings import ServerSettings, TlsFiles
 from stablenew.v1 import queue_service_pb2, queue_service_pb2_grpc
+from tests.foundation.pending import pending_spec
 
 QUEUE = queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -100,7 +101,7 @@ def test_insecure_channel_fails(tls_server: Server) -> None:
           pytest.raises(grpc.RpcError) as caught):
         health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=5)
-    assert details_of(caught.value).code == grpc.StatusCode.UNAVAILABLE
+    assert details_of(caught.value).code == Code.UNAVAILABLE
 
 
 def test_untrusted_certificate_fails(
@@ -113,7 +114,7 @@ def test_untrusted_certificate_fails(
           pytest.raises(grpc.RpcError) as caught):
         health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=5)
-    assert details_of(caught.value).code == grpc.StatusCode.UNAVAILABLE
+    assert details_of(caught.value).code == Code.UNAVAILABLE
 
 
 def test_tls_settings_are_read_by_the_server(tls_server: Server,

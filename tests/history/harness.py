@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
 from stablenew.history import app
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 from tests.service_harness import ServiceHarness, wait_for

@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from stablenew.common.model import StageType
-from stablenew.common.model_mapping import to_proto
+from stablenew.contract.model import StageType
+from stablenew.contract.proto_mapping import to_proto
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as queue_pb
 from tests.history.records import entry

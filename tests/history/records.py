@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import (
     EntryOrigin,
     EntryResult,
     EntryStatus,
@@ -23,14 +23,14 @@ from stablenew.common.model import (
     RunMode,
     StageType,
 )
-from stablenew.common.model_mapping import to_proto
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
+from stablenew.contract.proto_mapping import to_proto
 from stablenew.history import app, mapping
 from stablenew.history.core import HistoryCore
 from stablenew.history.domain import StateChanged, Submitted
 from stablenew.history.servicer import HistoryServicer
 from stablenew.history.store import HistoryStore
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 from tests.history.harness import HistoryHarness
 

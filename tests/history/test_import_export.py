@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from stablenew.cli.main import main
-from stablenew.common.errors import details_of
+from stablenew.contract.errors import Code
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from tests.history.harness import HistoryHarness
@@ -153,7 +154,7 @@ def test_an_unknown_state_in_an_import_is_invalid_argument(
     with pytest.raises(grpc.RpcError) as caught:
         archive.stub.ImportHistory(pb.ImportHistoryRequest(jobs=[fine, record]), timeout=10)
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert [v.field for v in details.violations] == [field]
     assert description in details.violations[0].description
     assert archive.list_ids() == []

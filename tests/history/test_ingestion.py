@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stablenew.common.errors import details_of
-from stablenew.common.model import StageType
+from stablenew.contract.model import StageType
 from stablenew.history.store import HistoryStore, read_only
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as queue_pb

@@ -10,8 +10,9 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from stablenew.common.errors import details_of
-from stablenew.common.model import JobState
+from stablenew.contract.errors import Code
+from stablenew.contract.model import JobState
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2
 from tests.history.records import T0, Records
@@ -46,7 +47,7 @@ def invalid(call: object) -> tuple[str, list[str]]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
     details = details_of(caught.value)
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     return details.reason, [v.field for v in details.violations]
 
 

@@ -11,12 +11,13 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stablenew.common.errors import details_of
-from stablenew.common.model import JobSource, JobState, PromptSource, RunMode
+from stablenew.contract.errors import Code
+from stablenew.contract.model import JobSource, JobState, PromptSource, RunMode
 from stablenew.history import domain
 from stablenew.history import store as store_module
 from stablenew.history.domain import JobFilter
 from stablenew.history.store import Reader
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from tests.history.records import T0, Records
@@ -175,7 +176,7 @@ def test_get_latest_job(gui: Records) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         gui.stub.GetLatestJob(pb.GetLatestJobRequest(filter=pb.JobFilter(text="dragon")))
     details = details_of(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "JOB_NOT_FOUND")
 
 
 def test_views(gui: Records) -> None:
@@ -207,7 +208,7 @@ def test_a_bad_filter_is_invalid_argument(gui: Records, request_filter: pb.JobFi
         with pytest.raises(grpc.RpcError) as caught:
             call()
         details = details_of(caught.value)
-        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.code == Code.INVALID_ARGUMENT
         assert [v.field for v in details.violations] == [field]
 
 

@@ -10,12 +10,13 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stablenew.common.errors import details_of
-from stablenew.common.model import JobState
+from stablenew.contract.errors import Code
+from stablenew.contract.model import JobState
 from stablenew.history import core as core_module
 from stablenew.history.domain import RetentionPolicy
 from stablenew.history.retention import retention_policy
 from stablenew.history.store import HistoryStore
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2
 from tests.history.harness import HistoryHarness
@@ -79,7 +80,7 @@ def test_prune_refuses_bad_states(aged: Records) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             prune(aged, states=states)
         details = details_of(caught.value)
-        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.code == Code.INVALID_ARGUMENT
         assert [v.field for v in details.violations] == [field]
     assert len(aged.list_ids()) == 7
 

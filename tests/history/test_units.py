@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stablenew.common.errors import ServiceError
-from stablenew.common.model import (
+from stablenew.contract.errors import ServiceError
+from stablenew.contract.model import (
     EntryResult,
     EntryStatus,
     Job,
@@ -19,7 +19,7 @@ from stablenew.common.model import (
     JobTransition,
     RunMode,
 )
-from stablenew.common.model_mapping import from_proto, job_to_proto, to_proto
+from stablenew.contract.proto_mapping import from_proto, job_to_proto, to_proto
 from stablenew.history import codec, domain, import_jsonl, mapping
 from stablenew.history.domain import (
     CancelRequested,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import grpc
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import NormalizedJob, StageType
-from stablenew.common.model_mapping import to_proto
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import NormalizedJob, StageType
+from stablenew.contract.proto_mapping import to_proto
 from stablenew.queue import app
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.service_harness import ServiceHarness

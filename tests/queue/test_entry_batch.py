@@ -7,14 +7,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.errors import ServiceError
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.errors import Code, ErrorReason, ServiceError
+from stablenew.contract.model import (
     AdetailerPass,
     EntryOrigin,
     NormalizedJob,
@@ -25,11 +24,11 @@ from stablenew.common.model import (
     UpscaleConfig,
     UpscaleMode,
 )
-from stablenew.common.model_mapping import from_proto, to_proto
+from stablenew.contract.proto_mapping import from_proto, to_proto
 from stablenew.queue import codec
 from stablenew.queue import entries as entries_module
 from stablenew.queue.entries import entry_batch
-from stablenew.v1 import errors_pb2, job_pb2, pipeline_pb2
+from stablenew.v1 import job_pb2, pipeline_pb2
 
 BASE = NormalizedJob(stage_plan=[StageType.TXT2IMG, StageType.ADETAILER], model="sd15",
                      sampler_name="Euler a", width=512, height=512, steps=20, cfg_scale=7.0,
@@ -57,7 +56,7 @@ def messages(jobs: list[NormalizedJob]) -> list[pipeline_pb2.NormalizedJob]:
 def refused(work: Callable[[], object]) -> ServiceError:
     with pytest.raises(ServiceError) as caught:
         work()
-    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.code == Code.INVALID_ARGUMENT
     return caught.value
 
 
@@ -83,7 +82,7 @@ def test_a_changed_varying_field_inside_a_group_is_caught(field: str, value: Any
     jobs = [entry(index) for index in range(5)]
     jobs[3] = dataclasses.replace(jobs[3], **{field: value})  # the hash is left as it was
     error = refused(lambda: entry_batch(messages(jobs)))
-    assert error.reason == errors_pb2.ERROR_REASON_CONFIG_HASH_MISMATCH
+    assert error.reason == ErrorReason.CONFIG_HASH_MISMATCH
     assert [violation.field for violation in error.violations] == ["entries[3].config_hash"]
 
 

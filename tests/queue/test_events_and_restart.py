@@ -9,7 +9,8 @@ import time
 import grpc
 import pytest
 
-from stablenew.common.errors import details_of
+from stablenew.contract.errors import Code
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness
@@ -136,7 +137,7 @@ def _oldest_after_pruning(queue: QueueHarness, past: int) -> int:
         except grpc.RpcError as error:
             details = details_of(error)
             assert (details.code, details.reason) == (
-                grpc.StatusCode.OUT_OF_RANGE, "SEQUENCE_PRUNED")
+                Code.OUT_OF_RANGE, "SEQUENCE_PRUNED")
             oldest = int(details.metadata["oldest_sequence"])
             if oldest > past:
                 return oldest

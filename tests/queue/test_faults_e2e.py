@@ -18,7 +18,7 @@ import grpc
 import psutil
 import pytest
 
-from stablenew.common.errors import details_of
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import all_events, make_entry, origin

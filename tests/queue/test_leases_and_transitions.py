@@ -8,7 +8,8 @@ import time
 import grpc
 import pytest
 
-from stablenew.common.errors import details_of
+from stablenew.contract.errors import Code
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness
@@ -27,7 +28,7 @@ def _lease(runner: ProtocolRunner, wait: float = 2.0) -> Leased:
     return leased
 
 
-def _refused(call: object) -> tuple[grpc.StatusCode, str]:
+def _refused(call: object) -> tuple[Code, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call()  # type: ignore[operator]
     details = details_of(caught.value)
@@ -85,17 +86,17 @@ def test_illegal_transitions_are_refused(queue: QueueHarness) -> None:
     stub = queue.stub
     # Terminal jobs cannot be cancelled, moved, or completed by another lease.
     assert _refused(lambda: stub.CancelJob(pb.CancelJobRequest(job_id=job_id))) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
+        Code.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
     assert _refused(lambda: stub.MoveJob(pb.MoveJobRequest(
         job_id=job_id, position=pb.MOVE_POSITION_FRONT))) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
+        Code.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
     stale = Leased(pb.Lease(lease_id="stale", job_id=job_id, attempt=1), leased.job)
     assert _refused(lambda: runner.complete(stale)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
+        Code.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
     assert _refused(lambda: runner.heartbeat(leased)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
+        Code.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
     assert _refused(lambda: runner.fail(stale, "late")) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
+        Code.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
 
 
 def test_wrong_attempt_is_not_the_current_lease(queue: QueueHarness) -> None:
@@ -105,7 +106,7 @@ def test_wrong_attempt_is_not_the_current_lease(queue: QueueHarness) -> None:
     wrong = Leased(pb.Lease(lease_id=leased.lease.lease_id, job_id=leased.job.job_id,
                             attempt=leased.lease.attempt + 1), leased.job)
     assert _refused(lambda: runner.complete(wrong)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
+        Code.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
 
 
 def test_cancel_a_queued_job(queue: QueueHarness) -> None:
@@ -174,7 +175,7 @@ def test_expired_lease_requeues_then_fails_as_runner_lost(
     second = _lease(replacement, wait=10)  # granted once the first lease expires
     assert (second.job.job_id, second.lease.attempt) == (job_id, 2)
     assert _refused(lambda: dead.complete(first)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
+        Code.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
     deadline = time.monotonic() + 10
     while queue.get(job_id).state == job_pb2.JOB_STATE_RUNNING and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -216,12 +217,12 @@ def test_retry_all_entries_or_failed_entries_only(queue: QueueHarness) -> None:
 def test_retry_refuses_active_jobs_and_jobs_without_failures(queue: QueueHarness) -> None:
     job_id = queue.submit().job_id
     assert _refused(lambda: queue.stub.RetryJob(pb.RetryJobRequest(job_id=job_id))) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
+        Code.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
     runner = _runner(queue)
     runner.complete(_lease(runner))
     request = pb.RetryJobRequest(job_id=job_id, scope=pb.RETRY_SCOPE_FAILED_ENTRIES)
     assert _refused(lambda: queue.stub.RetryJob(request)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
+        Code.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
 
 
 def test_jobs_go_only_to_runners_with_their_model(queue: QueueHarness) -> None:
@@ -325,7 +326,7 @@ def test_queue_state_and_runners(queue: QueueHarness) -> None:
 
 def test_lease_requires_a_runner_id(queue: QueueHarness) -> None:
     assert _refused(lambda: queue.stub.LeaseJob(pb.LeaseJobRequest())) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+        Code.INVALID_ARGUMENT, "INVALID_FIELD")
 
 
 def test_list_runners_pages_with_signed_tokens(queue: QueueHarness) -> None:
@@ -341,4 +342,4 @@ def test_list_runners_pages_with_signed_tokens(queue: QueueHarness) -> None:
             break
     assert names == ["a", "b", "c"]
     assert _refused(lambda: queue.stub.ListRunners(pb.ListRunnersRequest(page_token="b"))) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+        Code.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")

@@ -7,7 +7,8 @@ import random
 import grpc
 import pytest
 
-from stablenew.common.errors import details_of
+from stablenew.contract.errors import Code
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness, make_entry, origin
@@ -45,7 +46,7 @@ def test_repeated_request_id_returns_the_original_job(queue: QueueHarness) -> No
 def test_empty_job_is_refused_naming_the_field(queue: QueueHarness) -> None:
     error = _error(lambda: queue.stub.SubmitJob(pb.SubmitJobRequest(origin=origin())))
     details = details_of(error)
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert details.reason == "INVALID_FIELD"
     assert [v.field for v in details.violations] == ["entries"]
 
@@ -55,7 +56,7 @@ def test_config_hash_mismatch_is_refused_naming_the_entry(queue: QueueHarness) -
     tampered.prompt = "something else than was hashed"
     request = pb.SubmitJobRequest(entries=[make_entry(0), tampered], origin=origin())
     details = details_of(_error(lambda: queue.stub.SubmitJob(request)))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.code == Code.INVALID_ARGUMENT
     assert details.reason == "CONFIG_HASH_MISMATCH"
     assert [v.field for v in details.violations] == ["entries[1].config_hash"]
     assert queue.active_ids() == []
@@ -77,7 +78,7 @@ def test_a_stage_this_version_does_not_know_is_refused(queue: QueueHarness) -> N
     request = pb.SubmitJobRequest(entries=[make_entry(0), future], origin=origin())
     details = details_of(_error(lambda: queue.stub.SubmitJob(request)))
     assert (details.code, details.violations[0].field) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "entries[1].stage_plan")
+        Code.INVALID_ARGUMENT, "entries[1].stage_plan")
     assert queue.active_ids() == []
 
 
@@ -146,18 +147,18 @@ def test_move_errors(queue: QueueHarness, five: list[str]) -> None:
     a, b, *_ = five
     details = details_of(_error(lambda: _move(queue, a, pb.MOVE_POSITION_UNSPECIFIED)))
     assert (details.code, details.violations[0].field) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "position")
+        Code.INVALID_ARGUMENT, "position")
     details = details_of(_error(lambda: _move(queue, a, pb.MOVE_POSITION_BEFORE)))
     assert details.violations[0].field == "before_job_id"
     details = details_of(_error(lambda: _move(queue, "nope", pb.MOVE_POSITION_FRONT)))
-    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "JOB_NOT_FOUND")
     direct = queue.submit(run_mode=job_pb2.RUN_MODE_DIRECT).job_id
     details = details_of(_error(lambda: _move(queue, a, pb.MOVE_POSITION_BEFORE, before=direct)))
-    assert details.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.code == Code.FAILED_PRECONDITION
     queue.stub.CancelJob(pb.CancelJobRequest(job_id=b))
     details = details_of(_error(lambda: _move(queue, b, pb.MOVE_POSITION_FRONT)))
     assert (details.code, details.reason) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
+        Code.FAILED_PRECONDITION, "ILLEGAL_TRANSITION")
 
 
 def test_list_jobs_pages_with_opaque_tokens(queue: QueueHarness) -> None:
@@ -198,7 +199,7 @@ def test_list_jobs_refuses_bad_paging(queue: QueueHarness) -> None:
     details = details_of(_error(lambda: queue.stub.ListJobs(
         pb.ListJobsRequest(page_token="bm90IGEgdG9rZW4"))))
     assert (details.code, details.reason) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+        Code.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
 
 
 def test_get_job_full_and_basic_views(queue: QueueHarness) -> None:

@@ -22,19 +22,19 @@ from typing import Any
 import grpc
 import requests
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import (
     AdetailerPass,
     NormalizedJob,
     StageType,
     UpscaleConfig,
     UpscaleMode,
 )
-from stablenew.common.model_mapping import to_proto
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings
+from stablenew.contract.proto_mapping import to_proto
 from stablenew.runner import app
 from stablenew.runner.outputs import png_text
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc, runner_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import runner_service_pb2 as rpb

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import (
     EntryResult,
     EntryStatus,
     Img2ImgConfig,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from stablenew.common.model import ImageRef, StageType
+from stablenew.contract.model import ImageRef, StageType
 from stablenew.runner import outputs
 from stablenew.runner.outputs import ImageContext, UnsafePathError
 

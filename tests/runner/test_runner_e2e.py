@@ -23,8 +23,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stablenew.common.errors import details_of
+from stablenew.contract.errors import Code
 from stablenew.runner.outputs import png_size, png_text
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import runner_service_pb2 as rpb
@@ -141,11 +142,11 @@ def test_a_three_entry_job_leaves_the_expected_files(
         assert data == (runner.output_root / image.path).read_bytes()
         assert replies[-1].offset + len(replies[-1].data) == replies[0].total_size == len(data)
     for path, code, reason in (
-            ("../queue-data/queue.db", grpc.StatusCode.PERMISSION_DENIED, "PATH_OUTSIDE_ROOT"),
-            (f"{results[0].images[0].path}/../../../../x.png", grpc.StatusCode.PERMISSION_DENIED,
+            ("../queue-data/queue.db", Code.PERMISSION_DENIED, "PATH_OUTSIDE_ROOT"),
+            (f"{results[0].images[0].path}/../../../../x.png", Code.PERMISSION_DENIED,
              "PATH_OUTSIDE_ROOT"),
             (str(Path(results[0].images[0].path).parent / "999_txt2img_1.png"),
-             grpc.StatusCode.NOT_FOUND, "IMAGE_NOT_FOUND")):
+             Code.NOT_FOUND, "IMAGE_NOT_FOUND")):
         with pytest.raises(grpc.RpcError) as raised:
             read_image(runner.stub, path)
         details = details_of(raised.value)

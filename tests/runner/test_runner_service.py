@@ -14,14 +14,15 @@ import grpc
 import pytest
 from PIL import Image
 
-from stablenew.common.errors import details_of
-from stablenew.common.model import UpscaleConfig, UpscaleMode
-from stablenew.common.settings import ConfigError, ServerSettings
+from stablenew.contract.errors import Code
+from stablenew.contract.model import UpscaleConfig, UpscaleMode
 from stablenew.emulator.generation import INJECTED_FAILURE
 from stablenew.emulator.server import EmulatorServer
 from stablenew.emulator.testing import fast_config, running
 from stablenew.runner import app as runner_app
 from stablenew.runner.outputs import png_size, png_text
+from stablenew.runtime.rich_status import details_of
+from stablenew.runtime.settings import ConfigError, ServerSettings
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import runner_service_pb2 as rpb
@@ -60,7 +61,7 @@ def statuses(job: job_pb2.Job) -> list[int]:
     return [result.status for result in sorted(job.results, key=lambda r: r.entry_index)]
 
 
-def error_reason(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+def error_reason(error: grpc.RpcError) -> tuple[Code, str]:
     details = details_of(error)
     return details.code, details.reason
 
@@ -255,10 +256,10 @@ def test_a_webui_that_is_down_is_disconnected_with_a_reason(tmp_path: Path,
         job_id = submit(queue.stub, [make_job(0, "waits")]).job_id
         with pytest.raises(grpc.RpcError) as raised:
             runner.stub.GetCapabilities(rpb.GetCapabilitiesRequest(), timeout=20)
-        assert error_reason(raised.value) == (grpc.StatusCode.UNAVAILABLE, "WEBUI_UNAVAILABLE")
+        assert error_reason(raised.value) == (Code.UNAVAILABLE, "WEBUI_UNAVAILABLE")
         with pytest.raises(grpc.RpcError) as raised:
             runner.stub.InterruptCurrent(rpb.InterruptCurrentRequest(), timeout=20)
-        assert error_reason(raised.value) == (grpc.StatusCode.UNAVAILABLE, "WEBUI_UNAVAILABLE")
+        assert error_reason(raised.value) == (Code.UNAVAILABLE, "WEBUI_UNAVAILABLE")
         # Nothing was leased while the WebUI was down (the calls above took seconds).
         assert get_job(queue.stub, job_id).state == job_pb2.JOB_STATE_QUEUED
         assert runner.status().webui_state == DISCONNECTED
@@ -294,12 +295,12 @@ def test_read_image_streams_the_file_in_chunks_and_refuses_other_paths(
     for path, reason in refused.items():
         with pytest.raises(grpc.RpcError) as raised:
             read_image(runner.stub, path)
-        assert error_reason(raised.value) == (grpc.StatusCode.PERMISSION_DENIED, reason), path
+        assert error_reason(raised.value) == (Code.PERMISSION_DENIED, reason), path
     folder = str(Path(image.path).parent)
     for path in ("2000-01-01/0123456789abcdef/000_txt2img_1.png", folder):
         with pytest.raises(grpc.RpcError) as raised:
             read_image(runner.stub, path)
-        assert error_reason(raised.value) == (grpc.StatusCode.NOT_FOUND, "IMAGE_NOT_FOUND")
+        assert error_reason(raised.value) == (Code.NOT_FOUND, "IMAGE_NOT_FOUND")
     for path, chunk_size in (("", 0), (image.path, -1), (image.path, 1024 * 1024 + 1)):
         with pytest.raises(grpc.RpcError) as raised:
             read_image(runner.stub, path, chunk_size)

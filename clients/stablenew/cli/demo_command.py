@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stablenew.cli.local_services import free_port, wait_serving
-from stablenew.common.model import JobState
+from stablenew.contract.model import JobState
 from stablenew.sdk import Client, StableNewError
 from stablenew.v1 import job_pb2, pipeline_pb2
 

@@ -9,8 +9,8 @@ import os
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stablenew.common.channel import open_channel
-from stablenew.common.settings import SERVICE_NAMES, ConfigError, service_address
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.settings import SERVICE_NAMES, ConfigError, service_address
 
 
 def check(service: str, timeout: float) -> dict[str, str]:

@@ -27,9 +27,9 @@ from typing import IO, TypeVar
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from stablenew.common.channel import open_channel
-from stablenew.common.errors import details_of
 from stablenew.history import import_jsonl, mapping
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc
 

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from stablenew.cli import demo_command, health_command, history_command, serve_command
-from stablenew.common.settings import SERVICE_NAMES, ConfigError
 from stablenew.emulator import cli as emulator_cli
+from stablenew.runtime.settings import SERVICE_NAMES, ConfigError
 
 EXIT_CONFIG_ERROR = 2
 

@@ -7,13 +7,13 @@ import sys
 from collections.abc import Callable
 
 from stablenew.bundle import app as bundle_app
-from stablenew.common import json_logging
-from stablenew.common.server import Server, ServiceSpec, StartupError, serve_until_signal
-from stablenew.common.settings import ServerSettings
 from stablenew.emulator import cli as emulator_cli
 from stablenew.history import app as history_app
 from stablenew.queue import app as queue_app
 from stablenew.runner import app as runner_app
+from stablenew.runtime import json_logging
+from stablenew.runtime.server import Server, ServiceSpec, StartupError, serve_until_signal
+from stablenew.runtime.settings import ServerSettings
 
 EXIT_STARTUP_ERROR = 1
 

@@ -1,5 +1,5 @@
 """One client for the four services, configured like them (STABLENEW_*_ADDR, STABLENEW_TOKEN,
-STABLENEW_TLS_CERT). Jobs come back as `stablenew.common.model.Job` dataclasses; list calls
+STABLENEW_TLS_CERT). Jobs come back as `stablenew.contract.model.Job` dataclasses; list calls
 follow page tokens; `watch_jobs` reconnects from the last sequence it delivered, so a dropped
 stream neither loses nor repeats an event."""
 
@@ -11,9 +11,9 @@ from collections.abc import Iterator, Mapping
 
 import grpc
 
-from stablenew.common.channel import open_channel
-from stablenew.common.model import Job
-from stablenew.common.model_mapping import from_proto
+from stablenew.contract.model import Job
+from stablenew.contract.proto_mapping import from_proto
+from stablenew.runtime.channel import open_channel
 from stablenew.sdk.errors import calling, typed
 from stablenew.v1 import (
     bundle_service_pb2 as bundle_pb,

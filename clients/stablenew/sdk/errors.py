@@ -8,7 +8,8 @@ from typing import TypeVar
 
 import grpc
 
-from stablenew.common.errors import ErrorDetails, FieldViolation, details_of
+from stablenew.contract.errors import Code, ErrorDetails, FieldViolation
+from stablenew.runtime.rich_status import details_of
 
 T = TypeVar("T")
 
@@ -43,13 +44,13 @@ class UnauthenticatedError(StableNewError):
     pass
 
 
-_BY_CODE: dict[grpc.StatusCode, type[StableNewError]] = {
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+_BY_CODE: dict[Code, type[StableNewError]] = {
+    Code.NOT_FOUND: NotFoundError,
+    Code.INVALID_ARGUMENT: InvalidArgumentError,
+    Code.FAILED_PRECONDITION: FailedPreconditionError,
+    Code.UNAVAILABLE: UnavailableError,
+    Code.DEADLINE_EXCEEDED: UnavailableError,
+    Code.UNAUTHENTICATED: UnauthenticatedError,
 }
 
 

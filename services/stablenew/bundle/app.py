@@ -25,16 +25,15 @@ from stablenew.bundle.normalize import NormalizedBundle
 from stablenew.bundle.packs.library import PackLibrary
 from stablenew.bundle.servicer import BundleServicer
 from stablenew.bundle.store import BundleStore
-from stablenew.common.channel import open_channel
-from stablenew.common.errors import ServiceError
-from stablenew.common.model import Job, JobOrigin, Priority
-from stablenew.common.model_mapping import fill_proto, from_proto
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ConfigError, ServerSettings, positive_int
+from stablenew.contract.errors import Code, ErrorReason, ServiceError
+from stablenew.contract.model import Job, JobOrigin, Priority
+from stablenew.contract.proto_mapping import fill_proto, from_proto
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ConfigError, ServerSettings, positive_int
 from stablenew.v1 import (
     bundle_service_pb2,
     bundle_service_pb2_grpc,
-    errors_pb2,
     job_pb2,
     queue_service_pb2_grpc,
 )
@@ -72,8 +71,7 @@ class QueueSubmitter:
         except grpc.RpcError as error:
             code = error.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise ServiceError(grpc.StatusCode.UNAVAILABLE,
-                                   errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+                raise ServiceError(Code.UNAVAILABLE, ErrorReason.DEPENDENCY_UNAVAILABLE,
                                    f"the queue did not answer ({code.name}); retrying is "
                                    "safe: a draft revision is queued at most once") from None
             raise

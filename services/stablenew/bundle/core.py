@@ -16,8 +16,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import grpc
-
 from stablenew.bundle.expansion import ExpansionLimits
 from stablenew.bundle.normalize import (
     DraftPart,
@@ -32,8 +30,14 @@ from stablenew.bundle.pipeline_rules import preset_problems
 from stablenew.bundle.problems import FieldError, PackError, Reason
 from stablenew.bundle.seeds import DerivedSeedSource
 from stablenew.bundle.store import BundleStore, DraftRecord
-from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
-from stablenew.common.model import (
+from stablenew.contract.errors import (
+    Code,
+    ErrorReason,
+    FieldViolation,
+    ServiceError,
+    invalid_argument,
+)
+from stablenew.contract.model import (
     Job,
     JobOrigin,
     JobSource,
@@ -42,9 +46,8 @@ from stablenew.common.model import (
     PromptSource,
     RunMode,
 )
-from stablenew.common.paging import PageTokens, stored_secret
-from stablenew.common.sqlite_db import Transaction
-from stablenew.v1 import errors_pb2
+from stablenew.runtime.paging import PageTokens, stored_secret
+from stablenew.runtime.sqlite_db import Transaction
 
 CACHED_BUNDLES = 8
 # A normalised draft is cached by draft id, revision and the versions of the packs it uses.
@@ -57,15 +60,14 @@ Lookup = Callable[[str], Job]
 
 
 def _draft_not_found(draft_id: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_REASON_DRAFT_NOT_FOUND,
+    return ServiceError(Code.NOT_FOUND, ErrorReason.DRAFT_NOT_FOUND,
                         f"draft {draft_id!r} not found", metadata={"draft_id": draft_id})
 
 
 def pack_error(error: PackError) -> ServiceError:
-    reason = (errors_pb2.ERROR_REASON_PACK_NOT_FOUND if error.reason == "PACK_NOT_FOUND"
-              else errors_pb2.ERROR_REASON_PACK_INVALID)
-    code = (grpc.StatusCode.NOT_FOUND if reason == errors_pb2.ERROR_REASON_PACK_NOT_FOUND
-            else grpc.StatusCode.INVALID_ARGUMENT)
+    reason = (ErrorReason.PACK_NOT_FOUND if error.reason == "PACK_NOT_FOUND"
+              else ErrorReason.PACK_INVALID)
+    code = Code.NOT_FOUND if reason == ErrorReason.PACK_NOT_FOUND else Code.INVALID_ARGUMENT
     return ServiceError(code, reason, str(error), metadata={"pack_id": error.pack_id})
 
 
@@ -167,9 +169,8 @@ class BundleCore:
         violations = violations_of(errors)
         if violations:
             plan_wrong = any(error.reason == Reason.INVALID_STAGE_PLAN for error in errors)
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
-                               errors_pb2.ERROR_REASON_INVALID_STAGE_PLAN if plan_wrong
-                               else errors_pb2.ERROR_REASON_INVALID_FIELD,
+            raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.INVALID_STAGE_PLAN if plan_wrong
+                               else ErrorReason.INVALID_FIELD,
                                "; ".join(f"{v.field}: {v.description}" for v in violations),
                                violations=violations)
         part_ids = [part.part_id for part in parts]
@@ -210,8 +211,7 @@ class BundleCore:
             else:
                 ours.append(FieldViolation(error.field, error.message))
         if packs:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
-                               errors_pb2.ERROR_REASON_PACK_INVALID,
+            raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.PACK_INVALID,
                                f"pack {pack_id!r}: {pack_id}.json: "
                                + "; ".join(dict.fromkeys(packs))
                                + " (fix the pack, or set these in config_overrides)",
@@ -222,8 +222,7 @@ class BundleCore:
         with self.lock, Transaction(self.store.db):
             parts = self._require(draft_id).parts
             if not self.store.remove_part(draft_id, part_id):
-                raise ServiceError(grpc.StatusCode.NOT_FOUND,
-                                   errors_pb2.ERROR_REASON_PART_NOT_FOUND,
+                raise ServiceError(Code.NOT_FOUND, ErrorReason.PART_NOT_FOUND,
                                    f"draft {draft_id} has no part {part_id!r}")
             self._new_revision(draft_id, [part for part in parts if part.part_id != part_id])
         return self.get_draft(draft_id)
@@ -309,13 +308,10 @@ class BundleCore:
         if run_mode not in (RunMode.DIRECT, RunMode.QUEUE):
             raise invalid_argument("run_mode", "RUN_MODE_DIRECT or RUN_MODE_QUEUE")
         if expected_revision and expected_revision != draft.record.revision:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                errors_pb2.ERROR_REASON_DRAFT_REVISION_MISMATCH,
+            raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.DRAFT_REVISION_MISMATCH,
                 f"the draft is at revision {draft.record.revision}, not {expected_revision}")
         if not draft.bundle.jobs:
-            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
-                               errors_pb2.ERROR_REASON_DRAFT_EMPTY,
+            raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.DRAFT_EMPTY,
                                f"draft {draft.record.draft_id} has no job to enqueue")
 
     # --- packs --------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from stablenew.bundle.prompt_text import (
     join_prompt,
     undefined_token_message,
 )
-from stablenew.common.model import PromptTag
+from stablenew.contract.model import PromptTag
 
 DEFAULT_MAX_VARIANTS_PER_ROW = 512
 HARD_MAX_VARIANTS_PER_ROW = 8192

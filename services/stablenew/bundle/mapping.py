@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from stablenew.bundle.core import Draft
 from stablenew.bundle.normalize import DraftPart, ManualPart, NormalizedBundle
 from stablenew.bundle.packs.model import Pack, PackSummary
-from stablenew.common.model import PipelineConfig, PromptSource
-from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
+from stablenew.contract.model import PipelineConfig, PromptSource
+from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import pipeline_pb2
 

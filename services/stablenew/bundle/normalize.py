@@ -59,8 +59,8 @@ from stablenew.bundle.problems import FieldError, PackError, Problem, Reason, Ro
 from stablenew.bundle.prompt_text import first_token, join_prompt, scan_tags
 from stablenew.bundle.seeds import SeedSource, random_for
 from stablenew.bundle.summary import BundleSummary, summarize
-from stablenew.common.job_hasher import JobHasher
-from stablenew.common.model import (
+from stablenew.contract.job_hasher import JobHasher
+from stablenew.contract.model import (
     AdetailerPass,
     EntryOrigin,
     HiresFixConfig,

@@ -27,7 +27,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
 from stablenew.bundle.problems import FieldError, Reason
-from stablenew.common.model import (
+from stablenew.contract.model import (
     GENERATION_STAGES,
     AdetailerPass,
     PipelineConfig,

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from stablenew.common.model import PromptTag, PromptTagKind
+from stablenew.contract.model import PromptTag, PromptTagKind
 
 # One scanner for tags and tokens, so a wildcard-looking name inside a tag is consumed by the
 # tag alternative first. A tag containing `[[` is not taken as a tag, so its slot is found.

@@ -6,10 +6,10 @@ import grpc
 
 from stablenew.bundle import mapping
 from stablenew.bundle.core import BundleCore
-from stablenew.common.errors import invalid_argument, required
-from stablenew.common.model import JobSource, Priority, RunMode
-from stablenew.common.model_mapping import fill_proto, job_to_proto
-from stablenew.common.paging import page_size
+from stablenew.contract.errors import invalid_argument, required
+from stablenew.contract.model import JobSource, Priority, RunMode
+from stablenew.contract.proto_mapping import fill_proto, job_to_proto
+from stablenew.runtime.paging import page_size
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stablenew.bundle.normalize import DraftPart, ManualPart, PackRowPart
-from stablenew.common.model import PipelineConfig
-from stablenew.common.model_mapping import from_proto, to_proto
-from stablenew.common.sqlite_db import open_database
+from stablenew.contract.model import PipelineConfig
+from stablenew.contract.proto_mapping import from_proto, to_proto
+from stablenew.runtime.sqlite_db import open_database
 from stablenew.v1 import pipeline_pb2
 
 MIGRATIONS = [

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from stablenew.bundle.pipeline_rules import describe_plan
 from stablenew.bundle.problems import RowError
-from stablenew.common.model import NormalizedJob
+from stablenew.contract.model import NormalizedJob
 
 
 @dataclass

@@ -18,9 +18,9 @@ from typing import Any
 
 from PIL import Image
 
-from stablenew.common.adetailer_tabs import ordinal, ordinal_suffix
 from stablenew.emulator import catalog, images
 from stablenew.emulator.schema import Field, collect
+from stablenew.sdwebui.adetailer_tabs import ordinal, ordinal_suffix
 
 log = logging.getLogger("stablenew.emulator.adetailer")
 

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from stablenew.common import json_logging
 from stablenew.emulator.config import SETTINGS, EmulatorConfig
 from stablenew.emulator.server import EmulatorServer, StartupError
+from stablenew.runtime import json_logging
 
 log = logging.getLogger("stablenew.emulator")
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from stablenew.common.settings import ConfigError, parse_address
 from stablenew.emulator import catalog
 from stablenew.emulator.faults import FaultSettings, settings_from
+from stablenew.runtime.settings import ConfigError, parse_address
 
 ENV_PREFIX = "STABLENEW_EMULATOR_"
 DEFAULT_ADDRESS = "127.0.0.1:7860"

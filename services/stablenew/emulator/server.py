@@ -25,7 +25,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from stablenew.common.json_logging import request_id_var
 from stablenew.emulator import catalog, schema
 from stablenew.emulator.config import EmulatorConfig
 from stablenew.emulator.errors import (
@@ -39,6 +38,7 @@ from stablenew.emulator.errors import (
 from stablenew.emulator.faults import FaultControl, FaultUpdateError
 from stablenew.emulator.progress import ServerStoppingError
 from stablenew.emulator.webui import WebUI
+from stablenew.runtime.json_logging import request_id_var
 
 log = logging.getLogger("stablenew.emulator")
 

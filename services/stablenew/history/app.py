@@ -20,14 +20,14 @@ from collections.abc import Mapping
 import grpc
 from grpc_health.v1 import health_pb2
 
-from stablenew.common.channel import open_channel
-from stablenew.common.server import Server, ServiceSpec, StartupError
-from stablenew.common.settings import ConfigError, ServerSettings, positive_float
 from stablenew.history.core import HistoryCore
 from stablenew.history.ingest import DEFAULT_CONSUMER_ID, IngestConfig, Ingestor
 from stablenew.history.retention import retention_policy, retention_task
 from stablenew.history.servicer import HistoryServicer
 from stablenew.history.store import HistoryStore
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.server import Server, ServiceSpec, StartupError
+from stablenew.runtime.settings import ConfigError, ServerSettings, positive_float
 from stablenew.v1 import history_service_pb2 as contract
 from stablenew.v1 import history_service_pb2_grpc
 

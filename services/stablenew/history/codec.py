@@ -9,8 +9,8 @@ in the results tables; they are cut from the stored event and put back when it i
 
 from __future__ import annotations
 
-from stablenew.common.model import EntryResult, JobProgress, NormalizedJob
-from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
+from stablenew.contract.model import EntryResult, JobProgress, NormalizedJob
+from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto
 from stablenew.v1 import job_pb2, pipeline_pb2
 
 # What was cut from a stored event (a bit set kept next to it).

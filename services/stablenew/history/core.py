@@ -19,12 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import grpc
-
-from stablenew.common.errors import FieldViolation, ServiceError
-from stablenew.common.model import EntryResult, Job, JobTransition, NormalizedJob
-from stablenew.common.paging import PageTokens, stored_secret
-from stablenew.common.sqlite_db import Transaction
+from stablenew.contract.errors import Code, ErrorReason, FieldViolation, ServiceError
+from stablenew.contract.model import EntryResult, Job, JobTransition, NormalizedJob
 from stablenew.history import codec, domain
 from stablenew.history.domain import (
     TERMINAL,
@@ -47,7 +43,8 @@ from stablenew.history.store import (
     to_micros,
 )
 from stablenew.history.watchers import Broadcaster, Change
-from stablenew.v1 import errors_pb2
+from stablenew.runtime.paging import PageTokens, stored_secret
+from stablenew.runtime.sqlite_db import Transaction
 
 log = logging.getLogger("stablenew.history")
 
@@ -92,12 +89,12 @@ def _now() -> datetime:
 
 
 def not_found(job_id: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_REASON_JOB_NOT_FOUND,
+    return ServiceError(Code.NOT_FOUND, ErrorReason.JOB_NOT_FOUND,
                         f"job {job_id!r} not found in the history", metadata={"job_id": job_id})
 
 
 def storage_failure(error: sqlite3.Error) -> ServiceError:
-    return ServiceError(grpc.StatusCode.INTERNAL, errors_pb2.ERROR_REASON_STORAGE_FAILURE,
+    return ServiceError(Code.INTERNAL, ErrorReason.STORAGE_FAILURE,
                         f"the history database refused the write: {error}")
 
 
@@ -280,7 +277,7 @@ class HistoryCore:
         with self.store.pool.reader() as reader:
             stored = reader.list_jobs(job_filter, None, 1)
         if not stored:
-            raise ServiceError(grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_REASON_JOB_NOT_FOUND,
+            raise ServiceError(Code.NOT_FOUND, ErrorReason.JOB_NOT_FOUND,
                                "no job in the history matches the filter")
         return stored[0].job
 
@@ -469,7 +466,6 @@ class HistoryCore:
 
 
 def _token_for_another_list() -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_REASON_INVALID_PAGE_TOKEN,
+    return ServiceError(Code.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN,
         "page_token: issued for another filter or job; start again without a token",
         violations=[FieldViolation("page_token", "issued for another filter or job")])

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from stablenew.common.model import (
+from stablenew.contract.model import (
     EntryResult,
     Job,
     JobProgress,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stablenew.common.model import Job, JobOrigin, JobState, JobTransition, PromptSource, RunMode
+from stablenew.contract.model import Job, JobOrigin, JobState, JobTransition, PromptSource, RunMode
 from stablenew.history.domain import ImportedJob
 
 STATUSES = {

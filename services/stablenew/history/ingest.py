@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from stablenew.common.errors import details_of
-from stablenew.common.model import Job
+from stablenew.contract.errors import Code
+from stablenew.contract.model import Job
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
+from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as queue_pb
 
@@ -196,7 +197,7 @@ class Ingestor:
     def _pruned(self, error: grpc.RpcError) -> bool:
         """OUT_OF_RANGE SEQUENCE_PRUNED: skip to the oldest event the queue still has."""
         details = details_of(error)
-        if details.code != grpc.StatusCode.OUT_OF_RANGE or details.reason != "SEQUENCE_PRUNED":
+        if details.code != Code.OUT_OF_RANGE or details.reason != "SEQUENCE_PRUNED":
             return False
         oldest = int(details.metadata.get("oldest_sequence", "0"))
         cursor = self.core.committed_sequence

@@ -1,5 +1,5 @@
 """Generated history and queue messages <-> the history's domain objects (the shared twins go
-through stablenew.common.model_mapping). Bad input becomes INVALID_ARGUMENT naming the field."""
+through stablenew.contract.proto_mapping). Bad input becomes INVALID_ARGUMENT naming the field."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import TypeVar
 
-from stablenew.common.errors import invalid_argument
-from stablenew.common.model import (
+from stablenew.contract.errors import invalid_argument
+from stablenew.contract.model import (
     EntryResult,
     Job,
     JobProgress,
@@ -19,7 +19,7 @@ from stablenew.common.model import (
     PromptSource,
     RunMode,
 )
-from stablenew.common.model_mapping import from_proto, from_request, to_proto
+from stablenew.contract.proto_mapping import from_proto, from_request, to_proto
 from stablenew.history import codec
 from stablenew.history.core import IncomingEvent, JobEvents
 from stablenew.history.domain import (

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 
-from stablenew.common.periodic import PeriodicTask
-from stablenew.common.settings import positive_float, positive_int
 from stablenew.history.core import HistoryCore
 from stablenew.history.domain import RetentionPolicy
+from stablenew.runtime.periodic import PeriodicTask
+from stablenew.runtime.settings import positive_float, positive_int
 
 
 def retention_policy(env: Mapping[str, str]) -> RetentionPolicy:

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import grpc
 
-from stablenew.common.errors import invalid_argument, required
-from stablenew.common.model_mapping import job_to_proto
-from stablenew.common.paging import page_size
+from stablenew.contract.errors import invalid_argument, required
+from stablenew.contract.proto_mapping import job_to_proto
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
+from stablenew.runtime.paging import page_size
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 

@@ -42,7 +42,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stablenew.common.model import (
+from stablenew.contract.job_row import origin_columns, origin_from_columns
+from stablenew.contract.model import (
     EntryResult,
     EntryStatus,
     ImageRef,
@@ -53,11 +54,10 @@ from stablenew.common.model import (
     Priority,
     StageType,
 )
-from stablenew.common.origin_columns import origin_columns, origin_from_columns
-from stablenew.common.server import StartupError
-from stablenew.common.sqlite_db import open_database
 from stablenew.history import codec
 from stablenew.history.domain import JobFilter
+from stablenew.runtime.server import StartupError
+from stablenew.runtime.sqlite_db import open_database
 
 AUTO_VACUUM_INCREMENTAL = 2
 

@@ -13,9 +13,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stablenew.common.fanout import Fanout
-from stablenew.common.model import Job
+from stablenew.contract.model import Job
 from stablenew.history.domain import JobFilter, matches
+from stablenew.runtime.fanout import Fanout
 
 DEFAULT_MAX_PENDING = 10_000
 

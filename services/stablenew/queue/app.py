@@ -9,13 +9,13 @@ from collections.abc import Mapping
 
 import grpc
 
-from stablenew.common.periodic import PeriodicTask
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ServerSettings, positive_float, positive_int
 from stablenew.queue.core import QueueConfig, QueueCore
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.servicer import QueueServicer
 from stablenew.queue.store import QueueStore
+from stablenew.runtime.periodic import PeriodicTask
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ServerSettings, positive_float, positive_int
 from stablenew.v1 import queue_service_pb2, queue_service_pb2_grpc
 
 log = logging.getLogger("stablenew.queue")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from stablenew.common.model import EntryResult, Job, JobProgress, JobState, NormalizedJob
-from stablenew.common.model_mapping import fill_proto, from_proto, to_proto
+from stablenew.contract.model import EntryResult, Job, JobProgress, JobState, NormalizedJob
+from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto
 from stablenew.v1 import job_pb2, pipeline_pb2
 
 

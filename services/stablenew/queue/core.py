@@ -15,10 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-import grpc
-
-from stablenew.common.errors import ServiceError, invalid_argument
-from stablenew.common.model import (
+from stablenew.contract.errors import Code, ErrorReason, ServiceError, invalid_argument
+from stablenew.contract.model import (
     EntryStatus,
     Job,
     JobOrigin,
@@ -28,8 +26,6 @@ from stablenew.common.model import (
     Priority,
     RunMode,
 )
-from stablenew.common.paging import PageTokens, stored_secret
-from stablenew.common.sqlite_db import Transaction
 from stablenew.queue import codec
 from stablenew.queue.domain import (
     LANE_DIRECT,
@@ -48,7 +44,9 @@ from stablenew.queue.entries import entry_batch_of
 from stablenew.queue.positions import Positions
 from stablenew.queue.store import QueueStore, run_order_key
 from stablenew.queue.watchers import Broadcaster, StoredEvent, Subscriber, WatchFilter
-from stablenew.v1 import errors_pb2, job_pb2
+from stablenew.runtime.paging import PageTokens, stored_secret
+from stablenew.runtime.sqlite_db import Transaction
+from stablenew.v1 import job_pb2
 
 REPLAY_BATCH = 500
 
@@ -87,7 +85,7 @@ class _Pending:
 
 
 def _not_found(job_id: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_REASON_JOB_NOT_FOUND,
+    return ServiceError(Code.NOT_FOUND, ErrorReason.JOB_NOT_FOUND,
                         f"job {job_id!r} not found in the queue", metadata={"job_id": job_id})
 
 
@@ -269,8 +267,7 @@ class QueueCore:
         with self.write() as pending:
             queued = self.load(job_id)
             if queued.job.state != JobState.QUEUED:
-                raise ServiceError(
-                    grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+                raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.ILLEGAL_TRANSITION,
                     f"job {job_id} is {queued.job.state.name}; only queued jobs move")
             new_order = self._moved_order(queued, position, before_job_id)
             if new_order is not None and new_order != queued.order:
@@ -314,8 +311,7 @@ class QueueCore:
             return None
         target = self.load(before_job_id)
         if target.job.state != JobState.QUEUED or target.order.lane != queued.order.lane:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+            raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.ILLEGAL_TRANSITION,
                 f"job {before_job_id} is not queued in the same lane as {queued.job.job_id}")
         previous, _ = self.store.queue_neighbours(target)
         if previous is not None and previous.job.job_id == queued.job.job_id:
@@ -358,8 +354,7 @@ class QueueCore:
         with self.lock:
             original = self.load(job_id, full=True).job
             if not original.state.is_terminal:
-                raise ServiceError(
-                    grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+                raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.ILLEGAL_TRANSITION,
                     f"job {job_id} is {original.state.name}; only a finished job can be retried")
             entries = entry_batch_of(retry_entries(original, failed_only))
             origin = replace(original.origin, retry_of_job_id=job_id)
@@ -396,8 +391,7 @@ class QueueCore:
                 self.store.register_consumer(consumer_id)
             oldest = self.store.oldest_sequence()
         if after + 1 < oldest:
-            raise ServiceError(
-                grpc.StatusCode.OUT_OF_RANGE, errors_pb2.ERROR_REASON_SEQUENCE_PRUNED,
+            raise ServiceError(Code.OUT_OF_RANGE, ErrorReason.SEQUENCE_PRUNED,
                 f"events after {after} were pruned; the oldest kept is {oldest}",
                 metadata={"oldest_sequence": str(oldest)})
         subscriber = self.broadcaster.subscribe(watch_filter, disconnect)
@@ -458,7 +452,6 @@ def retry_entries(original: Job, failed_only: bool) -> list[NormalizedJob]:
                      if r.status == EntryStatus.COMPLETED}
         chosen = [entry for entry in original.entries if entry.index not in completed]
     if not chosen:
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+        raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.ILLEGAL_TRANSITION,
             f"job {original.job_id} has no failed entries to retry")
     return [replace(entry, index=position) for position, entry in enumerate(chosen)]

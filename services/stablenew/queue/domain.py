@@ -9,12 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
-import grpc
-
-from stablenew.common.config_hash import bundle_hash
-from stablenew.common.errors import ServiceError
-from stablenew.common.model import Job, JobState, Priority, RunMode, StageType
-from stablenew.v1 import errors_pb2
+from stablenew.contract.config_hash import bundle_hash
+from stablenew.contract.errors import Code, ErrorReason, ServiceError
+from stablenew.contract.model import Job, JobState, Priority, RunMode, StageType
 
 LEGAL_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
@@ -50,9 +47,7 @@ LANE_QUEUE = 1
 
 def check_transition(job_id: str, current: JobState, target: JobState) -> None:
     if target not in LEGAL_TRANSITIONS.get(current, frozenset()):
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            errors_pb2.ERROR_REASON_ILLEGAL_TRANSITION,
+        raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.ILLEGAL_TRANSITION,
             f"job {job_id} is {current.name}; it cannot become {target.name}",
             metadata={"job_id": job_id, "state": current.name, "target": target.name},
         )

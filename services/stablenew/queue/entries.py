@@ -17,17 +17,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import grpc
 from google.protobuf.descriptor import Descriptor
 
-from stablenew.common.config_hash import NOT_HASHED, config_hash
-from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
-from stablenew.common.job_hasher import VARYING_FIELDS, JobHasher
-from stablenew.common.model import NormalizedJob, StageType, image_count
-from stablenew.common.model_mapping import from_request, to_proto
+from stablenew.contract.config_hash import NOT_HASHED, config_hash
+from stablenew.contract.errors import (
+    Code,
+    ErrorReason,
+    FieldViolation,
+    ServiceError,
+    invalid_argument,
+)
+from stablenew.contract.job_hasher import VARYING_FIELDS, JobHasher
+from stablenew.contract.model import NormalizedJob, StageType, image_count
+from stablenew.contract.proto_mapping import from_request, to_proto
 from stablenew.queue import codec
 from stablenew.queue.domain import EntryBatch
-from stablenew.v1 import errors_pb2, pipeline_pb2
+from stablenew.v1 import pipeline_pb2
 
 # Fields two entries may differ in and still share a JobHasher: the ones it splices in, and
 # the ones the config hash does not cover.
@@ -138,8 +143,7 @@ class _EntryChecker:
             message.ClearField("origin")  # all defaults: the conversion leaves it unset
         group, expected = self._expected(index, message)
         if message.config_hash != expected:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_REASON_CONFIG_HASH_MISMATCH,
+            raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.CONFIG_HASH_MISMATCH,
                 f"entries[{index}].config_hash: {message.config_hash!r} does not match the "
                 f"entry (recomputed {expected})",
                 violations=[FieldViolation(f"entries[{index}].config_hash", "does not match")],

@@ -13,10 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import grpc
-
-from stablenew.common.errors import ServiceError, invalid_argument
-from stablenew.common.model import EntryResult, EntryStatus, Job, JobProgress, JobState
+from stablenew.contract.errors import Code, ErrorReason, ServiceError, invalid_argument
+from stablenew.contract.model import EntryResult, EntryStatus, Job, JobProgress, JobState
 from stablenew.queue.core import QueueCore, _Pending
 from stablenew.queue.domain import (
     LANE_DIRECT,
@@ -28,7 +26,6 @@ from stablenew.queue.domain import (
     can_run,
 )
 from stablenew.queue.store import run_order_key
-from stablenew.v1 import errors_pb2
 
 # How far down the queue to look for a job some waiting runner can run.
 DISPATCH_SCAN_LIMIT = 5000
@@ -51,8 +48,7 @@ class HeartbeatReply:
 
 
 def _lease_not_current(job_id: str, detail: str) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_REASON_LEASE_NOT_CURRENT,
+    return ServiceError(Code.FAILED_PRECONDITION, ErrorReason.LEASE_NOT_CURRENT,
         f"job {job_id}: {detail}", metadata={"job_id": job_id})
 
 

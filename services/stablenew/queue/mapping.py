@@ -1,10 +1,10 @@
 """Generated queue messages <-> queue domain objects (the shared twins go through
-stablenew.common.model_mapping)."""
+stablenew.contract.proto_mapping)."""
 
 from __future__ import annotations
 
-from stablenew.common.model import JobOrigin, JobProgress
-from stablenew.common.model_mapping import fill_proto, from_proto
+from stablenew.contract.model import JobOrigin, JobProgress
+from stablenew.contract.proto_mapping import fill_proto, from_proto
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Lease, RunnerInfo, RunnerRecord
 from stablenew.v1 import job_pb2, queue_service_pb2

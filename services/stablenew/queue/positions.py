@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from stablenew.common.model import JobState
+from stablenew.contract.model import JobState
 from stablenew.queue.domain import QueuedJob, RunOrder
 from stablenew.queue.store import QueueStore
 

@@ -6,16 +6,16 @@ from collections.abc import Iterator
 
 import grpc
 
-from stablenew.common.errors import invalid_argument, required
-from stablenew.common.model import EntryResult, Priority
-from stablenew.common.model_mapping import from_proto, job_to_proto
-from stablenew.common.paging import page_size
+from stablenew.contract.errors import invalid_argument, required
+from stablenew.contract.model import EntryResult, Priority
+from stablenew.contract.proto_mapping import from_proto, job_to_proto
 from stablenew.queue import mapping
 from stablenew.queue.core import QueueCore
 from stablenew.queue.domain import MovePosition, RetryScope
 from stablenew.queue.entries import entry_batch
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.watchers import WatchFilter
+from stablenew.runtime.paging import page_size
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 

@@ -14,15 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stablenew.common.model import (
+from stablenew.contract.job_row import origin_columns, origin_from_columns
+from stablenew.contract.model import (
     Job,
     JobState,
     Priority,
 )
-from stablenew.common.origin_columns import origin_columns, origin_from_columns
-from stablenew.common.sqlite_db import open_database
 from stablenew.queue import codec
 from stablenew.queue.domain import LeaseState, QueuedJob, RunnerInfo, RunnerRecord, RunOrder
+from stablenew.runtime.sqlite_db import open_database
 from stablenew.v1 import job_pb2
 
 MIGRATIONS = [

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stablenew.common.fanout import Fanout
+from stablenew.runtime.fanout import Fanout
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import grpc
 
-from stablenew.common.channel import open_channel
-from stablenew.common.server import ServiceSpec
-from stablenew.common.settings import ConfigError, ServerSettings, parse_address, positive_float
 from stablenew.runner.executor import Executor
 from stablenew.runner.servicer import RunnerServicer
 from stablenew.runner.status import RunnerState, WebuiState
 from stablenew.runner.webui_client import WebuiClient
 from stablenew.runner.webui_process import WebuiProcess, WebuiProcessError
 from stablenew.runner.worker import Worker
+from stablenew.runtime.channel import open_channel
+from stablenew.runtime.server import ServiceSpec
+from stablenew.runtime.settings import ConfigError, ServerSettings, parse_address, positive_float
 from stablenew.v1 import queue_service_pb2_grpc, runner_service_pb2, runner_service_pb2_grpc
 
 log = logging.getLogger("stablenew.runner")

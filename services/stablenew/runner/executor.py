@@ -19,9 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stablenew.common.adetailer_tabs import ordinal_suffix
-from stablenew.common.config_hash import config_hash
-from stablenew.common.model import (
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.model import (
     EntryResult,
     EntryStatus,
     ImageRef,
@@ -33,6 +32,7 @@ from stablenew.common.model import (
 from stablenew.runner import outputs
 from stablenew.runner.payloads import StageRequest, comparable, executed_job, plan_requests
 from stablenew.runner.webui_client import GenerationResult, Progress, WebuiClient, WebuiError
+from stablenew.sdwebui.adetailer_tabs import ordinal_suffix
 
 log = logging.getLogger("stablenew.runner")
 

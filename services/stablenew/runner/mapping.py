@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stablenew.common.model_mapping import fill_proto
+from stablenew.contract.proto_mapping import fill_proto
 from stablenew.runner.status import Capabilities, RunnerState
 from stablenew.v1 import runner_service_pb2 as pb
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from stablenew.common.model import ImageRef, StageType
+from stablenew.contract.model import ImageRef, StageType
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{8,64}$")
 METADATA_KEY = "stablenew"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stablenew.common.model import (
+from stablenew.contract.model import (
     GENERATION_STAGES,
     AdetailerPass,
     HiresFixConfig,

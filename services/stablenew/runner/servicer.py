@@ -7,12 +7,12 @@ from pathlib import Path
 
 import grpc
 
-from stablenew.common.errors import ServiceError, invalid_argument
+from stablenew.contract.errors import Code, ErrorReason, ServiceError, invalid_argument
 from stablenew.runner import mapping, outputs
 from stablenew.runner.status import RunnerState, fetch_capabilities
 from stablenew.runner.webui_client import WebuiClient, WebuiError
-from stablenew.v1 import errors_pb2, runner_service_pb2_grpc
 from stablenew.v1 import runner_service_pb2 as pb
+from stablenew.v1 import runner_service_pb2_grpc
 
 Context = grpc.ServicerContext
 DEFAULT_CHUNK = 64 * 1024
@@ -20,7 +20,7 @@ MAX_CHUNK = 1024 * 1024
 
 
 def _webui_unavailable(error: WebuiError) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAVAILABLE, errors_pb2.ERROR_REASON_WEBUI_UNAVAILABLE,
+    return ServiceError(Code.UNAVAILABLE, ErrorReason.WEBUI_UNAVAILABLE,
                         f"the WebUI did not answer: {error}")
 
 
@@ -74,9 +74,9 @@ class RunnerServicer(runner_service_pb2_grpc.RunnerServiceServicer):
         try:
             path = outputs.resolve_inside(self.output_root, relative)
         except outputs.UnsafePathError as error:
-            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
-                               errors_pb2.ERROR_REASON_PATH_OUTSIDE_ROOT, str(error)) from None
+            raise ServiceError(Code.PERMISSION_DENIED, ErrorReason.PATH_OUTSIDE_ROOT,
+                               str(error)) from None
         if not path.is_file():
-            raise ServiceError(grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_REASON_IMAGE_NOT_FOUND,
+            raise ServiceError(Code.NOT_FOUND, ErrorReason.IMAGE_NOT_FOUND,
                                f"no image {relative!r} under the output root")
         return path

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 
-from stablenew.common.model import JobProgress
+from stablenew.contract.model import JobProgress
 from stablenew.runner.webui_client import ModelEntry, WebuiClient, WebuiError
 
 log = logging.getLogger("stablenew.runner")

@@ -37,7 +37,7 @@ from stablenew.bundle.packs.model import MatrixMode, MatrixSlot, PackMatrix, Pac
 from stablenew.bundle.packs.presets import default_pack_config, read_preset
 from stablenew.bundle.problems import PackError
 from stablenew.bundle.prompt_text import embedding_tag, join_prompt, lora_tag
-from stablenew.common.model import PipelineConfig
+from stablenew.contract.model import PipelineConfig
 
 MATRIX_MODES = {
     "fanout": MatrixMode.FANOUT,

@@ -50,7 +50,7 @@ from stablenew.bundle.prompt_text import (
     scan_tags,
     undefined_token_message,
 )
-from stablenew.common.model import PipelineConfig
+from stablenew.contract.model import PipelineConfig
 
 log = logging.getLogger(__name__)
 

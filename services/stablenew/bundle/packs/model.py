@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import IntEnum
 
 from stablenew.bundle.problems import RowError
-from stablenew.common.model import PipelineConfig, PromptTag
+from stablenew.contract.model import PipelineConfig, PromptTag
 
 
 class PackFormat(IntEnum):

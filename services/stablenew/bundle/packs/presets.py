@@ -23,7 +23,7 @@ from stablenew.bundle.packs.json_values import (
     as_object,
     as_str,
 )
-from stablenew.common.model import AdetailerPass, PipelineConfig, Txt2ImgConfig, UpscaleMode
+from stablenew.contract.model import AdetailerPass, PipelineConfig, Txt2ImgConfig, UpscaleMode
 
 _UPSCALE_MODES = {"extras": UpscaleMode.EXTRAS, "img2img": UpscaleMode.IMG2IMG}
 

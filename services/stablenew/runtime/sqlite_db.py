@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stablenew.common.server import StartupError
+from stablenew.runtime.server import StartupError
 
 # WAL + NORMAL: a committed transaction survives a crash of the process (kill -9); only an OS
 # crash or power loss can lose the last ones. FULL adds an fsync per commit for that too.

@@ -1,4 +1,4 @@
-"""Protobuf <-> domain conversion for the twins in `stablenew.common.model`.
+"""Protobuf <-> domain conversion for the twins in `stablenew.contract.model`.
 
 Each twin has the same field names as its message, so one converter per field kind (scalar,
 enum, nested message, repeated, map, Timestamp, Duration) serves them all. The plan for a class is
@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from stablenew.common import model
-from stablenew.common.errors import invalid_argument
+from stablenew.contract import model
+from stablenew.contract.errors import invalid_argument
 from stablenew.v1 import job_pb2, pipeline_pb2
 
 T = TypeVar("T")

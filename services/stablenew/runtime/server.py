@@ -16,8 +16,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from stablenew.common.interceptors import BearerTokenInterceptor, RequestContextInterceptor
-from stablenew.common.settings import ServerSettings
+from stablenew.runtime.interceptors import BearerTokenInterceptor, RequestContextInterceptor
+from stablenew.runtime.settings import ServerSettings
 
 log = logging.getLogger("stablenew.server")
 

@@ -1,6 +1,6 @@
 """Fast config hashes for many jobs that differ only in their prompts, seeds and input images.
 
-`stablenew.common.config_hash.config_hash` walks every field of every job, about 25 µs a job:
+`stablenew.contract.config_hash.config_hash` walks every field of every job, about 25 µs a job:
 too slow for 10,000 jobs. The jobs of one part (the bundle normalising a draft) or of one group
 of a submitted job (the queue re-checking every hash) differ only in prompt, negative prompt,
 seed, subseed and input images, so `JobHasher` encodes a prototype job once with the official
@@ -21,8 +21,8 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from stablenew.common.config_hash import canonical_encoding, config_hash
-from stablenew.common.model import NormalizedJob
+from stablenew.contract.config_hash import canonical_encoding, config_hash
+from stablenew.contract.model import NormalizedJob
 
 # The fields that vary between the jobs of one part, in the order `hash` takes them.
 VARYING_FIELDS = ("prompt", "negative_prompt", "seed", "subseed", "input_images")

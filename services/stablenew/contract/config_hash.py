@@ -15,7 +15,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
-from stablenew.common.model import NormalizedJob
+from stablenew.contract.model import NormalizedJob
 
 # Bumped if the encoding ever changes, so old and new hashes can never be confused.
 ENCODING_VERSION = "stablenew.config.v1"

@@ -2,7 +2,7 @@
 middle, between the generated protobuf types at the gRPC edge and the SQLite rows in the stores.
 
 Field names equal the proto field names, and enum values equal the proto numbers, so that
-`stablenew.common.model_mapping` converts both ways without a hand-written line per field; the
+`stablenew.contract.proto_mapping` converts both ways without a hand-written line per field; the
 round-trip tests check every twin against its message.
 """
 

@@ -12,9 +12,9 @@ from typing import Any, cast
 
 import grpc
 
-from stablenew.common.errors import ServiceError
-from stablenew.common.json_logging import request_id_var
-from stablenew.v1 import errors_pb2
+from stablenew.contract.errors import Code, ErrorReason, ServiceError
+from stablenew.runtime.json_logging import request_id_var
+from stablenew.runtime.rich_status import grpc_code, to_grpc_status
 
 log = logging.getLogger("stablenew.rpc")
 
@@ -81,12 +81,10 @@ class BearerTokenInterceptor(_WrappingInterceptor):
         return hmac.compare_digest(presented, self._expected)
 
     def _refuse(self, context: grpc.ServicerContext) -> None:
-        error = ServiceError(
-            grpc.StatusCode.UNAUTHENTICATED,
-            errors_pb2.ERROR_REASON_UNAUTHENTICATED,
+        error = ServiceError(Code.UNAUTHENTICATED, ErrorReason.UNAUTHENTICATED,
             "missing or wrong bearer token: set STABLENEW_TOKEN to the server's token",
         )
-        context.abort_with_status(error.to_status())
+        context.abort_with_status(to_grpc_status(error))
 
     def wrap(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         if method.startswith(AUTH_EXEMPT_PREFIXES):
@@ -150,17 +148,15 @@ class RequestContextInterceptor(_WrappingInterceptor):
         self, context: grpc.ServicerContext, method: str, started: float, error: Exception
     ) -> None:
         if isinstance(error, ServiceError):
-            self._log(context, method, started, error.code)
-            context.abort_with_status(error.to_status())
+            self._log(context, method, started, grpc_code(error.code))
+            context.abort_with_status(to_grpc_status(error))
         if context.code() not in (None, grpc.StatusCode.OK):  # type: ignore[attr-defined]
             # The behaviour aborted on its own (context.abort): keep its status.
             self._log(context, method, started, context.code())  # type: ignore[attr-defined]
             raise error
         log.exception("rpc %s failed", method, extra={"method": method, "code": "INTERNAL"})
-        internal = ServiceError(
-            grpc.StatusCode.INTERNAL,
-            errors_pb2.ERROR_REASON_UNSPECIFIED,
+        internal = ServiceError(Code.INTERNAL, ErrorReason.UNSPECIFIED,
             f"internal error; the server log has the details under request id "
             f"{request_id_var.get()}",
         )
-        context.abort_with_status(internal.to_status())
+        context.abort_with_status(to_grpc_status(internal))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from stablenew.common.model import JobOrigin, JobSource, PromptSource, RunMode
+from stablenew.contract.model import JobOrigin, JobSource, PromptSource, RunMode
 
 
 def origin_columns(origin: JobOrigin) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from stablenew.common.settings import service_address, trusted_certificate
+from stablenew.runtime.settings import service_address, trusted_certificate
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -14,11 +14,14 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import grpc
-
-from stablenew.common.errors import FieldViolation, ServiceError, invalid_argument
-from stablenew.common.sqlite_db import Transaction
-from stablenew.v1 import errors_pb2
+from stablenew.contract.errors import (
+    Code,
+    ErrorReason,
+    FieldViolation,
+    ServiceError,
+    invalid_argument,
+)
+from stablenew.runtime.sqlite_db import Transaction
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -73,9 +76,7 @@ class PageTokens:
             if not isinstance(position, list):
                 raise ValueError("shape")
         except (ValueError, binascii.Error):
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                errors_pb2.ERROR_REASON_INVALID_PAGE_TOKEN,
+            raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN,
                 "page_token: not a token this list issued (tampered, or from another list)",
                 violations=[FieldViolation("page_token", "not a token this list issued")],
             ) from None

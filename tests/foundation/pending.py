@@ -10,8 +10,8 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
-from stablenew.common.errors import not_implemented
-from stablenew.common.server import ServiceSpec
+from stablenew.contract.errors import not_implemented
+from stablenew.runtime.server import ServiceSpec
 
 
 def _handler(method: MethodDescriptor, missing: str) -> grpc.RpcMethodHandler[Any, Any]:

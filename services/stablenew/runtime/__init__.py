@@ -1,0 +1,2 @@
+"""The server runtime every service runs on: gRPC server, interceptors, settings, channels,
+logging, paging and SQLite helpers."""
