@@ -320,6 +320,32 @@ def test_unexpected_exception_is_internal_with_request_id(
     assert any("secret detail 7f3a" in line.get("exception", "") for line in logged), logged
 
 
+def test_request_bytes_that_do_not_parse_are_invalid_argument(
+    probe_channel: grpc.Channel, rpc_log: CapturedLog
+) -> None:
+    submit = probe_channel.unary_unary(f"/{QUEUE.full_name}/SubmitJob", request_serializer=None,
+                                       response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as caught:
+        submit(b"\xff\xff\xff", timeout=10, metadata=((REQUEST_ID_KEY, "garbage-1"),))
+    details = details_of(caught.value)
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "INVALID_FIELD")
+    assert "does not parse" in details.message
+    call: Any = caught.value
+    assert (REQUEST_ID_KEY, "garbage-1") in tuple(call.initial_metadata())
+    logged = [line for line in rpc_log.lines if line.get("request_id") == "garbage-1"]
+    assert [line.get("code") for line in logged] == ["INVALID_ARGUMENT"], logged
+
+
+def test_a_stream_request_that_does_not_parse_is_invalid_argument(
+    probe_channel: grpc.Channel,
+) -> None:
+    watch = probe_channel.unary_stream(f"/{QUEUE.full_name}/WatchJobs", request_serializer=None,
+                                       response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(watch(b"\x08", timeout=10))  # a varint field with its value cut off
+    assert details_of(caught.value).code == Code.INVALID_ARGUMENT
+
+
 def test_unexpected_exception_in_a_stream_is_internal(probe_channel: grpc.Channel) -> None:
     call = probe_channel.unary_stream(f"/{PROBE}/StreamBoom", request_serializer=None,
                                       response_deserializer=None)

@@ -8,9 +8,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from stablenew.contract.errors import Code, ErrorReason, ServiceError
 from stablenew.runtime.json_logging import request_id_var
@@ -26,30 +28,64 @@ Behavior = Callable[[Any, grpc.ServicerContext], Any]
 BehaviorWrapper = Callable[[Behavior, str, bool], Behavior]
 
 
+Deserializer = Callable[[bytes], Any] | None
+
+
 def _wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], method: str, wrapper: BehaviorWrapper
+    handler: grpc.RpcMethodHandler[Any, Any], method: str, wrapper: BehaviorWrapper,
+    deserializer_wrapper: Callable[[Deserializer], Deserializer] = lambda parse: parse,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler with its behaviour passed through wrapper(behaviour, method, streaming)."""
+    """The same handler with its behaviour passed through wrapper(behaviour, method, streaming)
+    and its request parser through deserializer_wrapper."""
+    parse = deserializer_wrapper(handler.request_deserializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            wrapper(handler.unary_unary, method, False),
-            handler.request_deserializer, handler.response_serializer)
+            wrapper(handler.unary_unary, method, False), parse, handler.response_serializer)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            wrapper(handler.unary_stream, method, True),
-            handler.request_deserializer, handler.response_serializer)
+            wrapper(handler.unary_stream, method, True), parse, handler.response_serializer)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
             wrapper(cast(Behavior, handler.stream_unary), method, False),
-            handler.request_deserializer, handler.response_serializer)
+            parse, handler.response_serializer)
     return grpc.stream_stream_rpc_method_handler(
         wrapper(cast(Behavior, handler.stream_stream), method, True),
-        handler.request_deserializer, handler.response_serializer)
+        parse, handler.response_serializer)
+
+
+@dataclass(frozen=True)
+class UnparsableRequest:
+    """Stands in for a request whose bytes do not parse, so the call can be refused as bad
+    input (with a request id and a log line) instead of gRPC's own bare INTERNAL."""
+
+    problem: str
+
+
+def _tolerant(parse: Deserializer) -> Deserializer:
+    if parse is None:
+        return None
+
+    def parse_or_flag(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as error:
+            return UnparsableRequest(str(error) or "malformed message")
+    return parse_or_flag
+
+
+def _refuse_unparsable(request: Any) -> None:
+    if isinstance(request, UnparsableRequest):
+        raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD,
+                           f"the request does not parse as this method's message: "
+                           f"{request.problem}")
 
 
 class _WrappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def wrap(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         raise NotImplementedError
+
+    def wrap_deserializer(self, parse: Deserializer) -> Deserializer:
+        return parse
 
     def intercept_service(
         self,
@@ -60,7 +96,7 @@ class _WrappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method: str = handler_call_details.method
-        return _wrap_handler(handler, method, self.wrap)
+        return _wrap_handler(handler, method, self.wrap, self.wrap_deserializer)
 
 
 def _metadata_value(context: grpc.ServicerContext, key: str) -> str:
@@ -106,11 +142,15 @@ class BearerTokenInterceptor(_WrappingInterceptor):
 class RequestContextInterceptor(_WrappingInterceptor):
     """Gives every call a request id, logs its outcome and maps errors to rich statuses."""
 
+    def wrap_deserializer(self, parse: Deserializer) -> Deserializer:
+        return _tolerant(parse)
+
     def wrap(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         if streaming:
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 started = self._begin(context)
                 try:
+                    _refuse_unparsable(request)
                     yield from behavior(request, context)
                 except Exception as error:  # every failure becomes a status
                     self._fail(context, method, started, error)
@@ -120,6 +160,7 @@ class RequestContextInterceptor(_WrappingInterceptor):
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             started = self._begin(context)
             try:
+                _refuse_unparsable(request)
                 response = behavior(request, context)
             except Exception as error:  # every failure becomes a status
                 self._fail(context, method, started, error)
