@@ -189,6 +189,13 @@ class Probe:
         )
 
     @staticmethod
+    def huge_error(request: bytes, context: grpc.ServicerContext) -> bytes:
+        huge_id = "j" * 20_000
+        raise ServiceError(Code.NOT_FOUND, ErrorReason.JOB_NOT_FOUND, f"job {huge_id} not found",
+                           violations=[FieldViolation("job_id", huge_id)] * 50,
+                           metadata={"job_id": huge_id})
+
+    @staticmethod
     def abort(request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, "aborted on purpose")
         raise AssertionError("abort returned")
@@ -210,6 +217,7 @@ class Probe:
             "Boom": unary(self.boom),
             "BadInput": unary(self.bad_input),
             "Abort": unary(self.abort),
+            "HugeError": unary(self.huge_error),
             "Slow": unary(self.slow),
             "StreamBoom": grpc.unary_stream_rpc_method_handler(self.stream_boom),
         })
@@ -334,6 +342,18 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument(
     assert (REQUEST_ID_KEY, "garbage-1") in tuple(call.initial_metadata())
     logged = [line for line in rpc_log.lines if line.get("request_id") == "garbage-1"]
     assert [line.get("code") for line in logged] == ["INVALID_ARGUMENT"], logged
+
+
+def test_an_error_echoing_a_huge_input_still_arrives_as_itself(
+    probe_channel: grpc.Channel,
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        unary(probe_channel, "HugeError")(b"", timeout=10)
+    details = details_of(caught.value)
+    assert (details.code, details.reason) == (Code.NOT_FOUND, "JOB_NOT_FOUND")
+    assert details.message.startswith("job jjj") and "20014 characters" in details.message
+    assert details.metadata["job_id"].startswith("jjj")
+    assert 0 < len(details.violations) <= 10
 
 
 def test_a_stream_request_that_does_not_parse_is_invalid_argument(
