@@ -10,7 +10,8 @@ import grpc
 from stablenew.contract.errors import Code, ErrorReason, ServiceError, invalid_argument
 from stablenew.runner import mapping, outputs
 from stablenew.runner.status import RunnerState, fetch_capabilities
-from stablenew.runner.webui_client import WebuiClient, WebuiError
+from stablenew.runner.webui_client import WebuiClient
+from stablenew.runner.webui_errors import WebuiError
 from stablenew.v1 import runner_service_pb2 as pb
 from stablenew.v1 import runner_service_pb2_grpc
 

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from enum import IntEnum
 
 from stablenew.contract.model import JobProgress
-from stablenew.runner.webui_client import ModelEntry, WebuiClient, WebuiError
+from stablenew.runner.model_matching import ModelEntry, queue_model_name
+from stablenew.runner.webui_client import WebuiClient
+from stablenew.runner.webui_errors import WebuiError
 
 log = logging.getLogger("stablenew.runner")
 
@@ -105,10 +107,7 @@ class RunnerState:
         """The loaded checkpoint as the queue names models (model_name, no extension)."""
         with self._lock:
             title, capabilities = self._loaded_title, self._capabilities
-        for model in capabilities.models if capabilities else []:
-            if title in (model.title, model.model_name):
-                return model.model_name
-        return title.split(" [")[0].rsplit(".", 1)[0] if title else ""
+        return queue_model_name(title, capabilities.models if capabilities else [])
 
     # --- the current job ---------------------------------------------------------------
 

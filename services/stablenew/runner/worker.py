@@ -21,7 +21,8 @@ from stablenew.contract.model import EntryResult, Job
 from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto
 from stablenew.runner.executor import Executor
 from stablenew.runner.status import RunnerState
-from stablenew.runner.webui_client import WebuiClient, WebuiError
+from stablenew.runner.webui_client import WebuiClient
+from stablenew.runner.webui_errors import WebuiError
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import queue_service_pb2_grpc
