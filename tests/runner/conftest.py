@@ -1,5 +1,6 @@
 """Runner fixtures: the WebUI emulator, a queue and a runner, all in this process on loopback
-port 0 (tests/runner/harness.py), and a collector that ends the processes a test started."""
+port 0 (tests/runner/harness.py), a collector that ends the processes a test started, and the
+WebUI client on the fake HTTP layer (tests/runner/fake_webui.py) or on the emulator."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 
 from stablenew.emulator.server import EmulatorServer
 from stablenew.emulator.testing import fast_config, running
+from stablenew.runner.webui_client import WebuiClient
 from tests.queue.harness import QueueHarness
+from tests.runner.fake_webui import FakeWebui, Harness, make_client, reference_webui
 from tests.runner.harness import EmulatorAdmin, ManagedProcess, RunnerHarness
 
 
@@ -51,3 +54,24 @@ def processes() -> Iterator[list[ManagedProcess]]:
     for process in reversed(started):
         process.close_channel()
         process.end()
+
+
+@pytest.fixture
+def fake() -> FakeWebui:
+    return reference_webui()
+
+
+@pytest.fixture
+def harness(fake: FakeWebui) -> Iterator[Harness]:
+    made = make_client(fake)
+    yield made
+    made.client.close()
+
+
+@pytest.fixture
+def live(emulator: EmulatorServer) -> Iterator[WebuiClient]:
+    """The WebUI client on the emulator over real HTTP, with short backoffs."""
+    client = WebuiClient(emulator.url, connect_timeout=2.0, read_timeout=30.0,
+                         backoff_seconds=0.05)
+    yield client
+    client.close()

@@ -29,7 +29,8 @@ from stablenew.emulator.server import EmulatorServer
 from stablenew.runner import executor as executor_module
 from stablenew.runner.executor import Executor, adetailer_key, check_adetailer_ran
 from stablenew.runner.outputs import png_size, png_text
-from stablenew.runner.webui_client import GenerationResult, WebuiClient
+from stablenew.runner.webui_client import WebuiClient
+from stablenew.runner.webui_responses import GenerationResult
 from tests.queue.processes import free_port
 from tests.runner.harness import (
     ADETAILER,

@@ -31,6 +31,7 @@ from tests.queue.processes import free_port
 from tests.runner.harness import (
     ADETAILER,
     FULL_PLAN,
+    TERMINAL,
     TXT2IMG,
     UPSCALE,
     EmulatorAdmin,
@@ -381,6 +382,49 @@ def test_a_runner_shutting_down_hands_its_job_back_at_once(
     assert "handed back" in png_text(
         (tmp_path / "second" / "images" / job.results[0].images[0].path).read_bytes()
     )["parameters"]
+
+
+# --- the queue's outages ---------------------------------------------------------------------
+
+
+def finished(queue: QueueHarness, job_id: str) -> job_pb2.Job | None:
+    """The job once it ended; None while the queue is not reachable yet (this process's
+    channels share gRPC's reconnect backoff with the runner's)."""
+    try:
+        job = get_job(queue.stub, job_id)
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return None
+    return job if job.state in TERMINAL else None
+
+
+def test_a_report_waits_out_a_queue_restart(tmp_path: Path, emulator: EmulatorServer,
+                                            admin: EmulatorAdmin) -> None:
+    # A fixed port, so that the runner finds the restarted queue where it was.
+    queue = QueueHarness(tmp_path / "queue", {"STABLENEW_QUEUE_ADDR": f"127.0.0.1:{free_port()}",
+                                              "STABLENEW_LEASE_SECONDS": "30"}).start()
+    runner = RunnerHarness(tmp_path / "runner", queue.address, emulator.url).start()
+    try:
+        emulator.faults.update({"step_seconds": 0.05})
+        job_id = submit(queue.stub, [make_job(0, "outlasts the queue", steps=20)]).job_id
+        wait_for(admin.sampling, "the generation to be sampling", 20)
+        queue.stop()
+        # The manifest is written when the job has run, just before the runner reports it.
+        wait_for(lambda: next(runner.output_root.glob(f"*/{job_id}/manifest.json"), None),
+                 "the job to finish while the queue is down", 20)
+        queue.start()
+        job = wait_for(lambda: finished(queue, job_id), "the report to reach the queue", 30)
+        moves = [(t.from_state, t.to_state) for t in transitions(queue.stub, job_id)]
+    finally:
+        runner.stop()
+        queue.stop()
+    assert job.state == job_pb2.JOB_STATE_COMPLETED, job.error_message
+    # Reported by the lease it ran under: not expired, not run again.
+    assert (job.runner_id, job.attempt) == ("runner-a", 1)
+    assert moves == [(job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING),
+                     (job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_COMPLETED)]
+    check_image_refs(job.results[0], runner.output_root)
 
 
 # --- keeping the GPU busy ----------------------------------------------------------------------

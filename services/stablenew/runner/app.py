@@ -18,16 +18,18 @@ from pathlib import Path
 
 import grpc
 
+from stablenew.runner.core import JobRunner, RunnerCore
+from stablenew.runner.domain import RunnerState, WebuiState
 from stablenew.runner.executor import Executor
+from stablenew.runner.queue_client import QueueClient
 from stablenew.runner.servicer import RunnerServicer
-from stablenew.runner.status import RunnerState, WebuiState
 from stablenew.runner.webui_client import WebuiClient
 from stablenew.runner.webui_process import WebuiProcess, WebuiProcessError
 from stablenew.runner.worker import Worker
 from stablenew.runtime.channel import open_channel
 from stablenew.runtime.server import ServiceSpec
 from stablenew.runtime.settings import ConfigError, ServerSettings, parse_address, positive_float
-from stablenew.v1 import queue_service_pb2_grpc, runner_service_pb2, runner_service_pb2_grpc
+from stablenew.v1 import runner_service_pb2, runner_service_pb2_grpc
 
 log = logging.getLogger("stablenew.runner")
 SERVICE = runner_service_pb2.DESCRIPTOR.services_by_name["RunnerService"]
@@ -115,15 +117,15 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
                         owns_process=process is not None)
     channel = open_channel("queue", env=env)
     executor = Executor(client, config.output_root, config.input_root, config.runner_id)
-    worker = Worker(queue_service_pb2_grpc.QueueServiceStub(channel), client, executor, state,
-                    config.advertised_address)
+    worker = Worker(JobRunner(QueueClient(channel), client, executor, state,
+                              config.advertised_address))
     supervisor = None
     if process is not None:
         supervisor = WebuiSupervisor(process, client, state, config.webui_start_timeout)
 
     def register(server: grpc.Server) -> None:
         runner_service_pb2_grpc.add_RunnerServiceServicer_to_server(
-            RunnerServicer(state, client, config.output_root), server)
+            RunnerServicer(RunnerCore(state, client, config.output_root)), server)
         if supervisor is not None:
             supervisor.start()
         worker.start()

@@ -31,7 +31,9 @@ from stablenew.contract.model import (
 )
 from stablenew.runner import outputs
 from stablenew.runner.payloads import StageRequest, comparable, executed_job, plan_requests
-from stablenew.runner.webui_client import GenerationResult, Progress, WebuiClient, WebuiError
+from stablenew.runner.webui_client import WebuiClient
+from stablenew.runner.webui_errors import WebuiError
+from stablenew.runner.webui_responses import GenerationResult, Progress
 from stablenew.sdwebui.adetailer_tabs import ordinal_suffix
 
 log = logging.getLogger("stablenew.runner")

@@ -4,31 +4,49 @@ that keep it, plus the ADetailer extension's routes).
 Every call has a bounded connect and read timeout. Connection errors, timeouts and 5xx answers
 are retried with exponential backoff, except CUDA out-of-memory: the same request would fail
 the same way, so it is reported at once as OUT_OF_MEMORY. 4xx answers are never retried.
-Everything that goes wrong surfaces as one exception type, WebuiError, whose `kind` tells the
-runner what happened and whose `message` carries the WebUI's own error text.
+Everything that goes wrong surfaces as a WebuiError (webui_errors.py); answers are checked and
+parsed by webui_responses.py.
 
 Model and VAE switches go through POST /sdapi/v1/options only when the wanted one is not
-already loaded: a switch blocks the WebUI for seconds to a minute.
+already loaded (model_matching.py says which one a name means): a switch blocks the WebUI for
+seconds to a minute.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import random
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+from stablenew.runner.model_matching import AUTOMATIC_VAE, ModelEntry, find_model, match_vae
+from stablenew.runner.webui_errors import (
+    WebuiError,
+    WebuiErrorKind,
+    bad_response,
+    error_from_response,
+    is_retryable,
+    text_snippet,
+    unreachable,
+)
+from stablenew.runner.webui_responses import (
+    GenerationResult,
+    Progress,
+    parse_adetailer_models,
+    parse_extras_image,
+    parse_generation,
+    parse_loaded_model_title,
+    parse_model_entries,
+    parse_names,
+    parse_options,
+    parse_progress,
+)
 
 log = logging.getLogger("stablenew.runner.webui")
 
@@ -49,111 +67,11 @@ MAX_BACKOFF_SECONDS = 10.0
 # Up to +10 % so runners restarted together do not retry in lockstep.
 BACKOFF_JITTER = 0.1
 
-AUTOMATIC_VAE = "Automatic"
-NO_VAE = "None"
-# Shown in messages built from a non-JSON body (a proxy's HTML page, a traceback).
-_MAX_RAW_TEXT = 300
-_HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]+\]$")
-
-
-class WebuiErrorKind(Enum):
-    UNAVAILABLE = "unavailable"
-    OUT_OF_MEMORY = "out of memory"
-    HTTP_ERROR = "server error"
-    VALIDATION = "validation error"
-    NOT_FOUND = "not found"
-    UNAUTHORIZED = "unauthorized"
-    BAD_RESPONSE = "bad response"
-
-
-class WebuiError(Exception):
-    """A failed WebUI call. `message` is the WebUI's own error text when it gave one."""
-
-    def __init__(self, kind: WebuiErrorKind, message: str, endpoint: str,
-                 status: int | None = None, attempts: int = 1) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-        self.message = message
-        self.endpoint = endpoint
-        self.attempts = attempts
-
-    def __str__(self) -> str:
-        status = f" (HTTP {self.status})" if self.status is not None else ""
-        tries = f" [after {self.attempts} attempts]" if self.attempts > 1 else ""
-        text = " ".join(f"WebUI {self.endpoint}: {self.kind.value}{status}: "
-                        f"{self.message}{tries}".split())
-        return text
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    images: list[bytes]
-    info: dict[str, Any]
-    parameters: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Progress:
-    progress: float
-    eta_relative: float
-    job_count: int
-    job_no: int
-    sampling_step: int
-    sampling_steps: int
-    interrupted: bool
-    skipped: bool
-    textinfo: str
-
-    @property
-    def idle(self) -> bool:
-        return self.job_count == 0
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    title: str
-    model_name: str
-    hash: str
-    filename: str = ""
-    sha256: str = ""
-
-    @property
-    def name(self) -> str:
-        """The checkpoint's path relative to the models folder ("sub/x.safetensors")."""
-        return _HASH_SUFFIX.sub("", self.title)
-
-    def aliases(self) -> tuple[str, str, str, str, str, str, str]:
-        """The names the WebUI accepts for this checkpoint, most specific first: title,
-        relative file name, model_name, file name, file name without extension, short hash,
-        sha256 (the hashes are "" until the WebUI has computed them)."""
-        base = _basename(self.name)
-        return (self.title, self.name, self.model_name, base, _stem(base), self.hash,
-                self.sha256)
-
-
-# The length of ModelEntry.aliases() (its return type pins it).
-_ALIAS_RANKS = 7
-
 
 def backoff_delay(attempt: int, base_seconds: float) -> float:
     """The sleep before retry number `attempt` + 1: base * 2**attempt, a little jitter, capped."""
     delay = base_seconds * (2.0 ** attempt) * (1 + random.uniform(0, BACKOFF_JITTER))
     return max(0.0, min(delay, MAX_BACKOFF_SECONDS))
-
-
-def decode_image(encoded: Any, endpoint: str) -> bytes:
-    """Base64 image text as the WebUI sends it; a data: URL prefix is accepted too."""
-    if not isinstance(encoded, str) or not encoded:
-        raise _bad(endpoint, "an image is not a base64 string")
-    text = encoded.split(",", 1)[1] if encoded.startswith("data:") else encoded
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad(endpoint, "an image is not valid base64") from None
-    if not data:
-        raise _bad(endpoint, "an image is empty")
-    return data
 
 
 class WebuiClient:
@@ -198,18 +116,19 @@ class WebuiClient:
 
     def txt2img(self, payload: dict[str, Any],
                 on_progress: Callable[[Progress], None] | None = None) -> GenerationResult:
+        """POST txt2img; `on_progress` gets the WebUI's progress while it generates."""
         return self._generate("/sdapi/v1/txt2img", payload, on_progress)
 
     def img2img(self, payload: dict[str, Any],
                 on_progress: Callable[[Progress], None] | None = None) -> GenerationResult:
+        """POST img2img; `on_progress` as for txt2img."""
         return self._generate("/sdapi/v1/img2img", payload, on_progress)
 
     def extra_single_image(self, payload: dict[str, Any]) -> bytes:
+        """POST extra-single-image (an extras upscale); the PNG it made."""
         path = "/sdapi/v1/extra-single-image"
         body = self._call("POST", path, json_body=payload, read_timeout=self.read_timeout)
-        if not isinstance(body, dict) or "image" not in body:
-            raise _bad(f"POST {path}", 'the response has no "image"')
-        return decode_image(body["image"], f"POST {path}")
+        return parse_extras_image(body, f"POST {path}")
 
     def _generate(self, path: str, payload: dict[str, Any],
                   on_progress: Callable[[Progress], None] | None) -> GenerationResult:
@@ -260,27 +179,26 @@ class WebuiClient:
         self._call("POST", "/sdapi/v1/interrupt", read_timeout=CONTROL_READ_TIMEOUT, retries=0)
 
     def skip(self) -> None:
+        """Skip the current image of a batch; one attempt, as interrupt()."""
         self._call("POST", "/sdapi/v1/skip", read_timeout=CONTROL_READ_TIMEOUT, retries=0)
 
     # Options, models and VAEs -------------------------------------------------------------
 
     def options(self) -> dict[str, Any]:
+        """Every WebUI setting (GET /sdapi/v1/options)."""
         path = "/sdapi/v1/options"
         body = self._call("GET", path, read_timeout=CONTROL_READ_TIMEOUT)
-        if not isinstance(body, dict):
-            raise _bad(f"GET {path}", "the options are not a JSON object")
-        return body
+        return parse_options(body, f"GET {path}")
 
     def set_options(self, options: dict[str, Any]) -> None:
+        """Change WebUI settings (POST /sdapi/v1/options)."""
         # A checkpoint switch blocks until the weights are loaded: allow a generation's time.
         self._call("POST", "/sdapi/v1/options", json_body=options,
                    read_timeout=self.read_timeout)
 
     def loaded_model_title(self) -> str:
-        title = self.options().get("sd_model_checkpoint")
-        if not isinstance(title, str):
-            raise _bad("GET /sdapi/v1/options", "sd_model_checkpoint is not a string")
-        return title
+        """The title of the checkpoint the WebUI has loaded."""
+        return parse_loaded_model_title(self.options(), "GET /sdapi/v1/options")
 
     def ensure_model(self, model: str) -> bool:
         """Load `model` (a title, file name, or name without extension) unless it already is;
@@ -307,7 +225,7 @@ class WebuiClient:
         unless it already is; True when it switched. Unknown VAE → NOT_FOUND."""
         names, wanted = self._resolve_vae(vae)
         loaded_option = self.options().get("sd_vae", AUTOMATIC_VAE)
-        loaded = _match_vae(names, str(loaded_option or AUTOMATIC_VAE))
+        loaded = match_vae(names, str(loaded_option or AUTOMATIC_VAE))
         if loaded == wanted:
             return False
         log.info("switching VAE", extra={"vae": wanted})
@@ -318,11 +236,11 @@ class WebuiClient:
         """The listed VAEs and the sd_vae option value for `vae`; the list is refreshed once
         when `vae` is not on it."""
         names = self.sd_vaes()
-        found = _match_vae(names, vae or AUTOMATIC_VAE)
+        found = match_vae(names, vae)
         if found is None:
             self._call("POST", "/sdapi/v1/refresh-vae", read_timeout=self.read_timeout)
             names = self.sd_vaes()
-            found = _match_vae(names, vae)
+            found = match_vae(names, vae)
             if found is None:
                 known = ", ".join(names) or "none"
                 raise WebuiError(WebuiErrorKind.NOT_FOUND, f"VAE {vae!r} not found; the WebUI "
@@ -330,15 +248,19 @@ class WebuiClient:
         return names, found
 
     def refresh_checkpoints(self) -> None:
+        """Make the WebUI rescan its checkpoint folder."""
         # The WebUI rescans under its generation lock: it may wait behind a generation.
         self._call("POST", "/sdapi/v1/refresh-checkpoints", read_timeout=self.read_timeout)
 
     # Lists --------------------------------------------------------------------------------
 
     def sd_models(self) -> list[ModelEntry]:
-        return [_model_entry(item) for item in self._list("sd-models")]
+        """The checkpoints the WebUI offers."""
+        path = "/sdapi/v1/sd-models"
+        return parse_model_entries(self._get_list(path), f"GET {path}")
 
     def samplers(self) -> list[str]:
+        """Sampler names ("Euler a")."""
         return self._names("samplers", "name")
 
     def schedulers(self) -> list[str]:
@@ -350,9 +272,11 @@ class WebuiClient:
         return self._names("schedulers", "label")
 
     def upscalers(self) -> list[str]:
+        """Upscaler names ("Lanczos", "R-ESRGAN 4x+")."""
         return self._names("upscalers", "name")
 
     def sd_vaes(self) -> list[str]:
+        """VAE file names, as the sd_vae option takes them."""
         return self._names("sd-vae", "model_name")
 
     def adetailer_models(self) -> list[str]:
@@ -364,23 +288,14 @@ class WebuiClient:
             if error.kind is WebuiErrorKind.NOT_FOUND:
                 return []
             raise
-        models = body.get("ad_model") if isinstance(body, dict) else None
-        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-            raise _bad(f"GET {path}", 'the response has no "ad_model" list of names')
-        return list(models)
+        return parse_adetailer_models(body, f"GET {path}")
 
-    def _list(self, name: str) -> list[dict[str, Any]]:
-        path = f"/sdapi/v1/{name}"
-        body = self._call("GET", path, read_timeout=LIST_READ_TIMEOUT)
-        if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
-            raise _bad(f"GET {path}", "the response is not a list of objects")
-        return body
+    def _get_list(self, path: str) -> Any:
+        return self._call("GET", path, read_timeout=LIST_READ_TIMEOUT)
 
     def _names(self, name: str, key: str) -> list[str]:
-        items = self._list(name)
-        if not all(isinstance(item.get(key), str) for item in items):
-            raise _bad(f"GET /sdapi/v1/{name}", f'an item has no "{key}"')
-        return [str(item[key]) for item in items]
+        path = f"/sdapi/v1/{name}"
+        return parse_names(self._get_list(path), key, f"GET {path}")
 
     # Readiness ----------------------------------------------------------------------------
 
@@ -423,13 +338,12 @@ class WebuiClient:
                     timeout=(self.connect_timeout, read_timeout))
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as error:
-                failure = WebuiError(WebuiErrorKind.UNAVAILABLE, _exception_text(error),
-                                     endpoint)
+                failure = unreachable(error, endpoint)
                 continue
             if response.status_code < 400:
                 return _json_body(response, endpoint)
             failure = error_from_response(response.status_code, response.text, endpoint)
-            if not _retryable(failure):
+            if not is_retryable(failure):
                 failure.attempts = attempt + 1
                 raise failure
         assert failure is not None  # the loop ran at least once and did not return
@@ -459,179 +373,11 @@ class _Outcome:
         return self._value
 
 
-# Parsing ------------------------------------------------------------------------------------
-
-
-def parse_generation(body: Any, endpoint: str) -> GenerationResult:
-    """A txt2img/img2img body: {"images": [base64...], "parameters": {...}, "info": "<JSON>"}."""
-    if not isinstance(body, dict) or not isinstance(body.get("images"), list):
-        raise _bad(endpoint, 'the response has no "images" list')
-    images = [decode_image(item, endpoint) for item in body["images"]]
-    info_text = body.get("info")
-    if not isinstance(info_text, str):
-        raise _bad(endpoint, '"info" is not a JSON string')
-    try:
-        info = json.loads(info_text)
-    except ValueError:
-        raise _bad(endpoint, '"info" is not valid JSON') from None
-    if not isinstance(info, dict):
-        raise _bad(endpoint, '"info" is not a JSON object')
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise _bad(endpoint, '"parameters" is not an object')
-    return GenerationResult(images=images, info=info, parameters=parameters)
-
-
-def parse_progress(body: Any, endpoint: str) -> Progress:
-    """A /sdapi/v1/progress body; state fields a fork leaves out count as 0/false."""
-    if not isinstance(body, dict) or not isinstance(body.get("state"), dict):
-        raise _bad(endpoint, 'the response has no "state" object')
-    state = body["state"]
-    try:
-        return Progress(
-            progress=float(body.get("progress") or 0.0),
-            eta_relative=float(body.get("eta_relative") or 0.0),
-            job_count=int(state.get("job_count") or 0),
-            job_no=int(state.get("job_no") or 0),
-            sampling_step=int(state.get("sampling_step") or 0),
-            sampling_steps=int(state.get("sampling_steps") or 0),
-            interrupted=bool(state.get("interrupted")),
-            skipped=bool(state.get("skipped")),
-            textinfo=str(body.get("textinfo") or ""))
-    except (TypeError, ValueError):
-        raise _bad(endpoint, "a progress field is not a number") from None
-
-
-def error_from_response(status: int, text: str, endpoint: str) -> WebuiError:
-    """The WebuiError for a 4xx/5xx answer, with the WebUI's own error text."""
-    body = _parse_json_or_none(text)
-    message = _error_text(body, text, status)
-    if _is_out_of_memory(body, message, status):
-        kind = WebuiErrorKind.OUT_OF_MEMORY
-    else:
-        kind = _KIND_BY_STATUS.get(status, WebuiErrorKind.HTTP_ERROR)
-    return WebuiError(kind, message, endpoint, status)
-
-
-_KIND_BY_STATUS = {401: WebuiErrorKind.UNAUTHORIZED, 404: WebuiErrorKind.NOT_FOUND,
-                   422: WebuiErrorKind.VALIDATION}
-
-
-def _error_text(body: Any, raw: str, status: int) -> str:
-    """The WebUI's message: "errors" (its handler's str(exception)), else "detail" (FastAPI's
-    HTTPException and validation lists), else the start of the raw body."""
-    if isinstance(body, dict):
-        errors = body.get("errors")
-        if isinstance(errors, str) and errors.strip():
-            return errors.strip()
-        detail = body.get("detail")
-        if isinstance(detail, list):
-            return "; ".join(_validation_item(item) for item in detail)
-        if isinstance(detail, str) and detail.strip():
-            return detail.strip()
-        if isinstance(body.get("error"), str) and body["error"]:
-            return str(body["error"])
-    snippet = " ".join(raw.split())[:_MAX_RAW_TEXT]
-    return snippet or f"HTTP {status} with an empty body"
-
-
-def _validation_item(item: Any) -> str:
-    """FastAPI's {"loc": ["body", "steps"], "msg": "..."} as "body.steps: ..."."""
-    if not isinstance(item, dict):
-        return str(item)
-    loc = item.get("loc")
-    where = ".".join(str(part) for part in loc) if isinstance(loc, list) else ""
-    message = str(item.get("msg") or item.get("type") or "invalid")
-    return f"{where}: {message}" if where else message
-
-
-def _is_out_of_memory(body: Any, message: str, status: int) -> bool:
-    if status < 500:
-        return False
-    error_class = body.get("error") if isinstance(body, dict) else None
-    return error_class == "OutOfMemoryError" or "CUDA out of memory" in message
-
-
-def _retryable(error: WebuiError) -> bool:
-    if error.kind is WebuiErrorKind.UNAVAILABLE:
-        return True
-    return error.kind is WebuiErrorKind.HTTP_ERROR and (error.status or 0) >= 500
-
-
 def _json_body(response: requests.Response, endpoint: str) -> Any:
     if not response.content:
         return None  # some forks answer POST options/skip with an empty 200
     try:
         return response.json()
     except ValueError:
-        raise _bad(endpoint, "the response is not JSON: "
-                   + " ".join(response.text.split())[:_MAX_RAW_TEXT]) from None
-
-
-def _parse_json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def _exception_text(error: requests.RequestException) -> str:
-    if isinstance(error, requests.Timeout):
-        return f"timed out ({type(error).__name__})"
-    # requests nests urllib3's reason several levels deep; the innermost says the most.
-    reason: BaseException = error
-    while reason.args and isinstance(reason.args[0], BaseException):
-        reason = reason.args[0]
-    return f"cannot connect: {reason}"
-
-
-def _bad(endpoint: str, message: str) -> WebuiError:
-    return WebuiError(WebuiErrorKind.BAD_RESPONSE, message, endpoint, 200)
-
-
-def _model_entry(item: Mapping[str, Any]) -> ModelEntry:
-    title = item.get("title")
-    if not isinstance(title, str) or not title:
-        raise _bad("GET /sdapi/v1/sd-models", 'a model has no "title"')
-    # hash and sha256 are null until the WebUI has hashed the file.
-    return ModelEntry(title=title, model_name=str(item.get("model_name") or ""),
-                      hash=str(item.get("hash") or ""), filename=str(item.get("filename") or ""),
-                      sha256=str(item.get("sha256") or ""))
-
-
-def find_model(entries: list[ModelEntry], name: str) -> ModelEntry | None:
-    """The checkpoint `name` means. Aliases are tried rank by rank over all entries, so an
-    exact title always wins over another folder's checkpoint with the same file name."""
-    wanted = name.strip()
-    if not wanted:
-        return None
-    table = [(entry, entry.aliases()) for entry in entries]
-    for rank in range(_ALIAS_RANKS):
-        for entry, aliases in table:
-            if aliases[rank] == wanted:
-                return entry
-    # A title with another hash than the listed one (the file was replaced): match the name.
-    bare = _HASH_SUFFIX.sub("", wanted)
-    return find_model(entries, bare) if bare != wanted else None
-
-
-def _match_vae(names: list[str], wanted: str) -> str | None:
-    """The sd_vae option value for `wanted`: Automatic/None, or a listed VAE by its name,
-    file name or name without extension."""
-    value = wanted.strip()
-    if value.lower() in ("", AUTOMATIC_VAE.lower()):
-        return AUTOMATIC_VAE
-    if value.lower() == NO_VAE.lower():
-        return NO_VAE
-    for name in names:
-        if value in (name, _basename(name), _stem(_basename(name))):
-            return name
-    return None
-
-
-def _basename(name: str) -> str:
-    return re.split(r"[\\/]", name)[-1]
-
-
-def _stem(name: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in name else name
+        raise bad_response(endpoint, "the response is not JSON: "
+                           + text_snippet(response.text)) from None

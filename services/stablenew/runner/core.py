@@ -1,0 +1,249 @@
+"""The runner's use cases, with no transport in them.
+
+RunnerCore serves the runner's own API: its status, the WebUI's capabilities, interrupting the
+WebUI, and image files in chunks. JobRunner works for the queue: it checks the WebUI, leases a
+job, runs its entries (executor.py) while heartbeats extend the lease, carry progress and bring
+cancel requests back, and reports the outcome; the next job is leased at once so the GPU idles
+for milliseconds, not seconds.
+
+A lease the queue no longer recognises (it expired during an outage and the job went to another
+runner) stops the job without reporting it. A runner that shuts down hands its job back with a
+retryable failure instead of letting the lease run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from stablenew.contract.errors import invalid_argument
+from stablenew.contract.model import EntryResult
+from stablenew.runner import outputs
+from stablenew.runner.domain import (
+    Capabilities,
+    ImageChunk,
+    JobQueue,
+    Lease,
+    LeasedJob,
+    LeaseLostError,
+    QueueCallError,
+    QueueUnavailableError,
+    RunnerInfo,
+    RunnerState,
+    RunnerStatus,
+    WebuiState,
+    image_not_found,
+    path_outside_root,
+    webui_unavailable,
+)
+from stablenew.runner.executor import Executor
+from stablenew.runner.webui_client import WebuiClient
+from stablenew.runner.webui_errors import WebuiError
+
+log = logging.getLogger("stablenew.runner")
+T = TypeVar("T")
+
+DEFAULT_CHUNK = 64 * 1024
+MAX_CHUNK = 1024 * 1024
+# A report waits out a queue restart: 29 waits from 0.1 s doubling to 2 s, about 50 s in all.
+REPORT_ATTEMPTS = 30
+
+
+def fetch_capabilities(client: WebuiClient) -> Capabilities:
+    """Everything the WebUI offers, read now."""
+    return Capabilities(
+        models=client.sd_models(), vaes=client.sd_vaes(), samplers=client.samplers(),
+        schedulers=client.schedulers(), upscalers=client.upscalers(),
+        adetailer_models=client.adetailer_models(), fetch_time=datetime.now(UTC))
+
+
+class RunnerCore:
+    """The use cases behind RunnerService."""
+
+    def __init__(self, state: RunnerState, client: WebuiClient, output_root: Path) -> None:
+        self.state = state
+        self.client = client
+        self.output_root = output_root
+
+    def status(self) -> RunnerStatus:
+        return self.state.status()
+
+    def capabilities(self, refresh: bool) -> Capabilities:
+        """The cached capabilities; fetched from the WebUI when asked to or never fetched."""
+        capabilities = self.state.capabilities
+        if refresh or capabilities is None:
+            try:
+                capabilities = fetch_capabilities(self.client)
+            except WebuiError as error:
+                raise webui_unavailable(error) from None
+            self.state.set_capabilities(capabilities)
+        return capabilities
+
+    def interrupt_current(self) -> str:
+        """Interrupt whatever the WebUI generates; the id of the job that was running ("" when
+        none). Not a cancel: the WebUI returns what it made and the job goes on."""
+        job_id = self.state.current_job_id
+        try:
+            self.client.interrupt()
+        except WebuiError as error:
+            raise webui_unavailable(error) from None
+        return job_id
+
+    def read_image(self, relative: str, chunk_size: int) -> Iterator[ImageChunk]:
+        """The file `relative` names under the output root, in chunks of `chunk_size` bytes
+        (0: the default). The request is checked before this returns."""
+        if chunk_size < 0 or chunk_size > MAX_CHUNK:
+            raise invalid_argument("chunk_size", f"0 (default {DEFAULT_CHUNK}) to {MAX_CHUNK}")
+        return _chunks(self._image_path(relative), chunk_size or DEFAULT_CHUNK)
+
+    def _image_path(self, relative: str) -> Path:
+        if not relative:
+            raise invalid_argument("path", "required")
+        try:
+            path = outputs.resolve_inside(self.output_root, relative)
+        except outputs.UnsafePathError as error:
+            raise path_outside_root(error) from None
+        if not path.is_file():
+            raise image_not_found(relative)
+        return path
+
+
+def _chunks(path: Path, chunk_size: int) -> Iterator[ImageChunk]:
+    total = path.stat().st_size
+    with path.open("rb") as handle:
+        offset = 0
+        while data := handle.read(chunk_size):
+            yield ImageChunk(data=data, offset=offset, total_size=total)
+            offset += len(data)
+
+
+class JobRunner:
+    """Leases jobs from the queue and runs them on the WebUI, one at a time."""
+
+    def __init__(self, queue: JobQueue, client: WebuiClient, executor: Executor,
+                 state: RunnerState, address: str, lease_wait_seconds: float = 10.0,
+                 heartbeat_seconds: float = 0.5) -> None:
+        self.queue = queue
+        self.client = client
+        self.executor = executor
+        self.state = state
+        self.address = address
+        self.lease_wait_seconds = lease_wait_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stopping = threading.Event()
+        self._job_cancel = threading.Event()
+        self._job_ended = threading.Event()
+
+    def work_once(self) -> bool:
+        """Check the WebUI, and when it is ready lease a job and run it. False when the WebUI
+        is not ready (the caller waits before trying again)."""
+        if not self._check_webui():
+            return False
+        leased = self.queue.lease(self._runner_info(), self.lease_wait_seconds)
+        if leased is not None:
+            self.run(leased)
+        return True
+
+    def _check_webui(self) -> bool:
+        """Probe the WebUI and record what was found; fetch its capabilities the first time
+        it answers. True when it is ready for a job."""
+        if not self.client.is_ready():
+            if self.state.webui[0] != WebuiState.STARTING:  # an owned WebUI still booting
+                self.state.set_webui(WebuiState.DISCONNECTED,
+                                     f"no answer from {self.state.webui_url}")
+            return False
+        try:
+            if self.state.capabilities is None:
+                self.state.set_capabilities(fetch_capabilities(self.client))
+            title = self.client.loaded_model_title()
+        except WebuiError as error:
+            self.state.set_webui(WebuiState.ERROR, str(error))
+            return False
+        self.state.webui_answered(title)
+        return True
+
+    def _runner_info(self) -> RunnerInfo:
+        capabilities = self.state.capabilities
+        models = [model.model_name for model in capabilities.models] if capabilities else []
+        return RunnerInfo(runner_id=self.state.runner_id, host=self.state.host, models=models,
+                          loaded_model=self.state.loaded_model_name, address=self.address)
+
+    def shut_down(self) -> None:
+        """Stop leasing, and hand a running job back to the queue at once rather than let its
+        lease run out."""
+        self.stopping.set()
+        if self.state.current_job_id:
+            self._stop_job(self._job_cancel, "the runner is shutting down")
+
+    def run(self, leased: LeasedJob) -> None:
+        """Run a leased job with heartbeats and report how it ended."""
+        lease, job = leased.lease, leased.job
+        log.info("running job %s attempt %d (%d entries)", job.job_id, lease.attempt,
+                 len(job.entries))
+        cancel = self._job_cancel = threading.Event()
+        self._job_ended.clear()
+        lost = threading.Event()
+        self.state.job_started(job.job_id)
+        beats = threading.Thread(target=self._heartbeat, args=(lease, cancel, lost),
+                                 name="runner-heartbeat", daemon=True)
+        beats.start()
+        try:
+            results, cancelled = self.executor.run_job(job, cancel, self.state.set_progress)
+        finally:
+            self.state.job_finished()
+            self._job_ended.set()
+            beats.join()  # ends once job_finished cleared the current job
+        if lost.is_set():
+            log.warning("lease of job %s was lost; not reporting it", job.job_id)
+        elif cancelled and self.stopping.is_set():
+            self.queue.fail(lease, "the runner shut down while running the job", results,
+                            retryable=True)
+            log.info("job %s handed back to the queue", job.job_id)
+        else:
+            self._report(lease, results, cancelled)
+
+    def _heartbeat(self, lease: Lease, cancel: threading.Event, lost: threading.Event) -> None:
+        while self.state.current_job_id == lease.job_id:
+            try:
+                cancel_requested = self.queue.heartbeat(lease, self.state.loaded_model_name,
+                                                        self.state.progress)
+                if cancel_requested and not cancel.is_set():
+                    self._stop_job(cancel, "cancel requested")
+            except LeaseLostError:
+                lost.set()
+                self._stop_job(cancel, "lease lost")
+            except QueueCallError as error:
+                # The next beat tries again; the lease outlasts many missed beats.
+                log.debug("heartbeat failed: %s", error)
+            # Wakes at once when the job ends, so the next lease is not held up by a beat.
+            self._job_ended.wait(self.heartbeat_seconds)
+
+    def _stop_job(self, cancel: threading.Event, why: str) -> None:
+        log.info("stopping the current job: %s", why)
+        cancel.set()
+        try:
+            self.client.interrupt()
+        except WebuiError as error:
+            log.warning("interrupt failed: %s", error)
+
+    def _report(self, lease: Lease, results: list[EntryResult], cancelled: bool) -> None:
+        state = _retrying(lambda: self.queue.complete(lease, results, cancelled), self.stopping)
+        log.info("job %s reported: %s", lease.job_id, state.name)
+
+
+def _retrying(call: Callable[[], T], stopping: threading.Event,
+              attempts: int = REPORT_ATTEMPTS) -> T:
+    """Retry while the queue is unreachable (a restart); a retried report answers the same."""
+    for attempt in range(attempts - 1):
+        try:
+            return call()
+        except QueueUnavailableError:
+            if stopping.is_set():
+                raise
+        time.sleep(min(0.1 * 2 ** attempt, 2.0))
+    return call()  # the last attempt: whatever it raises is raised
