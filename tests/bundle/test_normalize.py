@@ -5,15 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from stablenew.bundle.normalize import (
-    ManualPart,
-    NormalizedBundle,
-    PackRowPart,
-    normalize_draft,
-)
+from stablenew.bundle.domain import ManualPart, NormalizedBundle, PackRowPart, Reason
+from stablenew.bundle.normalize import normalize_draft
 from stablenew.bundle.packs import PackLibrary
 from stablenew.bundle.packs.model import MatrixMode
-from stablenew.bundle.problems import Reason
 from stablenew.bundle.seeds import SEED_RANGE, DerivedSeedSource
 from stablenew.contract.config_hash import config_hash
 from stablenew.contract.model import (

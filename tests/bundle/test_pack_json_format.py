@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs import MatrixMode, PackFormat, PackLibrary
-from stablenew.bundle.problems import PackError
 from stablenew.contract.model import AdetailerPass, PromptTag, PromptTagKind, UpscaleMode
 from tests.bundle.helpers import write, write_json
 

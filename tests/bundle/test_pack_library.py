@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs import PackFormat, PackLibrary
 from stablenew.bundle.packs.files import FileStamp, read_capped
-from stablenew.bundle.problems import PackError, Reason
+from stablenew.contract.errors import Code, ErrorReason
 from tests.bundle.helpers import write, write_json
 
 MB = 1024 * 1024
@@ -75,7 +76,9 @@ def test_an_unknown_pack_is_not_found(packs: Path, library: PackLibrary) -> None
     with pytest.raises(PackError) as caught:
         library.load_pack("ghost")
 
-    assert caught.value.reason == Reason.PACK_NOT_FOUND
+    assert (caught.value.code, caught.value.reason) == (Code.NOT_FOUND,
+                                                        ErrorReason.PACK_NOT_FOUND)
+    assert caught.value.metadata == {"pack_id": "ghost"}
 
 
 def test_changes_on_disk_are_picked_up_without_a_restart(packs: Path,
@@ -189,7 +192,9 @@ def test_pack_ids_that_could_leave_the_library_are_refused(tmp_path: Path, packs
     with pytest.raises(PackError) as caught:
         library.load_pack(pack_id)
 
-    assert caught.value.reason == Reason.INVALID_FIELD
+    # The reason BundleService answers with (tests/bundle_service/test_packs.py).
+    assert (caught.value.code, caught.value.reason) == (Code.INVALID_ARGUMENT,
+                                                        ErrorReason.PACK_INVALID)
     assert "invalid pack id" in str(caught.value)
 
 

@@ -38,8 +38,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from stablenew.bundle.domain import Problem, Reason
 from stablenew.bundle.packs.model import MatrixMode, MatrixSlot, Pack, PackMatrix
-from stablenew.bundle.problems import Problem, Reason
 from stablenew.bundle.prompt_text import (
     SLOT,
     WILDCARD,

@@ -6,8 +6,7 @@ import threading
 import weakref
 from datetime import UTC, datetime
 
-from stablenew.bundle.core import Draft
-from stablenew.bundle.normalize import DraftPart, ManualPart, NormalizedBundle
+from stablenew.bundle.domain import Draft, DraftPart, ManualPart, NormalizedBundle
 from stablenew.bundle.packs.model import Pack, PackSummary
 from stablenew.contract.model import PipelineConfig, PromptSource
 from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
-from stablenew.bundle.problems import FieldError, Reason
+from stablenew.bundle.domain import FieldError, Reason
 from stablenew.contract.model import (
     GENERATION_STAGES,
     AdetailerPass,

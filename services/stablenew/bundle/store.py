@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from stablenew.bundle.normalize import DraftPart, ManualPart, PackRowPart
+from stablenew.bundle.domain import DraftPart, DraftRecord, ManualPart, PackRowPart
 from stablenew.contract.model import PipelineConfig
 from stablenew.contract.proto_mapping import from_proto, to_proto
-from stablenew.runtime.sqlite_db import open_database
+from stablenew.runtime.paging import stored_secret
+from stablenew.runtime.sqlite_db import Transaction, open_database
 from stablenew.v1 import pipeline_pb2
 
 MIGRATIONS = [
@@ -63,17 +63,6 @@ MIGRATIONS = [
 ]
 
 
-@dataclass
-class DraftRecord:
-    draft_id: str
-    display_name: str
-    revision: int
-    create_time: float
-    update_time: float
-    parts: list[DraftPart] = field(default_factory=list)
-    pack_stamp: str = ""
-
-
 def _config_blob(config: PipelineConfig) -> bytes:
     message: pipeline_pb2.PipelineConfig = to_proto(config)
     return message.SerializeToString()
@@ -104,12 +93,23 @@ def _part(row: sqlite3.Row) -> DraftPart:
 
 
 class BundleStore:
+    """Drafts, parts, enqueues and settings in one SQLite file; every method but `close`
+    runs inside the caller's `transaction()` or as one statement of its own."""
+
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = open_database(path, MIGRATIONS, synchronous)
         self.db.row_factory = sqlite3.Row
 
     def close(self) -> None:
         self.db.close()
+
+    def transaction(self) -> Transaction:
+        """One transaction: `with store.transaction(): ...` commits, or rolls back on error."""
+        return Transaction(self.db)
+
+    def page_token_secret(self) -> bytes:
+        """The secret that signs this database's page tokens, made on first use and kept."""
+        return stored_secret(self.db, self.setting, self.set_setting)
 
     def insert_draft(self, draft_id: str, display_name: str, request_id: str,
                      pack_stamp: str) -> None:

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs.json_values import (
     JsonShapeError,
     as_bool,
@@ -35,7 +36,6 @@ from stablenew.bundle.packs.json_values import (
 )
 from stablenew.bundle.packs.model import MatrixMode, MatrixSlot, PackMatrix, PackRow
 from stablenew.bundle.packs.presets import default_pack_config, read_preset
-from stablenew.bundle.problems import PackError
 from stablenew.bundle.prompt_text import embedding_tag, join_prompt, lora_tag
 from stablenew.contract.model import PipelineConfig
 

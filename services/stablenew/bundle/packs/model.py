@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
-from stablenew.bundle.problems import RowError
+from stablenew.bundle.domain import RowError
 from stablenew.contract.model import PipelineConfig, PromptTag
 
 

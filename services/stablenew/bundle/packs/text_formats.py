@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from stablenew.bundle.domain import PackError, Reason, RowError, row_label
 from stablenew.bundle.packs.model import MatrixSlot, PackRow
-from stablenew.bundle.problems import PackError, Reason, RowError, row_label
 from stablenew.bundle.prompt_text import SLOT, WILDCARD, iter_tokens, join_prompt
 
 _WILDCARD_DEFINITION = re.compile(r"__(?P<name>[A-Za-z0-9][\w./-]*?)__\s*:(?P<values>.*)")
