@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -79,12 +79,27 @@ def as_str_list(value: Any, path: str) -> list[str]:
     return [as_str(item, f"{path}[{index}]") for index, item in enumerate(as_list(value, path))]
 
 
+def member_path(path: str, key: str) -> str:
+    """The JSON path of `key` inside the object at `path` ("" for the top level)."""
+    return f"{path}.{key}" if path else key
+
+
+def refuse_unknown_keys(obj: dict[str, Any], known: Collection[str], path: str,
+                        what: str) -> None:
+    """Refuse a key of `obj` that is not in `known` (`what` names the object in the message):
+    a misspelt key would otherwise be ignored and what it says silently lost."""
+    for key in obj:
+        if key not in known:
+            raise JsonShapeError(member_path(path, key),
+                                 f"unknown key {key!r}; {what} takes {', '.join(known)}")
+
+
 def optional_member(obj: dict[str, Any], key: str, path: str, read: Reader[T], default: T) -> T:
     """`obj[key]` read with `read`, or `default` when the key is missing or null."""
     value = obj.get(key)
     if value is None:
         return default
-    return read(value, f"{path}.{key}" if path else key)
+    return read(value, member_path(path, key))
 
 
 def optional_list(obj: dict[str, Any], key: str, path: str) -> list[Any]:
