@@ -66,6 +66,8 @@ def _draft_not_found(draft_id: str) -> ServiceError:
 
 
 class BundleCore:
+    """The bundle's use cases over its store, its pack library and the queue."""
+
     def __init__(self, store: BundleStore, packs: PackLibrary, submit: Submit,
                  lookup: Lookup, limits: ExpansionLimits | None = None) -> None:
         self.store = store
@@ -78,11 +80,13 @@ class BundleCore:
         self.secret = store.page_token_secret()
 
     def page_tokens(self, scope: str) -> PageTokens:
+        """Page tokens for the list named `scope`, signed with this database's secret."""
         return PageTokens(self.secret, scope)
 
     # --- drafts -------------------------------------------------------------------------
 
     def create_draft(self, display_name: str, request_id: str) -> Draft:
+        """A new empty draft, or the one an earlier call with `request_id` created."""
         with self.lock, self.store.transaction():
             existing = self.store.draft_for_request(request_id) if request_id else None
             draft_id = existing or uuid.uuid4().hex
@@ -107,6 +111,7 @@ class BundleCore:
         return Draft(record, self._normalized(record, signature, remember), version)
 
     def list_drafts(self, size: int, after: str) -> tuple[list[Draft], str]:
+        """Up to `size` drafts after the id `after`, and the id to go on after ("" at the end)."""
         with self.lock:
             ids = self.store.draft_ids_after(after, size + 1)
             # A listing does not push the drafts being previewed out of the cache.
@@ -117,6 +122,7 @@ class BundleCore:
     def add_manual_part(self, draft_id: str, prompt: str, negative: str,
                         config: PipelineConfig, input_images: list[str],
                         request_id: str = "") -> tuple[Draft, list[str]]:
+        """Add a prompt with its own config and input images; returns the draft and the part."""
         if not prompt.strip() and not input_images:
             raise invalid_argument("prompt", "a manual part needs a prompt (or input images)")
         part = ManualPart(uuid.uuid4().hex, prompt, negative, config, input_images)
@@ -125,6 +131,8 @@ class BundleCore:
     def add_pack_parts(self, draft_id: str, pack_id: str, rows: Sequence[int], prepend: str,
                        overrides: PipelineConfig,
                        request_id: str = "") -> tuple[Draft, list[str]]:
+        """Add the rows `rows` of a pack (every row when empty), one part each, with `prepend`
+        text and `overrides` over the pack's settings; returns the draft and the new part ids."""
         pack = self.load_pack(pack_id)
         chosen = list(rows) or [row.index for row in pack.rows]
         for position, index in enumerate(chosen):
@@ -204,6 +212,7 @@ class BundleCore:
         return _unique(ours)
 
     def remove_part(self, draft_id: str, part_id: str) -> Draft:
+        """The draft without the part `part_id` (PART_NOT_FOUND when it has none)."""
         with self.lock, self.store.transaction():
             parts = self._require(draft_id).parts
             if not self.store.remove_part(draft_id, part_id):
@@ -213,6 +222,7 @@ class BundleCore:
         return self.get_draft(draft_id)
 
     def clear_draft(self, draft_id: str) -> Draft:
+        """The draft without any part, at a new revision."""
         with self.lock, self.store.transaction():
             self._require(draft_id)
             self.store.clear_parts(draft_id)

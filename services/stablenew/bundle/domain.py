@@ -208,6 +208,7 @@ class NormalizedBundle:
 
     @property
     def errors(self) -> list[RowError]:
+        """The row errors of every part, in part order."""
         return self.summary.errors
 
 

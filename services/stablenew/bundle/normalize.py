@@ -80,7 +80,9 @@ DEFAULT_MAX_BUNDLE_JOBS = 100_000
 class PackSource(Protocol):
     """Where pack rows come from: `PackLibrary` in the service, a dict-backed fake in tests."""
 
-    def load_pack(self, pack_id: str) -> Pack: ...
+    def load_pack(self, pack_id: str) -> Pack:
+        """The pack `pack_id` (raises PackError)."""
+        ...
 
 
 def normalize_draft(parts: Sequence[DraftPart], seeds: SeedSource, packs: PackSource, *,

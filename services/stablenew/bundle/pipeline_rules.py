@@ -204,6 +204,8 @@ Check = Callable[[Any], str]
 
 @dataclass(frozen=True)
 class Rule:
+    """One value check: where the value is, how to read and check it, and when it applies."""
+
     path: str  # below the config, e.g. "txt2img.width"
     read: Callable[[PipelineConfig], Any]
     check: Check

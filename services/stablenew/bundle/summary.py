@@ -27,6 +27,7 @@ def summarize(part_count: int, jobs: Sequence[NormalizedJob],
 
 
 def stage_summary(jobs: Sequence[NormalizedJob]) -> str:
+    """The distinct stage plans of `jobs` in order of first use, joined with "; "."""
     plans = dict.fromkeys(tuple(job.stage_plan) for job in jobs)
     return "; ".join(describe_plan(plan) for plan in plans)
 

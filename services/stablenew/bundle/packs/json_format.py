@@ -165,6 +165,7 @@ def _mentions(text: str, kind: str, name: str) -> bool:
 
 
 def read_matrix(value: Any, path: str) -> PackMatrix:
+    """The matrix object at `path` (raises JsonShapeError)."""
     data = as_object(value, path)
     refuse_unknown_keys(data, MATRIX_KEYS, path, "the matrix")
     slots = [_read_slot(item, f"{path}.slots[{index}]") for index, item in

@@ -19,6 +19,7 @@ class JsonShapeError(Exception):
 
 
 def describe(value: Any) -> str:
+    """The JSON type of `value` in words, for messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -37,24 +38,28 @@ def _wrong(path: str, wanted: str, value: Any) -> JsonShapeError:
 
 
 def as_object(value: Any, path: str) -> dict[str, Any]:
+    """`value` as a JSON object."""
     if not isinstance(value, dict):
         raise _wrong(path, "an object", value)
     return value
 
 
 def as_list(value: Any, path: str) -> list[Any]:
+    """`value` as a JSON list."""
     if not isinstance(value, list):
         raise _wrong(path, "a list", value)
     return value
 
 
 def as_str(value: Any, path: str) -> str:
+    """`value` as a string."""
     if not isinstance(value, str):
         raise _wrong(path, "a string", value)
     return value
 
 
 def as_bool(value: Any, path: str) -> bool:
+    """`value` as true or false."""
     if not isinstance(value, bool):
         raise _wrong(path, "true or false", value)
     return value
@@ -62,6 +67,7 @@ def as_bool(value: Any, path: str) -> bool:
 
 def as_int(value: Any, path: str) -> int:
     # bool is an int in Python but never a count in a pack; 25.0 is accepted as 25.
+    """`value` as an integer."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _wrong(path, "an integer", value)
     if isinstance(value, float) and not value.is_integer():
@@ -70,12 +76,14 @@ def as_int(value: Any, path: str) -> int:
 
 
 def as_float(value: Any, path: str) -> float:
+    """`value` as a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _wrong(path, "a number", value)
     return float(value)
 
 
 def as_str_list(value: Any, path: str) -> list[str]:
+    """`value` as a list of strings."""
     return [as_str(item, f"{path}[{index}]") for index, item in enumerate(as_list(value, path))]
 
 

@@ -74,6 +74,8 @@ class _CacheEntry:
 
 
 class PackLibrary:
+    """The packs of one directory (module docstring)."""
+
     def __init__(self, root: Path | str, *, max_file_bytes: int = DEFAULT_MAX_PACK_BYTES) -> None:
         self._root = Path(root).resolve()
         self._max_file_bytes = max_file_bytes
