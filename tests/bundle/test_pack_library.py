@@ -116,6 +116,25 @@ def test_a_pack_that_becomes_valid_is_reloaded(packs: Path, library: PackLibrary
     assert library.list_packs()[0].error_message == ""
 
 
+def test_a_broken_pack_is_parsed_once_and_raised_as_a_new_equal_error(
+        packs: Path, library: PackLibrary, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(packs, "broken.json", '{"pack_data": {"slots": [{"text": 5}]}}')
+    with pytest.raises(PackError) as first:
+        library.load_pack("broken")
+
+    def no_parse(*_args: Any) -> None:
+        raise AssertionError("an unchanged broken pack was parsed again")
+
+    monkeypatch.setattr(PackLibrary, "_parse", no_parse)
+    with pytest.raises(PackError) as second:
+        library.load_pack("broken")
+
+    # A new exception each time: re-raising one stored instance would grow its traceback.
+    assert second.value is not first.value
+    assert (second.value, second.value.field, second.value.pack_id) == (
+        first.value, "pack_data.slots[0].text", "broken")
+
+
 def test_a_10_mb_file_is_refused_without_being_read(packs: Path, library: PackLibrary,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     with open(packs / "huge.txt", "wb") as handle:
