@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs.model import MatrixMode, MatrixSlot, Pack, PackMatrix, PackRow
-from stablenew.bundle.problems import PackError, Reason
 from stablenew.contract.model import (
     AdetailerConfig,
     AdetailerPass,
@@ -60,7 +60,7 @@ class FakePacks:
     def load_pack(self, pack_id: str) -> Pack:
         self.loads += 1
         if pack_id not in self.packs:
-            raise PackError(pack_id, "", "no such pack", reason=Reason.PACK_NOT_FOUND)
+            raise PackError(pack_id, "", "no such pack", not_found=True)
         return self.packs[pack_id]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stablenew.bundle.domain import BundleSummary, Reason, RowError
 from stablenew.bundle.packs.model import (
     MatrixMode,
     MatrixSlot,
@@ -19,8 +20,6 @@ from stablenew.bundle.packs.model import (
     PackRow,
     PackSummary,
 )
-from stablenew.bundle.problems import Reason, RowError
-from stablenew.bundle.summary import BundleSummary
 from stablenew.contract.model import PromptTag, PromptTagKind
 from stablenew.contract.proto_mapping import fill_proto, from_proto
 from stablenew.v1 import bundle_service_pb2 as pb

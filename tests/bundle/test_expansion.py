@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from stablenew.bundle.domain import Reason
 from stablenew.bundle.expansion import (
     HARD_MAX_VARIANTS_PER_ROW,
     ExpansionLimits,
@@ -15,7 +16,6 @@ from stablenew.bundle.expansion import (
     pack_expander,
 )
 from stablenew.bundle.packs.model import MatrixMode, Pack
-from stablenew.bundle.problems import Reason
 from tests.bundle.helpers import make_pack
 
 JOBS = ["knight", "wizard", "cleric"]

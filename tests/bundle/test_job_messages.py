@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import gc
 
+from stablenew.bundle.domain import NormalizedBundle
 from stablenew.bundle.mapping import JobMessages
-from stablenew.bundle.normalize import NormalizedBundle
 from stablenew.bundle.summary import summarize
 from stablenew.contract.model import NormalizedJob, StageType
 from stablenew.contract.proto_mapping import to_proto

@@ -5,15 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from stablenew.bundle.normalize import (
-    ManualPart,
-    NormalizedBundle,
-    PackRowPart,
-    normalize_draft,
-)
+from stablenew.bundle.domain import ManualPart, NormalizedBundle, PackRowPart, Reason
+from stablenew.bundle.normalize import normalize_draft
 from stablenew.bundle.packs import PackLibrary
 from stablenew.bundle.packs.model import MatrixMode
-from stablenew.bundle.problems import Reason
 from stablenew.bundle.seeds import SEED_RANGE, DerivedSeedSource
 from stablenew.contract.config_hash import config_hash
 from stablenew.contract.model import (
@@ -98,6 +93,46 @@ def test_overrides_and_prepend_text_apply_over_the_pack() -> None:
     (job,) = bundle.jobs
     assert (job.prompt, job.steps, job.seed, job.batch_size) == (
         "masterpiece, plain lighthouse", 40, 1234, 2)
+
+
+def test_a_plain_text_pack_runs_txt2img_with_the_builtin_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "plain.txt", "a lighthouse\nneg: blurry\n\na harbor at night\n")
+    write(tmp_path, "plain2.tsv", "a castle\tlowres\n")
+    library = PackLibrary(tmp_path)
+
+    bundle = normalize(*pack_parts("plain", range(2)), PackRowPart("t", "plain2", 0),
+                       packs=library)
+
+    assert bundle.errors == []
+    assert [job.prompt for job in bundle.jobs] == ["a lighthouse", "a harbor at night",
+                                                   "a castle"]
+    for job in bundle.jobs:
+        assert job.stage_plan == [StageType.TXT2IMG]
+        assert (job.sampler_name, job.steps, job.cfg_scale, job.width, job.height) == (
+            "Euler", 20, 7.0, 512, 512)
+        assert (job.batch_size, job.n_iter, job.subseed, job.subseed_strength) == (1, 1, 0, 0)
+        # No model named: the checkpoint the runner's WebUI has loaded (no switch, any runner).
+        assert (job.model, job.vae, job.scheduler) == ("", "", "")
+        assert 0 <= job.seed < SEED_RANGE
+        assert job.config_hash == config_hash(job)
+
+
+def test_overrides_apply_on_top_of_a_plain_text_pack(tmp_path: Path) -> None:
+    write(tmp_path, "plain.txt", "a lighthouse\n")
+    settings = PipelineConfig(txt2img=Txt2ImgConfig(model="sd_xl_base_1.0", steps=30, seed=7))
+    more_stages = txt2img_config()
+    more_stages.stages.upscale_enabled = True
+    more_stages.upscale.upscaler = "R-ESRGAN 4x+"
+
+    bundle = normalize(PackRowPart("a", "plain", 0, config_overrides=settings),
+                       PackRowPart("b", "plain", 0, config_overrides=more_stages),
+                       packs=PackLibrary(tmp_path))
+
+    first, second = bundle.jobs
+    assert (first.stage_plan, first.model, first.steps, first.seed, first.sampler_name) == (
+        [StageType.TXT2IMG], "sd_xl_base_1.0", 30, 7, "Euler")
+    assert second.stage_plan == [StageType.TXT2IMG, StageType.UPSCALE]
+    assert (second.upscale.upscaler, second.upscale.factor) == ("R-ESRGAN 4x+", 2.0)
 
 
 def test_global_prompts_follow_the_stage_rules() -> None:

@@ -8,7 +8,8 @@ from typing import TypeVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablenew.bundle.normalize import ManualPart, NormalizedBundle, PackRowPart, normalize_draft
+from stablenew.bundle.domain import ManualPart, NormalizedBundle, PackRowPart
+from stablenew.bundle.normalize import normalize_draft
 from stablenew.bundle.packs.model import MatrixMode, Pack
 from stablenew.bundle.prompt_text import has_token, scan_tags
 from stablenew.bundle.seeds import SEED_RANGE, DerivedSeedSource

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs import MatrixMode, PackFormat, PackLibrary
-from stablenew.bundle.problems import PackError
 from stablenew.contract.model import AdetailerPass, PromptTag, PromptTagKind, UpscaleMode
 from tests.bundle.helpers import write, write_json
 
@@ -79,14 +79,12 @@ def test_more_preset_keys_hires_refiner_img2img_and_several_adetailer_passes(
     write_json(tmp_path, "full.json", {"pack_data": {"slots": [{"text": "a"}]}, "preset_data": {
         "txt2img": {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent",
                     "denoising_strength": 0.55, "refiner_checkpoint": "sdxl_refiner",
-                    "refiner_switch_at": 0.8, "clip_skip": 2, "unknown_key": "ignored"},
+                    "refiner_switch_at": 0.8, "clip_skip": 2},
         "img2img": {"denoising_strength": 0.3, "resize_mode": 1},
         "upscale": {"upscale_mode": "img2img", "denoising_strength": 0.2},
         "adetailer": {"passes": [{"model": "face_yolov8n.pt"},
                                  {"model": "hand_yolov8n.pt", "confidence": 0.5}]},
-        "pipeline": {"img2img_enabled": True, "batch_size": 2, "n_iter": 3,
-                     "hires_enabled": False},
-        "some_future_section": {"x": 1}}})
+        "pipeline": {"img2img_enabled": True, "batch_size": 2, "n_iter": 3}}})
 
     defaults = library.load_pack("full").defaults
 
@@ -170,11 +168,201 @@ def test_wrong_json_types_name_the_field(tmp_path: Path, library: PackLibrary, d
     assert str(caught.value).startswith(f"wrong.json ({field}): ")
 
 
-def test_an_unknown_stage_switched_off_is_ignored(tmp_path: Path, library: PackLibrary) -> None:
+@pytest.mark.parametrize("flag", ["hires_enabled", "refiner_enabled", "inpaint_enabled"])
+def test_an_unknown_stage_is_refused_even_switched_off(tmp_path: Path, library: PackLibrary,
+                                                       flag: str) -> None:
     write_json(tmp_path, "off.json", {"pack_data": {"slots": [{"text": "a"}]},
-                                      "preset_data": {"pipeline": {"inpaint_enabled": False}}})
+                                      "preset_data": {"pipeline": {flag: False}}})
 
-    assert library.load_pack("off").rows[0].positive == "a"
+    with pytest.raises(PackError) as caught:
+        library.load_pack("off")
+
+    assert caught.value.field == f"preset_data.pipeline.{flag}"
+    assert "the stages are txt2img, img2img, adetailer, upscale" in caught.value.detail
+    assert "txt2img options" in caught.value.detail
+
+
+# --- unknown keys ----------------------------------------------------------------------------
+
+ROW = {"text": "a"}
+
+
+@pytest.mark.parametrize(("document", "field"), [
+    ({"pack_data": {"slots": [ROW]}, "presets": {}}, "presets"),
+    ({"pack_data": {"slots": [ROW], "title": "Castles"}}, "pack_data.title"),
+    ({"pack_data": {"slots": [ROW, {"positive": "a castle"}]}}, "pack_data.slots[1].positive"),
+    ({"pack_data": {"slots": [{"text": "a", "neg": "b"}]}}, "pack_data.slots[0].neg"),
+    ({"pack_data": {"slots": [{"text": "a", "loras": [{"name": "x", "strength": 0.5}]}]}},
+     "pack_data.slots[0].loras[0].strength"),
+    ({"pack_data": {"slots": [ROW], "matrix": {"mode": "fanout", "max": 3}}},
+     "pack_data.matrix.max"),
+    ({"pack_data": {"slots": [ROW], "matrix": {"slots": [{"name": "job", "value": ["a"]}]}}},
+     "pack_data.matrix.slots[0].value"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"hires": {}}}, "preset_data.hires"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"txt2img": {"sampler": "Euler a"}}},
+     "preset_data.txt2img.sampler"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"img2img": {"model": "x"}}},
+     "preset_data.img2img.model"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"upscale": {"factor": 2}}},
+     "preset_data.upscale.factor"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"pipeline": {"batch": 2}}},
+     "preset_data.pipeline.batch"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"adetailer": {"model": "face.pt"}}},
+     "preset_data.adetailer.model"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"adetailer": {
+        "adetailer_model": "face.pt", "adetailer_strength": 0.4}}},
+     "preset_data.adetailer.adetailer_strength"),
+    ({"pack_data": {"slots": [ROW]}, "preset_data": {"adetailer": {"passes": [
+        {"model": "face.pt", "adetailer_confidence": 0.4}]}}},
+     "preset_data.adetailer.passes[0].adetailer_confidence"),
+    # A key that is there but null is still a key the author wrote.
+    ({"pack_data": {"slots": [{"text": "a", "weight": None}]}}, "pack_data.slots[0].weight"),
+])
+def test_an_unknown_key_at_any_level_is_a_pack_error_naming_it(
+        tmp_path: Path, library: PackLibrary, document: Any, field: str) -> None:
+    write_json(tmp_path, "wrong.json", document)
+
+    with pytest.raises(PackError) as caught:
+        library.load_pack("wrong")
+
+    key = field.rsplit(".", 1)[-1]
+    assert caught.value.field == field
+    assert caught.value.detail.startswith(f"unknown key {key!r}; ")
+    assert str(caught.value).startswith(f"wrong.json ({field}): unknown key")
+
+
+def test_the_message_lists_the_keys_a_row_takes(tmp_path: Path, library: PackLibrary) -> None:
+    write_json(tmp_path, "rows.json", {"pack_data": {"slots": [
+        {"positive": "a castle", "negative": "blurry"}]}})
+
+    with pytest.raises(PackError) as caught:
+        library.load_pack("rows")
+
+    assert str(caught.value) == (
+        "rows.json (pack_data.slots[0].positive): unknown key 'positive'; a row takes text,"
+        " negative, loras, positive_embeddings, negative_embeddings, index")
+
+
+def test_an_unknown_key_in_a_sibling_defaults_file_names_that_file(
+        tmp_path: Path, library: PackLibrary) -> None:
+    write(tmp_path, "castles.txt", "a castle\n")
+    write_json(tmp_path, "castles.json", {"preset_data": {"txt2img": {"stpes": 30}}})
+
+    with pytest.raises(PackError) as caught:
+        library.load_pack("castles")
+
+    assert (caught.value.file, caught.value.field) == ("castles.json", "preset_data.txt2img.stpes")
+    assert "unknown key 'stpes'" in str(caught.value)
+    assert "steps" in caught.value.detail  # the keys it takes are listed
+
+
+def test_wildcard_names_are_the_authors_own(tmp_path: Path, library: PackLibrary) -> None:
+    write_json(tmp_path, "wild.json", {"pack_data": {
+        "slots": [{"text": "a __anything_goes__ cat"}],
+        "wildcards": {"anything_goes": ["red", "blue"]}}})
+
+    assert [w.name for w in library.load_pack("wild").wildcards] == ["anything_goes"]
+
+
+def test_every_key_the_format_documents_is_accepted(tmp_path: Path,
+                                                    library: PackLibrary) -> None:
+    """One file with each key of every level (docs/PROMPT_PACKS.md lists the same)."""
+    write_json(tmp_path, "all.json", EVERY_KEY)
+
+    pack = library.load_pack("all")
+
+    assert pack.errors == []
+    assert (pack.name, len(pack.rows), pack.matrix.mode) == ("All keys", 1, MatrixMode.ROTATE)
+    assert len(pack.defaults.adetailer.passes) == 2
+
+
+EVERY_KEY: dict[str, Any] = {
+    "pack_data": {
+        "name": "All keys",
+        "slots": [{"index": 0, "text": "a [[job]] with __color__ eyes", "negative": "blurry",
+                   "loras": ["a", ["b", 0.5], {"name": "c", "weight": 0.7}],
+                   "positive_embeddings": ["good"], "negative_embeddings": [["bad", 0.8]]}],
+        "matrix": {"enabled": True, "mode": "rotate", "limit": 0,
+                   "slots": [{"name": "job", "values": ["knight"]}]},
+        "wildcards": {"color": ["green"]},
+        "wildcard_mode": "sequential",
+    },
+    "preset_data": {
+        "txt2img": {"model": "m", "sd_model_checkpoint": "m", "vae": "v", "sampler_name": "Euler",
+                    "scheduler": "Karras", "steps": 20, "cfg_scale": 7, "width": 512,
+                    "height": 512, "seed": -1, "subseed": -1, "subseed_strength": 0,
+                    "clip_skip": 1, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
+                    "hr_second_pass_steps": 0, "hr_resize_x": 0, "hr_resize_y": 0,
+                    "denoising_strength": 0.5, "hr_checkpoint_name": "", "hr_sampler_name": "",
+                    "hr_scheduler": "", "hr_prompt": "", "hr_negative_prompt": "",
+                    "refiner_enabled": True, "refiner_checkpoint": "r",
+                    "refiner_switch_at": 0.8},
+        "img2img": {"denoising_strength": 0.3, "resize_mode": 0, "steps": 0, "cfg_scale": 0,
+                    "sampler_name": "", "scheduler": ""},
+        "adetailer": {"adetailer_model": "face.pt", "adetailer_prompt": "",
+                      "adetailer_negative_prompt": "", "adetailer_confidence": 0.3,
+                      "adetailer_mask_blur": 4, "adetailer_dilate_erode": 4,
+                      "adetailer_denoising_strength": 0.4,
+                      "adetailer_inpaint_only_masked": True, "adetailer_inpaint_padding": 32,
+                      "adetailer_steps": 0, "adetailer_cfg_scale": 0,
+                      "adetailer_sampler_name": "",
+                      "passes": [{"model": "hand.pt", "prompt": "", "negative_prompt": "",
+                                  "confidence": 0.3, "mask_blur": 4, "dilate_erode": 4,
+                                  "denoising_strength": 0.4, "inpaint_only_masked": True,
+                                  "inpaint_padding": 32, "steps": 0, "cfg_scale": 0,
+                                  "sampler_name": ""}]},
+        "upscale": {"upscaler": "Lanczos", "upscaling_resize": 2, "upscale_mode": "extras",
+                    "denoising_strength": 0.2, "upscaler_2": "None",
+                    "extras_upscaler_2_visibility": 0},
+        "pipeline": {"txt2img_enabled": True, "img2img_enabled": False,
+                     "adetailer_enabled": True, "upscale_enabled": True,
+                     "images_per_prompt": 1, "batch_size": 1, "n_iter": 1},
+    },
+}
+
+
+# --- stages when a pack names none -----------------------------------------------------------
+
+
+def _stages(library: PackLibrary, pack_id: str) -> tuple[bool, bool, bool, bool]:
+    flags = library.load_pack(pack_id).defaults.stages
+    return (flags.txt2img_enabled, flags.img2img_enabled, flags.adetailer_enabled,
+            flags.upscale_enabled)
+
+
+TXT2IMG_ONLY = (True, False, False, False)
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    pytest.param({"p.txt": "a castle\n"}, TXT2IMG_ONLY, id="txt-alone"),
+    pytest.param({"p.tsv": "a castle\tblurry\n"}, TXT2IMG_ONLY, id="tsv-alone"),
+    pytest.param({"p.json": {"pack_data": {"slots": [ROW]}}}, TXT2IMG_ONLY, id="json-rows-only"),
+    pytest.param({"p.txt": "a [[job]]\n", "p.json": {"pack_data": {"matrix": {"slots": [
+        {"name": "job", "values": ["knight"]}]}}}}, TXT2IMG_ONLY, id="sibling-matrix-only"),
+    pytest.param({"p.json": {"pack_data": {"slots": [ROW]}, "preset_data": {
+        "txt2img": {"steps": 30}, "pipeline": {"images_per_prompt": 2}}}}, TXT2IMG_ONLY,
+        id="settings-but-no-stage-flag"),
+    pytest.param({"p.json": {"pack_data": {"slots": [ROW]}, "preset_data": {"pipeline": {
+        "txt2img_enabled": None}}}}, TXT2IMG_ONLY, id="null-flag-is-unset"),
+    pytest.param({"p.json": {"pack_data": {"slots": [ROW]}, "preset_data": {"pipeline": {
+        "img2img_enabled": True}}}}, (False, True, False, False), id="named-stages-only"),
+    pytest.param({"p.json": {"pack_data": {"slots": [ROW]}, "preset_data": {
+        "adetailer": {"adetailer_model": "face.pt"}, "pipeline": {"adetailer_enabled": True}}}},
+        (False, False, True, False), id="named-adetailer-alone-stays-alone"),
+    pytest.param({"p.json": {"pack_data": {"slots": [ROW]}, "preset_data": {"pipeline": {
+        "txt2img_enabled": False}}}}, (False, False, False, False), id="all-named-off"),
+])
+def test_a_pack_that_names_no_stage_runs_txt2img(tmp_path: Path, library: PackLibrary,
+                                                 files: dict[str, Any],
+                                                 expected: tuple[bool, ...]) -> None:
+    for name, content in files.items():
+        if isinstance(content, dict):
+            write_json(tmp_path, name, content)
+        else:
+            write(tmp_path, name, content)
+
+    assert _stages(library, "p") == expected
+    assert library.load_pack("p").defaults.txt2img.seed == -1
 
 
 def test_broken_json_names_line_and_column(tmp_path: Path, library: PackLibrary) -> None:

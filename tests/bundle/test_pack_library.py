@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs import PackFormat, PackLibrary
 from stablenew.bundle.packs.files import FileStamp, read_capped
-from stablenew.bundle.problems import PackError, Reason
+from stablenew.contract.errors import Code, ErrorReason
 from tests.bundle.helpers import write, write_json
 
 MB = 1024 * 1024
@@ -75,7 +76,9 @@ def test_an_unknown_pack_is_not_found(packs: Path, library: PackLibrary) -> None
     with pytest.raises(PackError) as caught:
         library.load_pack("ghost")
 
-    assert caught.value.reason == Reason.PACK_NOT_FOUND
+    assert (caught.value.code, caught.value.reason) == (Code.NOT_FOUND,
+                                                        ErrorReason.PACK_NOT_FOUND)
+    assert caught.value.metadata == {"pack_id": "ghost"}
 
 
 def test_changes_on_disk_are_picked_up_without_a_restart(packs: Path,
@@ -111,6 +114,25 @@ def test_a_pack_that_becomes_valid_is_reloaded(packs: Path, library: PackLibrary
 
     assert library.load_pack("fixme").rows[0].positive == "fixed"
     assert library.list_packs()[0].error_message == ""
+
+
+def test_a_broken_pack_is_parsed_once_and_raised_as_a_new_equal_error(
+        packs: Path, library: PackLibrary, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(packs, "broken.json", '{"pack_data": {"slots": [{"text": 5}]}}')
+    with pytest.raises(PackError) as first:
+        library.load_pack("broken")
+
+    def no_parse(*_args: Any) -> None:
+        raise AssertionError("an unchanged broken pack was parsed again")
+
+    monkeypatch.setattr(PackLibrary, "_parse", no_parse)
+    with pytest.raises(PackError) as second:
+        library.load_pack("broken")
+
+    # A new exception each time: re-raising one stored instance would grow its traceback.
+    assert second.value is not first.value
+    assert (second.value, second.value.field, second.value.pack_id) == (
+        first.value, "pack_data.slots[0].text", "broken")
 
 
 def test_a_10_mb_file_is_refused_without_being_read(packs: Path, library: PackLibrary,
@@ -189,7 +211,9 @@ def test_pack_ids_that_could_leave_the_library_are_refused(tmp_path: Path, packs
     with pytest.raises(PackError) as caught:
         library.load_pack(pack_id)
 
-    assert caught.value.reason == Reason.INVALID_FIELD
+    # The reason BundleService answers with (tests/bundle_service/test_packs.py).
+    assert (caught.value.code, caught.value.reason) == (Code.INVALID_ARGUMENT,
+                                                        ErrorReason.PACK_INVALID)
     assert "invalid pack id" in str(caught.value)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from stablenew.bundle.domain import PackError, Reason
 from stablenew.bundle.packs import MatrixMode, PackFormat, PackLibrary
-from stablenew.bundle.problems import PackError, Reason
 from stablenew.contract.model import PromptTag, PromptTagKind
 from tests.bundle.helpers import write, write_json
 

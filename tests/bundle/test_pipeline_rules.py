@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stablenew.bundle.domain import FieldError, Reason
 from stablenew.bundle.pipeline_rules import (
     check_config,
     check_input_images,
@@ -14,7 +15,6 @@ from stablenew.bundle.pipeline_rules import (
     stage_plan,
     with_builtin_defaults,
 )
-from stablenew.bundle.problems import FieldError, Reason
 from stablenew.contract.model import (
     AdetailerConfig,
     PipelineConfig,

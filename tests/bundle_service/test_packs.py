@@ -19,6 +19,7 @@ from stablenew.v1 import pipeline_pb2
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import (
     BundleHarness,
+    full_job,
     preset,
     rpc_error,
     txt2img_config,
@@ -179,16 +180,82 @@ def test_unknown_pack_or_draft_is_not_found(stack: Stack, castles: str) -> None:
     assert [v.field for v in details.violations] == ["prompt_pack_id"]
 
 
-def test_a_pack_without_stages_needs_overrides_that_bring_them(stack: Stack) -> None:
+@pytest.mark.parametrize(("extension", "text"), [
+    ("txt", "a lighthouse on a cliff\nneg: blurry\n\na harbor at night\n"),
+    ("tsv", "a lighthouse on a cliff\tblurry\na harbor at night\n"),
+])
+def test_a_plain_pack_is_added_and_previewed_with_no_overrides(stack: Stack, extension: str,
+                                                               text: str) -> None:
+    """A prompt file without a .json runs txt2img with the built-in defaults."""
     pack_id = unique("plain_")
+    write_pack(stack.packs_dir, f"{pack_id}.{extension}", text)
+    pack = stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=pack_id)).pack
+    assert pack.defaults.stages == pipeline_pb2.StageFlags(txt2img_enabled=True)
+    assert list(pack.errors) == []
+
+    draft = stack.bundle.new_draft()
+    added = stack.bundle.add_pack(draft.draft_id, pack_id).draft
+    assert (added.summary.job_count, added.summary.stage_summary) == (2, "txt2img")
+    assert list(added.summary.errors) == []
+    jobs, pages = stack.bundle.preview_all(draft.draft_id, 50)
+
+    assert [(job.prompt, job.negative_prompt) for job in jobs] == [
+        ("a lighthouse on a cliff", "blurry"), ("a harbor at night", "")]
+    for job in jobs:
+        assert list(job.stage_plan) == [pipeline_pb2.STAGE_TYPE_TXT2IMG]
+        assert (job.sampler_name, job.steps, job.cfg_scale, job.width, job.height) == (
+            "Euler", 20, 7.0, 512, 512)
+        assert (job.batch_size, job.n_iter, job.model) == (1, 1, "")
+        assert job.seed >= 0
+    queued = stack.bundle.enqueue(draft.draft_id, expected_revision=pages[-1].draft_revision)
+    assert list(full_job(stack.queue, queued.job_id).entries) == jobs
+
+
+def test_overrides_apply_on_top_of_a_plain_pack(stack: Stack) -> None:
+    pack_id = unique("plain_")
+    write_pack(stack.packs_dir, f"{pack_id}.txt", "a lighthouse\n")
+    overrides = pipeline_pb2.PipelineConfig(txt2img=pipeline_pb2.Txt2ImgConfig(
+        model="sd_xl_base_1.0", steps=30, width=768, seed=5))
+    draft = stack.bundle.new_draft()
+    stack.bundle.add_pack(draft.draft_id, pack_id, overrides=overrides)
+    stack.bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config(adetailer=True))
+
+    (first, second), _pages = stack.bundle.preview_all(draft.draft_id, 50)
+
+    assert (first.model, first.steps, first.width, first.height, first.seed) == (
+        "sd_xl_base_1.0", 30, 768, 512, 5)
+    assert list(first.stage_plan) == [pipeline_pb2.STAGE_TYPE_TXT2IMG]
+    assert list(second.stage_plan) == [pipeline_pb2.STAGE_TYPE_TXT2IMG,
+                                       pipeline_pb2.STAGE_TYPE_ADETAILER]
+
+
+def test_a_pack_that_switches_every_stage_off_needs_overrides_that_bring_them(
+        stack: Stack) -> None:
+    pack_id = unique("off_")
     write_pack(stack.packs_dir, f"{pack_id}.txt", "a lighthouse\n\na harbor\n")
+    write_pack(stack.packs_dir, f"{pack_id}.json",
+               {"preset_data": {"pipeline": {"txt2img_enabled": False}}})
     draft = stack.bundle.new_draft()
     details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
-    assert details.code == Code.INVALID_ARGUMENT
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "INVALID_STAGE_PLAN")
     # The caller fixes it through the request's config_overrides.
     assert "config_overrides.stages" in [v.field for v in details.violations]
     response = stack.bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config())
     assert response.draft.summary.job_count == 2
+
+
+def test_an_unknown_key_in_a_sibling_json_is_a_pack_error(stack: Stack) -> None:
+    pack_id = unique("typo_")
+    write_pack(stack.packs_dir, f"{pack_id}.txt", "a lighthouse\n")
+    write_pack(stack.packs_dir, f"{pack_id}.json", {"preset_data": {"txt2img": {"stpes": 30}}})
+    draft = stack.bundle.new_draft()
+
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, pack_id))
+
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "PACK_INVALID")
+    assert details.message.startswith(
+        f"{pack_id}.json (preset_data.txt2img.stpes): unknown key 'stpes'; ")
+    assert stack.bundle.draft(draft.draft_id) == draft
 
 
 # --- rows that cannot run -------------------------------------------------------------------
@@ -245,6 +312,13 @@ MALFORMED = [
                  id="unknown-stage"),
     pytest.param("json", {"pack_data": {"slots": [{"text": 42}]}},
                  ["pack_data.slots[0].text"], id="wrong-json-type"),
+    pytest.param("json", {"pack_data": {"slots": [{"positive": "a cat"}]}},
+                 ["(pack_data.slots[0].positive): unknown key 'positive'; a row takes text"],
+                 id="unknown-row-key"),
+    pytest.param("json", {"pack_data": {"slots": [{"text": "a cat"}]},
+                          "preset_data": {"txt2img": {"sampler": "Euler a"}}},
+                 ["(preset_data.txt2img.sampler): unknown key 'sampler'"],
+                 id="unknown-preset-key"),
     pytest.param("txt", ("a castle on a hill\n\n" * 600_000)[:TEN_MB],
                  ["10,485,760 bytes", "limit"], id="ten-megabytes"),
     pytest.param("txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8,

@@ -4,6 +4,7 @@ and the origin the queued job carries."""
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import (
+    BundleHarness,
     full_job,
     jobs_of_draft,
     preset,
@@ -23,6 +25,7 @@ from tests.bundle_service.harness import (
     unique,
     write_pack,
 )
+from tests.queue.harness import QueueHarness
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +295,22 @@ def test_an_enqueue_past_the_default_four_megabyte_limit(stack: Stack) -> None:
     job = stack.bundle.enqueue(draft.draft_id, expected_revision=pages[-1].draft_revision)
     assert job.entry_count == 2500
     assert list(full_job(stack.queue, job.job_id).entries) == jobs
+
+
+def test_a_job_the_queue_refuses_keeps_the_queues_error_and_the_draft(tmp_path: Path) -> None:
+    """The queue's own refusal reaches the caller with its code (not as an internal error of
+    the bundle), and the draft stays as it was: nothing is lost."""
+    small_queue = QueueHarness(tmp_path / "queue", {"STABLENEW_MAX_MESSAGE_BYTES": "2048"})
+    with small_queue.running():
+        bundle = BundleHarness(tmp_path / "bundle", tmp_path / "packs", small_queue.address)
+        with bundle.running():
+            draft = bundle.new_draft()
+            long_prompt = ", ".join(f"intricate detail {number}" for number in range(100))
+            added = bundle.add_manual(draft.draft_id, long_prompt, txt2img_config()).draft
+
+            details = rpc_error(lambda: bundle.enqueue(draft.draft_id))
+
+            assert details.code == Code.RESOURCE_EXHAUSTED
+            assert details.message.startswith("the queue refused: ")
+            assert bundle.draft(draft.draft_id) == added
+            assert queued_jobs(small_queue) == []

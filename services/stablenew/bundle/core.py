@@ -14,22 +14,24 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from stablenew.bundle.expansion import ExpansionLimits
-from stablenew.bundle.normalize import (
+from stablenew.bundle.domain import (
+    Draft,
     DraftPart,
+    DraftRecord,
+    FieldError,
     ManualPart,
     NormalizedBundle,
     PackRowPart,
-    normalize_draft,
+    Reason,
 )
+from stablenew.bundle.expansion import ExpansionLimits
+from stablenew.bundle.normalize import normalize_draft
 from stablenew.bundle.packs.library import PackLibrary
 from stablenew.bundle.packs.model import Pack
 from stablenew.bundle.pipeline_rules import preset_problems
-from stablenew.bundle.problems import FieldError, PackError, Reason
 from stablenew.bundle.seeds import DerivedSeedSource
-from stablenew.bundle.store import BundleStore, DraftRecord
+from stablenew.bundle.store import BundleStore
 from stablenew.contract.errors import (
     Code,
     ErrorReason,
@@ -46,8 +48,7 @@ from stablenew.contract.model import (
     PromptSource,
     RunMode,
 )
-from stablenew.runtime.paging import PageTokens, stored_secret
-from stablenew.runtime.sqlite_db import Transaction
+from stablenew.runtime.paging import PageTokens
 
 CACHED_BUNDLES = 8
 # A normalised draft is cached by draft id, revision and the versions of the packs it uses.
@@ -64,23 +65,9 @@ def _draft_not_found(draft_id: str) -> ServiceError:
                         f"draft {draft_id!r} not found", metadata={"draft_id": draft_id})
 
 
-def pack_error(error: PackError) -> ServiceError:
-    reason = (ErrorReason.PACK_NOT_FOUND if error.reason == "PACK_NOT_FOUND"
-              else ErrorReason.PACK_INVALID)
-    code = Code.NOT_FOUND if reason == ErrorReason.PACK_NOT_FOUND else Code.INVALID_ARGUMENT
-    return ServiceError(code, reason, str(error), metadata={"pack_id": error.pack_id})
-
-
-@dataclass(frozen=True)
-class Draft:
-    record: DraftRecord
-    bundle: NormalizedBundle
-    # Changes with the revision and with any pack file the draft uses: what a preview page
-    # token is bound to, so pages never mix two versions of a pack.
-    version: str
-
-
 class BundleCore:
+    """The bundle's use cases over its store, its pack library and the queue."""
+
     def __init__(self, store: BundleStore, packs: PackLibrary, submit: Submit,
                  lookup: Lookup, limits: ExpansionLimits | None = None) -> None:
         self.store = store
@@ -90,15 +77,17 @@ class BundleCore:
         self.lookup = lookup
         self.lock = threading.RLock()
         self._bundles: OrderedDict[BundleKey, NormalizedBundle] = OrderedDict()
-        self.secret = stored_secret(store.db, store.setting, store.set_setting)
+        self.secret = store.page_token_secret()
 
     def page_tokens(self, scope: str) -> PageTokens:
+        """Page tokens for the list named `scope`, signed with this database's secret."""
         return PageTokens(self.secret, scope)
 
     # --- drafts -------------------------------------------------------------------------
 
     def create_draft(self, display_name: str, request_id: str) -> Draft:
-        with self.lock, Transaction(self.store.db):
+        """A new empty draft, or the one an earlier call with `request_id` created."""
+        with self.lock, self.store.transaction():
             existing = self.store.draft_for_request(request_id) if request_id else None
             draft_id = existing or uuid.uuid4().hex
             if existing is None:
@@ -115,13 +104,14 @@ class BundleCore:
     def _draft(self, record: DraftRecord, remember: bool = True) -> Draft:
         signature = self._pack_signature(record.parts)
         if _stamp(signature) != record.pack_stamp:
-            with Transaction(self.store.db):
+            with self.store.transaction():
                 self.store.bump_revision(record.draft_id, _stamp(signature))
             record = self._require(record.draft_id)
         version = hashlib.sha256(repr((record.revision, signature)).encode()).hexdigest()[:16]
         return Draft(record, self._normalized(record, signature, remember), version)
 
     def list_drafts(self, size: int, after: str) -> tuple[list[Draft], str]:
+        """Up to `size` drafts after the id `after`, and the id to go on after ("" at the end)."""
         with self.lock:
             ids = self.store.draft_ids_after(after, size + 1)
             # A listing does not push the drafts being previewed out of the cache.
@@ -132,6 +122,7 @@ class BundleCore:
     def add_manual_part(self, draft_id: str, prompt: str, negative: str,
                         config: PipelineConfig, input_images: list[str],
                         request_id: str = "") -> tuple[Draft, list[str]]:
+        """Add a prompt with its own config and input images; returns the draft and the part."""
         if not prompt.strip() and not input_images:
             raise invalid_argument("prompt", "a manual part needs a prompt (or input images)")
         part = ManualPart(uuid.uuid4().hex, prompt, negative, config, input_images)
@@ -140,6 +131,8 @@ class BundleCore:
     def add_pack_parts(self, draft_id: str, pack_id: str, rows: Sequence[int], prepend: str,
                        overrides: PipelineConfig,
                        request_id: str = "") -> tuple[Draft, list[str]]:
+        """Add the rows `rows` of a pack (every row when empty), one part each, with `prepend`
+        text and `overrides` over the pack's settings; returns the draft and the new part ids."""
         pack = self.load_pack(pack_id)
         chosen = list(rows) or [row.index for row in pack.rows]
         for position, index in enumerate(chosen):
@@ -175,7 +168,7 @@ class BundleCore:
                                violations=violations)
         part_ids = [part.part_id for part in parts]
         with self.lock:
-            with Transaction(self.store.db):
+            with self.store.transaction():
                 before = self._require(draft_id).parts
                 self.store.add_parts(draft_id, parts)
                 if request_id:
@@ -219,7 +212,8 @@ class BundleCore:
         return _unique(ours)
 
     def remove_part(self, draft_id: str, part_id: str) -> Draft:
-        with self.lock, Transaction(self.store.db):
+        """The draft without the part `part_id` (PART_NOT_FOUND when it has none)."""
+        with self.lock, self.store.transaction():
             parts = self._require(draft_id).parts
             if not self.store.remove_part(draft_id, part_id):
                 raise ServiceError(Code.NOT_FOUND, ErrorReason.PART_NOT_FOUND,
@@ -228,7 +222,8 @@ class BundleCore:
         return self.get_draft(draft_id)
 
     def clear_draft(self, draft_id: str) -> Draft:
-        with self.lock, Transaction(self.store.db):
+        """The draft without any part, at a new revision."""
+        with self.lock, self.store.transaction():
             self._require(draft_id)
             self.store.clear_parts(draft_id)
             self._new_revision(draft_id, [])
@@ -296,7 +291,7 @@ class BundleCore:
             # submits nothing new, whatever request id the retry carries.
             queue_request = f"draft/{draft_id}/{record.revision}"
             job = self.submit(draft.bundle, origin, priority, label, queue_request)
-            with Transaction(self.store.db):
+            with self.store.transaction():
                 self.store.record_enqueue(draft_id, record.revision, request_id, job.job_id)
                 self.store.clear_parts(draft_id)
                 self._new_revision(draft_id, [])
@@ -317,10 +312,8 @@ class BundleCore:
     # --- packs --------------------------------------------------------------------------
 
     def load_pack(self, pack_id: str) -> Pack:
-        try:
-            return self.packs.load_pack(pack_id)
-        except PackError as error:
-            raise pack_error(error) from None
+        """The pack as it is on disk now (PackError: not found, or cannot be read)."""
+        return self.packs.load_pack(pack_id)
 
 
 def _stamp(signature: tuple[object, ...]) -> str:

@@ -38,8 +38,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from stablenew.bundle.domain import Problem, Reason
 from stablenew.bundle.packs.model import MatrixMode, MatrixSlot, Pack, PackMatrix
-from stablenew.bundle.problems import Problem, Reason
 from stablenew.bundle.prompt_text import (
     SLOT,
     WILDCARD,
@@ -60,6 +60,8 @@ RandomFactory = Callable[[], random.Random]
 
 @dataclass(frozen=True)
 class ExpansionLimits:
+    """How far one row may expand: the variant cap per row (STABLENEW_MAX_VARIANTS_PER_ROW)."""
+
     max_variants_per_row: int = DEFAULT_MAX_VARIANTS_PER_ROW
 
     def __post_init__(self) -> None:
@@ -80,10 +82,12 @@ class PromptTemplate:
 
     @property
     def has_tokens(self) -> bool:
+        """Whether the text holds any slot or wildcard token."""
         return bool(self.slot_names or self.wildcard_names)
 
 
 def compile_template(positive: str, negative: str) -> PromptTemplate:
+    """A row's positive and negative text compiled into a template."""
     if "[[" not in positive and "__" not in positive and "[[" not in negative \
             and "__" not in negative:
         return PromptTemplate((positive,), (negative,), (), ())  # the common case, kept cheap
@@ -115,6 +119,7 @@ def _segments(text: str) -> tuple[tuple[Segment, ...], list[TokenKey]]:
 
 
 def render(segments: tuple[Segment, ...], values: dict[TokenKey, str]) -> str:
+    """The text of `segments` with each token replaced by its value from `values`."""
     if len(segments) == 1 and isinstance(segments[0], str):
         return segments[0]
     return "".join([part if isinstance(part, str) else values[part] for part in segments])
@@ -122,6 +127,8 @@ def render(segments: tuple[Segment, ...], values: dict[TokenKey, str]) -> str:
 
 @dataclass(slots=True)
 class Variant:
+    """One expanded version of a row: its index in the row and its final texts."""
+
     index: int
     positive: str
     negative: str
@@ -131,6 +138,8 @@ class Variant:
 
 @dataclass
 class RowExpansion:
+    """What a row expands to: its variants, or the problem that stops it."""
+
     variants: list[Variant] = field(default_factory=list)
     problem: Problem | None = None
 
@@ -154,6 +163,7 @@ class ExpansionRules:
 
     @classmethod
     def of_pack(cls, pack: Pack, limits: ExpansionLimits) -> ExpansionRules:
+        """The rules of `pack` under `limits`."""
         return cls(pack.matrix, pack.wildcards, pack.wildcard_mode, limits)
 
 
@@ -197,6 +207,7 @@ class TemplateExpander:
 
     def expand(self, template: PromptTemplate, position: RowPosition,
                new_random: RandomFactory) -> RowExpansion:
+        """The variants of `template` for a row at `position`, or its problem."""
         if not template.has_tokens:
             only = Variant(0, render(template.positive, {}), render(template.negative, {}))
             return RowExpansion([only])
@@ -348,6 +359,7 @@ _EXPANDERS_LOCK = threading.Lock()
 
 
 def pack_expander(pack: Pack, limits: ExpansionLimits) -> PackExpander:
+    """The expander of `pack`, made once per pack object and limits."""
     with _EXPANDERS_LOCK:
         cached = _EXPANDERS.get(id(pack))
     if cached is not None and cached[0]() is pack and cached[1] == limits:

@@ -6,8 +6,7 @@ import threading
 import weakref
 from datetime import UTC, datetime
 
-from stablenew.bundle.core import Draft
-from stablenew.bundle.normalize import DraftPart, ManualPart, NormalizedBundle
+from stablenew.bundle.domain import Draft, DraftPart, ManualPart, NormalizedBundle
 from stablenew.bundle.packs.model import Pack, PackSummary
 from stablenew.contract.model import PipelineConfig, PromptSource
 from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto
@@ -16,6 +15,7 @@ from stablenew.v1 import pipeline_pb2
 
 
 def config_from_proto(message: pipeline_pb2.PipelineConfig) -> PipelineConfig:
+    """A request's PipelineConfig as the domain twin."""
     return from_proto(PipelineConfig, message)
 
 
@@ -32,6 +32,7 @@ class JobMessages:
 
     def page(self, bundle: NormalizedBundle, start: int,
              stop: int) -> list[pipeline_pb2.NormalizedJob]:
+        """The messages of the jobs `start` to `stop` of `bundle` (converted on first use)."""
         with self._lock:
             converted = self._converted.get(bundle)
             if converted is None:
@@ -46,6 +47,7 @@ class JobMessages:
         return page
 
     def all(self, bundle: NormalizedBundle) -> list[pipeline_pb2.NormalizedJob]:
+        """The messages of every job of `bundle`."""
         return self.page(bundle, 0, len(bundle.jobs))
 
 
@@ -65,6 +67,7 @@ def _part_to_proto(part: DraftPart, estimated_images: int) -> pb.JobPart:
 
 
 def draft_to_proto(draft: Draft) -> pb.Draft:
+    """The Draft message: parts (with their estimated images), summary and times."""
     record = draft.record
     images = {outcome.part_id: outcome.estimated_images for outcome in draft.bundle.parts}
     message = pb.Draft(draft_id=record.draft_id, display_name=record.display_name,
@@ -78,12 +81,14 @@ def draft_to_proto(draft: Draft) -> pb.Draft:
 
 
 def pack_to_proto(pack: Pack) -> pb.Pack:
+    """The Pack message of a pack."""
     message = pb.Pack()
     fill_proto(pack, message)
     return message
 
 
 def pack_summary_to_proto(summary: PackSummary) -> pb.PackSummary:
+    """The PackSummary message of a listed pack."""
     message = pb.PackSummary()
     fill_proto(summary, message)
     return message

@@ -15,10 +15,8 @@ Global prompts by stage: txt2img and img2img use the job's prompt, which has the
 prompts get them only when set (empty means "the main prompt", which has them already);
 ADetailer passes never get them; upscale has no prompt of its own.
 
-Canonical jobs: settings of stages outside the plan are reset to their defaults (hires fix and
-the refiner when off, img2img/ADetailer/upscale when not in the plan), the subseed is 0 when the
-subseed strength is 0, and plans that start with upscale have batch_size = n_iter = 1 (one output
-per input image). Equal work therefore gets an equal config_hash.
+What the jobs of one config share (plan, checks, the canonical prototype, the hasher) is made
+ready once per distinct config by `job_prototype`.
 
 A part that fails any check produces no job at all, and its problems are reported as RowErrors
 (and FieldErrors with field paths) instead: never half a row, never a literal `[[token]]`.
@@ -28,12 +26,24 @@ jobs as values and do not mutate them.
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from stablenew.bundle.domain import (
+    DraftPart,
+    FieldError,
+    ManualPart,
+    NormalizedBundle,
+    PackError,
+    PackRowPart,
+    PartOutcome,
+    Problem,
+    Reason,
+    RowError,
+    row_label,
+)
 from stablenew.bundle.expansion import (
     ExpansionLimits,
     ExpansionRules,
@@ -46,87 +56,33 @@ from stablenew.bundle.expansion import (
     compile_template,
     pack_expander,
 )
+from stablenew.bundle.job_prototype import JobText, PreparedConfig, job_of, prepare_config
 from stablenew.bundle.packs.model import Pack
 from stablenew.bundle.pipeline_rules import (
-    check_config,
     check_input_images,
-    check_stage_plan,
     merge_config,
-    stage_plan,
     with_builtin_defaults,
 )
-from stablenew.bundle.problems import FieldError, PackError, Problem, Reason, RowError, row_label
 from stablenew.bundle.prompt_text import first_token, join_prompt, scan_tags
 from stablenew.bundle.seeds import SeedSource, random_for
-from stablenew.bundle.summary import BundleSummary, summarize
-from stablenew.contract.job_hasher import JobHasher
+from stablenew.bundle.summary import summarize
 from stablenew.contract.model import (
-    AdetailerPass,
     EntryOrigin,
-    HiresFixConfig,
-    Img2ImgConfig,
     NormalizedJob,
     PipelineConfig,
     PromptSource,
     PromptTag,
-    RefinerConfig,
-    StageType,
-    UpscaleConfig,
 )
 
 DEFAULT_MAX_BUNDLE_JOBS = 100_000
 
 
-@dataclass
-class ManualPart:
-    part_id: str
-    prompt: str
-    negative_prompt: str = ""
-    config: PipelineConfig = field(default_factory=PipelineConfig)
-    input_images: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PackRowPart:
-    part_id: str
-    pack_id: str
-    row_index: int
-    prepend_text: str = ""
-    # Non-zero fields replace the pack's defaults (pipeline_rules.merge_config).
-    config_overrides: PipelineConfig = field(default_factory=PipelineConfig)
-    input_images: list[str] = field(default_factory=list)
-
-
-DraftPart = ManualPart | PackRowPart
-
-
 class PackSource(Protocol):
     """Where pack rows come from: `PackLibrary` in the service, a dict-backed fake in tests."""
 
-    def load_pack(self, pack_id: str) -> Pack: ...
-
-
-@dataclass(slots=True)
-class PartOutcome:
-    """What one part became: its jobs' count and images, or why it made none."""
-
-    part_id: str
-    job_count: int = 0
-    estimated_images: int = 0
-    errors: list[RowError] = field(default_factory=list)
-    # The config problems among `errors`, with their field paths (for a BadRequest).
-    field_errors: list[FieldError] = field(default_factory=list)
-
-
-@dataclass(eq=False)  # compared and cached by identity: one object per normalisation
-class NormalizedBundle:
-    jobs: list[NormalizedJob]
-    parts: list[PartOutcome]
-    summary: BundleSummary
-
-    @property
-    def errors(self) -> list[RowError]:
-        return self.summary.errors
+    def load_pack(self, pack_id: str) -> Pack:
+        """The pack `pack_id` (raises PackError)."""
+        ...
 
 
 def normalize_draft(parts: Sequence[DraftPart], seeds: SeedSource, packs: PackSource, *,
@@ -139,21 +95,6 @@ def normalize_draft(parts: Sequence[DraftPart], seeds: SeedSource, packs: PackSo
     errors = [error for outcome in normalizer.outcomes for error in outcome.errors]
     return NormalizedBundle(normalizer.jobs, normalizer.outcomes,
                             summarize(len(parts), normalizer.jobs, errors))
-
-
-@dataclass
-class _Prepared:
-    """A config made ready once and shared by every part that has an equal one."""
-
-    plan: list[StageType]
-    errors: list[FieldError]
-    prototype: NormalizedJob
-    hasher: JobHasher | None
-    global_positive: str
-    global_negative: str
-    globals_have_tags: bool
-    seed: int
-    subseed: int
 
 
 @dataclass(slots=True)
@@ -200,7 +141,7 @@ class _Normalizer:
         self._loaded: dict[str, Pack | PackError] = {}
         self._expanders: dict[str, PackExpander] = {}
         self._load_errors: dict[str, dict[int, list[RowError]]] = {}
-        self._prepared: dict[tuple[str, bool], list[tuple[PipelineConfig, _Prepared]]] = {}
+        self._prepared: dict[tuple[str, bool], list[tuple[PipelineConfig, PreparedConfig]]] = {}
 
     def add(self, part: DraftPart) -> None:
         outcome = PartOutcome(part.part_id)
@@ -233,7 +174,7 @@ class _Normalizer:
         loaded = self._load(part.pack_id)
         if isinstance(loaded, PackError):
             outcome.errors.append(RowError(part.part_id, part.pack_id, part.row_index,
-                                           loaded.line, loaded.reason, str(loaded)))
+                                           loaded.line, loaded.reason.name, str(loaded)))
             return None
         if not 0 <= part.row_index < len(loaded.rows):
             message = (f"pack {part.pack_id!r} has {len(loaded.rows)} rows"
@@ -283,7 +224,7 @@ class _Normalizer:
 
     # --- the config -----------------------------------------------------------------------
 
-    def _prepare(self, context: _PartContext, has_images: bool) -> _Prepared:
+    def _prepare(self, context: _PartContext, has_images: bool) -> PreparedConfig:
         bucket = self._prepared.setdefault((context.config_key, has_images), [])
         for config, prepared in bucket:
             if config is context.config or config == context.config:
@@ -291,14 +232,14 @@ class _Normalizer:
         base = context.config
         if context.merge_with is not None:
             base = merge_config(context.merge_with, base)
-        prepared = _prepare_config(with_builtin_defaults(base), has_images)
+        prepared = prepare_config(with_builtin_defaults(base), has_images)
         bucket.append((context.config, prepared))
         return prepared
 
     # --- the text -------------------------------------------------------------------------
 
-    def _final_texts(self, expansion: RowExpansion, prepared: _Prepared, outcome: PartOutcome,
-                     context: _PartContext) -> list[_FinalText] | None:
+    def _final_texts(self, expansion: RowExpansion, prepared: PreparedConfig, outcome: PartOutcome,
+                     context: _PartContext) -> list[JobText] | None:
         if expansion.problem is not None:
             self._reject(outcome, context, expansion.problem)
             return None
@@ -327,8 +268,8 @@ class _Normalizer:
             f" {count:,}; split it into several drafts"))
         return False
 
-    def _emit(self, outcome: PartOutcome, context: _PartContext, prepared: _Prepared,
-              texts: list[_FinalText], input_images: list[str]) -> None:
+    def _emit(self, outcome: PartOutcome, context: _PartContext, prepared: PreparedConfig,
+              texts: list[JobText], input_images: list[str]) -> None:
         assert prepared.hasher is not None  # a config with errors never gets here
         hasher, prototype, seeds = prepared.hasher, prepared.prototype, self.seeds
         origin = context.origin
@@ -345,7 +286,7 @@ class _Normalizer:
                 job_origin = EntryOrigin(part_id, origin.prompt_source, origin.prompt_pack_id,
                                          origin.pack_name, origin.row_index, text.variant_index)
                 job_hash = hasher.hash(text.positive, text.negative, seed, subseed, images)
-                self.jobs.append(_job(prototype, len(self.jobs), text, seed, subseed,
+                self.jobs.append(job_of(prototype, len(self.jobs), text, seed, subseed,
                                       list(images), job_origin, job_hash))
         outcome.job_count = len(texts) * len(image_lists)
         outcome.estimated_images = outcome.job_count * prototype.image_count
@@ -386,106 +327,7 @@ def _random_factory(seeds: SeedSource, part_id: str) -> Callable[[], random.Rand
     return lambda: random_for(seeds, f"{part_id}/expand")
 
 
-# --- preparing a config ---------------------------------------------------------------------
-
-
-def _prepare_config(config: PipelineConfig, has_images: bool) -> _Prepared:
-    plan = stage_plan(config.stages)
-    errors = check_stage_plan(plan, has_images) + check_config(config, plan)
-    errors += _constant_text_errors(config, plan)
-    prototype = _prototype(config, plan)
-    txt2img = config.txt2img
-    return _Prepared(
-        plan=plan,
-        errors=errors,
-        prototype=prototype,
-        hasher=None if errors else JobHasher(prototype),
-        global_positive=config.global_positive.strip(),
-        global_negative=config.global_negative.strip(),
-        globals_have_tags="<" in config.global_positive + config.global_negative,
-        seed=txt2img.seed,
-        subseed=txt2img.subseed if txt2img.subseed_strength else 0,
-    )
-
-
-def _constant_text_errors(config: PipelineConfig, plan: list[StageType]) -> list[FieldError]:
-    """Tokens in texts that are never expanded (global, hires and ADetailer prompts)."""
-    texts = {"config.global_positive": config.global_positive,
-             "config.global_negative": config.global_negative}
-    if StageType.TXT2IMG in plan and config.txt2img.hires_fix.enabled:
-        texts["config.txt2img.hires_fix.prompt"] = config.txt2img.hires_fix.prompt
-        texts["config.txt2img.hires_fix.negative_prompt"] = config.txt2img.hires_fix.negative_prompt
-    if StageType.ADETAILER in plan:
-        for index, adetailer_pass in enumerate(config.adetailer.passes):
-            texts[f"config.adetailer.passes[{index}].prompt"] = adetailer_pass.prompt
-            texts[f"config.adetailer.passes[{index}].negative_prompt"] = (
-                adetailer_pass.negative_prompt)
-    errors = []
-    for path, text in texts.items():
-        token = first_token(text)
-        if token is not None:
-            errors.append(FieldError(path, Reason.UNRESOLVED_TOKEN,
-                                     f"{token.display} is not expanded here; write the text out"))
-    return errors
-
-
-def _prototype(config: PipelineConfig, plan: list[StageType]) -> NormalizedJob:
-    """Everything the jobs of a config share, in canonical form (module docstring)."""
-    stages = set(plan)
-    txt2img = config.txt2img
-    starts_on_images = bool(plan) and plan[0] == StageType.UPSCALE
-    return NormalizedJob(
-        stage_plan=list(plan),
-        subseed_strength=txt2img.subseed_strength,
-        model=txt2img.model,
-        vae=txt2img.vae,
-        sampler_name=txt2img.sampler_name,
-        scheduler=txt2img.scheduler,
-        width=txt2img.width,
-        height=txt2img.height,
-        steps=txt2img.steps,
-        cfg_scale=txt2img.cfg_scale,
-        batch_size=1 if starts_on_images else config.batch_size,
-        n_iter=1 if starts_on_images else config.n_iter,
-        clip_skip=txt2img.clip_skip,
-        hires_fix=_hires_fix(config, stages),
-        refiner=(copy.copy(txt2img.refiner)
-                 if StageType.TXT2IMG in stages and txt2img.refiner.enabled else RefinerConfig()),
-        img2img=copy.copy(config.img2img) if StageType.IMG2IMG in stages else Img2ImgConfig(),
-        adetailer_passes=_passes(config, stages),
-        upscale=copy.copy(config.upscale) if StageType.UPSCALE in stages else UpscaleConfig(),
-    )
-
-
-def _hires_fix(config: PipelineConfig, stages: set[StageType]) -> HiresFixConfig:
-    hires = config.txt2img.hires_fix
-    if StageType.TXT2IMG not in stages or not hires.enabled:
-        return HiresFixConfig()
-    # Set hires prompts are whole prompts of their own, so they get the global terms too.
-    return replace(
-        hires,
-        prompt=join_prompt(hires.prompt.strip(), config.global_positive.strip())
-        if hires.prompt.strip() else "",
-        negative_prompt=join_prompt(hires.negative_prompt.strip(), config.global_negative.strip())
-        if hires.negative_prompt.strip() else "",
-    )
-
-
-def _passes(config: PipelineConfig, stages: set[StageType]) -> list[AdetailerPass]:
-    if StageType.ADETAILER not in stages:
-        return []
-    return [copy.copy(adetailer_pass) for adetailer_pass in config.adetailer.passes]
-
-
-# --- final texts and jobs --------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _FinalText:
-    variant_index: int
-    positive: str
-    negative: str
-    tags: list[PromptTag]
+# --- final texts ----------------------------------------------------------------------------
 
 
 class _TagCache:
@@ -504,13 +346,13 @@ class _TagCache:
         return found
 
 
-def _final_text(variant: Variant, prepared: _Prepared, tags: _TagCache,
-                tag_reason: Reason) -> _FinalText | Problem:
+def _final_text(variant: Variant, prepared: PreparedConfig, tags: _TagCache,
+                tag_reason: Reason) -> JobText | Problem:
     positive = join_prompt(variant.positive, prepared.global_positive)
     negative = join_prompt(variant.negative, prepared.global_negative)
     if variant.tags is not None and not prepared.globals_have_tags:
         # A row as written: the pack reader found no token and listed its tags already.
-        return _FinalText(variant.index, positive, negative, list(variant.tags))
+        return JobText(variant.index, positive, negative, list(variant.tags))
     token = first_token(variant.positive, variant.negative)
     if token is not None:
         return Problem(Reason.UNRESOLVED_TOKEN,
@@ -521,7 +363,7 @@ def _final_text(variant: Variant, prepared: _Prepared, tags: _TagCache,
     problems = positive_problems + negative_problems
     if problems:
         return Problem(tag_reason, "; ".join(problems))
-    return _FinalText(variant.index, positive, negative, _merge_tags(positive_tags, negative_tags))
+    return JobText(variant.index, positive, negative, _merge_tags(positive_tags, negative_tags))
 
 
 def _merge_tags(positive: list[PromptTag], negative: list[PromptTag]) -> list[PromptTag]:
@@ -529,36 +371,3 @@ def _merge_tags(positive: list[PromptTag], negative: list[PromptTag]) -> list[Pr
         return list(positive)
     seen = {(tag.kind, tag.name, tag.weight) for tag in positive}
     return positive + [tag for tag in negative if (tag.kind, tag.name, tag.weight) not in seen]
-
-
-def _job(prototype: NormalizedJob, index: int, text: _FinalText, seed: int, subseed: int,
-         images: list[str], origin: EntryOrigin, job_hash: str) -> NormalizedJob:
-    return NormalizedJob(
-        index=index,
-        prompt=text.positive,
-        negative_prompt=text.negative,
-        stage_plan=list(prototype.stage_plan),
-        seed=seed,
-        subseed=subseed,
-        subseed_strength=prototype.subseed_strength,
-        model=prototype.model,
-        vae=prototype.vae,
-        sampler_name=prototype.sampler_name,
-        scheduler=prototype.scheduler,
-        width=prototype.width,
-        height=prototype.height,
-        steps=prototype.steps,
-        cfg_scale=prototype.cfg_scale,
-        batch_size=prototype.batch_size,
-        n_iter=prototype.n_iter,
-        clip_skip=prototype.clip_skip,
-        hires_fix=prototype.hires_fix,
-        refiner=prototype.refiner,
-        img2img=prototype.img2img,
-        adetailer_passes=list(prototype.adetailer_passes),
-        upscale=prototype.upscale,
-        input_images=images,
-        origin=origin,
-        tags=text.tags,
-        config_hash=job_hash,
-    )

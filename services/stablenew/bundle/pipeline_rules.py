@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
-from stablenew.bundle.problems import FieldError, Reason
+from stablenew.bundle.domain import FieldError, Reason
 from stablenew.contract.model import (
     GENERATION_STAGES,
     AdetailerPass,
@@ -204,6 +204,8 @@ Check = Callable[[Any], str]
 
 @dataclass(frozen=True)
 class Rule:
+    """One value check: where the value is, how to read and check it, and when it applies."""
+
     path: str  # below the config, e.g. "txt2img.width"
     read: Callable[[PipelineConfig], Any]
     check: Check

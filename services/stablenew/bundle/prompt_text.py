@@ -46,6 +46,7 @@ class Token:
 
     @property
     def display(self) -> str:
+        """The token as written: `[[name]]` or `__name__`."""
         return f"[[{self.name}]]" if self.kind == "slot" else f"__{self.name}__"
 
 
@@ -66,6 +67,7 @@ def iter_tokens(text: str) -> Iterator[Token]:
 
 
 def undefined_token_message(display: str) -> str:
+    """Why the token `display` cannot be resolved."""
     kind = "matrix slot" if display.startswith("[[") else "wildcard"
     return (f"{display} is not defined: no {kind} of that name is available (they come from"
             " the pack; a matrix that is off defines none)")
@@ -77,6 +79,7 @@ def has_token(text: str) -> bool:
 
 
 def first_token(*texts: str) -> Token | None:
+    """The first token of the first text that has one, or None."""
     for text in texts:
         token = next(iter_tokens(text), None)
         if token is not None:
@@ -86,6 +89,8 @@ def first_token(*texts: str) -> Token | None:
 
 @dataclass(slots=True)
 class TagScan:
+    """The tags found in some texts, and the problems of tags that cannot be read."""
+
     tags: list[PromptTag]
     problems: list[str]
 
@@ -146,10 +151,12 @@ def join_prompt(*parts: str) -> str:
 
 
 def lora_tag(name: str, weight: float) -> str:
+    """`<lora:name:weight>` as a user would write it."""
     return f"<lora:{name}:{_format_weight(weight)}>"
 
 
 def embedding_tag(name: str, weight: float = 1.0) -> str:
+    """`<embedding:name>`, or `(<embedding:name>:weight)` for another weight."""
     if weight == 1.0:
         return f"<embedding:{name}>"
     return f"(<embedding:{name}>:{_format_weight(weight)})"

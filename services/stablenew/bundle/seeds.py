@@ -18,6 +18,8 @@ SEED_RANGE = 4_294_967_294
 
 
 class SeedSource(Protocol):
+    """Where concrete seeds come from (module docstring)."""
+
     def seed_for(self, key: str) -> int:
         """A concrete seed in [0, SEED_RANGE), always the same for the same key."""
         ...
@@ -33,6 +35,7 @@ class DerivedSeedSource:
         self._base.update(b"\x1f")
 
     def seed_for(self, key: str) -> int:
+        """The seed of `key` under this source's salt."""
         digest = self._base.copy()
         digest.update(key.encode())
         return int.from_bytes(digest.digest(), "big") % SEED_RANGE

@@ -17,6 +17,8 @@ Context = grpc.ServicerContext
 
 
 class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
+    """BundleService over gRPC: requests to use cases, domain objects to responses."""
+
     def __init__(self, core: BundleCore, job_messages: mapping.JobMessages) -> None:
         self.core = core
         self.job_messages = job_messages
@@ -26,15 +28,18 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
 
     def CreateDraft(self, request: pb.CreateDraftRequest,
                     context: Context) -> pb.CreateDraftResponse:
+        """An empty draft (the same one again for a repeated request id)."""
         draft = self.core.create_draft(request.display_name, request.request_id)
         return pb.CreateDraftResponse(draft=mapping.draft_to_proto(draft))
 
     def GetDraft(self, request: pb.GetDraftRequest, context: Context) -> pb.GetDraftResponse:
+        """One draft with its parts and summary."""
         draft = self.core.get_draft(required(request.draft_id, "draft_id"))
         return pb.GetDraftResponse(draft=mapping.draft_to_proto(draft))
 
     def ListDrafts(self, request: pb.ListDraftsRequest,
                    context: Context) -> pb.ListDraftsResponse:
+        """A page of drafts in id order."""
         size = page_size(request.page_size)
         position = self.draft_tokens.decode(request.page_token)
         drafts, last = self.core.list_drafts(size, str(position[0]) if position else "")
@@ -43,6 +48,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
             next_page_token=self.draft_tokens.encode([last]) if last else "")
 
     def AddPart(self, request: pb.AddPartRequest, context: Context) -> pb.AddPartResponse:
+        """A manual prompt with its config added to the draft."""
         draft, part_ids = self.core.add_manual_part(
             required(request.draft_id, "draft_id"), request.prompt, request.negative_prompt,
             mapping.config_from_proto(request.config), list(request.input_images),
@@ -53,6 +59,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
 
     def AddPackParts(self, request: pb.AddPackPartsRequest,
                      context: Context) -> pb.AddPackPartsResponse:
+        """Rows of a pack added to the draft, one part each."""
         draft, part_ids = self.core.add_pack_parts(
             required(request.draft_id, "draft_id"),
             required(request.prompt_pack_id, "prompt_pack_id"), list(request.row_indices),
@@ -65,17 +72,20 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
 
     def RemovePart(self, request: pb.RemovePartRequest,
                    context: Context) -> pb.RemovePartResponse:
+        """The draft without one part."""
         draft = self.core.remove_part(required(request.draft_id, "draft_id"),
                                       required(request.part_id, "part_id"))
         return pb.RemovePartResponse(draft=mapping.draft_to_proto(draft))
 
     def ClearDraft(self, request: pb.ClearDraftRequest,
                    context: Context) -> pb.ClearDraftResponse:
+        """The draft without any part."""
         draft = self.core.clear_draft(required(request.draft_id, "draft_id"))
         return pb.ClearDraftResponse(draft=mapping.draft_to_proto(draft))
 
     def PreviewDraft(self, request: pb.PreviewDraftRequest,
                      context: Context) -> pb.PreviewDraftResponse:
+        """A page of the draft's normalized jobs, bound to the draft's current version."""
         size = page_size(request.page_size)
         draft = self.core.get_draft(required(request.draft_id, "draft_id"))
         position = self.preview_tokens.decode(request.page_token)
@@ -98,6 +108,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
 
     def EnqueueDraft(self, request: pb.EnqueueDraftRequest,
                      context: Context) -> pb.EnqueueDraftResponse:
+        """The previewed jobs submitted to the queue as one job."""
         job = self.core.enqueue(
             required(request.draft_id, "draft_id"), RunMode(request.run_mode),
             JobSource(request.source), Priority(request.priority), request.label,
@@ -105,6 +116,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         return pb.EnqueueDraftResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def ListPacks(self, request: pb.ListPacksRequest, context: Context) -> pb.ListPacksResponse:
+        """A page of the pack library, broken packs listed with their error."""
         size = page_size(request.page_size)
         position = self.pack_tokens.decode(request.page_token)
         after = str(position[0]) if position else ""
@@ -115,6 +127,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
             packs=[mapping.pack_summary_to_proto(p) for p in page], next_page_token=token)
 
     def GetPack(self, request: pb.GetPackRequest, context: Context) -> pb.GetPackResponse:
+        """One pack: rows, matrix, settings and row errors."""
         pack = self.core.load_pack(required(request.pack_id, "pack_id"))
         return pb.GetPackResponse(pack=mapping.pack_to_proto(pack))
 

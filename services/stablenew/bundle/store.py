@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from stablenew.bundle.normalize import DraftPart, ManualPart, PackRowPart
+from stablenew.bundle.domain import DraftPart, DraftRecord, ManualPart, PackRowPart
 from stablenew.contract.model import PipelineConfig
 from stablenew.contract.proto_mapping import from_proto, to_proto
-from stablenew.runtime.sqlite_db import open_database
+from stablenew.runtime.paging import stored_secret
+from stablenew.runtime.sqlite_db import Transaction, open_database
 from stablenew.v1 import pipeline_pb2
 
 MIGRATIONS = [
@@ -63,17 +63,6 @@ MIGRATIONS = [
 ]
 
 
-@dataclass
-class DraftRecord:
-    draft_id: str
-    display_name: str
-    revision: int
-    create_time: float
-    update_time: float
-    parts: list[DraftPart] = field(default_factory=list)
-    pack_stamp: str = ""
-
-
 def _config_blob(config: PipelineConfig) -> bytes:
     message: pipeline_pb2.PipelineConfig = to_proto(config)
     return message.SerializeToString()
@@ -104,26 +93,41 @@ def _part(row: sqlite3.Row) -> DraftPart:
 
 
 class BundleStore:
+    """Drafts, parts, enqueues and settings in one SQLite file; every method but `close`
+    runs inside the caller's `transaction()` or as one statement of its own."""
+
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.db = open_database(path, MIGRATIONS, synchronous)
         self.db.row_factory = sqlite3.Row
 
     def close(self) -> None:
+        """Close the database (the last connection checkpoints the WAL)."""
         self.db.close()
+
+    def transaction(self) -> Transaction:
+        """One transaction: `with store.transaction(): ...` commits, or rolls back on error."""
+        return Transaction(self.db)
+
+    def page_token_secret(self) -> bytes:
+        """The secret that signs this database's page tokens, made on first use and kept."""
+        return stored_secret(self.db, self.setting, self.set_setting)
 
     def insert_draft(self, draft_id: str, display_name: str, request_id: str,
                      pack_stamp: str) -> None:
+        """A new draft at revision 1."""
         now = time.time()
         self.db.execute("INSERT INTO drafts (draft_id, display_name, revision, create_time, "
                         "update_time, request_id, pack_stamp) VALUES (?, ?, 1, ?, ?, ?, ?)",
                         (draft_id, display_name, now, now, request_id or None, pack_stamp))
 
     def draft_for_request(self, request_id: str) -> str | None:
+        """The draft an earlier CreateDraft with `request_id` made, if any."""
         row = self.db.execute("SELECT draft_id FROM drafts WHERE request_id = ?",
                               (request_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def get_draft(self, draft_id: str) -> DraftRecord | None:
+        """The draft with its parts in order, or None."""
         row = self.db.execute("SELECT * FROM drafts WHERE draft_id = ?", (draft_id,)).fetchone()
         if row is None:
             return None
@@ -133,12 +137,14 @@ class BundleStore:
                            row["create_time"], row["update_time"], parts, row["pack_stamp"])
 
     def draft_ids_after(self, after: str, limit: int) -> list[str]:
+        """Up to `limit` draft ids after `after`, in id order."""
         rows = self.db.execute(
             "SELECT draft_id FROM drafts WHERE draft_id > ? ORDER BY draft_id LIMIT ?",
             (after, limit)).fetchall()
         return [str(row[0]) for row in rows]
 
     def add_parts(self, draft_id: str, parts: list[DraftPart]) -> None:
+        """Append `parts` after the draft's last part."""
         row = self.db.execute("SELECT COALESCE(MAX(position), -1) FROM parts WHERE draft_id = ?",
                               (draft_id,)).fetchone()
         start = int(row[0]) + 1
@@ -150,14 +156,17 @@ class BundleStore:
                             f"({', '.join(':' + name for name in values)})", values)
 
     def remove_part(self, draft_id: str, part_id: str) -> bool:
+        """Remove one part; False when the draft has no such part."""
         cursor = self.db.execute("DELETE FROM parts WHERE draft_id = ? AND part_id = ?",
                                  (draft_id, part_id))
         return cursor.rowcount > 0
 
     def clear_parts(self, draft_id: str) -> None:
+        """Remove every part of the draft."""
         self.db.execute("DELETE FROM parts WHERE draft_id = ?", (draft_id,))
 
     def bump_revision(self, draft_id: str, pack_stamp: str) -> None:
+        """The next revision of the draft, reading the pack files of `pack_stamp`."""
         self.db.execute("UPDATE drafts SET revision = revision + 1, update_time = ?, "
                         "pack_stamp = ? WHERE draft_id = ?", (time.time(), pack_stamp, draft_id))
 
@@ -170,22 +179,27 @@ class BundleStore:
         return None if row is None else str(row[0])
 
     def record_enqueue(self, draft_id: str, revision: int, request_id: str, job_id: str) -> None:
+        """Remember that this revision (and request id) was queued as `job_id`."""
         self.db.execute("INSERT INTO enqueues VALUES (?, ?, ?, ?)",
                         (draft_id, revision, request_id or None, job_id))
 
     def parts_for_request(self, draft_id: str, request_id: str) -> list[str] | None:
+        """The part ids an earlier AddPart/AddPackParts with `request_id` added, if any."""
         row = self.db.execute(
             "SELECT part_ids FROM part_requests WHERE draft_id = ? AND request_id = ?",
             (draft_id, request_id)).fetchone()
         return None if row is None else list(json.loads(row[0]))
 
     def record_part_request(self, draft_id: str, request_id: str, part_ids: list[str]) -> None:
+        """Remember the part ids a request with `request_id` added."""
         self.db.execute("INSERT INTO part_requests VALUES (?, ?, ?)",
                         (draft_id, request_id, json.dumps(part_ids)))
 
     def setting(self, key: str, default: str) -> str:
+        """A stored setting, or `default`."""
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return default if row is None else str(row[0])
 
     def set_setting(self, key: str, value: str) -> None:
+        """Store a setting."""
         self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))

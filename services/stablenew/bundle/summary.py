@@ -1,32 +1,17 @@
-"""The bundle summary shown on every draft response: the twin of the proto `BundleSummary`."""
+"""The `BundleSummary` of a draft's normalized jobs: counts, previews, stages and batches."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+from stablenew.bundle.domain import BundleSummary, RowError
 from stablenew.bundle.pipeline_rules import describe_plan
-from stablenew.bundle.problems import RowError
 from stablenew.contract.model import NormalizedJob
-
-
-@dataclass
-class BundleSummary:
-    part_count: int = 0
-    job_count: int = 0
-    # Sum over jobs of batch_size * n_iter = sum over rows of variants * batch * n_iter.
-    estimated_images: int = 0
-    # The first job's prompts, in full (what the WebUI will get first).
-    positive_preview: str = ""
-    negative_preview: str = ""
-    # "txt2img → adetailer → upscale"; distinct plans joined with "; " in order of first use.
-    stage_summary: str = ""
-    batch_summary: str = ""
-    errors: list[RowError] = field(default_factory=list)
 
 
 def summarize(part_count: int, jobs: Sequence[NormalizedJob],
               errors: Sequence[RowError]) -> BundleSummary:
+    """The summary of a draft of `part_count` parts that normalised to `jobs` and `errors`."""
     first = jobs[0] if jobs else NormalizedJob()
     images = sum(job.image_count for job in jobs)
     return BundleSummary(
@@ -42,6 +27,7 @@ def summarize(part_count: int, jobs: Sequence[NormalizedJob],
 
 
 def stage_summary(jobs: Sequence[NormalizedJob]) -> str:
+    """The distinct stage plans of `jobs` in order of first use, joined with "; "."""
     plans = dict.fromkeys(tuple(job.stage_plan) for job in jobs)
     return "; ".join(describe_plan(plan) for plan in plans)
 

@@ -10,7 +10,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from stablenew.bundle.problems import PackError, Reason
+from stablenew.bundle.domain import PackError
 
 DEFAULT_MAX_PACK_BYTES = 5 * 1024 * 1024
 # Precedence when one stem exists in several formats: earlier wins.
@@ -36,8 +36,7 @@ def check_pack_id(pack_id: str) -> None:
     """Refuse ids that could name a path outside the library or a hidden file."""
     problem = _pack_id_problem(pack_id)
     if problem:
-        raise PackError(pack_id, "", f"invalid pack id {pack_id!r}: {problem}",
-                        reason=Reason.INVALID_FIELD)
+        raise PackError(pack_id, "", f"invalid pack id {pack_id!r}: {problem}")
 
 
 def _pack_id_problem(pack_id: str) -> str:

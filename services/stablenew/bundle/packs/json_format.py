@@ -11,7 +11,9 @@ Decisions where the reference is silent:
   `{"name": ..., "weight": ...}`.
 - `pack_data.wildcards` is `{"name": ["a", "b"]}`; `pack_data.wildcard_mode` is `random`
   (default) or `sequential`.
-- NaN/Infinity are refused (not JSON); unknown keys are ignored.
+- NaN/Infinity are refused (not JSON). A key the format does not know, at any level, is a pack
+  error naming its JSON path: a misspelt key (`positive` for `text`) would otherwise lose what
+  it says without a word. Only the names of `pack_data.wildcards` are the author's own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs.json_values import (
     JsonShapeError,
     as_bool,
@@ -32,10 +35,10 @@ from stablenew.bundle.packs.json_values import (
     as_str_list,
     optional_list,
     optional_member,
+    refuse_unknown_keys,
 )
 from stablenew.bundle.packs.model import MatrixMode, MatrixSlot, PackMatrix, PackRow
 from stablenew.bundle.packs.presets import default_pack_config, read_preset
-from stablenew.bundle.problems import PackError
 from stablenew.bundle.prompt_text import embedding_tag, join_prompt, lora_tag
 from stablenew.contract.model import PipelineConfig
 
@@ -47,6 +50,14 @@ MATRIX_MODES = {
 }
 WILDCARD_MODES = {"random": MatrixMode.RANDOM, "sequential": MatrixMode.SEQUENTIAL}
 WILDCARD_NAME = re.compile(r"[A-Za-z0-9](?:[\w./-]*[A-Za-z0-9./-])?")
+
+# The keys each object of the format takes, in the order the messages list them.
+TOP_KEYS = ("pack_data", "preset_data")
+PACK_DATA_KEYS = ("name", "slots", "matrix", "wildcards", "wildcard_mode")
+ROW_KEYS = ("text", "negative", "loras", "positive_embeddings", "negative_embeddings", "index")
+TAG_KEYS = ("name", "weight")
+MATRIX_KEYS = ("enabled", "mode", "limit", "slots")
+SLOT_KEYS = ("name", "values")
 
 
 @dataclass
@@ -81,6 +92,7 @@ def parse_json(text: str, pack_id: str, file_name: str) -> Any:
 def read_json_pack(document: Any) -> JsonPackDocument:
     """The pack parts of a decoded JSON file (raises JsonShapeError for wrong types)."""
     top = as_object(document, "(top level)")
+    refuse_unknown_keys(top, TOP_KEYS, "", "a pack file")
     result = JsonPackDocument()
     if top.get("preset_data") is not None:
         result.defaults = read_preset(top["preset_data"])
@@ -88,6 +100,7 @@ def read_json_pack(document: Any) -> JsonPackDocument:
     if pack_data is None:
         return result
     data = as_object(pack_data, "pack_data")
+    refuse_unknown_keys(data, PACK_DATA_KEYS, "pack_data", "pack_data")
     result.name = optional_member(data, "name", "pack_data", as_str, "").strip()
     if data.get("slots") is not None:
         rows = [_read_row(item, index) for index, item in
@@ -106,6 +119,7 @@ def read_json_pack(document: Any) -> JsonPackDocument:
 def _read_row(item: Any, index: int) -> PackRow:
     path = f"pack_data.slots[{index}]"
     slot = as_object(item, path)
+    refuse_unknown_keys(slot, ROW_KEYS, path, "a row")
     optional_member(slot, "index", path, as_int, 0)
     text = optional_member(slot, "text", path, as_str, "")
     negative = optional_member(slot, "negative", path, as_str, "")
@@ -136,6 +150,7 @@ def _named_weight(value: Any, path: str) -> tuple[str, float]:
         name = as_str(value[0], f"{path}[0]")
         weight = as_float(value[1], f"{path}[1]") if len(value) == 2 else 1.0
     elif isinstance(value, dict):
+        refuse_unknown_keys(value, TAG_KEYS, path, "a tag")
         name = as_str(value.get("name"), f"{path}.name")
         weight = optional_member(value, "weight", path, as_float, 1.0)
     else:
@@ -150,7 +165,9 @@ def _mentions(text: str, kind: str, name: str) -> bool:
 
 
 def read_matrix(value: Any, path: str) -> PackMatrix:
+    """The matrix object at `path` (raises JsonShapeError)."""
     data = as_object(value, path)
+    refuse_unknown_keys(data, MATRIX_KEYS, path, "the matrix")
     slots = [_read_slot(item, f"{path}.slots[{index}]") for index, item in
              enumerate(optional_list(data, "slots", path))]
     _refuse_duplicates([slot.name for slot in slots], f"{path}.slots", "slot")
@@ -169,6 +186,7 @@ def read_matrix(value: Any, path: str) -> PackMatrix:
 
 def _read_slot(item: Any, path: str) -> MatrixSlot:
     data = as_object(item, path)
+    refuse_unknown_keys(data, SLOT_KEYS, path, "a matrix slot")
     name = as_str(data.get("name"), f"{path}.name").strip()
     if not name or any(char in name for char in "[]\n"):
         raise JsonShapeError(f"{path}.name", f"{name!r} is not a usable slot name")

@@ -12,13 +12,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stablenew.bundle.domain import PackError, Reason, RowError, row_label
 from stablenew.bundle.packs.files import (
     DEFAULT_MAX_PACK_BYTES,
     PACK_EXTENSIONS,
@@ -42,7 +42,6 @@ from stablenew.bundle.packs.model import (
 )
 from stablenew.bundle.packs.text_formats import TextPackContent, parse_tsv, parse_txt
 from stablenew.bundle.pipeline_rules import preset_problems
-from stablenew.bundle.problems import PackError, Reason, RowError, row_label
 from stablenew.bundle.prompt_text import (
     SLOT,
     WILDCARD,
@@ -75,6 +74,8 @@ class _CacheEntry:
 
 
 class PackLibrary:
+    """The packs of one directory (module docstring)."""
+
     def __init__(self, root: Path | str, *, max_file_bytes: int = DEFAULT_MAX_PACK_BYTES) -> None:
         self._root = Path(root).resolve()
         self._max_file_bytes = max_file_bytes
@@ -98,7 +99,7 @@ class PackLibrary:
         stamps = tuple(locate(self._root, pack_id, extension) for extension in PACK_EXTENSIONS)
         if not any(stamps):
             raise PackError(pack_id, "", f"there is no pack {pack_id!r} in the library",
-                            reason=Reason.PACK_NOT_FOUND)
+                            not_found=True)
         with self._lock:
             entry = self._cache.get(pack_id)
         if entry is None or entry.key != stamps:
@@ -106,8 +107,7 @@ class PackLibrary:
             with self._lock:
                 self._cache[pack_id] = entry
         if isinstance(entry.result, PackError):
-            # A fresh copy: re-raising one stored instance would grow its traceback each time.
-            raise dataclasses.replace(entry.result)
+            raise entry.result.fresh()
         return entry.result
 
     def signature(self, pack_id: str) -> CacheKey:

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
-from stablenew.bundle.problems import RowError
+from stablenew.bundle.domain import RowError
 from stablenew.contract.model import PipelineConfig, PromptTag
 
 
 class PackFormat(IntEnum):
+    """The file format a pack was read from."""
+
     UNSPECIFIED = 0
     TXT = 1
     TSV = 2
@@ -22,6 +24,8 @@ class PackFormat(IntEnum):
 
 
 class MatrixMode(IntEnum):
+    """How the matrix slots of a row combine (see expansion.py)."""
+
     UNSPECIFIED = 0
     FANOUT = 1
     SEQUENTIAL = 2
@@ -39,6 +43,8 @@ class MatrixSlot:
 
 @dataclass
 class PackMatrix:
+    """The matrix of a pack: its slots, whether it is on, its mode and limit."""
+
     enabled: bool = False
     mode: MatrixMode = MatrixMode.FANOUT
     # 0 means no limit beyond the variant cap.
@@ -48,6 +54,8 @@ class PackMatrix:
 
 @dataclass
 class PackRow:
+    """One prompt row of a pack, with the tags it holds and the line it starts on."""
+
     index: int = 0
     positive: str = ""
     negative: str = ""
@@ -58,6 +66,8 @@ class PackRow:
 
 @dataclass
 class PackSummary:
+    """A pack as ListPacks shows it."""
+
     pack_id: str = ""
     name: str = ""
     format: PackFormat = PackFormat.UNSPECIFIED
@@ -69,6 +79,8 @@ class PackSummary:
 
 @dataclass
 class Pack:
+    """A pack as read: rows, matrix, wildcards, default settings and the rows' problems."""
+
     pack_id: str = ""
     name: str = ""
     format: PackFormat = PackFormat.UNSPECIFIED

@@ -1,12 +1,21 @@
 """`preset_data` of a JSON pack -> the pack's default `PipelineConfig`.
 
-Keys are the ones the desktop app wrote (see reference/prompt-packs.md) plus the WebUI's own
-names for txt2img options. Unknown keys are ignored so files written by newer or older tools still
-load, with one exception: an unknown `<stage>_enabled: true` in `pipeline` is refused, because
-silently not running a stage the user switched on is worse than a clear error.
+Keys are the ones the desktop app wrote (see docs/PROMPT_PACKS.md) plus the WebUI's own names
+for txt2img options. A key this module does not know, in any section, is refused with its JSON
+path rather than ignored: a misspelt setting would otherwise silently not apply. An unknown
+`<stage>_enabled` in `pipeline` gets its own message (hires fix and the refiner are txt2img
+options, not stages).
 
-A pack that names no seed asks for random seeds (-1): a fixed 0 for every row is never what a
-pack author meant.
+Decisions for settings a pack leaves out:
+- Stages: a pack that names none of `txt2img_enabled`, `img2img_enabled`, `adetailer_enabled`,
+  `upscale_enabled` (a `.txt`/`.tsv` without a `.json`, or a `.json` whose `pipeline` says
+  nothing about stages) runs txt2img: prompts written in a file are meant to be generated. A
+  pack that names any stage flag runs exactly the stages it switches on.
+- Seeds: a pack that names no seed asks for random seeds (-1): a fixed 0 for every row is never
+  what a pack author meant.
+Everything else left out gets the built-in defaults when the pack is normalised
+(`pipeline_rules.with_builtin_defaults`); an empty model means the checkpoint the runner's
+WebUI has loaded.
 """
 
 from __future__ import annotations
@@ -22,8 +31,15 @@ from stablenew.bundle.packs.json_values import (
     as_list,
     as_object,
     as_str,
+    refuse_unknown_keys,
 )
-from stablenew.contract.model import AdetailerPass, PipelineConfig, Txt2ImgConfig, UpscaleMode
+from stablenew.contract.model import (
+    AdetailerPass,
+    PipelineConfig,
+    StageFlags,
+    Txt2ImgConfig,
+    UpscaleMode,
+)
 
 _UPSCALE_MODES = {"extras": UpscaleMode.EXTRAS, "img2img": UpscaleMode.IMG2IMG}
 
@@ -87,11 +103,14 @@ UPSCALE_FIELDS: FieldTable = {
     "extras_upscaler_2_visibility": ("upscale.upscaler_2_visibility", as_float),
 }
 
-PIPELINE_FIELDS: FieldTable = {
+STAGE_FIELDS: FieldTable = {
     "txt2img_enabled": ("stages.txt2img_enabled", as_bool),
     "img2img_enabled": ("stages.img2img_enabled", as_bool),
     "adetailer_enabled": ("stages.adetailer_enabled", as_bool),
     "upscale_enabled": ("stages.upscale_enabled", as_bool),
+}
+
+PIPELINE_FIELDS: FieldTable = STAGE_FIELDS | {
     "images_per_prompt": ("batch_size", as_int),
     "batch_size": ("batch_size", as_int),
     "n_iter": ("n_iter", as_int),
@@ -118,20 +137,27 @@ ADETAILER_PASS_LIST_FIELDS: FieldTable = {
     key.removeprefix("adetailer_"): target for key, target in ADETAILER_PASS_FIELDS.items()
 }
 
+SECTIONS = ("txt2img", "img2img", "adetailer", "upscale", "pipeline")
+
+
 def default_pack_config() -> PipelineConfig:
-    """What a pack asks for before its preset says anything: random seeds."""
-    return PipelineConfig(txt2img=Txt2ImgConfig(seed=-1))
+    """What a pack asks for before its preset says anything: txt2img with random seeds."""
+    return PipelineConfig(stages=StageFlags(txt2img_enabled=True),
+                          txt2img=Txt2ImgConfig(seed=-1))
 
 
 def read_preset(preset: Any, path: str = "preset_data") -> PipelineConfig:
     """The pack's defaults from its `preset_data` object (raises JsonShapeError)."""
     config = default_pack_config()
     sections = as_object(preset, path)
+    refuse_unknown_keys(sections, SECTIONS, path, path)
     _apply_table(config, _section(sections, "txt2img", path), TXT2IMG_FIELDS, f"{path}.txt2img")
     _apply_table(config, _section(sections, "img2img", path), IMG2IMG_FIELDS, f"{path}.img2img")
     _apply_table(config, _section(sections, "upscale", path), UPSCALE_FIELDS, f"{path}.upscale")
     pipeline = _section(sections, "pipeline", path)
     _refuse_unknown_stages(pipeline, f"{path}.pipeline")
+    if any(pipeline.get(key) is not None for key in STAGE_FIELDS):
+        config.stages = StageFlags()  # the pack names its stages: only those it switches on
     _apply_table(config, pipeline, PIPELINE_FIELDS, f"{path}.pipeline")
     config.adetailer.passes = _adetailer_passes(_section(sections, "adetailer", path),
                                                 f"{path}.adetailer")
@@ -143,7 +169,10 @@ def _section(sections: dict[str, Any], name: str, path: str) -> dict[str, Any]:
     return {} if value is None else as_object(value, f"{path}.{name}")
 
 
-def _apply_table(target: object, values: dict[str, Any], table: FieldTable, path: str) -> None:
+def _apply_table(target: object, values: dict[str, Any], table: FieldTable, path: str,
+                 extra_keys: tuple[str, ...] = ()) -> None:
+    """Each known, non-null value onto `target`; `extra_keys` are read by the caller."""
+    refuse_unknown_keys(values, (*table, *extra_keys), path, path)
     for key, value in values.items():
         if key in table and value is not None:
             attribute_path, read = table[key]
@@ -158,8 +187,8 @@ def _assign(target: object, attribute_path: str, value: Any) -> None:
 
 
 def _refuse_unknown_stages(pipeline: dict[str, Any], path: str) -> None:
-    for key, value in pipeline.items():
-        if key.endswith("_enabled") and key not in PIPELINE_FIELDS and value is True:
+    for key in pipeline:
+        if key.endswith("_enabled") and key not in PIPELINE_FIELDS:
             stage = key.removesuffix("_enabled")
             raise JsonShapeError(
                 f"{path}.{key}",
@@ -169,9 +198,11 @@ def _refuse_unknown_stages(pipeline: dict[str, Any], path: str) -> None:
 
 
 def _adetailer_passes(section: dict[str, Any], path: str) -> list[AdetailerPass]:
+    # The section is one pass written with `adetailer_` keys, a list of `passes`, or both.
+    refuse_unknown_keys(section, (*ADETAILER_PASS_FIELDS, "passes"), path, path)
     passes: list[AdetailerPass] = []
     if any(key in ADETAILER_PASS_FIELDS for key in section):
-        passes.append(_read_pass(section, ADETAILER_PASS_FIELDS, path))
+        passes.append(_read_pass(section, ADETAILER_PASS_FIELDS, path, extra_keys=("passes",)))
     listed = section.get("passes")
     if listed is not None:
         for index, item in enumerate(as_list(listed, f"{path}.passes")):
@@ -181,8 +212,9 @@ def _adetailer_passes(section: dict[str, Any], path: str) -> list[AdetailerPass]
     return passes
 
 
-def _read_pass(values: dict[str, Any], table: FieldTable, path: str) -> AdetailerPass:
+def _read_pass(values: dict[str, Any], table: FieldTable, path: str,
+               extra_keys: tuple[str, ...] = ()) -> AdetailerPass:
     adetailer_pass = AdetailerPass()
-    _apply_table(adetailer_pass, values, table, path)
+    _apply_table(adetailer_pass, values, table, path, extra_keys)
     return adetailer_pass
 

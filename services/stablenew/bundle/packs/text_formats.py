@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from stablenew.bundle.domain import PackError, Reason, RowError, row_label
 from stablenew.bundle.packs.model import MatrixSlot, PackRow
-from stablenew.bundle.problems import PackError, Reason, RowError, row_label
 from stablenew.bundle.prompt_text import SLOT, WILDCARD, iter_tokens, join_prompt
 
 _WILDCARD_DEFINITION = re.compile(r"__(?P<name>[A-Za-z0-9][\w./-]*?)__\s*:(?P<values>.*)")
@@ -35,6 +35,8 @@ _TSV_HEADER_NEGATIVE = {"negative", "negative_prompt"}
 
 @dataclass
 class Definition:
+    """A raw-text `name: a | b` definition of a matrix slot or wildcard, and its line."""
+
     kind: str  # SLOT or WILDCARD
     slot: MatrixSlot
     line: int
@@ -42,11 +44,14 @@ class Definition:
 
 @dataclass
 class TextPackContent:
+    """What a `.txt`/`.tsv` file holds: rows, definitions and row errors."""
+
     rows: list[PackRow] = field(default_factory=list)
     definitions: list[Definition] = field(default_factory=list)
     row_errors: list[RowError] = field(default_factory=list)
 
     def slots_of(self, kind: str) -> list[MatrixSlot]:
+        """The lists defined for `kind` (SLOT or WILDCARD), in file order."""
         return [definition.slot for definition in self.definitions if definition.kind == kind]
 
 
@@ -58,6 +63,7 @@ class _Line:
 
 
 def split_lines(text: str) -> list[_Line]:
+    """The file's lines, numbered from 1, trimmed and as written."""
     lines = []
     for number, line in enumerate(text.split("\n"), start=1):
         raw = line.rstrip("\r")
@@ -74,6 +80,7 @@ def _clean(line: str) -> str:
 
 
 def parse_txt(text: str, pack_id: str, file_name: str) -> TextPackContent:
+    """The rows and definitions of a `.txt` pack (raises PackError)."""
     lines = split_lines(text)
     content_lines = [line for line in lines if line.text and not line.text.startswith("#")]
     definitions = find_definitions(content_lines, content_lines, pack_id, file_name)
@@ -150,6 +157,7 @@ def _definition_of(line: _Line, used: set[tuple[str, str]], pack_id: str,
 
 
 def parse_tsv(text: str, pack_id: str, file_name: str) -> TextPackContent:
+    """The rows and definitions of a `.tsv` pack (raises PackError)."""
     lines = [line for line in split_lines(text) if line.text and not line.text.startswith("#")]
     definitions = find_definitions([line for line in lines if "\t" not in line.raw], lines,
                                    pack_id, file_name)
