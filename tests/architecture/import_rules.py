@@ -211,9 +211,10 @@ def _client_rules(module: Module, imported: str) -> Iterator[str]:
         allowed = (*allowed, "stablenew.cli")
     if module.name == "stablenew.cli.serve_command":
         # `stablenew serve` runs a service in this process: its app and the runtime.
-        allowed = (*allowed, "stablenew.runtime",
-                   *(f"stablenew.{service}.app" for service in SERVICE_LIKE),
-                   "stablenew.emulator.cli")
+        allowed = (*allowed, "stablenew.runtime", "stablenew.emulator.cli",
+                   *(f"stablenew.{service}.app" for service in SERVICE_LIKE))
+        if imported in {f"stablenew.{service}" for service in SERVICE_LIKE}:
+            return  # `from stablenew.queue import app`: the package itself, then its app
     if imported.startswith("stablenew") and not _within(imported, allowed) \
             and imported != "stablenew":
         yield ("clients import only the SDK, the contract package and the generated stubs "

@@ -162,6 +162,14 @@ def test_reflection_describes_every_rpc(app_channels: dict[str, grpc.Channel],
 # --- a probe service of our own: errors, request ids, message limits ---------------------------
 
 
+class NoSuchThing(ServiceError):
+    """A domain's own error type with an __init__ of its own, as services define them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(Code.NOT_FOUND, ErrorReason.PACK_NOT_FOUND, f"no {name}",
+                         metadata={"name": name})
+
+
 class Probe:
     """Handlers that behave badly on purpose, registered through ServiceSpec.register."""
 
@@ -187,6 +195,10 @@ class Probe:
             ],
             metadata={"entry_index": "3"},
         )
+
+    @staticmethod
+    def own_error(request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise NoSuchThing("lighthouse")
 
     @staticmethod
     def huge_error(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -218,6 +230,7 @@ class Probe:
             "BadInput": unary(self.bad_input),
             "Abort": unary(self.abort),
             "HugeError": unary(self.huge_error),
+            "OwnError": unary(self.own_error),
             "Slow": unary(self.slow),
             "StreamBoom": grpc.unary_stream_rpc_method_handler(self.stream_boom),
         })
@@ -342,6 +355,15 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument(
     assert (REQUEST_ID_KEY, "garbage-1") in tuple(call.initial_metadata())
     logged = [line for line in rpc_log.lines if line.get("request_id") == "garbage-1"]
     assert [line.get("code") for line in logged] == ["INVALID_ARGUMENT"], logged
+
+
+def test_a_domain_error_subclass_arrives_as_itself(probe_channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        unary(probe_channel, "OwnError")(b"", timeout=10)
+    details = details_of(caught.value)
+    assert (details.code, details.reason, details.message) == (
+        Code.NOT_FOUND, "PACK_NOT_FOUND", "no lighthouse")
+    assert details.metadata == {"name": "lighthouse"}
 
 
 def test_an_error_echoing_a_huge_input_still_arrives_as_itself(

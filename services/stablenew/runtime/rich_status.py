@@ -4,7 +4,6 @@ the services make to each other."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import cast
 
 import grpc
@@ -42,8 +41,9 @@ def _fitting(error: ServiceError) -> ServiceError:
                   for v in error.violations[:MAX_VIOLATIONS]]
     metadata = {_clip(key, MAX_DETAIL_CHARS): _clip(value, MAX_DETAIL_CHARS)
                 for key, value in list(error.metadata.items())[:MAX_VIOLATIONS]}
-    return dataclasses.replace(error, message=_clip(error.message, MAX_MESSAGE_CHARS),
-                               violations=violations, metadata=metadata)
+    # A plain ServiceError: a subclass may have an __init__ of its own.
+    return ServiceError(error.code, error.reason, _clip(error.message, MAX_MESSAGE_CHARS),
+                        violations, metadata)
 
 
 def to_grpc_status(error: ServiceError) -> grpc.Status:
