@@ -65,7 +65,7 @@ def _draft_not_found(draft_id: str) -> ServiceError:
 
 
 def pack_error(error: PackError) -> ServiceError:
-    reason = (ErrorReason.PACK_NOT_FOUND if error.reason == "PACK_NOT_FOUND"
+    reason = (ErrorReason.PACK_NOT_FOUND if error.reason == Reason.PACK_NOT_FOUND
               else ErrorReason.PACK_INVALID)
     code = Code.NOT_FOUND if reason == ErrorReason.PACK_NOT_FOUND else Code.INVALID_ARGUMENT
     return ServiceError(code, reason, str(error), metadata={"pack_id": error.pack_id})
