@@ -177,8 +177,9 @@ class BundleServiceServicer:
     def PreviewDraft(self, request, context):
         """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
         job are in summary.errors, not previewed.
-        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN (also for a token of
-        the draft before it or one of its packs changed).
+        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+        draft before it or one of its packs changed (preview again from the first page);
+        INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -80,8 +80,9 @@ class BundleServiceStub:
     PreviewDraft: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.PreviewDraftRequest, _bundle_service_pb2.PreviewDraftResponse]
     """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
     job are in summary.errors, not previewed.
-    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN (also for a token of
-    the draft before it or one of its packs changed).
+    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+    draft before it or one of its packs changed (preview again from the first page);
+    INVALID_PAGE_TOKEN.
     """
     EnqueueDraft: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.EnqueueDraftRequest, _bundle_service_pb2.EnqueueDraftResponse]
     """Submits the draft's normalized jobs to the queue as one job (QueueService.SubmitJob), then
@@ -155,8 +156,9 @@ class BundleServiceAsyncStub(BundleServiceStub):
     PreviewDraft: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.PreviewDraftRequest, _bundle_service_pb2.PreviewDraftResponse]  # type: ignore[assignment]
     """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
     job are in summary.errors, not previewed.
-    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN (also for a token of
-    the draft before it or one of its packs changed).
+    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+    draft before it or one of its packs changed (preview again from the first page);
+    INVALID_PAGE_TOKEN.
     """
     EnqueueDraft: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.EnqueueDraftRequest, _bundle_service_pb2.EnqueueDraftResponse]  # type: ignore[assignment]
     """Submits the draft's normalized jobs to the queue as one job (QueueService.SubmitJob), then
@@ -275,8 +277,9 @@ class BundleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_bundle_service_pb2.PreviewDraftResponse, _abc.Awaitable[_bundle_service_pb2.PreviewDraftResponse]]:
         """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
         job are in summary.errors, not previewed.
-        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN (also for a token of
-        the draft before it or one of its packs changed).
+        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+        draft before it or one of its packs changed (preview again from the first page);
+        INVALID_PAGE_TOKEN.
         """
 
     @_abc_1.abstractmethod

@@ -175,9 +175,9 @@ class HistoryServiceServicer:
     def ImportHistory(self, request, context):
         """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
         history recorded from the queue is never overwritten; repeating an import changes nothing.
-        Errors: INVALID_FIELD naming the job (jobs[i]...): more than 1000 jobs, a job without
-        job_id, state or create_time, a job id twice, an enum value this version does not know, or
-        a transition with a sequence.
+        Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+        jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+        value this version does not know, or a transition with a sequence other than 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -80,9 +80,9 @@ class HistoryServiceStub:
     ImportHistory: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]
     """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
     history recorded from the queue is never overwritten; repeating an import changes nothing.
-    Errors: INVALID_FIELD naming the job (jobs[i]...): more than 1000 jobs, a job without
-    job_id, state or create_time, a job id twice, an enum value this version does not know, or
-    a transition with a sequence.
+    Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+    jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+    value this version does not know, or a transition with a sequence other than 0.
     """
 
 @_typing.type_check_only
@@ -137,9 +137,9 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     ImportHistory: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]  # type: ignore[assignment]
     """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
     history recorded from the queue is never overwritten; repeating an import changes nothing.
-    Errors: INVALID_FIELD naming the job (jobs[i]...): more than 1000 jobs, a job without
-    job_id, state or create_time, a job id twice, an enum value this version does not know, or
-    a transition with a sequence.
+    Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+    jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+    value this version does not know, or a transition with a sequence other than 0.
     """
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -251,9 +251,9 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_history_service_pb2.ImportHistoryResponse, _abc.Awaitable[_history_service_pb2.ImportHistoryResponse]]:
         """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
         history recorded from the queue is never overwritten; repeating an import changes nothing.
-        Errors: INVALID_FIELD naming the job (jobs[i]...): more than 1000 jobs, a job without
-        job_id, state or create_time, a job id twice, an enum value this version does not know, or
-        a transition with a sequence.
+        Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+        jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+        value this version does not know, or a transition with a sequence other than 0.
         """
 
 def add_HistoryServiceServicer_to_server(servicer: HistoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

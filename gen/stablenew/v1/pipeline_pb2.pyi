@@ -367,7 +367,7 @@ Global___Txt2ImgConfig: _TypeAlias = Txt2ImgConfig  # noqa: Y015
 @_typing.final
 class Img2ImgConfig(_message.Message):
     """The img2img stage. Settings left at 0 or "" mean "as the generation" (Txt2ImgConfig), except
-    denoising_strength.
+    denoising_strength and resize_mode.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -410,8 +410,9 @@ Global___Img2ImgConfig: _TypeAlias = Img2ImgConfig  # noqa: Y015
 
 @_typing.final
 class AdetailerPass(_message.Message):
-    """One ADetailer detection pass (one `ad_*` argument dict of the extension). Settings left at 0
-    or "" use the generation's value unless said otherwise.
+    """One ADetailer detection pass (one `ad_*` argument dict of the extension). Prompts, steps,
+    cfg_scale and sampler_name left at 0 or "" use the generation's; confidence and
+    denoising_strength at 0 get the extension's defaults; other zeros are real values.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -445,7 +446,7 @@ class AdetailerPass(_message.Message):
     inpaint_padding: _builtins.int
     """Pixels around the mask when inpainting only the masked area, 0..1024."""
     steps: _builtins.int
-    """0..150; 0 means "use the generation's value"."""
+    """0..150; 0 means the generation's."""
     cfg_scale: _builtins.float
     """0 (the generation's) or 1..30."""
     sampler_name: _builtins.str
