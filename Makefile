@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-dev
+NPM ?= npm
+# buf (the contract checks) comes from the npm registry, pinned in package-lock.json.
+NODE_TOOLS := node_modules/.installed
+BUF := node_modules/.bin/buf
 
-.PHONY: demo test lint typecheck codegen-check protos clean
+.PHONY: demo test lint typecheck codegen-check contract-check buf-lint buf-breaking protos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +18,17 @@ $(INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+# Reinstalls when the pinned versions change. --ignore-scripts: the package's postinstall only
+# swaps its node launcher for the native binary, so no install script needs to run.
+$(NODE_TOOLS): package.json package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
 # Every service and the WebUI emulator as separate processes; the example pack end to end.
 demo: $(INSTALLED)
 	$(VENV)/bin/stablenew demo
 
-test: lint typecheck codegen-check
+test: lint typecheck codegen-check contract-check
 	$(PY) -m pytest
 
 lint: $(INSTALLED)
@@ -30,9 +40,19 @@ typecheck: $(INSTALLED)
 codegen-check: $(INSTALLED)
 	$(PY) scripts/gen_protos.py --check
 
+# buf lint (buf.yaml), and buf breaking (WIRE rules) against the released contract
+# (protos/released/v1.binpb) less the recorded changes (docs/API.md, "Contract checks").
+contract-check: buf-lint buf-breaking
+
+buf-lint: $(NODE_TOOLS)
+	$(BUF) lint
+
+buf-breaking: $(NODE_TOOLS)
+	$(PYTHON) scripts/check_contract.py --buf $(BUF)
+
 # The one command that regenerates gen/ from protos/.
 protos: $(INSTALLED)
 	$(PY) scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

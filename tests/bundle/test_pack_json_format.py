@@ -9,7 +9,13 @@ import pytest
 
 from stablenew.bundle.domain import PackError
 from stablenew.bundle.packs import MatrixMode, PackFormat, PackLibrary
-from stablenew.contract.model import AdetailerPass, PromptTag, PromptTagKind, UpscaleMode
+from stablenew.contract.model import (
+    AdetailerPass,
+    PromptTag,
+    PromptTagKind,
+    ResizeMode,
+    UpscaleMode,
+)
 from tests.bundle.helpers import write, write_json
 
 REFERENCE_PACK: dict[str, Any] = {
@@ -93,11 +99,21 @@ def test_more_preset_keys_hires_refiner_img2img_and_several_adetailer_passes(
         True, 1.5, "Latent", 0.55)
     assert (defaults.txt2img.refiner.checkpoint, defaults.txt2img.refiner.switch_at) == (
         "sdxl_refiner", 0.8)
-    assert (defaults.img2img.denoising_strength, defaults.img2img.resize_mode) == (0.3, 1)
+    assert (defaults.img2img.denoising_strength, defaults.img2img.resize_mode) == (
+        0.3, ResizeMode.CROP_AND_RESIZE)
     assert (defaults.upscale.mode, defaults.upscale.denoising_strength) == (
         UpscaleMode.IMG2IMG, 0.2)
     assert [p.model for p in defaults.adetailer.passes] == ["face_yolov8n.pt", "hand_yolov8n.pt"]
     assert (defaults.batch_size, defaults.n_iter, defaults.stages.img2img_enabled) == (2, 3, True)
+
+
+@pytest.mark.parametrize("mode", list(ResizeMode), ids=[mode.name for mode in ResizeMode])
+def test_resize_mode_is_the_webui_number(tmp_path: Path, library: PackLibrary,
+                                         mode: ResizeMode) -> None:
+    write_json(tmp_path, "resize.json", {"pack_data": {"slots": [{"text": "a"}]},
+                                         "preset_data": {"img2img": {"resize_mode": mode.value}}})
+
+    assert library.load_pack("resize").defaults.img2img.resize_mode is mode
 
 
 def test_a_pack_without_a_seed_asks_for_random_seeds(tmp_path: Path,
@@ -152,6 +168,11 @@ def test_loras_and_embeddings_in_every_accepted_shape_and_not_duplicated(
     ({"pack_data": {"slots": [{"text": "a"}]}, "preset_data": {
         "upscale": {"upscale_mode": "magic"}}},
      "preset_data.upscale.upscale_mode", "unknown upscale mode"),
+    ({"pack_data": {"slots": [{"text": "a"}]}, "preset_data": {"img2img": {"resize_mode": 4}}},
+     "preset_data.img2img.resize_mode", "unknown resize mode 4"),
+    ({"pack_data": {"slots": [{"text": "a"}]}, "preset_data": {
+        "img2img": {"resize_mode": "crop"}}},
+     "preset_data.img2img.resize_mode", "expected an integer, got a string"),
     ({"pack_data": {"slots": [{"text": "a"}], "wildcards": {"bad__name": ["x"]}}},
      "pack_data.wildcards.bad__name", "not a usable wildcard name"),
     (["not", "an", "object"], "(top level)", "expected an object"),

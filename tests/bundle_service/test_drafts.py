@@ -223,6 +223,46 @@ def test_add_part_with_a_bad_config_names_the_fields(stack: Stack,
     assert stack.bundle.draft(draft.draft_id) == draft  # nothing was added
 
 
+def _img2img_with(resize_mode: int) -> pipeline_pb2.PipelineConfig:
+    config = txt2img_config()
+    config.stages.img2img_enabled = True
+    config.img2img.resize_mode = pipeline_pb2.ResizeMode.ValueType(resize_mode)
+    return config
+
+
+def _upscale_mode(mode: int) -> pipeline_pb2.PipelineConfig:
+    config = txt2img_config(upscale=True)
+    config.upscale.mode = pipeline_pb2.UpscaleMode.ValueType(mode)
+    return config
+
+
+@pytest.mark.parametrize(("config", "enum_name"), [
+    pytest.param(_img2img_with(7), "ResizeMode", id="resize-mode-7"),
+    pytest.param(_img2img_with(-1), "ResizeMode", id="resize-mode-negative"),
+    pytest.param(_upscale_mode(9), "UpscaleMode", id="upscale-mode-9"),
+])
+def test_an_enum_value_this_version_does_not_know_is_refused(
+        stack: Stack, config: pipeline_pb2.PipelineConfig, enum_name: str) -> None:
+    draft = stack.bundle.new_draft()
+    details = rpc_error(lambda: stack.bundle.add_manual(draft.draft_id, "a castle", config))
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "INVALID_FIELD")
+    [violation] = details.violations
+    assert violation.field == "config" and enum_name in violation.description
+    details = rpc_error(lambda: stack.bundle.add_pack(draft.draft_id, "any", overrides=config))
+    assert [v.field for v in details.violations] == ["config_overrides"]
+    assert stack.bundle.draft(draft.draft_id) == draft  # nothing was added
+
+
+def test_each_resize_mode_reaches_the_normalized_job(stack: Stack) -> None:
+    draft = stack.bundle.new_draft()
+    modes = list(pipeline_pb2.ResizeMode.values())
+    for mode in modes:
+        stack.bundle.add_manual(draft.draft_id, "a castle", _img2img_with(mode))
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
+    assert [job.img2img.resize_mode for job in jobs] == modes
+    assert len({job.config_hash for job in jobs}) == len(modes)
+
+
 def test_steps_zero_means_not_set_and_gets_the_default(stack: Stack) -> None:
     """Proto3 cannot tell 0 from unset, so 0 steps is "the default" (20), as
     pipeline_rules documents, not an error."""
@@ -249,10 +289,25 @@ def test_a_token_in_a_manual_prompt_is_reported_and_never_sent(stack: Stack) -> 
     assert summary.job_count == 1
     [error] = summary.errors
     assert error.part_id == response.part.part_id
-    assert error.reason == "UNRESOLVED_TOKEN"
+    assert error.reason == pb.ROW_ERROR_REASON_UNRESOLVED_TOKEN
     assert "[[job]]" in error.message
-    jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
+    jobs, pages = stack.bundle.preview_all(draft.draft_id, 10)
     assert [job.prompt for job in jobs] == ["a lighthouse"]
+    assert list(pages[0].summary.errors) == [error]
+
+
+def test_row_errors_still_carry_the_v1_string_reason(stack: Stack) -> None:
+    # RowError.reason was a string (field 5) in the released v1 contract: clients built against
+    # it read the same name there, now reason_name; the enum is field 7.
+    draft = stack.bundle.new_draft()
+    response = stack.bundle.add_manual(draft.draft_id, "a [[job]] at the gate", txt2img_config())
+    [error] = response.draft.summary.errors
+    assert (error.reason, error.reason_name) == (pb.ROW_ERROR_REASON_UNRESOLVED_TOKEN,
+                                                 "UNRESOLVED_TOKEN")
+    [page] = stack.bundle.preview_pages(draft.draft_id, 10)
+    assert [e.reason_name for e in page.summary.errors] == ["UNRESOLVED_TOKEN"]
+    v1_field_5 = b"\x2a\x10UNRESOLVED_TOKEN"  # tag (5 << 3) | 2, length 16, the string
+    assert v1_field_5 in error.SerializeToString()
 
 
 def test_add_part_is_idempotent_per_request_id(stack: Stack) -> None:

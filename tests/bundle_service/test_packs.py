@@ -278,7 +278,7 @@ def test_a_row_with_an_unresolved_token_makes_no_job_and_is_reported(stack: Stac
     [error] = summary.errors
     assert (error.prompt_pack_id, error.row_index, error.line) == (pack_id, 1, 4)
     assert error.part_id == response.parts[1].part_id
-    assert error.reason == "UNRESOLVED_TOKEN"
+    assert error.reason == pb.ROW_ERROR_REASON_UNRESOLVED_TOKEN
     assert f"{pack_id} row 1 (line 4)" in error.message and "[[villain]]" in error.message
     assert [p.estimated_images for p in response.parts] == [2, 0, 1]
     jobs, _ = stack.bundle.preview_all(draft.draft_id, 2)
@@ -294,7 +294,8 @@ def test_a_draft_of_only_unrunnable_rows_cannot_be_enqueued(stack: Stack) -> Non
     draft = stack.bundle.new_draft()
     response = stack.bundle.add_pack(draft.draft_id, pack_id, overrides=txt2img_config())
     assert response.draft.summary.job_count == 0
-    assert [e.reason for e in response.draft.summary.errors] == ["UNRESOLVED_TOKEN"]
+    assert [e.reason for e in response.draft.summary.errors] == [
+        pb.ROW_ERROR_REASON_UNRESOLVED_TOKEN]
     details = rpc_error(lambda: stack.bundle.enqueue(draft.draft_id))
     assert (details.code, details.reason) == (Code.FAILED_PRECONDITION, "DRAFT_EMPTY")
 
@@ -379,13 +380,14 @@ def test_a_draft_whose_pack_breaks_later_reports_it_and_keeps_serving(stack: Sta
     summary = stack.bundle.draft(draft.draft_id).summary
     assert summary.job_count == 1
     assert {(e.prompt_pack_id, e.row_index, e.reason) for e in summary.errors} == {
-        (pack_id, 0, "PACK_INVALID"), (pack_id, 1, "PACK_INVALID")}
+        (pack_id, 0, pb.ROW_ERROR_REASON_PACK_INVALID),
+        (pack_id, 1, pb.ROW_ERROR_REASON_PACK_INVALID)}
     assert all(f"{pack_id}.tsv" in e.message for e in summary.errors)
     jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
     assert [job.prompt for job in jobs] == ["a glacier"]
     (stack.packs_dir / f"{pack_id}.tsv").unlink()
     summary = stack.bundle.draft(draft.draft_id).summary
-    assert {e.reason for e in summary.errors} == {"PACK_NOT_FOUND"}
+    assert {e.reason for e in summary.errors} == {pb.ROW_ERROR_REASON_PACK_NOT_FOUND}
     _serving(stack)
 
 
@@ -401,7 +403,9 @@ def test_an_invalid_pack_preset_is_blamed_on_the_pack(stack: Stack) -> None:
     assert details.metadata == {"pack_id": pack_id}
     # GetPack shows the pack with the problem of its presets (row -1: the pack as a whole).
     pack = stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=pack_id)).pack
-    assert [(e.row_index, e.reason) for e in pack.errors] == [(-1, "PACK_INVALID")]
+    assert [(e.row_index, e.reason) for e in pack.errors] == [
+        (-1, pb.ROW_ERROR_REASON_PACK_INVALID)]
+    assert pack.errors[0].reason_name == "PACK_INVALID"  # the v1 string field
     assert "txt2img.width" in pack.errors[0].message
     # Overrides that fix the value make the pack usable.
     overrides = pipeline_pb2.PipelineConfig(txt2img=pipeline_pb2.Txt2ImgConfig(width=512))
@@ -462,7 +466,7 @@ def test_the_variant_cap_per_row_is_a_setting(tmp_path: Path) -> None:
         summary = bundle.add_pack(draft.draft_id, "five", overrides=txt2img_config()).draft.summary
     assert summary.job_count == 0
     [error] = summary.errors
-    assert error.reason == "TOO_MANY_VARIANTS"
+    assert error.reason == pb.ROW_ERROR_REASON_TOO_MANY_VARIANTS
     assert "over the cap of 4 per row" in error.message
     assert "STABLENEW_MAX_VARIANTS_PER_ROW" in error.message
 

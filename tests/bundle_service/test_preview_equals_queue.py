@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from stablenew.contract.config_hash import bundle_hash, config_hash
 from stablenew.contract.model import NormalizedJob
 from stablenew.contract.proto_mapping import from_proto
+from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from tests.bundle_service.conftest import Stack
 from tests.bundle_service.harness import full_job, unique, write_pack
@@ -362,7 +363,7 @@ def _check_rows(spec: PackSpec, parts: Any, manual_part: str,
             assert part.part_id not in by_part
             assert (part.part_id, part.row_index) in failed
             error = next(e for e in errors if e.part_id == part.part_id)
-            assert error.reason == "UNRESOLVED_TOKEN"
+            assert error.reason == pb.ROW_ERROR_REASON_UNRESOLVED_TOKEN
             assert error.prompt_pack_id == spec.pack_id
             assert f"{spec.pack_id} row {part.row_index}" in error.message
         else:

@@ -163,5 +163,5 @@ def test_new_and_deleted_packs_show_without_a_restart(stack: Stack) -> None:
     assert pack_id not in listed()
     summary = bundle.draft(draft.draft_id).summary
     assert summary.job_count == 0
-    assert [(e.prompt_pack_id, e.reason) for e in summary.errors] == [(pack_id,
-                                                                       "PACK_NOT_FOUND")]
+    assert [(e.prompt_pack_id, e.reason) for e in summary.errors] == [
+        (pack_id, pb.ROW_ERROR_REASON_PACK_NOT_FOUND)]

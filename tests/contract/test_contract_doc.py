@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from stablenew.contract.config_hash import ENCODING_VERSION, NOT_HASHED
-from stablenew.contract.model import StageType, UpscaleMode
+from stablenew.contract.config_hash import ENCODED_AS_NUMBER, ENCODING_VERSION, NOT_HASHED
+from stablenew.contract.model import ResizeMode, StageType, UpscaleMode
 from stablenew.v1 import pipeline_pb2
 from tests.contract.make_vectors import VECTORS_PATH
 
@@ -77,14 +78,18 @@ def test_field_tables_are_the_hashed_fields_in_encoding_order() -> None:
         assert tables.get(name) == expected, f"CONTRACT.md's table of {name}"
 
 
+def _written_as(member: IntEnum) -> str:
+    return str(int(member)) if type(member) in ENCODED_AS_NUMBER else f'"{member.name}"'
+
+
 def test_enum_tables_give_every_value_and_the_name_the_encoding_writes() -> None:
     tables = _doc_tables()
     _, enums = _hashed_types()
-    twins = {"StageType": StageType, "UpscaleMode": UpscaleMode}
+    twins = {"StageType": StageType, "UpscaleMode": UpscaleMode, "ResizeMode": ResizeMode}
 
     assert set(enums) == set(twins)
     for name, enum in enums.items():
-        expected = [(str(value.number), value.name, f'"{twins[name](value.number).name}"')
+        expected = [(str(value.number), value.name, _written_as(twins[name](value.number)))
                     for value in enum.values]
         assert tables.get(name) == expected, f"CONTRACT.md's table of {name}"
 

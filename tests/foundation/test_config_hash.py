@@ -31,6 +31,7 @@ from stablenew.contract.model import (
     PromptTag,
     PromptTagKind,
     RefinerConfig,
+    ResizeMode,
     StageType,
     UpscaleConfig,
     UpscaleMode,
@@ -51,8 +52,9 @@ def castle_job() -> NormalizedJob:
             resize_y=0, denoising_strength=0.45, checkpoint="", sampler_name="Euler a",
             scheduler="", prompt="", negative_prompt=""),
         refiner=RefinerConfig(enabled=True, checkpoint="sdxl-refiner", switch_at=0.8),
-        img2img=Img2ImgConfig(denoising_strength=0.3, resize_mode=1, steps=20, cfg_scale=6.0,
-                              sampler_name="Euler", scheduler="Automatic"),
+        img2img=Img2ImgConfig(denoising_strength=0.3, resize_mode=ResizeMode.CROP_AND_RESIZE,
+                              steps=20, cfg_scale=6.0, sampler_name="Euler",
+                              scheduler="Automatic"),
         adetailer_passes=[AdetailerPass(
             model="face_yolov8n.pt", prompt="detailed face", negative_prompt="",
             confidence=0.3, mask_blur=4, dilate_erode=4, denoising_strength=0.4,
@@ -76,6 +78,17 @@ CASTLE_HASH = "a62cb3343b90aab95812e61fd016366f80cc2710bb5d5b49ad1c255b3cea36bc"
 def test_pinned_hash_of_a_concrete_job() -> None:
     assert ENCODING_VERSION == "stablenew.config.v1"
     assert config_hash(castle_job()) == CASTLE_HASH
+
+
+@pytest.mark.parametrize("mode", list(ResizeMode), ids=[mode.name for mode in ResizeMode])
+def test_resize_mode_is_written_as_its_webui_number(mode: ResizeMode) -> None:
+    # img2img.resize_mode was an int32 when this encoding was fixed: written as the same number
+    # (not by name like other enums), the hashes of jobs queued before stay valid. CASTLE_HASH,
+    # pinned before the change, holds mode 1.
+    job = castle_job()
+    job.img2img.resize_mode = mode
+    assert json.loads(canonical_encoding(job))["job"]["img2img"]["resize_mode"] == mode.value
+    assert b'"resize_mode":%d' % mode.value in canonical_encoding(job)
 
 
 def test_hash_is_sha256_hex() -> None:
@@ -130,7 +143,7 @@ NAMED_CHANGES: dict[str, Callable[[NormalizedJob], None]] = {
     "hires_fix.upscaler": _set("hires_fix.upscaler", "4x-UltraSharp"),
     "hires_fix.denoising_strength": _set("hires_fix.denoising_strength", 0.5),
     "refiner.switch_at": _set("refiner.switch_at", 0.7),
-    "img2img.resize_mode": _set("img2img.resize_mode", 2),
+    "img2img.resize_mode": _set("img2img.resize_mode", ResizeMode.RESIZE_AND_FILL),
     "adetailer_passes.0.confidence": _set("adetailer_passes.0.confidence", 0.35),
     "adetailer_passes.0.model": _set("adetailer_passes.0.model", "hand_yolov8n.pt"),
     "adetailer_passes.0.prompt": _set("adetailer_passes.0.prompt", "detailed hands"),

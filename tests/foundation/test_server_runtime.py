@@ -162,7 +162,7 @@ def test_reflection_describes_every_rpc(app_channels: dict[str, grpc.Channel],
 # --- a probe service of our own: errors, request ids, message limits ---------------------------
 
 
-class NoSuchThing(ServiceError):
+class NoSuchThingError(ServiceError):
     """A domain's own error type with an __init__ of its own, as services define them."""
 
     def __init__(self, name: str) -> None:
@@ -198,7 +198,7 @@ class Probe:
 
     @staticmethod
     def own_error(request: bytes, context: grpc.ServicerContext) -> bytes:
-        raise NoSuchThing("lighthouse")
+        raise NoSuchThingError("lighthouse")
 
     @staticmethod
     def huge_error(request: bytes, context: grpc.ServicerContext) -> bytes:

@@ -17,6 +17,7 @@ from stablenew.contract.model import (
     JobProgress,
     JobState,
     JobTransition,
+    Priority,
     RunMode,
 )
 from stablenew.contract.proto_mapping import from_proto, job_to_proto, to_proto
@@ -162,6 +163,26 @@ def test_events_from_the_queue_and_what_is_kept_of_them() -> None:
     for not_kept in (progress, paused):
         assert not mapping.incoming_from_proto(not_kept).event.kept
     assert isinstance(mapping.event_from_proto(paused).payload, domain.QueueLevel)
+
+
+def _updated(label: str, priority: int) -> job_pb2.JobEvent:
+    message = job_pb2.JobEvent(sequence=2, job_id="j1")
+    message.time.FromDatetime(at(1))
+    message.updated.label = label
+    message.updated.priority = job_pb2.Priority.ValueType(priority)
+    return message
+
+
+def test_an_updated_event_sets_label_and_priority_but_not_a_priority_it_does_not_know() -> None:
+    job = domain.apply_event(None, event(1, 0, Submitted(submitted_job()))).job
+    high = mapping.event_from_proto(_updated("renamed", job_pb2.PRIORITY_HIGH))
+    job = domain.apply_event(job, high).job
+    assert (job.label, job.priority, job.update_time) == ("renamed", Priority.HIGH, at(1))
+    # A value from a newer queue: the label still applies, the priority stays HIGH.
+    future = mapping.event_from_proto(_updated("again", 9))
+    assert future.payload == domain.Updated("again", None)
+    job = domain.apply_event(job, future).job
+    assert (job.label, job.priority) == ("again", Priority.HIGH)
 
 
 def test_job_and_transition_round_trips() -> None:

@@ -179,6 +179,7 @@ def test_unknown_enum_values_are_refused_naming_the_field() -> None:
     unknown_stage = pipeline_pb2.StageType.ValueType(99)
     assert with_change(lambda m: m.stage_plan.append(unknown_stage)) == "entries[1].stage_plan"
     assert with_change(lambda m: setattr(m.upscale, "mode", 42)) == "entries[1]"
+    assert with_change(lambda m: setattr(m.img2img, "resize_mode", 4)) == "entries[1]"
     assert with_change(lambda m: setattr(m.origin, "prompt_source", 7)) == (
         "entries[1].origin.prompt_source")
     assert with_change(lambda m: setattr(m.tags[0], "kind", 12)) == "entries[1].tags[0].kind"

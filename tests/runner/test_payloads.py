@@ -5,6 +5,7 @@ runner uses to prove it sends what was queued."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from stablenew.contract.model import (
     Img2ImgConfig,
     NormalizedJob,
     RefinerConfig,
+    ResizeMode,
     StageType,
     UpscaleConfig,
     UpscaleMode,
@@ -79,8 +81,9 @@ def rich_job(stages: list[StageType], **changes: Any) -> NormalizedJob:
             sampler_name="Euler a", scheduler="karras", prompt="hires prompt",
             negative_prompt="hires negative"),
         refiner=RefinerConfig(enabled=True, checkpoint="sd_xl_refiner_1.0", switch_at=0.8),
-        img2img=Img2ImgConfig(denoising_strength=0.3, resize_mode=1, steps=20, cfg_scale=6.0,
-                              sampler_name="Euler", scheduler="Uniform"),
+        img2img=Img2ImgConfig(denoising_strength=0.3, resize_mode=ResizeMode.CROP_AND_RESIZE,
+                              steps=20, cfg_scale=6.0, sampler_name="Euler",
+                              scheduler="Uniform"),
         adetailer_passes=[
             AdetailerPass(model="face_yolov8n.pt", prompt="detailed face",
                           negative_prompt="ugly", confidence=0.35, mask_blur=5, dilate_erode=6,
@@ -182,6 +185,22 @@ def test_img2img_after_a_generation_refines_each_image_once() -> None:
     assert (body["denoising_strength"], body["resize_mode"], body["steps"]) == (0.3, 1, 20)
 
 
+# The WebUI's img2img resize_mode: 0 just resize (its default, and the enum's UNSPECIFIED),
+# 1 crop and resize, 2 resize and fill, 3 just resize (latent upscale).
+@pytest.mark.parametrize(("mode", "webui_number"), [
+    (ResizeMode.UNSPECIFIED, 0), (ResizeMode.CROP_AND_RESIZE, 1),
+    (ResizeMode.RESIZE_AND_FILL, 2), (ResizeMode.LATENT_UPSCALE, 3)])
+def test_img2img_sends_the_webui_its_own_resize_mode_number(mode: ResizeMode,
+                                                            webui_number: int) -> None:
+    job = rich_job([TXT2IMG, IMG2IMG])
+    job.img2img.resize_mode = mode
+    requests = plan_requests(job)
+    # The JSON body holds the plain number, as before the field became an enum.
+    assert json.dumps(request_for(requests, IMG2IMG).body["resize_mode"]) == str(webui_number)
+    assert executed_job(job, requests).img2img.resize_mode is mode
+    assert hashes_match(job, requests)
+
+
 def test_img2img_settings_left_at_zero_run_as_the_generation() -> None:
     job = rich_job([TXT2IMG, IMG2IMG], img2img=Img2ImgConfig(denoising_strength=0.5))
     body = request_for(plan_requests(job), IMG2IMG).body
@@ -271,7 +290,8 @@ def test_upscale_only_and_img2img_only_plans_hash_like_the_job() -> None:
     upscale_only = rich_job([UPSCALE], input_images=["a.png", "b.png"], batch_size=1, n_iter=1)
     assert hashes_match(upscale_only, plan_requests(upscale_only))
     as_generation = rich_job([IMG2IMG, ADETAILER], input_images=["a.png"],
-                             img2img=Img2ImgConfig(denoising_strength=0.6, resize_mode=2))
+                             img2img=Img2ImgConfig(denoising_strength=0.6,
+                                                   resize_mode=ResizeMode.RESIZE_AND_FILL))
     assert hashes_match(as_generation, plan_requests(as_generation))
 
 
@@ -385,7 +405,7 @@ def normalized_jobs(draw: st.DrawFn) -> NormalizedJob:
                                     switch_at=draw(_fraction))
     if IMG2IMG in plan or draw(st.booleans()):
         job.img2img = Img2ImgConfig(
-            denoising_strength=draw(_fraction), resize_mode=draw(st.integers(0, 3)),
+            denoising_strength=draw(_fraction), resize_mode=draw(st.sampled_from(ResizeMode)),
             steps=draw(st.integers(0, 150)), cfg_scale=draw(st.one_of(st.just(0.0), _positive)),
             sampler_name=draw(_sampler), scheduler=draw(_scheduler))
     if ADETAILER in plan or draw(st.booleans()):

@@ -20,7 +20,68 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RowErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RowErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RowErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROW_ERROR_REASON_UNSPECIFIED: _RowErrorReason.ValueType  # 0
+    ROW_ERROR_REASON_INVALID_FIELD: _RowErrorReason.ValueType  # 1
+    """A value of the part's config or the row is wrong (the message names the field), e.g. an
+    unknown row index or an input image path that leaves the input root.
+    """
+    ROW_ERROR_REASON_INVALID_STAGE_PLAN: _RowErrorReason.ValueType  # 2
+    """The stages the config switches on cannot run as a plan (see StageFlags)."""
+    ROW_ERROR_REASON_UNRESOLVED_TOKEN: _RowErrorReason.ValueType  # 3
+    """A [[slot]] or __wildcard__ token cannot be resolved: the pack does not define it, or it is
+    in text that is never expanded (a manual prompt, a global or ADetailer prompt).
+    """
+    ROW_ERROR_REASON_TOO_MANY_VARIANTS: _RowErrorReason.ValueType  # 4
+    """The row expands to more than STABLENEW_MAX_VARIANTS_PER_ROW variants, or the draft would
+    hold more than 100,000 jobs with it.
+    """
+    ROW_ERROR_REASON_PACK_INVALID: _RowErrorReason.ValueType  # 5
+    """The pack file or the row is malformed (e.g. no positive prompt, a bad tag), or its presets
+    are wrong (row_index -1).
+    """
+    ROW_ERROR_REASON_PACK_NOT_FOUND: _RowErrorReason.ValueType  # 6
+    """The part's pack is no longer in the library."""
+
+class RowErrorReason(_RowErrorReason, metaclass=_RowErrorReasonEnumTypeWrapper):
+    """Why a row or part makes no job. Each value's name (without the prefix) is the ErrorReason of
+    the same name, which the call would fail with if the problem were not confined to one row.
+    """
+
+ROW_ERROR_REASON_UNSPECIFIED: RowErrorReason.ValueType  # 0
+ROW_ERROR_REASON_INVALID_FIELD: RowErrorReason.ValueType  # 1
+"""A value of the part's config or the row is wrong (the message names the field), e.g. an
+unknown row index or an input image path that leaves the input root.
+"""
+ROW_ERROR_REASON_INVALID_STAGE_PLAN: RowErrorReason.ValueType  # 2
+"""The stages the config switches on cannot run as a plan (see StageFlags)."""
+ROW_ERROR_REASON_UNRESOLVED_TOKEN: RowErrorReason.ValueType  # 3
+"""A [[slot]] or __wildcard__ token cannot be resolved: the pack does not define it, or it is
+in text that is never expanded (a manual prompt, a global or ADetailer prompt).
+"""
+ROW_ERROR_REASON_TOO_MANY_VARIANTS: RowErrorReason.ValueType  # 4
+"""The row expands to more than STABLENEW_MAX_VARIANTS_PER_ROW variants, or the draft would
+hold more than 100,000 jobs with it.
+"""
+ROW_ERROR_REASON_PACK_INVALID: RowErrorReason.ValueType  # 5
+"""The pack file or the row is malformed (e.g. no positive prompt, a bad tag), or its presets
+are wrong (row_index -1).
+"""
+ROW_ERROR_REASON_PACK_NOT_FOUND: RowErrorReason.ValueType  # 6
+"""The part's pack is no longer in the library."""
+Global___RowErrorReason: _TypeAlias = RowErrorReason  # noqa: Y015
 
 class _PackFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -30,15 +91,22 @@ class _PackFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PackFormat
     DESCRIPTOR: _descriptor.EnumDescriptor
     PACK_FORMAT_UNSPECIFIED: _PackFormat.ValueType  # 0
     PACK_FORMAT_TXT: _PackFormat.ValueType  # 1
+    """.txt"""
     PACK_FORMAT_TSV: _PackFormat.ValueType  # 2
+    """.tsv"""
     PACK_FORMAT_JSON: _PackFormat.ValueType  # 3
+    """.json"""
 
-class PackFormat(_PackFormat, metaclass=_PackFormatEnumTypeWrapper): ...
+class PackFormat(_PackFormat, metaclass=_PackFormatEnumTypeWrapper):
+    """The file format of a pack, from its extension."""
 
 PACK_FORMAT_UNSPECIFIED: PackFormat.ValueType  # 0
 PACK_FORMAT_TXT: PackFormat.ValueType  # 1
+""".txt"""
 PACK_FORMAT_TSV: PackFormat.ValueType  # 2
+""".tsv"""
 PACK_FORMAT_JSON: PackFormat.ValueType  # 3
+""".json"""
 Global___PackFormat: _TypeAlias = PackFormat  # noqa: Y015
 
 class _MatrixMode:
@@ -48,23 +116,48 @@ class _MatrixMode:
 class _MatrixModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MatrixMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MATRIX_MODE_UNSPECIFIED: _MatrixMode.ValueType  # 0
+    """As FANOUT for a matrix, as RANDOM for wildcards."""
     MATRIX_MODE_FANOUT: _MatrixMode.ValueType  # 1
+    """Every combination of the row's slots (the last slot varies fastest); a limit keeps the
+    first `limit`.
+    """
     MATRIX_MODE_SEQUENTIAL: _MatrixMode.ValueType  # 2
+    """One variant per row: the n-th row that uses a slot takes each slot's n-th value
+    (wrapping). For wildcards: values in turn across rows and variants.
+    """
     MATRIX_MODE_ROTATE: _MatrixMode.ValueType  # 3
+    """One variant per row: the n-th row that uses a slot takes the n-th combination (wrapping)."""
     MATRIX_MODE_RANDOM: _MatrixMode.ValueType  # 4
+    """`limit` distinct combinations per row (1 without a limit), drawn with a seeded random
+    source. For wildcards: a random value per variant.
+    """
 
-class MatrixMode(_MatrixMode, metaclass=_MatrixModeEnumTypeWrapper): ...
+class MatrixMode(_MatrixMode, metaclass=_MatrixModeEnumTypeWrapper):
+    """How matrix slots ([[slot]] tokens) expand a row, and how wildcards (__name__) pick values."""
 
 MATRIX_MODE_UNSPECIFIED: MatrixMode.ValueType  # 0
+"""As FANOUT for a matrix, as RANDOM for wildcards."""
 MATRIX_MODE_FANOUT: MatrixMode.ValueType  # 1
+"""Every combination of the row's slots (the last slot varies fastest); a limit keeps the
+first `limit`.
+"""
 MATRIX_MODE_SEQUENTIAL: MatrixMode.ValueType  # 2
+"""One variant per row: the n-th row that uses a slot takes each slot's n-th value
+(wrapping). For wildcards: values in turn across rows and variants.
+"""
 MATRIX_MODE_ROTATE: MatrixMode.ValueType  # 3
+"""One variant per row: the n-th row that uses a slot takes the n-th combination (wrapping)."""
 MATRIX_MODE_RANDOM: MatrixMode.ValueType  # 4
+"""`limit` distinct combinations per row (1 without a limit), drawn with a seeded random
+source. For wildcards: a random value per variant.
+"""
 Global___MatrixMode: _TypeAlias = MatrixMode  # noqa: Y015
 
 @_typing.final
 class RowError(_message.Message):
-    """A problem with one row of one pack or part, reported instead of sending bad text to the WebUI."""
+    """A problem with one row of one pack or part, reported instead of sending bad text to the WebUI.
+    The row makes no job.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -72,16 +165,36 @@ class RowError(_message.Message):
     PROMPT_PACK_ID_FIELD_NUMBER: _builtins.int
     ROW_INDEX_FIELD_NUMBER: _builtins.int
     LINE_FIELD_NUMBER: _builtins.int
-    REASON_FIELD_NUMBER: _builtins.int
+    REASON_NAME_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     part_id: _builtins.str
+    """The draft part; empty in Pack.errors."""
     prompt_pack_id: _builtins.str
     row_index: _builtins.int
     """The pack row; -1 for a problem of the pack as a whole (its presets, in Pack.errors)."""
     line: _builtins.int
-    """Line number in the pack file, from 1, when known."""
-    reason: _builtins.str
+    """Line number in the pack file, from 1; 0 when unknown (JSON packs, manual prompts)."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def reason_name(self) -> _builtins.str:
+        """The v1 form of `reason`: its name without the prefix, e.g. "UNRESOLVED_TOKEN". Still filled
+        for clients built against the released v1 contract, where this field was `string reason`.
+        """
+
+    @reason_name.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def reason_name(self, value: _builtins.str) -> None:
+        """The v1 form of `reason`: its name without the prefix, e.g. "UNRESOLVED_TOKEN". Still filled
+        for clients built against the released v1 contract, where this field was `string reason`.
+        """
+
     message: _builtins.str
+    """What is wrong, for people: names the pack, the row (and line) or part, and the field."""
+    reason: Global___RowErrorReason.ValueType
+    """Why the row makes no job (field 7 because field 5 was a string in the released v1
+    contract).
+    """
     def __init__(
         self,
         *,
@@ -89,12 +202,13 @@ class RowError(_message.Message):
         prompt_pack_id: _builtins.str = ...,
         row_index: _builtins.int = ...,
         line: _builtins.int = ...,
-        reason: _builtins.str = ...,
+        reason_name: _builtins.str = ...,
         message: _builtins.str = ...,
+        reason: Global___RowErrorReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "message", b"message", "part_id", b"part_id", "prompt_pack_id", b"prompt_pack_id", "reason", b"reason", "row_index", b"row_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "message", b"message", "part_id", b"part_id", "prompt_pack_id", b"prompt_pack_id", "reason", b"reason", "reason_name", b"reason_name", "row_index", b"row_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -116,13 +230,20 @@ class BundleSummary(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     part_count: _builtins.int
     job_count: _builtins.int
+    """Normalized jobs the draft makes."""
     estimated_images: _builtins.int
+    """Images those jobs make: the sum of batch_size x n_iter."""
     positive_preview: _builtins.str
+    """The first job's prompts, in full (what the WebUI gets first)."""
     negative_preview: _builtins.str
     stage_summary: _builtins.str
+    """The stage plans, e.g. "txt2img → adetailer → upscale"; distinct plans joined with "; "."""
     batch_summary: _builtins.str
+    """e.g. "12 jobs, batch 2, 1 iteration each: 24 images"."""
     @_builtins.property
-    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]: ...
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]:
+        """The rows and parts that make no job, and why."""
+
     def __init__(
         self,
         *,
@@ -163,16 +284,27 @@ class JobPart(_message.Message):
     part_id: _builtins.str
     prompt_source: _pipeline_pb2.PromptSource.ValueType
     prompt: _builtins.str
+    """Manual parts only: the prompt as typed."""
     negative_prompt: _builtins.str
     prompt_pack_id: _builtins.str
+    """Pack parts only: the pack, its name, the row (from 0) and the text put before the row's
+    prompt.
+    """
     pack_name: _builtins.str
     row_index: _builtins.int
     prepend_text: _builtins.str
     estimated_images: _builtins.int
+    """Images this part makes; 0 when it makes no job."""
     @_builtins.property
-    def config(self) -> _pipeline_pb2.PipelineConfig: ...
+    def config(self) -> _pipeline_pb2.PipelineConfig:
+        """A manual part's config, or a pack part's config_overrides (the pack's defaults are applied
+        when the draft is normalised).
+        """
+
     @_builtins.property
-    def input_images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def input_images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths under the runner's input root."""
+
     def __init__(
         self,
         *,
@@ -198,6 +330,8 @@ Global___JobPart: _TypeAlias = JobPart  # noqa: Y015
 
 @_typing.final
 class Draft(_message.Message):
+    """A draft: an ordered list of parts that EnqueueDraft turns into one job."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DRAFT_ID_FIELD_NUMBER: _builtins.int
@@ -210,7 +344,9 @@ class Draft(_message.Message):
     draft_id: _builtins.str
     display_name: _builtins.str
     revision: _builtins.int
-    """Increases with every change; EnqueueDraft is idempotent per revision."""
+    """Increases with every change, and when a pack file the draft uses changes on disk;
+    EnqueueDraft is idempotent per revision.
+    """
     @_builtins.property
     def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobPart]: ...
     @_builtins.property
@@ -240,6 +376,8 @@ Global___Draft: _TypeAlias = Draft  # noqa: Y015
 
 @_typing.final
 class MatrixSlot(_message.Message):
+    """A named list of values: a matrix slot ([[name]]) or a wildcard list (__name__)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -263,6 +401,8 @@ Global___MatrixSlot: _TypeAlias = MatrixSlot  # noqa: Y015
 
 @_typing.final
 class PackMatrix(_message.Message):
+    """A pack's matrix definition."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENABLED_FIELD_NUMBER: _builtins.int
@@ -272,6 +412,7 @@ class PackMatrix(_message.Message):
     enabled: _builtins.bool
     mode: Global___MatrixMode.ValueType
     limit: _builtins.int
+    """0 means no limit (FANOUT) or one variant (RANDOM); unused by SEQUENTIAL and ROTATE."""
     @_builtins.property
     def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatrixSlot]: ...
     def __init__(
@@ -292,6 +433,8 @@ Global___PackMatrix: _TypeAlias = PackMatrix  # noqa: Y015
 
 @_typing.final
 class PackRow(_message.Message):
+    """One prompt row of a pack, as written (tokens unexpanded)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEX_FIELD_NUMBER: _builtins.int
@@ -300,12 +443,15 @@ class PackRow(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     LINE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """From 0, in file order."""
     positive: _builtins.str
     negative: _builtins.str
     line: _builtins.int
     """Line number in the pack file, from 1 (0 for JSON packs)."""
     @_builtins.property
-    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.PromptTag]: ...
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.PromptTag]:
+        """The LoRA and embedding tags of the row's prompts."""
+
     def __init__(
         self,
         *,
@@ -325,6 +471,8 @@ Global___PackRow: _TypeAlias = PackRow  # noqa: Y015
 
 @_typing.final
 class PackSummary(_message.Message):
+    """A pack as ListPacks shows it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PACK_ID_FIELD_NUMBER: _builtins.int
@@ -336,12 +484,15 @@ class PackSummary(_message.Message):
     pack_id: _builtins.str
     """The file stem."""
     name: _builtins.str
+    """The display name."""
     format: Global___PackFormat.ValueType
     row_count: _builtins.int
     error_message: _builtins.str
     """Set when the pack cannot be parsed; the pack is listed so the user sees why."""
     @_builtins.property
-    def modify_time(self) -> _timestamp_pb2.Timestamp: ...
+    def modify_time(self) -> _timestamp_pb2.Timestamp:
+        """The file's modification time."""
+
     def __init__(
         self,
         *,
@@ -362,6 +513,8 @@ Global___PackSummary: _TypeAlias = PackSummary  # noqa: Y015
 
 @_typing.final
 class Pack(_message.Message):
+    """A pack file, parsed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PACK_ID_FIELD_NUMBER: _builtins.int
@@ -375,6 +528,7 @@ class Pack(_message.Message):
     WILDCARDS_FIELD_NUMBER: _builtins.int
     WILDCARD_MODE_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
+    """The file stem."""
     name: _builtins.str
     format: Global___PackFormat.ValueType
     wildcard_mode: Global___MatrixMode.ValueType
@@ -383,11 +537,17 @@ class Pack(_message.Message):
     @_builtins.property
     def matrix(self) -> Global___PackMatrix: ...
     @_builtins.property
-    def defaults(self) -> _pipeline_pb2.PipelineConfig: ...
+    def defaults(self) -> _pipeline_pb2.PipelineConfig:
+        """The pack's presets: the config its rows run with, under the part's config_overrides."""
+
     @_builtins.property
     def modify_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]: ...
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]:
+        """Rows that cannot be used, and with row_index -1 the problems of the presets, which
+        AddPackPartsRequest.config_overrides must fix when the pack is added.
+        """
+
     @_builtins.property
     def wildcards(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatrixSlot]:
         """Wildcard lists (`__name__` tokens) and how they pick: random (default) or sequential."""
@@ -422,7 +582,7 @@ class CreateDraftRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     request_id: _builtins.str
-    """Repeating a request_id returns the draft it created."""
+    """Optional. Repeating a request_id returns the draft it created."""
     def __init__(
         self,
         *,
@@ -463,6 +623,7 @@ class GetDraftRequest(_message.Message):
 
     DRAFT_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
+    """Required."""
     def __init__(
         self,
         *,
@@ -505,6 +666,7 @@ class ListDraftsRequest(_message.Message):
     page_size: _builtins.int
     """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
     def __init__(
         self,
         *,
@@ -526,6 +688,7 @@ class ListDraftsResponse(_message.Message):
     DRAFTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def drafts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Draft]: ...
     def __init__(
@@ -553,13 +716,26 @@ class AddPartRequest(_message.Message):
     INPUT_IMAGES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
+    """Required."""
     prompt: _builtins.str
+    """Required (not blank). May hold LoRA/embedding tags; matrix and wildcard tokens are
+    reported as UNRESOLVED_TOKEN row errors.
+    """
     negative_prompt: _builtins.str
     request_id: _builtins.str
+    """Optional. Repeating it returns the part it added."""
     @_builtins.property
-    def config(self) -> _pipeline_pb2.PipelineConfig: ...
+    def config(self) -> _pipeline_pb2.PipelineConfig:
+        """0 or "" means "not set" and gets the default (see PipelineConfig); txt2img.seed -1 asks for
+        a random seed.
+        """
+
     @_builtins.property
-    def input_images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def input_images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths under the runner's input root, for plans that start with img2img or upscale: each
+        image makes its own job.
+        """
+
     def __init__(
         self,
         *,
@@ -585,9 +761,13 @@ class AddPartResponse(_message.Message):
     DRAFT_FIELD_NUMBER: _builtins.int
     PART_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def draft(self) -> Global___Draft: ...
+    def draft(self) -> Global___Draft:
+        """The updated draft."""
+
     @_builtins.property
-    def part(self) -> Global___JobPart: ...
+    def part(self) -> Global___JobPart:
+        """The new part."""
+
     def __init__(
         self,
         *,
@@ -613,16 +793,20 @@ class AddPackPartsRequest(_message.Message):
     CONFIG_OVERRIDES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
+    """Required."""
     prompt_pack_id: _builtins.str
+    """Required: the pack's file stem."""
     prepend_text: _builtins.str
+    """Put before each row's prompt."""
     request_id: _builtins.str
+    """Optional. Repeating it returns the parts it added."""
     @_builtins.property
     def row_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Empty means every row."""
+        """Rows from 0; empty means every row."""
 
     @_builtins.property
     def config_overrides(self) -> _pipeline_pb2.PipelineConfig:
-        """Fields set here replace the pack's defaults."""
+        """Fields set here replace the pack's defaults; 0 or "" keeps the pack's value."""
 
     def __init__(
         self,
@@ -649,9 +833,13 @@ class AddPackPartsResponse(_message.Message):
     DRAFT_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def draft(self) -> Global___Draft: ...
+    def draft(self) -> Global___Draft:
+        """The updated draft."""
+
     @_builtins.property
-    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobPart]: ...
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobPart]:
+        """The new parts, one per row."""
+
     def __init__(
         self,
         *,
@@ -673,7 +861,9 @@ class RemovePartRequest(_message.Message):
     DRAFT_ID_FIELD_NUMBER: _builtins.int
     PART_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
+    """Required."""
     part_id: _builtins.str
+    """Required."""
     def __init__(
         self,
         *,
@@ -694,7 +884,9 @@ class RemovePartResponse(_message.Message):
 
     DRAFT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def draft(self) -> Global___Draft: ...
+    def draft(self) -> Global___Draft:
+        """The updated draft."""
+
     def __init__(
         self,
         *,
@@ -714,6 +906,7 @@ class ClearDraftRequest(_message.Message):
 
     DRAFT_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
+    """Required."""
     def __init__(
         self,
         *,
@@ -733,7 +926,9 @@ class ClearDraftResponse(_message.Message):
 
     DRAFT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def draft(self) -> Global___Draft: ...
+    def draft(self) -> Global___Draft:
+        """The updated, empty draft."""
+
     def __init__(
         self,
         *,
@@ -755,8 +950,11 @@ class PreviewDraftRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
+    """Required."""
     page_size: _builtins.int
+    """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
     def __init__(
         self,
         *,
@@ -781,10 +979,15 @@ class PreviewDraftResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     DRAFT_REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     draft_revision: _builtins.int
-    """The revision these jobs were normalised from."""
+    """The revision these jobs were normalised from: pass it as
+    EnqueueDraftRequest.expected_revision to enqueue exactly what was previewed.
+    """
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.NormalizedJob]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.NormalizedJob]:
+        """In bundle order, NormalizedJob.index from 0."""
+
     @_builtins.property
     def summary(self) -> Global___BundleSummary: ...
     def __init__(
@@ -815,14 +1018,21 @@ class EnqueueDraftRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
+    """Required."""
     run_mode: _job_pb2.RunMode.ValueType
+    """RUN_MODE_DIRECT = run now, RUN_MODE_QUEUE = add to the queue; required."""
     source: _job_pb2.JobSource.ValueType
+    """The user action, recorded on the job."""
     priority: _job_pb2.Priority.ValueType
+    """PRIORITY_UNSPECIFIED runs as PRIORITY_NORMAL."""
     label: _builtins.str
     request_id: _builtins.str
-    """Repeating it returns the job first queued; a retried enqueue never submits twice."""
+    """Optional. Repeating it returns the job first queued; a retried enqueue never submits twice."""
     expected_revision: _builtins.int
-    """When set, refused with FAILED_PRECONDITION if the draft changed since."""
+    """0 means "whatever the draft holds now". When set, refused with FAILED_PRECONDITION
+    DRAFT_REVISION_MISMATCH if the draft changed since; naming a revision that was already
+    queued returns that job.
+    """
     def __init__(
         self,
         *,
@@ -848,7 +1058,9 @@ class EnqueueDraftResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The queued job (basic view), with origin.draft_id and origin.draft_revision set."""
+
     def __init__(
         self,
         *,
@@ -869,7 +1081,9 @@ class ListPacksRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
     def __init__(
         self,
         *,
@@ -891,8 +1105,11 @@ class ListPacksResponse(_message.Message):
     PACKS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
-    def packs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackSummary]: ...
+    def packs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackSummary]:
+        """In pack id order."""
+
     def __init__(
         self,
         *,
@@ -913,6 +1130,7 @@ class GetPackRequest(_message.Message):
 
     PACK_ID_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
+    """Required: the pack's file stem."""
     def __init__(
         self,
         *,

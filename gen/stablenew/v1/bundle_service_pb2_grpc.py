@@ -27,7 +27,13 @@ if _version_not_supported:
 
 class BundleServiceStub:
     """Drafts (bundles of job parts), the prompt-pack library, and normalisation of a draft into the
-    normalized jobs that are previewed, queued, run and recorded.
+    normalized jobs that are previewed, queued, run and recorded. Default address 127.0.0.1:50051
+    (STABLENEW_BUNDLE_ADDR).
+
+    Every draft response carries a BundleSummary whose `errors` list the rows and parts that make
+    no job: such problems are reported there, not as errors of the call. List RPCs and
+    PreviewDraft are paged (page_size 0 = 50, at most 1000, negative is INVALID_FIELD; an altered
+    or foreign page_token is INVALID_PAGE_TOKEN). A required id left empty is INVALID_FIELD.
     """
 
     def __init__(self, channel):
@@ -95,75 +101,117 @@ class BundleServiceStub:
 
 class BundleServiceServicer:
     """Drafts (bundles of job parts), the prompt-pack library, and normalisation of a draft into the
-    normalized jobs that are previewed, queued, run and recorded.
+    normalized jobs that are previewed, queued, run and recorded. Default address 127.0.0.1:50051
+    (STABLENEW_BUNDLE_ADDR).
+
+    Every draft response carries a BundleSummary whose `errors` list the rows and parts that make
+    no job: such problems are reported there, not as errors of the call. List RPCs and
+    PreviewDraft are paged (page_size 0 = 50, at most 1000, negative is INVALID_FIELD; an altered
+    or foreign page_token is INVALID_PAGE_TOKEN). A required id left empty is INVALID_FIELD.
     """
 
     def CreateDraft(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates an empty draft. Idempotent per request_id.
+        Errors: INVALID_FIELD.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDraft(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A draft with its parts and summary.
+        Errors: NOT_FOUND DRAFT_NOT_FOUND.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDrafts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The drafts, paged.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddPart(self, request, context):
-        """A manual prompt with a pipeline config.
+        """Adds a manual prompt with a pipeline config (the "current config" of the GUI). Idempotent
+        per request_id.
+        Errors: DRAFT_NOT_FOUND; INVALID_ARGUMENT INVALID_STAGE_PLAN (on config.stages or
+        input_images); INVALID_FIELD naming any other bad value, e.g. config.txt2img.width, or
+        config for an enum value this version does not know. Nothing is added on error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddPackParts(self, request, context):
-        """All or selected rows of a pack, with prepend text and config overrides.
+        """Adds all or selected rows of a pack, one part per row, with prepend text and config
+        overrides. Idempotent per request_id. Problems confined to single rows (an unresolved token,
+        a bad tag, TOO_MANY_VARIANTS, a draft past 100,000 jobs) are not errors of the call: they
+        are listed in draft.summary.errors and those rows make no job.
+        Errors: DRAFT_NOT_FOUND, PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when the pack cannot
+        be parsed or its presets are wrong and config_overrides do not fix them; INVALID_FIELD on
+        row_indices[i] (no such row) or config_overrides (a bad value); INVALID_STAGE_PLAN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemovePart(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Removes one part.
+        Errors: DRAFT_NOT_FOUND, PART_NOT_FOUND.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ClearDraft(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Removes every part; the draft stays, with a new revision.
+        Errors: DRAFT_NOT_FOUND.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PreviewDraft(self, request, context):
-        """The normalized jobs themselves, paged: exactly what EnqueueDraft submits.
+        """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
+        job are in summary.errors, not previewed.
+        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+        draft before it or one of its packs changed (preview again from the first page);
+        INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EnqueueDraft(self, request, context):
-        """Submits the draft's normalized jobs to the queue as one job.
+        """Submits the draft's normalized jobs to the queue as one job (QueueService.SubmitJob), then
+        empties the draft (a new revision). Never submits twice: a repeated request_id, or an
+        expected_revision that was already queued, returns the job first queued.
+        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on run_mode (neither DIRECT nor QUEUE);
+        FAILED_PRECONDITION DRAFT_EMPTY (no part makes a job) or DRAFT_REVISION_MISMATCH (preview
+        again); UNAVAILABLE DEPENDENCY_UNAVAILABLE when the queue
+        cannot be reached (retry with the same request_id or expected_revision); the queue's
+        SubmitJob errors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListPacks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The prompt-pack library, by pack id. A pack that cannot be parsed is still listed, with
+        its error_message.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPack(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One pack: rows, matrix, wildcards, defaults and the problems of its rows and presets.
+        Errors: PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when it cannot be parsed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -236,7 +284,13 @@ def add_BundleServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class BundleService:
     """Drafts (bundles of job parts), the prompt-pack library, and normalisation of a draft into the
-    normalized jobs that are previewed, queued, run and recorded.
+    normalized jobs that are previewed, queued, run and recorded. Default address 127.0.0.1:50051
+    (STABLENEW_BUNDLE_ADDR).
+
+    Every draft response carries a BundleSummary whose `errors` list the rows and parts that make
+    no job: such problems are reported there, not as errors of the call. List RPCs and
+    PreviewDraft are paged (page_size 0 = 50, at most 1000, negative is INVALID_FIELD; an altered
+    or foreign page_token is INVALID_PAGE_TOKEN). A required id left empty is INVALID_FIELD.
     """
 
     @staticmethod

@@ -28,7 +28,13 @@ GRPC_VERSION: str
 
 class BundleServiceStub:
     """Drafts (bundles of job parts), the prompt-pack library, and normalisation of a draft into the
-    normalized jobs that are previewed, queued, run and recorded.
+    normalized jobs that are previewed, queued, run and recorded. Default address 127.0.0.1:50051
+    (STABLENEW_BUNDLE_ADDR).
+
+    Every draft response carries a BundleSummary whose `errors` list the rows and parts that make
+    no job: such problems are reported there, not as errors of the call. List RPCs and
+    PreviewDraft are paged (page_size 0 = 50, at most 1000, negative is INVALID_FIELD; an altered
+    or foreign page_token is INVALID_PAGE_TOKEN). A required id left empty is INVALID_FIELD.
     """
 
     @_typing.overload
@@ -36,47 +42,153 @@ class BundleServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BundleServiceAsyncStub: ...
     CreateDraft: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.CreateDraftRequest, _bundle_service_pb2.CreateDraftResponse]
+    """Creates an empty draft. Idempotent per request_id.
+    Errors: INVALID_FIELD.
+    """
     GetDraft: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.GetDraftRequest, _bundle_service_pb2.GetDraftResponse]
+    """A draft with its parts and summary.
+    Errors: NOT_FOUND DRAFT_NOT_FOUND.
+    """
     ListDrafts: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.ListDraftsRequest, _bundle_service_pb2.ListDraftsResponse]
+    """The drafts, paged.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     AddPart: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.AddPartRequest, _bundle_service_pb2.AddPartResponse]
-    """A manual prompt with a pipeline config."""
+    """Adds a manual prompt with a pipeline config (the "current config" of the GUI). Idempotent
+    per request_id.
+    Errors: DRAFT_NOT_FOUND; INVALID_ARGUMENT INVALID_STAGE_PLAN (on config.stages or
+    input_images); INVALID_FIELD naming any other bad value, e.g. config.txt2img.width, or
+    config for an enum value this version does not know. Nothing is added on error.
+    """
     AddPackParts: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.AddPackPartsRequest, _bundle_service_pb2.AddPackPartsResponse]
-    """All or selected rows of a pack, with prepend text and config overrides."""
+    """Adds all or selected rows of a pack, one part per row, with prepend text and config
+    overrides. Idempotent per request_id. Problems confined to single rows (an unresolved token,
+    a bad tag, TOO_MANY_VARIANTS, a draft past 100,000 jobs) are not errors of the call: they
+    are listed in draft.summary.errors and those rows make no job.
+    Errors: DRAFT_NOT_FOUND, PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when the pack cannot
+    be parsed or its presets are wrong and config_overrides do not fix them; INVALID_FIELD on
+    row_indices[i] (no such row) or config_overrides (a bad value); INVALID_STAGE_PLAN.
+    """
     RemovePart: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.RemovePartRequest, _bundle_service_pb2.RemovePartResponse]
+    """Removes one part.
+    Errors: DRAFT_NOT_FOUND, PART_NOT_FOUND.
+    """
     ClearDraft: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.ClearDraftRequest, _bundle_service_pb2.ClearDraftResponse]
+    """Removes every part; the draft stays, with a new revision.
+    Errors: DRAFT_NOT_FOUND.
+    """
     PreviewDraft: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.PreviewDraftRequest, _bundle_service_pb2.PreviewDraftResponse]
-    """The normalized jobs themselves, paged: exactly what EnqueueDraft submits."""
+    """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
+    job are in summary.errors, not previewed.
+    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+    draft before it or one of its packs changed (preview again from the first page);
+    INVALID_PAGE_TOKEN.
+    """
     EnqueueDraft: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.EnqueueDraftRequest, _bundle_service_pb2.EnqueueDraftResponse]
-    """Submits the draft's normalized jobs to the queue as one job."""
+    """Submits the draft's normalized jobs to the queue as one job (QueueService.SubmitJob), then
+    empties the draft (a new revision). Never submits twice: a repeated request_id, or an
+    expected_revision that was already queued, returns the job first queued.
+    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on run_mode (neither DIRECT nor QUEUE);
+    FAILED_PRECONDITION DRAFT_EMPTY (no part makes a job) or DRAFT_REVISION_MISMATCH (preview
+    again); UNAVAILABLE DEPENDENCY_UNAVAILABLE when the queue
+    cannot be reached (retry with the same request_id or expected_revision); the queue's
+    SubmitJob errors.
+    """
     ListPacks: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.ListPacksRequest, _bundle_service_pb2.ListPacksResponse]
+    """The prompt-pack library, by pack id. A pack that cannot be parsed is still listed, with
+    its error_message.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     GetPack: _grpc.UnaryUnaryMultiCallable[_bundle_service_pb2.GetPackRequest, _bundle_service_pb2.GetPackResponse]
+    """One pack: rows, matrix, wildcards, defaults and the problems of its rows and presets.
+    Errors: PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when it cannot be parsed.
+    """
 
 @_typing.type_check_only
 class BundleServiceAsyncStub(BundleServiceStub):
     """Drafts (bundles of job parts), the prompt-pack library, and normalisation of a draft into the
-    normalized jobs that are previewed, queued, run and recorded.
+    normalized jobs that are previewed, queued, run and recorded. Default address 127.0.0.1:50051
+    (STABLENEW_BUNDLE_ADDR).
+
+    Every draft response carries a BundleSummary whose `errors` list the rows and parts that make
+    no job: such problems are reported there, not as errors of the call. List RPCs and
+    PreviewDraft are paged (page_size 0 = 50, at most 1000, negative is INVALID_FIELD; an altered
+    or foreign page_token is INVALID_PAGE_TOKEN). A required id left empty is INVALID_FIELD.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateDraft: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.CreateDraftRequest, _bundle_service_pb2.CreateDraftResponse]  # type: ignore[assignment]
+    """Creates an empty draft. Idempotent per request_id.
+    Errors: INVALID_FIELD.
+    """
     GetDraft: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.GetDraftRequest, _bundle_service_pb2.GetDraftResponse]  # type: ignore[assignment]
+    """A draft with its parts and summary.
+    Errors: NOT_FOUND DRAFT_NOT_FOUND.
+    """
     ListDrafts: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.ListDraftsRequest, _bundle_service_pb2.ListDraftsResponse]  # type: ignore[assignment]
+    """The drafts, paged.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     AddPart: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.AddPartRequest, _bundle_service_pb2.AddPartResponse]  # type: ignore[assignment]
-    """A manual prompt with a pipeline config."""
+    """Adds a manual prompt with a pipeline config (the "current config" of the GUI). Idempotent
+    per request_id.
+    Errors: DRAFT_NOT_FOUND; INVALID_ARGUMENT INVALID_STAGE_PLAN (on config.stages or
+    input_images); INVALID_FIELD naming any other bad value, e.g. config.txt2img.width, or
+    config for an enum value this version does not know. Nothing is added on error.
+    """
     AddPackParts: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.AddPackPartsRequest, _bundle_service_pb2.AddPackPartsResponse]  # type: ignore[assignment]
-    """All or selected rows of a pack, with prepend text and config overrides."""
+    """Adds all or selected rows of a pack, one part per row, with prepend text and config
+    overrides. Idempotent per request_id. Problems confined to single rows (an unresolved token,
+    a bad tag, TOO_MANY_VARIANTS, a draft past 100,000 jobs) are not errors of the call: they
+    are listed in draft.summary.errors and those rows make no job.
+    Errors: DRAFT_NOT_FOUND, PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when the pack cannot
+    be parsed or its presets are wrong and config_overrides do not fix them; INVALID_FIELD on
+    row_indices[i] (no such row) or config_overrides (a bad value); INVALID_STAGE_PLAN.
+    """
     RemovePart: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.RemovePartRequest, _bundle_service_pb2.RemovePartResponse]  # type: ignore[assignment]
+    """Removes one part.
+    Errors: DRAFT_NOT_FOUND, PART_NOT_FOUND.
+    """
     ClearDraft: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.ClearDraftRequest, _bundle_service_pb2.ClearDraftResponse]  # type: ignore[assignment]
+    """Removes every part; the draft stays, with a new revision.
+    Errors: DRAFT_NOT_FOUND.
+    """
     PreviewDraft: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.PreviewDraftRequest, _bundle_service_pb2.PreviewDraftResponse]  # type: ignore[assignment]
-    """The normalized jobs themselves, paged: exactly what EnqueueDraft submits."""
+    """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
+    job are in summary.errors, not previewed.
+    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+    draft before it or one of its packs changed (preview again from the first page);
+    INVALID_PAGE_TOKEN.
+    """
     EnqueueDraft: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.EnqueueDraftRequest, _bundle_service_pb2.EnqueueDraftResponse]  # type: ignore[assignment]
-    """Submits the draft's normalized jobs to the queue as one job."""
+    """Submits the draft's normalized jobs to the queue as one job (QueueService.SubmitJob), then
+    empties the draft (a new revision). Never submits twice: a repeated request_id, or an
+    expected_revision that was already queued, returns the job first queued.
+    Errors: DRAFT_NOT_FOUND; INVALID_FIELD on run_mode (neither DIRECT nor QUEUE);
+    FAILED_PRECONDITION DRAFT_EMPTY (no part makes a job) or DRAFT_REVISION_MISMATCH (preview
+    again); UNAVAILABLE DEPENDENCY_UNAVAILABLE when the queue
+    cannot be reached (retry with the same request_id or expected_revision); the queue's
+    SubmitJob errors.
+    """
     ListPacks: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.ListPacksRequest, _bundle_service_pb2.ListPacksResponse]  # type: ignore[assignment]
+    """The prompt-pack library, by pack id. A pack that cannot be parsed is still listed, with
+    its error_message.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     GetPack: _aio.UnaryUnaryMultiCallable[_bundle_service_pb2.GetPackRequest, _bundle_service_pb2.GetPackResponse]  # type: ignore[assignment]
+    """One pack: rows, matrix, wildcards, defaults and the problems of its rows and presets.
+    Errors: PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when it cannot be parsed.
+    """
 
 class BundleServiceServicer(metaclass=_abc_1.ABCMeta):
     """Drafts (bundles of job parts), the prompt-pack library, and normalisation of a draft into the
-    normalized jobs that are previewed, queued, run and recorded.
+    normalized jobs that are previewed, queued, run and recorded. Default address 127.0.0.1:50051
+    (STABLENEW_BUNDLE_ADDR).
+
+    Every draft response carries a BundleSummary whose `errors` list the rows and parts that make
+    no job: such problems are reported there, not as errors of the call. List RPCs and
+    PreviewDraft are paged (page_size 0 = 50, at most 1000, negative is INVALID_FIELD; an altered
+    or foreign page_token is INVALID_PAGE_TOKEN). A required id left empty is INVALID_FIELD.
     """
 
     @_abc_1.abstractmethod
@@ -84,21 +196,30 @@ class BundleServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _bundle_service_pb2.CreateDraftRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bundle_service_pb2.CreateDraftResponse, _abc.Awaitable[_bundle_service_pb2.CreateDraftResponse]]: ...
+    ) -> _typing.Union[_bundle_service_pb2.CreateDraftResponse, _abc.Awaitable[_bundle_service_pb2.CreateDraftResponse]]:
+        """Creates an empty draft. Idempotent per request_id.
+        Errors: INVALID_FIELD.
+        """
 
     @_abc_1.abstractmethod
     def GetDraft(
         self,
         request: _bundle_service_pb2.GetDraftRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bundle_service_pb2.GetDraftResponse, _abc.Awaitable[_bundle_service_pb2.GetDraftResponse]]: ...
+    ) -> _typing.Union[_bundle_service_pb2.GetDraftResponse, _abc.Awaitable[_bundle_service_pb2.GetDraftResponse]]:
+        """A draft with its parts and summary.
+        Errors: NOT_FOUND DRAFT_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def ListDrafts(
         self,
         request: _bundle_service_pb2.ListDraftsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bundle_service_pb2.ListDraftsResponse, _abc.Awaitable[_bundle_service_pb2.ListDraftsResponse]]: ...
+    ) -> _typing.Union[_bundle_service_pb2.ListDraftsResponse, _abc.Awaitable[_bundle_service_pb2.ListDraftsResponse]]:
+        """The drafts, paged.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
 
     @_abc_1.abstractmethod
     def AddPart(
@@ -106,7 +227,12 @@ class BundleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _bundle_service_pb2.AddPartRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bundle_service_pb2.AddPartResponse, _abc.Awaitable[_bundle_service_pb2.AddPartResponse]]:
-        """A manual prompt with a pipeline config."""
+        """Adds a manual prompt with a pipeline config (the "current config" of the GUI). Idempotent
+        per request_id.
+        Errors: DRAFT_NOT_FOUND; INVALID_ARGUMENT INVALID_STAGE_PLAN (on config.stages or
+        input_images); INVALID_FIELD naming any other bad value, e.g. config.txt2img.width, or
+        config for an enum value this version does not know. Nothing is added on error.
+        """
 
     @_abc_1.abstractmethod
     def AddPackParts(
@@ -114,21 +240,34 @@ class BundleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _bundle_service_pb2.AddPackPartsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bundle_service_pb2.AddPackPartsResponse, _abc.Awaitable[_bundle_service_pb2.AddPackPartsResponse]]:
-        """All or selected rows of a pack, with prepend text and config overrides."""
+        """Adds all or selected rows of a pack, one part per row, with prepend text and config
+        overrides. Idempotent per request_id. Problems confined to single rows (an unresolved token,
+        a bad tag, TOO_MANY_VARIANTS, a draft past 100,000 jobs) are not errors of the call: they
+        are listed in draft.summary.errors and those rows make no job.
+        Errors: DRAFT_NOT_FOUND, PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when the pack cannot
+        be parsed or its presets are wrong and config_overrides do not fix them; INVALID_FIELD on
+        row_indices[i] (no such row) or config_overrides (a bad value); INVALID_STAGE_PLAN.
+        """
 
     @_abc_1.abstractmethod
     def RemovePart(
         self,
         request: _bundle_service_pb2.RemovePartRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bundle_service_pb2.RemovePartResponse, _abc.Awaitable[_bundle_service_pb2.RemovePartResponse]]: ...
+    ) -> _typing.Union[_bundle_service_pb2.RemovePartResponse, _abc.Awaitable[_bundle_service_pb2.RemovePartResponse]]:
+        """Removes one part.
+        Errors: DRAFT_NOT_FOUND, PART_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def ClearDraft(
         self,
         request: _bundle_service_pb2.ClearDraftRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bundle_service_pb2.ClearDraftResponse, _abc.Awaitable[_bundle_service_pb2.ClearDraftResponse]]: ...
+    ) -> _typing.Union[_bundle_service_pb2.ClearDraftResponse, _abc.Awaitable[_bundle_service_pb2.ClearDraftResponse]]:
+        """Removes every part; the draft stays, with a new revision.
+        Errors: DRAFT_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def PreviewDraft(
@@ -136,7 +275,12 @@ class BundleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _bundle_service_pb2.PreviewDraftRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bundle_service_pb2.PreviewDraftResponse, _abc.Awaitable[_bundle_service_pb2.PreviewDraftResponse]]:
-        """The normalized jobs themselves, paged: exactly what EnqueueDraft submits."""
+        """The normalized jobs themselves, paged: exactly what EnqueueDraft submits. Rows that make no
+        job are in summary.errors, not previewed.
+        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on page_size, and on page_token for a token of the
+        draft before it or one of its packs changed (preview again from the first page);
+        INVALID_PAGE_TOKEN.
+        """
 
     @_abc_1.abstractmethod
     def EnqueueDraft(
@@ -144,20 +288,35 @@ class BundleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _bundle_service_pb2.EnqueueDraftRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bundle_service_pb2.EnqueueDraftResponse, _abc.Awaitable[_bundle_service_pb2.EnqueueDraftResponse]]:
-        """Submits the draft's normalized jobs to the queue as one job."""
+        """Submits the draft's normalized jobs to the queue as one job (QueueService.SubmitJob), then
+        empties the draft (a new revision). Never submits twice: a repeated request_id, or an
+        expected_revision that was already queued, returns the job first queued.
+        Errors: DRAFT_NOT_FOUND; INVALID_FIELD on run_mode (neither DIRECT nor QUEUE);
+        FAILED_PRECONDITION DRAFT_EMPTY (no part makes a job) or DRAFT_REVISION_MISMATCH (preview
+        again); UNAVAILABLE DEPENDENCY_UNAVAILABLE when the queue
+        cannot be reached (retry with the same request_id or expected_revision); the queue's
+        SubmitJob errors.
+        """
 
     @_abc_1.abstractmethod
     def ListPacks(
         self,
         request: _bundle_service_pb2.ListPacksRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bundle_service_pb2.ListPacksResponse, _abc.Awaitable[_bundle_service_pb2.ListPacksResponse]]: ...
+    ) -> _typing.Union[_bundle_service_pb2.ListPacksResponse, _abc.Awaitable[_bundle_service_pb2.ListPacksResponse]]:
+        """The prompt-pack library, by pack id. A pack that cannot be parsed is still listed, with
+        its error_message.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
 
     @_abc_1.abstractmethod
     def GetPack(
         self,
         request: _bundle_service_pb2.GetPackRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bundle_service_pb2.GetPackResponse, _abc.Awaitable[_bundle_service_pb2.GetPackResponse]]: ...
+    ) -> _typing.Union[_bundle_service_pb2.GetPackResponse, _abc.Awaitable[_bundle_service_pb2.GetPackResponse]]:
+        """One pack: rows, matrix, wildcards, defaults and the problems of its rows and presets.
+        Errors: PACK_NOT_FOUND; INVALID_ARGUMENT PACK_INVALID when it cannot be parsed.
+        """
 
 def add_BundleServiceServicer_to_server(servicer: BundleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,86 +24,136 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     DESCRIPTOR: _descriptor.EnumDescriptor
     ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
     ERROR_REASON_INVALID_FIELD: _ErrorReason.ValueType  # 1
-    """INVALID_ARGUMENT: a field is wrong; a google.rpc.BadRequest names it."""
+    """INVALID_ARGUMENT: a field is wrong or missing; a google.rpc.BadRequest names it."""
     ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 2
-    """UNAUTHENTICATED: no or a wrong bearer token."""
+    """UNAUTHENTICATED: no or a wrong bearer token (metadata "authorization: Bearer <token>")."""
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 3
     """UNIMPLEMENTED: the RPC belongs to work not done yet; the message names what is missing."""
     ERROR_REASON_JOB_NOT_FOUND: _ErrorReason.ValueType  # 4
-    """NOT_FOUND."""
+    """NOT_FOUND: no job with this id (the queue forgets finished jobs after its retention period;
+    the history keeps them).
+    """
     ERROR_REASON_DRAFT_NOT_FOUND: _ErrorReason.ValueType  # 5
+    """NOT_FOUND: no draft with this id."""
     ERROR_REASON_PACK_NOT_FOUND: _ErrorReason.ValueType  # 6
+    """NOT_FOUND: no prompt pack with this id in the library."""
     ERROR_REASON_PART_NOT_FOUND: _ErrorReason.ValueType  # 7
+    """NOT_FOUND: the draft has no part with this id."""
     ERROR_REASON_IMAGE_NOT_FOUND: _ErrorReason.ValueType  # 8
+    """NOT_FOUND: no image file at this path under the runner's output root."""
     ERROR_REASON_ILLEGAL_TRANSITION: _ErrorReason.ValueType  # 9
-    """FAILED_PRECONDITION."""
+    """FAILED_PRECONDITION: the job's state does not allow this; ErrorInfo.metadata has "job_id"
+    and, for a refused state change, "state" and "target".
+    """
     ERROR_REASON_LEASE_NOT_CURRENT: _ErrorReason.ValueType  # 10
+    """FAILED_PRECONDITION: the lease id or attempt is not the job's current lease (it expired and
+    the job moved on): the runner must stop working on the job.
+    """
     ERROR_REASON_DRAFT_EMPTY: _ErrorReason.ValueType  # 11
+    """FAILED_PRECONDITION: no part of the draft makes a job."""
     ERROR_REASON_DRAFT_REVISION_MISMATCH: _ErrorReason.ValueType  # 12
+    """FAILED_PRECONDITION: the draft (or a pack it uses) changed since the expected revision."""
     ERROR_REASON_INVALID_STAGE_PLAN: _ErrorReason.ValueType  # 13
-    """INVALID_ARGUMENT."""
+    """INVALID_ARGUMENT: no stage, a stage out of the order txt2img -> img2img -> ADetailer ->
+    upscale, ADetailer without a generation stage before it, or a plan that starts on images
+    without input images.
+    """
     ERROR_REASON_CONFIG_HASH_MISMATCH: _ErrorReason.ValueType  # 14
+    """INVALID_ARGUMENT: a normalized job's config_hash does not match its fields."""
     ERROR_REASON_INVALID_PAGE_TOKEN: _ErrorReason.ValueType  # 15
+    """INVALID_ARGUMENT: the page token was altered or belongs to another list."""
     ERROR_REASON_PACK_INVALID: _ErrorReason.ValueType  # 16
+    """INVALID_ARGUMENT: a prompt pack cannot be parsed, or its presets are wrong."""
     ERROR_REASON_UNRESOLVED_TOKEN: _ErrorReason.ValueType  # 17
+    """INVALID_ARGUMENT: a prompt still holds a matrix or wildcard token that cannot be resolved."""
     ERROR_REASON_PATH_OUTSIDE_ROOT: _ErrorReason.ValueType  # 18
-    """PERMISSION_DENIED: a path outside the output root."""
+    """PERMISSION_DENIED: a path points outside the runner's output root."""
     ERROR_REASON_SEQUENCE_PRUNED: _ErrorReason.ValueType  # 19
     """OUT_OF_RANGE: the asked sequence was pruned; ErrorInfo.metadata["oldest_sequence"] says
-    where to resume.
+    where the log starts.
     """
     ERROR_REASON_WEBUI_UNAVAILABLE: _ErrorReason.ValueType  # 20
-    """UNAVAILABLE: the WebUI or a dependency service cannot be reached."""
+    """UNAVAILABLE: the runner cannot reach its Stable Diffusion WebUI."""
     ERROR_REASON_DEPENDENCY_UNAVAILABLE: _ErrorReason.ValueType  # 21
+    """UNAVAILABLE: a service this one calls (e.g. the bundle's queue) cannot be reached; retry."""
     ERROR_REASON_WEBUI_OUT_OF_MEMORY: _ErrorReason.ValueType  # 22
-    """RESOURCE_EXHAUSTED."""
+    """RESOURCE_EXHAUSTED: the WebUI ran out of GPU memory."""
     ERROR_REASON_TOO_MANY_VARIANTS: _ErrorReason.ValueType  # 23
+    """RESOURCE_EXHAUSTED: matrix/wildcard expansion would make more jobs than allowed."""
     ERROR_REASON_STORAGE_FAILURE: _ErrorReason.ValueType  # 24
     """INTERNAL: a storage failure; nothing acknowledged is lost."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons carried in google.rpc.ErrorInfo.reason (domain "stablenew.v1") on every error a
-    service returns, next to the canonical status code. Clients branch on the reason, never on the
-    message text. ErrorInfo.reason holds the value name without the ERROR_REASON_ prefix, e.g.
-    "JOB_NOT_FOUND".
+    service returns, next to the canonical status code. Clients branch on the code and the reason,
+    never on the message text. ErrorInfo.reason holds the value name without the ERROR_REASON_
+    prefix, e.g. "JOB_NOT_FOUND". Errors about a field also carry a google.rpc.BadRequest whose
+    field violation names the field path, e.g. "entries[3].config_hash".
+
+    Besides these, any RPC can fail without a stablenew.v1 reason: INTERNAL for an unexpected
+    server error (the message quotes the request id to find in the server log), RESOURCE_EXHAUSTED
+    at the server's bound of concurrent RPCs or beyond the message size limit, DEADLINE_EXCEEDED,
+    UNAVAILABLE when the server cannot be reached or is shutting down, and CANCELLED.
     """
 
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 ERROR_REASON_INVALID_FIELD: ErrorReason.ValueType  # 1
-"""INVALID_ARGUMENT: a field is wrong; a google.rpc.BadRequest names it."""
+"""INVALID_ARGUMENT: a field is wrong or missing; a google.rpc.BadRequest names it."""
 ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 2
-"""UNAUTHENTICATED: no or a wrong bearer token."""
+"""UNAUTHENTICATED: no or a wrong bearer token (metadata "authorization: Bearer <token>")."""
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 3
 """UNIMPLEMENTED: the RPC belongs to work not done yet; the message names what is missing."""
 ERROR_REASON_JOB_NOT_FOUND: ErrorReason.ValueType  # 4
-"""NOT_FOUND."""
+"""NOT_FOUND: no job with this id (the queue forgets finished jobs after its retention period;
+the history keeps them).
+"""
 ERROR_REASON_DRAFT_NOT_FOUND: ErrorReason.ValueType  # 5
+"""NOT_FOUND: no draft with this id."""
 ERROR_REASON_PACK_NOT_FOUND: ErrorReason.ValueType  # 6
+"""NOT_FOUND: no prompt pack with this id in the library."""
 ERROR_REASON_PART_NOT_FOUND: ErrorReason.ValueType  # 7
+"""NOT_FOUND: the draft has no part with this id."""
 ERROR_REASON_IMAGE_NOT_FOUND: ErrorReason.ValueType  # 8
+"""NOT_FOUND: no image file at this path under the runner's output root."""
 ERROR_REASON_ILLEGAL_TRANSITION: ErrorReason.ValueType  # 9
-"""FAILED_PRECONDITION."""
+"""FAILED_PRECONDITION: the job's state does not allow this; ErrorInfo.metadata has "job_id"
+and, for a refused state change, "state" and "target".
+"""
 ERROR_REASON_LEASE_NOT_CURRENT: ErrorReason.ValueType  # 10
+"""FAILED_PRECONDITION: the lease id or attempt is not the job's current lease (it expired and
+the job moved on): the runner must stop working on the job.
+"""
 ERROR_REASON_DRAFT_EMPTY: ErrorReason.ValueType  # 11
+"""FAILED_PRECONDITION: no part of the draft makes a job."""
 ERROR_REASON_DRAFT_REVISION_MISMATCH: ErrorReason.ValueType  # 12
+"""FAILED_PRECONDITION: the draft (or a pack it uses) changed since the expected revision."""
 ERROR_REASON_INVALID_STAGE_PLAN: ErrorReason.ValueType  # 13
-"""INVALID_ARGUMENT."""
+"""INVALID_ARGUMENT: no stage, a stage out of the order txt2img -> img2img -> ADetailer ->
+upscale, ADetailer without a generation stage before it, or a plan that starts on images
+without input images.
+"""
 ERROR_REASON_CONFIG_HASH_MISMATCH: ErrorReason.ValueType  # 14
+"""INVALID_ARGUMENT: a normalized job's config_hash does not match its fields."""
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason.ValueType  # 15
+"""INVALID_ARGUMENT: the page token was altered or belongs to another list."""
 ERROR_REASON_PACK_INVALID: ErrorReason.ValueType  # 16
+"""INVALID_ARGUMENT: a prompt pack cannot be parsed, or its presets are wrong."""
 ERROR_REASON_UNRESOLVED_TOKEN: ErrorReason.ValueType  # 17
+"""INVALID_ARGUMENT: a prompt still holds a matrix or wildcard token that cannot be resolved."""
 ERROR_REASON_PATH_OUTSIDE_ROOT: ErrorReason.ValueType  # 18
-"""PERMISSION_DENIED: a path outside the output root."""
+"""PERMISSION_DENIED: a path points outside the runner's output root."""
 ERROR_REASON_SEQUENCE_PRUNED: ErrorReason.ValueType  # 19
 """OUT_OF_RANGE: the asked sequence was pruned; ErrorInfo.metadata["oldest_sequence"] says
-where to resume.
+where the log starts.
 """
 ERROR_REASON_WEBUI_UNAVAILABLE: ErrorReason.ValueType  # 20
-"""UNAVAILABLE: the WebUI or a dependency service cannot be reached."""
+"""UNAVAILABLE: the runner cannot reach its Stable Diffusion WebUI."""
 ERROR_REASON_DEPENDENCY_UNAVAILABLE: ErrorReason.ValueType  # 21
+"""UNAVAILABLE: a service this one calls (e.g. the bundle's queue) cannot be reached; retry."""
 ERROR_REASON_WEBUI_OUT_OF_MEMORY: ErrorReason.ValueType  # 22
-"""RESOURCE_EXHAUSTED."""
+"""RESOURCE_EXHAUSTED: the WebUI ran out of GPU memory."""
 ERROR_REASON_TOO_MANY_VARIANTS: ErrorReason.ValueType  # 23
+"""RESOURCE_EXHAUSTED: matrix/wildcard expansion would make more jobs than allowed."""
 ERROR_REASON_STORAGE_FAILURE: ErrorReason.ValueType  # 24
 """INTERNAL: a storage failure; nothing acknowledged is lost."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -43,10 +43,17 @@ class JobFilter(_message.Message):
     text: _builtins.str
     """Case-insensitive substring of a prompt or the label."""
     bookmarked: _builtins.bool
+    """Unset means either."""
     @_builtins.property
-    def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]: ...
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
+        """Any of these states; empty means any state. JOB_STATE_UNSPECIFIED is INVALID_FIELD."""
+
     @_builtins.property
-    def created_after(self) -> _timestamp_pb2.Timestamp: ...
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Jobs created at or after / before these times; created_after after created_before is
+        INVALID_FIELD.
+        """
+
     @_builtins.property
     def created_before(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -85,6 +92,9 @@ class HistoryServiceListJobsRequest(_message.Message):
     page_size: _builtins.int
     """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page. Keep the filter and view
+    the same while following one token chain.
+    """
     view: _job_pb2.JobView.ValueType
     """Default JOB_VIEW_BASIC."""
     @_builtins.property
@@ -112,6 +122,7 @@ class HistoryServiceListJobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]: ...
     def __init__(
@@ -134,6 +145,7 @@ class HistoryServiceGetJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required."""
     def __init__(
         self,
         *,
@@ -156,7 +168,9 @@ class HistoryServiceGetJobResponse(_message.Message):
     @_builtins.property
     def job(self) -> _job_pb2.Job: ...
     @_builtins.property
-    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobTransition]: ...
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobTransition]:
+        """Oldest first."""
+
     def __init__(
         self,
         *,
@@ -219,8 +233,11 @@ class ListJobEventsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required."""
     page_size: _builtins.int
+    """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
     def __init__(
         self,
         *,
@@ -243,6 +260,7 @@ class ListJobEventsResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]: ...
     def __init__(
@@ -267,7 +285,9 @@ class UpdateJobRequest(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     BOOKMARKED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required."""
     label: _builtins.str
+    """Only the fields present change: label = "" clears the label, leaving it out keeps it."""
     bookmarked: _builtins.bool
     def __init__(
         self,
@@ -297,7 +317,9 @@ class UpdateJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The updated job, basic view."""
+
     def __init__(
         self,
         *,
@@ -317,6 +339,7 @@ class DeleteJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required."""
     def __init__(
         self,
         *,
@@ -354,6 +377,7 @@ class PruneHistoryRequest(_message.Message):
     KEEP_BOOKMARKED_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     keep_bookmarked: _builtins.bool
+    """Bookmarked jobs are kept when true."""
     dry_run: _builtins.bool
     """Count only."""
     @_builtins.property
@@ -386,6 +410,7 @@ class PruneHistoryResponse(_message.Message):
 
     REMOVED_COUNT_FIELD_NUMBER: _builtins.int
     removed_count: _builtins.int
+    """Jobs removed, or with dry_run the jobs that would be."""
     def __init__(
         self,
         *,
@@ -426,9 +451,13 @@ class ExportHistoryResponse(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """Full view."""
+
     @_builtins.property
-    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobTransition]: ...
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobTransition]:
+        """Oldest first."""
+
     def __init__(
         self,
         *,
@@ -470,8 +499,11 @@ class WatchHistoryResponse(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     deleted: _builtins.bool
+    """The job's record was removed."""
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The job as recorded now (basic view); only its job_id when deleted."""
+
     def __init__(
         self,
         *,
@@ -497,7 +529,9 @@ class ImportedJob(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """job_id, state and create_time are required."""
+
     @_builtins.property
     def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobTransition]: ...
     def __init__(

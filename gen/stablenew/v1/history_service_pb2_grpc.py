@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class HistoryServiceStub:
-    """The durable record of every job and every state change.
+    """The durable record of every job and every state change, fed by the queue's event log
+    (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
+    A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -88,62 +90,83 @@ class HistoryServiceStub:
 
 
 class HistoryServiceServicer:
-    """The durable record of every job and every state change.
+    """The durable record of every job and every state change, fed by the queue's event log
+    (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
+    A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
     """
 
     def ListJobs(self, request, context):
-        """Newest first, keyset-paged.
+        """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+        Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
+        filter.created_before); INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """The record, its transitions and per-entry results.
+        """The record (full view: entries and results), its transitions and per-entry results.
+        Errors: JOB_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetLatestJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The newest job matching a filter (e.g. "the last completed job"), basic view.
+        Errors: NOT_FOUND JOB_NOT_FOUND when no job matches; INVALID_FIELD on a filter field.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobEvents(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One job's events as the queue logged them, in sequence order, paged. Progress events are
+        not kept.
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateJob(self, request, context):
-        """Label and bookmark.
+        """Sets the label and the bookmark, the only things the history lets a user change.
+        Errors: JOB_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Removes a job's record and transitions (not its image files).
+        Errors: JOB_NOT_FOUND.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PruneHistory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Removes many records at once (or counts them, with dry_run).
+        Errors: INVALID_FIELD.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportHistory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every job matching the filter, full view with its transitions, one job per message, so an
+        export of any size stays within the message limit.
+        Errors: INVALID_FIELD on a filter field.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchHistory(self, request, context):
-        """Records as they change, for GUIs.
+        """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
+        is recorded or changes, and one with deleted = true when it is removed. The stream has no
+        resume position: after reconnecting, reload with ListJobs and keep watching.
+        Errors: INVALID_FIELD on a filter field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +175,9 @@ class HistoryServiceServicer:
     def ImportHistory(self, request, context):
         """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
         history recorded from the queue is never overwritten; repeating an import changes nothing.
+        Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+        jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+        value this version does not know, or a transition with a sequence other than 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,7 +245,9 @@ def add_HistoryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class HistoryService:
-    """The durable record of every job and every state change.
+    """The durable record of every job and every state change, fed by the queue's event log
+    (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
+    A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
     """
 
     @staticmethod

@@ -27,55 +27,126 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class HistoryServiceStub:
-    """The durable record of every job and every state change."""
+    """The durable record of every job and every state change, fed by the queue's event log
+    (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
+    A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> HistoryServiceAsyncStub: ...
     ListJobs: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceListJobsRequest, _history_service_pb2.HistoryServiceListJobsResponse]
-    """Newest first, keyset-paged."""
+    """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+    Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
+    filter.created_before); INVALID_PAGE_TOKEN.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceGetJobRequest, _history_service_pb2.HistoryServiceGetJobResponse]
-    """The record, its transitions and per-entry results."""
+    """The record (full view: entries and results), its transitions and per-entry results.
+    Errors: JOB_NOT_FOUND.
+    """
     GetLatestJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.GetLatestJobRequest, _history_service_pb2.GetLatestJobResponse]
+    """The newest job matching a filter (e.g. "the last completed job"), basic view.
+    Errors: NOT_FOUND JOB_NOT_FOUND when no job matches; INVALID_FIELD on a filter field.
+    """
     ListJobEvents: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ListJobEventsRequest, _history_service_pb2.ListJobEventsResponse]
+    """One job's events as the queue logged them, in sequence order, paged. Progress events are
+    not kept.
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     UpdateJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.UpdateJobRequest, _history_service_pb2.UpdateJobResponse]
-    """Label and bookmark."""
+    """Sets the label and the bookmark, the only things the history lets a user change.
+    Errors: JOB_NOT_FOUND.
+    """
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.DeleteJobRequest, _history_service_pb2.DeleteJobResponse]
+    """Removes a job's record and transitions (not its image files).
+    Errors: JOB_NOT_FOUND.
+    """
     PruneHistory: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.PruneHistoryRequest, _history_service_pb2.PruneHistoryResponse]
+    """Removes many records at once (or counts them, with dry_run).
+    Errors: INVALID_FIELD.
+    """
     ExportHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]
+    """Every job matching the filter, full view with its transitions, one job per message, so an
+    export of any size stays within the message limit.
+    Errors: INVALID_FIELD on a filter field.
+    """
     WatchHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]
-    """Records as they change, for GUIs."""
+    """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
+    is recorded or changes, and one with deleted = true when it is removed. The stream has no
+    resume position: after reconnecting, reload with ListJobs and keep watching.
+    Errors: INVALID_FIELD on a filter field.
+    """
     ImportHistory: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]
     """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
     history recorded from the queue is never overwritten; repeating an import changes nothing.
+    Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+    jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+    value this version does not know, or a transition with a sequence other than 0.
     """
 
 @_typing.type_check_only
 class HistoryServiceAsyncStub(HistoryServiceStub):
-    """The durable record of every job and every state change."""
+    """The durable record of every job and every state change, fed by the queue's event log
+    (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
+    A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListJobs: _aio.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceListJobsRequest, _history_service_pb2.HistoryServiceListJobsResponse]  # type: ignore[assignment]
-    """Newest first, keyset-paged."""
+    """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+    Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
+    filter.created_before); INVALID_PAGE_TOKEN.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceGetJobRequest, _history_service_pb2.HistoryServiceGetJobResponse]  # type: ignore[assignment]
-    """The record, its transitions and per-entry results."""
+    """The record (full view: entries and results), its transitions and per-entry results.
+    Errors: JOB_NOT_FOUND.
+    """
     GetLatestJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.GetLatestJobRequest, _history_service_pb2.GetLatestJobResponse]  # type: ignore[assignment]
+    """The newest job matching a filter (e.g. "the last completed job"), basic view.
+    Errors: NOT_FOUND JOB_NOT_FOUND when no job matches; INVALID_FIELD on a filter field.
+    """
     ListJobEvents: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ListJobEventsRequest, _history_service_pb2.ListJobEventsResponse]  # type: ignore[assignment]
+    """One job's events as the queue logged them, in sequence order, paged. Progress events are
+    not kept.
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     UpdateJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.UpdateJobRequest, _history_service_pb2.UpdateJobResponse]  # type: ignore[assignment]
-    """Label and bookmark."""
+    """Sets the label and the bookmark, the only things the history lets a user change.
+    Errors: JOB_NOT_FOUND.
+    """
     DeleteJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.DeleteJobRequest, _history_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
+    """Removes a job's record and transitions (not its image files).
+    Errors: JOB_NOT_FOUND.
+    """
     PruneHistory: _aio.UnaryUnaryMultiCallable[_history_service_pb2.PruneHistoryRequest, _history_service_pb2.PruneHistoryResponse]  # type: ignore[assignment]
+    """Removes many records at once (or counts them, with dry_run).
+    Errors: INVALID_FIELD.
+    """
     ExportHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]  # type: ignore[assignment]
+    """Every job matching the filter, full view with its transitions, one job per message, so an
+    export of any size stays within the message limit.
+    Errors: INVALID_FIELD on a filter field.
+    """
     WatchHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]  # type: ignore[assignment]
-    """Records as they change, for GUIs."""
+    """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
+    is recorded or changes, and one with deleted = true when it is removed. The stream has no
+    resume position: after reconnecting, reload with ListJobs and keep watching.
+    Errors: INVALID_FIELD on a filter field.
+    """
     ImportHistory: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]  # type: ignore[assignment]
     """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
     history recorded from the queue is never overwritten; repeating an import changes nothing.
+    Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+    jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+    value this version does not know, or a transition with a sequence other than 0.
     """
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The durable record of every job and every state change."""
+    """The durable record of every job and every state change, fed by the queue's event log
+    (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
+    A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+    """
 
     @_abc_1.abstractmethod
     def ListJobs(
@@ -83,7 +154,10 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.HistoryServiceListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.HistoryServiceListJobsResponse, _abc.Awaitable[_history_service_pb2.HistoryServiceListJobsResponse]]:
-        """Newest first, keyset-paged."""
+        """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+        Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
+        filter.created_before); INVALID_PAGE_TOKEN.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(
@@ -91,21 +165,30 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.HistoryServiceGetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.HistoryServiceGetJobResponse, _abc.Awaitable[_history_service_pb2.HistoryServiceGetJobResponse]]:
-        """The record, its transitions and per-entry results."""
+        """The record (full view: entries and results), its transitions and per-entry results.
+        Errors: JOB_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def GetLatestJob(
         self,
         request: _history_service_pb2.GetLatestJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_history_service_pb2.GetLatestJobResponse, _abc.Awaitable[_history_service_pb2.GetLatestJobResponse]]: ...
+    ) -> _typing.Union[_history_service_pb2.GetLatestJobResponse, _abc.Awaitable[_history_service_pb2.GetLatestJobResponse]]:
+        """The newest job matching a filter (e.g. "the last completed job"), basic view.
+        Errors: NOT_FOUND JOB_NOT_FOUND when no job matches; INVALID_FIELD on a filter field.
+        """
 
     @_abc_1.abstractmethod
     def ListJobEvents(
         self,
         request: _history_service_pb2.ListJobEventsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_history_service_pb2.ListJobEventsResponse, _abc.Awaitable[_history_service_pb2.ListJobEventsResponse]]: ...
+    ) -> _typing.Union[_history_service_pb2.ListJobEventsResponse, _abc.Awaitable[_history_service_pb2.ListJobEventsResponse]]:
+        """One job's events as the queue logged them, in sequence order, paged. Progress events are
+        not kept.
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
 
     @_abc_1.abstractmethod
     def UpdateJob(
@@ -113,28 +196,40 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.UpdateJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.UpdateJobResponse, _abc.Awaitable[_history_service_pb2.UpdateJobResponse]]:
-        """Label and bookmark."""
+        """Sets the label and the bookmark, the only things the history lets a user change.
+        Errors: JOB_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def DeleteJob(
         self,
         request: _history_service_pb2.DeleteJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_history_service_pb2.DeleteJobResponse, _abc.Awaitable[_history_service_pb2.DeleteJobResponse]]: ...
+    ) -> _typing.Union[_history_service_pb2.DeleteJobResponse, _abc.Awaitable[_history_service_pb2.DeleteJobResponse]]:
+        """Removes a job's record and transitions (not its image files).
+        Errors: JOB_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def PruneHistory(
         self,
         request: _history_service_pb2.PruneHistoryRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_history_service_pb2.PruneHistoryResponse, _abc.Awaitable[_history_service_pb2.PruneHistoryResponse]]: ...
+    ) -> _typing.Union[_history_service_pb2.PruneHistoryResponse, _abc.Awaitable[_history_service_pb2.PruneHistoryResponse]]:
+        """Removes many records at once (or counts them, with dry_run).
+        Errors: INVALID_FIELD.
+        """
 
     @_abc_1.abstractmethod
     def ExportHistory(
         self,
         request: _history_service_pb2.ExportHistoryRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_history_service_pb2.ExportHistoryResponse], _abc.AsyncIterator[_history_service_pb2.ExportHistoryResponse]]: ...
+    ) -> _typing.Union[_abc.Iterator[_history_service_pb2.ExportHistoryResponse], _abc.AsyncIterator[_history_service_pb2.ExportHistoryResponse]]:
+        """Every job matching the filter, full view with its transitions, one job per message, so an
+        export of any size stays within the message limit.
+        Errors: INVALID_FIELD on a filter field.
+        """
 
     @_abc_1.abstractmethod
     def WatchHistory(
@@ -142,7 +237,11 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.WatchHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_history_service_pb2.WatchHistoryResponse], _abc.AsyncIterator[_history_service_pb2.WatchHistoryResponse]]:
-        """Records as they change, for GUIs."""
+        """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
+        is recorded or changes, and one with deleted = true when it is removed. The stream has no
+        resume position: after reconnecting, reload with ListJobs and keep watching.
+        Errors: INVALID_FIELD on a filter field.
+        """
 
     @_abc_1.abstractmethod
     def ImportHistory(
@@ -152,6 +251,9 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_history_service_pb2.ImportHistoryResponse, _abc.Awaitable[_history_service_pb2.ImportHistoryResponse]]:
         """Brings in records kept elsewhere (the desktop app's history, read by the CLI). A job the
         history recorded from the queue is never overwritten; repeating an import changes nothing.
+        Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
+        jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
+        value this version does not know, or a transition with a sequence other than 0.
         """
 
 def add_HistoryServiceServicer_to_server(servicer: HistoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,7 +30,9 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
     JOB_STATE_QUEUED: _JobState.ValueType  # 1
+    """Waiting in the run order for a runner."""
     JOB_STATE_RUNNING: _JobState.ValueType  # 2
+    """Leased by a runner."""
     JOB_STATE_COMPLETED: _JobState.ValueType  # 3
     JOB_STATE_FAILED: _JobState.ValueType  # 4
     JOB_STATE_CANCELLED: _JobState.ValueType  # 5
@@ -38,14 +40,17 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """The job record shared by the queue, the runner and the history: one idea of a job.
 
-    QUEUED -> RUNNING -> COMPLETED | FAILED | CANCELLED. RUNNING may go back to QUEUED when a
-    lease expires or a cancel returns it to the queue. Other transitions are refused with
-    FAILED_PRECONDITION.
+    QUEUED -> RUNNING -> COMPLETED | FAILED | CANCELLED; QUEUED -> CANCELLED. RUNNING goes back
+    to QUEUED when a lease expires or a runner fails retryably (within the attempt limit), or when
+    a cancel asked to return the job to the queue. Other transitions are refused with
+    FAILED_PRECONDITION ILLEGAL_TRANSITION. COMPLETED, FAILED and CANCELLED are terminal.
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
 JOB_STATE_QUEUED: JobState.ValueType  # 1
+"""Waiting in the run order for a runner."""
 JOB_STATE_RUNNING: JobState.ValueType  # 2
+"""Leased by a runner."""
 JOB_STATE_COMPLETED: JobState.ValueType  # 3
 JOB_STATE_FAILED: JobState.ValueType  # 4
 JOB_STATE_CANCELLED: JobState.ValueType  # 5
@@ -61,13 +66,20 @@ class _RunModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunMode.Value
     RUN_MODE_DIRECT: _RunMode.ValueType  # 1
     """"Run now": goes to the front and runs next even while the queue is paused."""
     RUN_MODE_QUEUE: _RunMode.ValueType  # 2
+    """Added to the queue: runs in priority order, first in first out, and waits while the queue
+    is paused.
+    """
 
-class RunMode(_RunMode, metaclass=_RunModeEnumTypeWrapper): ...
+class RunMode(_RunMode, metaclass=_RunModeEnumTypeWrapper):
+    """How a job enters the queue. Required on submit: UNSPECIFIED is refused with INVALID_FIELD."""
 
 RUN_MODE_UNSPECIFIED: RunMode.ValueType  # 0
 RUN_MODE_DIRECT: RunMode.ValueType  # 1
 """"Run now": goes to the front and runs next even while the queue is paused."""
 RUN_MODE_QUEUE: RunMode.ValueType  # 2
+"""Added to the queue: runs in priority order, first in first out, and waits while the queue
+is paused.
+"""
 Global___RunMode: _TypeAlias = RunMode  # noqa: Y015
 
 class _JobSource:
@@ -82,7 +94,9 @@ class _JobSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobSource.V
     JOB_SOURCE_ADD_TO_QUEUE: _JobSource.ValueType  # 3
 
 class JobSource(_JobSource, metaclass=_JobSourceEnumTypeWrapper):
-    """The user action that created the job."""
+    """The user action that created the job: recorded for filtering and display, it does not change
+    how the job runs (RunMode does).
+    """
 
 JOB_SOURCE_UNSPECIFIED: JobSource.ValueType  # 0
 JOB_SOURCE_RUN: JobSource.ValueType  # 1
@@ -97,14 +111,16 @@ class _Priority:
 class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PRIORITY_UNSPECIFIED: _Priority.ValueType  # 0
+    """Runs as PRIORITY_NORMAL."""
     PRIORITY_LOW: _Priority.ValueType  # 1
     PRIORITY_NORMAL: _Priority.ValueType  # 2
     PRIORITY_HIGH: _Priority.ValueType  # 3
 
 class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper):
-    """FIFO within a class; a higher class runs first."""
+    """FIFO within a class; a higher class runs first (within the job's run mode)."""
 
 PRIORITY_UNSPECIFIED: Priority.ValueType  # 0
+"""Runs as PRIORITY_NORMAL."""
 PRIORITY_LOW: Priority.ValueType  # 1
 PRIORITY_NORMAL: Priority.ValueType  # 2
 PRIORITY_HIGH: Priority.ValueType  # 3
@@ -117,6 +133,7 @@ class _JobView:
 class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """The RPC's default: FULL for single reads, BASIC for lists."""
     JOB_VIEW_BASIC: _JobView.ValueType  # 1
     """Everything but the normalized entries and per-entry results (the default for lists)."""
     JOB_VIEW_FULL: _JobView.ValueType  # 2
@@ -126,6 +143,7 @@ class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
     """How much of a job a read returns (AIP-157)."""
 
 JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""The RPC's default: FULL for single reads, BASIC for lists."""
 JOB_VIEW_BASIC: JobView.ValueType  # 1
 """Everything but the normalized entries and per-entry results (the default for lists)."""
 JOB_VIEW_FULL: JobView.ValueType  # 2
@@ -142,18 +160,25 @@ class _EntryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryStat
     ENTRY_STATUS_PENDING: _EntryStatus.ValueType  # 1
     ENTRY_STATUS_RUNNING: _EntryStatus.ValueType  # 2
     ENTRY_STATUS_COMPLETED: _EntryStatus.ValueType  # 3
+    """Every stage ran; the images are in EntryResult.images."""
     ENTRY_STATUS_FAILED: _EntryStatus.ValueType  # 4
+    """A stage failed (EntryResult.error_message says why); a job with a failed entry ends FAILED."""
     ENTRY_STATUS_CANCELLED: _EntryStatus.ValueType  # 5
+    """Stopped by a cancel request."""
     ENTRY_STATUS_SKIPPED: _EntryStatus.ValueType  # 6
 
-class EntryStatus(_EntryStatus, metaclass=_EntryStatusEnumTypeWrapper): ...
+class EntryStatus(_EntryStatus, metaclass=_EntryStatusEnumTypeWrapper):
+    """What became of one entry of a job."""
 
 ENTRY_STATUS_UNSPECIFIED: EntryStatus.ValueType  # 0
 ENTRY_STATUS_PENDING: EntryStatus.ValueType  # 1
 ENTRY_STATUS_RUNNING: EntryStatus.ValueType  # 2
 ENTRY_STATUS_COMPLETED: EntryStatus.ValueType  # 3
+"""Every stage ran; the images are in EntryResult.images."""
 ENTRY_STATUS_FAILED: EntryStatus.ValueType  # 4
+"""A stage failed (EntryResult.error_message says why); a job with a failed entry ends FAILED."""
 ENTRY_STATUS_CANCELLED: EntryStatus.ValueType  # 5
+"""Stopped by a cancel request."""
 ENTRY_STATUS_SKIPPED: EntryStatus.ValueType  # 6
 Global___EntryStatus: _TypeAlias = EntryStatus  # noqa: Y015
 
@@ -171,10 +196,13 @@ class JobOrigin(_message.Message):
     DRAFT_REVISION_FIELD_NUMBER: _builtins.int
     RETRY_OF_JOB_ID_FIELD_NUMBER: _builtins.int
     run_mode: Global___RunMode.ValueType
+    """Required on submit (DIRECT or QUEUE)."""
     source: Global___JobSource.ValueType
     prompt_source: _pipeline_pb2.PromptSource.ValueType
     prompt_pack_id: _builtins.str
+    """The pack the entries came from, when a pack did."""
     draft_id: _builtins.str
+    """Set on jobs enqueued by BundleService.EnqueueDraft: the draft and the revision queued."""
     draft_revision: _builtins.int
     retry_of_job_id: _builtins.str
     """Set on a job created by RetryJob."""
@@ -199,7 +227,9 @@ Global___JobOrigin: _TypeAlias = JobOrigin  # noqa: Y015
 
 @_typing.final
 class ImageRef(_message.Message):
-    """One image written by the runner."""
+    """One image written by the runner. The bytes are never in a message: stream them with
+    RunnerService.ReadImage from the runner that wrote them.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -212,14 +242,21 @@ class ImageRef(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     RUNNER_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
-    """Relative to the runner's output root; read it through RunnerService.ReadImage."""
+    """Relative to the runner's output root, e.g. "2025-01-02/<job_id>/000_txt2img_1234.png"; read
+    it through RunnerService.ReadImage.
+    """
     sha256: _builtins.str
+    """sha256 (hex) of the file's bytes."""
     width: _builtins.int
+    """Pixels."""
     height: _builtins.int
     seed: _builtins.int
+    """The seed this image was made with."""
     stage: _pipeline_pb2.StageType.ValueType
+    """The stage that made it."""
     size_bytes: _builtins.int
     runner_id: _builtins.str
+    """The runner that wrote the file (its address is in QueueService.ListRunners)."""
     def __init__(
         self,
         *,
@@ -258,20 +295,29 @@ class EntryResult(_message.Message):
     EXECUTED_CONFIG_HASH_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     entry_index: _builtins.int
+    """NormalizedJob.index of the entry."""
     prompt_pack_id: _builtins.str
+    """Copied from the entry, so a result reads without the entries (JOB_VIEW_FULL)."""
     pack_name: _builtins.str
     row_index: _builtins.int
     prompt: _builtins.str
     status: Global___EntryStatus.ValueType
     error_message: _builtins.str
+    """Why the entry failed or stopped; empty when it completed."""
     executed_config_hash: _builtins.str
-    """The hash the runner recomputed from what it sent to the WebUI."""
+    """The hash the runner recomputed from the WebUI requests it built; equal to the entry's
+    config_hash when what ran is what was previewed.
+    """
     @_builtins.property
     def stage_plan(self) -> _containers.RepeatedScalarFieldContainer[_pipeline_pb2.StageType.ValueType]: ...
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageRef]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageRef]:
+        """Every image the entry made, in the order the stages wrote them."""
+
     @_builtins.property
-    def duration(self) -> _duration_pb2.Duration: ...
+    def duration(self) -> _duration_pb2.Duration:
+        """How long the entry ran on the runner."""
+
     def __init__(
         self,
         *,
@@ -309,14 +355,19 @@ class JobProgress(_message.Message):
     FRACTION_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
     entry_index: _builtins.int
+    """The entry running (from 0) and how many the job has."""
     entry_count: _builtins.int
     stage: _pipeline_pb2.StageType.ValueType
+    """The stage running."""
     step: _builtins.int
+    """Sampling step of the current WebUI call, and its total."""
     steps: _builtins.int
     fraction: _builtins.float
-    """Overall fraction done, 0..1."""
+    """Overall fraction of the job done, 0..1."""
     @_builtins.property
-    def eta(self) -> _duration_pb2.Duration: ...
+    def eta(self) -> _duration_pb2.Duration:
+        """Estimated time left; unset when unknown."""
+
     def __init__(
         self,
         *,
@@ -389,9 +440,11 @@ class Job(_message.Message):
     BOOKMARKED_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Assigned by the queue."""
     state: Global___JobState.ValueType
     priority: Global___Priority.ValueType
     label: _builtins.str
+    """Free text for people, e.g. a series name."""
     stage_count: _builtins.int
     """Number of stages of the longest stage plan among the entries."""
     has_adetailer: _builtins.bool
@@ -399,28 +452,45 @@ class Job(_message.Message):
     config_hash: _builtins.str
     """sha256 over the entries' config hashes in order: the identity of what runs."""
     error_message: _builtins.str
+    """Why the job failed, was cancelled while queued, or why its last attempt failed (e.g.
+    "runner lost: ..."); cleared when a runner leases it.
+    """
     payload_summary: _builtins.str
     """A short human description, e.g. "3 entries, 12 images: castle series (txt2img+adetailer)"."""
     runner_id: _builtins.str
+    """The runner of the job's latest lease; empty until the first one."""
     attempt: _builtins.int
-    """Starts at 1 with the first lease; a fencing token together with the lease id."""
+    """0 until the first lease, then 1, and one more with every new lease; a fencing token together
+    with the lease id.
+    """
     entry_count: _builtins.int
+    """Number of entries (normalized jobs), also in JOB_VIEW_BASIC."""
     estimated_images: _builtins.int
+    """Images the entries make: the sum of batch_size x n_iter."""
     queue_position: _builtins.int
     """Position in run order among active jobs, from 0; -1 once the job has left the queue."""
     cancel_requested: _builtins.bool
+    """A CancelJob reached this running job; the runner stops at its next heartbeat."""
     bookmarked: _builtins.bool
-    """History only."""
+    """History only: set with HistoryService.UpdateJob."""
     @_builtins.property
     def origin(self) -> Global___JobOrigin: ...
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job was submitted."""
+
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When a runner first leased it; unset until then."""
+
     @_builtins.property
-    def complete_time(self) -> _timestamp_pb2.Timestamp: ...
+    def complete_time(self) -> _timestamp_pb2.Timestamp:
+        """When it reached a terminal state; unset before."""
+
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free key/value pairs from the submitter, kept as given."""
+
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.NormalizedJob]:
         """JOB_VIEW_FULL only."""
@@ -430,9 +500,13 @@ class Job(_message.Message):
         """JOB_VIEW_FULL only."""
 
     @_builtins.property
-    def progress(self) -> Global___JobProgress: ...
+    def progress(self) -> Global___JobProgress:
+        """While RUNNING: the runner's latest progress report."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the record last changed."""
+
     def __init__(
         self,
         *,
@@ -485,10 +559,14 @@ class JobTransition(_message.Message):
     RUNNER_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
+    """The sequence number of the queue event that made it; 0 for imported records."""
     from_state: Global___JobState.ValueType
+    """UNSPECIFIED for the submission."""
     to_state: Global___JobState.ValueType
     reason: _builtins.str
+    """Why, in words (e.g. "submitted", a cancel's reason, "lease of <runner> expired")."""
     runner_id: _builtins.str
+    """The runner and its attempt, when a runner was involved."""
     attempt: _builtins.int
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
@@ -513,6 +591,8 @@ Global___JobTransition: _TypeAlias = JobTransition  # noqa: Y015
 
 @_typing.final
 class JobSubmittedEvent(_message.Message):
+    """A job was created (SubmitJob, EnqueueDraft, RetryJob)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
@@ -535,6 +615,8 @@ Global___JobSubmittedEvent: _TypeAlias = JobSubmittedEvent  # noqa: Y015
 
 @_typing.final
 class JobStateChangedEvent(_message.Message):
+    """A job changed state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FROM_STATE_FIELD_NUMBER: _builtins.int
@@ -547,9 +629,12 @@ class JobStateChangedEvent(_message.Message):
     from_state: Global___JobState.ValueType
     to_state: Global___JobState.ValueType
     reason: _builtins.str
+    """Why, in words."""
     runner_id: _builtins.str
+    """The runner and the attempt involved, if any."""
     attempt: _builtins.int
     error_message: _builtins.str
+    """Job.error_message after the change."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntryResult]:
         """Set when the job reaches a terminal state."""
@@ -575,6 +660,10 @@ Global___JobStateChangedEvent: _TypeAlias = JobStateChangedEvent  # noqa: Y015
 
 @_typing.final
 class JobProgressEvent(_message.Message):
+    """A running job's progress. Throttled to one event per job every 0.25 s, and always sent when
+    the entry changes; WatchJobsRequest.exclude_progress skips them.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROGRESS_FIELD_NUMBER: _builtins.int
@@ -595,11 +684,14 @@ Global___JobProgressEvent: _TypeAlias = JobProgressEvent  # noqa: Y015
 
 @_typing.final
 class JobCancelRequestedEvent(_message.Message):
+    """CancelJob reached a running job; a JobStateChangedEvent follows when the runner stops."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RETURN_TO_QUEUE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     return_to_queue: _builtins.bool
+    """The job goes back to QUEUED instead of ending CANCELLED."""
     reason: _builtins.str
     def __init__(
         self,
@@ -617,10 +709,13 @@ Global___JobCancelRequestedEvent: _TypeAlias = JobCancelRequestedEvent  # noqa: 
 
 @_typing.final
 class JobMovedEvent(_message.Message):
+    """MoveJob changed a queued job's place in the run order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     queue_position: _builtins.int
+    """The job's new position (Job.queue_position)."""
     def __init__(
         self,
         *,
@@ -636,17 +731,22 @@ Global___JobMovedEvent: _TypeAlias = JobMovedEvent  # noqa: Y015
 
 @_typing.final
 class JobUpdatedEvent(_message.Message):
+    """A job's label or priority changed: both fields hold the values after the change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LABEL_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     label: _builtins.str
-    priority: _builtins.int
+    priority: Global___Priority.ValueType
+    """An int32 with the same numbers in the released v1 contract: the wire form is unchanged. A
+    value the reader does not know leaves the priority as it was.
+    """
     def __init__(
         self,
         *,
         label: _builtins.str = ...,
-        priority: _builtins.int = ...,
+        priority: Global___Priority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -658,6 +758,8 @@ Global___JobUpdatedEvent: _TypeAlias = JobUpdatedEvent  # noqa: Y015
 
 @_typing.final
 class QueuePausedEvent(_message.Message):
+    """PauseQueue paused the queue (a queue-level event, without a job_id)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -673,6 +775,8 @@ Global___QueuePausedEvent: _TypeAlias = QueuePausedEvent  # noqa: Y015
 
 @_typing.final
 class QueueResumedEvent(_message.Message):
+    """ResumeQueue resumed the queue (a queue-level event, without a job_id)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -704,10 +808,13 @@ class JobEvent(_message.Message):
     QUEUE_PAUSED_FIELD_NUMBER: _builtins.int
     QUEUE_RESUMED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
+    """From 1; never reused, even after pruning. Resume a watch from the last one handled."""
     job_id: _builtins.str
     """Empty for queue-level events (pause, resume)."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the change happened."""
+
     @_builtins.property
     def submitted(self) -> Global___JobSubmittedEvent: ...
     @_builtins.property

@@ -26,24 +26,47 @@ class _StageType:
 class _StageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StageType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     STAGE_TYPE_UNSPECIFIED: _StageType.ValueType  # 0
+    """Never a valid stage of a plan."""
     STAGE_TYPE_TXT2IMG: _StageType.ValueType  # 1
+    """Generates images from the prompt (the WebUI's POST /sdapi/v1/txt2img)."""
     STAGE_TYPE_IMG2IMG: _StageType.ValueType  # 2
+    """POST /sdapi/v1/img2img. As the first stage it generates from the input images (one batch
+    per input image); after txt2img it refines each image once, with that image's seed.
+    """
     STAGE_TYPE_ADETAILER: _StageType.ValueType  # 3
+    """The ADetailer extension (img2img with skip_img2img): details the previous stage's images
+    with every detection pass. Needs txt2img or img2img before it.
+    """
     STAGE_TYPE_UPSCALE: _StageType.ValueType  # 4
+    """Upscales the previous stage's images (or the input images): see UpscaleMode."""
 
 class StageType(_StageType, metaclass=_StageTypeEnumTypeWrapper):
     """The pipeline: what a draft part asks for (PipelineConfig) and what the bundle service resolves
     it into (NormalizedJob), the only executable unit. The queue stores NormalizedJobs, the runner
     executes them and the history records them: Preview = Queue = Executor = History.
 
-    A stage of the pipeline, in the only order a stage plan may list them.
+    Proto3 cannot tell an unset number from 0, so in a PipelineConfig 0 or "" means "not set": the
+    bundle fills in the defaults named below (mostly the WebUI API's own). Seeds are the exception:
+    -1 asks for a random seed and 0 is the seed 0. In a NormalizedJob every default is filled in.
+
+    A stage of the pipeline, in the only order a stage plan may list them: txt2img, img2img,
+    ADetailer, upscale. A plan lists each stage at most once.
     """
 
 STAGE_TYPE_UNSPECIFIED: StageType.ValueType  # 0
+"""Never a valid stage of a plan."""
 STAGE_TYPE_TXT2IMG: StageType.ValueType  # 1
+"""Generates images from the prompt (the WebUI's POST /sdapi/v1/txt2img)."""
 STAGE_TYPE_IMG2IMG: StageType.ValueType  # 2
+"""POST /sdapi/v1/img2img. As the first stage it generates from the input images (one batch
+per input image); after txt2img it refines each image once, with that image's seed.
+"""
 STAGE_TYPE_ADETAILER: StageType.ValueType  # 3
+"""The ADetailer extension (img2img with skip_img2img): details the previous stage's images
+with every detection pass. Needs txt2img or img2img before it.
+"""
 STAGE_TYPE_UPSCALE: StageType.ValueType  # 4
+"""Upscales the previous stage's images (or the input images): see UpscaleMode."""
 Global___StageType: _TypeAlias = StageType  # noqa: Y015
 
 class _UpscaleMode:
@@ -53,6 +76,7 @@ class _UpscaleMode:
 class _UpscaleModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpscaleMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     UPSCALE_MODE_UNSPECIFIED: _UpscaleMode.ValueType  # 0
+    """Runs as UPSCALE_MODE_EXTRAS."""
     UPSCALE_MODE_EXTRAS: _UpscaleMode.ValueType  # 1
     """POST /sdapi/v1/extra-single-image with an upscaler and a factor."""
     UPSCALE_MODE_IMG2IMG: _UpscaleMode.ValueType  # 2
@@ -62,11 +86,55 @@ class UpscaleMode(_UpscaleMode, metaclass=_UpscaleModeEnumTypeWrapper):
     """How the upscale stage runs on the WebUI."""
 
 UPSCALE_MODE_UNSPECIFIED: UpscaleMode.ValueType  # 0
+"""Runs as UPSCALE_MODE_EXTRAS."""
 UPSCALE_MODE_EXTRAS: UpscaleMode.ValueType  # 1
 """POST /sdapi/v1/extra-single-image with an upscaler and a factor."""
 UPSCALE_MODE_IMG2IMG: UpscaleMode.ValueType  # 2
 """img2img at the larger size (an "SD upscale" with denoising)."""
 Global___UpscaleMode: _TypeAlias = UpscaleMode  # noqa: Y015
+
+class _ResizeMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResizeModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResizeMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESIZE_MODE_UNSPECIFIED: _ResizeMode.ValueType  # 0
+    """Just resize: stretch the image to width x height. This is the WebUI's resize_mode 0 and its
+    default. There is no separate JUST_RESIZE value: the field was an int32 in the released v1
+    contract, where 0 (and so an unset field) meant "just resize"; a second value meaning the
+    same would be an alias.
+    """
+    RESIZE_MODE_CROP_AND_RESIZE: _ResizeMode.ValueType  # 1
+    """Scale to cover width x height, keeping the aspect ratio, and crop the overflow (centred)."""
+    RESIZE_MODE_RESIZE_AND_FILL: _ResizeMode.ValueType  # 2
+    """Scale to fit inside width x height, keeping the aspect ratio, and fill the empty bands by
+    stretching the image's edge pixels.
+    """
+    RESIZE_MODE_LATENT_UPSCALE: _ResizeMode.ValueType  # 3
+    """"Just resize (latent upscale)": stretch to width x height in latent space."""
+
+class ResizeMode(_ResizeMode, metaclass=_ResizeModeEnumTypeWrapper):
+    """How img2img fits an input image to the job's width x height: the WebUI's img2img
+    `resize_mode`, whose numbers these are (0 just resize, 1 crop and resize, 2 resize and fill,
+    3 just resize in latent space), so the runner sends the number unchanged.
+    """
+
+RESIZE_MODE_UNSPECIFIED: ResizeMode.ValueType  # 0
+"""Just resize: stretch the image to width x height. This is the WebUI's resize_mode 0 and its
+default. There is no separate JUST_RESIZE value: the field was an int32 in the released v1
+contract, where 0 (and so an unset field) meant "just resize"; a second value meaning the
+same would be an alias.
+"""
+RESIZE_MODE_CROP_AND_RESIZE: ResizeMode.ValueType  # 1
+"""Scale to cover width x height, keeping the aspect ratio, and crop the overflow (centred)."""
+RESIZE_MODE_RESIZE_AND_FILL: ResizeMode.ValueType  # 2
+"""Scale to fit inside width x height, keeping the aspect ratio, and fill the empty bands by
+stretching the image's edge pixels.
+"""
+RESIZE_MODE_LATENT_UPSCALE: ResizeMode.ValueType  # 3
+""""Just resize (latent upscale)": stretch to width x height in latent space."""
+Global___ResizeMode: _TypeAlias = ResizeMode  # noqa: Y015
 
 class _PromptSource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -76,20 +144,26 @@ class _PromptSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PromptSo
     DESCRIPTOR: _descriptor.EnumDescriptor
     PROMPT_SOURCE_UNSPECIFIED: _PromptSource.ValueType  # 0
     PROMPT_SOURCE_MANUAL: _PromptSource.ValueType  # 1
+    """Typed in: BundleService.AddPart."""
     PROMPT_SOURCE_PACK: _PromptSource.ValueType  # 2
+    """A prompt-pack row: BundleService.AddPackParts."""
 
 class PromptSource(_PromptSource, metaclass=_PromptSourceEnumTypeWrapper):
     """Where a prompt came from."""
 
 PROMPT_SOURCE_UNSPECIFIED: PromptSource.ValueType  # 0
 PROMPT_SOURCE_MANUAL: PromptSource.ValueType  # 1
+"""Typed in: BundleService.AddPart."""
 PROMPT_SOURCE_PACK: PromptSource.ValueType  # 2
+"""A prompt-pack row: BundleService.AddPackParts."""
 Global___PromptSource: _TypeAlias = PromptSource  # noqa: Y015
 
 @_typing.final
 class StageFlags(_message.Message):
-    """Which stages run. A plan with no stage, or ADetailer without a generation stage before it,
-    is refused with INVALID_STAGE_PLAN.
+    """Which stages run. A plan with no stage, ADetailer without txt2img or img2img, or a plan that
+    starts with img2img or upscale but has no input images is refused with INVALID_STAGE_PLAN.
+    In AddPackPartsRequest.config_overrides the flags are taken as a whole: when any is true they
+    replace the pack's flags, when all are false the pack's flags stay.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -120,7 +194,9 @@ Global___StageFlags: _TypeAlias = StageFlags  # noqa: Y015
 
 @_typing.final
 class HiresFixConfig(_message.Message):
-    """Hires fix: an option of txt2img, not a stage."""
+    """Hires fix: an option of txt2img, not a stage (the WebUI's enable_hr and hr_* fields). Its
+    values are checked only when `enabled`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -138,15 +214,24 @@ class HiresFixConfig(_message.Message):
     NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     scale: _builtins.float
+    """Factor of the first pass's size, above 0 and at most 4; 0 means 2 unless resize_x or
+    resize_y is set.
+    """
     upscaler: _builtins.str
+    """Upscaler name as the WebUI lists it (RunnerService.GetCapabilities), e.g. "Latent"."""
     second_pass_steps: _builtins.int
+    """0..150; 0 means as many as the first pass (the WebUI's rule)."""
     resize_x: _builtins.int
+    """Target size in pixels instead of `scale`: 0 or a multiple of 8 in 64..4096."""
     resize_y: _builtins.int
     denoising_strength: _builtins.float
+    """0..1; 0 means 0.75."""
     checkpoint: _builtins.str
+    """Checkpoint, sampler and scheduler of the second pass; empty means the first pass's."""
     sampler_name: _builtins.str
     scheduler: _builtins.str
     prompt: _builtins.str
+    """Prompts of the second pass; empty means the first pass's."""
     negative_prompt: _builtins.str
     def __init__(
         self,
@@ -183,8 +268,9 @@ class RefinerConfig(_message.Message):
     SWITCH_AT_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     checkpoint: _builtins.str
+    """Required when enabled."""
     switch_at: _builtins.float
-    """Fraction of the steps after which the refiner takes over, 0..1."""
+    """Fraction of the steps after which the refiner takes over: above 0 and below 1."""
     def __init__(
         self,
         *,
@@ -202,6 +288,11 @@ Global___RefinerConfig: _TypeAlias = RefinerConfig  # noqa: Y015
 
 @_typing.final
 class Txt2ImgConfig(_message.Message):
+    """The generation settings (the WebUI's txt2img fields). Model, VAE, sampler, scheduler, steps,
+    CFG, size, seeds and clip skip apply to every plan, also to one that starts with img2img; the
+    hires fix and the refiner run only with txt2img.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
@@ -223,16 +314,26 @@ class Txt2ImgConfig(_message.Message):
     vae: _builtins.str
     """VAE file name; empty or "Automatic" uses the checkpoint's."""
     sampler_name: _builtins.str
+    """Sampler name as the WebUI lists it, e.g. "DPM++ 2M"; empty means "Euler"."""
     scheduler: _builtins.str
+    """Scheduler name, e.g. "Karras"; empty leaves the choice to the WebUI ("Automatic")."""
     steps: _builtins.int
+    """1..150; 0 means 20."""
     cfg_scale: _builtins.float
+    """1..30; 0 means 7."""
     width: _builtins.int
+    """Pixels: a multiple of 8 in 64..4096; 0 means 512."""
     height: _builtins.int
     seed: _builtins.int
-    """-1 asks for a random seed, resolved to a concrete one when the draft is normalised."""
+    """-1 asks for a random seed, resolved to a concrete one when the draft is normalised (the same
+    on every preview); 0 or more is that seed.
+    """
     subseed: _builtins.int
+    """The variation seed: -1 or 0 or more, as `seed`. Used only when subseed_strength is above 0."""
     subseed_strength: _builtins.float
+    """How far the variation seed moves the image, 0..1; 0 means no variation."""
     clip_skip: _builtins.int
+    """CLIP layers to skip, 0..12; 0 keeps the WebUI's setting."""
     @_builtins.property
     def hires_fix(self) -> Global___HiresFixConfig: ...
     @_builtins.property
@@ -265,6 +366,10 @@ Global___Txt2ImgConfig: _TypeAlias = Txt2ImgConfig  # noqa: Y015
 
 @_typing.final
 class Img2ImgConfig(_message.Message):
+    """The img2img stage. Settings left at 0 or "" mean "as the generation" (Txt2ImgConfig), except
+    denoising_strength and resize_mode.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DENOISING_STRENGTH_FIELD_NUMBER: _builtins.int
@@ -274,17 +379,22 @@ class Img2ImgConfig(_message.Message):
     SAMPLER_NAME_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
     denoising_strength: _builtins.float
-    resize_mode: _builtins.int
-    """0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale (as the WebUI)."""
+    """0..1; 0 means 0.75."""
+    resize_mode: Global___ResizeMode.ValueType
+    """How an input image is fitted to width x height. An int32 with the same numbers in the
+    released v1 contract: the wire form is unchanged.
+    """
     steps: _builtins.int
+    """0..150; 0 means the generation's steps."""
     cfg_scale: _builtins.float
+    """0 (the generation's) or 1..30."""
     sampler_name: _builtins.str
     scheduler: _builtins.str
     def __init__(
         self,
         *,
         denoising_strength: _builtins.float = ...,
-        resize_mode: _builtins.int = ...,
+        resize_mode: Global___ResizeMode.ValueType = ...,
         steps: _builtins.int = ...,
         cfg_scale: _builtins.float = ...,
         sampler_name: _builtins.str = ...,
@@ -300,7 +410,10 @@ Global___Img2ImgConfig: _TypeAlias = Img2ImgConfig  # noqa: Y015
 
 @_typing.final
 class AdetailerPass(_message.Message):
-    """One ADetailer detection pass (one `ad_*` argument dict of the extension)."""
+    """One ADetailer detection pass (one `ad_*` argument dict of the extension). Prompts, steps,
+    cfg_scale and sampler_name left at 0 or "" use the generation's; confidence and
+    denoising_strength at 0 get the extension's defaults; other zeros are real values.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -317,18 +430,25 @@ class AdetailerPass(_message.Message):
     CFG_SCALE_FIELD_NUMBER: _builtins.int
     SAMPLER_NAME_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """e.g. "face_yolov8n.pt", "hand_yolov8n.pt", "mediapipe_face_full"."""
+    """Detection model, required, e.g. "face_yolov8n.pt", "hand_yolov8n.pt", "mediapipe_face_full"."""
     prompt: _builtins.str
+    """Prompts for the detailed areas; empty means the generation's."""
     negative_prompt: _builtins.str
     confidence: _builtins.float
+    """Detection confidence threshold, 0..1; 0 means 0.3."""
     mask_blur: _builtins.int
+    """Pixels, 0..256."""
     dilate_erode: _builtins.int
+    """Pixels the mask grows by (negative: shrinks by)."""
     denoising_strength: _builtins.float
+    """0..1; 0 means 0.4."""
     inpaint_only_masked: _builtins.bool
     inpaint_padding: _builtins.int
+    """Pixels around the mask when inpainting only the masked area, 0..1024."""
     steps: _builtins.int
-    """0 means "use the generation's value"."""
+    """0..150; 0 means the generation's."""
     cfg_scale: _builtins.float
+    """0 (the generation's) or 1..30."""
     sampler_name: _builtins.str
     def __init__(
         self,
@@ -356,6 +476,10 @@ Global___AdetailerPass: _TypeAlias = AdetailerPass  # noqa: Y015
 
 @_typing.final
 class AdetailerConfig(_message.Message):
+    """The ADetailer stage: its passes run in order on every image. At least one pass is required
+    when the stage is enabled.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PASSES_FIELD_NUMBER: _builtins.int
@@ -376,6 +500,8 @@ Global___AdetailerConfig: _TypeAlias = AdetailerConfig  # noqa: Y015
 
 @_typing.final
 class UpscaleConfig(_message.Message):
+    """The upscale stage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
@@ -386,11 +512,15 @@ class UpscaleConfig(_message.Message):
     UPSCALER_2_VISIBILITY_FIELD_NUMBER: _builtins.int
     mode: Global___UpscaleMode.ValueType
     upscaler: _builtins.str
+    """Upscaler name as the WebUI lists it, e.g. "R-ESRGAN 4x+"; required when the stage is on."""
     factor: _builtins.float
+    """Factor of the image size: above 0 and at most 8; 0 means 2."""
     denoising_strength: _builtins.float
-    """Only for UPSCALE_MODE_IMG2IMG."""
+    """Only for UPSCALE_MODE_IMG2IMG: 0..1."""
     upscaler_2: _builtins.str
+    """Only for UPSCALE_MODE_EXTRAS: a second upscaler blended in; empty means none."""
     upscaler_2_visibility: _builtins.float
+    """How much of upscaler_2 is blended in, 0..1."""
     def __init__(
         self,
         *,
@@ -412,7 +542,8 @@ Global___UpscaleConfig: _TypeAlias = UpscaleConfig  # noqa: Y015
 @_typing.final
 class PipelineConfig(_message.Message):
     """The configuration a draft part is built with: the "current config" of a manual prompt or a
-    pack's defaults with overrides applied.
+    pack's defaults with overrides applied. In overrides, a value left at 0 or "" keeps the
+    pack's value, and a non-empty ADetailer pass list replaces the pack's list.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -427,8 +558,11 @@ class PipelineConfig(_message.Message):
     GLOBAL_POSITIVE_FIELD_NUMBER: _builtins.int
     GLOBAL_NEGATIVE_FIELD_NUMBER: _builtins.int
     batch_size: _builtins.int
-    """Images per prompt: the WebUI's batch_size."""
+    """Images per WebUI call (the WebUI's batch_size), 1..8; 0 means 1."""
     n_iter: _builtins.int
+    """WebUI calls per prompt (the WebUI's n_iter), 1..100; 0 means 1. A job makes
+    batch_size x n_iter images.
+    """
     global_positive: _builtins.str
     """Appended to every row by the per-stage rules; ADetailer passes never get them."""
     global_negative: _builtins.str
@@ -479,12 +613,18 @@ class PromptTag(_message.Message):
         DESCRIPTOR: _descriptor.EnumDescriptor
         KIND_UNSPECIFIED: PromptTag._Kind.ValueType  # 0
         KIND_LORA: PromptTag._Kind.ValueType  # 1
+        """<lora:name:weight>"""
         KIND_EMBEDDING: PromptTag._Kind.ValueType  # 2
+        """<embedding:name>, or (<embedding:name>:weight)"""
 
-    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """What the tag loads."""
+
     KIND_UNSPECIFIED: PromptTag.Kind.ValueType  # 0
     KIND_LORA: PromptTag.Kind.ValueType  # 1
+    """<lora:name:weight>"""
     KIND_EMBEDDING: PromptTag.Kind.ValueType  # 2
+    """<embedding:name>, or (<embedding:name>:weight)"""
 
     KIND_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
@@ -492,6 +632,7 @@ class PromptTag(_message.Message):
     kind: Global___PromptTag.Kind.ValueType
     name: _builtins.str
     weight: _builtins.float
+    """The weight written in the tag; 1.0 when the tag gives none."""
     def __init__(
         self,
         *,
@@ -520,12 +661,14 @@ class EntryOrigin(_message.Message):
     ROW_INDEX_FIELD_NUMBER: _builtins.int
     VARIANT_INDEX_FIELD_NUMBER: _builtins.int
     part_id: _builtins.str
+    """The draft part (JobPart.part_id)."""
     prompt_source: Global___PromptSource.ValueType
     prompt_pack_id: _builtins.str
+    """Pack rows only: the pack (its file stem), its display name and the row, from 0."""
     pack_name: _builtins.str
     row_index: _builtins.int
     variant_index: _builtins.int
-    """Index of this variant among the row's matrix/wildcard expansions."""
+    """Index of this variant among the row's matrix/wildcard expansions, from 0."""
     def __init__(
         self,
         *,
@@ -546,7 +689,11 @@ Global___EntryOrigin: _TypeAlias = EntryOrigin  # noqa: Y015
 
 @_typing.final
 class NormalizedJob(_message.Message):
-    """A fully resolved unit of work: everything that affects the output is concrete."""
+    """A fully resolved unit of work: everything that affects the output is concrete. The fields
+    mean what they mean in PipelineConfig, with every default filled in; the settings of stages
+    and options that do not run (img2img, upscale, hires fix, refiner, ADetailer passes) are
+    left unset.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -585,8 +732,10 @@ class NormalizedJob(_message.Message):
     seed: _builtins.int
     """Concrete: never -1."""
     subseed: _builtins.int
+    """Concrete: never -1; 0 when subseed_strength is 0."""
     subseed_strength: _builtins.float
     model: _builtins.str
+    """Checkpoint name without extension; empty keeps the loaded one."""
     vae: _builtins.str
     sampler_name: _builtins.str
     scheduler: _builtins.str
@@ -598,9 +747,13 @@ class NormalizedJob(_message.Message):
     n_iter: _builtins.int
     clip_skip: _builtins.int
     config_hash: _builtins.str
-    """sha256 (hex) of the canonical encoding of every field above that affects the output."""
+    """sha256 (hex) of the canonical encoding of every field above that affects the output (all
+    but index, origin and tags). The queue recomputes it on submit and refuses a mismatch.
+    """
     @_builtins.property
-    def stage_plan(self) -> _containers.RepeatedScalarFieldContainer[Global___StageType.ValueType]: ...
+    def stage_plan(self) -> _containers.RepeatedScalarFieldContainer[Global___StageType.ValueType]:
+        """The stages that run, in order (see StageType)."""
+
     @_builtins.property
     def hires_fix(self) -> Global___HiresFixConfig: ...
     @_builtins.property
@@ -616,9 +769,13 @@ class NormalizedJob(_message.Message):
         """Input images for img2img or upscale-only plans: paths under the runner's input root."""
 
     @_builtins.property
-    def origin(self) -> Global___EntryOrigin: ...
+    def origin(self) -> Global___EntryOrigin:
+        """Bookkeeping, not hashed."""
+
     @_builtins.property
-    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptTag]: ...
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptTag]:
+        """The LoRA and embedding tags of the prompt, for display; not hashed."""
+
     def __init__(
         self,
         *,

@@ -30,21 +30,31 @@ class _MovePosition:
 class _MovePositionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MovePosition.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MOVE_POSITION_UNSPECIFIED: _MovePosition.ValueType  # 0
+    """Refused with INVALID_FIELD."""
     MOVE_POSITION_FRONT: _MovePosition.ValueType  # 1
+    """First in the run order."""
     MOVE_POSITION_BACK: _MovePosition.ValueType  # 2
+    """Last in the run order."""
     MOVE_POSITION_UP: _MovePosition.ValueType  # 3
+    """One place earlier."""
     MOVE_POSITION_DOWN: _MovePosition.ValueType  # 4
+    """One place later."""
     MOVE_POSITION_BEFORE: _MovePosition.ValueType  # 5
     """Right before MoveJobRequest.before_job_id."""
 
 class MovePosition(_MovePosition, metaclass=_MovePositionEnumTypeWrapper):
-    """Where MoveJob puts a job among the QUEUED jobs."""
+    """Where MoveJob puts a job among the QUEUED jobs of its run mode."""
 
 MOVE_POSITION_UNSPECIFIED: MovePosition.ValueType  # 0
+"""Refused with INVALID_FIELD."""
 MOVE_POSITION_FRONT: MovePosition.ValueType  # 1
+"""First in the run order."""
 MOVE_POSITION_BACK: MovePosition.ValueType  # 2
+"""Last in the run order."""
 MOVE_POSITION_UP: MovePosition.ValueType  # 3
+"""One place earlier."""
 MOVE_POSITION_DOWN: MovePosition.ValueType  # 4
+"""One place later."""
 MOVE_POSITION_BEFORE: MovePosition.ValueType  # 5
 """Right before MoveJobRequest.before_job_id."""
 Global___MovePosition: _TypeAlias = MovePosition  # noqa: Y015
@@ -56,14 +66,19 @@ class _RetryScope:
 class _RetryScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RetryScope.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RETRY_SCOPE_UNSPECIFIED: _RetryScope.ValueType  # 0
+    """Runs as RETRY_SCOPE_ALL_ENTRIES."""
     RETRY_SCOPE_ALL_ENTRIES: _RetryScope.ValueType  # 1
     RETRY_SCOPE_FAILED_ENTRIES: _RetryScope.ValueType  # 2
+    """Every entry without a COMPLETED result."""
 
-class RetryScope(_RetryScope, metaclass=_RetryScopeEnumTypeWrapper): ...
+class RetryScope(_RetryScope, metaclass=_RetryScopeEnumTypeWrapper):
+    """Which entries RetryJob runs again."""
 
 RETRY_SCOPE_UNSPECIFIED: RetryScope.ValueType  # 0
+"""Runs as RETRY_SCOPE_ALL_ENTRIES."""
 RETRY_SCOPE_ALL_ENTRIES: RetryScope.ValueType  # 1
 RETRY_SCOPE_FAILED_ENTRIES: RetryScope.ValueType  # 2
+"""Every entry without a COMPLETED result."""
 Global___RetryScope: _TypeAlias = RetryScope  # noqa: Y015
 
 @_typing.final
@@ -78,13 +93,15 @@ class RunnerInfo(_message.Message):
     LOADED_MODEL_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
+    """Required: the name the runner leases under (STABLENEW_RUNNER_ID)."""
     host: _builtins.str
     loaded_model: _builtins.str
+    """The checkpoint its WebUI has loaded now."""
     address: _builtins.str
     """Its RunnerService address, for ReadImage."""
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Checkpoint names it can load."""
+        """Checkpoint names it can load; it is given only jobs whose models are all among them."""
 
     def __init__(
         self,
@@ -105,6 +122,8 @@ Global___RunnerInfo: _TypeAlias = RunnerInfo  # noqa: Y015
 
 @_typing.final
 class Runner(_message.Message):
+    """A runner as the queue knows it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INFO_FIELD_NUMBER: _builtins.int
@@ -112,12 +131,17 @@ class Runner(_message.Message):
     CURRENT_JOB_ID_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     current_job_id: _builtins.str
+    """The job it is running; empty when idle."""
     @_builtins.property
     def info(self) -> Global___RunnerInfo: ...
     @_builtins.property
-    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp:
+        """Its latest lease request or heartbeat."""
+
     @_builtins.property
-    def progress(self) -> _job_pb2.JobProgress: ...
+    def progress(self) -> _job_pb2.JobProgress:
+        """That job's latest progress."""
+
     def __init__(
         self,
         *,
@@ -136,6 +160,8 @@ Global___Runner: _TypeAlias = Runner  # noqa: Y015
 
 @_typing.final
 class Lease(_message.Message):
+    """A lease on a job: the fencing token Heartbeat, CompleteJob and FailJob must present."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
@@ -145,8 +171,13 @@ class Lease(_message.Message):
     lease_id: _builtins.str
     job_id: _builtins.str
     attempt: _builtins.int
+    """1 on the first lease of the job, one more on every new lease."""
     @_builtins.property
-    def deadline(self) -> _timestamp_pb2.Timestamp: ...
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the lease expires unless a heartbeat extends it; the job then goes back to QUEUED (or
+        to FAILED at STABLENEW_MAX_ATTEMPTS attempts).
+        """
+
     def __init__(
         self,
         *,
@@ -165,6 +196,8 @@ Global___Lease: _TypeAlias = Lease  # noqa: Y015
 
 @_typing.final
 class StateCount(_message.Message):
+    """The number of jobs in one state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -187,6 +220,8 @@ Global___StateCount: _TypeAlias = StateCount  # noqa: Y015
 
 @_typing.final
 class QueueState(_message.Message):
+    """The queue as a whole."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAUSED_FIELD_NUMBER: _builtins.int
@@ -195,13 +230,19 @@ class QueueState(_message.Message):
     ESTIMATED_TIME_LEFT_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     paused: _builtins.bool
+    """RUN_MODE_QUEUE jobs are not leased while paused."""
     runner_count: _builtins.int
+    """Runners heard from within the last two lease lengths."""
     last_sequence: _builtins.int
     """The newest event's sequence number."""
     @_builtins.property
-    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateCount]: ...
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateCount]:
+        """Jobs per state the queue still holds."""
+
     @_builtins.property
-    def estimated_time_left(self) -> _duration_pb2.Duration: ...
+    def estimated_time_left(self) -> _duration_pb2.Duration:
+        """For the queued images, from the recent seconds per image; unset when unknown."""
+
     def __init__(
         self,
         *,
@@ -250,15 +291,22 @@ class SubmitJobRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     priority: _job_pb2.Priority.ValueType
+    """PRIORITY_UNSPECIFIED runs as PRIORITY_NORMAL."""
     label: _builtins.str
     request_id: _builtins.str
-    """Repeating it returns the job first created."""
+    """Optional. Repeating it returns the job first created."""
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.NormalizedJob]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.NormalizedJob]:
+        """Required: at least one, each with its config_hash."""
+
     @_builtins.property
-    def origin(self) -> _job_pb2.JobOrigin: ...
+    def origin(self) -> _job_pb2.JobOrigin:
+        """origin.run_mode is required."""
+
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free key/value pairs, kept on the job."""
+
     def __init__(
         self,
         *,
@@ -283,7 +331,11 @@ class SubmitJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The new job (basic view) with its derived fields (entry_count, estimated_images,
+        stage_count, config_hash, payload_summary, queue_position, ...).
+        """
+
     def __init__(
         self,
         *,
@@ -304,6 +356,7 @@ class GetJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required."""
     view: _job_pb2.JobView.ValueType
     """Default JOB_VIEW_FULL."""
     def __init__(
@@ -348,7 +401,9 @@ class ListJobsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
     view: _job_pb2.JobView.ValueType
     """Default JOB_VIEW_BASIC."""
     def __init__(
@@ -373,6 +428,7 @@ class ListJobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]: ...
     def __init__(
@@ -397,9 +453,11 @@ class CancelJobRequest(_message.Message):
     RETURN_TO_QUEUE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required."""
     return_to_queue: _builtins.bool
     """A running job goes back to QUEUED instead of ending CANCELLED."""
     reason: _builtins.str
+    """Why, in words; recorded with the change."""
     def __init__(
         self,
         *,
@@ -421,7 +479,11 @@ class CancelJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """Basic view, after the cancel: CANCELLED, still RUNNING with cancel_requested, or unchanged
+        (a queued job with return_to_queue).
+        """
+
     def __init__(
         self,
         *,
@@ -443,9 +505,11 @@ class MoveJobRequest(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     BEFORE_JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required."""
     position: Global___MovePosition.ValueType
+    """Required."""
     before_job_id: _builtins.str
-    """Only with MOVE_POSITION_BEFORE."""
+    """Only with MOVE_POSITION_BEFORE, and required there."""
     def __init__(
         self,
         *,
@@ -467,7 +531,9 @@ class MoveJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """Basic view, with its new queue_position."""
+
     def __init__(
         self,
         *,
@@ -594,8 +660,10 @@ class RetryJobRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Required: a finished job."""
     scope: Global___RetryScope.ValueType
     request_id: _builtins.str
+    """Optional. Repeating it returns the job first created."""
     def __init__(
         self,
         *,
@@ -617,7 +685,9 @@ class RetryJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The new job (basic view), QUEUED."""
+
     def __init__(
         self,
         *,
@@ -640,14 +710,18 @@ class WatchJobsRequest(_message.Message):
     CONSUMER_ID_FIELD_NUMBER: _builtins.int
     EXCLUDE_PROGRESS_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
-    """Events with a larger sequence are sent; 0 replays from the oldest kept."""
+    """Events with a larger sequence are sent; 0 replays from the oldest kept. Negative is
+    INVALID_FIELD.
+    """
     consumer_id: _builtins.str
-    """Set by durable consumers: events are kept until this consumer acknowledges them."""
+    """Set by durable consumers: events are kept until this consumer acknowledges them
+    (AcknowledgeEvents), so it can resume after a restart.
+    """
     exclude_progress: _builtins.bool
     """Progress events are skipped when true."""
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Empty means every job (and queue-level events)."""
+        """Empty means every job (and queue-level events); set means only those jobs' events."""
 
     def __init__(
         self,
@@ -692,8 +766,11 @@ class AcknowledgeEventsRequest(_message.Message):
     CONSUMER_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     consumer_id: _builtins.str
+    """Required: the consumer_id the consumer watches with."""
     sequence: _builtins.int
-    """Every event up to and including this sequence is committed by the consumer."""
+    """Every event up to and including this sequence is committed by the consumer. At most the
+    last event's sequence.
+    """
     def __init__(
         self,
         *,
@@ -714,6 +791,7 @@ class AcknowledgeEventsResponse(_message.Message):
 
     ACKNOWLEDGED_SEQUENCE_FIELD_NUMBER: _builtins.int
     acknowledged_sequence: _builtins.int
+    """The consumer's acknowledged sequence afterwards; it never moves back."""
     def __init__(
         self,
         *,
@@ -734,10 +812,14 @@ class LeaseJobRequest(_message.Message):
     RUNNER_FIELD_NUMBER: _builtins.int
     WAIT_TIMEOUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def runner(self) -> Global___RunnerInfo: ...
+    def runner(self) -> Global___RunnerInfo:
+        """runner.runner_id is required."""
+
     @_builtins.property
     def wait_timeout(self) -> _duration_pb2.Duration:
-        """Bounded by the server (at most 30 s); 0 answers at once."""
+        """How long to wait for a job: bounded by the server (at most 30 s); unset or 0 answers at
+        once.
+        """
 
     def __init__(
         self,
@@ -761,10 +843,12 @@ class LeaseJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def lease(self) -> Global___Lease:
-        """Unset when no job became available within the wait."""
+        """Both unset when no job became available within the wait: call again."""
 
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The leased job, full view (with the entries to run)."""
+
     def __init__(
         self,
         *,
@@ -791,11 +875,15 @@ class HeartbeatRequest(_message.Message):
     LOADED_MODEL_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     lease_id: _builtins.str
+    """Required: the lease's id, job and attempt (the fencing token)."""
     job_id: _builtins.str
     attempt: _builtins.int
     loaded_model: _builtins.str
+    """The checkpoint its WebUI has loaded now."""
     @_builtins.property
-    def progress(self) -> _job_pb2.JobProgress: ...
+    def progress(self) -> _job_pb2.JobProgress:
+        """Where the runner is; unset keeps the last report."""
+
     def __init__(
         self,
         *,
@@ -822,10 +910,15 @@ class HeartbeatResponse(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     RETURN_TO_QUEUE_FIELD_NUMBER: _builtins.int
     cancel_requested: _builtins.bool
-    """The runner should interrupt the WebUI and report what finished."""
+    """The runner should interrupt the WebUI and report what finished (CompleteJob with
+    cancelled).
+    """
     return_to_queue: _builtins.bool
+    """With cancel_requested: the cancel sends the job back to the queue."""
     @_builtins.property
-    def lease_deadline(self) -> _timestamp_pb2.Timestamp: ...
+    def lease_deadline(self) -> _timestamp_pb2.Timestamp:
+        """The lease's new deadline."""
+
     def __init__(
         self,
         *,
@@ -853,12 +946,17 @@ class CompleteJobRequest(_message.Message):
     CANCELLED_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     lease_id: _builtins.str
+    """Required: the lease's id, job and attempt (the fencing token)."""
     job_id: _builtins.str
     attempt: _builtins.int
     cancelled: _builtins.bool
-    """True when the runner stopped early on a cancel request: the job ends CANCELLED."""
+    """True when the runner stopped early on a cancel request: the job ends CANCELLED (or QUEUED
+    when the cancel asked for return_to_queue).
+    """
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.EntryResult]: ...
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.EntryResult]:
+        """One result per entry that ran: status, images, executed_config_hash, duration, error."""
+
     def __init__(
         self,
         *,
@@ -883,7 +981,11 @@ class CompleteJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """Basic view, in its final state: COMPLETED, FAILED (an entry result is FAILED), CANCELLED,
+        or QUEUED.
+        """
+
     def __init__(
         self,
         *,
@@ -910,11 +1012,15 @@ class FailJobRequest(_message.Message):
     RETRYABLE_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     lease_id: _builtins.str
+    """Required: the lease's id, job and attempt (the fencing token)."""
     job_id: _builtins.str
     attempt: _builtins.int
     error_message: _builtins.str
+    """Why the job could not run to the end."""
     retryable: _builtins.bool
-    """True when another attempt may succeed (the job goes back to QUEUED within the retry limit)."""
+    """True when another attempt may succeed (e.g. the WebUI was unreachable): the job goes back
+    to QUEUED within the attempt limit (STABLENEW_MAX_ATTEMPTS).
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.EntryResult]:
         """Every entry's result, the successful ones included."""
@@ -944,7 +1050,9 @@ class FailJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """Basic view: QUEUED or FAILED."""
+
     def __init__(
         self,
         *,
@@ -965,7 +1073,9 @@ class ListRunnersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
     def __init__(
         self,
         *,
@@ -987,6 +1097,7 @@ class ListRunnersResponse(_message.Message):
     RUNNERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def runners(self) -> _containers.RepeatedCompositeFieldContainer[Global___Runner]: ...
     def __init__(

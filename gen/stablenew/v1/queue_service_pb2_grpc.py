@@ -26,7 +26,12 @@ if _version_not_supported:
 
 
 class QueueServiceStub:
-    """The durable job queue, its event log, and the leases runners take work with.
+    """The durable job queue, its event log, and the leases runners take work with. Default address
+    127.0.0.1:50052 (STABLENEW_QUEUE_ADDR).
+
+    Run order: RUN_MODE_DIRECT jobs first, then RUN_MODE_QUEUE jobs; within each, a higher
+    Priority first; within a priority, first in first out, as changed by MoveJob. A required id
+    left empty is INVALID_FIELD; a job id the queue does not know is NOT_FOUND JOB_NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -118,75 +123,116 @@ class QueueServiceStub:
 
 
 class QueueServiceServicer:
-    """The durable job queue, its event log, and the leases runners take work with.
+    """The durable job queue, its event log, and the leases runners take work with. Default address
+    127.0.0.1:50052 (STABLENEW_QUEUE_ADDR).
+
+    Run order: RUN_MODE_DIRECT jobs first, then RUN_MODE_QUEUE jobs; within each, a higher
+    Priority first; within a priority, first in first out, as changed by MoveJob. A required id
+    left empty is INVALID_FIELD; a job id the queue does not know is NOT_FOUND JOB_NOT_FOUND.
     """
 
     def SubmitJob(self, request, context):
-        """Submits the normalized jobs of one bundle as one job.
+        """Submits the normalized jobs of one bundle as one job, QUEUED. Idempotent per request_id.
+        The queue recomputes every entry's config hash (Preview = Queue) and stores the entries as
+        its own conversion writes them: unknown fields are dropped.
+        Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
+        entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
+        entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
+        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
+        for a retention period; after it, ask HistoryService.GetJob.
+        Errors: JOB_NOT_FOUND.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Active jobs (QUEUED and RUNNING) in run order.
+        """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
+        will be leased. Paged (page_size 0 = 50, at most 1000).
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A QUEUED job is CANCELLED at once. A RUNNING job gets cancel_requested: the runner learns it
+        from its next heartbeat and stops; the job ends CANCELLED, or QUEUED with return_to_queue.
+        Cancelling a job whose cancel is already requested changes nothing.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION for a finished job.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def MoveJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Changes a QUEUED job's place within its run mode (a move never makes it a direct job, and
+        never changes its priority). Moving to where the job already is changes nothing.
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on position (unspecified) or before_job_id (missing
+        with BEFORE); FAILED_PRECONDITION ILLEGAL_TRANSITION when the job, or the before_job_id job,
+        is not QUEUED in the same run mode.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PauseQueue(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stops new leases of RUN_MODE_QUEUE jobs; running jobs go on and RUN_MODE_DIRECT jobs are
+        still leased. Idempotent; appends a QueuePausedEvent when it changes something.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeQueue(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Undoes PauseQueue. Idempotent; appends a QueueResumedEvent when it changes something.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetQueueState(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
+        read it, then WatchJobs from last_sequence to follow changes without a gap.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RetryJob(self, request, context):
-        """A new job from a finished one, linked to it.
+        """A new QUEUED job from a finished one, linked to it by origin.retry_of_job_id, with the same
+        origin, priority, label and metadata. Idempotent per request_id.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION when the job is not finished,
+        or when RETRY_SCOPE_FAILED_ENTRIES finds no entry to retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchJobs(self, request, context):
-        """Replays the events after a sequence number, then follows live.
+        """Replays the events after a sequence number, then follows the log live: each event exactly
+        once, in sequence order. After a disconnect, call again with the last sequence handled.
+        A watcher that stops reading while events pile up is disconnected (CANCELLED). Set no
+        deadline: the stream is long-lived.
+        Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
+        events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
+        (ListJobs, GetQueueState), then watch from there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AcknowledgeEvents(self, request, context):
-        """A durable consumer (the history service) acknowledges what it has committed.
+        """A durable consumer (the history service) acknowledges what it has committed; the queue may
+        then prune those events.
+        Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -194,35 +240,48 @@ class QueueServiceServicer:
 
     def LeaseJob(self, request, context):
         """For runners.
-        Long-polls up to wait_timeout for a job this runner can run.
+        Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
+        models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
+        while paused, only direct jobs. Every call also registers the runner (ListRunners).
+        Errors: INVALID_FIELD on runner.runner_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
-        """Extends the lease, carries progress; the reply carries a cancel request.
+        """Extends the lease, carries progress; the reply carries a cancel request. Heartbeat well
+        before the deadline (the lease lasts STABLENEW_LEASE_SECONDS, 30 s by default).
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT (stop working on the job);
+        INVALID_FIELD on lease_id or job_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteJob(self, request, context):
-        """Fenced by lease id and attempt.
+        """Reports the end of a run, fenced by lease id and attempt. Retrying with the lease that
+        finished the job returns the same job.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id or
+        job_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FailJob(self, request, context):
-        """Fenced by lease id and attempt.
+        """Reports that the job could not run to the end, fenced by lease id and attempt. Retrying
+        with the lease that finished the job returns the same job.
+        Errors: as CompleteJob.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRunners(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -319,7 +378,12 @@ def add_QueueServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueueService:
-    """The durable job queue, its event log, and the leases runners take work with.
+    """The durable job queue, its event log, and the leases runners take work with. Default address
+    127.0.0.1:50052 (STABLENEW_QUEUE_ADDR).
+
+    Run order: RUN_MODE_DIRECT jobs first, then RUN_MODE_QUEUE jobs; within each, a higher
+    Priority first; within a priority, first in first out, as changed by MoveJob. A required id
+    left empty is INVALID_FIELD; a job id the queue does not know is NOT_FOUND JOB_NOT_FOUND.
     """
 
     @staticmethod

@@ -27,75 +27,219 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class QueueServiceStub:
-    """The durable job queue, its event log, and the leases runners take work with."""
+    """The durable job queue, its event log, and the leases runners take work with. Default address
+    127.0.0.1:50052 (STABLENEW_QUEUE_ADDR).
+
+    Run order: RUN_MODE_DIRECT jobs first, then RUN_MODE_QUEUE jobs; within each, a higher
+    Priority first; within a priority, first in first out, as changed by MoveJob. A required id
+    left empty is INVALID_FIELD; a job id the queue does not know is NOT_FOUND JOB_NOT_FOUND.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> QueueServiceAsyncStub: ...
     SubmitJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.SubmitJobRequest, _queue_service_pb2.SubmitJobResponse]
-    """Submits the normalized jobs of one bundle as one job."""
+    """Submits the normalized jobs of one bundle as one job, QUEUED. Idempotent per request_id.
+    The queue recomputes every entry's config hash (Preview = Queue) and stores the entries as
+    its own conversion writes them: unknown fields are dropped.
+    Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
+    entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
+    entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
+    does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]
+    """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
+    for a retention period; after it, ask HistoryService.GetJob.
+    Errors: JOB_NOT_FOUND.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]
-    """Active jobs (QUEUED and RUNNING) in run order."""
+    """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
+    will be leased. Paged (page_size 0 = 50, at most 1000).
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.CancelJobRequest, _queue_service_pb2.CancelJobResponse]
+    """A QUEUED job is CANCELLED at once. A RUNNING job gets cancel_requested: the runner learns it
+    from its next heartbeat and stops; the job ends CANCELLED, or QUEUED with return_to_queue.
+    Cancelling a job whose cancel is already requested changes nothing.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION for a finished job.
+    """
     MoveJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.MoveJobRequest, _queue_service_pb2.MoveJobResponse]
+    """Changes a QUEUED job's place within its run mode (a move never makes it a direct job, and
+    never changes its priority). Moving to where the job already is changes nothing.
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on position (unspecified) or before_job_id (missing
+    with BEFORE); FAILED_PRECONDITION ILLEGAL_TRANSITION when the job, or the before_job_id job,
+    is not QUEUED in the same run mode.
+    """
     PauseQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.PauseQueueRequest, _queue_service_pb2.PauseQueueResponse]
+    """Stops new leases of RUN_MODE_QUEUE jobs; running jobs go on and RUN_MODE_DIRECT jobs are
+    still leased. Idempotent; appends a QueuePausedEvent when it changes something.
+    """
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]
+    """Undoes PauseQueue. Idempotent; appends a QueueResumedEvent when it changes something."""
     GetQueueState: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueStateRequest, _queue_service_pb2.GetQueueStateResponse]
+    """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
+    read it, then WatchJobs from last_sequence to follow changes without a gap.
+    """
     RetryJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.RetryJobRequest, _queue_service_pb2.RetryJobResponse]
-    """A new job from a finished one, linked to it."""
+    """A new QUEUED job from a finished one, linked to it by origin.retry_of_job_id, with the same
+    origin, priority, label and metadata. Idempotent per request_id.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION when the job is not finished,
+    or when RETRY_SCOPE_FAILED_ENTRIES finds no entry to retry.
+    """
     WatchJobs: _grpc.UnaryStreamMultiCallable[_queue_service_pb2.WatchJobsRequest, _queue_service_pb2.WatchJobsResponse]
-    """Replays the events after a sequence number, then follows live."""
+    """Replays the events after a sequence number, then follows the log live: each event exactly
+    once, in sequence order. After a disconnect, call again with the last sequence handled.
+    A watcher that stops reading while events pile up is disconnected (CANCELLED). Set no
+    deadline: the stream is long-lived.
+    Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
+    events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
+    (ListJobs, GetQueueState), then watch from there.
+    """
     AcknowledgeEvents: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.AcknowledgeEventsRequest, _queue_service_pb2.AcknowledgeEventsResponse]
-    """A durable consumer (the history service) acknowledges what it has committed."""
+    """A durable consumer (the history service) acknowledges what it has committed; the queue may
+    then prune those events.
+    Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
+    """
     LeaseJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.LeaseJobRequest, _queue_service_pb2.LeaseJobResponse]
     """For runners.
-    Long-polls up to wait_timeout for a job this runner can run.
+    Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
+    models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
+    while paused, only direct jobs. Every call also registers the runner (ListRunners).
+    Errors: INVALID_FIELD on runner.runner_id.
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.HeartbeatRequest, _queue_service_pb2.HeartbeatResponse]
-    """Extends the lease, carries progress; the reply carries a cancel request."""
+    """Extends the lease, carries progress; the reply carries a cancel request. Heartbeat well
+    before the deadline (the lease lasts STABLENEW_LEASE_SECONDS, 30 s by default).
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT (stop working on the job);
+    INVALID_FIELD on lease_id or job_id.
+    """
     CompleteJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.CompleteJobRequest, _queue_service_pb2.CompleteJobResponse]
-    """Fenced by lease id and attempt."""
+    """Reports the end of a run, fenced by lease id and attempt. Retrying with the lease that
+    finished the job returns the same job.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id or
+    job_id.
+    """
     FailJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.FailJobRequest, _queue_service_pb2.FailJobResponse]
-    """Fenced by lease id and attempt."""
+    """Reports that the job could not run to the end, fenced by lease id and attempt. Retrying
+    with the lease that finished the job returns the same job.
+    Errors: as CompleteJob.
+    """
     ListRunners: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListRunnersRequest, _queue_service_pb2.ListRunnersResponse]
+    """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
-    """The durable job queue, its event log, and the leases runners take work with."""
+    """The durable job queue, its event log, and the leases runners take work with. Default address
+    127.0.0.1:50052 (STABLENEW_QUEUE_ADDR).
+
+    Run order: RUN_MODE_DIRECT jobs first, then RUN_MODE_QUEUE jobs; within each, a higher
+    Priority first; within a priority, first in first out, as changed by MoveJob. A required id
+    left empty is INVALID_FIELD; a job id the queue does not know is NOT_FOUND JOB_NOT_FOUND.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.SubmitJobRequest, _queue_service_pb2.SubmitJobResponse]  # type: ignore[assignment]
-    """Submits the normalized jobs of one bundle as one job."""
+    """Submits the normalized jobs of one bundle as one job, QUEUED. Idempotent per request_id.
+    The queue recomputes every entry's config hash (Preview = Queue) and stores the entries as
+    its own conversion writes them: unknown fields are dropped.
+    Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
+    entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
+    entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
+    does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]  # type: ignore[assignment]
+    """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
+    for a retention period; after it, ask HistoryService.GetJob.
+    Errors: JOB_NOT_FOUND.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Active jobs (QUEUED and RUNNING) in run order."""
+    """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
+    will be leased. Paged (page_size 0 = 50, at most 1000).
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.CancelJobRequest, _queue_service_pb2.CancelJobResponse]  # type: ignore[assignment]
+    """A QUEUED job is CANCELLED at once. A RUNNING job gets cancel_requested: the runner learns it
+    from its next heartbeat and stops; the job ends CANCELLED, or QUEUED with return_to_queue.
+    Cancelling a job whose cancel is already requested changes nothing.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION for a finished job.
+    """
     MoveJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.MoveJobRequest, _queue_service_pb2.MoveJobResponse]  # type: ignore[assignment]
+    """Changes a QUEUED job's place within its run mode (a move never makes it a direct job, and
+    never changes its priority). Moving to where the job already is changes nothing.
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on position (unspecified) or before_job_id (missing
+    with BEFORE); FAILED_PRECONDITION ILLEGAL_TRANSITION when the job, or the before_job_id job,
+    is not QUEUED in the same run mode.
+    """
     PauseQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.PauseQueueRequest, _queue_service_pb2.PauseQueueResponse]  # type: ignore[assignment]
+    """Stops new leases of RUN_MODE_QUEUE jobs; running jobs go on and RUN_MODE_DIRECT jobs are
+    still leased. Idempotent; appends a QueuePausedEvent when it changes something.
+    """
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
+    """Undoes PauseQueue. Idempotent; appends a QueueResumedEvent when it changes something."""
     GetQueueState: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueStateRequest, _queue_service_pb2.GetQueueStateResponse]  # type: ignore[assignment]
+    """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
+    read it, then WatchJobs from last_sequence to follow changes without a gap.
+    """
     RetryJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RetryJobRequest, _queue_service_pb2.RetryJobResponse]  # type: ignore[assignment]
-    """A new job from a finished one, linked to it."""
+    """A new QUEUED job from a finished one, linked to it by origin.retry_of_job_id, with the same
+    origin, priority, label and metadata. Idempotent per request_id.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION when the job is not finished,
+    or when RETRY_SCOPE_FAILED_ENTRIES finds no entry to retry.
+    """
     WatchJobs: _aio.UnaryStreamMultiCallable[_queue_service_pb2.WatchJobsRequest, _queue_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
-    """Replays the events after a sequence number, then follows live."""
+    """Replays the events after a sequence number, then follows the log live: each event exactly
+    once, in sequence order. After a disconnect, call again with the last sequence handled.
+    A watcher that stops reading while events pile up is disconnected (CANCELLED). Set no
+    deadline: the stream is long-lived.
+    Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
+    events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
+    (ListJobs, GetQueueState), then watch from there.
+    """
     AcknowledgeEvents: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.AcknowledgeEventsRequest, _queue_service_pb2.AcknowledgeEventsResponse]  # type: ignore[assignment]
-    """A durable consumer (the history service) acknowledges what it has committed."""
+    """A durable consumer (the history service) acknowledges what it has committed; the queue may
+    then prune those events.
+    Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
+    """
     LeaseJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.LeaseJobRequest, _queue_service_pb2.LeaseJobResponse]  # type: ignore[assignment]
     """For runners.
-    Long-polls up to wait_timeout for a job this runner can run.
+    Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
+    models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
+    while paused, only direct jobs. Every call also registers the runner (ListRunners).
+    Errors: INVALID_FIELD on runner.runner_id.
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.HeartbeatRequest, _queue_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
-    """Extends the lease, carries progress; the reply carries a cancel request."""
+    """Extends the lease, carries progress; the reply carries a cancel request. Heartbeat well
+    before the deadline (the lease lasts STABLENEW_LEASE_SECONDS, 30 s by default).
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT (stop working on the job);
+    INVALID_FIELD on lease_id or job_id.
+    """
     CompleteJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.CompleteJobRequest, _queue_service_pb2.CompleteJobResponse]  # type: ignore[assignment]
-    """Fenced by lease id and attempt."""
+    """Reports the end of a run, fenced by lease id and attempt. Retrying with the lease that
+    finished the job returns the same job.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id or
+    job_id.
+    """
     FailJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.FailJobRequest, _queue_service_pb2.FailJobResponse]  # type: ignore[assignment]
-    """Fenced by lease id and attempt."""
+    """Reports that the job could not run to the end, fenced by lease id and attempt. Retrying
+    with the lease that finished the job returns the same job.
+    Errors: as CompleteJob.
+    """
     ListRunners: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListRunnersRequest, _queue_service_pb2.ListRunnersResponse]  # type: ignore[assignment]
+    """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The durable job queue, its event log, and the leases runners take work with."""
+    """The durable job queue, its event log, and the leases runners take work with. Default address
+    127.0.0.1:50052 (STABLENEW_QUEUE_ADDR).
+
+    Run order: RUN_MODE_DIRECT jobs first, then RUN_MODE_QUEUE jobs; within each, a higher
+    Priority first; within a priority, first in first out, as changed by MoveJob. A required id
+    left empty is INVALID_FIELD; a job id the queue does not know is NOT_FOUND JOB_NOT_FOUND.
+    """
 
     @_abc_1.abstractmethod
     def SubmitJob(
@@ -103,14 +247,25 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.SubmitJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.SubmitJobResponse, _abc.Awaitable[_queue_service_pb2.SubmitJobResponse]]:
-        """Submits the normalized jobs of one bundle as one job."""
+        """Submits the normalized jobs of one bundle as one job, QUEUED. Idempotent per request_id.
+        The queue recomputes every entry's config hash (Preview = Queue) and stores the entries as
+        its own conversion writes them: unknown fields are dropped.
+        Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
+        entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
+        entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
+        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(
         self,
         request: _queue_service_pb2.GetJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.GetJobResponse, _abc.Awaitable[_queue_service_pb2.GetJobResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.GetJobResponse, _abc.Awaitable[_queue_service_pb2.GetJobResponse]]:
+        """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
+        for a retention period; after it, ask HistoryService.GetJob.
+        Errors: JOB_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
@@ -118,42 +273,63 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.ListJobsResponse, _abc.Awaitable[_queue_service_pb2.ListJobsResponse]]:
-        """Active jobs (QUEUED and RUNNING) in run order."""
+        """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
+        will be leased. Paged (page_size 0 = 50, at most 1000).
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(
         self,
         request: _queue_service_pb2.CancelJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.CancelJobResponse, _abc.Awaitable[_queue_service_pb2.CancelJobResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.CancelJobResponse, _abc.Awaitable[_queue_service_pb2.CancelJobResponse]]:
+        """A QUEUED job is CANCELLED at once. A RUNNING job gets cancel_requested: the runner learns it
+        from its next heartbeat and stops; the job ends CANCELLED, or QUEUED with return_to_queue.
+        Cancelling a job whose cancel is already requested changes nothing.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION for a finished job.
+        """
 
     @_abc_1.abstractmethod
     def MoveJob(
         self,
         request: _queue_service_pb2.MoveJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.MoveJobResponse, _abc.Awaitable[_queue_service_pb2.MoveJobResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.MoveJobResponse, _abc.Awaitable[_queue_service_pb2.MoveJobResponse]]:
+        """Changes a QUEUED job's place within its run mode (a move never makes it a direct job, and
+        never changes its priority). Moving to where the job already is changes nothing.
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on position (unspecified) or before_job_id (missing
+        with BEFORE); FAILED_PRECONDITION ILLEGAL_TRANSITION when the job, or the before_job_id job,
+        is not QUEUED in the same run mode.
+        """
 
     @_abc_1.abstractmethod
     def PauseQueue(
         self,
         request: _queue_service_pb2.PauseQueueRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.PauseQueueResponse, _abc.Awaitable[_queue_service_pb2.PauseQueueResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.PauseQueueResponse, _abc.Awaitable[_queue_service_pb2.PauseQueueResponse]]:
+        """Stops new leases of RUN_MODE_QUEUE jobs; running jobs go on and RUN_MODE_DIRECT jobs are
+        still leased. Idempotent; appends a QueuePausedEvent when it changes something.
+        """
 
     @_abc_1.abstractmethod
     def ResumeQueue(
         self,
         request: _queue_service_pb2.ResumeQueueRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.ResumeQueueResponse, _abc.Awaitable[_queue_service_pb2.ResumeQueueResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.ResumeQueueResponse, _abc.Awaitable[_queue_service_pb2.ResumeQueueResponse]]:
+        """Undoes PauseQueue. Idempotent; appends a QueueResumedEvent when it changes something."""
 
     @_abc_1.abstractmethod
     def GetQueueState(
         self,
         request: _queue_service_pb2.GetQueueStateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.GetQueueStateResponse, _abc.Awaitable[_queue_service_pb2.GetQueueStateResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.GetQueueStateResponse, _abc.Awaitable[_queue_service_pb2.GetQueueStateResponse]]:
+        """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
+        read it, then WatchJobs from last_sequence to follow changes without a gap.
+        """
 
     @_abc_1.abstractmethod
     def RetryJob(
@@ -161,7 +337,11 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.RetryJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.RetryJobResponse, _abc.Awaitable[_queue_service_pb2.RetryJobResponse]]:
-        """A new job from a finished one, linked to it."""
+        """A new QUEUED job from a finished one, linked to it by origin.retry_of_job_id, with the same
+        origin, priority, label and metadata. Idempotent per request_id.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION ILLEGAL_TRANSITION when the job is not finished,
+        or when RETRY_SCOPE_FAILED_ENTRIES finds no entry to retry.
+        """
 
     @_abc_1.abstractmethod
     def WatchJobs(
@@ -169,7 +349,14 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.WatchJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_queue_service_pb2.WatchJobsResponse], _abc.AsyncIterator[_queue_service_pb2.WatchJobsResponse]]:
-        """Replays the events after a sequence number, then follows live."""
+        """Replays the events after a sequence number, then follows the log live: each event exactly
+        once, in sequence order. After a disconnect, call again with the last sequence handled.
+        A watcher that stops reading while events pile up is disconnected (CANCELLED). Set no
+        deadline: the stream is long-lived.
+        Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
+        events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
+        (ListJobs, GetQueueState), then watch from there.
+        """
 
     @_abc_1.abstractmethod
     def AcknowledgeEvents(
@@ -177,7 +364,10 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.AcknowledgeEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.AcknowledgeEventsResponse, _abc.Awaitable[_queue_service_pb2.AcknowledgeEventsResponse]]:
-        """A durable consumer (the history service) acknowledges what it has committed."""
+        """A durable consumer (the history service) acknowledges what it has committed; the queue may
+        then prune those events.
+        Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
+        """
 
     @_abc_1.abstractmethod
     def LeaseJob(
@@ -186,7 +376,10 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.LeaseJobResponse, _abc.Awaitable[_queue_service_pb2.LeaseJobResponse]]:
         """For runners.
-        Long-polls up to wait_timeout for a job this runner can run.
+        Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
+        models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
+        while paused, only direct jobs. Every call also registers the runner (ListRunners).
+        Errors: INVALID_FIELD on runner.runner_id.
         """
 
     @_abc_1.abstractmethod
@@ -195,7 +388,11 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.HeartbeatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.HeartbeatResponse, _abc.Awaitable[_queue_service_pb2.HeartbeatResponse]]:
-        """Extends the lease, carries progress; the reply carries a cancel request."""
+        """Extends the lease, carries progress; the reply carries a cancel request. Heartbeat well
+        before the deadline (the lease lasts STABLENEW_LEASE_SECONDS, 30 s by default).
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT (stop working on the job);
+        INVALID_FIELD on lease_id or job_id.
+        """
 
     @_abc_1.abstractmethod
     def CompleteJob(
@@ -203,7 +400,11 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.CompleteJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.CompleteJobResponse, _abc.Awaitable[_queue_service_pb2.CompleteJobResponse]]:
-        """Fenced by lease id and attempt."""
+        """Reports the end of a run, fenced by lease id and attempt. Retrying with the lease that
+        finished the job returns the same job.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id or
+        job_id.
+        """
 
     @_abc_1.abstractmethod
     def FailJob(
@@ -211,13 +412,19 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.FailJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.FailJobResponse, _abc.Awaitable[_queue_service_pb2.FailJobResponse]]:
-        """Fenced by lease id and attempt."""
+        """Reports that the job could not run to the end, fenced by lease id and attempt. Retrying
+        with the lease that finished the job returns the same job.
+        Errors: as CompleteJob.
+        """
 
     @_abc_1.abstractmethod
     def ListRunners(
         self,
         request: _queue_service_pb2.ListRunnersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.ListRunnersResponse, _abc.Awaitable[_queue_service_pb2.ListRunnersResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.ListRunnersResponse, _abc.Awaitable[_queue_service_pb2.ListRunnersResponse]]:
+        """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

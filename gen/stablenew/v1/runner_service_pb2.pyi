@@ -29,23 +29,36 @@ class _WebuiStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebuiState
     DESCRIPTOR: _descriptor.EnumDescriptor
     WEBUI_STATE_UNSPECIFIED: _WebuiState.ValueType  # 0
     WEBUI_STATE_DISCONNECTED: _WebuiState.ValueType  # 1
+    """No answer from the WebUI (or not checked yet); RunnerStatus.reason says why."""
     WEBUI_STATE_STARTING: _WebuiState.ValueType  # 2
+    """A WebUI process the runner started is still booting."""
     WEBUI_STATE_READY: _WebuiState.ValueType  # 3
+    """Answering and idle."""
     WEBUI_STATE_BUSY: _WebuiState.ValueType  # 4
+    """Answering and running a job."""
     WEBUI_STATE_ERROR: _WebuiState.ValueType  # 5
+    """Answering, but a call to it failed; RunnerStatus.reason has the error."""
 
-class WebuiState(_WebuiState, metaclass=_WebuiStateEnumTypeWrapper): ...
+class WebuiState(_WebuiState, metaclass=_WebuiStateEnumTypeWrapper):
+    """The runner's view of its WebUI."""
 
 WEBUI_STATE_UNSPECIFIED: WebuiState.ValueType  # 0
 WEBUI_STATE_DISCONNECTED: WebuiState.ValueType  # 1
+"""No answer from the WebUI (or not checked yet); RunnerStatus.reason says why."""
 WEBUI_STATE_STARTING: WebuiState.ValueType  # 2
+"""A WebUI process the runner started is still booting."""
 WEBUI_STATE_READY: WebuiState.ValueType  # 3
+"""Answering and idle."""
 WEBUI_STATE_BUSY: WebuiState.ValueType  # 4
+"""Answering and running a job."""
 WEBUI_STATE_ERROR: WebuiState.ValueType  # 5
+"""Answering, but a call to it failed; RunnerStatus.reason has the error."""
 Global___WebuiState: _TypeAlias = WebuiState  # noqa: Y015
 
 @_typing.final
 class RunnerStatus(_message.Message):
+    """The runner and its WebUI."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUNNER_ID_FIELD_NUMBER: _builtins.int
@@ -57,12 +70,15 @@ class RunnerStatus(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     OWNS_WEBUI_PROCESS_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
+    """The name it leases under."""
     webui_state: Global___WebuiState.ValueType
     reason: _builtins.str
     """Why the state is what it is, e.g. the connection error."""
     webui_url: _builtins.str
     loaded_model: _builtins.str
+    """The checkpoint the WebUI has loaded."""
     current_job_id: _builtins.str
+    """The job it is running and its progress; empty and unset when idle."""
     owns_webui_process: _builtins.bool
     """True when the runner started the WebUI itself and owns its process."""
     @_builtins.property
@@ -89,14 +105,19 @@ Global___RunnerStatus: _TypeAlias = RunnerStatus  # noqa: Y015
 
 @_typing.final
 class ModelInfo(_message.Message):
+    """A checkpoint as the WebUI lists it (GET /sdapi/v1/sd-models)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TITLE_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     HASH_FIELD_NUMBER: _builtins.int
     title: _builtins.str
+    """e.g. "v1-5-pruned-emaonly.safetensors [6ce0161689]"."""
     model_name: _builtins.str
+    """The name without extension, e.g. "v1-5-pruned-emaonly": what NormalizedJob.model names."""
     hash: _builtins.str
+    """The WebUI's short hash."""
     def __init__(
         self,
         *,
@@ -114,6 +135,8 @@ Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
 
 @_typing.final
 class Capabilities(_message.Message):
+    """What the WebUI offers, by the names jobs use."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODELS_FIELD_NUMBER: _builtins.int
@@ -134,9 +157,13 @@ class Capabilities(_message.Message):
     @_builtins.property
     def upscalers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
-    def adetailer_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def adetailer_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The detection models of the ADetailer extension (empty without the extension)."""
+
     @_builtins.property
-    def fetch_time(self) -> _timestamp_pb2.Timestamp: ...
+    def fetch_time(self) -> _timestamp_pb2.Timestamp:
+        """When these were read from the WebUI."""
+
     def __init__(
         self,
         *,
@@ -197,6 +224,7 @@ class GetCapabilitiesRequest(_message.Message):
 
     REFRESH_FIELD_NUMBER: _builtins.int
     refresh: _builtins.bool
+    """Ask the WebUI again instead of answering from the cache."""
     def __init__(
         self,
         *,
@@ -254,6 +282,7 @@ class InterruptCurrentResponse(_message.Message):
     interrupted: _builtins.bool
     """False when nothing was running."""
     job_id: _builtins.str
+    """The job that was running; empty when none."""
     def __init__(
         self,
         *,
@@ -275,9 +304,11 @@ class ReadImageRequest(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     path: _builtins.str
-    """Relative to the output root, as in ImageRef.path."""
+    """Required: relative to the output root, as in ImageRef.path."""
     chunk_size: _builtins.int
-    """Default 64 KiB, at most 1 MiB."""
+    """Bytes per message: 0 means the default, 64 KiB; at most 1 MiB; negative or larger is
+    INVALID_FIELD.
+    """
     def __init__(
         self,
         *,
@@ -301,7 +332,11 @@ class ReadImageResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     offset: _builtins.int
+    """Where `data` starts in the file."""
     total_size: _builtins.int
+    """The file size: a client can show progress and check that it received all of it (then
+    compare ImageRef.sha256).
+    """
     def __init__(
         self,
         *,

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class RunnerServiceStub:
-    """One runner: the Stable Diffusion WebUI of its GPU host and the images it wrote.
+    """One runner: the Stable Diffusion WebUI of its GPU host (at STABLENEW_WEBUI_URL) and the images
+    it wrote. The runner takes its work from the queue with QueueService.LeaseJob; this service is
+    for looking at it and for reading its images. Default address 127.0.0.1:50053
+    (STABLENEW_RUNNER_ADDR).
     """
 
     def __init__(self, channel):
@@ -58,31 +61,43 @@ class RunnerServiceStub:
 
 
 class RunnerServiceServicer:
-    """One runner: the Stable Diffusion WebUI of its GPU host and the images it wrote.
+    """One runner: the Stable Diffusion WebUI of its GPU host (at STABLENEW_WEBUI_URL) and the images
+    it wrote. The runner takes its work from the queue with QueueService.LeaseJob; this service is
+    for looking at it and for reading its images. Default address 127.0.0.1:50053
+    (STABLENEW_RUNNER_ADDR).
     """
 
     def GetRunnerStatus(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The runner and its WebUI now. A WebUI that cannot be reached is a state (DISCONNECTED with a
+        reason), not an error.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCapabilities(self, request, context):
-        """Cached; refresh asks the WebUI again.
+        """What the WebUI offers: models, VAEs, samplers, schedulers, upscalers, ADetailer models.
+        Cached; refresh asks the WebUI again.
+        Errors: UNAVAILABLE WEBUI_UNAVAILABLE when the WebUI must be asked and cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def InterruptCurrent(self, request, context):
-        """Interrupts the generation in flight, if any.
+        """Interrupts the generation in flight, if any (the WebUI returns the images made so far).
+        This does not cancel the job in the queue: use QueueService.CancelJob for that.
+        Errors: UNAVAILABLE WEBUI_UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReadImage(self, request, context):
-        """Streams an image file under the output root in chunks.
+        """Streams an image file under the output root in chunks, in file order (images never travel
+        inside a unary message).
+        Errors: NOT_FOUND IMAGE_NOT_FOUND; PERMISSION_DENIED PATH_OUTSIDE_ROOT for a path that leaves
+        the output root (absolute, or through ".."); INVALID_FIELD on path (empty) or chunk_size.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,7 +135,10 @@ def add_RunnerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RunnerService:
-    """One runner: the Stable Diffusion WebUI of its GPU host and the images it wrote.
+    """One runner: the Stable Diffusion WebUI of its GPU host (at STABLENEW_WEBUI_URL) and the images
+    it wrote. The runner takes its work from the queue with QueueService.LeaseJob; this service is
+    for looking at it and for reading its images. Default address 127.0.0.1:50053
+    (STABLENEW_RUNNER_ADDR).
     """
 
     @staticmethod

@@ -27,42 +27,83 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RunnerServiceStub:
-    """One runner: the Stable Diffusion WebUI of its GPU host and the images it wrote."""
+    """One runner: the Stable Diffusion WebUI of its GPU host (at STABLENEW_WEBUI_URL) and the images
+    it wrote. The runner takes its work from the queue with QueueService.LeaseJob; this service is
+    for looking at it and for reading its images. Default address 127.0.0.1:50053
+    (STABLENEW_RUNNER_ADDR).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RunnerServiceAsyncStub: ...
     GetRunnerStatus: _grpc.UnaryUnaryMultiCallable[_runner_service_pb2.GetRunnerStatusRequest, _runner_service_pb2.GetRunnerStatusResponse]
+    """The runner and its WebUI now. A WebUI that cannot be reached is a state (DISCONNECTED with a
+    reason), not an error.
+    """
     GetCapabilities: _grpc.UnaryUnaryMultiCallable[_runner_service_pb2.GetCapabilitiesRequest, _runner_service_pb2.GetCapabilitiesResponse]
-    """Cached; refresh asks the WebUI again."""
+    """What the WebUI offers: models, VAEs, samplers, schedulers, upscalers, ADetailer models.
+    Cached; refresh asks the WebUI again.
+    Errors: UNAVAILABLE WEBUI_UNAVAILABLE when the WebUI must be asked and cannot be reached.
+    """
     InterruptCurrent: _grpc.UnaryUnaryMultiCallable[_runner_service_pb2.InterruptCurrentRequest, _runner_service_pb2.InterruptCurrentResponse]
-    """Interrupts the generation in flight, if any."""
+    """Interrupts the generation in flight, if any (the WebUI returns the images made so far).
+    This does not cancel the job in the queue: use QueueService.CancelJob for that.
+    Errors: UNAVAILABLE WEBUI_UNAVAILABLE.
+    """
     ReadImage: _grpc.UnaryStreamMultiCallable[_runner_service_pb2.ReadImageRequest, _runner_service_pb2.ReadImageResponse]
-    """Streams an image file under the output root in chunks."""
+    """Streams an image file under the output root in chunks, in file order (images never travel
+    inside a unary message).
+    Errors: NOT_FOUND IMAGE_NOT_FOUND; PERMISSION_DENIED PATH_OUTSIDE_ROOT for a path that leaves
+    the output root (absolute, or through ".."); INVALID_FIELD on path (empty) or chunk_size.
+    """
 
 @_typing.type_check_only
 class RunnerServiceAsyncStub(RunnerServiceStub):
-    """One runner: the Stable Diffusion WebUI of its GPU host and the images it wrote."""
+    """One runner: the Stable Diffusion WebUI of its GPU host (at STABLENEW_WEBUI_URL) and the images
+    it wrote. The runner takes its work from the queue with QueueService.LeaseJob; this service is
+    for looking at it and for reading its images. Default address 127.0.0.1:50053
+    (STABLENEW_RUNNER_ADDR).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetRunnerStatus: _aio.UnaryUnaryMultiCallable[_runner_service_pb2.GetRunnerStatusRequest, _runner_service_pb2.GetRunnerStatusResponse]  # type: ignore[assignment]
+    """The runner and its WebUI now. A WebUI that cannot be reached is a state (DISCONNECTED with a
+    reason), not an error.
+    """
     GetCapabilities: _aio.UnaryUnaryMultiCallable[_runner_service_pb2.GetCapabilitiesRequest, _runner_service_pb2.GetCapabilitiesResponse]  # type: ignore[assignment]
-    """Cached; refresh asks the WebUI again."""
+    """What the WebUI offers: models, VAEs, samplers, schedulers, upscalers, ADetailer models.
+    Cached; refresh asks the WebUI again.
+    Errors: UNAVAILABLE WEBUI_UNAVAILABLE when the WebUI must be asked and cannot be reached.
+    """
     InterruptCurrent: _aio.UnaryUnaryMultiCallable[_runner_service_pb2.InterruptCurrentRequest, _runner_service_pb2.InterruptCurrentResponse]  # type: ignore[assignment]
-    """Interrupts the generation in flight, if any."""
+    """Interrupts the generation in flight, if any (the WebUI returns the images made so far).
+    This does not cancel the job in the queue: use QueueService.CancelJob for that.
+    Errors: UNAVAILABLE WEBUI_UNAVAILABLE.
+    """
     ReadImage: _aio.UnaryStreamMultiCallable[_runner_service_pb2.ReadImageRequest, _runner_service_pb2.ReadImageResponse]  # type: ignore[assignment]
-    """Streams an image file under the output root in chunks."""
+    """Streams an image file under the output root in chunks, in file order (images never travel
+    inside a unary message).
+    Errors: NOT_FOUND IMAGE_NOT_FOUND; PERMISSION_DENIED PATH_OUTSIDE_ROOT for a path that leaves
+    the output root (absolute, or through ".."); INVALID_FIELD on path (empty) or chunk_size.
+    """
 
 class RunnerServiceServicer(metaclass=_abc_1.ABCMeta):
-    """One runner: the Stable Diffusion WebUI of its GPU host and the images it wrote."""
+    """One runner: the Stable Diffusion WebUI of its GPU host (at STABLENEW_WEBUI_URL) and the images
+    it wrote. The runner takes its work from the queue with QueueService.LeaseJob; this service is
+    for looking at it and for reading its images. Default address 127.0.0.1:50053
+    (STABLENEW_RUNNER_ADDR).
+    """
 
     @_abc_1.abstractmethod
     def GetRunnerStatus(
         self,
         request: _runner_service_pb2.GetRunnerStatusRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_runner_service_pb2.GetRunnerStatusResponse, _abc.Awaitable[_runner_service_pb2.GetRunnerStatusResponse]]: ...
+    ) -> _typing.Union[_runner_service_pb2.GetRunnerStatusResponse, _abc.Awaitable[_runner_service_pb2.GetRunnerStatusResponse]]:
+        """The runner and its WebUI now. A WebUI that cannot be reached is a state (DISCONNECTED with a
+        reason), not an error.
+        """
 
     @_abc_1.abstractmethod
     def GetCapabilities(
@@ -70,7 +111,10 @@ class RunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runner_service_pb2.GetCapabilitiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runner_service_pb2.GetCapabilitiesResponse, _abc.Awaitable[_runner_service_pb2.GetCapabilitiesResponse]]:
-        """Cached; refresh asks the WebUI again."""
+        """What the WebUI offers: models, VAEs, samplers, schedulers, upscalers, ADetailer models.
+        Cached; refresh asks the WebUI again.
+        Errors: UNAVAILABLE WEBUI_UNAVAILABLE when the WebUI must be asked and cannot be reached.
+        """
 
     @_abc_1.abstractmethod
     def InterruptCurrent(
@@ -78,7 +122,10 @@ class RunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runner_service_pb2.InterruptCurrentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runner_service_pb2.InterruptCurrentResponse, _abc.Awaitable[_runner_service_pb2.InterruptCurrentResponse]]:
-        """Interrupts the generation in flight, if any."""
+        """Interrupts the generation in flight, if any (the WebUI returns the images made so far).
+        This does not cancel the job in the queue: use QueueService.CancelJob for that.
+        Errors: UNAVAILABLE WEBUI_UNAVAILABLE.
+        """
 
     @_abc_1.abstractmethod
     def ReadImage(
@@ -86,6 +133,10 @@ class RunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runner_service_pb2.ReadImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_runner_service_pb2.ReadImageResponse], _abc.AsyncIterator[_runner_service_pb2.ReadImageResponse]]:
-        """Streams an image file under the output root in chunks."""
+        """Streams an image file under the output root in chunks, in file order (images never travel
+        inside a unary message).
+        Errors: NOT_FOUND IMAGE_NOT_FOUND; PERMISSION_DENIED PATH_OUTSIDE_ROOT for a path that leaves
+        the output root (absolute, or through ".."); INVALID_FIELD on path (empty) or chunk_size.
+        """
 
 def add_RunnerServiceServicer_to_server(servicer: RunnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

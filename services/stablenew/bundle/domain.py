@@ -18,7 +18,7 @@ The prompt-pack entities (`Pack`, `PackRow`, ...) live with the pack reader in `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum
 
 from stablenew.contract.errors import Code, ErrorReason, ServiceError
 from stablenew.contract.model import NormalizedJob, PipelineConfig
@@ -26,15 +26,17 @@ from stablenew.contract.model import NormalizedJob, PipelineConfig
 # --- problems --------------------------------------------------------------------------------
 
 
-class Reason(StrEnum):
-    """The subset of errors.proto `ErrorReason` names the bundle domain produces."""
+class Reason(IntEnum):
+    """The reasons the bundle domain produces: the twin of bundle_service.proto `RowErrorReason`
+    (same numbers), named as the errors.proto `ErrorReason` of the same meaning."""
 
-    INVALID_FIELD = "INVALID_FIELD"
-    INVALID_STAGE_PLAN = "INVALID_STAGE_PLAN"
-    UNRESOLVED_TOKEN = "UNRESOLVED_TOKEN"
-    TOO_MANY_VARIANTS = "TOO_MANY_VARIANTS"
-    PACK_INVALID = "PACK_INVALID"
-    PACK_NOT_FOUND = "PACK_NOT_FOUND"
+    UNSPECIFIED = 0
+    INVALID_FIELD = 1
+    INVALID_STAGE_PLAN = 2
+    UNRESOLVED_TOKEN = 3
+    TOO_MANY_VARIANTS = 4
+    PACK_INVALID = 5
+    PACK_NOT_FOUND = 6
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,6 @@ class RowError:
     """A problem with one row of one pack or one part: the twin of the proto `RowError`.
 
     The row produces no job; the problem is shown instead of sending bad text to the WebUI.
-    `reason` holds a `Reason` value (a plain string, as on the wire).
     """
 
     part_id: str = ""
@@ -79,7 +80,7 @@ class RowError:
     row_index: int = 0
     # Line number in the pack file, from 1; 0 when unknown (JSON packs, manual prompts).
     line: int = 0
-    reason: str = ""
+    reason: Reason = Reason.UNSPECIFIED
     message: str = ""
 
 

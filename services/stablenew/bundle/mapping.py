@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from stablenew.bundle.domain import Draft, DraftPart, ManualPart, NormalizedBundle
+from stablenew.bundle.domain import (
+    BundleSummary,
+    Draft,
+    DraftPart,
+    ManualPart,
+    NormalizedBundle,
+    Reason,
+)
 from stablenew.bundle.packs.model import Pack, PackSummary
 from stablenew.contract.model import PipelineConfig, PromptSource
-from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto
+from stablenew.contract.proto_mapping import fill_proto, from_request, to_proto
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import pipeline_pb2
 
 
-def config_from_proto(message: pipeline_pb2.PipelineConfig) -> PipelineConfig:
-    """A request's PipelineConfig as the domain twin."""
-    return from_proto(PipelineConfig, message)
+def config_from_proto(message: pipeline_pb2.PipelineConfig, field_path: str) -> PipelineConfig:
+    """A config a client sent: an enum value this version does not know is INVALID_ARGUMENT
+    naming `field_path`."""
+    return from_request(PipelineConfig, message, field_path)
+
+
+def _fill_reason_names(errors: Iterable[pb.RowError]) -> None:
+    """RowError.reason_name (deprecated): the reason as clients of the released v1 contract read
+    it, when it was a string field."""
+    for error in errors:
+        error.reason_name = Reason(error.reason).name
+
+
+def summary_to_proto(summary: BundleSummary, message: pb.BundleSummary) -> None:
+    fill_proto(summary, message)
+    _fill_reason_names(message.errors)
 
 
 class JobMessages:
@@ -74,7 +95,7 @@ def draft_to_proto(draft: Draft) -> pb.Draft:
                        revision=record.revision,
                        parts=[_part_to_proto(part, images.get(part.part_id, 0))
                               for part in record.parts])
-    fill_proto(draft.bundle.summary, message.summary)
+    summary_to_proto(draft.bundle.summary, message.summary)
     message.create_time.FromDatetime(datetime.fromtimestamp(record.create_time, UTC))
     message.update_time.FromDatetime(datetime.fromtimestamp(record.update_time, UTC))
     return message
@@ -84,6 +105,7 @@ def pack_to_proto(pack: Pack) -> pb.Pack:
     """The Pack message of a pack."""
     message = pb.Pack()
     fill_proto(pack, message)
+    _fill_reason_names(message.errors)
     return message
 
 

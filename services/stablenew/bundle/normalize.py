@@ -174,7 +174,7 @@ class _Normalizer:
         loaded = self._load(part.pack_id)
         if isinstance(loaded, PackError):
             outcome.errors.append(RowError(part.part_id, part.pack_id, part.row_index,
-                                           loaded.line, loaded.reason.name, str(loaded)))
+                                           loaded.line, Reason[loaded.reason.name], str(loaded)))
             return None
         if not 0 <= part.row_index < len(loaded.rows):
             message = (f"pack {part.pack_id!r} has {len(loaded.rows)} rows"

@@ -286,8 +286,6 @@ RULES = (
          _refiner_on),
     Rule("img2img.denoising_strength", lambda c: c.img2img.denoising_strength, _between(0, 1),
          _stage_on(StageType.IMG2IMG)),
-    Rule("img2img.resize_mode", lambda c: c.img2img.resize_mode, _between(0, 3),
-         _stage_on(StageType.IMG2IMG)),
     Rule("img2img.steps", lambda c: c.img2img.steps, _between(0, MAX_STEPS),
          _stage_on(StageType.IMG2IMG)),
     Rule("img2img.cfg_scale", lambda c: c.img2img.cfg_scale, _zero_or_between(MIN_CFG, MAX_CFG),

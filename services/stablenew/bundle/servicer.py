@@ -8,7 +8,7 @@ from stablenew.bundle import mapping
 from stablenew.bundle.core import BundleCore
 from stablenew.contract.errors import invalid_argument, required
 from stablenew.contract.model import JobSource, Priority, RunMode
-from stablenew.contract.proto_mapping import fill_proto, job_to_proto
+from stablenew.contract.proto_mapping import job_to_proto
 from stablenew.runtime.paging import page_size
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2
@@ -51,7 +51,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         """A manual prompt with its config added to the draft."""
         draft, part_ids = self.core.add_manual_part(
             required(request.draft_id, "draft_id"), request.prompt, request.negative_prompt,
-            mapping.config_from_proto(request.config), list(request.input_images),
+            mapping.config_from_proto(request.config, "config"), list(request.input_images),
             request.request_id)
         message = mapping.draft_to_proto(draft)
         part = next(p for p in message.parts if p.part_id == part_ids[0])
@@ -63,7 +63,8 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         draft, part_ids = self.core.add_pack_parts(
             required(request.draft_id, "draft_id"),
             required(request.prompt_pack_id, "prompt_pack_id"), list(request.row_indices),
-            request.prepend_text, mapping.config_from_proto(request.config_overrides),
+            request.prepend_text,
+            mapping.config_from_proto(request.config_overrides, "config_overrides"),
             request.request_id)
         message = mapping.draft_to_proto(draft)
         added = set(part_ids)
@@ -103,7 +104,7 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
         response = pb.PreviewDraftResponse(next_page_token=token,
                                            draft_revision=draft.record.revision)
         response.jobs.extend(jobs)
-        fill_proto(draft.bundle.summary, response.summary)
+        mapping.summary_to_proto(draft.bundle.summary, response.summary)
         return response
 
     def EnqueueDraft(self, request: pb.EnqueueDraftRequest,

@@ -15,11 +15,14 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
-from stablenew.contract.model import NormalizedJob
+from stablenew.contract.model import NormalizedJob, ResizeMode
 
 # Bumped if the encoding ever changes, so old and new hashes can never be confused.
 ENCODING_VERSION = "stablenew.config.v1"
 NOT_HASHED = frozenset({"index", "origin", "tags", "config_hash"})
+# Enums that were integers when this encoding was fixed: written as their number, as then, so the
+# hashes of jobs queued before they became enums do not change.
+ENCODED_AS_NUMBER: frozenset[type[IntEnum]] = frozenset({ResizeMode})
 
 
 Encoder = Callable[[Any], dict[str, Any]]
@@ -28,9 +31,11 @@ _encoders: dict[type[Any], Encoder] = {}
 
 def _value_expression(hint: Any, value: str, names: dict[str, Any]) -> str:
     """How one field is written: floats by repr (exact, platform-independent; 7 and 7.0 alike
-    where a float is declared), enums by name, nested twins as objects."""
+    where a float is declared), enums by name (but ENCODED_AS_NUMBER), nested twins as objects."""
     if hint is float:
         return f"repr(float({value}))"
+    if hint in ENCODED_AS_NUMBER:
+        return f"int({value})"
     if isinstance(hint, type) and issubclass(hint, IntEnum):
         names[hint.__name__] = hint
         return f"{hint.__name__}({value}).name"

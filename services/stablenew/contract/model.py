@@ -31,6 +31,15 @@ class UpscaleMode(IntEnum):
     IMG2IMG = 2
 
 
+class ResizeMode(IntEnum):
+    """How img2img fits an input image: the numbers are the WebUI's own `resize_mode`."""
+
+    UNSPECIFIED = 0  # "just resize", the WebUI's 0 and default
+    CROP_AND_RESIZE = 1
+    RESIZE_AND_FILL = 2
+    LATENT_UPSCALE = 3
+
+
 class PromptSource(IntEnum):
     UNSPECIFIED = 0
     MANUAL = 1
@@ -144,7 +153,7 @@ class Txt2ImgConfig:
 @dataclass
 class Img2ImgConfig:
     denoising_strength: float = 0.0
-    resize_mode: int = 0
+    resize_mode: ResizeMode = ResizeMode.UNSPECIFIED
     steps: int = 0
     cfg_scale: float = 0.0
     sampler_name: str = ""

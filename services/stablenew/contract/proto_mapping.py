@@ -53,6 +53,7 @@ TWINS: dict[type[Any], type[Message]] = {
 ENUM_TWINS: dict[type[IntEnum], Any] = {
     model.StageType: pipeline_pb2.StageType,
     model.UpscaleMode: pipeline_pb2.UpscaleMode,
+    model.ResizeMode: pipeline_pb2.ResizeMode,
     model.PromptSource: pipeline_pb2.PromptSource,
     model.PromptTagKind: pipeline_pb2.PromptTag.Kind,
     model.JobState: job_pb2.JobState,

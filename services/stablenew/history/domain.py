@@ -64,7 +64,8 @@ class Moved:
 @dataclass
 class Updated:
     label: str = ""
-    priority: int = 0
+    # None: a priority this version does not know, which leaves the record's as it was.
+    priority: Priority | None = None
 
 
 @dataclass
@@ -123,8 +124,8 @@ def apply_event(record: Job | None, event: QueueEvent) -> Applied:
         job.queue_position = payload.queue_position
     elif isinstance(payload, Updated):
         job.label = payload.label
-        if payload.priority in Priority._value2member_map_:
-            job.priority = Priority(payload.priority)
+        if payload.priority is not None:
+            job.priority = payload.priority
         job.update_time = event.time
     return Applied(job)
 

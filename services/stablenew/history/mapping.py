@@ -16,6 +16,7 @@ from stablenew.contract.model import (
     JobSource,
     JobState,
     JobTransition,
+    Priority,
     PromptSource,
     RunMode,
 )
@@ -65,7 +66,9 @@ def _payload(event: job_pb2.JobEvent) -> Payload:
     if kind == "moved":
         return Moved(event.moved.queue_position)
     if kind == "updated":
-        return Updated(event.updated.label, event.updated.priority)
+        priority = event.updated.priority
+        known = priority in Priority._value2member_map_
+        return Updated(event.updated.label, Priority(priority) if known else None)
     # Pause, resume, and kinds this version does not know: nothing to record.
     return QueueLevel()
 

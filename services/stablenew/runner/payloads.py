@@ -18,6 +18,7 @@ from stablenew.contract.model import (
     Img2ImgConfig,
     NormalizedJob,
     RefinerConfig,
+    ResizeMode,
     StageType,
     UpscaleConfig,
     UpscaleMode,
@@ -101,7 +102,7 @@ def img2img_request(job: NormalizedJob, first: bool) -> StageRequest:
     settings = resolved_img2img(job)
     body = _generation_fields(job) | {
         "denoising_strength": settings.denoising_strength,
-        "resize_mode": settings.resize_mode,
+        "resize_mode": int(settings.resize_mode),  # the WebUI's own number
         "steps": settings.steps,
         "cfg_scale": settings.cfg_scale,
         "sampler_name": settings.sampler_name,
@@ -240,8 +241,9 @@ def _read_img2img(job: NormalizedJob, request: StageRequest, first: bool) -> Nor
                                    "sampler_name": job.sampler_name,
                                    "scheduler": job.scheduler})
     job.img2img = Img2ImgConfig(
-        denoising_strength=body["denoising_strength"], resize_mode=body["resize_mode"],
-        steps=body["steps"], cfg_scale=body["cfg_scale"], sampler_name=body["sampler_name"],
+        denoising_strength=body["denoising_strength"],
+        resize_mode=ResizeMode(body["resize_mode"]), steps=body["steps"],
+        cfg_scale=body["cfg_scale"], sampler_name=body["sampler_name"],
         scheduler=body.get("scheduler", ""))
     return job
 

@@ -36,6 +36,7 @@ from stablenew.bundle.packs.json_values import (
 from stablenew.contract.model import (
     AdetailerPass,
     PipelineConfig,
+    ResizeMode,
     StageFlags,
     Txt2ImgConfig,
     UpscaleMode,
@@ -49,6 +50,15 @@ def _upscale_mode(value: Any, path: str) -> UpscaleMode:
     if text not in _UPSCALE_MODES:
         raise JsonShapeError(path, f"unknown upscale mode {value!r}; use 'extras' or 'img2img'")
     return _UPSCALE_MODES[text]
+
+
+def _resize_mode(value: Any, path: str) -> ResizeMode:
+    """The WebUI's img2img resize_mode number, as the desktop app wrote it."""
+    number = as_int(value, path)
+    if number not in ResizeMode._value2member_map_:
+        raise JsonShapeError(path, f"unknown resize mode {number}; use 0 (just resize), 1 (crop"
+                                   " and resize), 2 (resize and fill) or 3 (latent upscale)")
+    return ResizeMode(number)
 
 
 # JSON key -> (attribute path inside PipelineConfig, reader).
@@ -87,7 +97,7 @@ TXT2IMG_FIELDS: FieldTable = {
 
 IMG2IMG_FIELDS: FieldTable = {
     "denoising_strength": ("img2img.denoising_strength", as_float),
-    "resize_mode": ("img2img.resize_mode", as_int),
+    "resize_mode": ("img2img.resize_mode", _resize_mode),
     "steps": ("img2img.steps", as_int),
     "cfg_scale": ("img2img.cfg_scale", as_float),
     "sampler_name": ("img2img.sampler_name", as_str),
