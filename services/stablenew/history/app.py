@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2
 
 from stablenew.history.core import HistoryCore
 from stablenew.history.ingest import DEFAULT_CONSUMER_ID, IngestConfig, Ingestor
+from stablenew.history.queue_client import QueueClient
 from stablenew.history.retention import retention_policy, retention_task
 from stablenew.history.servicer import HistoryServicer
 from stablenew.history.store import HistoryStore
@@ -79,8 +80,9 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
                 server.health.set(name, status)
 
         if follow_queue:
-            ingestor = Ingestor(core, lambda: open_channel("queue", env=env), config,
-                                set_serving)
+            ingestor = Ingestor(core, lambda: QueueClient(open_channel("queue", env=env),
+                                                          config.call_timeout_seconds),
+                                config, set_serving)
             ingestors.append(ingestor)
             ingestor.start()
         retention.start()
