@@ -19,7 +19,9 @@ from stablenew.contract.proto_mapping import to_proto
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore, IncomingEvent
 from stablenew.history.ingest import IngestConfig, Ingestor, QueueCallError
-from stablenew.history.store import PROVENANCE_BACKFILLED, HistoryStore, read_only
+from stablenew.history.store import HistoryStore
+from stablenew.history.store.reads import read_only
+from stablenew.history.store.rows import PROVENANCE_BACKFILLED
 from stablenew.v1 import job_pb2
 from tests.history.records import T0, entry
 from tests.service_harness import wait_for
