@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 
 from stablenew.contract.config_hash import config_hash
+from stablenew.contract.job_row import to_micros
 from stablenew.contract.model import (
     EntryOrigin,
     EntryResult,
@@ -50,10 +51,10 @@ from stablenew.contract.model import (
 from stablenew.history import app, codec, domain, mapping
 from stablenew.history.core import HistoryCore, fingerprint
 from stablenew.history.servicer import HistoryServicer
-from stablenew.history.store import BulkRecord, HistoryStore, to_micros
+from stablenew.history.store import HistoryStore
+from stablenew.history.store.bulk import BulkRecord
 from stablenew.runtime.server import Server, ServiceSpec
 from stablenew.runtime.settings import ServerSettings
-from stablenew.runtime.sqlite_db import Transaction
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 
@@ -194,13 +195,13 @@ def seed(path: Path, count: int) -> float:
     while done < count:
         size = min(BATCH, count - done)
         records = [make_record(done + i, rng, pools, events, start) for i in range(size)]
-        with Transaction(store.db):
+        with store.transaction():
             store.bulk_insert(records)
         done += size
         if done % 100_000 == 0 or done == count:
             print(f"  seeded {done:>9,} records  {time.perf_counter() - started:6.1f} s",
                   flush=True)
-    with Transaction(store.db):
+    with store.transaction():
         store.set_cursor(count * 3)
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()

@@ -94,16 +94,20 @@ class Records(HistoryHarness):
     def add(self, state: JobState = JobState.COMPLETED, created: datetime | None = None,
             run_mode: RunMode = RunMode.QUEUE, pack_id: str = "", label: str = "",
             prompts: tuple[str, ...] = ("a lighthouse at dusk",), job_id: str = "",
-            source: JobSource | None = None) -> str:
-        """A job that went from QUEUED to `state` through the ingestion's code path."""
+            source: JobSource | None = None, entry_packs: tuple[str, ...] = ()) -> str:
+        """A job that went from QUEUED to `state` through the ingestion's code path. Its entries
+        come from `pack_id`, or each from its own pack in `entry_packs` (a job that mixes packs,
+        whose origin then names none, as the bundle submits it)."""
         job_id = job_id or f"job-{next(self.ids):05d}"
         created = created or T0 + timedelta(minutes=next(self.ids))
-        entries = [entry(prompt, pack_id, index) for index, prompt in enumerate(prompts)]
+        packs = entry_packs or (pack_id,) * len(prompts)
+        entries = [entry(prompt, pack, index)
+                   for index, (prompt, pack) in enumerate(zip(prompts, packs, strict=True))]
         if source is None:
             source = JobSource.RUN_NOW if run_mode == RunMode.DIRECT else JobSource.ADD_TO_QUEUE
         job = Job(job_id=job_id, state=JobState.QUEUED, origin=JobOrigin(
             run_mode=run_mode, source=source,
-            prompt_source=PromptSource.PACK if pack_id else PromptSource.MANUAL,
+            prompt_source=PromptSource.PACK if any(packs) else PromptSource.MANUAL,
             prompt_pack_id=pack_id), priority=Priority.NORMAL, label=label,
             create_time=created, update_time=created, entries=entries,
             entry_count=len(entries), estimated_images=len(entries),
@@ -116,6 +120,8 @@ class Records(HistoryHarness):
             status = {JobState.COMPLETED: EntryStatus.COMPLETED,
                       JobState.FAILED: EntryStatus.FAILED}.get(state, EntryStatus.CANCELLED)
             results = [EntryResult(entry_index=e.index, prompt=e.prompt, status=status,
+                                   prompt_pack_id=e.origin.prompt_pack_id,
+                                   pack_name=e.origin.pack_name, row_index=e.origin.row_index,
                                    stage_plan=list(e.stage_plan),
                                    executed_config_hash=e.config_hash) for e in entries]
             before = JobState.QUEUED if state == JobState.CANCELLED else JobState.RUNNING

@@ -12,8 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from stablenew.contract.job_row import JOB_COLUMNS
 from stablenew.contract.model import StageType
-from stablenew.history.store import HistoryStore, read_only
+from stablenew.contract.proto_mapping import to_proto
+from stablenew.history.store import HistoryStore
+from stablenew.history.store.reads import read_only
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
@@ -27,6 +30,7 @@ from tests.history.queue_helpers import (
     kept_events,
     submit,
 )
+from tests.history.records import entry
 from tests.queue.harness import QueueHarness, all_events, make_entry, origin
 from tests.queue.processes import free_port
 from tests.queue.protocol_runner import ProtocolRunner
@@ -116,6 +120,39 @@ def test_the_record_of_a_finished_job(history: HistoryHarness, queue: QueueHarne
     assert history.list_ids(text="AT NIGHT") == [submitted.job_id]
     if pack_id:
         assert history.list_ids(prompt_pack_id=pack_id) == [submitted.job_id]
+
+
+def test_a_job_that_mixes_packs_is_found_by_each_of_them(history: HistoryHarness,
+                                                        queue: QueueHarness) -> None:
+    entries = [to_proto(entry("castle in fog", "pack-castles", 0)),
+               to_proto(entry("an old knight", "pack-portraits", 1))]
+    job = queue.stub.SubmitJob(queue_pb.SubmitJobRequest(entries=entries, origin=job_pb2.JobOrigin(
+        run_mode=job_pb2.RUN_MODE_QUEUE, source=job_pb2.JOB_SOURCE_ADD_TO_QUEUE,
+        prompt_source=pipeline_pb2.PROMPT_SOURCE_PACK)), timeout=10).job
+    assert runner_for(queue).run_one() is not None
+    history.wait_state(job.job_id, COMPLETED)
+    for pack in ("pack-castles", "pack-portraits"):
+        assert history.list_ids(prompt_pack_id=pack) == [job.job_id]
+    assert history.list_ids(prompt_pack_id="pack-other") == []
+
+
+def test_the_queue_and_the_history_store_a_job_in_the_same_columns(
+        history: HistoryHarness, queue: QueueHarness) -> None:
+    """One job-row encoding (stablenew.contract.job_row): the columns both tables have hold the
+    same values, times as INTEGER microseconds."""
+    job_id = submit(queue.stub, pack_id="pack-a", label="same everywhere").job_id
+    assert runner_for(queue).run_one() is not None
+    history.wait_state(job_id, COMPLETED)
+    caught_up(history, queue)
+    select = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"
+    with sqlite3.connect(queue.data_dir / "queue.sqlite3") as db:
+        in_queue = db.execute(select, (job_id,)).fetchone()
+    with read_only(history.database) as reader:
+        in_history = tuple(reader.db.execute(select, (job_id,)).fetchone())
+    assert in_queue == in_history
+    times = dict(zip(JOB_COLUMNS, in_queue, strict=True))
+    assert all(isinstance(times[name], int) for name in
+               ("create_time", "start_time", "complete_time", "update_time"))
 
 
 def test_images_and_results_are_recorded_per_entry(history: HistoryHarness,

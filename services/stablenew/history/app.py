@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Mapping
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
 
+from stablenew.contract.errors import ServiceError
 from stablenew.history.core import HistoryCore
 from stablenew.history.ingest import DEFAULT_CONSUMER_ID, IngestConfig, Ingestor
+from stablenew.history.queue_client import QueueClient
 from stablenew.history.retention import retention_policy, retention_task
 from stablenew.history.servicer import HistoryServicer
 from stablenew.history.store import HistoryStore
@@ -52,18 +55,29 @@ def ingest_config(env: Mapping[str, str]) -> IngestConfig:
                                          defaults.retry_max_seconds))
 
 
+def open_core(path: Path, synchronous: str) -> HistoryCore:
+    """The store and the core over the database file; a file that cannot serve is a
+    StartupError saying why."""
+    if path.is_dir():
+        raise StartupError(f"cannot open database {path}: it is a directory")
+    try:
+        store = HistoryStore(path, synchronous)
+    except (sqlite3.Error, ServiceError) as error:
+        raise StartupError(f"cannot use database {path}: {error}") from None
+    try:
+        return HistoryCore(store)
+    except sqlite3.Error as error:
+        store.close()
+        raise StartupError(f"cannot use database {path}: {error}") from None
+
+
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
     env = os.environ if env is None else env
     policy = retention_policy(env)
     config = ingest_config(env)
     follow_queue = ingest_enabled(env)
-    store = HistoryStore(settings.data_dir / DATABASE_NAME,
-                         settings.sqlite_synchronous)
-    try:
-        core = HistoryCore(store)
-    except sqlite3.Error as error:
-        store.close()
-        raise StartupError(f"cannot use database {store.path}: {error}") from None
+    core = open_core(settings.data_dir / DATABASE_NAME, settings.sqlite_synchronous)
+    store = core.store
     retention = retention_task(core, policy)
     ingestors: list[Ingestor] = []
 
@@ -79,8 +93,9 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
                 server.health.set(name, status)
 
         if follow_queue:
-            ingestor = Ingestor(core, lambda: open_channel("queue", env=env), config,
-                                set_serving)
+            ingestor = Ingestor(core, lambda: QueueClient(open_channel("queue", env=env),
+                                                          config.call_timeout_seconds),
+                                config, set_serving)
             ingestors.append(ingestor)
             ingestor.start()
         retention.start()

@@ -1,9 +1,9 @@
 """The history's use cases: applying the queue's events, the queries, the user's changes
 (label, bookmark, delete), pruning, retention and import.
 
-Every write is one SQLite transaction on the single writer connection, under one lock; the changes
-it made go to WatchHistory streams only after the commit. Reads use the store's read pool and
-never wait for the lock.
+Every write is one store transaction (`HistoryStore.transaction`) on the single writer
+connection, under one lock; the changes it made go to WatchHistory streams only after the commit.
+Reads are snapshots from the store's read pool and never wait for the lock. No SQL runs here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from stablenew.contract.errors import Code, ErrorReason, FieldViolation, ServiceError
+from stablenew.contract.job_row import to_micros
 from stablenew.contract.model import EntryResult, Job, JobTransition, NormalizedJob
 from stablenew.history import codec, domain
 from stablenew.history.domain import (
@@ -34,17 +34,15 @@ from stablenew.history.domain import (
     Submitted,
     Updated,
 )
-from stablenew.history.store import (
+from stablenew.history.store import HistoryStore
+from stablenew.history.store.rows import (
     PROVENANCE_BACKFILLED,
     PROVENANCE_IMPORTED,
     PROVENANCE_QUEUE,
-    HistoryStore,
     StoredJob,
-    to_micros,
 )
 from stablenew.history.watchers import Broadcaster, Change
-from stablenew.runtime.paging import PageTokens, stored_secret
-from stablenew.runtime.sqlite_db import Transaction
+from stablenew.runtime.paging import PageTokens
 
 log = logging.getLogger("stablenew.history")
 
@@ -93,11 +91,6 @@ def not_found(job_id: str) -> ServiceError:
                         f"job {job_id!r} not found in the history", metadata={"job_id": job_id})
 
 
-def storage_failure(error: sqlite3.Error) -> ServiceError:
-    return ServiceError(Code.INTERNAL, ErrorReason.STORAGE_FAILURE,
-                        f"the history database refused the write: {error}")
-
-
 def _basic(job: Job) -> Job:
     """The record without its entries and results (what lists and watchers carry)."""
     if not job.entries and not job.results:
@@ -118,7 +111,7 @@ class HistoryCore:
         self.lock = threading.RLock()
         self.broadcaster = Broadcaster()
         self.closing = threading.Event()
-        secret = stored_secret(store.db, store.meta, store.set_meta)
+        secret = store.page_token_secret()
         self.list_tokens = PageTokens(secret, "history.ListJobs")
         self.event_tokens = PageTokens(secret, "history.ListJobEvents")
         with self.lock:
@@ -131,16 +124,21 @@ class HistoryCore:
         """One transaction under the lock; its changes go live after the commit."""
         with self.lock:
             pending = _Pending()
-            with Transaction(self.store.db):
+            with self.store.transaction():
                 yield pending
         self.broadcaster.publish(pending.changes)
 
     def _change(self, pending: _Pending, ref: int, before: Job | None,
                 after: Job | None) -> None:
         job_id = (after or before or Job()).job_id
-        text = self.store.search_text(ref) if self.broadcaster.count and after else ""
+        # What the watchers' filters look at beyond the basic record, read only if anyone
+        # watches; the packs after the change stand for `before` too (a record gains packs,
+        # when results name them, but never loses one).
+        watched = bool(self.broadcaster.count and after)
+        text = self.store.search_text(ref) if watched else ""
+        packs = self.store.pack_ids(ref) if watched else None
         pending.changes.append(Change(job_id, None if before is None else _basic(before),
-                                      None if after is None else _basic(after), text))
+                                      None if after is None else _basic(after), text, packs))
 
     # --- ingestion ------------------------------------------------------------------------
 
@@ -195,7 +193,7 @@ class HistoryCore:
                                          domain.search_text(applied.job))
         self.store.update_job(stored.ref, applied.job)
         if applied.results_changed:
-            self.store.replace_results(stored.ref, applied.job.results)
+            self.store.replace_results(stored.ref, applied.job)
         if applied.results_changed or isinstance(payload, Updated):
             self.refresh_search(stored.ref, applied.job)
         return stored.ref
@@ -243,8 +241,7 @@ class HistoryCore:
     # --- reads ----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> tuple[Job, list[JobTransition]]:
-        with self.store.pool.reader() as reader:
-            reader.db.execute("BEGIN")
+        with self.store.reading() as reader:
             stored = reader.load(job_id, full=True)
             if stored is None:
                 raise not_found(job_id)
@@ -259,8 +256,7 @@ class HistoryCore:
             if len(position) != 3 or position[2] != bound_to:
                 raise _token_for_another_list()
             after = (int(position[0]), str(position[1]))
-        with self.store.pool.reader() as reader:
-            reader.db.execute("BEGIN")
+        with self.store.reading() as reader:
             stored = reader.list_jobs(job_filter, after, size + 1)
             if full:
                 for each in stored[:size]:
@@ -274,7 +270,7 @@ class HistoryCore:
         return jobs, next_token
 
     def latest(self, job_filter: JobFilter) -> Job:
-        with self.store.pool.reader() as reader:
+        with self.store.reading() as reader:
             stored = reader.list_jobs(job_filter, None, 1)
         if not stored:
             raise ServiceError(Code.NOT_FOUND, ErrorReason.JOB_NOT_FOUND,
@@ -288,8 +284,7 @@ class HistoryCore:
             if len(position) != 2 or position[0] != job_id:
                 raise _token_for_another_list()
             after = int(position[1])
-        with self.store.pool.reader() as reader:
-            reader.db.execute("BEGIN")
+        with self.store.reading() as reader:
             stored = reader.load(job_id)
             if stored is None:
                 raise not_found(job_id)
@@ -309,8 +304,7 @@ class HistoryCore:
         """Every matching record, newest first, read a page at a time."""
         after: tuple[int, str] | None = None
         while not self.closing.is_set():
-            with self.store.pool.reader() as reader:
-                reader.db.execute("BEGIN")
+            with self.store.reading() as reader:
                 page = reader.list_jobs(job_filter, after, EXPORT_PAGE)
                 records = []
                 for each in page:
@@ -325,34 +319,28 @@ class HistoryCore:
     # --- the user's changes -----------------------------------------------------------------
 
     def update(self, job_id: str, label: str | None, bookmarked: bool | None) -> Job:
-        try:
-            with self.write() as pending:
-                stored = self.store.load(job_id)
-                if stored is None:
-                    raise not_found(job_id)
-                after = copy.copy(stored.job)
-                after.label = stored.job.label if label is None else label
-                after.bookmarked = stored.job.bookmarked if bookmarked is None else bookmarked
-                after.update_time = _now()
-                self.store.set_label_and_bookmark(stored.ref, after.label, after.bookmarked,
-                                                  after.update_time)
-                if after.label != stored.job.label:
-                    self.refresh_search(stored.ref, after)
-                self._change(pending, stored.ref, stored.job, after)
-        except sqlite3.Error as error:
-            raise storage_failure(error) from None
+        with self.write() as pending:
+            stored = self.store.load(job_id)
+            if stored is None:
+                raise not_found(job_id)
+            after = copy.copy(stored.job)
+            after.label = stored.job.label if label is None else label
+            after.bookmarked = stored.job.bookmarked if bookmarked is None else bookmarked
+            after.update_time = _now()
+            self.store.set_label_and_bookmark(stored.ref, after.label, after.bookmarked,
+                                              after.update_time)
+            if after.label != stored.job.label:
+                self.refresh_search(stored.ref, after)
+            self._change(pending, stored.ref, stored.job, after)
         return after
 
     def delete(self, job_id: str) -> None:
-        try:
-            with self.write() as pending:
-                stored = self.store.load(job_id)
-                if stored is None:
-                    raise not_found(job_id)
-                self.store.delete_jobs([stored.ref])
-                self._change(pending, stored.ref, stored.job, None)
-        except sqlite3.Error as error:
-            raise storage_failure(error) from None
+        with self.write() as pending:
+            stored = self.store.load(job_id)
+            if stored is None:
+                raise not_found(job_id)
+            self.store.delete_jobs([stored.ref])
+            self._change(pending, stored.ref, stored.job, None)
 
     # --- pruning and retention --------------------------------------------------------------
 
@@ -362,11 +350,8 @@ class HistoryCore:
             with self.lock:
                 return self.store.count_prunable(states, request.older_than,
                                                  request.keep_bookmarked)
-        try:
-            removed = self._delete_in_batches(lambda: self.store.prune_candidates(
-                states, request.older_than, request.keep_bookmarked, DELETE_BATCH))
-        except sqlite3.Error as error:
-            raise storage_failure(error) from None
+        removed = self._delete_in_batches(lambda: self.store.prune_candidates(
+            states, request.older_than, request.keep_bookmarked, DELETE_BATCH))
         self.give_space_back()
         return removed
 
@@ -425,12 +410,9 @@ class HistoryCore:
 
     def import_jobs(self, records: list[ImportedJob]) -> ImportOutcome:
         outcome = ImportOutcome()
-        try:
-            with self.write() as pending:
-                for record in records:
-                    self._import_one(pending, record, outcome)
-        except sqlite3.Error as error:
-            raise storage_failure(error) from None
+        with self.write() as pending:
+            for record in records:
+                self._import_one(pending, record, outcome)
         return outcome
 
     def _import_one(self, pending: _Pending, record: ImportedJob,

@@ -186,6 +186,20 @@ def backfilled(fetched: Job | None, event: QueueEvent) -> Job:
     return job
 
 
+# --- what the filters look at beyond the basic record -----------------------------------------
+
+
+def pack_ids(job: Job) -> frozenset[str]:
+    """Every prompt pack the job's prompts came from: the origin names one only when the whole
+    job came from a single pack, so the entries (and the results, for a record that has no
+    entries) are asked too. A job that mixes packs is found by each of them."""
+    packs = {job.origin.prompt_pack_id}
+    packs.update(entry.origin.prompt_pack_id for entry in job.entries)
+    packs.update(result.prompt_pack_id for result in job.results)
+    packs.discard("")
+    return frozenset(packs)
+
+
 # --- search text ------------------------------------------------------------------------------
 
 
@@ -230,6 +244,7 @@ class JobFilter:
     run_mode: RunMode = RunMode.UNSPECIFIED
     source: JobSource = JobSource.UNSPECIFIED
     prompt_source: PromptSource = PromptSource.UNSPECIFIED
+    # Any pack the job's prompts came from (see pack_ids).
     prompt_pack_id: str = ""
     # Case-insensitive substring of a prompt or the label.
     text: str = ""
@@ -242,15 +257,18 @@ class JobFilter:
         return self.text.strip().lower()
 
 
-def matches(job: Job, job_filter: JobFilter, text: str) -> bool:
-    """Whether a record is in the filtered set; `text` is the record's search text."""
+def matches(job: Job, job_filter: JobFilter, text: str,
+            packs: frozenset[str] | None = None) -> bool:
+    """Whether a record is in the filtered set; `text` is the record's search text and `packs`
+    its pack ids (pack_ids of the full record: the default reads them from `job`, which lacks
+    them when it is a basic record)."""
     f = job_filter
     checks = (
         not f.states or job.state in f.states,
         not f.run_mode or job.origin.run_mode == f.run_mode,
         not f.source or job.origin.source == f.source,
         not f.prompt_source or job.origin.prompt_source == f.prompt_source,
-        not f.prompt_pack_id or job.origin.prompt_pack_id == f.prompt_pack_id,
+        not f.prompt_pack_id or f.prompt_pack_id in (pack_ids(job) if packs is None else packs),
         not f.needle or f.needle in text,
         f.created_after is None or (job.create_time is not None
                                     and job.create_time >= f.created_after),

@@ -16,6 +16,9 @@ stream is dropped and reopened after a backoff from the committed cursor, so the
 tried again and nothing after it is acknowledged; the service never crashes on it. If the queue
 pruned events the history never read (OUT_OF_RANGE, SEQUENCE_PRUNED), the gap is logged as an
 error, recorded in the database, and the consumer resumes at the oldest event the queue has.
+
+Nothing here knows the transport: the queue is a `QueueConnection` (queue_client.QueueClient
+over gRPC in the service, a fake in tests) whose failed calls raise `QueueCallError`.
 """
 
 from __future__ import annotations
@@ -23,18 +26,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-import grpc
-
-from stablenew.contract.errors import Code
+from stablenew.contract.errors import Code, ErrorDetails, ErrorReason
 from stablenew.contract.model import Job
-from stablenew.history import mapping
-from stablenew.history.core import HistoryCore
-from stablenew.runtime.rich_status import details_of
-from stablenew.v1 import job_pb2, queue_service_pb2_grpc
-from stablenew.v1 import queue_service_pb2 as queue_pb
+from stablenew.history.core import HistoryCore, IncomingEvent
 
 log = logging.getLogger("stablenew.history.ingest")
 
@@ -48,6 +46,42 @@ class IngestConfig:
     retry_max_seconds: float = 10.0
     ack_interval_seconds: float = 0.5
     call_timeout_seconds: float = 10.0
+
+
+class QueueCallError(Exception):
+    """A call to the queue failed; `details` says how (its code, and the queue's reason and
+    metadata when it sent them)."""
+
+    def __init__(self, details: ErrorDetails) -> None:
+        super().__init__(f"{details.code.name}: {details.message}")
+        self.details = details
+
+
+class EventStream(Protocol):
+    """The queue's log from a sequence on, as it grows (WatchJobs)."""
+
+    def __iter__(self) -> Iterator[IncomingEvent]: ...
+
+    def cancel(self) -> None:
+        """End the stream from another thread (the iteration then raises QueueCallError)."""
+
+
+class QueueConnection(Protocol):
+    """What the ingestion asks of the queue; a failed call raises QueueCallError."""
+
+    def last_sequence(self) -> int:
+        """The sequence of the last event in the queue's log."""
+
+    def watch(self, after_sequence: int, consumer_id: str) -> EventStream:
+        """Every event after `after_sequence`, as the durable consumer `consumer_id`."""
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The queue's full record of a job (None if the queue has none)."""
+
+    def acknowledge(self, consumer_id: str, sequence: int) -> None:
+        """Tell the queue every event up to `sequence` is safely recorded."""
+
+    def close(self) -> None: ...
 
 
 class QueueBehindError(Exception):
@@ -70,18 +104,19 @@ class Backoff:
 
 
 class Ingestor:
-    """Follows the queue's log on a thread of its own; acknowledges on another."""
+    """Follows the queue's log on a thread of its own; acknowledges on another. Each thread
+    opens its own connection with `connect` and opens a new one after a failure."""
 
-    def __init__(self, core: HistoryCore, open_queue_channel: Callable[[], grpc.Channel],
+    def __init__(self, core: HistoryCore, connect: Callable[[], QueueConnection],
                  config: IngestConfig, set_serving: Callable[[bool], None]) -> None:
         self.core = core
         self.config = config
-        self._open_channel = open_queue_channel
+        self._connect = connect
         self._set_serving = set_serving
         self._serving: bool | None = None
         self._stop = threading.Event()
-        self._call_lock = threading.Lock()
-        self._call: grpc.Call | None = None
+        self._stream_lock = threading.Lock()
+        self._stream: EventStream | None = None
         self._backoff = Backoff(config.retry_initial_seconds, config.retry_max_seconds)
         self.acknowledged = 0
         self._threads = [
@@ -96,9 +131,9 @@ class Ingestor:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._call_lock:
-            if self._call is not None:
-                self._call.cancel()  # type: ignore[no-untyped-call]
+        with self._stream_lock:
+            if self._stream is not None:
+                self._stream.cancel()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=5)
@@ -118,12 +153,11 @@ class Ingestor:
                 self._session()
                 if not self._stop.is_set():
                     self._retry_later("the queue ended the event stream")
-            except grpc.RpcError as error:
+            except QueueCallError as error:
                 if self._stop.is_set():
                     return
-                if not self._pruned(error):
-                    code = error.code().name
-                    self._retry_later(f"the queue is unreachable ({code})")
+                if not self._pruned(error.details):
+                    self._retry_later(f"the queue is unreachable ({error.details.code.name})")
             except QueueBehindError as error:
                 log.error("%s", error)
                 self._retry_later("the queue's log is behind the history")
@@ -139,39 +173,35 @@ class Ingestor:
         self._stop.wait(delay)
 
     def _session(self) -> None:
-        channel = self._open_channel()
+        connection = self._connect()
         try:
-            stub = queue_service_pb2_grpc.QueueServiceStub(channel)
-            state = stub.GetQueueState(queue_pb.GetQueueStateRequest(),
-                                       timeout=self.config.call_timeout_seconds).state
+            target = connection.last_sequence()
             cursor = self.core.committed_sequence
-            if state.last_sequence < cursor:
+            if target < cursor:
                 raise QueueBehindError(
-                    f"the queue's last event is {state.last_sequence} but the history has "
+                    f"the queue's last event is {target} but the history has "
                     f"recorded up to {cursor}: is this the queue the history was fed by? "
                     "Nothing is recorded until the queue's log passes the history's cursor")
-            target = state.last_sequence
-            call = stub.WatchJobs(queue_pb.WatchJobsRequest(
-                after_sequence=cursor, consumer_id=self.config.consumer_id))
-            with self._call_lock:
-                self._call = call
+            stream = connection.watch(cursor, self.config.consumer_id)
+            with self._stream_lock:
+                self._stream = stream
             if self._stop.is_set():
                 return
             if cursor >= target:
                 self._report(True)
-            for reply in call:
-                self._record(stub, reply.event)
+            for incoming in stream:
+                self._record(connection, incoming)
                 self._backoff.reset()
                 if self.core.committed_sequence >= target:
                     self._report(True)
         finally:
-            with self._call_lock:
-                self._call = None
-            channel.close()
+            with self._stream_lock:
+                self._stream = None
+            connection.close()
 
-    def _record(self, stub: queue_service_pb2_grpc.QueueServiceStub,
-                message: job_pb2.JobEvent) -> None:
-        incoming = mapping.incoming_from_proto(message)
+    def _record(self, connection: QueueConnection, incoming: IncomingEvent) -> None:
+        """Apply the event after the cursor (an earlier one again is ignored); a job first
+        seen mid-way is recorded from the queue's record of it, if the queue still has one."""
         event = incoming.event
         expected = self.core.committed_sequence + 1
         if event.sequence < expected:
@@ -179,25 +209,13 @@ class Ingestor:
         if event.sequence > expected:
             log.warning("events %d..%d never arrived (the queue's log should have no gaps)",
                         expected, event.sequence - 1)
-        fetched = self._fetch(stub, event.job_id) if self.core.needs_backfill(event) else None
+        fetched = connection.get_job(event.job_id) if self.core.needs_backfill(event) else None
         self.core.apply(incoming, fetched)
 
-    def _fetch(self, stub: queue_service_pb2_grpc.QueueServiceStub, job_id: str) -> Job | None:
-        """The queue's record of a job first seen mid-way (None if the queue forgot it too)."""
-        try:
-            reply = stub.GetJob(queue_pb.GetJobRequest(job_id=job_id,
-                                                       view=job_pb2.JOB_VIEW_FULL),
-                                timeout=self.config.call_timeout_seconds)
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        return mapping.job_from_proto(reply.job)
-
-    def _pruned(self, error: grpc.RpcError) -> bool:
+    def _pruned(self, details: ErrorDetails) -> bool:
         """OUT_OF_RANGE SEQUENCE_PRUNED: skip to the oldest event the queue still has."""
-        details = details_of(error)
-        if details.code != Code.OUT_OF_RANGE or details.reason != "SEQUENCE_PRUNED":
+        if (details.code != Code.OUT_OF_RANGE
+                or details.reason != ErrorReason.SEQUENCE_PRUNED.name):
             return False
         oldest = int(details.metadata.get("oldest_sequence", "0"))
         cursor = self.core.committed_sequence
@@ -212,7 +230,7 @@ class Ingestor:
     # --- acknowledging --------------------------------------------------------------------
 
     def _acknowledge_loop(self) -> None:
-        channel: grpc.Channel | None = None
+        connection: QueueConnection | None = None
         while not self._stop.wait(self.config.ack_interval_seconds):
             if self.core.committed_sequence <= self.acknowledged:
                 continue
@@ -220,19 +238,16 @@ class Ingestor:
                 sequence = self.core.durable_sequence()
                 if sequence is None or sequence <= self.acknowledged:
                     continue
-                channel = channel or self._open_channel()
-                stub = queue_service_pb2_grpc.QueueServiceStub(channel)
-                stub.AcknowledgeEvents(queue_pb.AcknowledgeEventsRequest(
-                    consumer_id=self.config.consumer_id, sequence=sequence),
-                    timeout=self.config.call_timeout_seconds)
+                connection = connection or self._connect()
+                connection.acknowledge(self.config.consumer_id, sequence)
                 self.acknowledged = sequence
-            except grpc.RpcError as error:
+            except QueueCallError as error:
                 # Unacknowledged events only stay longer in the queue: try again later.
-                log.debug("acknowledging failed: %s", error.code())
-                if channel is not None:
-                    channel.close()
-                channel = None
+                log.debug("acknowledging failed: %s", error.details.code.name)
+                if connection is not None:
+                    connection.close()
+                connection = None
             except Exception:
                 log.exception("acknowledging failed")
-        if channel is not None:
-            channel.close()
+        if connection is not None:
+            connection.close()

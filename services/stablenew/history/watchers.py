@@ -29,6 +29,9 @@ class Change:
     after: Job | None
     # The record's search text (label and prompts, lowercased), for the text filter.
     text: str = ""
+    # The packs the record is found by (domain.pack_ids of the full record), for the pack
+    # filter; None: those the jobs carry.
+    packs: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,10 @@ class Subscriber:
         matches the filter now or did before (so a GUI sees it leave its filtered view)."""
         if change.after is None:
             return True
-        if matches(change.after, self.filter, change.text):
+        if matches(change.after, self.filter, change.text, change.packs):
             return True
-        return change.before is not None and matches(change.before, self.filter, change.text)
+        return change.before is not None and matches(change.before, self.filter, change.text,
+                                                     change.packs)
 
     def offer(self, change: Change) -> None:
         if not self.wanted(change):
@@ -71,7 +75,8 @@ class Subscriber:
                 return
             previous = self._pending.pop(change.job_id, None)
             if previous is not None:
-                change = Change(change.job_id, previous.before, change.after, change.text)
+                change = Change(change.job_id, previous.before, change.after, change.text,
+                                change.packs)
             self._pending[change.job_id] = change
             if len(self._pending) > self._max_pending:
                 self.overflowed = disconnect = True

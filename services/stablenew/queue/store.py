@@ -2,6 +2,9 @@
 consumers' acknowledgements, runners, and queue settings. Rows in, domain objects out.
 
 One connection, used by one thread at a time (the core holds its lock around every call).
+Every time is stored as INTEGER microseconds since the epoch, UTC (stablenew.contract.job_row,
+which also encodes the columns a job shares with the history); the core's float seconds
+(time.time(), lease deadlines) are converted here.
 """
 
 from __future__ import annotations
@@ -10,20 +13,23 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stablenew.contract.job_row import origin_columns, origin_from_columns
-from stablenew.contract.model import (
-    Job,
-    JobState,
-    Priority,
-)
+from stablenew.contract.job_row import from_micros, job_columns, job_from_columns, to_micros
+from stablenew.contract.model import JobState
 from stablenew.queue import codec
 from stablenew.queue.domain import LeaseState, QueuedJob, RunnerInfo, RunnerRecord, RunOrder
 from stablenew.runtime.sqlite_db import open_database
 from stablenew.v1 import job_pb2
+
+MICROS_PER_SECOND = 1_000_000
+
+
+def _micros_sql(column: str) -> str:
+    """SQL turning a REAL seconds column into INTEGER microseconds (NULL stays NULL)."""
+    return f"CAST(round({column} * {MICROS_PER_SECOND}) AS INTEGER)"
+
 
 MIGRATIONS = [
     """
@@ -96,6 +102,107 @@ MIGRATIONS = [
     );
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: every time as INTEGER microseconds since the epoch (was REAL seconds), the encoding the
+    # history uses too. Each table is rebuilt (a REAL column would turn integers back into
+    # floats); the event log keeps its AUTOINCREMENT position, so no sequence is ever reused.
+    f"""
+    CREATE TABLE jobs_v2 (
+        job_id TEXT PRIMARY KEY,
+        state INTEGER NOT NULL,
+        run_mode INTEGER NOT NULL,
+        source INTEGER NOT NULL,
+        prompt_source INTEGER NOT NULL,
+        prompt_pack_id TEXT NOT NULL,
+        draft_id TEXT NOT NULL,
+        draft_revision INTEGER NOT NULL,
+        retry_of_job_id TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        stage_count INTEGER NOT NULL,
+        has_adetailer INTEGER NOT NULL,
+        has_upscale INTEGER NOT NULL,
+        config_hash TEXT NOT NULL,
+        create_time INTEGER NOT NULL,
+        start_time INTEGER,
+        complete_time INTEGER,
+        update_time INTEGER NOT NULL,
+        error_message TEXT NOT NULL,
+        payload_summary TEXT NOT NULL,
+        runner_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        entry_count INTEGER NOT NULL,
+        estimated_images INTEGER NOT NULL,
+        required_models TEXT NOT NULL,
+        preferred_model TEXT NOT NULL,
+        entries BLOB NOT NULL,
+        results BLOB NOT NULL,
+        lane INTEGER NOT NULL,
+        priority_rank INTEGER NOT NULL,
+        order_key REAL NOT NULL,
+        lease_id TEXT NOT NULL,
+        lease_deadline INTEGER NOT NULL,
+        finished_by_lease_id TEXT NOT NULL,
+        cancel_requested INTEGER NOT NULL,
+        return_to_queue INTEGER NOT NULL,
+        request_id TEXT UNIQUE
+    );
+    INSERT INTO jobs_v2 SELECT job_id, state, run_mode, source, prompt_source, prompt_pack_id,
+        draft_id, draft_revision, retry_of_job_id, priority, label, stage_count, has_adetailer,
+        has_upscale, config_hash, {_micros_sql("create_time")}, {_micros_sql("start_time")},
+        {_micros_sql("complete_time")}, {_micros_sql("update_time")}, error_message,
+        payload_summary, runner_id, attempt, metadata, entry_count, estimated_images,
+        required_models, preferred_model, entries, results, lane, priority_rank, order_key,
+        lease_id, {_micros_sql("lease_deadline")}, finished_by_lease_id, cancel_requested,
+        return_to_queue, request_id FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v2 RENAME TO jobs;
+    CREATE INDEX jobs_queued_order ON jobs (lane, priority_rank, order_key, job_id)
+        WHERE state = 1;
+    CREATE INDEX jobs_running ON jobs (lease_deadline) WHERE state = 2;
+    CREATE INDEX jobs_finished ON jobs (complete_time) WHERE state >= 3;
+
+    CREATE TABLE events_v2 (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL,
+        job_id TEXT NOT NULL,
+        is_progress INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+    INSERT INTO events_v2 SELECT sequence, {_micros_sql("time")}, job_id, is_progress, payload
+        FROM events;
+    -- The last sequence handed out, which may be past every event left after pruning.
+    DELETE FROM sqlite_sequence WHERE name = 'events_v2';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'events_v2', seq FROM sqlite_sequence WHERE name = 'events';
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_time ON events (time);
+
+    CREATE TABLE consumers_v2 (
+        consumer_id TEXT PRIMARY KEY,
+        acked_sequence INTEGER NOT NULL,
+        update_time INTEGER NOT NULL
+    );
+    INSERT INTO consumers_v2 SELECT consumer_id, acked_sequence, {_micros_sql("update_time")}
+        FROM consumers;
+    DROP TABLE consumers;
+    ALTER TABLE consumers_v2 RENAME TO consumers;
+
+    CREATE TABLE runners_v2 (
+        runner_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        address TEXT NOT NULL,
+        models TEXT NOT NULL,
+        loaded_model TEXT NOT NULL,
+        last_heartbeat INTEGER NOT NULL,
+        current_job_id TEXT NOT NULL
+    );
+    INSERT INTO runners_v2 SELECT runner_id, host, address, models, loaded_model,
+        {_micros_sql("last_heartbeat")}, current_job_id FROM runners;
+    DROP TABLE runners;
+    ALTER TABLE runners_v2 RENAME TO runners;
+    """,
 ]
 
 # Columns of a BASIC read: everything but the entries and results blobs.
@@ -117,46 +224,26 @@ def run_order_key(queued: QueuedJob) -> tuple[int, int, float, str]:
     return order.lane, order.priority_rank, order.order_key, queued.job.job_id
 
 
-def _timestamp(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
+def _micros(seconds: float) -> int:
+    """A time.time()-style float of seconds as stored."""
+    return round(seconds * MICROS_PER_SECOND)
 
 
-def _datetime(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+def _now_micros() -> int:
+    return _micros(time.time())
 
 
 def _job_from_row(row: sqlite3.Row) -> QueuedJob:
-    keys = row.keys()
-    job = Job(
-        job_id=row["job_id"],
-        state=JobState(row["state"]),
-        origin=origin_from_columns(row),
-        priority=Priority(row["priority"]),
-        label=row["label"],
-        stage_count=row["stage_count"],
-        has_adetailer=bool(row["has_adetailer"]),
-        has_upscale=bool(row["has_upscale"]),
-        config_hash=row["config_hash"],
-        create_time=_datetime(row["create_time"]),
-        start_time=_datetime(row["start_time"]),
-        complete_time=_datetime(row["complete_time"]),
-        update_time=_datetime(row["update_time"]),
-        error_message=row["error_message"],
-        payload_summary=row["payload_summary"],
-        runner_id=row["runner_id"],
-        attempt=row["attempt"],
-        metadata=json.loads(row["metadata"]),
-        entry_count=row["entry_count"],
-        estimated_images=row["estimated_images"],
-        cancel_requested=bool(row["cancel_requested"]),
-    )
-    if "entries" in keys:
+    job = job_from_columns(row)
+    columns = row.keys()  # (`in row` would look at the values)
+    if "entries" in columns:
         job.entries = codec.decode_entries(row["entries"])
         job.results = codec.decode_results(row["results"])
     return QueuedJob(
         job=job,
         order=RunOrder(row["lane"], row["priority_rank"], row["order_key"]),
-        lease=LeaseState(row["lease_id"], row["lease_deadline"], row["finished_by_lease_id"]),
+        lease=LeaseState(row["lease_id"], row["lease_deadline"] / MICROS_PER_SECOND,
+                         row["finished_by_lease_id"]),
         return_to_queue=bool(row["return_to_queue"]),
         request_id=row["request_id"] or "",
         required_models=tuple(json.loads(row["required_models"])),
@@ -165,37 +252,16 @@ def _job_from_row(row: sqlite3.Row) -> QueuedJob:
 
 
 def _job_to_row(queued: QueuedJob) -> dict[str, Any]:
-    job = queued.job
     return {
-        "job_id": job.job_id,
-        "state": int(job.state),
-        **origin_columns(job.origin),
-        "priority": int(job.priority),
-        "label": job.label,
-        "stage_count": job.stage_count,
-        "has_adetailer": int(job.has_adetailer),
-        "has_upscale": int(job.has_upscale),
-        "config_hash": job.config_hash,
-        "create_time": _timestamp(job.create_time),
-        "start_time": _timestamp(job.start_time),
-        "complete_time": _timestamp(job.complete_time),
-        "update_time": _timestamp(job.update_time),
-        "error_message": job.error_message,
-        "payload_summary": job.payload_summary,
-        "runner_id": job.runner_id,
-        "attempt": job.attempt,
-        "metadata": json.dumps(job.metadata, sort_keys=True),
-        "entry_count": job.entry_count,
-        "estimated_images": job.estimated_images,
+        **job_columns(queued.job),
         "required_models": json.dumps(list(queued.required_models)),
         "preferred_model": queued.preferred_model,
         "lane": queued.order.lane,
         "priority_rank": queued.order.priority_rank,
         "order_key": queued.order.order_key,
         "lease_id": queued.lease.lease_id,
-        "lease_deadline": queued.lease.deadline,
+        "lease_deadline": _micros(queued.lease.deadline),
         "finished_by_lease_id": queued.lease.finished_by_lease_id,
-        "cancel_requested": int(job.cancel_requested),
         "return_to_queue": int(queued.return_to_queue),
         "request_id": queued.request_id or None,
     }
@@ -254,7 +320,7 @@ class QueueStore:
     def running_position(self, queued: QueuedJob) -> int:
         row = self.db.execute(
             "SELECT COUNT(*) FROM jobs WHERE state = 2 AND (start_time, job_id) < (?, ?)",
-            (_timestamp(queued.job.start_time), queued.job.job_id)).fetchone()
+            (to_micros(queued.job.start_time), queued.job.job_id)).fetchone()
         return int(row[0])
 
     def queued_group_counts(self) -> dict[tuple[int, int], int]:
@@ -274,8 +340,8 @@ class QueueStore:
 
     def expired_leases(self, now: float) -> list[QueuedJob]:
         rows = self.db.execute(
-            f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 2 AND lease_deadline < ?", (now,)
-        ).fetchall()
+            f"SELECT {_BASIC_COLUMNS} FROM jobs WHERE state = 2 AND lease_deadline < ?",
+            (_micros(now),)).fetchall()
         return [_job_from_row(row) for row in rows]
 
     def queued_in_order(
@@ -362,11 +428,11 @@ class QueueStore:
                  ORDER BY complete_time DESC LIMIT ?)""", (sample,)).fetchone()
         if not row[1]:
             return None
-        return float(row[0]) / float(row[1])
+        return float(row[0]) / MICROS_PER_SECOND / float(row[1])
 
     def delete_finished_before(self, cutoff: float) -> int:
         cursor = self.db.execute("DELETE FROM jobs WHERE state >= 3 AND complete_time < ?",
-                                 (cutoff,))
+                                 (_micros(cutoff),))
         return cursor.rowcount
 
     # --- events ---------------------------------------------------------------------------
@@ -380,7 +446,7 @@ class QueueStore:
         self.db.execute(
             "INSERT INTO events (sequence, time, job_id, is_progress, payload) "
             "VALUES (?, ?, ?, ?, ?)",
-            (sequence, time.time(), event.job_id, int(is_progress), payload),
+            (sequence, _now_micros(), event.job_id, int(is_progress), payload),
         )
         self.last_sequence = sequence
         return payload
@@ -405,7 +471,8 @@ class QueueStore:
 
     def delete_events_through(self, sequence: int, older_than: float) -> int:
         cursor = self.db.execute(
-            "DELETE FROM events WHERE sequence <= ? AND time < ?", (sequence, older_than))
+            "DELETE FROM events WHERE sequence <= ? AND time < ?",
+            (sequence, _micros(older_than)))
         return cursor.rowcount
 
     # --- consumers --------------------------------------------------------------------------
@@ -416,7 +483,7 @@ class QueueStore:
                ON CONFLICT (consumer_id) DO UPDATE SET
                  acked_sequence = MAX(acked_sequence, excluded.acked_sequence),
                  update_time = excluded.update_time""",
-            (consumer_id, sequence, time.time()),
+            (consumer_id, sequence, _now_micros()),
         )
         row = self.db.execute("SELECT acked_sequence FROM consumers WHERE consumer_id = ?",
                               (consumer_id,)).fetchone()
@@ -425,7 +492,7 @@ class QueueStore:
     def register_consumer(self, consumer_id: str) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO consumers (consumer_id, acked_sequence, update_time) "
-            "VALUES (?, 0, ?)", (consumer_id, time.time()))
+            "VALUES (?, 0, ?)", (consumer_id, _now_micros()))
 
     def slowest_consumer(self) -> int | None:
         row = self.db.execute("SELECT MIN(acked_sequence) FROM consumers").fetchone()
@@ -435,7 +502,7 @@ class QueueStore:
 
     def save_runner(self, record: RunnerRecord) -> None:
         info = record.info
-        beat = _timestamp(record.last_heartbeat_time) or time.time()
+        beat = to_micros(record.last_heartbeat_time) or _now_micros()
         self.db.execute(
             """INSERT INTO runners VALUES (?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (runner_id) DO UPDATE SET host = excluded.host,
@@ -452,13 +519,13 @@ class QueueStore:
         self.db.execute(
             "UPDATE runners SET last_heartbeat = ?, current_job_id = ?, "
             "loaded_model = COALESCE(NULLIF(?, ''), loaded_model) WHERE runner_id = ?",
-            (time.time(), current_job_id, loaded_model, runner_id))
+            (_now_micros(), current_job_id, loaded_model, runner_id))
 
     def runners(self) -> Iterator[RunnerRecord]:
         for row in self.db.execute("SELECT * FROM runners ORDER BY runner_id"):
             info = RunnerInfo(row["runner_id"], row["host"], tuple(json.loads(row["models"])),
                               row["loaded_model"], row["address"])
-            yield RunnerRecord(info, _datetime(row["last_heartbeat"]), row["current_job_id"])
+            yield RunnerRecord(info, from_micros(row["last_heartbeat"]), row["current_job_id"])
 
     def setting(self, key: str, default: str) -> str:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

@@ -1,0 +1,285 @@
+"""The ingestion on its own, fed by an in-memory queue behind ingest.QueueConnection (no gRPC):
+exactly once when the queue repeats events, the cursor, pruned events skipped and recorded as a
+gap, jobs first seen mid-way, an unreachable or foreign queue, and what is acknowledged. The
+history side is real: HistoryCore over a SQLite file."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from stablenew.contract.errors import Code, ErrorDetails, ErrorReason
+from stablenew.contract.model import Job, JobOrigin, JobState
+from stablenew.contract.proto_mapping import to_proto
+from stablenew.history import mapping
+from stablenew.history.core import HistoryCore, IncomingEvent
+from stablenew.history.ingest import IngestConfig, Ingestor, QueueCallError
+from stablenew.history.store import HistoryStore
+from stablenew.history.store.reads import read_only
+from stablenew.history.store.rows import PROVENANCE_BACKFILLED
+from stablenew.v1 import job_pb2
+from tests.history.records import T0, entry
+from tests.service_harness import wait_for
+
+FAST = IngestConfig(retry_initial_seconds=0.01, retry_max_seconds=0.05,
+                    ack_interval_seconds=0.02)
+
+
+def submitted(sequence: int, job_id: str) -> job_pb2.JobEvent:
+    message = job_pb2.JobEvent(sequence=sequence, job_id=job_id)
+    message.time.FromDatetime(T0 + timedelta(seconds=sequence))
+    message.submitted.job.CopyFrom(to_proto(queued_job(job_id)))
+    return message
+
+
+def changed(sequence: int, job_id: str, before: JobState, after: JobState) -> job_pb2.JobEvent:
+    message = job_pb2.JobEvent(sequence=sequence, job_id=job_id)
+    message.time.FromDatetime(T0 + timedelta(seconds=sequence))
+    message.state_changed.from_state = int(before)  # type: ignore[assignment]
+    message.state_changed.to_state = int(after)  # type: ignore[assignment]
+    message.state_changed.runner_id = "gpu-1"
+    message.state_changed.attempt = 1
+    return message
+
+
+def queued_job(job_id: str) -> Job:
+    return Job(job_id=job_id, state=JobState.QUEUED, origin=JobOrigin(),
+               create_time=T0, update_time=T0, entries=[entry(f"prompt of {job_id}")],
+               entry_count=1)
+
+
+def call_error(code: Code, reason: ErrorReason = ErrorReason.UNSPECIFIED,
+               **metadata: str) -> QueueCallError:
+    return QueueCallError(ErrorDetails(code, f"{code.name} from the fake queue",
+                                       reason.name if reason.value else "", metadata))
+
+
+@dataclass
+class FakeQueue:
+    """The queue's log in memory. A watch replays what is logged after its position (and, with
+    `overlap`, that many events before it again) and then waits for more, until it is cancelled
+    or the queue ends every open stream (end_streams); the ingestion then reconnects."""
+
+    log: list[job_pb2.JobEvent] = field(default_factory=list)
+    records: dict[str, Job] = field(default_factory=dict)
+    oldest: int = 1
+    overlap: int = 0
+    down: bool = False
+    acknowledged: list[int] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+    watched_from: list[int] = field(default_factory=list)
+    # How many times the ingestion asked for the queue's last sequence.
+    asked_last: int = 0
+    # Bumped by end_streams: a stream opened before it ends.
+    generation: int = 0
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def connect(self) -> FakeConnection:
+        return FakeConnection(self)
+
+    def last(self) -> int:
+        return max((event.sequence for event in self.log), default=self.oldest - 1)
+
+    def append(self, *events: job_pb2.JobEvent) -> None:
+        with self.changed:
+            self.log += events
+            self.changed.notify_all()
+
+    def end_streams(self) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+
+class FakeStream:
+    def __init__(self, queue: FakeQueue, after: int) -> None:
+        self._queue = queue
+        self._after = after
+        self._generation = queue.generation
+        self._cancelled = False
+
+    def _next_events(self) -> list[job_pb2.JobEvent] | None:
+        """What was logged after the position, once there is some; None when ended."""
+        queue = self._queue
+        with queue.changed:
+            while True:
+                if self._cancelled:
+                    raise call_error(Code.CANCELLED)
+                if queue.generation != self._generation:
+                    return None
+                events = [e for e in queue.log if e.sequence > self._after]
+                if events:
+                    return events
+                queue.changed.wait()
+
+    def __iter__(self) -> Iterator[IncomingEvent]:
+        while (events := self._next_events()) is not None:
+            for event in events:
+                self._after = event.sequence
+                yield mapping.incoming_from_proto(event)
+
+    def cancel(self) -> None:
+        with self._queue.changed:
+            self._cancelled = True
+            self._queue.changed.notify_all()
+
+
+class FakeConnection:
+    def __init__(self, queue: FakeQueue) -> None:
+        self.queue = queue
+
+    def _reachable(self) -> None:
+        if self.queue.down:
+            raise call_error(Code.UNAVAILABLE)
+
+    def last_sequence(self) -> int:
+        self.queue.asked_last += 1
+        self._reachable()
+        return self.queue.last()
+
+    def watch(self, after_sequence: int, consumer_id: str) -> FakeStream:
+        self._reachable()
+        self.queue.watched_from.append(after_sequence)
+        if after_sequence + 1 < self.queue.oldest:
+            raise call_error(Code.OUT_OF_RANGE, ErrorReason.SEQUENCE_PRUNED,
+                             oldest_sequence=str(self.queue.oldest))
+        return FakeStream(self.queue, max(after_sequence - self.queue.overlap,
+                                          self.queue.oldest - 1))
+
+    def get_job(self, job_id: str) -> Job | None:
+        self._reachable()
+        self.queue.fetched.append(job_id)
+        return self.queue.records.get(job_id)
+
+    def acknowledge(self, consumer_id: str, sequence: int) -> None:
+        self._reachable()
+        self.queue.acknowledged.append(sequence)
+
+    def close(self) -> None:
+        pass
+
+
+class Fed:
+    """A real history core fed by a FakeQueue through the Ingestor."""
+
+    def __init__(self, path: Path, queue: FakeQueue) -> None:
+        self.path = path
+        self.store = HistoryStore(path)
+        self.core = HistoryCore(self.store)
+        self.serving: list[bool] = []
+        self.ingestor = Ingestor(self.core, queue.connect, FAST, self.serving.append)
+
+    def cursor(self) -> int:
+        with read_only(self.path) as reader:
+            return reader.cursor()
+
+    def wait_cursor(self, sequence: int) -> None:
+        wait_for(lambda: self.cursor() == sequence, f"the cursor at {sequence}")
+
+    def close(self) -> None:
+        self.ingestor.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def fake() -> FakeQueue:
+    return FakeQueue()
+
+
+@pytest.fixture
+def fed(tmp_path: Path, fake: FakeQueue) -> Iterator[Fed]:
+    made = Fed(tmp_path / "history.sqlite3", fake)
+    yield made
+    made.close()
+
+
+def test_each_event_is_recorded_once_when_the_queue_sends_it_again(
+        fed: Fed, fake: FakeQueue) -> None:
+    fake.overlap = 2  # every watch replays the two events before its position again
+    fake.append(submitted(1, "j1"), changed(2, "j1", JobState.QUEUED, JobState.RUNNING),
+                changed(3, "j1", JobState.RUNNING, JobState.COMPLETED))
+    fed.ingestor.start()
+    fed.wait_cursor(3)
+    wait_for(lambda: fed.serving[-1], "SERVING")
+    fake.end_streams()
+    wait_for(lambda: len(fake.watched_from) == 2, "the reconnect")
+    fake.append(submitted(4, "j2"))
+    fed.wait_cursor(4)
+    job, transitions = fed.core.get("j1")
+    assert job.state == JobState.COMPLETED
+    assert [(t.sequence, t.to_state) for t in transitions] == [
+        (1, JobState.QUEUED), (2, JobState.RUNNING), (3, JobState.COMPLETED)]
+    with read_only(fed.path) as reader:
+        stored = [row[0] for row in reader.db.execute("SELECT sequence FROM events")]
+    assert sorted(stored) == [1, 2, 3, 4]
+    assert fake.watched_from == [0, 3]
+    assert fed.serving == [False, True, False, True]  # NOT_SERVING until caught up again
+
+
+def test_events_the_queue_pruned_are_skipped_and_recorded_as_a_gap(
+        fed: Fed, fake: FakeQueue) -> None:
+    fake.oldest = 5
+    fake.append(submitted(5, "j5"))
+    fed.ingestor.start()
+    fed.wait_cursor(5)
+    assert fake.watched_from[:2] == [0, 4]  # refused, then resumed at the oldest kept
+    with read_only(fed.path) as reader:
+        gaps = reader.db.execute("SELECT first_sequence, last_sequence FROM gaps").fetchall()
+    assert [tuple(gap) for gap in gaps] == [(1, 4)]
+    assert fed.core.get("j5")[0].state == JobState.QUEUED
+
+
+@pytest.mark.parametrize("queue_has_it", [True, False])
+def test_a_job_first_seen_midway_is_recorded_from_what_the_queue_has(
+        fed: Fed, fake: FakeQueue, queue_has_it: bool) -> None:
+    fake.oldest = 7
+    fake.append(changed(7, "j7", JobState.RUNNING, JobState.COMPLETED))
+    if queue_has_it:
+        fake.records["j7"] = queued_job("j7")
+    fed.ingestor.start()
+    fed.wait_cursor(7)
+    assert fake.fetched == ["j7"]
+    job, transitions = fed.core.get("j7")
+    assert job.state == JobState.COMPLETED
+    assert [e.prompt for e in job.entries] == (["prompt of j7"] if queue_has_it else [])
+    assert [(t.from_state, t.to_state) for t in transitions] == [
+        (JobState.RUNNING, JobState.COMPLETED)]
+    stored = fed.store.load("j7")
+    assert stored is not None and stored.provenance == PROVENANCE_BACKFILLED
+
+
+def test_an_unreachable_queue_is_retried_until_it_answers(fed: Fed, fake: FakeQueue) -> None:
+    fake.down = True
+    fake.append(submitted(1, "j1"))
+    fed.ingestor.start()
+    wait_for(lambda: fake.asked_last >= 3, "a few attempts")
+    assert fed.serving == [False] and fed.cursor() == 0
+    fake.down = False
+    fed.wait_cursor(1)
+    wait_for(lambda: fed.serving[-1], "SERVING")
+
+
+def test_a_queue_whose_log_ends_before_the_cursor_is_not_followed(
+        fed: Fed, fake: FakeQueue) -> None:
+    fed.core.apply(mapping.incoming_from_proto(submitted(10, "j10")))
+    fake.append(submitted(3, "other"))  # another queue: its log ends at 3
+    fed.ingestor.start()
+    wait_for(lambda: fake.asked_last >= 3, "a few attempts")
+    assert fed.serving == [False] and fed.cursor() == 10
+    assert fed.store.load("other") is None
+    assert fake.watched_from == []
+
+
+def test_only_a_committed_and_checkpointed_sequence_is_acknowledged(
+        fed: Fed, fake: FakeQueue) -> None:
+    fake.append(submitted(1, "j1"), submitted(2, "j2"))
+    fed.ingestor.start()
+    fed.wait_cursor(2)
+    wait_for(lambda: fake.acknowledged and fake.acknowledged[-1] == 2, "the acknowledgement")
+    assert fake.acknowledged == sorted(set(fake.acknowledged))  # never twice, never backwards
+    assert all(sequence <= fed.cursor() for sequence in fake.acknowledged)
