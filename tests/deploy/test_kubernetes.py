@@ -370,7 +370,7 @@ def test_the_example_certificate_names_every_address_the_services_dial(
     # Every client trusts tls.crt as its root: self-signed, and a CA certificate.
     assert "selfSigned" in issuer["spec"] and spec["isCA"] is True
     assert spec["issuerRef"]["name"] == issuer["metadata"]["name"]
-    namespace = objects[0]["metadata"].get("namespace") or objects[0]["metadata"]["name"]
+    namespace = by_kind(objects, "ConfigMap")[CONFIG_MAP]["metadata"]["namespace"]
     assert certificate["metadata"]["namespace"] == issuer["metadata"]["namespace"] == namespace
     names = set(spec["dnsNames"])
     for name in by_kind(objects, "Service"):
