@@ -400,6 +400,16 @@ def test_each_database_is_one_statefulset_replica_with_its_own_claim(
         assert mounts[data_dir] == claim["metadata"]["name"]
 
 
+def test_every_mount_has_its_volume_and_every_volume_is_mounted(objects: list[Obj]) -> None:
+    for name, workload in workloads(objects).items():
+        declared = {volume["name"] for volume in pod_spec(workload).get("volumes", [])}
+        declared |= {claim["metadata"]["name"]
+                     for claim in workload["spec"].get("volumeClaimTemplates", [])}
+        mounted = {mount["name"] for container in pod_containers(workload)
+                   for mount in container.get("volumeMounts", [])}
+        assert mounted == declared, f"{name}: mounted {sorted(mounted)}, has {sorted(declared)}"
+
+
 def test_termination_grace_periods_cover_the_drain(objects: list[Obj]) -> None:
     grace = float(config_data(objects)["STABLENEW_GRACE_SECONDS"])
     for name, (workload, _container) in servers(objects).items():
