@@ -1,7 +1,8 @@
 """The container deployment: docker-compose.yml, the Dockerfile and .dockerignore.
 
 No docker engine is needed: the compose file is parsed with PyYAML and checked against the real
-CLI parser and settings, and the end-to-end test runs the same `stablenew` commands the
+CLI parser and settings, and against the Kubernetes manifests (the same commands, ports,
+settings and health checks), and the end-to-end test runs the same `stablenew` commands the
 containers run, as local processes on loopback ports.
 """
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,13 +32,26 @@ from stablenew.runtime.settings import (
     address_variable,
     parse_address,
 )
+from tests.deploy.kustomize import Obj
+from tests.deploy.manifests import (
+    ROOT,
+    Variant,
+    by_kind,
+    code_variables,
+    config_data,
+    container_named,
+    flag_value,
+    instruction_arguments,
+    pod_spec,
+    render_variant,
+)
 from tests.queue.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 DEMO_SERVICES = ("emulator",)
+GPU_SERVICES = ("webui",)
+PROFILES = {"emulator": ["demo"], "webui": ["gpu"]}
 CONTAINER_DATA_DIR = "/data"
 # ${NAME}, ${NAME:-default}, ${NAME-default}: compose's interpolation forms used here.
 INTERPOLATION = re.compile(
@@ -102,13 +116,14 @@ def own_port(name: str, service: Mapping[str, Any]) -> int:
 # --- the compose file ---------------------------------------------------------------------------
 
 
-def test_the_four_services_and_the_emulator_under_the_demo_profile(
+def test_the_four_services_the_emulator_under_demo_and_a_webui_under_gpu(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    assert set(services) == {*SERVICE_NAMES, *DEMO_SERVICES}
+    assert set(services) == {*SERVICE_NAMES, *DEMO_SERVICES, *GPU_SERVICES}
     for name in SERVICE_NAMES:
         assert not services[name].get("profiles"), f"{name} must start without a profile"
-    assert services["emulator"]["profiles"] == ["demo"]
+    for name, profiles in PROFILES.items():
+        assert services[name]["profiles"] == profiles
 
 
 @pytest.mark.parametrize("name", [*SERVICE_NAMES, *DEMO_SERVICES])
@@ -225,7 +240,7 @@ def test_no_two_services_share_a_volume(services: dict[str, dict[str, Any]]) -> 
     assert len(sources) == len(set(sources))
 
 
-@pytest.mark.parametrize("name", [*SERVICE_NAMES, *DEMO_SERVICES])
+@pytest.mark.parametrize("name", [*SERVICE_NAMES, *DEMO_SERVICES, *GPU_SERVICES])
 def test_ports_are_published_on_loopback_only(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
@@ -253,48 +268,95 @@ def test_the_token_is_passed_through_from_the_host(
     assert interpolate(value, {"STABLENEW_TOKEN": "secret"}) == "secret"
 
 
-def _source_texts() -> Iterator[str]:
-    for root in ("services", "clients"):
-        for path in sorted((ROOT / root).rglob("*.py")):
-            yield path.read_text(encoding="utf-8")
-
-
 def test_every_stablenew_variable_in_compose_is_read_by_the_code() -> None:
     used = set(STABLENEW_NAME.findall(COMPOSE_FILE.read_text(encoding="utf-8")))
     assert used, "the compose file configures the services through STABLENEW_* variables"
-    # The address variables are built from the service names (settings.address_variable).
-    known = {address_variable(name) for name in SERVICE_NAMES}
-    sources = "\n".join(_source_texts())
-    quoted = {name for name in used if f'"{name}"' in sources or f"'{name}'" in sources}
-    unknown = sorted(used - known - quoted)
+    unknown = sorted(used - code_variables())
     assert not unknown, f"set in docker-compose.yml but read nowhere in the code: {unknown}"
 
 
+# --- the gpu profile ----------------------------------------------------------------------------
+
+
+def test_the_gpu_profile_gives_the_webui_one_gpu(services: dict[str, dict[str, Any]]) -> None:
+    webui = services["webui"]
+    (device,) = webui["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == 1
+    assert device["capabilities"] == ["gpu"]
+    assert webui["image"].startswith("${SD_WEBUI_IMAGE"), "the user names the WebUI image"
+    models = [volume for volume in webui["volumes"] if volume.endswith(":/models:ro")]
+    assert models, "the models folder, read-only"
+
+
+def test_the_runner_can_drive_the_gpu_profiles_webui(services: dict[str, dict[str, Any]]) -> None:
+    webui = services["webui"]
+    port = int(flag_value(webui["command"], "--port") or 0)
+    assert webui["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert {"--api", "--listen"} <= set(webui["command"])
+    url = interpolate(environment_of(services["runner"])["STABLENEW_WEBUI_URL"],
+                      {"STABLENEW_WEBUI_URL": f"http://webui:{port}"})
+    assert (urlsplit(url).hostname, urlsplit(url).port) == ("webui", port)
+    dependency = depends_on(services["runner"])["webui"]
+    assert dependency == {"condition": "service_healthy", "required": False}
+    assert f"127.0.0.1:{port}/sdapi/v1/sd-models" in " ".join(webui["healthcheck"]["test"])
+
+
+# --- the same deployment as deploy/kubernetes ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kubernetes(tmp_path_factory: pytest.TempPathFactory) -> list[Obj]:
+    return render_variant(Variant("emulator", tls=False), tmp_path_factory.mktemp("k8s"))
+
+
+def kubernetes_server(objects: list[Obj], name: str) -> tuple[Obj, Obj]:
+    workload = by_kind(objects, "Deployment" if name == "runner" else "StatefulSet")[name]
+    return workload, container_named(workload, name)
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_compose_runs_what_kubernetes_runs_on_the_same_port(
+        services: dict[str, dict[str, Any]], kubernetes: list[Obj], name: str) -> None:
+    _workload, container = kubernetes_server(kubernetes, name)
+    assert services[name]["command"] == container["args"][:2]
+    address = flag_value(container["args"], "--address") or ""
+    assert own_port(name, services[name]) == parse_address(address, name)[1]
+    assert services[name]["image"] == container["image"], "the same image, built here"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_compose_and_kubernetes_agree_on_every_shared_setting(
+        services: dict[str, dict[str, Any]], kubernetes: list[Obj], name: str) -> None:
+    config = config_data(kubernetes)
+    env = {key: interpolate(value, {}) for key, value in environment_of(services[name]).items()}
+    # Where each differs on purpose: a service's own listening address (compose sets it by
+    # variable, Kubernetes by --address), and the WebUI (a compose service vs the pod's).
+    own = {address_variable(name), "STABLENEW_WEBUI_URL", "STABLENEW_TOKEN"}
+    for key in (set(env) & set(config)) - own:
+        assert env[key] == config[key], f"{name}: {key} is {env[key]} here, {config[key]} there"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_compose_health_checks_ask_what_the_kubernetes_probes_ask(
+        services: dict[str, dict[str, Any]], kubernetes: list[Obj], name: str) -> None:
+    _workload, container = kubernetes_server(kubernetes, name)
+    readiness = container["readinessProbe"]
+    assert readiness["grpc"]["port"] == own_port(name, services[name])
+    assert services[name]["healthcheck"]["test"][1:] == ["stablenew", "health", name]
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_a_stop_waits_longer_than_the_drain_in_both(
+        services: dict[str, dict[str, Any]], kubernetes: list[Obj], name: str) -> None:
+    grace = float(environment_of(services[name])["STABLENEW_GRACE_SECONDS"])
+    assert grace == float(config_data(kubernetes)["STABLENEW_GRACE_SECONDS"])
+    stop = services[name]["stop_grace_period"]
+    assert stop.endswith("s") and float(stop[:-1]) > (2 * grace if name == "runner" else grace)
+    workload, _container = kubernetes_server(kubernetes, name)
+    assert pod_spec(workload)["terminationGracePeriodSeconds"] == float(stop[:-1])
+
+
 # --- the Dockerfile -----------------------------------------------------------------------------
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    lines: list[str] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        lines.append(pending + stripped)
-        pending = ""
-    instructions = []
-    for line in lines:
-        keyword, _, arguments = line.partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-    return instructions
-
-
-def instruction_arguments(keyword: str) -> list[str]:
-    return [arguments for name, arguments in dockerfile_instructions() if name == keyword]
 
 
 def test_the_image_starts_the_cli() -> None:
