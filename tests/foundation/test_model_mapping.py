@@ -23,23 +23,12 @@ from hypothesis import strategies as st
 
 from stablenew.contract import model
 from stablenew.contract.proto_mapping import ENUM_TWINS, TWINS, from_proto, to_proto
+from tests.fuzz.message_strategies import INT_RANGES
 
 TWIN_CLASSES = list(TWINS)
 ENUM_CLASSES = list(ENUM_TWINS)
 TWIN_IDS = [cls.__name__ for cls in TWIN_CLASSES]
 
-INT_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
-}
 # google.protobuf.Duration: +-10,000 years.
 MAX_DURATION = timedelta(seconds=315_576_000_000)
 TIMESTAMP = "google.protobuf.Timestamp"

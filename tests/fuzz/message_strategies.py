@@ -19,7 +19,7 @@ MAX_DEPTH = 3
 MAX_LIST = 4
 LONG_LIST = 2_000
 
-_INT_RANGES = {
+INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
@@ -61,8 +61,8 @@ def _enum_numbers(field: FieldDescriptor) -> st.SearchStrategy[int]:
 
 def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     kind = field.type
-    if kind in _INT_RANGES:
-        return _integers(*_INT_RANGES[kind])
+    if kind in INT_RANGES:
+        return _integers(*INT_RANGES[kind])
     if kind == FieldDescriptor.TYPE_STRING:
         return _strings()
     if kind == FieldDescriptor.TYPE_BYTES:
