@@ -623,10 +623,7 @@ def download_images(job_id: str, destination: str | os.PathLike[str],
     path relative to the output root; each checked against its sha256."""
     job = yield from job_record(job_id)
     images = [image for result in job.results for image in result.images]
-    addresses: dict[str, str] = {}
-    if any(image.runner_id for image in images):
-        runners = yield from collect(list_runners())
-        addresses = {r.info.runner_id: r.info.address for r in runners if r.info.address}
+    addresses = yield from _runner_addresses({image.runner_id for image in images})
     root = Path(destination)
     saved = []
     for image in images:
@@ -638,3 +635,19 @@ def download_images(job_id: str, destination: str | os.PathLike[str],
                                             chunk_size, addresses.get(image.runner_id, ""),
                                             image.sha256)))
     return saved
+
+
+def _runner_addresses(runner_ids: set[str]) -> Op[dict[str, str]]:
+    """Where to read each runner's images: "" (the configured runner) for the configured
+    runner itself, an unknown runner or one the queue has no address for; else the address
+    it advertises to the queue."""
+    try:
+        configured = (yield from runner_status()).runner_id
+    except UnavailableError:
+        configured = ""
+    others = runner_ids - {configured, ""}
+    if not others:
+        return {}
+    runners = yield from collect(list_runners())
+    return {r.info.runner_id: r.info.address for r in runners
+            if r.info.runner_id in others and r.info.address}

@@ -127,9 +127,10 @@ class TwinResult(Result[M]):
 def read(cls: type[R], message: Message) -> R:
     """The result `cls` read from `message`, keeping `message` as its `.proto`."""
     if issubclass(cls, TwinResult):
-        # Read as the contract twin (its fast converter), then make it this read-only class.
-        result: Any = from_proto(cls.twin, message)
-        object.__setattr__(result, "__class__", cls)
+        # Read as the contract twin (its fast converter), then copied into this read-only
+        # class without going through the refusing __setattr__.
+        result: Any = object.__new__(cls)
+        result.__dict__.update(vars(from_proto(cls.twin, message)))
     else:
         result = from_proto(cls, message)
     object.__setattr__(result, "proto", message)
