@@ -80,3 +80,9 @@ class SyncAsyncClient(_Synchronous):
     def close(self) -> None:
         self._loop.run(self._target.close())
         self._loop.close()
+
+    def __enter__(self) -> SyncAsyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -298,29 +298,36 @@ def list_runners() -> Flow[Runner]:
 # --- history --------------------------------------------------------------------------------
 
 
-def list_history(filters: dict[str, Any], label: str | None, view: Any,
-                 page_size: int) -> Flow[Job]:
-    """History jobs, newest first. The history filters by text, not by label, so a label is
-    sent as the text filter and matched exactly here."""
+def _job_filter(filters: dict[str, Any]) -> tuple[Any, str | None]:
+    """The JobFilter of the filter arguments, and the label to match here. The history filters
+    by text (a prompt or the label), not by label: a label is sent as the text filter (unless
+    a text is given) and matched exactly on what comes back."""
+    filters = dict(filters)
+    label = filters.pop("label", None)
     if label is not None and not filters.get("text"):
-        filters = {**filters, "text": label}
+        filters["text"] = label
+    return requests.job_filter(**filters), label
+
+
+def _labelled(items: Flow[T], label: str | None, job_of: Callable[[T], Job]) -> Flow[T]:
+    """The items whose job has exactly `label` (all of them when None)."""
+    while True:
+        found, item = yield from next_item(items)
+        if not found:
+            return
+        if label is None or job_of(item).label == label:  # type: ignore[arg-type]
+            yield Emit(item)  # type: ignore[arg-type]
+
+
+def list_history(filters: dict[str, Any], view: Any, page_size: int) -> Flow[Job]:
+    """History jobs, newest first."""
+    job_filter, label = _job_filter(filters)
     request = history_pb.HistoryServiceListJobsRequest(
-        filter=requests.job_filter(**filters), view=requests.number(JobView, view, "view"),
+        filter=job_filter, view=requests.number(JobView, view, "view"),
         page_size=requests.page_size(page_size))
     jobs = pages("history", "ListJobs", request,
                  lambda reply: (read(Job, job) for job in reply.jobs))
-    if label is None:
-        return jobs
-    return _labelled(jobs, label)
-
-
-def _labelled(jobs: Flow[Job], label: str) -> Flow[Job]:
-    while True:
-        found, job = yield from next_item(jobs)
-        if not found:
-            return
-        if job is not None and job.label == label:
-            yield Emit(job)
+    return _labelled(jobs, label, lambda job: job)
 
 
 def history_record(job_id: str) -> Op[HistoryRecord]:
@@ -330,9 +337,17 @@ def history_record(job_id: str) -> Op[HistoryRecord]:
 
 
 def latest(filters: dict[str, Any]) -> Op[Job]:
-    request = history_pb.GetLatestJobRequest(filter=requests.job_filter(**filters))
-    reply = yield Unary("history", "GetLatestJob", request)
-    return read(Job, reply.job)
+    job_filter, label = _job_filter(filters)
+    if label is None:
+        reply = yield Unary("history", "GetLatestJob",
+                            history_pb.GetLatestJobRequest(filter=job_filter))
+        return read(Job, reply.job)
+    found, newest = yield from next_item(list_history(filters, JobView.BASIC, 1))
+    if not found or newest is None:
+        raise JobNotFoundError.local(f"no job in the history has the label {label!r}",
+                                     "JOB_NOT_FOUND")
+    record = yield from history_record(newest.job_id)
+    return record.job
 
 
 def job_events(job_id: str, page_size: int) -> Flow[JobEvent]:
@@ -369,8 +384,13 @@ def prune(older_than: datetime | timedelta | None, states: Any, keep_bookmarked:
 
 
 def export_records(filters: dict[str, Any]) -> Flow[HistoryRecord]:
-    request = history_pb.ExportHistoryRequest(filter=requests.job_filter(**filters))
-    stream = yield Open("history", "ExportHistory", request)
+    job_filter, label = _job_filter(filters)
+    return _labelled(_records(job_filter), label, lambda record: record.job)
+
+
+def _records(job_filter: history_pb.JobFilter) -> Flow[HistoryRecord]:
+    stream = yield Open("history", "ExportHistory",
+                        history_pb.ExportHistoryRequest(filter=job_filter))
     while (reply := (yield Next(stream))) is not None:
         yield Emit(read_record(reply))
 
@@ -406,10 +426,15 @@ def import_history(source: PathOrFile) -> Op[ImportResult]:
 
 
 def _imported_job(line: str, number: int) -> history_pb.ImportedJob:
+    """One line as an ImportedJob. Its transitions lose their sequences: those numbered the
+    exporting queue's event log, and an import is not from this history's queue."""
     try:
-        return json_format.Parse(line, history_pb.ImportedJob())
+        job = json_format.Parse(line, history_pb.ImportedJob())
     except json_format.ParseError as error:
         raise requests.invalid(f"line {number}", str(error)) from None
+    for transition in job.transitions:
+        transition.sequence = 0
+    return job
 
 
 def _send_import(batch: list[history_pb.ImportedJob],
@@ -439,8 +464,13 @@ class _open_text:  # noqa: N801 - used as a context manager, like open()
 
 
 def watch_history(filters: dict[str, Any]) -> Flow[HistoryChange]:
-    request = history_pb.WatchHistoryRequest(filter=requests.job_filter(**filters))
-    stream = yield Open("history", "WatchHistory", request)
+    job_filter, label = _job_filter(filters)
+    return _labelled(_changes(job_filter), label, lambda change: change.job)
+
+
+def _changes(job_filter: history_pb.JobFilter) -> Flow[HistoryChange]:
+    stream = yield Open("history", "WatchHistory",
+                        history_pb.WatchHistoryRequest(filter=job_filter))
     while (reply := (yield Next(stream))) is not None:
         yield Emit(read_change(reply))
 

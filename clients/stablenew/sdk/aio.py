@@ -169,8 +169,8 @@ class AsyncHistoryApi(_AsyncApi):
              page_size: int = 0) -> AsyncIterator[Job]:
         """Jobs newest first, filtered (`async for`)."""
         filters = history_filters(state, run_mode, source, prompt_source, pack, text, since,
-                                  until, bookmarked)
-        return self._transport.iterate(_ops.list_history(filters, label, view, page_size))
+                                  until, bookmarked, label)
+        return self._transport.iterate(_ops.list_history(filters, view, page_size))
 
     async def get(self, job_id: str) -> HistoryRecord:
         """A job's full record and its state changes."""

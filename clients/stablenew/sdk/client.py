@@ -60,11 +60,13 @@ def history_filters(
     since: Moment | None = None,
     until: Moment | None = None,
     bookmarked: bool | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
-    """The history filter arguments as one mapping (the methods that filter all take these)."""
+    """The history filter arguments as one mapping (every method that filters takes these;
+    an unknown name is a TypeError)."""
     return {"state": state, "run_mode": run_mode, "source": source,
             "prompt_source": prompt_source, "pack": pack, "text": text, "since": since,
-            "until": until, "bookmarked": bookmarked}
+            "until": until, "bookmarked": bookmarked, "label": label}
 
 
 class _Api:
@@ -297,8 +299,9 @@ class HistoryApi(_Api):
 
     The filtering methods take: `state` (one state or several), `run_mode`, `source`,
     `prompt_source`, `pack` (a pack id), `text` (a case-insensitive substring of a prompt or
-    the label), `since` / `until` (created after / before: a datetime, or a timedelta ago) and
-    `bookmarked`. Enum arguments accept the member, its name in any case, or its number.
+    the label), `since` / `until` (created after / before: a datetime, or a timedelta ago),
+    `bookmarked` and `label` (exactly this label: sent as the text filter, matched here).
+    Enum arguments accept the member, its name in any case, or its number.
     """
 
     def list(self, state: StatesArg = None, run_mode: RunMode | str | None = None,
@@ -311,15 +314,14 @@ class HistoryApi(_Api):
         """Jobs newest first, filtered; pages are read as the iterator advances.
 
         Args:
-            label: Only jobs with exactly this label (sent as the text filter, matched here).
             view: BASIC (without entries and results) or FULL.
             page_size: Jobs per call (0: the server's default).
-            state, run_mode, source, prompt_source, pack, text, since, until, bookmarked:
-                The filters (see the class).
+            state, run_mode, source, prompt_source, pack, text, since, until, bookmarked,
+                label: The filters (see the class).
         """
         filters = history_filters(state, run_mode, source, prompt_source, pack, text, since,
-                                  until, bookmarked)
-        return self._transport.iterate(_ops.list_history(filters, label, view, page_size))
+                                  until, bookmarked, label)
+        return self._transport.iterate(_ops.list_history(filters, view, page_size))
 
     def get(self, job_id: str) -> HistoryRecord:
         """A job's full record (entries, per-entry results) and its state changes.
