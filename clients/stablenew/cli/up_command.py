@@ -1,0 +1,164 @@
+"""`stablenew up`: the four services (and the WebUI emulator when no WebUI is there) on this
+machine, on the configured addresses and data directory, until Ctrl-C or SIGTERM.
+
+The services run as `stablenew serve NAME` children (see supervisor.py: they stop when `up`
+ends, however it ends). The emulator is started unless STABLENEW_WEBUI_URL is set or a WebUI
+already answers where the runner would look; the runner is then pointed at it. `up` waits until
+every service is SERVING, prints the addresses, and stops everything when a child exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import FrameType
+
+import requests
+
+from stablenew.cli import local
+from stablenew.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, print_json
+from stablenew.cli.supervisor import ChildFailedError, Supervisor
+from stablenew.sdk import Client, StableNewError
+from stablenew.sdk.config import SERVICES
+
+# The queue first: the history follows it and the runner leases from it.
+START_ORDER = ("queue", "history", "runner", "bundle")
+READY_SECONDS = 60.0
+WEBUI_PROBE_SECONDS = 1.0
+WATCH_SECONDS = 0.5
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `up` to the command parser."""
+    up = commands.add_parser(
+        "up", help="run the four services (and the WebUI emulator) until Ctrl-C",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.add_argument("--data-dir", help="databases, packs and images (default: "
+                    "STABLENEW_DATA_DIR, else .stablenew)")
+    up.add_argument("--timeout", type=float, default=READY_SECONDS,
+                    help="seconds to wait for the services to be ready (default: %(default)s)")
+    up.add_argument("--json", action="store_true",
+                    help="once ready, print the addresses as one JSON object")
+    up.set_defaults(run=run)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where everything runs: the services' addresses, the WebUI, the data directory."""
+
+    addresses: Mapping[str, str]
+    webui_url: str
+    emulator: bool
+    data_dir: Path
+
+    @property
+    def logs(self) -> Path:
+        """Where each child's output goes (`NAME.log`)."""
+        return self.data_dir / "logs"
+
+    def describe(self) -> dict[str, object]:
+        """The JSON form `up --json` prints."""
+        return {"data_dir": str(self.data_dir), "logs": str(self.logs),
+                "services": dict(self.addresses),
+                "webui": {"url": self.webui_url, "emulator": self.emulator}}
+
+
+class StopRequestedError(Exception):
+    """SIGTERM or SIGHUP arrived: stop everything and exit 0."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise StopRequestedError(signal.Signals(signum).name)
+
+
+def plan(env: dict[str, str], data_dir: Path) -> Deployment:
+    """Decide the WebUI and complete `env` (for the children) with the data directory and, when
+    the emulator runs, the runner's STABLENEW_WEBUI_URL."""
+    env["STABLENEW_DATA_DIR"] = str(data_dir)
+    addresses = Client(env=env).config.addresses
+    if env.get("STABLENEW_WEBUI_URL"):
+        return Deployment(addresses, env["STABLENEW_WEBUI_URL"], False, data_dir)
+    emulator_address = env.get("STABLENEW_EMULATOR_ADDR") or local.DEFAULT_EMULATOR_ADDRESS
+    url = f"http://{emulator_address.strip()}"
+    env["STABLENEW_WEBUI_URL"] = url
+    return Deployment(addresses, url, not webui_answers(url), data_dir)
+
+
+def webui_answers(url: str) -> bool:
+    """Whether a Stable Diffusion WebUI (or an emulator) answers its API at `url`."""
+    try:
+        reply = requests.get(f"{url.rstrip('/')}/sdapi/v1/options", timeout=WEBUI_PROBE_SECONDS)
+    except requests.RequestException:
+        return False
+    return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth
+
+
+def _serving(client: Client, service: str) -> bool:
+    try:
+        return client.health(service, timeout=WEBUI_PROBE_SECONDS).name == "SERVING"
+    except StableNewError:
+        return False
+
+
+@contextmanager
+def services_running(deployment: Deployment, env: Mapping[str, str],
+                     timeout: float) -> Iterator[Supervisor]:
+    """The children started and ready for the `with` block, stopped after it."""
+    with Supervisor(env, deployment.logs) as supervisor, Client(env=env) as client:
+        if deployment.emulator:
+            emulator = supervisor.start("emulator")
+        children = [supervisor.start(name) for name in START_ORDER]
+        if deployment.emulator:
+            supervisor.wait_ready(emulator, lambda: webui_answers(deployment.webui_url),
+                                  timeout)
+        for child in children:
+            supervisor.wait_ready(child, partial(_serving, client, child.name), timeout)
+        yield supervisor
+
+
+def print_deployment(deployment: Deployment) -> None:
+    """The addresses, the WebUI and the data directory, for a person."""
+    for service in SERVICES:
+        print(f"  {service:<8} {deployment.addresses[service]}")
+    webui = "the built-in emulator" if deployment.emulator else "already running"
+    print(f"  webui    {deployment.webui_url} ({webui})")
+    print(f"  data     {deployment.data_dir}")
+    print(f"  logs     {deployment.logs}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start, report, and supervise until a signal or a child's exit."""
+    env = dict(os.environ)
+    deployment = plan(env, local.data_dir(env, args.data_dir))
+    previous = {number: signal.signal(number, _raise_stop)
+                for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with services_running(deployment, env, args.timeout) as supervisor:
+            if args.json:
+                print_json(deployment.describe())
+            else:
+                print("StableNew is up:")
+                print_deployment(deployment)
+                print("Ctrl-C stops everything.")
+            sys.stdout.flush()
+            while True:
+                supervisor.check()
+                time.sleep(WATCH_SECONDS)
+    except ChildFailedError as failure:
+        print(f"stablenew: {failure}; stopped everything", file=sys.stderr)
+        return EXIT_FAILED
+    except StopRequestedError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
