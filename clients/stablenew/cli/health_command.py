@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from stablenew.cli import health
 from stablenew.cli.output import CliError, print_json
-from stablenew.sdk import Client, StableNewError
+from stablenew.sdk import ClientConfig
 from stablenew.sdk.config import SERVICES
 
 
@@ -23,15 +24,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     health.set_defaults(run=run)
 
 
-def check(client: Client, service: str, timeout: float) -> dict[str, str]:
+def check(config: ClientConfig, service: str, timeout: float) -> dict[str, str]:
     """{"service", "address", "status"[, "error"]}: SERVING, NOT_SERVING or UNREACHABLE."""
-    result = {"service": service, "address": client.config.addresses[service]}
-    try:
-        status = client.health(service, timeout=timeout)
-    except StableNewError as error:
-        return result | {"status": "UNREACHABLE",
-                         "error": f"{error.code.name}: {error.message}"}
-    return result | {"status": status.name}
+    answer = health.check(config, service, timeout)
+    result = {"service": service, "address": config.addresses[service],
+              "status": answer.status}
+    return result | ({"error": answer.error} if answer.error else {})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.services) - set(SERVICES))
     if unknown:
         raise CliError(f"unknown service {', '.join(unknown)}; one of {', '.join(SERVICES)}")
-    with Client() as client:
-        results = [check(client, service, args.timeout)
-                   for service in (args.services or SERVICES)]
+    config = ClientConfig.load()
+    results = [check(config, service, args.timeout) for service in (args.services or SERVICES)]
     if args.json:
         print_json({"services": results})
     else:

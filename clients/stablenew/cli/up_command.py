@@ -23,16 +23,17 @@ from types import FrameType
 
 import requests
 
-from stablenew.cli import local
+from stablenew.cli import health, local
 from stablenew.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, print_json
 from stablenew.cli.supervisor import ChildFailedError, Supervisor
-from stablenew.sdk import Client, StableNewError
+from stablenew.sdk import ClientConfig
 from stablenew.sdk.config import SERVICES
 
 # The queue first: the history follows it and the runner leases from it.
 START_ORDER = ("queue", "history", "runner", "bundle")
 READY_SECONDS = 60.0
 WEBUI_PROBE_SECONDS = 1.0
+HEALTH_PROBE_SECONDS = 1.0
 WATCH_SECONDS = 0.5
 
 
@@ -83,7 +84,7 @@ def plan(env: dict[str, str], data_dir: Path) -> Deployment:
     """Decide the WebUI and complete `env` (for the children) with the data directory and, when
     the emulator runs, the runner's STABLENEW_WEBUI_URL."""
     env["STABLENEW_DATA_DIR"] = str(data_dir)
-    addresses = Client(env=env).config.addresses
+    addresses = ClientConfig.load(env=env).addresses
     if env.get("STABLENEW_WEBUI_URL"):
         return Deployment(addresses, env["STABLENEW_WEBUI_URL"], False, data_dir)
     emulator_address = env.get("STABLENEW_EMULATOR_ADDR") or local.DEFAULT_EMULATOR_ADDRESS
@@ -101,18 +102,16 @@ def webui_answers(url: str) -> bool:
     return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth
 
 
-def _serving(client: Client, service: str) -> bool:
-    try:
-        return client.health(service, timeout=WEBUI_PROBE_SECONDS).name == "SERVING"
-    except StableNewError:
-        return False
+def _serving(config: ClientConfig, service: str) -> bool:
+    return health.check(config, service, HEALTH_PROBE_SECONDS).serving
 
 
 @contextmanager
 def services_running(deployment: Deployment, env: Mapping[str, str],
                      timeout: float) -> Iterator[Supervisor]:
     """The children started and ready for the `with` block, stopped after it."""
-    with Supervisor(env, deployment.logs) as supervisor, Client(env=env) as client:
+    config = ClientConfig.load(env=env)
+    with Supervisor(env, deployment.logs) as supervisor:
         if deployment.emulator:
             emulator = supervisor.start("emulator")
         children = [supervisor.start(name) for name in START_ORDER]
@@ -120,7 +119,7 @@ def services_running(deployment: Deployment, env: Mapping[str, str],
             supervisor.wait_ready(emulator, lambda: webui_answers(deployment.webui_url),
                                   timeout)
         for child in children:
-            supervisor.wait_ready(child, partial(_serving, client, child.name), timeout)
+            supervisor.wait_ready(child, partial(_serving, config, child.name), timeout)
         yield supervisor
 
 
