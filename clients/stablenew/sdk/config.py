@@ -138,9 +138,13 @@ class ClientConfig:
 
     @property
     def channel_options(self) -> list[tuple[str, int]]:
-        """gRPC channel options: the message limits, matching the servers'."""
+        """gRPC channel options: the message limits, matching the servers', and a reconnect
+        back-off capped at 2 s (gRPC's default grows to 2 minutes, during which a restarted
+        service would stay unreachable for this client)."""
         return [("grpc.max_send_message_length", self.max_message_bytes),
-                ("grpc.max_receive_message_length", self.max_message_bytes)]
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000)]
 
     @property
     def call_metadata(self) -> tuple[tuple[str, str], ...]:
