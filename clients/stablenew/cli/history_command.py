@@ -9,6 +9,8 @@ back, or the desktop app's history file.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import re
 import sys
@@ -18,7 +20,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from stablenew.cli import text
+from google.protobuf import json_format
+
+from stablenew.cli import desktop_history, text
 from stablenew.cli.output import (
     EXIT_FAILED,
     CliError,
@@ -266,19 +270,48 @@ class _replacing:  # noqa: N801 - a context manager, like open()
             self._temporary.unlink(missing_ok=True)
 
 
+def _desktop_format(path: Path) -> bool:
+    """Whether `path` is the desktop app's history (a line per status change) rather than an
+    export (a line per job: {"job": ..., "transitions": [...]}), judged by its first line."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        first = next((line for line in lines if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return True  # the desktop reader reports malformed lines one by one
+    return not (isinstance(record, dict) and "job" in record)
+
+
+def _desktop_records(path: Path) -> tuple[io.StringIO, int, int, int]:
+    """The desktop file as export lines (what the SDK imports); its malformed lines are
+    reported on standard error. (lines, jobs, lines read, malformed lines)."""
+    parsed = desktop_history.parse_file(path)
+    for problem in parsed.problems:
+        print(f"{path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
+    lines = io.StringIO("".join(
+        json_format.MessageToJson(record, indent=None) + "\n" for record in parsed.records))
+    return lines, len(parsed.records), parsed.lines, len(parsed.problems)
+
+
 def run_import(args: argparse.Namespace) -> int:
     """Import a file; exit 1 when some of its lines were malformed (the rest is imported)."""
     path: Path = args.file
-    with Client() as client:
+    try:
+        if _desktop_format(path):
+            source, jobs, lines, malformed = _desktop_records(path)
+        else:
+            content = path.read_text(encoding="utf-8")
+            lines = jobs = sum(1 for line in content.splitlines() if line.strip())
+            source, malformed = io.StringIO(content), 0
+    except OSError as error:
+        raise CliError(f"cannot read {path}: {error.strerror or error}", EXIT_FAILED) from None
+    with Client() as client, source:
         try:
-            result = client.history.import_(path)
+            result = client.history.import_(source)
         except StableNewError as error:
             raise _service_failure("import", error) from None
-        except OSError as error:
-            raise CliError(f"cannot read {path}: {error.strerror or error}",
-                           EXIT_FAILED) from None
-    print(f"{path}: {result.added_count} added, {result.updated_count} updated, "
-          f"{result.unchanged_count} unchanged, {len(result.skipped_job_ids)} already recorded "
-          "from the queue (left as they are)")
-    return 0
-
+    print(f"{path}: {jobs} jobs in {lines} lines: {result.added_count} added, "
+          f"{result.updated_count} updated, {result.unchanged_count} unchanged, "
+          f"{len(result.skipped_job_ids)} already recorded from the queue (left as they are), "
+          f"{malformed} malformed lines skipped")
+    return EXIT_FAILED if malformed else 0
