@@ -41,7 +41,7 @@ def test_async_with_and_async_for(stack: Stack) -> None:
     asyncio.run(scenario())
 
 
-def test_two_loops_one_after_the_other(stack: Stack) -> None:
+def test_a_client_made_outside_a_loop(stack: Stack) -> None:
     """A client made outside a loop works in the loop that first uses it."""
     client = AsyncClient(env={}, queue_address=stack.queue.address)
 
