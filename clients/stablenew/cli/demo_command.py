@@ -76,10 +76,11 @@ def _run_pack(client: Client, pack_id: str) -> int:
     summary = preview.summary
     print(f"draft: {summary.job_count} jobs, {summary.estimated_images} images, "
           f"{summary.stage_summary}; first prompt: {summary.positive_preview}")
+    start = client.queue.state().last_sequence
     job = client.drafts.enqueue(draft.draft_id, expected_revision=preview.draft_revision,
                                 request_id=f"demo/{draft.draft_id}")
     print(f"queued job {job.job_id} ({summary.job_count} previewed = {job.entry_count} queued)")
-    code = report(follow(client, job.job_id, LinesDisplay()), json_output=False)
+    code = report(follow(client, job.job_id, LinesDisplay(), start), json_output=False)
     _print_history(client, job.job_id)
     return code
 

@@ -95,10 +95,13 @@ def plan(env: dict[str, str], data_dir: Path) -> Deployment:
 
 def webui_answers(url: str) -> bool:
     """Whether a Stable Diffusion WebUI (or an emulator) answers its API at `url`."""
-    try:
-        reply = requests.get(f"{url.rstrip('/')}/sdapi/v1/options", timeout=WEBUI_PROBE_SECONDS)
-    except requests.RequestException:
-        return False
+    with requests.Session() as session:
+        session.trust_env = False  # ask the URL itself, never through a proxy
+        try:
+            reply = session.get(f"{url.rstrip('/')}/sdapi/v1/options",
+                                timeout=WEBUI_PROBE_SECONDS)
+        except requests.RequestException:
+            return False
     return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth
 
 
