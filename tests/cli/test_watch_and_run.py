@@ -17,7 +17,7 @@ def test_run_wait_follows_the_job_to_the_end(cli: RunCli) -> None:
     assert lines[0].startswith("queued job ") and "2 entries, 2 images" in lines[0]
     job_id = lines[0].split()[2].rstrip(":")
     assert f"job {job_id}: running (runner " in ran.out
-    assert lines[-1].startswith(f"job {job_id} completed: 2/2 entries, 2 images in ")
+    assert lines[-1].startswith(f"job {job_id} completed: 2/2 entries, 2 image files in ")
     assert job_id in lines[-1]
 
 

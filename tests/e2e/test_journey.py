@@ -112,7 +112,7 @@ def test_pack_to_history(user: User, up: UpProcess) -> None:
     job_id = job["job_id"]
     assert job["entry_count"] == len(jobs)
     watched = user.run("watch", job_id)
-    assert f"job {job_id} completed: 6/6 entries, 6 images" in watched
+    assert f"job {job_id} completed: 6/6 entries, 6 image files" in watched
 
     record = user.recorded(job_id)
     entries, results = record["job"]["entries"], record["job"]["results"]

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     with (up_command.services_running(deployment, env, up_command.READY_SECONDS),
           Client(env=env) as client):
         up_command.print_deployment(deployment)
-        code = _run_pack(client, args.pack)
+        code, job_id = _run_pack(client, args.pack)
+        _print_locations(data_dir, job_id)
         if args.keep_running:
             print("services keep running; Ctrl-C stops them", flush=True)
             while True:
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_pack(client: Client, pack_id: str) -> int:
+def _run_pack(client: Client, pack_id: str) -> tuple[int, str]:
     draft = client.drafts.create(f"demo: {pack_id}")
     draft = client.drafts.add_pack(draft.draft_id, pack_id)
     preview = client.drafts.preview(draft.draft_id)
@@ -82,7 +83,17 @@ def _run_pack(client: Client, pack_id: str) -> int:
     print(f"queued job {job.job_id} ({summary.job_count} previewed = {job.entry_count} queued)")
     code = report(follow(client, job.job_id, LinesDisplay(), start), json_output=False)
     _print_history(client, job.job_id)
-    return code
+    return code, job.job_id
+
+
+def _print_locations(data_dir: Path, job_id: str) -> None:
+    folders = sorted((data_dir / "images").glob(f"*/{job_id}"))
+    print()
+    print(f"Images:  {folders[0] if folders else data_dir / 'images'}")
+    if folders:
+        print(f"         (manifest: {folders[0] / 'manifest.json'})")
+    print(f"History: {data_dir / 'history.sqlite3'} (or: stablenew history list, with the "
+          "addresses above)")
 
 
 def _print_history(client: Client, job_id: str) -> None:

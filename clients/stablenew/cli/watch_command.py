@@ -83,7 +83,7 @@ def report(job: Job, json_output: bool) -> int:
     folders = sorted({str(PurePosixPath(path).parent) for path in images})
     done = sum(1 for result in job.results if result.status.name == "COMPLETED")
     print(f"job {job.job_id} {text.name(job.state)}: {done}/{job.entry_count} entries, "
-          f"{len(images)} images" + (f" in {', '.join(folders)} (under the runner's output "
+          f"{len(images)} image files" + (f" in {', '.join(folders)} (under the runner's output "
                                      "directory)" if folders else ""))
     for result in job.results:
         if result.error_message:
