@@ -26,7 +26,9 @@ def serve_commands(children: list[psutil.Process]) -> list[str]:
 
 
 def test_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
-    up = UpProcess(tmp_path, deployment_env(tmp_path)).start(json_output=False)
+    # Started as a shell starts a background command: SIGINT ignored, and still honoured.
+    up = UpProcess(tmp_path, deployment_env(tmp_path)).start(json_output=False,
+                                                             sigint_ignored=True)
     try:
         text = up.wait_ready()["text"]
         for service in SERVICES:

@@ -79,15 +79,18 @@ class UpProcess:
         """What a client of this deployment needs: the addresses (and the data directory)."""
         return dict(self.env)
 
-    def start(self, *arguments: str, json_output: bool = True) -> UpProcess:
-        """`stablenew up [--json] ARGUMENTS...`."""
+    def start(self, *arguments: str, json_output: bool = True,
+              sigint_ignored: bool = False) -> UpProcess:
+        """`stablenew up [--json] ARGUMENTS...`; `sigint_ignored` starts it the way a shell
+        starts a background command (SIGINT ignored)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.packs_dir.mkdir(parents=True, exist_ok=True)
         flags = ["--json", *arguments] if json_output else list(arguments)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 [*stablenew_command(), "up", *flags],
-                env=clean_environment() | self.env, stdout=out, stderr=err, cwd=self.root)
+                env=clean_environment() | self.env, stdout=out, stderr=err, cwd=self.root,
+                preexec_fn=_ignore_sigint if sigint_ignored else None)
         return self
 
     def output(self) -> str:
@@ -136,6 +139,10 @@ class UpProcess:
         for child in leftovers:
             if child.is_running():
                 child.kill()
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def alive(process: psutil.Process) -> bool:

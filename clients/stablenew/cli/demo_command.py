@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from stablenew.cli import local, up_command
-from stablenew.cli.output import CliError
+from stablenew.cli.output import EXIT_OK, CliError
 from stablenew.cli.watch_command import follow, report
 from stablenew.cli.watch_display import LinesDisplay
 from stablenew.sdk import Client, JobNotFoundError
@@ -58,15 +58,19 @@ def run(args: argparse.Namespace) -> int:
     env = _environment(data_dir)
     deployment = up_command.plan(env, data_dir)
     print(f"StableNew demo in {data_dir}")
-    with (up_command.services_running(deployment, env, up_command.READY_SECONDS),
-          Client(env=env) as client):
-        up_command.print_deployment(deployment)
-        code, job_id = _run_pack(client, args.pack)
-        _print_locations(data_dir, job_id)
-        if args.keep_running:
-            print("services keep running; Ctrl-C stops them", flush=True)
-            while True:
-                time.sleep(3600)
+    try:
+        with (up_command.stop_signals(),
+              up_command.services_running(deployment, env, up_command.READY_SECONDS),
+              Client(env=env) as client):
+            up_command.print_deployment(deployment)
+            code, job_id = _run_pack(client, args.pack)
+            _print_locations(data_dir, job_id)
+            if args.keep_running:
+                print("services keep running; Ctrl-C stops them", flush=True)
+                while True:
+                    time.sleep(3600)
+    except up_command.StopRequestedError:
+        return EXIT_OK
     return code
 
 
