@@ -29,8 +29,9 @@ from stablenew.cli.supervisor import ChildFailedError, Supervisor
 from stablenew.sdk import ClientConfig
 from stablenew.sdk.config import SERVICES
 
-# The queue first: the history follows it and the runner leases from it.
-START_ORDER = ("queue", "history", "runner", "bundle")
+# The queue first: the history follows it, the runner leases from it, the bundle submits to it.
+FOUNDATION = ("queue",)
+FOLLOWERS = ("history", "runner", "bundle")
 READY_SECONDS = 60.0
 WEBUI_PROBE_SECONDS = 1.0
 HEALTH_PROBE_SECONDS = 1.0
@@ -130,14 +131,14 @@ def services_running(deployment: Deployment, env: Mapping[str, str],
     """The children started and ready for the `with` block, stopped after it."""
     config = ClientConfig.load(env=env)
     with Supervisor(env, deployment.logs) as supervisor:
-        if deployment.emulator:
-            emulator = supervisor.start("emulator")
-        children = [supervisor.start(name) for name in START_ORDER]
-        if deployment.emulator:
-            supervisor.wait_ready(emulator, lambda: webui_answers(deployment.webui_url),
-                                  timeout)
-        for child in children:
-            supervisor.wait_ready(child, partial(_serving, config, child.name), timeout)
+        # Two groups, stopped in the reverse order: the followers (a runner hands its job
+        # back to the queue) before the queue and the WebUI they use.
+        supervisor.start(*FOUNDATION, *(["emulator"] if deployment.emulator else []))
+        supervisor.start(*FOLLOWERS)
+        for child in supervisor.children:
+            ready = (partial(webui_answers, deployment.webui_url) if child.name == "emulator"
+                     else partial(_serving, config, child.name))
+            supervisor.wait_ready(child, ready, timeout)
         yield supervisor
 
 
