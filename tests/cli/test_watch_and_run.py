@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from tests.cli.cli_result import MATRIX, SCENES, Result
 from tests.runner.harness import EmulatorAdmin
+from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
 
@@ -74,6 +75,23 @@ def test_a_cancelled_job_exits_1(cli: RunCli, paused: None) -> None:
     cancelled = cli("watch", job_id)
     assert cancelled.code == 1, cancelled
     assert cancelled.out.startswith(f"job {job_id} cancelled: 0/2 entries")
+
+
+def test_cancel_a_running_job(cli: RunCli, emulator: EmulatorAdmin) -> None:
+    emulator.faults(step_seconds=0.05)  # 1.5 s an entry: time to cancel it while it runs
+    job_id = cli("run", SCENES, "--set", "txt2img.steps=30", "--json").ok().json()["job"][
+        "job_id"]
+
+    def running() -> bool:
+        jobs = cli("queue", "list", "--json").ok().json()["jobs"]
+        return any(j["job_id"] == job_id and j["state"] == "JOB_STATE_RUNNING" for j in jobs)
+
+    wait_for(running, f"{job_id} to run")
+    requested = cli("queue", "cancel", job_id).ok()
+    assert requested.out == f"job {job_id} cancel requested (its runner stops it): running\n"
+    ended = cli("watch", job_id)
+    assert ended.code == 1, ended
+    assert ended.out.splitlines()[-1].startswith(f"job {job_id} cancelled: ")
 
 
 def test_watch_an_unknown_job_is_a_usage_error(cli: RunCli) -> None:
