@@ -40,15 +40,20 @@ def test_run_without_wait_queues_and_watch_follows(cli: RunCli) -> None:
     assert again.out.splitlines() == [watched.out.splitlines()[-1]]
 
 
-def test_watch_json_lines(cli: RunCli) -> None:
-    job_id = cli("run", SCENES, "--rows", "0", "--json").ok().json()["job"]["job_id"]
-    lines = cli("watch", job_id, "--json").ok().json_lines()
-    *events, last = lines
-    assert last["job"]["job_id"] == job_id and last["job"]["state"] == "JOB_STATE_COMPLETED"
+def test_json_lines(cli: RunCli) -> None:
+    # run --wait watches from before the job is queued: every one of its events is shown.
+    *events, last = cli("run", SCENES, "--rows", "0", "--wait", "--json").ok().json_lines()
+    job_id = last["job"]["job_id"]
+    assert last["job"]["state"] == "JOB_STATE_COMPLETED"
     assert all(event["job_id"] == job_id for event in events)
     sequences = [int(event["sequence"]) for event in events]
     assert sequences == sorted(set(sequences))
-    assert events[-1]["state_changed"]["to_state"] == "JOB_STATE_COMPLETED"
+    changes = [event["state_changed"]["to_state"] for event in events
+               if "state_changed" in event]
+    assert "submitted" in events[0]
+    assert changes == ["JOB_STATE_RUNNING", "JOB_STATE_COMPLETED"]
+    # watch of a finished job: the job, at once.
+    assert cli("watch", job_id, "--json").ok().json_lines() == [last]
 
 
 def test_a_failed_job_exits_1_and_its_failed_entries_can_be_retried(
