@@ -221,10 +221,10 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, monkeypatch: pyt
     code, _, err = run(capsys, "history", "import", str(tmp_path / "missing.jsonl"))
     assert code == 1 and "cannot read" in err and "Traceback" not in err
     monkeypatch.setenv("STABLENEW_HISTORY_ADDR", "127.0.0.1:1")
-    code, _, err = run(capsys, "history", "import", str(SAMPLE))
-    assert code == 1 and "history import failed: UNAVAILABLE" in err
+    code, _, err = run(capsys, "history", "import", str(SAMPLE))  # 3: a service unreachable
+    assert code == 3 and "history import failed: UNAVAILABLE" in err
     code, _, err = run(capsys, "history", "export", "--out", str(tmp_path / "x.jsonl"))
-    assert code == 1 and "history export failed: UNAVAILABLE" in err
+    assert code == 3 and "history export failed: UNAVAILABLE" in err
     assert not (tmp_path / "x.jsonl").exists()
     monkeypatch.setenv("STABLENEW_HISTORY_ADDR", "nonsense")
     code, _, err = run(capsys, "history", "export")

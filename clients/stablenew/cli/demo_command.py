@@ -1,8 +1,9 @@
 """`stablenew demo`: the whole system on this machine with the built-in WebUI emulator.
 
-Starts the emulator and the four services as separate processes on free loopback ports, runs
-the example pack through draft -> preview -> queue -> runner -> history, prints where the images
-and the history are, and stops everything (or keeps it running with --keep-running).
+Starts the emulator and the four services the way `stablenew up` does (its supervision: no
+orphans, whatever happens), on free loopback ports, runs the example pack through draft ->
+preview -> queue -> runner -> history, prints where the images and the history are, and stops
+everything (or keeps it running with --keep-running, until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,24 +11,24 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from stablenew.cli.local_services import free_port, wait_serving
-from stablenew.contract.model import JobState
-from stablenew.sdk import Client, StableNewError
-from stablenew.v1 import job_pb2, pipeline_pb2
+from stablenew.cli import local, up_command
+from stablenew.cli.output import EXIT_OK, CliError
+from stablenew.cli.watch_command import follow, report
+from stablenew.cli.watch_display import LinesDisplay
+from stablenew.sdk import Client, JobNotFoundError
+from stablenew.sdk.config import SERVICES
 
-SERVICES = ("queue", "history", "runner", "bundle")
+HISTORY_WAIT_SECONDS = 30.0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    demo = commands.add_parser("demo", help="run the example pack end to end with the emulator")
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `demo` to the command parser."""
+    demo = commands.add_parser("demo", help="run the example pack end to end with the emulator",
+                               description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--data-dir", default=".stablenew/demo", type=Path,
                       help="databases, packs and images of the demo (default: %(default)s)")
     demo.add_argument("--packs", default="examples/packs", type=Path,
@@ -39,120 +40,80 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _environment(data_dir: Path) -> dict[str, str]:
-    ports = {name: free_port() for name in (*SERVICES, "emulator")}
+    """This environment without its STABLENEW_* settings, on free ports, with a fast emulator."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("STABLENEW_")}
-    env |= {f"STABLENEW_{name.upper()}_ADDR": f"127.0.0.1:{ports[name]}" for name in SERVICES}
-    env |= {"STABLENEW_DATA_DIR": str(data_dir),
-            "STABLENEW_PACKS_DIR": str(data_dir / "packs"),
-            "STABLENEW_EMULATOR_ADDR": f"127.0.0.1:{ports['emulator']}",
-            "STABLENEW_WEBUI_URL": f"http://127.0.0.1:{ports['emulator']}",
-            "STABLENEW_EMULATOR_STEP_SECONDS": "0.01",
-            "STABLENEW_RUNNER_ID": "demo-runner"}
-    return env
-
-
-@contextmanager
-def _services(env: dict[str, str], logs: Path) -> Iterator[None]:
-    logs.mkdir(parents=True, exist_ok=True)
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for name in ("emulator", *SERVICES):
-            log = (logs / f"{name}.log").open("wb")
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "stablenew.cli.main", "serve", name],
-                env=env, stdout=log, stderr=subprocess.STDOUT))
-            if name != "emulator":
-                wait_serving(env[f"STABLENEW_{name.upper()}_ADDR"])
-            print(f"  started {name:<8} (log: {logs / (name + '.log')})")
-        yield
-    finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.wait(timeout=15)
-
-
-def _follow(client: Client, job_id: str) -> None:
-    shown: tuple[int, int] | None = None
-    for event in client.watch_jobs(job_ids=[job_id]):
-        kind = event.WhichOneof("payload")
-        if kind == "progress":
-            p = event.progress.progress
-            if (p.entry_index, p.stage) != shown:
-                shown = (p.entry_index, p.stage)
-                stage = pipeline_pb2.StageType.Name(p.stage).removeprefix("STAGE_TYPE_").lower()
-                print(f"    entry {p.entry_index + 1}/{p.entry_count}: {stage}")
-        elif kind == "state_changed":
-            change = event.state_changed
-            state = job_pb2.JobState.Name(change.to_state).removeprefix("JOB_STATE_")
-            print(f"    {state}: {change.reason}")
-            if JobState(change.to_state).is_terminal:
-                return
-
-
-def _history_record(client: Client, job_id: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            job, transitions = client.history_job(job_id)
-            if job.state.is_terminal or time.monotonic() > deadline:
-                break
-        except StableNewError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
-    print(f"  history: {job.state.name}, {len(transitions)} transitions, "
-          f"{sum(len(r.images) for r in job.results)} images recorded")
+    env |= {f"STABLENEW_{name.upper()}_ADDR": f"127.0.0.1:{local.free_port()}"
+            for name in (*SERVICES, "emulator")}
+    return env | {"STABLENEW_PACKS_DIR": str(data_dir / "packs"),
+                  "STABLENEW_EMULATOR_STEP_SECONDS": "0.01",
+                  "STABLENEW_RUNNER_ID": "demo-runner"}
 
 
 def run(args: argparse.Namespace) -> int:
+    """The demo; exit code as `run --wait` (0 when the job completed)."""
     data_dir: Path = args.data_dir.resolve()
     if not args.packs.is_dir():
-        print(f"stablenew demo: no packs folder at {args.packs}", file=sys.stderr)
-        return 2
+        raise CliError(f"no packs folder at {args.packs}")
     shutil.copytree(args.packs, data_dir / "packs", dirs_exist_ok=True)
     env = _environment(data_dir)
+    deployment = up_command.plan(env, data_dir)
     print(f"StableNew demo in {data_dir}")
-    with _services(env, data_dir / "logs"):
-        client = Client(env)
-        try:
-            job_id = _run_pack(client, args.pack)
-            _history_record(client, job_id)
+    try:
+        with (up_command.stop_signals(),
+              up_command.services_running(deployment, env, up_command.READY_SECONDS),
+              Client(env=env) as client):
+            up_command.print_deployment(deployment)
+            code, job_id = _run_pack(client, args.pack)
             _print_locations(data_dir, job_id)
             if args.keep_running:
-                _wait_for_ctrl_c()
-        finally:
-            client.close()
-    return 0
+                print("services keep running; Ctrl-C stops them", flush=True)
+                while True:
+                    time.sleep(3600)
+    except up_command.StopRequestedError:
+        return EXIT_OK
+    return code
 
 
-def _wait_for_ctrl_c() -> None:
-    print("  services keep running; Ctrl-C stops them")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print()
-
-
-def _run_pack(client: Client, pack_id: str) -> str:
-    draft = client.create_draft(f"demo: {pack_id}")
-    draft = client.add_pack(draft.draft_id, pack_id)
-    summary = draft.summary
-    print(f"  draft: {summary.job_count} jobs, {summary.estimated_images} images, "
-          f"{summary.stage_summary}")
-    print(f"  first prompt: {summary.positive_preview}")
-    previewed = list(client.preview(draft.draft_id))
-    job = client.enqueue(draft.draft_id, request_id=f"demo/{draft.draft_id}")
-    print(f"  queued job {job.job_id} ({len(previewed)} previewed = {job.entry_count} queued)")
-    _follow(client, job.job_id)
-    return job.job_id
+def _run_pack(client: Client, pack_id: str) -> tuple[int, str]:
+    draft = client.drafts.create(f"demo: {pack_id}")
+    draft = client.drafts.add_pack(draft.draft_id, pack_id)
+    preview = client.drafts.preview(draft.draft_id)
+    summary = preview.summary
+    print(f"draft: {summary.job_count} jobs, {summary.estimated_images} images, "
+          f"{summary.stage_summary}; first prompt: {summary.positive_preview}")
+    start = client.queue.state().last_sequence
+    job = client.drafts.enqueue(draft.draft_id, expected_revision=preview.draft_revision,
+                                request_id=f"demo/{draft.draft_id}")
+    print(f"queued job {job.job_id} ({summary.job_count} previewed = {job.entry_count} queued)")
+    code = report(follow(client, job.job_id, LinesDisplay(), start), json_output=False)
+    _print_history(client, job.job_id)
+    return code, job.job_id
 
 
 def _print_locations(data_dir: Path, job_id: str) -> None:
     folders = sorted((data_dir / "images").glob(f"*/{job_id}"))
     print()
     print(f"Images:  {folders[0] if folders else data_dir / 'images'}")
-    print(f"         (manifest: {folders[0] / 'manifest.json' if folders else 'none'})")
-    print(f"History: {data_dir / 'history.sqlite3'} "
-          f"(or: stablenew history export, with STABLENEW_HISTORY_ADDR set)")
+    if folders:
+        print(f"         (manifest: {folders[0] / 'manifest.json'})")
+    print(f"History: {data_dir / 'history.sqlite3'} (or: stablenew history list, with the "
+          "addresses above)")
+
+
+def _print_history(client: Client, job_id: str) -> None:
+    """The history's record, once it has caught up with the queue."""
+    deadline = time.monotonic() + HISTORY_WAIT_SECONDS
+    while True:
+        try:
+            record = client.history.get(job_id)
+            if record.job.state.is_terminal:
+                break
+        except JobNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            print("history: not recorded yet (see `stablenew history show`)")
+            return
+        time.sleep(0.2)
+    images = sum(len(result.images) for result in record.job.results)
+    print(f"history: {record.job.state.name.lower()}, {len(record.transitions)} transitions, "
+          f"{images} images recorded")

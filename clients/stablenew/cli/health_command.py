@@ -1,40 +1,46 @@
-"""`stablenew health`: ask each service's standard health service."""
+"""`stablenew health [SERVICE...]`: ask each service's standard health service.
+
+Exit 0 when every service asked is SERVING, 1 otherwise (an unreachable one is reported as
+UNREACHABLE, not an error of the command); used by the container health checks.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from stablenew.runtime.channel import open_channel
-from stablenew.runtime.settings import SERVICE_NAMES, ConfigError, service_address
+from stablenew.cli import health
+from stablenew.cli.output import CliError, print_json
+from stablenew.sdk import ClientConfig
+from stablenew.sdk.config import SERVICES
 
 
-def check(service: str, timeout: float) -> dict[str, str]:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `health` to the command parser."""
+    health = commands.add_parser("health", help="report each service's health")
+    health.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds per service")
+    health.add_argument("services", nargs="*", metavar="SERVICE",
+                        help=f"any of {', '.join(SERVICES)} (default: all)")
+    health.set_defaults(run=run)
+
+
+def check(config: ClientConfig, service: str, timeout: float) -> dict[str, str]:
     """{"service", "address", "status"[, "error"]}: SERVING, NOT_SERVING or UNREACHABLE."""
-    address = service_address(service, os.environ)
-    result = {"service": service, "address": address}
-    with open_channel(service) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.RpcError as error:
-            return result | {"status": "UNREACHABLE",
-                             "error": f"{error.code().name}: {error.details()}"}
-    return result | {"status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}
+    answer = health.check(config, service, timeout)
+    result = {"service": service, "address": config.addresses[service],
+              "status": answer.status}
+    return result | ({"error": answer.error} if answer.error else {})
 
 
 def run(args: argparse.Namespace) -> int:
-    unknown = sorted(set(args.services) - set(SERVICE_NAMES))
+    """Check the services named (default: all four)."""
+    unknown = sorted(set(args.services) - set(SERVICES))
     if unknown:
-        known = ", ".join(SERVICE_NAMES)
-        raise ConfigError(f"unknown service {', '.join(unknown)}; one of {known}")
-    results = [check(service, args.timeout) for service in (args.services or SERVICE_NAMES)]
+        raise CliError(f"unknown service {', '.join(unknown)}; one of {', '.join(SERVICES)}")
+    config = ClientConfig.load()
+    results = [check(config, service, args.timeout) for service in (args.services or SERVICES)]
     if args.json:
-        print(json.dumps({"services": results}, indent=2))
+        print_json({"services": results})
     else:
         for result in results:
             error = f"  ({result['error']})" if "error" in result else ""

@@ -1,142 +1,317 @@
-"""`stablenew history import FILE.jsonl` and `stablenew history export [--out FILE]`.
+"""`stablenew history ...`: the durable record of every job.
 
-Both talk to the history service (STABLENEW_HISTORY_ADDR, or --address), so they work the same
-against a local service and one in a container.
-
-import: reads the desktop app's history file, reports every malformed line with its number on
-standard error, sends the rest in batches and prints what happened. Importing the same file
-again changes nothing. Exit code 0 when every line was imported, 1 when some lines were
-malformed (the rest is imported) or the service failed.
-
-export: every record with its transitions, one JSON object per line (the proto3 JSON form of
-ExportHistoryResponse, field names as in the .proto), newest first. With --out the file appears
-only once the export is complete.
+list/export take the same filters (--state, --mode, --source, --pack, --text, --since, --until;
+times as 2026-12-01, 2026-12-01T14:30 or ago as 30m, 12h, 7d, 2w). export writes every matching
+record as JSON lines (with --out the file appears only once complete); import reads such a file
+back, or the desktop app's history file.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from itertools import islice
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import Any
 
-import grpc
-from google.protobuf.json_format import MessageToDict
+from google.protobuf import json_format
 
-from stablenew.history import import_jsonl, mapping
-from stablenew.runtime.channel import open_channel
-from stablenew.runtime.rich_status import details_of
-from stablenew.v1 import history_service_pb2 as pb
-from stablenew.v1 import history_service_pb2_grpc
+from stablenew.cli import desktop_history, text
+from stablenew.cli.output import (
+    EXIT_FAILED,
+    CliError,
+    error_line,
+    exit_code_for,
+    print_json,
+    table,
+)
+from stablenew.cli.watch_display import change_text
+from stablenew.sdk import Client, HistoryRecord, StableNewError
 
-IMPORT_BATCH = 500
-EXIT_FAILED = 1
-T = TypeVar("T")
+STATES = ("queued", "running", "completed", "failed", "cancelled")
+MODES = ("direct", "queue")
+SOURCES = ("run", "run-now", "add-to-queue")
+AGO_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+DEFAULT_LIMIT = 20
+
+
+def moment(value: str) -> datetime | timedelta:
+    """An argparse type: an ISO date or time (local time unless it names a zone), or an age."""
+    ago = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+    if ago:
+        return timedelta(**{AGO_UNITS[ago.group(2)]: float(ago.group(1))})
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a time (2026-12-01, 2026-12-01T14:30) nor an age "
+            "(30m, 12h, 7d, 2w)") from None
+
+
+def states(value: str) -> list[str]:
+    """An argparse type: one state or several, comma-separated."""
+    wanted = [item.strip().lower() for item in value.split(",") if item.strip()]
+    unknown = [item for item in wanted if item not in STATES]
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(f"{value!r}: states are {', '.join(STATES)}")
+    return wanted
+
+
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", type=states, action="extend", metavar="STATE[,STATE]",
+                        help=f"only these states ({', '.join(STATES)}); repeatable")
+    parser.add_argument("--mode", choices=MODES, help="only run-now (direct) or queued jobs")
+    parser.add_argument("--source", choices=SOURCES, help="only jobs from this user action")
+    parser.add_argument("--pack", help="only jobs with rows from this pack")
+    parser.add_argument("--text", help="a piece of a prompt or the label (any case)")
+    parser.add_argument("--since", type=moment, help="created at or after (a time, or an age)")
+    parser.add_argument("--until", type=moment, help="created before (a time, or an age)")
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {"state": args.state, "run_mode": args.mode, "source": args.source,
+            "pack": args.pack, "text": args.text, "since": args.since, "until": args.until}
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    history = commands.add_parser("history", help="import and export the job history")
+    """Add `history` to the command parser."""
+    history = commands.add_parser("history", help="the record of every job",
+                                  description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = history.add_subparsers(dest="history_action", required=True, metavar="ACTION")
-    importer = actions.add_parser(
-        "import", help="bring in the desktop app's history file (JSON lines)",
-        description="Import the desktop app's history (one JSON line per status change; the "
-        "latest line of a job wins). Malformed lines are reported with their numbers and "
-        "skipped; importing the same file twice changes nothing. Exit code 1 if any line was "
-        "malformed.")
-    importer.add_argument("file", type=Path, help="the history .jsonl file")
-    importer.add_argument("--address", help="the history service (default: "
-                          "STABLENEW_HISTORY_ADDR)")
-    importer.set_defaults(run=run_import)
-    exporter = actions.add_parser("export", help="write every record as JSON lines")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    listing = actions.add_parser("list", parents=[json_flag], help="jobs, newest first")
+    _filter_options(listing)
+    listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                         help="at most this many (0: all; default %(default)s)")
+    listing.set_defaults(run=run_list)
+
+    show = actions.add_parser("show", parents=[json_flag],
+                              help="a job's record: entries, results, images, transitions")
+    show.add_argument("job", help="the job id")
+    show.set_defaults(run=run_show)
+
+    events = actions.add_parser("events", parents=[json_flag],
+                                help="a job's events as the queue logged them")
+    events.add_argument("job", help="the job id")
+    events.set_defaults(run=run_events)
+
+    bookmark = actions.add_parser("bookmark", parents=[json_flag], help="bookmark a job")
+    bookmark.add_argument("job", help="the job id")
+    bookmark.add_argument("--off", action="store_true", help="remove the bookmark")
+    bookmark.set_defaults(run=run_bookmark)
+
+    exporter = actions.add_parser("export", help="write matching records as JSON lines")
+    _filter_options(exporter)
     exporter.add_argument("--out", type=Path, help="the file to write (default: stdout)")
-    exporter.add_argument("--address", help="the history service (default: "
-                          "STABLENEW_HISTORY_ADDR)")
     exporter.set_defaults(run=run_export)
 
+    importer = actions.add_parser(
+        "import", help="read records back (an export, or the desktop app's history file)")
+    importer.add_argument("file", type=Path, help="a .jsonl file")
+    importer.set_defaults(run=run_import)
 
-def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _failed(action: str, error: grpc.RpcError) -> int:
-    details = details_of(error)
-    print(f"stablenew: history {action} failed: {details.code.name}: {details.message}",
-          file=sys.stderr)
-    return EXIT_FAILED
-
-
-def run_import(args: argparse.Namespace) -> int:
-    path: Path = args.file
-    try:
-        parsed = import_jsonl.parse_file(path)
-    except OSError as error:
-        print(f"stablenew: cannot read {path}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_FAILED
-    for problem in parsed.problems:
-        print(f"{path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
-    added = updated = unchanged = 0
-    skipped: list[str] = []
-    with open_channel("history", args.address) as channel:
-        stub = history_service_pb2_grpc.HistoryServiceStub(channel)
-        try:
-            for batch in _batches(parsed.records, IMPORT_BATCH):
-                reply = stub.ImportHistory(pb.ImportHistoryRequest(
-                    jobs=[mapping.imported_to_proto(record) for record in batch]), timeout=120)
-                added += reply.added_count
-                updated += reply.updated_count
-                unchanged += reply.unchanged_count
-                skipped += reply.skipped_job_ids
-        except grpc.RpcError as error:
-            return _failed("import", error)
-    print(f"{path}: {len(parsed.records)} jobs in {parsed.lines} lines: {added} added, "
-          f"{updated} updated, {unchanged} unchanged, {len(skipped)} already recorded from the "
-          f"queue (left as they are), {len(parsed.problems)} malformed lines skipped")
-    return EXIT_FAILED if parsed.problems else 0
+    prune = actions.add_parser("prune", parents=[json_flag], help="remove finished records")
+    prune.add_argument("--older-than", type=moment, metavar="AGE_OR_TIME",
+                       help="only jobs created before this (default: any age)")
+    prune.add_argument("--state", type=states, action="extend", metavar="STATE[,STATE]",
+                       help="only these states (default: completed, failed, cancelled)")
+    prune.add_argument("--keep-bookmarked", action="store_true", help="leave bookmarked jobs")
+    prune.add_argument("--dry-run", action="store_true", help="count only")
+    prune.set_defaults(run=run_prune)
 
 
-def _write_export(stub: history_service_pb2_grpc.HistoryServiceStub, out: IO[str]) -> int:
-    count = 0
-    for reply in stub.ExportHistory(pb.ExportHistoryRequest()):
-        record = MessageToDict(reply, preserving_proto_field_name=True)
-        out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        count += 1
-    return count
+def run_list(args: argparse.Namespace) -> int:
+    """Matching jobs, newest first, at most --limit."""
+    if args.limit < 0:
+        raise CliError(f"--limit {args.limit}: must be 0 (all) or more")
+    with Client() as client:
+        found = client.history.list(**_filters(args))
+        jobs = list(islice(found, args.limit) if args.limit else found)
+    if args.json:
+        print_json({"jobs": jobs})
+        return 0
+    table(([*text.job_line(job)[:6], text.moment(job.create_time),
+            "*" if job.bookmarked else "", job.payload_summary] for job in jobs),
+          [*text.JOB_HEADER[:6], "CREATED", "BOOKMARK", "SUMMARY"])
+    if not jobs:
+        print("no jobs match")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """One job's record."""
+    with Client() as client:
+        record = client.history.get(args.job)
+    if args.json:
+        print_json(record)
+        return 0
+    _print_record(record)
+    return 0
+
+
+def _print_record(record: HistoryRecord) -> None:
+    job = record.job
+    print(f"job {job.job_id}: {text.name(job.state)}, {text.name(job.origin.run_mode)}, "
+          f"{job.entry_count} entries, {job.estimated_images} images"
+          + (f", label {job.label!r}" if job.label else "") + (", bookmarked"
+                                                                if job.bookmarked else ""))
+    print(f"  created {text.moment(job.create_time)}, started {text.moment(job.start_time)}, "
+          f"finished {text.moment(job.complete_time)}, runner {job.runner_id or '-'}")
+    if job.error_message:
+        print(f"  error: {job.error_message}")
+    results = {result.entry_index: result for result in job.results}
+    for entry in job.entries:
+        result = results.get(entry.index)
+        status = text.name(result.status) if result else "not run"
+        print(f"  #{entry.index} {status} seed {entry.seed} {text.stages(entry.stage_plan)} "
+              f"hash {entry.config_hash}")
+        print(f"      {entry.prompt}")
+        if result is None:
+            continue
+        if result.executed_config_hash and result.executed_config_hash != entry.config_hash:
+            print(f"      EXECUTED A DIFFERENT CONFIG: {result.executed_config_hash}")
+        if result.error_message:
+            print(f"      error: {result.error_message}")
+        for image in result.images:
+            print(f"      image {image.path}")
+    print("  transitions:")
+    for change in record.transitions:
+        print(f"    {text.moment(change.time)} {text.name(change.from_state)} -> "
+              f"{text.name(change.to_state)}" + (f": {change.reason}" if change.reason else ""))
+
+
+def run_events(args: argparse.Namespace) -> int:
+    """One job's events in sequence order."""
+    with Client() as client:
+        events = list(client.history.events(args.job))
+    if args.json:
+        print_json({"events": events})
+        return 0
+    for event in events:
+        line = change_text(event)
+        if line is not None:
+            print(f"{event.sequence:>8} {text.moment(event.time)} {line}")
+    return 0
+
+
+def run_bookmark(args: argparse.Namespace) -> int:
+    """Set or remove the bookmark."""
+    with Client() as client:
+        job = client.history.update(args.job, bookmarked=not args.off)
+    if args.json:
+        print_json({"job": job})
+    else:
+        print(f"job {job.job_id} {'bookmarked' if job.bookmarked else 'not bookmarked'}")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Remove (or count) records."""
+    with Client() as client:
+        count = client.history.prune(older_than=args.older_than, states=args.state,
+                                     keep_bookmarked=args.keep_bookmarked,
+                                     dry_run=args.dry_run)
+    if args.json:
+        print_json({"removed_count": count, "dry_run": args.dry_run})
+    else:
+        print(f"{count} jobs {'would be removed' if args.dry_run else 'removed'}")
+    return 0
+
+
+def _service_failure(action: str, error: StableNewError) -> CliError:
+    return CliError(f"history {action} failed: {error_line(error)}", exit_code_for(error))
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """Every matching record as one JSON line each."""
     out_path: Path | None = args.out
-    with open_channel("history", args.address) as channel:
-        stub = history_service_pb2_grpc.HistoryServiceStub(channel)
+    with Client() as client:
         try:
             if out_path is None:
-                count = _write_export(stub, sys.stdout)
+                count = client.history.export(sys.stdout, **_filters(args))
                 sys.stdout.flush()
             else:
-                count = _export_to_file(stub, out_path)
-        except grpc.RpcError as error:
-            return _failed("export", error)
+                with _replacing(out_path) as out:
+                    count = client.history.export(out, **_filters(args))
+        except StableNewError as error:
+            raise _service_failure("export", error) from None
         except OSError as error:
-            print(f"stablenew: cannot write {out_path}: {error.strerror or error}",
-                  file=sys.stderr)
-            return EXIT_FAILED
+            raise CliError(f"cannot write {out_path}: {error.strerror or error}",
+                           EXIT_FAILED) from None
     print(f"exported {count} jobs" + (f" to {out_path}" if out_path else ""), file=sys.stderr)
     return 0
 
 
-def _export_to_file(stub: history_service_pb2_grpc.HistoryServiceStub, out_path: Path) -> int:
-    """Write next to the target and rename once complete: no half-written export."""
-    directory = out_path.resolve().parent
-    handle, temporary = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=directory)
+class _replacing:  # noqa: N801 - a context manager, like open()
+    """A temporary file beside `path` that replaces it once complete: no half-written file."""
+
+    def __init__(self, path: Path) -> None:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
+        self._path, self._temporary = path, Path(name)
+        self._file = os.fdopen(handle, "w", encoding="utf-8")
+
+    def __enter__(self) -> Any:
+        return self._file
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self._file.close()
+        if kind is None:
+            os.replace(self._temporary, self._path)
+        else:
+            self._temporary.unlink(missing_ok=True)
+
+
+def _desktop_format(path: Path) -> bool:
+    """Whether `path` is the desktop app's history (a line per status change) rather than an
+    export (a line per job: {"job": ..., "transitions": [...]}), judged by its first line."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        first = next((line for line in lines if line.strip()), "")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            count = _write_export(stub, out)
-        os.replace(temporary, out_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return count
+        record = json.loads(first)
+    except ValueError:
+        return True  # the desktop reader reports malformed lines one by one
+    return not (isinstance(record, dict) and "job" in record)
+
+
+def _desktop_records(path: Path) -> tuple[io.StringIO, int, int, int]:
+    """The desktop file as export lines (what the SDK imports); its malformed lines are
+    reported on standard error. (lines, jobs, lines read, malformed lines)."""
+    parsed = desktop_history.parse_file(path)
+    for problem in parsed.problems:
+        print(f"{path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
+    lines = io.StringIO("".join(
+        json_format.MessageToJson(record, indent=None) + "\n" for record in parsed.records))
+    return lines, len(parsed.records), parsed.lines, len(parsed.problems)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Import a file; exit 1 when some of its lines were malformed (the rest is imported)."""
+    path: Path = args.file
+    try:
+        if _desktop_format(path):
+            source, jobs, lines, malformed = _desktop_records(path)
+        else:
+            content = path.read_text(encoding="utf-8")
+            lines = jobs = sum(1 for line in content.splitlines() if line.strip())
+            source, malformed = io.StringIO(content), 0
+    except OSError as error:
+        raise CliError(f"cannot read {path}: {error.strerror or error}", EXIT_FAILED) from None
+    with Client() as client, source:
+        try:
+            result = client.history.import_(source)
+        except StableNewError as error:
+            raise _service_failure("import", error) from None
+    print(f"{path}: {jobs} jobs in {lines} lines: {result.added_count} added, "
+          f"{result.updated_count} updated, {result.unchanged_count} unchanged, "
+          f"{len(result.skipped_job_ids)} already recorded from the queue (left as they are), "
+          f"{malformed} malformed lines skipped")
+    return EXIT_FAILED if malformed else 0

@@ -1,58 +1,100 @@
-"""`stablenew`: start services, check their health (and, as the services grow, drive them)."""
+"""`stablenew`: run the services, and drive them (packs, drafts, queue, watch, history, runner).
+
+Every command but `serve` is a client built on the SDK (stablenew.sdk) and configured like the
+services (STABLENEW_* variables). Errors are one line on standard error, never a traceback;
+exit codes are listed in stablenew.cli.output and docs/CLI.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from stablenew.cli import demo_command, health_command, history_command, serve_command
-from stablenew.emulator import cli as emulator_cli
-from stablenew.runtime.settings import SERVICE_NAMES, ConfigError
+from stablenew.cli import (
+    demo_command,
+    draft_command,
+    health_command,
+    history_command,
+    packs_command,
+    queue_command,
+    runner_command,
+    serve_command,
+    up_command,
+    watch_command,
+)
+from stablenew.cli.output import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+    error_line,
+    exit_code_for,
+    fail,
+)
+from stablenew.sdk import ConfigError, StableNewError
 
-EXIT_CONFIG_ERROR = 2
+COMMANDS = (serve_command, up_command, health_command, packs_command, draft_command,
+            queue_command, watch_command, history_command, runner_command, demo_command)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line (and exit code 2), not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise instead of printing the usage."""
+        command = self.prog.removeprefix("stablenew").strip()
+        where = f"{command}: " if command else ""
+        raise CliError(f"{where}{message} (see: {self.prog} --help)", EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The whole command line."""
+    parser = Parser(
         prog="stablenew",
         description="Batch image generation with Stable Diffusion WebUI: bundle, queue, runner "
-        "and history services over gRPC.",
+        "and history services over gRPC. Configured by STABLENEW_* variables (docs/API.md).",
+        epilog="exit codes: 0 ok, 1 the job failed, 2 usage or validation error, 3 a service "
+        "unreachable, 130 interrupted",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run one service in the foreground")
-    serve.add_argument("service", choices=(*SERVICE_NAMES, "emulator"),
-                       help="a service, or the SD WebUI emulator (see: serve emulator --help)")
-    serve.add_argument("--address",
-                       help="host:port to listen on (default: STABLENEW_<SERVICE>_ADDR)")
-    serve.add_argument("--data-dir", help="databases and images (default: STABLENEW_DATA_DIR)")
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    serve.set_defaults(run=serve_command.run)
-
-    health = commands.add_parser("health", help="report each service's health")
-    health.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    health.add_argument("--timeout", type=float, default=2.0, help="seconds per service")
-    health.add_argument("services", nargs="*", metavar="SERVICE",
-                        help=f"any of {', '.join(SERVICE_NAMES)} (default: all)")
-    health.set_defaults(run=health_command.run)
-
-    history_command.register(commands)
-    demo_command.register(commands)
+    for command in COMMANDS:
+        command.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         if arguments[:2] == ["serve", "emulator"]:
             # The WebUI emulator has flags of its own (timings, faults) and its own --help.
-            return emulator_cli.main(arguments[2:])
+            return serve_command.serve_emulator(arguments[2:])
         args = build_parser().parse_args(arguments)
         code: int = args.run(args)
+    except CliError as error:
+        fail(str(error))
+        return error.exit_code
     except ConfigError as error:
-        print(f"stablenew: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        fail(f"configuration error: {error}")
+        return EXIT_USAGE
+    except StableNewError as error:
+        fail(error_line(error))
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`stablenew history list | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as error:
+        fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
+        return EXIT_FAILED
+    except Exception as error:  # a user sees one line, never a traceback
+        fail(f"unexpected error: {type(error).__name__}: {error}")
+        return EXIT_FAILED
     return code
 
 

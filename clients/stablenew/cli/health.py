@@ -1,0 +1,50 @@
+"""The standard gRPC health check of one service.
+
+Health is gRPC's own protocol (grpc.health.v1), not a StableNew API, and the SDK has no call for
+it; this is the CLI's one gRPC call of its own. The channel is configured by the SDK's
+`ClientConfig` (address, TLS root, message limits), so it dials exactly what the SDK dials.
+Health needs no token: the services exempt it, so probes work without credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stablenew.sdk import ClientConfig
+
+UNREACHABLE = "UNREACHABLE"
+
+
+@dataclass(frozen=True)
+class Health:
+    """A service's answer: SERVING, NOT_SERVING, ... or UNREACHABLE with the reason."""
+
+    status: str
+    error: str = ""
+
+    @property
+    def serving(self) -> bool:
+        """Whether the service serves its RPCs."""
+        return self.status == "SERVING"
+
+
+def _channel(config: ClientConfig, address: str) -> grpc.Channel:
+    root = config.tls_root_certificate
+    if root is None:
+        return grpc.insecure_channel(address, config.channel_options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=root)
+    return grpc.secure_channel(address, credentials, config.channel_options)
+
+
+def check(config: ClientConfig, service: str, timeout: float) -> Health:
+    """Ask `service` ("queue", ...) at its configured address, within `timeout` seconds."""
+    with _channel(config, config.addresses[service]) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError as error:
+            return Health(UNREACHABLE, f"{error.code().name}: {error.details()}")
+    return Health(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

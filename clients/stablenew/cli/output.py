@@ -1,0 +1,99 @@
+"""What every command shares: exit codes, one-line errors, and `--json` output.
+
+Exit codes (docs/CLI.md): 0 ok; 1 the job failed (or a service failed in a way the user cannot
+fix: an internal error); 2 usage or validation error, an unknown pack, draft or job included,
+bad configuration and a wrong token too; 3 a service unreachable; 130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from stablenew.contract.errors import Code
+from stablenew.sdk import StableNewError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+_EXIT_BY_CODE = {
+    Code.INVALID_ARGUMENT: EXIT_USAGE,
+    Code.NOT_FOUND: EXIT_USAGE,
+    Code.FAILED_PRECONDITION: EXIT_USAGE,
+    Code.ALREADY_EXISTS: EXIT_USAGE,
+    Code.OUT_OF_RANGE: EXIT_USAGE,
+    Code.PERMISSION_DENIED: EXIT_USAGE,
+    Code.UNAUTHENTICATED: EXIT_USAGE,
+    Code.UNAVAILABLE: EXIT_UNREACHABLE,
+    Code.DEADLINE_EXCEEDED: EXIT_UNREACHABLE,
+}
+# RESOURCE_EXHAUSTED is bad input only when the reason says so; else the server is at its bound.
+_USAGE_REASONS = {"TOO_MANY_VARIANTS"}
+
+
+class CliError(Exception):
+    """A failure the user can act on: one line on standard error, then the exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def exit_code_for(error: StableNewError) -> int:
+    """The exit code of a failed call (see the module docstring)."""
+    if error.reason in _USAGE_REASONS:
+        return EXIT_USAGE
+    return _EXIT_BY_CODE.get(error.code, EXIT_FAILED)
+
+
+def error_line(error: StableNewError) -> str:
+    """One line: what failed and why, the fields at fault included."""
+    return " ".join(str(error).split())
+
+
+def fail(message: str) -> None:
+    """Print `stablenew: message` on standard error."""
+    print(f"stablenew: {' '.join(message.split())}", file=sys.stderr)
+
+
+def as_data(value: Any) -> Any:
+    """A JSON-ready form: messages in their proto3 JSON form (field names as in the .proto),
+    objects with a `.proto` as that message, mappings and sequences element by element."""
+    if isinstance(value, Message):
+        return MessageToDict(value, preserving_proto_field_name=True)
+    proto = getattr(value, "proto", None)
+    if isinstance(proto, Message):
+        return MessageToDict(proto, preserving_proto_field_name=True)
+    if isinstance(value, Mapping):
+        return {str(key): as_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_data(item) for item in value]
+    return value
+
+
+def print_json(value: Any, lines: bool = False) -> None:
+    """`value` as one indented JSON document, or as one compact line (for streams)."""
+    data = as_data(value)
+    if lines:
+        print(json.dumps(data, ensure_ascii=False, separators=(",", ":")), flush=True)
+    else:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def table(rows: Iterable[Iterable[object]], header: Iterable[str]) -> None:
+    """Left-aligned columns wide enough for their longest cell; the last column is not padded."""
+    text = [[str(cell) for cell in header]] + [[str(cell) for cell in row] for row in rows]
+    if len(text) == 1:
+        return
+    widths = [max(len(row[i]) for row in text) for i in range(len(text[0]) - 1)]
+    for row in text:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())

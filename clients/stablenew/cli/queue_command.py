@@ -1,0 +1,133 @@
+"""`stablenew queue ...`: the active queue (list, pause, resume, cancel, move, retry, runners)."""
+
+from __future__ import annotations
+
+import argparse
+
+from stablenew.cli import text
+from stablenew.cli.output import print_json, table
+from stablenew.sdk import Client, Job, JobState, MovePosition, QueueState
+
+MOVES = ("front", "back", "up", "down")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `queue` to the command parser."""
+    queue = commands.add_parser("queue", help="the active queue")
+    actions = queue.add_subparsers(dest="queue_action", required=True, metavar="ACTION")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    listing = actions.add_parser("list", parents=[json_flag],
+                                 help="running and queued jobs, in run order")
+    listing.set_defaults(run=run_list)
+    for action, helptext in (("pause", "hold back queued jobs (running and run-now go on)"),
+                             ("resume", "lease queued jobs again")):
+        parser = actions.add_parser(action, parents=[json_flag], help=helptext)
+        parser.set_defaults(run=run_pause_or_resume)
+
+    cancel = actions.add_parser("cancel", parents=[json_flag], help="cancel a job")
+    cancel.add_argument("job", help="the job id")
+    cancel.add_argument("--return", dest="return_to_queue", action="store_true",
+                        help="a running job goes back to the queue instead of ending")
+    cancel.set_defaults(run=run_cancel)
+
+    move = actions.add_parser("move", parents=[json_flag], help="change a queued job's place")
+    move.add_argument("job", help="the job id")
+    move.add_argument("position", choices=MOVES)
+    move.set_defaults(run=run_move)
+
+    retry = actions.add_parser("retry", parents=[json_flag],
+                               help="queue a finished job again, as a new job")
+    retry.add_argument("job", help="the finished job's id")
+    retry.add_argument("--failed-only", action="store_true",
+                       help="only the entries that did not complete")
+    retry.set_defaults(run=run_retry)
+
+    runners = actions.add_parser("runners", parents=[json_flag],
+                                 help="the runners the queue has seen recently")
+    runners.set_defaults(run=run_runners)
+
+
+def _state_line(state: QueueState) -> str:
+    counts = ", ".join(f"{count} {text.name(job_state)}"
+                       for job_state, count in sorted(state.counts.items()) if count)
+    left = f", about {text.duration(state.estimated_time_left)} left" \
+        if state.estimated_time_left else ""
+    return (f"queue {'PAUSED' if state.paused else 'running'}: {counts or 'no jobs'}, "
+            f"{state.runner_count} runner(s){left}")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """The queue's state, then its active jobs in run order."""
+    with Client() as client:
+        state = client.queue.state()
+        jobs = list(client.queue.list())
+    if args.json:
+        print_json({"state": state, "jobs": jobs})
+        return 0
+    print(_state_line(state))
+    table(([job.queue_position, *text.job_line(job),
+            text.progress(job.progress) if job.progress.entry_count else ""] for job in jobs),
+          ["POS", *text.JOB_HEADER, "PROGRESS"])
+    return 0
+
+
+def run_pause_or_resume(args: argparse.Namespace) -> int:
+    """Pause or resume; both are idempotent."""
+    with Client() as client:
+        state = client.queue.pause() if args.queue_action == "pause" else client.queue.resume()
+    if args.json:
+        print_json({"state": state})
+    else:
+        print(_state_line(state))
+    return 0
+
+
+def _print_job(job: Job, args: argparse.Namespace, what: str) -> None:
+    if args.json:
+        print_json({"job": job})
+    else:
+        print(f"job {job.job_id} {what}: {text.name(job.state)}"
+              + (f", position {job.queue_position}" if job.state == JobState.QUEUED else ""))
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    """Cancel: a queued job at once, a running one through its runner."""
+    with Client() as client:
+        job = client.queue.cancel(args.job, return_to_queue=args.return_to_queue)
+    pending = job.cancel_requested and not job.state.is_terminal
+    _print_job(job, args, "cancel requested (its runner stops it)" if pending else "cancelled")
+    return 0
+
+
+def run_move(args: argparse.Namespace) -> int:
+    """Move a queued job within its run mode."""
+    with Client() as client:
+        job = client.queue.move(args.job, MovePosition[args.position.upper()])
+    _print_job(job, args, f"moved {args.position}")
+    return 0
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    """A new job from a finished one."""
+    with Client() as client:
+        job = client.queue.retry(args.job, failed_only=args.failed_only)
+    _print_job(job, args, f"queued (a retry of {args.job})")
+    return 0
+
+
+def run_runners(args: argparse.Namespace) -> int:
+    """The runners with their models and current job."""
+    with Client() as client:
+        runners = client.queue.runners()
+    if args.json:
+        print_json({"runners": runners})
+        return 0
+    table(([r.info.runner_id, r.info.address or "-", r.info.loaded_model or "-",
+            text.moment(r.last_heartbeat_time), r.current_job_id or "idle",
+            text.progress(r.progress) if r.current_job_id else ""] for r in runners),
+          ["RUNNER", "ADDRESS", "LOADED MODEL", "LAST SEEN", "JOB", "PROGRESS"])
+    if not runners:
+        print("no runners seen recently")
+    return 0

@@ -1,0 +1,67 @@
+"""Short human forms of the SDK's values, shared by the commands' plain-text output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from enum import Enum
+
+from stablenew.sdk import Job, JobProgress, RowError, StageType
+
+
+def name(member: Enum) -> str:
+    """An enum member as a user types it: `JobState.RUNNING` -> "running"."""
+    return member.name.lower().replace("_", "-")
+
+
+def stages(plan: Iterable[StageType]) -> str:
+    """A stage plan: "txt2img>adetailer>upscale"."""
+    return ">".join(name(stage) for stage in plan) or "-"
+
+
+def moment(value: datetime | None) -> str:
+    """A time in local time, to the second; "-" when unset."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def duration(value: timedelta | None) -> str:
+    """"1h02m", "3m05s" or "12.3s"; "-" when unknown."""
+    if value is None:
+        return "-"
+    seconds = value.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def progress(value: JobProgress) -> str:
+    """"entry 2/8 txt2img step 12/20, 31%, eta 45.0s"."""
+    text = f"entry {value.entry_index + 1}/{value.entry_count} {name(value.stage)}"
+    if value.steps:
+        text += f" step {value.step}/{value.steps}"
+    return f"{text}, {value.fraction:.0%}, eta {duration(value.eta)}"
+
+
+def job_line(job: Job) -> list[str]:
+    """The cells of a job in a list: id, state, mode, entries, images, label, summary."""
+    return [job.job_id, name(job.state), name(job.origin.run_mode), str(job.entry_count),
+            str(job.estimated_images), job.label or "-", job.payload_summary]
+
+
+JOB_HEADER = ["JOB", "STATE", "MODE", "ENTRIES", "IMAGES", "LABEL", "SUMMARY"]
+
+
+def row_error(error: RowError) -> str:
+    """"castles row 3 (line 7): UNRESOLVED_TOKEN: [[place]] is not defined"."""
+    where = error.prompt_pack_id or f"part {error.part_id}"
+    if error.row_index >= 0:
+        where += f" row {error.row_index}"
+    else:
+        where += " presets"
+    if error.line:
+        where += f" (line {error.line})"
+    return f"{where}: {error.reason}: {error.message}"
