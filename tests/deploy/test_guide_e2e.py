@@ -18,7 +18,6 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from stablenew.cli.main import build_parser
 from stablenew.contract.model import JobState
 from stablenew.sdk import Client
-from stablenew.v1 import job_pb2
 from tests.deploy.guide import Block, GuideRun, guide_blocks, kubectl_arguments
 from tests.deploy.kustomize import pod_containers, render
 from tests.deploy.local_cluster import LocalCluster, cli
@@ -117,14 +116,11 @@ def guide_job_id(guide: GuideRun) -> str:
 
 @pytest.mark.e2e
 def test_the_guide_takes_a_job_from_draft_to_history(guide: GuideRun) -> None:
-    client = Client(guide.env)
-    try:
-        record, transitions = client.history_job(guide_job_id(guide))
-    finally:
-        client.close()
-    assert record.state == JobState.COMPLETED
-    assert record.results and all(result.images for result in record.results)
-    assert transitions[-1].to_state == job_pb2.JOB_STATE_COMPLETED
+    with Client(env=guide.env) as client:
+        record = client.history.get(guide_job_id(guide))
+    assert record.job.state == JobState.COMPLETED
+    assert record.job.results and all(result.images for result in record.job.results)
+    assert record.transitions[-1].to_state == JobState.COMPLETED
     health = next(out for out in guide.outputs if "SERVING" in out)
     assert [line.split()[0] for line in health.splitlines()] == ["queue", "bundle", "history"]
 
@@ -142,15 +138,12 @@ def test_the_history_backup_is_a_history_that_serves(guide: GuideRun) -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_serving(env["STABLENEW_HISTORY_ADDR"])
-        client = Client(env)
-        try:
-            record, _transitions = client.history_job(guide_job_id(guide))
-        finally:
-            client.close()
+        with Client(env=env) as client:
+            record = client.history.get(guide_job_id(guide))
     finally:
         archive.terminate()
         archive.wait(timeout=30)
-    assert record.state == JobState.COMPLETED
+    assert record.job.state == JobState.COMPLETED
     for name in ("queue", "bundle"):
         with sqlite3.connect(guide.workdir / f"{name}.sqlite3") as copy:
             assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -173,24 +166,17 @@ def test_a_removed_runner_hands_its_job_back_and_another_runs_it(guide: GuideRun
     assert len(cluster.pods_of("runner")) == 1
     # Slow generation down, so the job is still running when its runner goes.
     emulator_faults(cluster, {"step_seconds": 0.2})
-    client = Client(guide.env)
-    try:
-        draft = client.add_pack(client.create_draft("scale-down").draft_id, "castles")
-        job = client.enqueue(draft.draft_id)
-        events = client.watch_jobs(job_ids=[job.job_id])
-        wait_for(lambda: next(events).HasField("progress"), "the job's first progress")
+    with Client(env=guide.env) as client:
+        draft = client.drafts.add_pack(client.drafts.create("scale-down").draft_id, "castles")
+        job = client.drafts.enqueue(draft.draft_id)
+        events = client.watch(job_ids=[job.job_id])
+        wait_for(lambda: next(events).progress is not None, "the job's first progress")
         (runner,) = cluster.pods_of("runner")
         codes = cluster.stop_pod(runner)  # kubectl scale deployment/runner --replicas=0
         assert codes == {"runner": 0, "webui": 0}
-        handed_back = client.job(job.job_id)
+        handed_back = client.queue.get(job.job_id)
         assert handed_back.state == JobState.QUEUED
         cluster.scale("runner", 1)  # a fresh pod, with the emulator at its usual speed
-        for event in events:
-            if event.HasField("state_changed") and \
-                    JobState(event.state_changed.to_state).is_terminal:
-                break
-        finished = client.job(job.job_id)
-    finally:
-        client.close()
+        finished = client.wait(job.job_id)
     assert finished.state == JobState.COMPLETED
     assert finished.attempt == 2, "the hand-back was the first attempt"
