@@ -9,11 +9,11 @@ import pytest
 
 from stablenew.emulator import EmulatorConfig, catalog
 from stablenew.emulator.faults import FaultControl, FaultSettings
-from stablenew.emulator.infotext import create_infotext, quote
 from stablenew.emulator.progress import FifoLock, ServerStoppingError
 from stablenew.emulator.schema import InvalidValueError, to_bool, to_int
 from stablenew.runtime.settings import ConfigError
 from stablenew.sdwebui.adetailer_tabs import ordinal_suffix
+from stablenew.sdwebui.infotext import create_infotext, quote
 
 
 def test_quote_only_values_that_need_it() -> None:

@@ -198,6 +198,15 @@ def resolve_sampler(name: str | None, scheduler: str | None) -> tuple[Sampler, S
     return _SAMPLER_BY_NAME.get(text, SAMPLERS[0]), found
 
 
+def find_scheduler(name: str) -> Scheduler | None:
+    """A scheduler by its name or label, as the WebUI's schedulers_map looks it up."""
+    return _SCHEDULER_BY_KEY.get(name)
+
+
+def find_sampler(name: str) -> Sampler | None:
+    return _SAMPLER_BY_NAME.get(name)
+
+
 def schedule_label(sampler: Sampler, scheduler: Scheduler) -> str:
     """What the infotext reports: an automatic scheduler is the sampler's own default."""
     if scheduler is not AUTOMATIC:
