@@ -424,7 +424,7 @@ class Generation:
         try:
             with self.runtime.lock.held():
                 job_count = plan.n_iter * (2 if plan.hires else 1)
-                timestamp = self.progress.begin(f"scripts_{plan.kind}", job_count, plan.task_id)
+                timestamp = self.progress.begin(f"scripts_{plan.kind}", job_count)
                 try:
                     produced = self._generate()
                     response = self._response(produced, timestamp)

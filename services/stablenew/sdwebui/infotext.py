@@ -35,8 +35,11 @@ def parameters_line(params: Mapping[str, object]) -> str:
                      for key, value in params.items() if value is not None)
 
 
+NEGATIVE_PREFIX = "Negative prompt: "
+
+
 def create_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
-    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
+    negative = f"\n{NEGATIVE_PREFIX}{negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative}\n{parameters_line(params)}".strip()
 
 
@@ -57,3 +60,20 @@ def parse_parameters(infotext: str) -> dict[str, str]:
                 value = str(json.loads(value))
         params[key] = value
     return params
+
+
+def parse_infotext(infotext: str) -> dict[str, str]:
+    """The whole infotext: "Prompt" and "Negative prompt" with the parameters of the last line."""
+    lines = infotext.strip().split("\n")
+    params = parse_parameters(infotext)
+    if params:
+        lines = lines[:-1]
+    prompt: list[str] = []
+    negative: list[str] = []
+    for line in lines:
+        if line.startswith(NEGATIVE_PREFIX) or negative:
+            negative.append(line.removeprefix(NEGATIVE_PREFIX))
+        else:
+            prompt.append(line)
+    parsed = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    return parsed | params if infotext.strip() else {}
