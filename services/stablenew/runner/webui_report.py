@@ -72,7 +72,8 @@ class Report:
     @classmethod
     def of(cls, result: GenerationResult, endpoint: str) -> Report:
         info = result.info
-        extra = info.get("extra_generation_params") or {}
+        extra = info.get("extra_generation_params")
+        extra = {} if extra is None else extra
         if not isinstance(extra, dict):
             raise bad_response(endpoint, '"extra_generation_params" is not an object')
         params = {key: value for key, value in extra.items() if value is not None}
@@ -160,8 +161,11 @@ def adetailer_mismatches(tab: dict[str, Any], report: Report) -> list[Mismatch]:
         ran = params.get(ARG_LABELS[key], False if key == "ad_inpaint_only_masked" else None)
         if not _same(tab[key], ran):
             found.append(Mismatch(key, tab[key], ran))
+    differing = {mismatch.key for mismatch in found}
     for switch, key in _SWITCHED_TAB_KEYS:
-        if tab.get(switch) and not _same(tab[key], params.get(ARG_LABELS[key])):
+        # A switch that is off where it should be on leaves its value out: one mismatch.
+        if tab.get(switch) and switch not in differing and not _same(
+                tab[key], params.get(ARG_LABELS[key])):
             found.append(Mismatch(key, tab[key], params.get(ARG_LABELS[key])))
     skipped = (info["steps"], info["sampler_name"])
     if skipped != (SKIPPED_IMG2IMG_STEPS, SKIPPED_IMG2IMG_SAMPLER):
