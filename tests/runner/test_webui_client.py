@@ -300,3 +300,17 @@ def test_emulator_basic_auth() -> None:
             client.close()
     finally:
         server.stop()
+
+
+def test_a_webui_without_the_newer_list_routes_offers_empty_lists(fake: FakeWebui) -> None:
+    # Schedulers came with v1.9; forks may lack latent-upscale-modes or ADetailer.
+    made = make_client(fake)
+    for path in ("/sdapi/v1/schedulers", "/sdapi/v1/latent-upscale-modes",
+                 "/adetailer/v1/ad_model"):
+        fake.on("GET", path, json_reply("error_404.json", 404))
+    assert made.client.schedulers() == []
+    assert made.client.latent_upscale_modes() == []
+    assert made.client.adetailer_models() == []
+    fake.on("GET", "/sdapi/v1/schedulers", json_reply("error_500.json", 500))
+    with pytest.raises(WebuiError):
+        made.client.schedulers()

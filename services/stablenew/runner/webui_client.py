@@ -274,13 +274,15 @@ class WebuiClient:
 
     def schedulers(self) -> list[SchedulerEntry]:
         """The schedulers: names ("karras"), labels ("Karras", as infotexts write them) and
-        aliases; the WebUI accepts any of them."""
+        aliases; the WebUI accepts any of them. [] from a WebUI older than the route (1.9)."""
         path = "/sdapi/v1/schedulers"
-        return parse_scheduler_entries(self._get_list(path), f"GET {path}")
+        return parse_scheduler_entries(self._optional_list(path), f"GET {path}")
 
     def latent_upscale_modes(self) -> list[str]:
-        """The hires fix's latent upscalers ("Latent", "Latent (bicubic)", ...)."""
-        return self._names("latent-upscale-modes", "name")
+        """The hires fix's latent upscalers ("Latent", "Latent (bicubic)", ...); [] from a
+        WebUI without the route."""
+        path = "/sdapi/v1/latent-upscale-modes"
+        return parse_names(self._optional_list(path), "name", f"GET {path}")
 
     def upscalers(self) -> list[str]:
         """Upscaler names ("Lanczos", "R-ESRGAN 4x+")."""
@@ -293,13 +295,17 @@ class WebuiClient:
     def adetailer_models(self) -> list[str]:
         """ADetailer's detection models; [] when the extension is not installed."""
         path = "/adetailer/v1/ad_model"
+        return parse_adetailer_models(self._optional_list(path, {"ad_model": []}),
+                                      f"GET {path}")
+
+    def _optional_list(self, path: str, missing: Any = None) -> Any:
+        """A route some WebUIs lack: its body, or `missing` ([] when None) when it is 404."""
         try:
-            body = self._call("GET", path, read_timeout=LIST_READ_TIMEOUT)
+            return self._get_list(path)
         except WebuiError as error:
             if error.kind is WebuiErrorKind.NOT_FOUND:
-                return []
+                return [] if missing is None else missing
             raise
-        return parse_adetailer_models(body, f"GET {path}")
 
     def capabilities(self) -> Capabilities:
         """Everything the WebUI offers, read now."""
