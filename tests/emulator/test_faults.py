@@ -32,7 +32,8 @@ def test_admin_endpoint_reads_and_updates(url: str) -> None:
     assert state == {"fail_next": 0, "fail_match": "", "oom_next": 0, "oom_match": "",
                      "hang_next": 0, "hang_match": "", "refuse_seconds": 0.0,
                      "model_load_seconds": 0.0, "step_seconds": 0.002, "hanging": 0,
-                     "injected": {"hang": 0, "oom": 0, "fail": 0}}
+                     "injected": {"hang": 0, "oom": 0, "fail": 0},
+                     "adetailer_detect_nothing": ""}
     updated = faults(url, {"fail_next": 2, "fail_match": "cat", "step_seconds": 0}).json()
     assert updated["fail_next"] == 2 and updated["fail_match"] == "cat"
     assert updated["oom_next"] == 0 and updated["step_seconds"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import requests
 from PIL import Image
 
@@ -128,11 +129,22 @@ def test_second_upscaler_is_blended_in(url: str) -> None:
     assert "Postprocess upscaler 2: Nearest" in decode_png(body["image"]).info["postprocessing"]
 
 
-def test_upscale_factor_out_of_range_is_422(url: str) -> None:
+@pytest.mark.parametrize("factor", [0, -1])
+def test_an_upscale_factor_that_is_not_positive_is_422(url: str, factor: float) -> None:
     response = post(url, "/sdapi/v1/extra-single-image", image=solid((1, 1, 1)),
-                    upscaling_resize=20)
+                    upscaling_resize=factor)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "upscaling_resize"]
+    (item,) = response.json()["detail"]
+    assert (item["loc"], item["type"]) == (["body", "upscaling_resize"],
+                                           "value_error.number.not_gt")
+
+
+@pytest.mark.parametrize(("factor", "size"), [(0.5, (8, 8)), (10, (160, 160))])
+def test_any_positive_upscale_factor_is_accepted(url: str, factor: float,
+                                                 size: tuple[int, int]) -> None:
+    body = post(url, "/sdapi/v1/extra-single-image", image=solid((1, 1, 1), (16, 16)),
+                upscaler_1="Lanczos", upscaling_resize=factor).json()
+    assert decode_png(body["image"]).size == size
 
 
 def test_extra_batch_images(url: str) -> None:

@@ -6,6 +6,8 @@ import re
 
 import requests
 
+from stablenew.emulator.testing import info_of
+
 
 def get(url: str, path: str) -> requests.Response:
     return requests.get(url + path, timeout=10)
@@ -82,3 +84,43 @@ def test_wrong_method_is_405(url: str) -> None:
     response = get(url, "/sdapi/v1/txt2img")
     assert response.status_code == 405
     assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_the_other_listing_routes_of_the_webui_answer_with_their_shapes(url: str) -> None:
+    assert get(url, "/sdapi/v1/hypernetworks").json() == []
+    assert get(url, "/sdapi/v1/prompt-styles").json() == []
+    assert get(url, "/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
+    realesrgan = get(url, "/sdapi/v1/realesrgan-models").json()
+    assert {"name", "path", "scale"} == set(realesrgan[0])
+    assert "R-ESRGAN 4x+" in [model["name"] for model in realesrgan]
+    scripts = get(url, "/sdapi/v1/script-info").json()
+    assert {"name", "is_alwayson", "is_img2img", "args"} == set(scripts[0])
+    adetailer = [s for s in scripts if s["name"] == "adetailer"]
+    assert [s["is_img2img"] for s in adetailer] == [False, True]
+    assert all(s["is_alwayson"] for s in adetailer)
+    (extension,) = get(url, "/sdapi/v1/extensions").json()
+    assert extension["name"] == "adetailer" and extension["enabled"] is True
+    assert set(extension) == {"name", "remote", "branch", "commit_hash", "commit_date",
+                              "version", "enabled"}
+
+
+def test_refresh_embeddings_answers_null(url: str) -> None:
+    response = requests.post(url + "/sdapi/v1/refresh-embeddings", timeout=10)
+    assert (response.status_code, response.json()) == (200, None)
+
+
+def test_png_info_reads_an_images_infotext_back(url: str) -> None:
+    made = requests.post(url + "/sdapi/v1/txt2img", timeout=30, json={
+        "prompt": "a red door, at dusk", "negative_prompt": "blurry", "seed": 5, "steps": 3,
+        "width": 64, "height": 64}).json()
+    body = requests.post(url + "/sdapi/v1/png-info", json={"image": made["images"][0]},
+                         timeout=10).json()
+    assert body["info"] == info_of(made)["infotexts"][0]
+    assert body["items"] == {}
+    parameters = body["parameters"]
+    assert (parameters["Prompt"], parameters["Negative prompt"]) == ("a red door, at dusk",
+                                                                     "blurry")
+    assert (parameters["Steps"], parameters["Seed"], parameters["Size"]) == ("3", "5", "64x64")
+    missing = requests.post(url + "/sdapi/v1/png-info", json={}, timeout=10)
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["body", "image"]

@@ -32,6 +32,19 @@ def test_default_options(url: str) -> None:
     assert current["sd_vae"] == "Automatic" and current["CLIP_stop_at_last_layers"] == 1
 
 
+def test_the_webuis_whole_option_set_is_there_and_writable(url: str) -> None:
+    current = options(url)
+    assert len(current) > 300
+    for key in ("send_seed", "send_size", "samples_format", "sd_noise_schedule", "emphasis",
+                "hires_fix_refiner_pass", "live_previews_enable", "ad_max_models"):
+        assert key in current
+    # What AUTOMATIC1111's own test_options_write does.
+    assert set_options(url, {"send_seed": not current["send_seed"]}).status_code == 200
+    assert options(url)["send_seed"] is (not current["send_seed"])
+    refused = set_options(url, {"no_such_option": 1})
+    assert refused.status_code == 500 and refused.json()["error"] == "KeyError"
+
+
 def test_switch_model_by_name_or_title(url: str) -> None:
     response = set_options(url, {"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"})
     assert response.status_code == 200 and response.json() is None

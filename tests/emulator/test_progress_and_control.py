@@ -54,7 +54,8 @@ def test_idle_progress(url: str) -> None:
     assert report["state"]["job_count"] == 0 and report["current_image"] is None
     assert {"skipped", "interrupted", "job", "job_count", "job_no", "sampling_step",
             "sampling_steps"} <= set(report["state"])
-    assert "textinfo" in report
+    # The WebUI's ProgressResponse model: current_task is passed to it and dropped.
+    assert set(report) == {"progress", "eta_relative", "state", "current_image", "textinfo"}
 
 
 def test_progress_rises_during_a_generation(
@@ -80,6 +81,7 @@ def test_progress_rises_during_a_generation(
     assert state["job"] == "scripts_txt2img" and state["job_count"] == 1
     assert state["sampling_steps"] == 40 and state["job_no"] == 0
     assert samples[-1]["eta_relative"] >= 0
+    assert all("current_task" not in sample for sample in samples)
     assert any(s["current_image"] for s in samples)
     assert progress(url)["state"]["job_count"] == 0
 

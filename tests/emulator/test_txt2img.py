@@ -121,6 +121,20 @@ def test_sampler_name_split_and_fallback(url: str, name: str, sampler: str,
 def test_scheduler_field(url: str) -> None:
     info = info_of(ok(url, sampler_name="Euler", scheduler="karras", steps=1))
     assert "Sampler: Euler, Schedule type: Karras," in info["infotexts"][0]
+    # The schedule that ran is in extra_generation_params, unless it is the model's own.
+    assert info["extra_generation_params"]["Schedule type"] == "Karras"
+    assert "Schedule type" not in info_of(ok(url, sampler_name="Euler", steps=1))[
+        "extra_generation_params"]
+    automatic = info_of(ok(url, sampler_name="DPM++ 2M", steps=1))
+    assert automatic["extra_generation_params"]["Schedule type"] == "Karras"
+
+
+def test_an_unknown_scheduler_runs_the_models_schedule_and_is_written_as_sent(url: str) -> None:
+    info = info_of(ok(url, sampler_name="DPM++ 2M", scheduler="karas", steps=1))
+    assert "Schedule type: karas," in info["infotexts"][0]
+    assert "Schedule type" not in info["extra_generation_params"]
+    assert ok(url, sampler_name="DPM++ 2M", scheduler="karas", steps=1, seed=3)["images"] != (
+        ok(url, sampler_name="DPM++ 2M", scheduler="karras", steps=1, seed=3)["images"])
 
 
 def test_unknown_override_checkpoint_is_dropped(url: str) -> None:
@@ -154,6 +168,31 @@ def test_unknown_hr_upscaler_is_500(url: str) -> None:
     assert response.json() == {"error": "Exception", "detail": "", "body": "",
                                 "errors": "could not find upscaler named Magic 9x"}
     assert txt2img(url, enable_hr=False, hr_upscaler="Magic 9x", steps=1).status_code == 200
+
+
+def test_an_empty_hr_upscaler_is_500_and_a_missing_one_is_the_latent_default(url: str) -> None:
+    response = txt2img(url, enable_hr=True, hr_upscaler="", steps=1)
+    assert response.status_code == 500
+    assert response.json()["errors"] == "could not find upscaler named "
+    info = info_of(ok(url, enable_hr=True, steps=1, width=64, height=64))
+    assert "Hires upscaler" not in info["extra_generation_params"]
+
+
+@pytest.mark.parametrize(("hr_scheduler", "reported"), [
+    (None, None),  # left out: the first pass's scheduler again, nothing to write
+    ("", "Karras"),  # "": Automatic, the hires sampler's own default
+    ("uniform", "Uniform"),
+])
+def test_hr_scheduler_missing_copies_the_first_pass_and_empty_is_automatic(
+        url: str, hr_scheduler: str | None, reported: str | None) -> None:
+    body: dict[str, Any] = {"enable_hr": True, "steps": 1, "width": 64, "height": 64,
+                            "sampler_name": "DPM++ 2M", "scheduler": "exponential"}
+    if hr_scheduler is not None:
+        body["hr_scheduler"] = hr_scheduler
+    info = info_of(ok(url, **body))
+    extra = info["extra_generation_params"]
+    assert extra["Schedule type"] == "Exponential"
+    assert extra.get("Hires schedule type") == reported
 
 
 def test_refiner(url: str) -> None:

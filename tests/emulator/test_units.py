@@ -9,11 +9,11 @@ import pytest
 
 from stablenew.emulator import EmulatorConfig, catalog
 from stablenew.emulator.faults import FaultControl, FaultSettings
-from stablenew.emulator.infotext import create_infotext, quote
 from stablenew.emulator.progress import FifoLock, ServerStoppingError
 from stablenew.emulator.schema import InvalidValueError, to_bool, to_int
 from stablenew.runtime.settings import ConfigError
 from stablenew.sdwebui.adetailer_tabs import ordinal_suffix
+from stablenew.sdwebui.infotext import create_infotext, parse_infotext, parse_parameters, quote
 
 
 def test_quote_only_values_that_need_it() -> None:
@@ -132,3 +132,20 @@ def test_fault_matching_and_counting() -> None:
     assert control.take("txt2img", "entry two") is None
     assert control.take("img2img", "x") == "oom" and control.take("img2img", "y") == "oom"
     assert control.snapshot()["injected"] == {"hang": 0, "oom": 2, "fail": 1}
+
+
+def test_an_infotext_parses_back_to_what_was_written() -> None:
+    params = {"Steps": 20, "Sampler": "Euler a", "Schedule type": "Karras",
+              "ADetailer prompt": 'a face, "smiling": yes', "Hires upscale": 2.0,
+              "Version": "v1.10.1"}
+    text = create_infotext("line one\nline two", "ugly, blurry", params)
+    assert parse_parameters(text) == {key: str(value) for key, value in params.items()}
+    assert parse_infotext(text) == {"Prompt": "line one\nline two",
+                                    "Negative prompt": "ugly, blurry",
+                                    **{key: str(value) for key, value in params.items()}}
+
+
+def test_text_without_a_parameters_line_has_no_parameters() -> None:
+    assert parse_parameters("just a prompt") == {}
+    assert parse_infotext("just a prompt") == {"Prompt": "just a prompt", "Negative prompt": ""}
+    assert parse_infotext("") == {}

@@ -1,6 +1,6 @@
 """The executor against the emulator over real HTTP, without a queue: stage plans and the
-images they leave, per-entry failures, the ADetailer silent-skip check, input images, the
-config-hash check and the manifest."""
+images they leave, per-entry failures, names checked before anything runs, input images, the
+config-hash check, a WebUI outage cutting the job off, and the manifest."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -26,11 +27,11 @@ from stablenew.contract.model import (
     UpscaleMode,
 )
 from stablenew.emulator.server import EmulatorServer
-from stablenew.runner import executor as executor_module
-from stablenew.runner.executor import Executor, adetailer_key, check_adetailer_ran
+from stablenew.runner.domain import Capabilities
+from stablenew.runner.executor import Executor, JobOutcome
 from stablenew.runner.outputs import png_size, png_text
 from stablenew.runner.webui_client import WebuiClient
-from stablenew.runner.webui_responses import GenerationResult
+from stablenew.runner.webui_errors import WebuiError
 from tests.queue.processes import free_port
 from tests.runner.harness import (
     ADETAILER,
@@ -58,10 +59,23 @@ class Bench:
         self.executor = Executor(self.client, self.output_root, self.input_root, "bench")
         self.reports: list[JobProgress] = []
 
-    def run(self, *entries: NormalizedJob, cancel: threading.Event | None = None) -> Run:
-        job = Job(job_id=uuid.uuid4().hex, entries=list(entries))
+    def run(self, *entries: NormalizedJob, cancel: threading.Event | None = None,
+            earlier: list[EntryResult] | None = None, unchecked: bool = False) -> Run:
+        """Run a job of `entries` (`earlier`: results of an earlier attempt; `unchecked`: as
+        if the WebUI had not said what it offers, so that its own answer is what counts)."""
+        job = Job(job_id=uuid.uuid4().hex, entries=list(entries), results=earlier or [])
         self.job = job
-        return self.executor.run_job(job, cancel or threading.Event(), self.reports.append)
+        capabilities = None if unchecked else self.capabilities()
+        self.outcome: JobOutcome = self.executor.run_job(
+            job, capabilities, cancel or threading.Event(), self.reports.append)
+        return self.outcome.results, self.outcome.cancelled
+
+    def capabilities(self) -> Capabilities | None:
+        """What the WebUI offers, as the runner reads it before a job; None when it is down."""
+        try:
+            return self.client.capabilities()
+        except WebuiError:
+            return None
 
     def file(self, path: str) -> bytes:
         return (self.output_root / path).read_bytes()
@@ -88,36 +102,6 @@ def bench(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Bench]:
 
 def stages_of(result: EntryResult) -> list[str]:
     return [image.stage.name.lower() for image in result.images]
-
-
-# --- the ADetailer check, without HTTP ----------------------------------------------------------
-
-
-def test_adetailer_keys_name_the_tabs_as_the_extension_does() -> None:
-    assert [adetailer_key(n) for n in (1, 2, 3, 4, 5)] == [
-        "ADetailer model", "ADetailer model 2nd", "ADetailer model 3rd", "ADetailer model 4th",
-        "ADetailer model 5th"]
-
-
-
-def test_adetailer_keys_past_twenty_use_the_right_ordinal() -> None:
-    assert [adetailer_key(n) for n in (11, 12, 13, 21, 22, 23, 111)] == [
-        "ADetailer model 11th", "ADetailer model 12th", "ADetailer model 13th",
-        "ADetailer model 21st", "ADetailer model 22nd", "ADetailer model 23rd",
-        "ADetailer model 111th"]
-
-
-def test_a_pass_missing_from_extra_generation_params_is_an_entry_error() -> None:
-    ran = GenerationResult([], {"extra_generation_params": {
-        "ADetailer model": "face_yolov8n.pt", "ADetailer model 2nd": "hand_yolov8n.pt"}}, {})
-    check_adetailer_ran(ran, ["face_yolov8n.pt", "hand_yolov8n.pt"])
-    with pytest.raises(executor_module.EntryFailedError, match=r"pass 2 \(person"):
-        check_adetailer_ran(ran, ["face_yolov8n.pt", "person_yolov8n-seg.pt"])
-    with pytest.raises(executor_module.EntryFailedError, match="pass 1"):
-        check_adetailer_ran(GenerationResult([], {"extra_generation_params": {}}, {}),
-                            ["face_yolov8n.pt"])
-    with pytest.raises(executor_module.EntryFailedError, match="pass 1"):
-        check_adetailer_ran(GenerationResult([], {}, {}), ["face_yolov8n.pt"])
 
 
 # --- stage plans -------------------------------------------------------------------------------
@@ -223,15 +207,69 @@ def test_an_unknown_model_fails_its_entry_and_the_next_entry_still_runs(bench: B
     assert results[0].images == [] and len(results[1].images) == 1
 
 
-def test_a_silently_skipped_adetailer_pass_fails_the_entry_naming_the_pass(bench: Bench) -> None:
+def test_an_adetailer_model_the_webui_lacks_fails_the_entry_before_anything_runs(
+        bench: Bench, admin: EmulatorAdmin) -> None:
+    # The real extension answers 200 for an unknown model and details nothing.
     entry = make_job(0, "two passes", (TXT2IMG, ADETAILER),
-                     adetailer_passes=[face_pass(), face_pass("nonexistent.pt")])
+                     adetailer_passes=[face_pass(), face_pass("face_yolo8n.pt")])
     (result,), _ = bench.run(entry)
     assert result.status == EntryStatus.FAILED
-    assert "ADetailer pass 2 (nonexistent.pt)" in result.error_message
-    assert "ADetailer model 2nd" in result.error_message
-    # The txt2img image made before the failure is kept.
-    assert stages_of(result) == ["txt2img"]
+    assert ("ADetailer model 'face_yolo8n.pt' is not offered by the WebUI: did you mean "
+            "'face_yolov8n.pt'?") in result.error_message
+    assert result.images == [] and admin.generations("two passes") == []
+
+
+@pytest.mark.parametrize(("field", "value", "what"), [
+    ("sampler_name", "Eulr a", "sampler 'Eulr a' is not offered by the WebUI: did you mean "
+                               "'Euler a'?"),
+    ("scheduler", "karas", "scheduler 'karas' is not offered by the WebUI: did you mean "
+                           "'Karras'?"),
+])
+def test_a_misspelled_name_fails_its_entry_with_a_suggestion(
+        bench: Bench, admin: EmulatorAdmin, field: str, value: str, what: str) -> None:
+    changes: dict[str, Any] = {field: value}
+    results, _ = bench.run(make_job(0, "misspelled", **changes), make_job(1, "fine"))
+    assert [r.status for r in results] == [EntryStatus.FAILED, EntryStatus.COMPLETED]
+    assert what in results[0].error_message
+    assert admin.generations("misspelled") == []
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"sampler_name": "Eulr a"}, "sampler_name: asked for 'Eulr a', the WebUI ran 'DPM++ 2M'"),
+    ({"sampler_name": "DPM++ 2M", "scheduler": "karas"},
+     "scheduler: asked for 'karas', the WebUI ran 'Automatic'"),
+])
+def test_a_webui_that_substitutes_a_name_fails_the_entry_with_both_names(
+        bench: Bench, changes: dict[str, Any], expected: str) -> None:
+    # Unchecked names reach the WebUI, which runs its default silently (as the real one does).
+    entry = make_job(0, "substituted", **changes)
+    (result,), _ = bench.run(entry, unchecked=True)
+    assert result.status == EntryStatus.FAILED
+    assert expected in result.error_message
+    assert result.images == []
+    # The executed hash is what the WebUI reported running, never the queued one.
+    assert result.executed_config_hash not in ("", entry.config_hash)
+    ran = make_job(0, "substituted", sampler_name="DPM++ 2M")
+    if "scheduler" not in changes:
+        assert result.executed_config_hash == ran.config_hash
+
+
+def test_a_faithful_run_with_a_named_scheduler_keeps_the_queued_hash(bench: Bench) -> None:
+    entry = make_job(0, "karras", sampler_name="DPM++ 2M", scheduler="Karras")
+    (result,), _ = bench.run(entry)
+    assert result.status == EntryStatus.COMPLETED, result.error_message
+    assert result.executed_config_hash == entry.config_hash
+
+
+def test_entries_an_earlier_attempt_completed_are_not_run_again(
+        bench: Bench, admin: EmulatorAdmin) -> None:
+    first, _ = bench.run(make_job(0, "done before"))
+    results, _ = bench.run(make_job(0, "done before"), make_job(1, "still to do"),
+                           earlier=first)
+    assert [r.status for r in results] == [EntryStatus.COMPLETED, EntryStatus.COMPLETED]
+    assert results[0] == first[0]
+    assert len(admin.generations("done before")) == 1
+    assert len(admin.generations("still to do")) == 1
 
 
 @pytest.mark.parametrize("relative", ["../outside.png", "/etc/hosts", "missing.png"])
@@ -245,13 +283,12 @@ def test_a_bad_input_image_fails_only_its_entry(bench: Bench, tmp_path: Path,
     assert results[0].images == []
 
 
-def test_an_unreachable_webui_fails_every_entry_with_the_connection_error(tmp_path: Path) -> None:
+def test_an_unreachable_webui_cuts_the_job_off_without_failing_an_entry(tmp_path: Path) -> None:
     bench = Bench(tmp_path, f"http://127.0.0.1:{free_port()}")
     results, cancelled = bench.run(make_job(0), make_job(1))
     bench.client.close()
-    assert not cancelled
-    assert [r.status for r in results] == [EntryStatus.FAILED, EntryStatus.FAILED]
-    assert all("unavailable" in r.error_message for r in results)
+    assert (results, cancelled) == ([], False)
+    assert "entry 0" in bench.outcome.cut_off and "unavailable" in bench.outcome.cut_off
 
 
 def test_a_cancel_before_the_job_runs_nothing(bench: Bench, admin: EmulatorAdmin) -> None:

@@ -24,13 +24,16 @@ from stablenew.contract.model import (
     UpscaleConfig,
     UpscaleMode,
 )
+from stablenew.emulator import schema
 from stablenew.runner.payloads import (
     EntryPlan,
     StageRequest,
+    adetailer_script,
     comparable,
     executed_job,
     plan_requests,
 )
+from stablenew.sdwebui.adetailer_tabs import ARG_LABELS
 from tests.runner.harness import ADETAILER, IMG2IMG, TXT2IMG, UPSCALE
 
 # The request fields sdwebui-api.md documents, per endpoint.
@@ -132,7 +135,36 @@ def test_txt2img_sends_the_generation_hires_fix_and_refiner_fields() -> None:
         "hr_negative_prompt": "hires negative",
         "refiner_checkpoint": "sd_xl_refiner_1.0", "refiner_switch_at": 0.8,
     }
-    assert not request.adetailer_models
+    assert not request.adetailer_tabs
+
+
+def test_hires_text_fields_left_empty_are_not_sent() -> None:
+    # "" is a value to the WebUI: hr_upscaler "" is a 500 "could not find upscaler named",
+    # hr_scheduler "" runs Automatic; absent, they are the latent default and the first pass's
+    # scheduler.
+    job = rich_job([TXT2IMG], hires_fix=HiresFixConfig(enabled=True, scale=2.0,
+                                                       denoising_strength=0.5))
+    body = plan_requests(job).requests[0].body
+    assert not {key for key, value in body.items() if value == ""}
+    assert not {"hr_upscaler", "hr_scheduler", "hr_sampler_name", "hr_checkpoint_name",
+                "hr_prompt", "hr_negative_prompt"} & set(body)
+    assert (body["enable_hr"], body["hr_scale"]) == (True, 2.0)
+    assert hashes_match(job, plan_requests(job))
+
+
+@pytest.mark.parametrize("stages", [[TXT2IMG, IMG2IMG, ADETAILER, UPSCALE], [IMG2IMG, UPSCALE],
+                                    [TXT2IMG, ADETAILER], [UPSCALE]])
+def test_every_key_sent_is_a_field_of_the_webuis_request_models(stages: list[StageType]) -> None:
+    # The emulator's request models are the WebUI v1.10.1 API models field for field; a key
+    # they lack would be dropped without a word by the real WebUI.
+    job = rich_job(stages, input_images=["in.png"])
+    models = {"txt2img": schema.TXT2IMG, "img2img": schema.IMG2IMG,
+              "extra-single-image": schema.EXTRAS_SINGLE}
+    for request in plan_requests(job).requests:
+        fields = {spec.name for spec in models[request.endpoint]}
+        assert set(request.body) <= fields, request.endpoint
+        for tab in request.adetailer_tabs:
+            assert set(tab) <= set(ARG_LABELS)
 
 
 def test_txt2img_without_hires_refiner_scheduler_or_clip_skip_leaves_them_to_the_webui() -> None:
@@ -215,16 +247,17 @@ def test_img2img_settings_left_at_zero_run_as_the_generation() -> None:
 def test_adetailer_runs_through_alwayson_scripts_with_only_known_keys() -> None:
     job = rich_job([TXT2IMG, ADETAILER])
     request = request_for(plan_requests(job), ADETAILER)
-    assert (request.endpoint, request.adetailer_models) == (
-        "img2img", ["face_yolov8n.pt", "hand_yolov8n.pt"])
+    assert request.endpoint == "img2img"
+    assert [tab["ad_model"] for tab in request.adetailer_tabs] == [
+        "face_yolov8n.pt", "hand_yolov8n.pt"]
     body = request.body
     assert set(body) <= IMG2IMG_FIELDS
     # One image at a time, and skip_img2img (args[1]) so only ADetailer changes it.
     assert (body["batch_size"], body["n_iter"], body["denoising_strength"]) == (1, 1, 0.0)
-    args = body["alwayson_scripts"]["ADetailer"]["args"]
-    assert list(body["alwayson_scripts"]) == ["ADetailer"]
-    assert args[:2] == [True, True]
-    first, second = args[2:]
+    # Each pass is a call of its own: one tab, after enable and skip_img2img.
+    assert "alwayson_scripts" not in body
+    first, second = request.adetailer_tabs
+    assert adetailer_script(first) == {"ADetailer": {"args": [True, True, first]}}
     assert set(first) <= ADETAILER_KEYS and set(second) <= ADETAILER_KEYS
     assert first == {
         "ad_model": "face_yolov8n.pt", "ad_tab_enable": True, "ad_prompt": "detailed face",
@@ -324,8 +357,7 @@ def test_a_corrupted_request_is_detected(stage: StageType, key: str, value: Any)
 def test_a_corrupted_adetailer_tab_is_detected() -> None:
     job = rich_job([TXT2IMG, ADETAILER])
     plan = plan_requests(job)
-    request_for(plan, ADETAILER).body["alwayson_scripts"]["ADetailer"]["args"][3][
-        "ad_confidence"] = 0.9
+    request_for(plan, ADETAILER).adetailer_tabs[1]["ad_confidence"] = 0.9
     assert not hashes_match(job, plan)
 
 

@@ -5,7 +5,9 @@ as a user starts them, talking gRPC and HTTP over the loopback.
   ReadImage from the runner process;
 - a runner SIGKILLed mid-job: the queue's lease expiry hands the job to another runner, where
   it completes exactly once;
-- the emulator SIGKILLed mid-job: an entry error, and the runner works again once it is back;
+- the emulator SIGKILLed mid-job: the job goes back to the queue and completes once it is back;
+- the WebUI down for 30 s in the middle of a 20-entry job: nothing is leased meanwhile, and the
+  job completes on its second attempt with every entry made once;
 - a WebUI that opens its port late: DISCONNECTED, then READY, then the job runs;
 - a WebUI the runner owns (STABLENEW_WEBUI_CMD): started, used, stopped with the runner.
 """
@@ -17,6 +19,7 @@ import re
 import shlex
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,7 +189,7 @@ def test_a_killed_runner_is_replaced_by_lease_expiry_and_the_job_completes_once(
     assert [m[1] for m in moves].count(job_pb2.JOB_STATE_RUNNING) == 2
 
 
-def test_a_killed_webui_is_an_entry_error_and_the_runner_works_again_once_it_is_back(
+def test_a_killed_webui_hands_the_job_back_and_it_completes_once_the_webui_is_back(
         tmp_path: Path, processes: list[ManagedProcess], queue: QueueHarness) -> None:
     emulator = start_emulator(processes, tmp_path, "--step-seconds", "0.05")
     admin = EmulatorAdmin(emulator.url)
@@ -196,19 +199,60 @@ def test_a_killed_webui_is_an_entry_error_and_the_runner_works_again_once_it_is_
         wait_for(admin.sampling, "the generation to be sampling", 20)
         emulator.kill()
 
-        job = wait_state(queue.stub, job_id, timeout=30)
-        assert job.state == job_pb2.JOB_STATE_FAILED
-        (result,) = job.results
-        assert result.status == job_pb2.ENTRY_STATUS_FAILED
-        assert "POST /sdapi/v1/txt2img: unavailable" in result.error_message
+        # An outage is not the job's fault: it goes back to the queue, nothing failed.
         down = runner.wait_webui(rpb.WEBUI_STATE_DISCONNECTED)
-        assert emulator.url in down.reason
+        assert emulator.url in down.reason or "stopped answering" in down.reason
+        queued = wait_state(queue.stub, job_id, (job_pb2.JOB_STATE_QUEUED,))
+        assert queued.attempt == 1 and "POST /sdapi/v1/txt2img" in queued.error_message
+        assert not [r for r in queued.results if r.status == job_pb2.ENTRY_STATUS_FAILED]
 
         start_emulator(processes, tmp_path, "--step-seconds", "0.002", port=emulator.port)
-        runner.wait_webui(rpb.WEBUI_STATE_READY)
-        later = wait_state(queue.stub, submit(queue.stub, [make_job(0, "back again")]).job_id)
-        assert later.state == job_pb2.JOB_STATE_COMPLETED, later.error_message
-        check_image_refs(later.results[0], runner.output_root)
+        job = wait_state(queue.stub, job_id)
+        assert job.state == job_pb2.JOB_STATE_COMPLETED, job.error_message
+        assert job.attempt == 2
+        check_image_refs(job.results[0], runner.output_root)
+    finally:
+        admin.close()
+        runner.stop()
+
+
+def test_a_webui_down_for_30_s_mid_job_leases_nothing_and_every_entry_runs_once(
+        tmp_path: Path, processes: list[ManagedProcess], queue: QueueHarness) -> None:
+    emulator = start_emulator(processes, tmp_path, "--step-seconds", "0.01")
+    admin = EmulatorAdmin(emulator.url)
+    runner = RunnerHarness(tmp_path / "runner", queue.address, emulator.url).start()
+    entries = [make_job(i, f"entry {i:02d} of twenty", steps=10) for i in range(20)]
+    try:
+        job_id = submit(queue.stub, entries).job_id
+        wait_for(lambda: len(admin.generations("of twenty")) >= 5, "five entries to be made")
+        admin.faults(refuse_seconds=30)  # the port closes: every new connection is refused
+
+        runner.wait_webui(rpb.WEBUI_STATE_DISCONNECTED)
+        queued = wait_state(queue.stub, job_id, (job_pb2.JOB_STATE_QUEUED,))
+        done = [r for r in queued.results if r.status == job_pb2.ENTRY_STATUS_COMPLETED]
+        assert 5 <= len(done) < 20 and len(queued.results) == len(done)
+        # While the WebUI is down the runner leases nothing: the job stays QUEUED. (The job is
+        # read before the runner: a runner still DISCONNECTED after it was read was so then.)
+        polls = 0
+        while True:
+            state = get_job(queue.stub, job_id).state
+            if runner.status().webui_state != rpb.WEBUI_STATE_DISCONNECTED:
+                break
+            assert state == job_pb2.JOB_STATE_QUEUED
+            polls += 1
+            time.sleep(0.5)
+        assert polls > 1
+
+        job = wait_state(queue.stub, job_id, timeout=60)
+        assert job.state == job_pb2.JOB_STATE_COMPLETED, job.error_message
+        assert job.attempt == 2
+        assert [r.entry_index for r in job.results] == list(range(20))
+        assert all(r.status == job_pb2.ENTRY_STATUS_COMPLETED for r in job.results)
+        made = [item["prompt"] for item in admin.generations("of twenty")
+                if item["status"] == 200]
+        assert sorted(made) == sorted(entry.prompt for entry in entries)  # each exactly once
+        states = [move.to_state for move in transitions(queue.stub, job_id)]
+        assert states.count(job_pb2.JOB_STATE_RUNNING) == 2
     finally:
         admin.close()
         runner.stop()

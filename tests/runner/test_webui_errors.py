@@ -15,7 +15,7 @@ from stablenew.runner.webui_errors import (
     WebuiErrorKind,
     bad_response,
     error_from_response,
-    is_retryable,
+    is_transient,
     unreachable,
 )
 from tests.runner.fake_webui import (
@@ -33,10 +33,11 @@ from tests.runner.fake_webui import (
 @pytest.mark.parametrize(
     ("name", "status", "kind", "text", "attempts"),
     [
+        # The WebUI's own 500s are deterministic: the same request fails the same way.
         ("error_500.json", 500, WebuiErrorKind.HTTP_ERROR,
-         "model 'no-such-model.safetensors' not found", 4),
+         "model 'no-such-model.safetensors' not found", 1),
         ("error_500_upscaler.json", 500, WebuiErrorKind.HTTP_ERROR,
-         "could not find upscaler named Bogus 4x", 4),
+         "could not find upscaler named Bogus 4x", 1),
         ("error_oom.json", 500, WebuiErrorKind.OUT_OF_MEMORY, "CUDA out of memory", 1),
         ("error_422.json", 422, WebuiErrorKind.VALIDATION,
          "body.steps: value is not a valid integer; body.width: value is not a valid integer", 1),
@@ -72,8 +73,8 @@ def test_out_of_memory_is_recognised_by_its_text_too(harness: Harness) -> None:
     assert harness.fake.count("POST", "/sdapi/v1/img2img") == 1
 
 
-def test_out_of_memory_after_a_retried_500_is_not_retried_further(harness: Harness) -> None:
-    harness.fake.on("POST", "/sdapi/v1/txt2img", json_reply("error_500.json", 500),
+def test_out_of_memory_after_a_retried_503_is_not_retried_further(harness: Harness) -> None:
+    harness.fake.on("POST", "/sdapi/v1/txt2img", Reply(503, "restarting", raw=True),
                     json_reply("error_oom.json", 500), json_reply("txt2img_response.json"))
     with pytest.raises(WebuiError) as caught:
         harness.client.txt2img({})
@@ -161,8 +162,13 @@ def test_a_long_raw_body_is_cut_to_one_line() -> None:
     ("error", "retryable"),
     [
         (WebuiError(WebuiErrorKind.UNAVAILABLE, "refused", ENDPOINT), True),
-        (WebuiError(WebuiErrorKind.HTTP_ERROR, "boom", ENDPOINT, 500), True),
+        (WebuiError(WebuiErrorKind.HTTP_ERROR, "bad gateway", ENDPOINT, 502), True),
+        (WebuiError(WebuiErrorKind.HTTP_ERROR, "restarting", ENDPOINT, 503), True),
         (WebuiError(WebuiErrorKind.HTTP_ERROR, "gateway", ENDPOINT, 504), True),
+        (WebuiError(WebuiErrorKind.HTTP_ERROR, "could not find upscaler named ", ENDPOINT,
+                    500), False),
+        (WebuiError(WebuiErrorKind.HTTP_ERROR, "KeyError: 'no_such_option'", ENDPOINT, 500),
+         False),
         (WebuiError(WebuiErrorKind.HTTP_ERROR, "not allowed", ENDPOINT, 405), False),
         (WebuiError(WebuiErrorKind.OUT_OF_MEMORY, "CUDA out of memory", ENDPOINT, 500), False),
         (WebuiError(WebuiErrorKind.VALIDATION, "steps", ENDPOINT, 422), False),
@@ -171,8 +177,9 @@ def test_a_long_raw_body_is_cut_to_one_line() -> None:
         (bad_response(ENDPOINT, "no images"), False),
     ],
 )
-def test_only_no_answer_and_plain_5xx_are_retried(error: WebuiError, retryable: bool) -> None:
-    assert is_retryable(error) is retryable
+def test_only_no_answer_and_gateway_statuses_are_transient(error: WebuiError,
+                                                          retryable: bool) -> None:
+    assert is_transient(error) is retryable
 
 
 def test_unreachable_names_the_innermost_reason_or_the_timeout() -> None:

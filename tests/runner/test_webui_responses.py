@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from stablenew.emulator.testing import INFO_KEYS
-from stablenew.runner.model_matching import ModelEntry
+from stablenew.runner.model_matching import ModelEntry, SchedulerEntry
 from stablenew.runner.webui_client import CONTROL_READ_TIMEOUT
 from stablenew.runner.webui_errors import WebuiError, WebuiErrorKind
 from stablenew.runner.webui_responses import GenerationResult, Progress, parse_progress
@@ -94,8 +94,9 @@ def test_options_models_and_lists(harness: Harness) -> None:
     assert models[1].name == "SDXL/sd_xl_base_1.0.safetensors"
     assert client.samplers()[:3] == ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE"]
     assert "Euler a" in client.samplers()
-    assert client.schedulers()[:3] == ["automatic", "uniform", "karras"]
-    assert "SGM Uniform" in client.scheduler_labels()
+    schedulers = client.schedulers()
+    assert [entry.name for entry in schedulers[:3]] == ["automatic", "uniform", "karras"]
+    assert SchedulerEntry("sgm_uniform", "SGM Uniform", ("SGMUniform",)) in schedulers
     assert client.upscalers()[:3] == ["None", "Lanczos", "Nearest"]
     assert "R-ESRGAN 4x+" in client.upscalers()
     assert client.sd_vaes() == ["vae-ft-mse-840000-ema-pruned.safetensors",

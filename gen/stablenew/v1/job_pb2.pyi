@@ -182,6 +182,61 @@ ENTRY_STATUS_CANCELLED: EntryStatus.ValueType  # 5
 ENTRY_STATUS_SKIPPED: EntryStatus.ValueType  # 6
 Global___EntryStatus: _TypeAlias = EntryStatus  # noqa: Y015
 
+class _AdetailerOutcomeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AdetailerOutcomeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AdetailerOutcomeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ADETAILER_OUTCOME_KIND_UNSPECIFIED: _AdetailerOutcomeKind.ValueType  # 0
+    ADETAILER_OUTCOME_KIND_DETAILED: _AdetailerOutcomeKind.ValueType  # 1
+    """The pass detected something and inpainted it: the image it returned differs from its input."""
+    ADETAILER_OUTCOME_KIND_NOTHING_DETECTED: _AdetailerOutcomeKind.ValueType  # 2
+    """The pass ran and found nothing to detail: the image came back unchanged."""
+
+class AdetailerOutcomeKind(_AdetailerOutcomeKind, metaclass=_AdetailerOutcomeKindEnumTypeWrapper):
+    """What one ADetailer pass did to one image (the WebUI answers 200 either way)."""
+
+ADETAILER_OUTCOME_KIND_UNSPECIFIED: AdetailerOutcomeKind.ValueType  # 0
+ADETAILER_OUTCOME_KIND_DETAILED: AdetailerOutcomeKind.ValueType  # 1
+"""The pass detected something and inpainted it: the image it returned differs from its input."""
+ADETAILER_OUTCOME_KIND_NOTHING_DETECTED: AdetailerOutcomeKind.ValueType  # 2
+"""The pass ran and found nothing to detail: the image came back unchanged."""
+Global___AdetailerOutcomeKind: _TypeAlias = AdetailerOutcomeKind  # noqa: Y015
+
+@_typing.final
+class AdetailerOutcome(_message.Message):
+    """The outcome of one ADetailer pass on one image of an entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASS_INDEX_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    IMAGE_INDEX_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    pass_index: _builtins.int
+    """The pass's position in the entry's adetailer_passes (0-based)."""
+    model: _builtins.str
+    """The pass's detection model."""
+    image_index: _builtins.int
+    """Which image of the stage's input (0-based, in the order the previous stage made them)."""
+    outcome: Global___AdetailerOutcomeKind.ValueType
+    def __init__(
+        self,
+        *,
+        pass_index: _builtins.int = ...,
+        model: _builtins.str = ...,
+        image_index: _builtins.int = ...,
+        outcome: Global___AdetailerOutcomeKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_index", b"image_index", "model", b"model", "outcome", b"outcome", "pass_index", b"pass_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdetailerOutcome: _TypeAlias = AdetailerOutcome  # noqa: Y015
+
 @_typing.final
 class JobOrigin(_message.Message):
     """What the job was created from."""
@@ -294,6 +349,7 @@ class EntryResult(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     EXECUTED_CONFIG_HASH_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    ADETAILER_OUTCOMES_FIELD_NUMBER: _builtins.int
     entry_index: _builtins.int
     """NormalizedJob.index of the entry."""
     prompt_pack_id: _builtins.str
@@ -305,8 +361,9 @@ class EntryResult(_message.Message):
     error_message: _builtins.str
     """Why the entry failed or stopped; empty when it completed."""
     executed_config_hash: _builtins.str
-    """The hash the runner recomputed from the WebUI requests it built; equal to the entry's
-    config_hash when what ran is what was previewed.
+    """The hash of the configuration the WebUI reported it ran (its `info`: sampler, scheduler,
+    seed, size, steps, CFG, model, ADetailer keys), read back into a normalized job. It equals
+    the entry's config hash only when every reported value matched; a mismatch fails the entry.
     """
     @_builtins.property
     def stage_plan(self) -> _containers.RepeatedScalarFieldContainer[_pipeline_pb2.StageType.ValueType]: ...
@@ -317,6 +374,10 @@ class EntryResult(_message.Message):
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
         """How long the entry ran on the runner."""
+
+    @_builtins.property
+    def adetailer_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdetailerOutcome]:
+        """Per ADetailer pass and image: detailed, or nothing detected (an outcome, not an error)."""
 
     def __init__(
         self,
@@ -332,10 +393,11 @@ class EntryResult(_message.Message):
         images: _abc.Iterable[Global___ImageRef] | None = ...,
         executed_config_hash: _builtins.str = ...,
         duration: _duration_pb2.Duration | None = ...,
+        adetailer_outcomes: _abc.Iterable[Global___AdetailerOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "entry_index", b"entry_index", "error_message", b"error_message", "executed_config_hash", b"executed_config_hash", "images", b"images", "pack_name", b"pack_name", "prompt", b"prompt", "prompt_pack_id", b"prompt_pack_id", "row_index", b"row_index", "stage_plan", b"stage_plan", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adetailer_outcomes", b"adetailer_outcomes", "duration", b"duration", "entry_index", b"entry_index", "error_message", b"error_message", "executed_config_hash", b"executed_config_hash", "images", b"images", "pack_name", b"pack_name", "prompt", b"prompt", "prompt_pack_id", b"prompt_pack_id", "row_index", b"row_index", "stage_plan", b"stage_plan", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -98,6 +98,12 @@ class EntryStatus(IntEnum):
     SKIPPED = 6
 
 
+class AdetailerOutcomeKind(IntEnum):
+    UNSPECIFIED = 0
+    DETAILED = 1
+    NOTHING_DETECTED = 2
+
+
 # --- pipeline -------------------------------------------------------------------------------
 
 
@@ -290,6 +296,16 @@ class ImageRef:
 
 
 @dataclass
+class AdetailerOutcome:
+    """What one ADetailer pass did to one image of an entry."""
+
+    pass_index: int = 0
+    model: str = ""
+    image_index: int = 0
+    outcome: AdetailerOutcomeKind = AdetailerOutcomeKind.UNSPECIFIED
+
+
+@dataclass
 class EntryResult:
     entry_index: int = 0
     prompt_pack_id: str = ""
@@ -302,6 +318,7 @@ class EntryResult:
     images: list[ImageRef] = field(default_factory=list)
     executed_config_hash: str = ""
     duration: timedelta | None = None
+    adetailer_outcomes: list[AdetailerOutcome] = field(default_factory=list)
 
 
 @dataclass

@@ -43,6 +43,7 @@ TWINS: dict[type[Any], type[Message]] = {
     model.NormalizedJob: pipeline_pb2.NormalizedJob,
     model.JobOrigin: job_pb2.JobOrigin,
     model.ImageRef: job_pb2.ImageRef,
+    model.AdetailerOutcome: job_pb2.AdetailerOutcome,
     model.EntryResult: job_pb2.EntryResult,
     model.JobProgress: job_pb2.JobProgress,
     model.Job: job_pb2.Job,
@@ -61,6 +62,7 @@ ENUM_TWINS: dict[type[IntEnum], Any] = {
     model.JobSource: job_pb2.JobSource,
     model.Priority: job_pb2.Priority,
     model.EntryStatus: job_pb2.EntryStatus,
+    model.AdetailerOutcomeKind: job_pb2.AdetailerOutcomeKind,
 }
 
 Filler = Callable[[Any, Any], None]

@@ -29,6 +29,9 @@ routes under /emulator/ are never protected by --api-auth and are not part of th
   override_settings or refiner model, a reload after unload) holds the generation lock for S
   seconds.
 - step_seconds S: the simulated time per sampling step and image (a run-time knob).
+- adetailer_detect_nothing TEXT (run time only): every ADetailer pass whose ad_model contains
+  TEXT detects nothing and leaves the image as it was ("*": every pass; "": off), as a real
+  detector does on an image without faces or hands.
 
 N = -1 means "every matching request until changed". A *_match text restricts the fault to
 requests whose prompt contains it, or whose endpoint is exactly that name (txt2img, img2img,

@@ -3,10 +3,18 @@
     "alwayson_scripts": {"ADetailer": {"args": [enable, skip_img2img, {tab 1}, {tab 2}, ...]}}
 
 The dicts are the detection passes (a list of dicts alone also works). ADetailer never fails the
-HTTP request: a dict with an unknown key or a bad value makes the extension skip entirely, an
-unknown ad_model skips that pass, and the only trace of what ran is in
-info.extra_generation_params ("ADetailer model", "ADetailer confidence", ..., then
-"ADetailer model 2nd" etc. for later tabs, and "ADetailer version").
+HTTP request, and what it reports is not proof that a pass ran:
+
+- A tab with an unknown key or a bad value is skipped (logged) and the tabs after it are
+  renumbered: the third tab of three, after a bad second one, reports as "... 2nd".
+- Every valid tab reports its keys in info.extra_generation_params ("ADetailer model",
+  "ADetailer confidence", ..., "ADetailer model 2nd" for the next tab, "ADetailer version")
+  before anything is detected. A pass whose model is not installed then raises inside the
+  extension: that pass and the passes after it do nothing, and the reply is still 200 with the
+  model in the infotext. A pass that detects nothing leaves the image as it was, keys included.
+- With skip_img2img (the second argument) the img2img itself runs as 1 step of Euler at
+  128x128, which stays in info and the infotext; the passes work on the input image, which
+  comes back unchanged when no pass detected anything.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from PIL import Image
 
 from stablenew.emulator import catalog, images
 from stablenew.emulator.schema import Field, collect
-from stablenew.sdwebui.adetailer_tabs import ordinal, ordinal_suffix
+from stablenew.sdwebui.adetailer_tabs import ARG_LABELS, ordinal, ordinal_suffix
 
 log = logging.getLogger("stablenew.emulator.adetailer")
 
@@ -28,62 +36,56 @@ log = logging.getLogger("stablenew.emulator.adetailer")
 # the WebUI hands it at most that many arguments.
 MAX_ARGS = 2 + 4
 
-# (argument, infotext label, field spec with the extension's default and bounds), in the
-# extension's order: the infotext lists them in this order.
-_ARGS: tuple[tuple[str, str, Field], ...] = tuple(
-    (f.name, label, f) for f, label in (
-        (Field("ad_model", "str", "None"), "ADetailer model"),
-        (Field("ad_model_classes", "str", ""), "ADetailer model classes"),
-        (Field("ad_tab_enable", "bool", True), "ADetailer tab enable"),
-        (Field("ad_prompt", "str", ""), "ADetailer prompt"),
-        (Field("ad_negative_prompt", "str", ""), "ADetailer negative prompt"),
-        (Field("ad_confidence", "float", 0.3, ge=0, le=1), "ADetailer confidence"),
-        (Field("ad_mask_filter_method", "str", "Area", permitted=("Area", "Confidence")),
-         "ADetailer method to decide top k masks"),
-        (Field("ad_mask_k", "int", 0, ge=0), "ADetailer mask only top k"),
-        (Field("ad_mask_min_ratio", "float", 0.0, ge=0, le=1), "ADetailer mask min ratio"),
-        (Field("ad_mask_max_ratio", "float", 1.0, ge=0, le=1), "ADetailer mask max ratio"),
-        (Field("ad_x_offset", "int", 0), "ADetailer x offset"),
-        (Field("ad_y_offset", "int", 0), "ADetailer y offset"),
-        (Field("ad_dilate_erode", "int", 4), "ADetailer dilate erode"),
-        (Field("ad_mask_merge_invert", "str", "None",
-               permitted=("None", "Merge", "Merge and Invert")), "ADetailer mask merge invert"),
-        (Field("ad_mask_blur", "int", 4, ge=0), "ADetailer mask blur"),
-        (Field("ad_denoising_strength", "float", 0.4, ge=0, le=1),
-         "ADetailer denoising strength"),
-        (Field("ad_inpaint_only_masked", "bool", True), "ADetailer inpaint only masked"),
-        (Field("ad_inpaint_only_masked_padding", "int", 32, ge=0), "ADetailer inpaint padding"),
-        (Field("ad_use_inpaint_width_height", "bool", False),
-         "ADetailer use inpaint width height"),
-        (Field("ad_inpaint_width", "int", 512, ge=64, le=2048), "ADetailer inpaint width"),
-        (Field("ad_inpaint_height", "int", 512, ge=64, le=2048), "ADetailer inpaint height"),
-        (Field("ad_use_steps", "bool", False), "ADetailer use separate steps"),
-        (Field("ad_steps", "int", 28, ge=1), "ADetailer steps"),
-        (Field("ad_use_cfg_scale", "bool", False), "ADetailer use separate CFG scale"),
-        (Field("ad_cfg_scale", "float", 7.0, ge=0), "ADetailer CFG scale"),
-        (Field("ad_use_checkpoint", "bool", False), "ADetailer use separate checkpoint"),
-        (Field("ad_checkpoint", "str"), "ADetailer checkpoint"),
-        (Field("ad_use_vae", "bool", False), "ADetailer use separate VAE"),
-        (Field("ad_vae", "str"), "ADetailer VAE"),
-        (Field("ad_use_sampler", "bool", False), "ADetailer use separate sampler"),
-        (Field("ad_sampler", "str", "DPM++ 2M"), "ADetailer sampler"),
-        (Field("ad_scheduler", "str", "Use same scheduler"), "ADetailer scheduler"),
-        (Field("ad_use_noise_multiplier", "bool", False),
-         "ADetailer use separate noise multiplier"),
-        (Field("ad_noise_multiplier", "float", 1.0, ge=0.5, le=1.5),
-         "ADetailer noise multiplier"),
-        (Field("ad_use_clip_skip", "bool", False), "ADetailer use separate CLIP skip"),
-        (Field("ad_clip_skip", "int", 1, ge=1, le=12), "ADetailer CLIP skip"),
-        (Field("ad_restore_face", "bool", False), "ADetailer restore face"),
-        (Field("ad_controlnet_model", "str", "None"), "ADetailer ControlNet model"),
-        (Field("ad_controlnet_module", "str", "None"), "ADetailer ControlNet module"),
-        (Field("ad_controlnet_weight", "float", 1.0, ge=0, le=1), "ADetailer ControlNet weight"),
-        (Field("ad_controlnet_guidance_start", "float", 0.0, ge=0, le=1),
-         "ADetailer ControlNet guidance start"),
-        (Field("ad_controlnet_guidance_end", "float", 1.0, ge=0, le=1),
-         "ADetailer ControlNet guidance end"),
-    )
+# Field specs with the extension's defaults and bounds, in the extension's order (the
+# infotext lists them in this order).
+_SPECS: tuple[Field, ...] = (
+    Field("ad_model", "str", "None"),
+    Field("ad_model_classes", "str", ""),
+    Field("ad_tab_enable", "bool", True),
+    Field("ad_prompt", "str", ""),
+    Field("ad_negative_prompt", "str", ""),
+    Field("ad_confidence", "float", 0.3, ge=0, le=1),
+    Field("ad_mask_filter_method", "str", "Area", permitted=("Area", "Confidence")),
+    Field("ad_mask_k", "int", 0, ge=0),
+    Field("ad_mask_min_ratio", "float", 0.0, ge=0, le=1),
+    Field("ad_mask_max_ratio", "float", 1.0, ge=0, le=1),
+    Field("ad_x_offset", "int", 0),
+    Field("ad_y_offset", "int", 0),
+    Field("ad_dilate_erode", "int", 4),
+    Field("ad_mask_merge_invert", "str", "None",
+          permitted=("None", "Merge", "Merge and Invert")),
+    Field("ad_mask_blur", "int", 4, ge=0),
+    Field("ad_denoising_strength", "float", 0.4, ge=0, le=1),
+    Field("ad_inpaint_only_masked", "bool", True),
+    Field("ad_inpaint_only_masked_padding", "int", 32, ge=0),
+    Field("ad_use_inpaint_width_height", "bool", False),
+    Field("ad_inpaint_width", "int", 512, ge=64, le=2048),
+    Field("ad_inpaint_height", "int", 512, ge=64, le=2048),
+    Field("ad_use_steps", "bool", False),
+    Field("ad_steps", "int", 28, ge=1),
+    Field("ad_use_cfg_scale", "bool", False),
+    Field("ad_cfg_scale", "float", 7.0, ge=0),
+    Field("ad_use_checkpoint", "bool", False),
+    Field("ad_checkpoint", "str"),
+    Field("ad_use_vae", "bool", False),
+    Field("ad_vae", "str"),
+    Field("ad_use_sampler", "bool", False),
+    Field("ad_sampler", "str", "DPM++ 2M"),
+    Field("ad_scheduler", "str", "Use same scheduler"),
+    Field("ad_use_noise_multiplier", "bool", False),
+    Field("ad_noise_multiplier", "float", 1.0, ge=0.5, le=1.5),
+    Field("ad_use_clip_skip", "bool", False),
+    Field("ad_clip_skip", "int", 1, ge=1, le=12),
+    Field("ad_restore_face", "bool", False),
+    Field("ad_controlnet_model", "str", "None"),
+    Field("ad_controlnet_module", "str", "None"),
+    Field("ad_controlnet_weight", "float", 1.0, ge=0, le=1),
+    Field("ad_controlnet_guidance_start", "float", 0.0, ge=0, le=1),
+    Field("ad_controlnet_guidance_end", "float", 1.0, ge=0, le=1),
 )
+# (argument, infotext label, field spec)
+_ARGS: tuple[tuple[str, str, Field], ...] = tuple(
+    (spec.name, ARG_LABELS[spec.name], spec) for spec in _SPECS)
 _FIELDS = (*(spec for _, _, spec in _ARGS), Field("is_api", "bool", True))
 _KNOWN_KEYS = {spec.name for spec in _FIELDS}
 
@@ -126,6 +128,11 @@ class DetailPass:
     args: Mapping[str, Any]
 
     @property
+    def installed(self) -> bool:
+        """Whether the extension has this detection model (an unknown one raises)."""
+        return self.model in catalog.AD_MODELS
+
+    @property
     def model(self) -> str:
         return str(self.args["ad_model"])
 
@@ -146,13 +153,16 @@ class DetailPass:
         suffix = ordinal_suffix(self.position)
         return {f"{key}{suffix}": value for key, value in params.items()}
 
-    def apply(self, latent: Image.Image, seed: int, prompt: str) -> Image.Image:
-        """Repaint the detected region, deterministically from the pass and the image's seed."""
+    def apply(self, latent: Image.Image, seed: int, prompt: str,
+              pixels: bool = False) -> Image.Image:
+        """Repaint the detected region, deterministically from the pass and the image's seed
+        (`pixels`: the image is at full size, not latent size)."""
         digest = images.digest_of("adetailer", self.model, self.args["ad_prompt"] or prompt,
                                   seed, self.position)
         strength = 0.4 + 0.6 * float(self.args["ad_denoising_strength"])
+        blur = int(self.args["ad_mask_blur"]) * (images.LATENT_FACTOR if pixels else 1)
         return images.paint_region(latent, _region(self.model), images.colour_of(digest),
-                                   strength, int(self.args["ad_mask_blur"]))
+                                   strength, blur)
 
 
 def _region(model: str) -> tuple[float, float, float, float]:
@@ -168,16 +178,14 @@ def _region(model: str) -> tuple[float, float, float, float]:
 
 @dataclass(frozen=True)
 class AdetailerPlan:
+    # The enabled passes with a model, by their position among the valid tabs.
     passes: tuple[DetailPass, ...]
     skip_img2img: bool
+    # What the valid tabs report, whether or not their pass will run.
+    params: dict[str, Any]
 
     def extra_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        for detail_pass in self.passes:
-            params.update(detail_pass.extra_params())
-        if params:
-            params["ADetailer version"] = catalog.ADETAILER_VERSION
-        return params
+        return dict(self.params)
 
 
 def _script_args(alwayson: Mapping[str, Any]) -> list[Any] | None:
@@ -188,9 +196,9 @@ def _script_args(alwayson: Mapping[str, Any]) -> list[Any] | None:
     return None
 
 
-def _validated(tabs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
-    """Every tab with defaults filled in, or None when any tab is invalid (the extension's
-    pydantic model forbids unknown keys and the whole script then does nothing)."""
+def _validated(tabs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The valid tabs with defaults filled in. A tab the extension's pydantic model rejects
+    (an unknown key, a value out of range) is logged and left out; the rest move up."""
     result = []
     for number, tab in enumerate(tabs, 1):
         unknown = sorted(set(tab) - _KNOWN_KEYS)
@@ -200,13 +208,13 @@ def _validated(tabs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None
                         ordinal(number),
                         extra={"unknown_keys": unknown,
                                "invalid": [".".join(map(str, p.loc)) for p in problems]})
-            return None
+            continue
         result.append(values)
     return result
 
 
 def plan(alwayson: Mapping[str, Any]) -> AdetailerPlan | None:
-    """The passes that will really run, or None when ADetailer does nothing."""
+    """What the extension will report and try, or None when it does nothing."""
     args = _script_args(alwayson)
     if not args:
         return None
@@ -214,18 +222,14 @@ def plan(alwayson: Mapping[str, Any]) -> AdetailerPlan | None:
     enabled = args[0] if isinstance(args[0], bool) else True
     wanted = any(t.get("ad_model", "None") != "None" and t.get("ad_tab_enable", True)
                  for t in tabs)
-    if not (tabs and enabled and wanted):
+    validated = _validated(tabs) if tabs and enabled and wanted else []
+    passes = tuple(DetailPass(position, values) for position, values in enumerate(validated)
+                   if values["ad_model"] != "None" and values["ad_tab_enable"])
+    if not passes:
         return None
-    validated = _validated(tabs)
-    if validated is None:
-        return None
-    passes = []
-    for position, values in enumerate(validated):
-        if values["ad_model"] == "None" or not values["ad_tab_enable"]:
-            continue
-        if values["ad_model"] not in catalog.AD_MODELS:
-            log.warning("[-] ADetailer: Model %r not found.", values["ad_model"])
-            continue
-        passes.append(DetailPass(position, values))
+    params: dict[str, Any] = {}
+    for detail_pass in passes:
+        params.update(detail_pass.extra_params())
+    params["ADetailer version"] = catalog.ADETAILER_VERSION
     skip_img2img = len(args) > 1 and args[1] is True
-    return AdetailerPlan(tuple(passes), skip_img2img) if passes else None
+    return AdetailerPlan(passes, skip_img2img, params)

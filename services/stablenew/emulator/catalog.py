@@ -7,6 +7,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from stablenew.emulator.options import OPTION_DEFAULTS
+
 VERSION = "v1.10.1"
 ADETAILER_VERSION = "25.3.0"
 CHECKPOINT_DIR = "models/Stable-diffusion"
@@ -198,6 +200,15 @@ def resolve_sampler(name: str | None, scheduler: str | None) -> tuple[Sampler, S
     return _SAMPLER_BY_NAME.get(text, SAMPLERS[0]), found
 
 
+def find_scheduler(name: str) -> Scheduler | None:
+    """A scheduler by its name or label, as the WebUI's schedulers_map looks it up."""
+    return _SCHEDULER_BY_KEY.get(name)
+
+
+def find_sampler(name: str) -> Sampler | None:
+    return _SAMPLER_BY_NAME.get(name)
+
+
 def schedule_label(sampler: Sampler, scheduler: Scheduler) -> str:
     """What the infotext reports: an automatic scheduler is the sampler's own default."""
     if scheduler is not AUTOMATIC:
@@ -268,53 +279,35 @@ SELECTABLE_SCRIPTS = {
 }
 
 
+def script_info() -> list[dict[str, Any]]:
+    """GET /sdapi/v1/script-info: every script of both tabs (their UI arguments left out)."""
+    return [{"name": name.lower(), "is_alwayson": name in ALWAYSON_SCRIPTS,
+             "is_img2img": kind == "img2img", "args": []}
+            for kind, selectable in SELECTABLE_SCRIPTS.items()
+            for name in (*selectable, *ALWAYSON_SCRIPTS)]
+
+
+def realesrgan_models() -> list[dict[str, Any]]:
+    """GET /sdapi/v1/realesrgan-models: the Real-ESRGAN upscalers."""
+    return [{"name": u.name, "path": u.model_path, "scale": u.scale}
+            for u in UPSCALERS if u.name.startswith("R-ESRGAN")]
+
+
+# GET /sdapi/v1/extensions lists the extensions installed from a repository (built-in ones have
+# no remote and are left out): here ADetailer.
+ADETAILER_EXTENSION: dict[str, Any] = {
+    "name": "adetailer", "remote": "https://github.com/Bing-su/adetailer.git",
+    "branch": "main", "commit_hash": _fictional_sha256("adetailer")[:40],
+    "commit_date": 1740000000, "version": _fictional_sha256("adetailer")[:8], "enabled": True,
+}
+
+
 def scripts_list() -> dict[str, list[str]]:
     return {kind: sorted(s.lower() for s in (*selectable, *ALWAYSON_SCRIPTS))
             for kind, selectable in SELECTABLE_SCRIPTS.items()}
 
 
 def default_options(checkpoint: Checkpoint) -> dict[str, Any]:
-    """A representative subset of the WebUI's options; the emulator honours the ones that
-    change an infotext (model, VAE, clip skip, ENSD, the add_*_to_info switches, grids)."""
-    return {
-        "samples_save": True, "samples_format": "png", "samples_filename_pattern": "",
-        "save_images_add_number": True, "grid_save": True, "grid_format": "png",
-        "grid_only_if_multiple": True, "n_rows": -1, "enable_pnginfo": True,
-        "save_txt": False, "jpeg_quality": 80, "outdir_samples": "",
-        "outdir_txt2img_samples": "outputs/txt2img-images",
-        "outdir_img2img_samples": "outputs/img2img-images",
-        "outdir_extras_samples": "outputs/extras-images",
-        "outdir_txt2img_grids": "outputs/txt2img-grids",
-        "outdir_img2img_grids": "outputs/img2img-grids",
-        "upscaler_for_img2img": None, "face_restoration": False,
-        "face_restoration_model": "CodeFormer", "code_former_weight": 0.5,
-        "sd_model_checkpoint": checkpoint.title, "sd_checkpoint_hash": checkpoint.sha256,
-        "sd_checkpoints_limit": 1, "sd_checkpoints_keep_in_cpu": True, "sd_unet": "Automatic",
-        "sd_vae": "Automatic", "sd_vae_overrides_per_model_preferences": True,
-        "CLIP_stop_at_last_layers": 1, "emphasis": "Original", "randn_source": "GPU",
-        "tiling": False, "eta_ddim": 0.0, "eta_ancestral": 1.0, "eta_noise_seed_delta": 0,
-        "img2img_fix_steps": False, "img2img_color_correction": False,
-        "inpainting_mask_weight": 1.0, "initial_noise_multiplier": 1.0,
-        "add_model_hash_to_info": True, "add_model_name_to_info": True,
-        "add_vae_hash_to_info": True, "add_vae_name_to_info": True,
-        "add_user_name_to_info": False, "add_version_to_infotext": True,
-        "return_grid": True, "do_not_show_images": False, "show_progress_every_n_steps": 10,
-        "show_progress_type": "Approx NN", "live_previews_enable": True,
-        "api_enable_requests": True, "api_forbid_local_requests": True,
-        "hires_fix_use_firstpass_conds": False, "use_old_hires_fix_width_height": False,
-        "hires_fix_refiner_pass": "second pass", "img2img_background_color": "#ffffff",
-        "sd_vae_encode_method": "Full", "sd_vae_decode_method": "Full",
-        "auto_vae_precision": True, "cross_attention_optimization": "Automatic",
-        "s_min_uncond": 0.0, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": 0.0, "s_noise": 1.0,
-        "sigma_min": 0.0, "sigma_max": 0.0, "rho": 0.0, "always_discard_next_to_last_sigma": False,
-        "sgm_noise_multiplier": False, "uni_pc_variant": "bh1", "uni_pc_skip_type": "time_uniform",
-        "uni_pc_order": 3, "uni_pc_lower_order_final": True, "token_merging_ratio": 0.0,
-        "token_merging_ratio_img2img": 0.0, "token_merging_ratio_hr": 0.0,
-        "pad_cond_uncond": False, "persistent_cond_cache": True, "batch_cond_uncond": True,
-        "use_upscaler_name_as_suffix": False, "upscaling_max_images_in_cache": 5,
-        "ad_max_models": 4, "ad_extra_models_dir": "", "ad_save_previews": False,
-        "ad_save_images_before": False, "ad_only_selected_scripts": True,
-        "ad_script_names": "dynamic_prompting,dynamic_thresholding,lora_block_weight,negpip,"
-                           "wildcard_recursive,wildcards",
-        "ad_bbox_sortby": "None", "ad_same_seed_for_each_tab": False,
-    }
+    """Every WebUI option at its default, with `checkpoint` loaded (options.py)."""
+    return {**OPTION_DEFAULTS, "sd_model_checkpoint": checkpoint.title,
+            "sd_checkpoint_hash": checkpoint.sha256}

@@ -17,7 +17,7 @@ from PIL import Image
 from stablenew.emulator import catalog, images
 from stablenew.emulator.catalog import Upscaler
 from stablenew.emulator.errors import exception
-from stablenew.emulator.infotext import parameters_line
+from stablenew.sdwebui.infotext import parameters_line
 
 # Simulated GPU time of a model upscaler, in sampling steps per image.
 MODEL_UPSCALE_STEPS = 10

@@ -78,8 +78,12 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     **{f"{kind}_next": _count for kind in FAULT_KINDS},
     **{f"{kind}_match": _text for kind in FAULT_KINDS},
     "refuse_seconds": _seconds, "model_load_seconds": _seconds, "step_seconds": _seconds,
-    "clear": _flag, "release_hung": _flag,
+    "clear": _flag, "release_hung": _flag, "adetailer_detect_nothing": _text,
 }
+# adetailer_detect_nothing: this text in a pass's ad_model makes the pass find nothing ("*":
+# every pass; "": off), as a real detector does on an image without faces or hands.
+DETECT_EVERYTHING = ""
+EVERY_MODEL = "*"
 
 
 class FaultControl:
@@ -92,6 +96,7 @@ class FaultControl:
         self._step_seconds = step_seconds
         self._model_load_seconds = model_load_seconds
         self._refuse_until = 0.0
+        self._detect_nothing = DETECT_EVERYTHING
         self._release_generation = 0
         self._hanging = 0
         self._shut_down = False
@@ -101,6 +106,7 @@ class FaultControl:
 
     def _reset(self) -> None:
         settings, self._step_seconds, self._model_load_seconds = self._initial
+        self._detect_nothing = DETECT_EVERYTHING
         for kind in FAULT_KINDS:
             self._rules[kind] = _Rule(getattr(settings, f"{kind}_next"),
                                       getattr(settings, f"{kind}_match"))
@@ -118,6 +124,12 @@ class FaultControl:
     def model_load_seconds(self) -> float:
         with self._condition:
             return self._model_load_seconds
+
+    def detects_nothing(self, ad_model: str) -> bool:
+        """Whether an ADetailer pass with this model is to find nothing."""
+        with self._condition:
+            wanted = self._detect_nothing
+        return wanted == EVERY_MODEL or (wanted != DETECT_EVERYTHING and wanted in ad_model)
 
     def refusing_for(self) -> float:
         """Seconds left in the current refusal window (0 when connections are accepted)."""
@@ -178,6 +190,7 @@ class FaultControl:
             self._step_seconds = checked.get("step_seconds", self._step_seconds)
             self._model_load_seconds = checked.get("model_load_seconds",
                                                    self._model_load_seconds)
+            self._detect_nothing = checked.get("adetailer_detect_nothing", self._detect_nothing)
         if checked.get("release_hung"):
             self.release_hung()
         if "refuse_seconds" in checked:
@@ -201,6 +214,7 @@ class FaultControl:
             state["refuse_seconds"] = round(max(0.0, self._refuse_until - time.monotonic()), 3)
             state["model_load_seconds"] = self._model_load_seconds
             state["step_seconds"] = self._step_seconds
+            state["adetailer_detect_nothing"] = self._detect_nothing
             state["hanging"] = self._hanging
             state["injected"] = dict(self._injected)
             return state

@@ -23,8 +23,14 @@ from stablenew.emulator import adetailer, catalog, images, schema
 from stablenew.emulator.catalog import Checkpoint, Sampler
 from stablenew.emulator.errors import ApiError, exception, http_exception, out_of_memory
 from stablenew.emulator.faults import FaultControl
-from stablenew.emulator.infotext import create_infotext
 from stablenew.emulator.progress import FifoLock, Progress
+from stablenew.sdwebui.adetailer_tabs import (
+    SKIPPED_IMG2IMG_SAMPLER,
+    SKIPPED_IMG2IMG_SIZE,
+    SKIPPED_IMG2IMG_STEPS,
+    ordinal,
+)
+from stablenew.sdwebui.infotext import create_infotext
 
 log = logging.getLogger("stablenew.emulator.generation")
 
@@ -78,6 +84,8 @@ class Plan:
     detailer: adetailer.AdetailerPlan | None
     extra: dict[str, Any]
     task_id: str
+    # Steps an ADetailer pass samples unless its tab says (skip_img2img reports 1 step).
+    detail_steps: int = 0
     mask: Image.Image | None = None
     init_images: list[Image.Image] = field(default_factory=list)
 
@@ -206,12 +214,14 @@ def _hires_size(values: dict[str, Any]) -> tuple[int, int, str, object]:
     return resize_x, resize_y, "Hires resize", f"{resize_x}x{resize_y}"
 
 
-def _hires(values: dict[str, Any], sampler: Sampler, extra: dict[str, Any]) -> Hires | None:
+def _hires(values: dict[str, Any], sampler: Sampler, scheduler: catalog.Scheduler,
+           extra: dict[str, Any]) -> Hires | None:
     if not values["enable_hr"]:
         return None
     upscaler = values["hr_upscaler"]
     if upscaler is not None and upscaler not in catalog.LATENT_UPSCALE_MODES \
             and catalog.find_upscaler(upscaler) is None:
+        # "" too: only a missing (null) hr_upscaler means the latent default.
         raise exception("Exception", f"could not find upscaler named {upscaler}")
     extra["Denoising strength"] = values["denoising_strength"]
     hr_checkpoint = _checkpoint_named(values["hr_checkpoint_name"], "Use same checkpoint")
@@ -222,6 +232,7 @@ def _hires(values: dict[str, Any], sampler: Sampler, extra: dict[str, Any]) -> H
         extra["Hires sampler"] = hr_sampler
     if values["hr_prompt"] and values["hr_prompt"] != values["prompt"]:
         extra["Hires prompt"] = values["hr_prompt"]
+    extra["Hires schedule type"] = _hires_schedule(values, sampler, scheduler, extra)
     width, height, label, described = _hires_size(values)
     extra[label] = described
     second_steps = int(values["hr_second_pass_steps"] or 0)
@@ -234,12 +245,50 @@ def _hires(values: dict[str, Any], sampler: Sampler, extra: dict[str, Any]) -> H
     return Hires(width, height, steps, strength)
 
 
+def _hires_schedule(values: dict[str, Any], sampler: Sampler, scheduler: catalog.Scheduler,
+                    extra: dict[str, Any]) -> str | None:
+    """The hires pass's schedule when it differs from the first pass's. A missing hr_scheduler
+    copies the first pass's scheduler; "" is Automatic: the hires sampler's own default."""
+    requested = values["hr_scheduler"]
+    hires_scheduler = scheduler if requested is None else (
+        catalog.find_scheduler(requested) or catalog.AUTOMATIC)
+    hires_sampler = catalog.find_sampler(values["hr_sampler_name"] or "") or sampler
+    label = catalog.schedule_label(hires_sampler, hires_scheduler)
+    first = catalog.schedule_label(sampler, scheduler)
+    if label in (catalog.AUTOMATIC.label, first):
+        return None  # the model's own schedule, or the same as the first pass: not written
+    return label
+
+
 def _refiner(values: dict[str, Any], extra: dict[str, Any]) -> Checkpoint | None:
     refiner = _checkpoint_named(values["refiner_checkpoint"], "None")
     if refiner is not None:
         extra["Refiner"] = refiner.short_title
         extra["Refiner switch at"] = values["refiner_switch_at"]
     return refiner
+
+
+def _skip_img2img(values: dict[str, Any]) -> Sampler:
+    """ADetailer's skip_img2img: the img2img it skips runs as 1 step of Euler at 128x128, and
+    those are the values info and the infotext report."""
+    values.update(steps=SKIPPED_IMG2IMG_STEPS, width=SKIPPED_IMG2IMG_SIZE,
+                  height=SKIPPED_IMG2IMG_SIZE)
+    euler = catalog.find_sampler(SKIPPED_IMG2IMG_SAMPLER)
+    assert euler is not None
+    return euler
+
+
+def _schedule(requested: str | None, sampler: Sampler, scheduler: catalog.Scheduler,
+              extra: dict[str, Any]) -> str:
+    """What the infotext's "Schedule type" says. A known scheduler other than Automatic is
+    also in extra_generation_params; an unknown one is written as sent, while the sampler runs
+    the model's own schedule."""
+    if requested and catalog.find_scheduler(requested) is None:
+        return requested
+    label = catalog.schedule_label(sampler, scheduler)
+    if label != catalog.AUTOMATIC.label:
+        extra["Schedule type"] = label
+    return label
 
 
 def new_task_id(kind: str, forced: str | None) -> str:
@@ -276,19 +325,22 @@ def plan_generation(kind: str, echo: dict[str, Any], options: dict[str, Any]) ->
         extra["Denoising strength"] = values["denoising_strength"]
         if mask is not None:
             extra["Mask blur"] = values["mask_blur"]
-    hires = _hires(values, sampler, extra) if kind == "txt2img" else None
+    hires = _hires(values, sampler, scheduler, extra) if kind == "txt2img" else None
     refiner = _refiner(values, extra)
     detailer = adetailer.plan(values["alwayson_scripts"])
+    detail_steps = int(values["steps"])
     if detailer is not None:
         extra.update(detailer.extra_params())
+        if kind == "img2img" and detailer.skip_img2img:
+            sampler = _skip_img2img(values)
+    schedule = _schedule(values["scheduler"], sampler, scheduler, extra)
     seeds, subseeds = _seeds(values, count)
     return Plan(
         kind=kind, echo=echo, values=values, options=effective, persist_options=keep,
-        checkpoint=_checkpoint_of(effective), sampler=sampler,
-        schedule=catalog.schedule_label(sampler, scheduler),
+        checkpoint=_checkpoint_of(effective), sampler=sampler, schedule=schedule,
         prompts=[values["prompt"] or ""] * count,
         negatives=[values["negative_prompt"] or ""] * count, seeds=seeds, subseeds=subseeds,
-        hires=hires, refiner=refiner, detailer=detailer, extra=extra,
+        hires=hires, refiner=refiner, detailer=detailer, extra=extra, detail_steps=detail_steps,
         task_id=new_task_id(kind, values["force_task_id"]), mask=mask,
     )
 
@@ -372,7 +424,7 @@ class Generation:
         try:
             with self.runtime.lock.held():
                 job_count = plan.n_iter * (2 if plan.hires else 1)
-                timestamp = self.progress.begin(f"scripts_{plan.kind}", job_count, plan.task_id)
+                timestamp = self.progress.begin(f"scripts_{plan.kind}", job_count)
                 try:
                     produced = self._generate()
                     response = self._response(produced, timestamp)
@@ -392,6 +444,8 @@ class Generation:
             plan.init_images = self._decode_init_images()
         self.runtime.load_checkpoint(plan.checkpoint)
         self._check_memory()
+        if self._skips_img2img():
+            return self._skipped_img2img()
         latents: list[Image.Image] = []
         for iteration in range(plan.n_iter):
             if iteration and self.progress.interrupted:
@@ -434,7 +488,7 @@ class Generation:
         indices = range(iteration * plan.batch_size, (iteration + 1) * plan.batch_size)
         first = [self._first_pass(i) for i in indices]
         self.progress.start_sampling(plan.sample_steps, _preview(first[0]))
-        fraction = self._sample(self._first_pass_steps(), plan.batch_size)
+        fraction = self._sample(plan.sample_steps, plan.batch_size)
         latents = [images.partial(latent, fraction) for latent in first]
         if plan.hires is not None and not self.stopped:
             latents = self._hires_pass(latents, indices)
@@ -443,11 +497,31 @@ class Generation:
         self.progress.next_job()
         return latents
 
-    def _first_pass_steps(self) -> int:
+    def _skips_img2img(self) -> bool:
         detailer = self.plan.detailer
-        if self.plan.kind == "img2img" and detailer is not None and detailer.skip_img2img:
-            return 1
-        return self.plan.sample_steps
+        return self.plan.kind == "img2img" and detailer is not None and detailer.skip_img2img
+
+    def _skipped_img2img(self) -> list[Image.Image]:
+        """ADetailer's skip_img2img: the 1-step img2img it throws away, then its passes on each
+        input image as it is (pixel for pixel when no pass details it)."""
+        plan = self.plan
+        made: list[Image.Image] = []
+        for iteration in range(plan.n_iter):
+            if iteration and self.progress.interrupted:
+                break
+            self.progress.clear_skip()
+            self.stopped = False
+            indices = range(iteration * plan.batch_size, (iteration + 1) * plan.batch_size)
+            sources = [plan.init_images[i % len(plan.init_images)].convert("RGB")
+                       for i in indices]
+            self.progress.start_sampling(plan.sample_steps, _preview(sources[0]))
+            self._sample(plan.sample_steps, plan.batch_size)
+            if not self.stopped:
+                sources = [self._detail(image, i, pixels=True)
+                           for image, i in zip(sources, indices, strict=True)]
+            self.progress.next_job()
+            made += sources
+        return made
 
     def _digest(self, index: int, *more: object) -> bytes:
         plan, values = self.plan, self.plan.values
@@ -466,8 +540,6 @@ class Generation:
             return images.pattern(self._digest(index), size)
         source = plan.init_images[index % len(plan.init_images)]
         base = images.fit(source, size, int(plan.values["resize_mode"] or 0))
-        if plan.detailer is not None and plan.detailer.skip_img2img:
-            return base
         digest = self._digest(index, images.fingerprint(source), plan.denoising_strength)
         changed = images.rework(base, digest, plan.denoising_strength)
         if plan.mask is None:
@@ -487,18 +559,30 @@ class Generation:
                                              hires.denoising_strength / 2), fraction)
                 for latent, i in zip(upscaled, indices, strict=True)]
 
-    def _detail(self, latent: Image.Image, index: int) -> Image.Image:
+    def _detail(self, latent: Image.Image, index: int, pixels: bool = False) -> Image.Image:
+        """ADetailer's passes on one image, as the extension runs them: a pass whose model is
+        not installed raises, which ends the passes (the reply is still 200); a pass that
+        detects nothing leaves the image as it is."""
         detailer = self.plan.detailer
         assert detailer is not None
         for detail_pass in detailer.passes:
             if self.stopped or self.progress.should_stop():
                 break
+            if not detail_pass.installed:
+                log.warning("[-] ADetailer: Model %r not found.", detail_pass.model)
+                break
+            if self.runtime.faults.detects_nothing(detail_pass.model):
+                log.info("[-] ADetailer: nothing detected on image %d with %s settings.",
+                         index + 1, ordinal(detail_pass.position + 1))
+                continue
+            steps = detail_pass.steps(self.plan.detail_steps)
             self.progress.add_jobs(1)
             self.progress.next_job()
-            self.progress.start_sampling(detail_pass.steps(self.plan.steps), _preview(latent))
-            if self._sample(detail_pass.steps(self.plan.steps), 1) < 1:
+            self.progress.start_sampling(steps, _preview(latent))
+            if self._sample(steps, 1) < 1:
                 break
-            latent = detail_pass.apply(latent, self.plan.seeds[index], self.plan.prompts[index])
+            latent = detail_pass.apply(latent, self.plan.seeds[index], self.plan.prompts[index],
+                                       pixels)
         return latent
 
     def _response(self, produced: list[Image.Image], timestamp: str) -> dict[str, Any]:

@@ -87,15 +87,13 @@ class Progress:
         self.interrupted = False
         self.job_timestamp = "0"
         self.time_start = time.time()
-        self.task_id: str | None = None
         self._preview: PreviewSource | None = None
 
-    def begin(self, job: str, job_count: int, task_id: str) -> str:
+    def begin(self, job: str, job_count: int) -> str:
         """A generation starts (under the queue lock); returns its job timestamp."""
         with self._condition:
             self._reset(job)
             self.job_count = job_count
-            self.task_id = task_id
             self.job_timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
             return self.job_timestamp
 
@@ -167,8 +165,9 @@ class Progress:
         with self._condition:
             state = self._state()
             if self.job_count == 0:
+                # No current_task: the WebUI passes one, but its response model drops it.
                 return {"progress": 0, "eta_relative": 0, "state": state, "current_image": None,
-                        "textinfo": None, "current_task": None}
+                        "textinfo": None}
             progress = 0.01 + self.job_no / self.job_count
             if self.sampling_steps > 0:
                 progress += self.sampling_step / self.sampling_steps / self.job_count
@@ -176,12 +175,10 @@ class Progress:
             preview = self._preview
             fraction = self.sampling_step / self.sampling_steps if self.sampling_steps else 0.0
             show = preview is not None and self.sampling_step > 0 and not skip_current_image
-            task_id = self.task_id
         image = encode_png(preview(fraction)) if show and preview is not None else None
         progress = min(progress, 1.0)  # as the WebUI: capped before the ETA, never negative
         return {"progress": progress, "eta_relative": elapsed / progress - elapsed,
-                "state": state, "current_image": image, "textinfo": None,
-                "current_task": task_id}
+                "state": state, "current_image": image, "textinfo": None}
 
     def _state(self) -> dict[str, Any]:
         return {"skipped": self.skipped, "interrupted": self.interrupted,

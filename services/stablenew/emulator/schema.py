@@ -24,6 +24,7 @@ class Field:
     default: Any = None
     ge: float | None = None
     le: float | None = None
+    gt: float | None = None
     permitted: tuple[Any, ...] | None = None
     required: bool = False
 
@@ -144,6 +145,9 @@ def _check_bounds(spec: Field, value: Any) -> None:
         allowed = ", ".join(repr(p) for p in spec.permitted)
         raise InvalidValueError(f"unexpected value; permitted: {allowed}", "value_error.const",
                       {"given": value, "permitted": list(spec.permitted)})
+    if spec.gt is not None and value <= spec.gt:
+        raise InvalidValueError(f"ensure this value is greater than {spec.gt:g}",
+                                "value_error.number.not_gt", {"limit_value": spec.gt})
     if spec.ge is not None and value < spec.ge:
         raise InvalidValueError(f"ensure this value is greater than or equal to {spec.ge:g}",
                       "value_error.number.not_ge", {"limit_value": spec.ge})
@@ -304,7 +308,7 @@ _EXTRAS: tuple[Field, ...] = (
     Field("gfpgan_visibility", "float", 0.0, ge=0, le=1),
     Field("codeformer_visibility", "float", 0.0, ge=0, le=1),
     Field("codeformer_weight", "float", 0.0, ge=0, le=1),
-    Field("upscaling_resize", "float", 2.0, ge=1, le=8),
+    Field("upscaling_resize", "float", 2.0, gt=0),
     Field("upscaling_resize_w", "int", 512, ge=1),
     Field("upscaling_resize_h", "int", 512, ge=1),
     Field("upscaling_crop", "bool", True),
@@ -316,3 +320,5 @@ _EXTRAS: tuple[Field, ...] = (
 
 EXTRAS_SINGLE: tuple[Field, ...] = (*_EXTRAS, Field("image", "str", ""))
 EXTRAS_BATCH: tuple[Field, ...] = (*_EXTRAS, Field("imageList", "file_list", required=True))
+
+PNG_INFO: tuple[Field, ...] = (Field("image", "str", required=True),)

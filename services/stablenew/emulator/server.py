@@ -94,6 +94,7 @@ class App:
         for path, call in ((f"{v1}/txt2img", webui.txt2img), (f"{v1}/img2img", webui.img2img),
                            (f"{v1}/extra-single-image", webui.extra_single_image),
                            (f"{v1}/extra-batch-images", webui.extra_batch_images),
+                           (f"{v1}/png-info", webui.png_info),
                            (f"{v1}/options", webui.set_options)):
             self._route("POST", path, _with_body(call))
         self._route("GET", f"{v1}/options", lambda _: webui.get_options())
@@ -101,6 +102,8 @@ class App:
         for path, action in ((f"{v1}/interrupt", webui.interrupt), (f"{v1}/skip", webui.skip),
                              (f"{v1}/refresh-checkpoints", webui.refresh_checkpoints),
                              (f"{v1}/refresh-vae", lambda: None),
+                             # Rescanning waits for the generation lock, like a checkpoint rescan.
+                             (f"{v1}/refresh-embeddings", webui.refresh_checkpoints),
                              (f"{v1}/unload-checkpoint", webui.unload_checkpoint),
                              (f"{v1}/reload-checkpoint", webui.reload_checkpoint)):
             self._route("POST", path, _without_body(action))
@@ -115,6 +118,12 @@ class App:
             "sd-vae": lambda: [v.api_item() for v in catalog.VAES],
             "face-restorers": lambda: list(catalog.FACE_RESTORERS),
             "scripts": catalog.scripts_list,
+            "script-info": catalog.script_info,
+            "hypernetworks": lambda: [],
+            "realesrgan-models": catalog.realesrgan_models,
+            "prompt-styles": lambda: [],
+            "embeddings": lambda: {"loaded": {}, "skipped": {}},
+            "extensions": lambda: [catalog.ADETAILER_EXTENSION],
             "memory": self.webui.memory,
             "cmd-flags": lambda: {"api": True, "nowebui": False, "listen": False,
                                   "api_auth": None, "api_log": False},

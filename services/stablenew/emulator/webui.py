@@ -15,6 +15,7 @@ from stablenew.emulator.config import EmulatorConfig
 from stablenew.emulator.errors import exception, validation_failed
 from stablenew.emulator.faults import FaultControl
 from stablenew.emulator.progress import FifoLock, Progress
+from stablenew.sdwebui import infotext
 
 log = logging.getLogger("stablenew.emulator.webui")
 
@@ -119,7 +120,7 @@ class WebUI:
         status, results = 500, []
         try:
             with self.lock.held():
-                self.progress.begin("extras", len(sources), generation.new_task_id(endpoint, None))
+                self.progress.begin("extras", len(sources))
                 try:
                     generation.inject_fault(self, endpoint, "")
                     for source in sources:
@@ -134,6 +135,15 @@ class WebUI:
             return results
         finally:
             self.record(endpoint, "", -1, len(results), status)
+
+    def png_info(self, body: Any) -> dict[str, Any]:
+        """POST /sdapi/v1/png-info: an image's infotext, its other text chunks, and the
+        infotext's parameters."""
+        values = schema.validate_body(body, schema.PNG_INFO)
+        image = images.decode_image(values["image"].strip())
+        items = images.text_chunks(image)
+        info = items.pop("parameters", "")
+        return {"info": info, "items": items, "parameters": infotext.parse_infotext(info)}
 
     # ------------------------------------------------------------ options and models
 

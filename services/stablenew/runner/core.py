@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,7 +42,7 @@ from stablenew.runner.domain import (
 )
 from stablenew.runner.executor import Executor
 from stablenew.runner.webui_client import WebuiClient
-from stablenew.runner.webui_errors import WebuiError
+from stablenew.runner.webui_errors import WebuiError, WebuiErrorKind
 
 log = logging.getLogger("stablenew.runner")
 T = TypeVar("T")
@@ -52,14 +51,6 @@ DEFAULT_CHUNK = 64 * 1024
 MAX_CHUNK = 1024 * 1024
 # A report waits out a queue restart: 29 waits from 0.1 s doubling to 2 s, about 50 s in all.
 REPORT_ATTEMPTS = 30
-
-
-def fetch_capabilities(client: WebuiClient) -> Capabilities:
-    """Everything the WebUI offers, read now."""
-    return Capabilities(
-        models=client.sd_models(), vaes=client.sd_vaes(), samplers=client.samplers(),
-        schedulers=client.schedulers(), upscalers=client.upscalers(),
-        adetailer_models=client.adetailer_models(), fetch_time=datetime.now(UTC))
 
 
 class RunnerCore:
@@ -78,7 +69,7 @@ class RunnerCore:
         capabilities = self.state.capabilities
         if refresh or capabilities is None:
             try:
-                capabilities = fetch_capabilities(self.client)
+                capabilities = self.client.capabilities()
             except WebuiError as error:
                 raise webui_unavailable(error) from None
             self.state.set_capabilities(capabilities)
@@ -159,7 +150,7 @@ class JobRunner:
             return False
         try:
             if self.state.capabilities is None:
-                self.state.set_capabilities(fetch_capabilities(self.client))
+                self.state.set_capabilities(self.client.capabilities())
             title = self.client.loaded_model_title()
         except WebuiError as error:
             self.state.set_webui(WebuiState.ERROR, str(error))
@@ -185,6 +176,13 @@ class JobRunner:
         lease, job = leased.lease, leased.job
         log.info("running job %s attempt %d (%d entries)", job.job_id, lease.attempt,
                  len(job.entries))
+        try:
+            # Read now: a model, sampler or ADetailer model added since the last job counts.
+            capabilities = self.client.capabilities()
+        except WebuiError as error:
+            self._hand_back(lease, job.results, error)
+            return
+        self.state.set_capabilities(capabilities)
         cancel = self._job_cancel = threading.Event()
         self._job_ended.clear()
         lost = threading.Event()
@@ -193,19 +191,33 @@ class JobRunner:
                                  name="runner-heartbeat", daemon=True)
         beats.start()
         try:
-            results, cancelled = self.executor.run_job(job, cancel, self.state.set_progress)
+            outcome = self.executor.run_job(job, capabilities, cancel, self.state.set_progress)
         finally:
             self.state.job_finished()
             self._job_ended.set()
             beats.join()  # ends once job_finished cleared the current job
         if lost.is_set():
             log.warning("lease of job %s was lost; not reporting it", job.job_id)
-        elif cancelled and self.stopping.is_set():
-            self.queue.fail(lease, "the runner shut down while running the job", results,
-                            retryable=True)
+        elif outcome.cut_off:
+            self._hand_back(lease, outcome.results, outcome.cut_off)
+        elif outcome.cancelled and self.stopping.is_set():
+            self.queue.fail(lease, "the runner shut down while running the job",
+                            outcome.results, retryable=True)
             log.info("job %s handed back to the queue", job.job_id)
         else:
-            self._report(lease, results, cancelled)
+            self._report(lease, outcome.results, outcome.cancelled)
+
+    def _hand_back(self, lease: Lease, results: list[EntryResult],
+                   cause: WebuiError | str) -> None:
+        """The WebUI stopped answering: record it and give the job back for another attempt,
+        with the entries that completed (the next attempt does not run them again)."""
+        reason = f"the WebUI stopped answering: {cause}"
+        answered = isinstance(cause, WebuiError) and cause.kind is not WebuiErrorKind.UNAVAILABLE
+        self.state.set_webui(WebuiState.ERROR if answered else WebuiState.DISCONNECTED, reason)
+        state = _retrying(lambda: self.queue.fail(lease, reason, results, retryable=True),
+                          self.stopping)
+        log.warning("job %s handed back to the queue (%s): %s", lease.job_id, state.name,
+                    reason)
 
     def _heartbeat(self, lease: Lease, cancel: threading.Event, lost: threading.Event) -> None:
         while self.state.current_job_id == lease.job_id:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from stablenew.contract.errors import Code, ErrorDetails, ErrorReason, ServiceError
 from stablenew.contract.model import EntryResult, Job, JobProgress, JobState
-from stablenew.runner.model_matching import ModelEntry, queue_model_name
+from stablenew.runner.model_matching import ModelEntry, SchedulerEntry, queue_model_name
 
 log = logging.getLogger("stablenew.runner")
 
@@ -35,7 +35,7 @@ class WebuiState(IntEnum):
 
 @dataclass
 class Capabilities:
-    """What the WebUI offers, as the runner last fetched it."""
+    """What the WebUI offers, as the runner last fetched it (at start-up and before each job)."""
 
     models: list[ModelEntry] = field(default_factory=list)
     vaes: list[str] = field(default_factory=list)
@@ -44,6 +44,10 @@ class Capabilities:
     upscalers: list[str] = field(default_factory=list)
     adetailer_models: list[str] = field(default_factory=list)
     fetch_time: datetime | None = None
+    # The schedulers with their labels and aliases, as requests and infotexts spell them.
+    scheduler_entries: list[SchedulerEntry] = field(default_factory=list)
+    # The hires fix also takes these ("Latent", ...), which the upscaler list leaves out.
+    latent_upscale_modes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,19 @@
 """Runs a leased job's entries through their stage plans on the WebUI.
 
 Each entry: build every request first and refuse the entry if they would not make what was
-queued (config hash); switch model and VAE only when needed; then txt2img -> img2img ->
-ADetailer -> upscale, each stage applied to every image the previous one made. A failure is
-recorded on its entry and the job goes on with the next entry; a cancel stops after the call in
-flight (which the worker interrupts) and keeps what finished.
+queued (config hash) or name something the WebUI does not offer (preflight.py); switch model
+and VAE only when needed; then txt2img -> img2img -> ADetailer -> upscale, each stage applied to
+every image the previous one made. Every reply is read back (webui_report.py): a value the WebUI
+ran differently from the request fails the entry, naming the key and both values, and the
+entry's executed config hash is then the hash of what the WebUI reported, so it equals the
+queued hash only when everything ran as queued. ADetailer runs one pass per call: an image that
+comes back unchanged is a pass that detected nothing, recorded as that pass's outcome.
+
+A failure is recorded on its entry and the job goes on with the next entry. A WebUI that stops
+answering cuts the job off instead (the entry in flight is not recorded) so that the job can go
+back to the queue; a cancel stops after the call in flight (which the worker interrupts) and
+keeps what finished. Entries an earlier attempt completed are not run again: their results are
+kept.
 """
 
 from __future__ import annotations
@@ -14,13 +23,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from stablenew.contract.config_hash import config_hash
 from stablenew.contract.model import (
+    AdetailerOutcome,
+    AdetailerOutcomeKind,
     EntryResult,
     EntryStatus,
     ImageRef,
@@ -30,13 +41,34 @@ from stablenew.contract.model import (
     StageType,
 )
 from stablenew.runner import outputs
-from stablenew.runner.payloads import StageRequest, comparable, executed_job, plan_requests
+from stablenew.runner.domain import Capabilities
+from stablenew.runner.model_matching import ModelEntry, find_model
+from stablenew.runner.payloads import (
+    EntryPlan,
+    StageRequest,
+    adetailer_script,
+    comparable,
+    executed_job,
+    plan_requests,
+)
+from stablenew.runner.preflight import unknown_names
 from stablenew.runner.webui_client import WebuiClient
-from stablenew.runner.webui_errors import WebuiError
+from stablenew.runner.webui_errors import WebuiError, WebuiErrorKind, bad_response
+from stablenew.runner.webui_report import (
+    Mismatch,
+    Report,
+    adetailer_mismatches,
+    generation_mismatches,
+    model_mismatches,
+)
 from stablenew.runner.webui_responses import GenerationResult, Progress
-from stablenew.sdwebui.adetailer_tabs import ordinal_suffix
 
 log = logging.getLogger("stablenew.runner")
+IMG2IMG_ENDPOINT = "POST /sdapi/v1/img2img"
+# Request keys a later img2img call takes from the plan; its size and seed come from the image
+# it refines, which no normalized job field holds.
+_PLANNED_LATER_KEYS = frozenset({"sampler_name", "scheduler", "steps", "cfg_scale",
+                                 "denoising_strength"})
 
 
 class EntryFailedError(Exception):
@@ -47,6 +79,18 @@ class EntryCancelledError(Exception):
     """A cancel arrived while the entry ran."""
 
 
+class WebuiOutageError(Exception):
+    """The WebUI stopped answering while an entry ran: the job is cut off, not failed."""
+
+
+class ReportedMismatchError(EntryFailedError):
+    """The WebUI reported running something other than what was asked."""
+
+    def __init__(self, message: str, executed_hash: str) -> None:
+        super().__init__(message)
+        self.executed_hash = executed_hash
+
+
 @dataclass
 class SourceImage:
     png: bytes
@@ -55,24 +99,19 @@ class SourceImage:
     source_text: dict[str, str] = field(default_factory=dict)
 
 
-def adetailer_key(position: int) -> str:
-    """ADetailer reports its n-th tab as "ADetailer model", "... 2nd", "... 3rd", "... 4th"."""
-    return "ADetailer model" + ordinal_suffix(position - 1)
+@dataclass
+class JobOutcome:
+    """What running a job came to: the results in entry order (entries not reached left out),
+    whether a cancel stopped it, and why the WebUI cut it off ("" when it did not)."""
 
-
-def check_adetailer_ran(result: GenerationResult, models: list[str]) -> None:
-    """ADetailer never fails the HTTP call: the only trace of a skipped pass is a missing key."""
-    params = result.info.get("extra_generation_params") or {}
-    for position, model in enumerate(models, start=1):
-        if params.get(adetailer_key(position)) != model:
-            raise EntryFailedError(
-                f"ADetailer pass {position} ({model}) did not run: the WebUI skipped it silently "
-                f"(no '{adetailer_key(position)}' in extra_generation_params)")
+    results: list[EntryResult]
+    cancelled: bool
+    cut_off: str = ""
 
 
 @dataclass
 class EntryRun:
-    """One entry in progress: where its files go and how to report."""
+    """One entry in progress: where its files go, how to report, and what the WebUI said."""
 
     job_id: str
     entry: NormalizedJob
@@ -80,7 +119,12 @@ class EntryRun:
     folder: Path
     cancel: threading.Event
     report: Callable[[JobProgress], None]
-    images: list[ImageRef]
+    capabilities: Capabilities | None
+    images: list[ImageRef] = field(default_factory=list)
+    outcomes: list[AdetailerOutcome] = field(default_factory=list)
+    model: ModelEntry | None = None
+    # (request position, ADetailer pass or -1, what differed), in the order found.
+    mismatches: list[tuple[int, int, Mismatch]] = field(default_factory=list)
 
     def progress(self, stage: StageType, step: int, steps: int, entry_fraction: float = 0.0,
                  eta: timedelta | None = None) -> None:
@@ -99,20 +143,34 @@ class Executor:
         self.input_root = input_root
         self.runner_id = runner_id
 
-    def run_job(self, job: Job, cancel: threading.Event,
-                report: Callable[[JobProgress], None]) -> tuple[list[EntryResult], bool]:
-        """Every entry's result, and whether a cancel stopped the job early."""
+    def run_job(self, job: Job, capabilities: Capabilities | None, cancel: threading.Event,
+                report: Callable[[JobProgress], None]) -> JobOutcome:
+        """Run the entries no earlier attempt completed (`capabilities`: what the WebUI offers;
+        None leaves names unchecked)."""
         folder = outputs.job_folder(self.output_root, job.job_id)
+        done = {result.entry_index: result for result in job.results
+                if result.status == EntryStatus.COMPLETED}
         results: list[EntryResult] = []
+        cut_off = ""
         for entry in job.entries:
             if cancel.is_set():
                 break
-            run = EntryRun(job.job_id, entry, len(job.entries), folder, cancel, report, [])
-            results.append(self.run_entry(run))
+            if entry.index in done:
+                results.append(done[entry.index])
+                continue
+            run = EntryRun(job.job_id, entry, len(job.entries), folder, cancel, report,
+                           capabilities)
+            try:
+                results.append(self.run_entry(run))
+            except WebuiOutageError as error:
+                cut_off = str(error)
+                log.warning("job %s cut off: %s", job.job_id, error)
+                break
         outputs.write_manifest(folder, self._manifest(job, results))
-        return results, cancel.is_set()
+        return JobOutcome(results, cancel.is_set() and not cut_off, cut_off)
 
     def run_entry(self, run: EntryRun) -> EntryResult:
+        """Run one entry; its result. Raises WebuiOutageError when the WebUI stops answering."""
         entry = run.entry
         started = time.monotonic()
         result = EntryResult(
@@ -125,15 +183,41 @@ class Executor:
         except EntryCancelledError:
             result.status = EntryStatus.CANCELLED
             result.error_message = "cancelled while running"
-        except (EntryFailedError, WebuiError, outputs.UnsafePathError, OSError) as error:
-            result.status = EntryStatus.FAILED
-            result.error_message = str(error)
-            log.warning("entry %d of job %s failed: %s", entry.index, run.job_id, error)
+        except WebuiError as error:
+            if error.kind is WebuiErrorKind.UNAVAILABLE:
+                raise WebuiOutageError(f"entry {entry.index}: {error}") from error
+            _failed(run, result, error)
+        except ReportedMismatchError as error:
+            _failed(run, result, error)
+            result.executed_config_hash = error.executed_hash
+        except (EntryFailedError, outputs.UnsafePathError, OSError) as error:
+            _failed(run, result, error)
         result.images = run.images
+        result.adetailer_outcomes = run.outcomes
         result.duration = timedelta(seconds=time.monotonic() - started)
         return result
 
     def _run_stages(self, run: EntryRun) -> str:
+        """Run the plan; the executed config hash (the queued one: everything ran as asked)."""
+        plan = self._checked_plan(run)
+        if plan.model:
+            self.client.ensure_model(plan.model)
+            run.model = find_model(run.capabilities.models if run.capabilities else [],
+                                   plan.model)
+        if plan.vae:
+            self.client.ensure_vae(plan.vae)
+        sources = self._inputs(run.entry)
+        for position, request in enumerate(plan.requests):
+            sources = self._run_stage(run, position, request, sources)
+            if run.mismatches:
+                raise ReportedMismatchError(_mismatch_message(run),
+                                            _executed_hash(run, plan))
+        # Every reported value matched requests proven equal (above) to the queued job.
+        return run.entry.config_hash
+
+    def _checked_plan(self, run: EntryRun) -> EntryPlan:
+        """The entry's requests, refused when they would not make what was queued or name
+        something the WebUI does not offer."""
         if config_hash(run.entry) != run.entry.config_hash:
             raise EntryFailedError(
                 f"config hash mismatch: the entry's fields hash to {config_hash(run.entry)[:12]}, "
@@ -144,15 +228,11 @@ class Executor:
             raise EntryFailedError(
                 f"config hash mismatch: the requests would make {config_hash(executed)[:12]}, "
                 f"the queued job is {run.entry.config_hash[:12]}")
-        if plan.model:
-            self.client.ensure_model(plan.model)
-        if plan.vae:
-            self.client.ensure_vae(plan.vae)
-        sources = self._inputs(run.entry)
-        for position, request in enumerate(plan.requests):
-            sources = self._run_stage(run, request, sources, first=position == 0)
-        # Proven equal (above) to the queued job: what ran is what was queued.
-        return run.entry.config_hash
+        if run.capabilities is not None:
+            problems = unknown_names(plan, run.capabilities)
+            if problems:
+                raise EntryFailedError("; ".join(problems))
+        return plan
 
     def _inputs(self, entry: NormalizedJob) -> list[SourceImage]:
         """The entry's input images (img2img or upscale first), read from the input root."""
@@ -164,15 +244,20 @@ class Executor:
             images.append(SourceImage(path.read_bytes(), entry.seed))
         return images
 
-    def _run_stage(self, run: EntryRun, request: StageRequest, sources: list[SourceImage],
-                   first: bool) -> list[SourceImage]:
+    def _run_stage(self, run: EntryRun, position: int, request: StageRequest,
+                   sources: list[SourceImage]) -> list[SourceImage]:
         run.progress(request.stage, step=0, steps=run.entry.steps)
         made: list[SourceImage] = []
         inputs: list[SourceImage | None] = list(sources) or [None]
-        for source in inputs:
+        for image_index, source in enumerate(inputs):
             if run.cancel.is_set():
                 raise EntryCancelledError
-            made += self._call(run, request, source, first)
+            if request.stage == StageType.ADETAILER and source is not None:
+                made.append(self._detail(run, position, request, source, image_index))
+            else:
+                made += self._call(run, position, request, source)
+            if run.mismatches:
+                return made  # not written: the entry fails with what the WebUI reported
         if run.cancel.is_set():
             raise EntryCancelledError  # the WebUI was interrupted: what came back is incomplete
         for image in made:
@@ -182,10 +267,9 @@ class Executor:
                                                   context, image.source_text))
         return made
 
-    def _call(self, run: EntryRun, request: StageRequest, source: SourceImage | None,
-              first: bool) -> list[SourceImage]:
+    def _call(self, run: EntryRun, position: int, request: StageRequest,
+              source: SourceImage | None) -> list[SourceImage]:
         body = dict(request.body)
-        on_progress = self._progress_reporter(run, request.stage)
         if source is not None and source.source_text:
             # A stage after an extras upscale (no plan the bundle makes): send what was written.
             source = SourceImage(outputs.with_source_text(source.png, source.source_text),
@@ -200,16 +284,43 @@ class Executor:
             body |= {"init_images": [_b64(source.png)], "seed": source.seed}
             if request.scale:
                 body |= _scaled_size(source.png, request.scale)
-            elif request.stage == StageType.ADETAILER or not first:
-                # Detail and refine the image at the size it has (a hires fix made it larger).
-                body |= dict(zip(("width", "height"), outputs.png_size(source.png), strict=True))
+            elif position > 0:
+                # Refine the image at the size it has (a hires fix made it larger).
+                body |= _size_of(source.png)
         call = self.client.txt2img if request.endpoint == "txt2img" else self.client.img2img
-        result = call(body, on_progress=on_progress)
-        if request.adetailer_models:
-            check_adetailer_ran(result, request.adetailer_models)
+        result = call(body, on_progress=self._progress_reporter(run, request.stage))
+        report = Report.of(result, f"POST /sdapi/v1/{request.endpoint}")
+        found = model_mismatches(report, run.model) + generation_mismatches(
+            body, report, run.capabilities)
+        run.mismatches += [(position, -1, mismatch) for mismatch in found]
         seeds = result.info.get("all_seeds") or [body["seed"]] * len(result.images)
         return [SourceImage(png, int(seed))
                 for png, seed in zip(result.images, seeds, strict=False)]
+
+    def _detail(self, run: EntryRun, position: int, request: StageRequest, source: SourceImage,
+                image_index: int) -> SourceImage:
+        """ADetailer's passes on one image, one call per pass, each on the previous pass's
+        result; records whether each pass detailed the image or detected nothing."""
+        image = source
+        for pass_index, tab in enumerate(request.adetailer_tabs):
+            if run.cancel.is_set():
+                raise EntryCancelledError
+            body = request.body | _size_of(image.png) | {
+                "init_images": [_b64(image.png)], "seed": image.seed,
+                "alwayson_scripts": adetailer_script(tab)}
+            result = self.client.img2img(
+                body, on_progress=self._progress_reporter(run, request.stage))
+            found = _detail_mismatches(run, tab, result)
+            if found:
+                run.mismatches += [(position, pass_index, mismatch) for mismatch in found]
+                return image
+            detailed = not outputs.same_pixels(result.images[0], image.png)
+            run.outcomes.append(AdetailerOutcome(
+                pass_index=pass_index, model=str(tab["ad_model"]), image_index=image_index,
+                outcome=AdetailerOutcomeKind.DETAILED if detailed
+                else AdetailerOutcomeKind.NOTHING_DETECTED))
+            image = SourceImage(result.images[0], image.seed)
+        return image
 
     def _progress_reporter(self, run: EntryRun, stage: StageType) -> Callable[[Progress], None]:
         def report(progress: Progress) -> None:
@@ -238,6 +349,65 @@ class Executor:
                 "images": [outputs.image_ref_dict(image) for image in result.images],
             } for result in results],
         }
+
+
+def _failed(run: EntryRun, result: EntryResult, error: Exception) -> None:
+    result.status = EntryStatus.FAILED
+    result.error_message = str(error)
+    log.warning("entry %d of job %s failed: %s", run.entry.index, run.job_id, error)
+
+
+def _detail_mismatches(run: EntryRun, tab: dict[str, Any],
+                       result: GenerationResult) -> list[Mismatch]:
+    if len(result.images) != 1:
+        raise bad_response(IMG2IMG_ENDPOINT, "an ADetailer pass on one image returned "
+                           f"{len(result.images)} images")
+    report = Report.of(result, IMG2IMG_ENDPOINT)
+    return model_mismatches(report, run.model) + adetailer_mismatches(tab, report)
+
+
+def _mismatch_message(run: EntryRun) -> str:
+    """"the WebUI did not run what was asked: ...", each difference once."""
+    described: list[str] = []
+    for _, pass_index, mismatch in run.mismatches:
+        where = f"ADetailer pass {pass_index + 1}: " if pass_index >= 0 else ""
+        if mismatch.key == "ad_model" and mismatch.ran is None:
+            text = f"{where}{mismatch.asked!r} did not run (the reply has no ADetailer keys)"
+        else:
+            text = where + str(mismatch)
+        if text not in described:
+            described.append(text)
+    return "the WebUI did not run what was asked: " + "; ".join(described)
+
+
+def _executed_hash(run: EntryRun, plan: EntryPlan) -> str:
+    """The config hash of what the WebUI reported: the requests with the reported values in
+    place, read back into a normalized job. A value no normalized job holds (a later stage's
+    size or seed, an img2img that was not skipped) leaves an UNSPECIFIED stage in the plan,
+    which no queued job hashes like."""
+    requests = [replace(request, body=dict(request.body),
+                        adetailer_tabs=[dict(tab) for tab in request.adetailer_tabs])
+                for request in plan.requests]
+    model, expressible = plan.model, True
+    for position, pass_index, mismatch in run.mismatches:
+        request = requests[position]
+        if mismatch.key == "model":
+            model = str(mismatch.ran)
+        elif pass_index >= 0 and mismatch.key in request.adetailer_tabs[pass_index]:
+            request.adetailer_tabs[pass_index][mismatch.key] = mismatch.ran or ""
+        elif mismatch.key in request.body and (position == 0
+                                               or mismatch.key in _PLANNED_LATER_KEYS):
+            request.body[mismatch.key] = mismatch.ran
+        else:
+            expressible = False
+    job = executed_job(run.entry, EntryPlan(model, plan.vae, requests))
+    if not expressible:
+        job.stage_plan = [*job.stage_plan, StageType.UNSPECIFIED]
+    return config_hash(job)
+
+
+def _size_of(png: bytes) -> dict[str, int]:
+    return dict(zip(("width", "height"), outputs.png_size(png), strict=True))
 
 
 def _b64(png: bytes) -> str:

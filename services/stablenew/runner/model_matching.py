@@ -1,4 +1,4 @@
-"""Which of the WebUI's checkpoints and VAEs a requested name means.
+"""Which of the WebUI's checkpoints, VAEs, samplers and schedulers a requested name means.
 
 A job names its model the way people do: a title with its short hash ("x.safetensors
 [6ce0161689]"), a path relative to the models folder, the file name with or without its
@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 AUTOMATIC_VAE = "Automatic"
+AUTOMATIC_SCHEDULER = "automatic"
 NO_VAE = "None"
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]+\]$")
 
@@ -89,3 +90,33 @@ def _basename(name: str) -> str:
 
 def _stem(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
+
+
+@dataclass(frozen=True)
+class SchedulerEntry:
+    """One scheduler as GET /sdapi/v1/schedulers lists it: "karras", labelled "Karras"."""
+
+    name: str
+    label: str
+    aliases: tuple[str, ...] = ()
+
+    def names(self) -> tuple[str, ...]:
+        """Every spelling the WebUI accepts for it."""
+        return (self.name, self.label, *self.aliases)
+
+
+def find_scheduler(entries: list[SchedulerEntry], wanted: str) -> SchedulerEntry | None:
+    """The scheduler `wanted` names (its name, label or an alias, in any case)."""
+    folded = wanted.strip().casefold()
+    return next((entry for entry in entries
+                 if folded in (name.casefold() for name in entry.names())), None)
+
+
+def split_sampler(sampler: str, entries: list[SchedulerEntry]) -> tuple[str, SchedulerEntry | None]:
+    """"DPM++ 2M Karras" -> ("DPM++ 2M", karras): the WebUI reads a scheduler written at the
+    end of a sampler name (an older way of naming both) and runs the sampler without it."""
+    for entry in entries:
+        for name in entry.names():
+            if sampler.endswith(" " + name):
+                return sampler[: -len(name) - 1], entry
+    return sampler, None

@@ -108,6 +108,15 @@ def png_size(png: bytes) -> tuple[int, int]:
         return image.width, image.height
 
 
+def same_pixels(first: bytes, second: bytes) -> bool:
+    """Whether two encoded images show the same RGB pixels (text chunks and alpha aside): an
+    ADetailer pass that detected nothing hands its input back unchanged."""
+    with _opened(first) as one, _opened(second) as other:
+        if one.size != other.size:
+            return False
+        return one.convert("RGB").tobytes() == other.convert("RGB").tobytes()
+
+
 def with_text(png: bytes, text: dict[str, str]) -> bytes:
     """The same image with these text chunks added."""
     with _opened(png) as image:

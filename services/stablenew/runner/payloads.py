@@ -34,8 +34,8 @@ class StageRequest:
     stage: StageType
     endpoint: str  # "txt2img", "img2img" or "extra-single-image"
     body: dict[str, Any]
-    # Only for the ADetailer stage: the models the response must report as having run.
-    adetailer_models: list[str] = field(default_factory=list)
+    # Only for the ADetailer stage: one ADetailer tab per pass, each sent in a call of its own.
+    adetailer_tabs: list[dict[str, Any]] = field(default_factory=list)
     # Only for an img2img upscale: the factor the input size is multiplied by when it is sent.
     scale: float = 0.0
 
@@ -73,17 +73,26 @@ def _generation_fields(job: NormalizedJob) -> dict[str, Any]:
     return body
 
 
+# Text fields of the hires fix the WebUI reads as "not set" only when absent (null): "" is a
+# value to it. hr_upscaler "" is "could not find upscaler named" (absent: the latent default),
+# hr_scheduler "" runs Automatic (absent: the first pass's scheduler). So "" is never sent.
+_HIRES_TEXT = (("hr_upscaler", "upscaler"), ("hr_checkpoint_name", "checkpoint"),
+               ("hr_sampler_name", "sampler_name"), ("hr_scheduler", "scheduler"),
+               ("hr_prompt", "prompt"), ("hr_negative_prompt", "negative_prompt"))
+
+
 def _hires_fields(hires: HiresFixConfig) -> dict[str, Any]:
     if not hires.enabled:
         return {}
-    return {
-        "enable_hr": True, "hr_scale": hires.scale, "hr_upscaler": hires.upscaler,
+    body: dict[str, Any] = {
+        "enable_hr": True, "hr_scale": hires.scale,
         "hr_second_pass_steps": hires.second_pass_steps, "hr_resize_x": hires.resize_x,
         "hr_resize_y": hires.resize_y, "denoising_strength": hires.denoising_strength,
-        "hr_checkpoint_name": hires.checkpoint, "hr_sampler_name": hires.sampler_name,
-        "hr_scheduler": hires.scheduler, "hr_prompt": hires.prompt,
-        "hr_negative_prompt": hires.negative_prompt,
     }
+    for key, attribute in _HIRES_TEXT:
+        if value := getattr(hires, attribute):
+            body[key] = value
+    return body
 
 
 def _refiner_fields(refiner: RefinerConfig) -> dict[str, Any]:
@@ -148,12 +157,22 @@ def adetailer_arguments(detail: AdetailerPass) -> dict[str, Any]:
 
 
 def adetailer_request(job: NormalizedJob) -> StageRequest:
-    """img2img with skip_img2img: ADetailer details the input image and nothing else runs."""
+    """img2img with skip_img2img: ADetailer details the input image and nothing else runs.
+
+    Each pass is its own call (`adetailer_tabs`, one tab per call, in order, each on the image
+    the previous pass returned): the extension changes the image only when its pass detected
+    something, so one pass per call lets the runner tell, pass by pass, whether it detailed the
+    image or found nothing. The extension applies several tabs in the same order to the same
+    image, so the images are the same as with one call.
+    """
     body = _generation_fields(job) | {"batch_size": 1, "n_iter": 1, "denoising_strength": 0.0}
     tabs = [adetailer_arguments(detail) for detail in job.adetailer_passes]
-    body["alwayson_scripts"] = {ADETAILER_SCRIPT: {"args": [True, True, *tabs]}}
-    models = [detail.model for detail in job.adetailer_passes]
-    return StageRequest(StageType.ADETAILER, "img2img", body, adetailer_models=models)
+    return StageRequest(StageType.ADETAILER, "img2img", body, adetailer_tabs=tabs)
+
+
+def adetailer_script(tab: dict[str, Any]) -> dict[str, Any]:
+    """alwayson_scripts for one pass: enabled, skip_img2img, the tab."""
+    return {ADETAILER_SCRIPT: {"args": [True, True, tab]}}
 
 
 def upscale_request(job: NormalizedJob) -> StageRequest:
@@ -220,12 +239,10 @@ def _read_txt2img(job: NormalizedJob, request: StageRequest) -> NormalizedJob:
     job = _read_generation(job, body)
     if body.get("enable_hr"):
         job.hires_fix = HiresFixConfig(
-            enabled=True, scale=body["hr_scale"], upscaler=body["hr_upscaler"],
-            second_pass_steps=body["hr_second_pass_steps"], resize_x=body["hr_resize_x"],
-            resize_y=body["hr_resize_y"], denoising_strength=body["denoising_strength"],
-            checkpoint=body["hr_checkpoint_name"], sampler_name=body["hr_sampler_name"],
-            scheduler=body["hr_scheduler"], prompt=body["hr_prompt"],
-            negative_prompt=body["hr_negative_prompt"])
+            enabled=True, scale=body["hr_scale"], second_pass_steps=body["hr_second_pass_steps"],
+            resize_x=body["hr_resize_x"], resize_y=body["hr_resize_y"],
+            denoising_strength=body["denoising_strength"],
+            **{attribute: body.get(key, "") for key, attribute in _HIRES_TEXT})
     if "refiner_checkpoint" in body:
         job.refiner = RefinerConfig(True, body["refiner_checkpoint"], body["refiner_switch_at"])
     return job
@@ -265,7 +282,7 @@ def _read_repeated(job: NormalizedJob, body: dict[str, Any]) -> NormalizedJob:
 
 def _read_adetailer(job: NormalizedJob, request: StageRequest) -> NormalizedJob:
     job = _read_repeated(job, request.body)
-    tabs = request.body["alwayson_scripts"][ADETAILER_SCRIPT]["args"][2:]
+    tabs = request.adetailer_tabs
     job.adetailer_passes = [AdetailerPass(
         model=tab["ad_model"], prompt=tab["ad_prompt"], negative_prompt=tab["ad_negative_prompt"],
         confidence=tab["ad_confidence"], mask_blur=tab["ad_mask_blur"],

@@ -1,9 +1,9 @@
 """The runner's HTTP client for a Stable Diffusion WebUI (AUTOMATIC1111 v1.10.1 API and forks
 that keep it, plus the ADetailer extension's routes).
 
-Every call has a bounded connect and read timeout. Connection errors, timeouts and 5xx answers
-are retried with exponential backoff, except CUDA out-of-memory: the same request would fail
-the same way, so it is reported at once as OUT_OF_MEMORY. 4xx answers are never retried.
+Every call has a bounded connect and read timeout. Only transient failures (no answer, a
+timeout, 502/503/504) are retried, with exponential backoff; the WebUI's own errors (its 500s,
+422, out-of-memory) would fail the same way again and are reported at once (webui_errors.py).
 Everything that goes wrong surfaces as a WebuiError (webui_errors.py); answers are checked and
 parsed by webui_responses.py.
 
@@ -20,18 +20,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from stablenew.runner.model_matching import AUTOMATIC_VAE, ModelEntry, find_model, match_vae
+from stablenew.runner.domain import Capabilities
+from stablenew.runner.model_matching import (
+    AUTOMATIC_VAE,
+    ModelEntry,
+    SchedulerEntry,
+    find_model,
+    match_vae,
+)
 from stablenew.runner.webui_errors import (
     WebuiError,
     WebuiErrorKind,
     bad_response,
     error_from_response,
-    is_retryable,
+    is_transient,
     text_snippet,
     unreachable,
 )
@@ -46,6 +54,7 @@ from stablenew.runner.webui_responses import (
     parse_names,
     parse_options,
     parse_progress,
+    parse_scheduler_entries,
 )
 
 log = logging.getLogger("stablenew.runner.webui")
@@ -263,13 +272,17 @@ class WebuiClient:
         """Sampler names ("Euler a")."""
         return self._names("samplers", "name")
 
-    def schedulers(self) -> list[str]:
-        """Scheduler names ("karras"); the WebUI also accepts their labels ("Karras")."""
-        return self._names("schedulers", "name")
+    def schedulers(self) -> list[SchedulerEntry]:
+        """The schedulers: names ("karras"), labels ("Karras", as infotexts write them) and
+        aliases; the WebUI accepts any of them. [] from a WebUI older than the route (1.9)."""
+        path = "/sdapi/v1/schedulers"
+        return parse_scheduler_entries(self._optional_list(path), f"GET {path}")
 
-    def scheduler_labels(self) -> list[str]:
-        """Scheduler labels ("Karras"), as infotexts write them."""
-        return self._names("schedulers", "label")
+    def latent_upscale_modes(self) -> list[str]:
+        """The hires fix's latent upscalers ("Latent", "Latent (bicubic)", ...); [] from a
+        WebUI without the route."""
+        path = "/sdapi/v1/latent-upscale-modes"
+        return parse_names(self._optional_list(path), "name", f"GET {path}")
 
     def upscalers(self) -> list[str]:
         """Upscaler names ("Lanczos", "R-ESRGAN 4x+")."""
@@ -282,13 +295,26 @@ class WebuiClient:
     def adetailer_models(self) -> list[str]:
         """ADetailer's detection models; [] when the extension is not installed."""
         path = "/adetailer/v1/ad_model"
+        return parse_adetailer_models(self._optional_list(path, {"ad_model": []}),
+                                      f"GET {path}")
+
+    def _optional_list(self, path: str, missing: Any = None) -> Any:
+        """A route some WebUIs lack: its body, or `missing` ([] when None) when it is 404."""
         try:
-            body = self._call("GET", path, read_timeout=LIST_READ_TIMEOUT)
+            return self._get_list(path)
         except WebuiError as error:
             if error.kind is WebuiErrorKind.NOT_FOUND:
-                return []
+                return [] if missing is None else missing
             raise
-        return parse_adetailer_models(body, f"GET {path}")
+
+    def capabilities(self) -> Capabilities:
+        """Everything the WebUI offers, read now."""
+        schedulers = self.schedulers()
+        return Capabilities(
+            models=self.sd_models(), vaes=self.sd_vaes(), samplers=self.samplers(),
+            schedulers=[entry.name for entry in schedulers], upscalers=self.upscalers(),
+            adetailer_models=self.adetailer_models(), fetch_time=datetime.now(UTC),
+            scheduler_entries=schedulers, latent_upscale_modes=self.latent_upscale_modes())
 
     def _get_list(self, path: str) -> Any:
         return self._call("GET", path, read_timeout=LIST_READ_TIMEOUT)
@@ -343,7 +369,7 @@ class WebuiClient:
             if response.status_code < 400:
                 return _json_body(response, endpoint)
             failure = error_from_response(response.status_code, response.text, endpoint)
-            if not is_retryable(failure):
+            if not is_transient(failure):
                 failure.attempts = attempt + 1
                 raise failure
         assert failure is not None  # the loop ran at least once and did not return

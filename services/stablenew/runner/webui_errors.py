@@ -5,7 +5,13 @@ The WebUI (AUTOMATIC1111 v1.10.1 and forks that keep its API) answers errors in 
 its own handler's {"error": <exception class>, "errors": <str(exception)>, ...}, FastAPI's
 {"detail": "..."} and validation lists {"detail": [{"loc": [...], "msg": "..."}]}, and whatever
 a proxy in front of it sends. CUDA out-of-memory is a 500 like any other, recognised by its
-exception class or text, and it is the one 5xx not worth retrying.
+exception class or text.
+
+Only a transient failure is worth another try: no answer at all (refused, reset, timed out) or
+a 502/503/504 from a proxy or a WebUI that is restarting. The WebUI answers every exception its
+request raised as a 500 ("could not find upscaler named ...", a KeyError for a bad option, a
+model that does not load), and such a request fails the same way every time; so do a 4xx
+(422: a field the request model rejects) and out-of-memory.
 """
 
 from __future__ import annotations
@@ -70,12 +76,16 @@ def bad_response(endpoint: str, message: str) -> WebuiError:
     return WebuiError(WebuiErrorKind.BAD_RESPONSE, message, endpoint, 200)
 
 
-def is_retryable(error: WebuiError) -> bool:
-    """No answer, or a 5xx other than out-of-memory: the same call may succeed later. A 4xx or
-    an out-of-memory would fail the same way again."""
+# What a proxy or a restarting server answers; the WebUI itself answers its errors with 500.
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+def is_transient(error: WebuiError) -> bool:
+    """No answer, or a 502/503/504: the same call may succeed later. Anything else (a 4xx, the
+    WebUI's own 500s, out-of-memory) is deterministic and would fail the same way again."""
     if error.kind is WebuiErrorKind.UNAVAILABLE:
         return True
-    return error.kind is WebuiErrorKind.HTTP_ERROR and (error.status or 0) >= 500
+    return error.kind is WebuiErrorKind.HTTP_ERROR and error.status in TRANSIENT_STATUSES
 
 
 def text_snippet(raw: str) -> str:

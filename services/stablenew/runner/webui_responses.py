@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stablenew.runner.model_matching import ModelEntry
+from stablenew.runner.model_matching import ModelEntry, SchedulerEntry
 from stablenew.runner.webui_errors import bad_response
 
 
@@ -134,6 +134,19 @@ def parse_names(body: Any, key: str, endpoint: str) -> list[str]:
     if not all(isinstance(item.get(key), str) for item in items):
         raise bad_response(endpoint, f'an item has no "{key}"')
     return [str(item[key]) for item in items]
+
+
+def parse_scheduler_entries(body: Any, endpoint: str) -> list[SchedulerEntry]:
+    """GET /sdapi/v1/schedulers; aliases are null when a scheduler has none."""
+    entries = []
+    for item in parse_object_list(body, endpoint):
+        name, label, aliases = item.get("name"), item.get("label"), item.get("aliases") or []
+        if not isinstance(name, str) or not isinstance(label, str):
+            raise bad_response(endpoint, 'a scheduler has no "name" or "label"')
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise bad_response(endpoint, '"aliases" is not a list of names')
+        entries.append(SchedulerEntry(name, label, tuple(aliases)))
+    return entries
 
 
 def parse_model_entries(body: Any, endpoint: str) -> list[ModelEntry]:
