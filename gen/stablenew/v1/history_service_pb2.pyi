@@ -603,3 +603,167 @@ class ImportHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportHistoryResponse: _TypeAlias = ImportHistoryResponse  # noqa: Y015
+
+@_typing.final
+class GetIngestionStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIngestionStatusRequest: _TypeAlias = GetIngestionStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetIngestionStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    QUEUE_REACHABLE_FIELD_NUMBER: _builtins.int
+    RECORDED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    QUEUE_LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAG_EVENTS_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_TIME_FIELD_NUMBER: _builtins.int
+    QUARANTINED_COUNT_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """False when the history follows no queue (STABLENEW_HISTORY_INGEST=off); the other fields
+    but recorded_sequence and quarantined_count are then unset.
+    """
+    caught_up: _builtins.bool
+    """Every event up to the queue's last known sequence is recorded (the ingestion health)."""
+    queue_reachable: _builtins.bool
+    """The last call to the queue succeeded."""
+    recorded_sequence: _builtins.int
+    """The sequence of the last event recorded (or quarantined)."""
+    queue_last_sequence: _builtins.int
+    """The queue's last sequence when last asked, or the last event received if later."""
+    lag_events: _builtins.int
+    """queue_last_sequence - recorded_sequence, never negative."""
+    acknowledged_sequence: _builtins.int
+    """The last sequence the history acknowledged to the queue."""
+    last_error: _builtins.str
+    """The last failure of the ingestion (the queue unreachable, a write refused, an event
+    quarantined); empty if none since the start.
+    """
+    quarantined_count: _builtins.int
+    """Events quarantined so far (ListQuarantinedEvents)."""
+    @_builtins.property
+    def last_error_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        caught_up: _builtins.bool = ...,
+        queue_reachable: _builtins.bool = ...,
+        recorded_sequence: _builtins.int = ...,
+        queue_last_sequence: _builtins.int = ...,
+        lag_events: _builtins.int = ...,
+        acknowledged_sequence: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        last_error_time: _timestamp_pb2.Timestamp | None = ...,
+        quarantined_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_error_time", b"last_error_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_sequence", b"acknowledged_sequence", "caught_up", b"caught_up", "enabled", b"enabled", "lag_events", b"lag_events", "last_error", b"last_error", "last_error_time", b"last_error_time", "quarantined_count", b"quarantined_count", "queue_last_sequence", b"queue_last_sequence", "queue_reachable", b"queue_reachable", "recorded_sequence", b"recorded_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIngestionStatusResponse: _TypeAlias = GetIngestionStatusResponse  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0 means the default (20); at most 100; negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsRequest: _TypeAlias = ListQuarantinedEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___QuarantinedEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsResponse: _TypeAlias = ListQuarantinedEventsResponse  # noqa: Y015
+
+@_typing.final
+class QuarantinedEvent(_message.Message):
+    """An event the history could not record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    QUARANTINE_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The event's sequence in the queue's log."""
+    job_id: _builtins.str
+    error: _builtins.str
+    """Why it could not be recorded."""
+    @_builtins.property
+    def quarantine_time(self) -> _timestamp_pb2.Timestamp:
+        """When the history quarantined it."""
+
+    @_builtins.property
+    def event(self) -> _job_pb2.JobEvent:
+        """The event as the queue sent it (enum values this version does not know included)."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+        quarantine_time: _timestamp_pb2.Timestamp | None = ...,
+        error: _builtins.str = ...,
+        event: _job_pb2.JobEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "quarantine_time", b"quarantine_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "job_id", b"job_id", "quarantine_time", b"quarantine_time", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuarantinedEvent: _TypeAlias = QuarantinedEvent  # noqa: Y015

@@ -30,6 +30,18 @@ class HistoryServiceStub:
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     @_typing.overload
@@ -84,12 +96,36 @@ class HistoryServiceStub:
     jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
     value this version does not know, or a transition with a sequence other than 0.
     """
+    GetIngestionStatus: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.GetIngestionStatusRequest, _history_service_pb2.GetIngestionStatusResponse]
+    """How the ingestion of the queue's log stands: the sequence recorded, the queue's last known
+    sequence and the lag between them, whether the queue answers, the last error and how many
+    events were quarantined. Answers whether or not the queue is reachable.
+    """
+    ListQuarantinedEvents: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ListQuarantinedEventsRequest, _history_service_pb2.ListQuarantinedEventsResponse]
+    """Events of the queue's log the history could not record (e.g. an enum value this version
+    does not know, a value its database cannot hold), oldest first, paged (page_size 0 = 20, at
+    most 100). Each was acknowledged and skipped so that the events after it are recorded; it is
+    kept here as the queue sent it, with the error.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
 
 @_typing.type_check_only
 class HistoryServiceAsyncStub(HistoryServiceStub):
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -141,11 +177,35 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
     value this version does not know, or a transition with a sequence other than 0.
     """
+    GetIngestionStatus: _aio.UnaryUnaryMultiCallable[_history_service_pb2.GetIngestionStatusRequest, _history_service_pb2.GetIngestionStatusResponse]  # type: ignore[assignment]
+    """How the ingestion of the queue's log stands: the sequence recorded, the queue's last known
+    sequence and the lag between them, whether the queue answers, the last error and how many
+    events were quarantined. Answers whether or not the queue is reachable.
+    """
+    ListQuarantinedEvents: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ListQuarantinedEventsRequest, _history_service_pb2.ListQuarantinedEventsResponse]  # type: ignore[assignment]
+    """Events of the queue's log the history could not record (e.g. an enum value this version
+    does not know, a value its database cannot hold), oldest first, paged (page_size 0 = 20, at
+    most 100). Each was acknowledged and skipped so that the events after it are recorded; it is
+    kept here as the queue sent it, with the error.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     @_abc_1.abstractmethod
@@ -254,6 +314,30 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
         jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
         value this version does not know, or a transition with a sequence other than 0.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIngestionStatus(
+        self,
+        request: _history_service_pb2.GetIngestionStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_service_pb2.GetIngestionStatusResponse, _abc.Awaitable[_history_service_pb2.GetIngestionStatusResponse]]:
+        """How the ingestion of the queue's log stands: the sequence recorded, the queue's last known
+        sequence and the lag between them, whether the queue answers, the last error and how many
+        events were quarantined. Answers whether or not the queue is reachable.
+        """
+
+    @_abc_1.abstractmethod
+    def ListQuarantinedEvents(
+        self,
+        request: _history_service_pb2.ListQuarantinedEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_service_pb2.ListQuarantinedEventsResponse, _abc.Awaitable[_history_service_pb2.ListQuarantinedEventsResponse]]:
+        """Events of the queue's log the history could not record (e.g. an enum value this version
+        does not know, a value its database cannot hold), oldest first, paged (page_size 0 = 20, at
+        most 100). Each was acknowledged and skipped so that the events after it are recorded; it is
+        kept here as the queue sent it, with the error.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
 
 def add_HistoryServiceServicer_to_server(servicer: HistoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

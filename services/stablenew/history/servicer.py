@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
-from stablenew.contract.errors import invalid_argument, required
+from stablenew.contract.errors import invalid_argument
 from stablenew.contract.proto_mapping import job_to_proto
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
+from stablenew.history.domain import IngestionStatus
 from stablenew.runtime.paging import page_size
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 
 Context = grpc.ServicerContext
 WATCH_POLL_SECONDS = 0.5
+QUARANTINE_PAGE_DEFAULT = 20
+# A quarantined event may be a submission with thousands of entries.
+QUARANTINE_PAGE_MAX = 100
 
 
 def _view(view: int, default: int) -> int:
@@ -25,22 +29,25 @@ def _view(view: int, default: int) -> int:
 
 
 class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
-    def __init__(self, core: HistoryCore) -> None:
+    def __init__(self, core: HistoryCore,
+                 ingestion_status: Callable[[], IngestionStatus] | None = None) -> None:
+        """`ingestion_status`: how the ingestion stands; None for a history without one."""
         self.core = core
+        self.ingestion_status = ingestion_status or core.without_ingestion
 
     def ListJobs(self, request: pb.HistoryServiceListJobsRequest,
                  context: Context) -> pb.HistoryServiceListJobsResponse:
         job_filter = mapping.filter_from_proto(request.filter)
         size = page_size(request.page_size)
         view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
-        jobs, token = self.core.list_jobs(job_filter, size, request.page_token,
+        jobs, token = self.core.list_jobs(job_filter, size, mapping.page_token(request.page_token),
                                      full=view == job_pb2.JOB_VIEW_FULL)
         return pb.HistoryServiceListJobsResponse(
             jobs=[job_to_proto(job, view) for job in jobs], next_page_token=token)
 
     def GetJob(self, request: pb.HistoryServiceGetJobRequest,
                context: Context) -> pb.HistoryServiceGetJobResponse:
-        job, transitions = self.core.get(required(request.job_id, "job_id"))
+        job, transitions = self.core.get(mapping.job_id(request.job_id))
         return pb.HistoryServiceGetJobResponse(
             job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
             transitions=[mapping.transition_to_proto(t) for t in transitions])
@@ -52,20 +59,20 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
 
     def ListJobEvents(self, request: pb.ListJobEventsRequest,
                       context: Context) -> pb.ListJobEventsResponse:
-        events = self.core.events(required(request.job_id, "job_id"),
-                                  page_size(request.page_size), request.page_token)
+        events = self.core.events(mapping.job_id(request.job_id), page_size(request.page_size),
+                                  mapping.page_token(request.page_token))
         return pb.ListJobEventsResponse(events=mapping.events_to_proto(events),
                                         next_page_token=events.next_page_token)
 
     def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> pb.UpdateJobResponse:
         job = self.core.update(
-            required(request.job_id, "job_id"),
-            request.label if request.HasField("label") else None,
+            mapping.job_id(request.job_id),
+            mapping.label(request.label) if request.HasField("label") else None,
             request.bookmarked if request.HasField("bookmarked") else None)
         return pb.UpdateJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.DeleteJobResponse:
-        self.core.delete(required(request.job_id, "job_id"))
+        self.core.delete(mapping.job_id(request.job_id))
         return pb.DeleteJobResponse()
 
     def PruneHistory(self, request: pb.PruneHistoryRequest,
@@ -105,3 +112,15 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
         return pb.ImportHistoryResponse(
             added_count=outcome.added, updated_count=outcome.updated,
             unchanged_count=outcome.unchanged, skipped_job_ids=outcome.skipped_job_ids)
+
+    def GetIngestionStatus(self, request: pb.GetIngestionStatusRequest,
+                           context: Context) -> pb.GetIngestionStatusResponse:
+        return mapping.ingestion_status_to_proto(self.ingestion_status())
+
+    def ListQuarantinedEvents(self, request: pb.ListQuarantinedEventsRequest,
+                              context: Context) -> pb.ListQuarantinedEventsResponse:
+        size = page_size(request.page_size, QUARANTINE_PAGE_DEFAULT, QUARANTINE_PAGE_MAX)
+        events, token = self.core.quarantined(size, mapping.page_token(request.page_token))
+        return pb.ListQuarantinedEventsResponse(
+            events=[mapping.quarantined_to_proto(event) for event in events],
+            next_page_token=token)
