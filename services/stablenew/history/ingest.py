@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from stablenew.contract.errors import Code, ErrorDetails, ErrorReason
+from stablenew.contract.errors import Code, ErrorDetails, ErrorReason, ServiceError
 from stablenew.contract.model import Job
 from stablenew.history.core import HistoryCore, IncomingEvent, UnreadableEvent
 from stablenew.history.domain import IngestionStatus
@@ -261,8 +261,7 @@ class Ingestor:
             if self.core.worth_retrying(error):
                 raise
             self._quarantine(sequence, event.job_id,
-                             f"cannot record the event: {type(error).__name__}: {error}",
-                             incoming.wire)
+                             f"cannot record the event: {_describe(error)}", incoming.wire)
 
     def _quarantine(self, sequence: int, job_id: str, error: str, wire: bytes) -> None:
         """Keep the event aside and go on; if even that write fails, the error propagates and
@@ -317,3 +316,8 @@ class Ingestor:
 
 def _sequence_of(incoming: IncomingEvent | UnreadableEvent) -> int:
     return incoming.sequence if isinstance(incoming, UnreadableEvent) else incoming.event.sequence
+
+
+def _describe(error: Exception) -> str:
+    return (error.message if isinstance(error, ServiceError)
+            else f"{type(error).__name__}: {error}")

@@ -22,6 +22,7 @@ connections (WAL readers never block the writer, nor the writer them).
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -140,9 +141,10 @@ class HistoryStore(Reader):
 
     def quarantine(self, sequence: int, job_id: str, now: datetime, error: str,
                    event: bytes) -> None:
-        """Keep an event the history could not record, as the queue sent it."""
+        """Keep an event the history could not record, as the queue sent it (compressed: it
+        may be a submission of thousands of entries, the very kind that fails to record)."""
         self.db.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)",
-                        (sequence, job_id, to_micros(now), error, event))
+                        (sequence, job_id, to_micros(now), error, zlib.compress(event)))
 
     # --- writes ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,7 +145,7 @@ class Reader:
                                "WHERE sequence > ? ORDER BY sequence LIMIT ?",
                                (after, limit)).fetchall()
         return [QuarantinedEvent(int(row[0]), str(row[1]), from_micros(row[2]), str(row[3]),
-                                 bytes(row[4])) for row in rows]
+                                 zlib.decompress(row[4])) for row in rows]
 
     def quarantined_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0])

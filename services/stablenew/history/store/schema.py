@@ -170,7 +170,8 @@ MIGRATIONS = [
     """,
     # 3: events the history could not record (an enum value it does not know, a value its
     # database cannot hold), kept as the queue sent them with the error, so that one bad event
-    # never stops the ingestion (ingest.py) and nothing it carried is lost.
+    # never stops the ingestion (ingest.py) and nothing it carried is lost. `event` is the
+    # serialized JobEvent, zlib-compressed.
     """
     CREATE TABLE quarantine (
         sequence INTEGER PRIMARY KEY,
