@@ -1,11 +1,14 @@
 """The history's edge refuses what it cannot serve sensibly before doing any work: a text filter,
 an id, a label, a page token or a state list past its stated limit is INVALID_ARGUMENT with a
 BadRequest violation naming the field, and an id is never echoed back at any length. Also the
-RPCs of the ingestion's own reports (GetIngestionStatus, ListQuarantinedEvents) over gRPC."""
+RPCs of the ingestion's own reports (GetIngestionStatus, ListQuarantinedEvents) over gRPC, and a
+record larger than the server may send read in parts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,7 +46,8 @@ def test_a_megabyte_text_filter_is_refused_by_every_rpc_that_takes_a_filter(
         lambda: stub.ListJobs(pb.HistoryServiceListJobsRequest(filter=huge), timeout=10),
         lambda: stub.GetLatestJob(pb.GetLatestJobRequest(filter=huge), timeout=10),
         lambda: list(stub.ExportHistory(pb.ExportHistoryRequest(filter=huge), timeout=10)),
-        lambda: next(stub.WatchHistory(pb.WatchHistoryRequest(filter=huge), timeout=10)),
+        lambda: list(islice(stub.WatchHistory(pb.WatchHistoryRequest(filter=huge),
+                                              timeout=10), 1)),
     ]
     for call in calls:
         message = refused(call, "filter.text")
@@ -142,3 +146,46 @@ def test_a_quarantine_page_token_of_another_list_is_refused(records: Records) ->
                                               ErrorReason.INVALID_PAGE_TOKEN.name)
     refused(lambda: records.stub.ListQuarantinedEvents(
         pb.ListQuarantinedEventsRequest(page_size=-1), timeout=10), "page_size")
+
+
+def test_a_record_larger_than_a_message_is_read_in_parts(tmp_path: Path) -> None:
+    limit = 256 * 1024
+    records = Records(tmp_path / "data", env={"STABLENEW_MAX_MESSAGE_BYTES": str(limit)})
+    try:
+        prompts = tuple(f"prompt {n} " + "x" * 20_000 for n in range(40))
+        job_id = records.add(prompts=prompts)  # about 800 kB of entries and as much of results
+        entries: list[str] = []
+        results: list[str] = []
+        parts = 0
+        request = pb.HistoryServiceGetJobRequest(job_id=job_id)
+        while True:
+            reply = records.stub.GetJob(request, timeout=10)
+            parts += 1
+            assert reply.ByteSize() <= limit
+            assert len(reply.transitions) == 3 and reply.job.job_id == job_id
+            entries += [entry.prompt for entry in reply.job.entries]
+            results += [result.prompt for result in reply.job.results]
+            assert (reply.next_entry_offset, reply.next_result_offset) == (
+                len(entries), len(results))
+            if not reply.truncated:
+                break
+            request = pb.HistoryServiceGetJobRequest(
+                job_id=job_id, entry_offset=reply.next_entry_offset,
+                result_offset=reply.next_result_offset)
+        assert entries == list(prompts) and results == list(prompts)
+        assert parts >= 6
+        [exported] = records.stub.ExportHistory(pb.ExportHistoryRequest(), timeout=10)
+        assert exported.truncated and exported.ByteSize() <= limit
+        assert exported.next_entry_offset == len(exported.job.entries) > 0
+        refused(lambda: records.stub.GetJob(pb.HistoryServiceGetJobRequest(
+            job_id=job_id, entry_offset=-1), timeout=10), "entry_offset")
+    finally:
+        records.close()
+
+
+def test_a_record_that_fits_is_one_part(records: Records) -> None:
+    job_id = records.add(prompts=("one", "two"))
+    reply = records.get(job_id)
+    assert not reply.truncated
+    assert (reply.next_entry_offset, reply.next_result_offset) == (2, 2)
+    assert [entry.prompt for entry in reply.job.entries] == ["one", "two"]

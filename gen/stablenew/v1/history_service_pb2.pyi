@@ -144,16 +144,26 @@ class HistoryServiceGetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    RESULT_OFFSET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Required."""
+    entry_offset: _builtins.int
+    """For a record too large for one message: the first entry and the first result to return,
+    from a previous response's next_entry_offset and next_result_offset (0: from the start;
+    negative is INVALID_FIELD).
+    """
+    result_offset: _builtins.int
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        entry_offset: _builtins.int = ...,
+        result_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_offset", b"entry_offset", "job_id", b"job_id", "result_offset", b"result_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -165,6 +175,18 @@ class HistoryServiceGetJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
+    NEXT_ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    NEXT_RESULT_OFFSET_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    next_entry_offset: _builtins.int
+    """entry_offset plus the number of entries in job.entries."""
+    next_result_offset: _builtins.int
+    """result_offset plus the number of results in job.results."""
+    truncated: _builtins.bool
+    """The record did not fit in one message (the server's STABLENEW_MAX_MESSAGE_BYTES): entries
+    or results after the ones returned were left out. Ask again with entry_offset =
+    next_entry_offset and result_offset = next_result_offset for the rest.
+    """
     @_builtins.property
     def job(self) -> _job_pb2.Job: ...
     @_builtins.property
@@ -176,10 +198,13 @@ class HistoryServiceGetJobResponse(_message.Message):
         *,
         job: _job_pb2.Job | None = ...,
         transitions: _abc.Iterable[_job_pb2.JobTransition] | None = ...,
+        next_entry_offset: _builtins.int = ...,
+        next_result_offset: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "next_entry_offset", b"next_entry_offset", "next_result_offset", b"next_result_offset", "transitions", b"transitions", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,6 +475,15 @@ class ExportHistoryResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
+    NEXT_ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    NEXT_RESULT_OFFSET_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    next_entry_offset: _builtins.int
+    """As in HistoryServiceGetJobResponse: when truncated, the job's entries and results from
+    these offsets on are read with GetJob.
+    """
+    next_result_offset: _builtins.int
+    truncated: _builtins.bool
     @_builtins.property
     def job(self) -> _job_pb2.Job:
         """Full view."""
@@ -463,10 +497,13 @@ class ExportHistoryResponse(_message.Message):
         *,
         job: _job_pb2.Job | None = ...,
         transitions: _abc.Iterable[_job_pb2.JobTransition] | None = ...,
+        next_entry_offset: _builtins.int = ...,
+        next_result_offset: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "next_entry_offset", b"next_entry_offset", "next_result_offset", b"next_result_offset", "transitions", b"transitions", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

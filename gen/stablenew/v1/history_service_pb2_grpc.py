@@ -139,8 +139,9 @@ class HistoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """The record (full view: entries and results), its transitions and per-entry results.
-        Errors: JOB_NOT_FOUND.
+        """The record (full view: entries and results), its transitions and per-entry results. A record
+        too large for one message comes in parts (truncated, and offsets to continue from).
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,7 +190,8 @@ class HistoryServiceServicer:
 
     def ExportHistory(self, request, context):
         """Every job matching the filter, full view with its transitions, one job per message, so an
-        export of any size stays within the message limit.
+        export of any size stays within the message limit (a job too large for one message is
+        truncated, as by GetJob, and its rest read with GetJob).
         Errors: INVALID_FIELD on a filter field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

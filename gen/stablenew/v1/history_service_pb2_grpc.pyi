@@ -54,8 +54,9 @@ class HistoryServiceStub:
     filter.created_before); INVALID_PAGE_TOKEN.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceGetJobRequest, _history_service_pb2.HistoryServiceGetJobResponse]
-    """The record (full view: entries and results), its transitions and per-entry results.
-    Errors: JOB_NOT_FOUND.
+    """The record (full view: entries and results), its transitions and per-entry results. A record
+    too large for one message comes in parts (truncated, and offsets to continue from).
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
     """
     GetLatestJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.GetLatestJobRequest, _history_service_pb2.GetLatestJobResponse]
     """The newest job matching a filter (e.g. "the last completed job"), basic view.
@@ -80,7 +81,8 @@ class HistoryServiceStub:
     """
     ExportHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]
     """Every job matching the filter, full view with its transitions, one job per message, so an
-    export of any size stays within the message limit.
+    export of any size stays within the message limit (a job too large for one message is
+    truncated, as by GetJob, and its rest read with GetJob).
     Errors: INVALID_FIELD on a filter field.
     """
     WatchHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]
@@ -135,8 +137,9 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     filter.created_before); INVALID_PAGE_TOKEN.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceGetJobRequest, _history_service_pb2.HistoryServiceGetJobResponse]  # type: ignore[assignment]
-    """The record (full view: entries and results), its transitions and per-entry results.
-    Errors: JOB_NOT_FOUND.
+    """The record (full view: entries and results), its transitions and per-entry results. A record
+    too large for one message comes in parts (truncated, and offsets to continue from).
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
     """
     GetLatestJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.GetLatestJobRequest, _history_service_pb2.GetLatestJobResponse]  # type: ignore[assignment]
     """The newest job matching a filter (e.g. "the last completed job"), basic view.
@@ -161,7 +164,8 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     """
     ExportHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]  # type: ignore[assignment]
     """Every job matching the filter, full view with its transitions, one job per message, so an
-    export of any size stays within the message limit.
+    export of any size stays within the message limit (a job too large for one message is
+    truncated, as by GetJob, and its rest read with GetJob).
     Errors: INVALID_FIELD on a filter field.
     """
     WatchHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]  # type: ignore[assignment]
@@ -225,8 +229,9 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.HistoryServiceGetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.HistoryServiceGetJobResponse, _abc.Awaitable[_history_service_pb2.HistoryServiceGetJobResponse]]:
-        """The record (full view: entries and results), its transitions and per-entry results.
-        Errors: JOB_NOT_FOUND.
+        """The record (full view: entries and results), its transitions and per-entry results. A record
+        too large for one message comes in parts (truncated, and offsets to continue from).
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
         """
 
     @_abc_1.abstractmethod
@@ -287,7 +292,8 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_history_service_pb2.ExportHistoryResponse], _abc.AsyncIterator[_history_service_pb2.ExportHistoryResponse]]:
         """Every job matching the filter, full view with its transitions, one job per message, so an
-        export of any size stays within the message limit.
+        export of any size stays within the message limit (a job too large for one message is
+        truncated, as by GetJob, and its rest read with GetJob).
         Errors: INVALID_FIELD on a filter field.
         """
 

@@ -102,7 +102,8 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
                            config, set_serving)] if follow_queue else [])
 
     def register(server: grpc.Server) -> None:
-        servicer = HistoryServicer(core, ingestors[0].status if ingestors else None)
+        servicer = HistoryServicer(core, ingestors[0].status if ingestors else None,
+                                   settings.max_message_bytes)
         history_service_pb2_grpc.add_HistoryServiceServicer_to_server(servicer, server)
 
     def started(server: Server) -> None:

@@ -4,9 +4,10 @@ through stablenew.contract.proto_mapping). Bad input becomes INVALID_ARGUMENT na
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from stablenew.contract.errors import invalid_argument, required
 from stablenew.contract.model import (
@@ -20,7 +21,7 @@ from stablenew.contract.model import (
     PromptSource,
     RunMode,
 )
-from stablenew.contract.proto_mapping import from_proto, from_request, to_proto
+from stablenew.contract.proto_mapping import from_proto, from_request, job_to_proto, to_proto
 from stablenew.history import codec
 from stablenew.history.core import IncomingEvent, JobEvents, UnreadableEvent
 from stablenew.history.domain import (
@@ -263,3 +264,49 @@ def ingestion_status_to_proto(status: IngestionStatus) -> pb.GetIngestionStatusR
     if status.last_error_time is not None:
         message.last_error_time.FromDatetime(status.last_error_time)
     return message
+
+
+# A repeated message field's tag and length prefix, at most, per element.
+ELEMENT_OVERHEAD = 11
+
+
+@dataclass(frozen=True)
+class FullJob:
+    """A job in the full view, within a message budget: its entries and results from the
+    requested offsets on, as many as fit."""
+
+    job: job_pb2.Job
+    transitions: list[job_pb2.JobTransition]
+    next_entry_offset: int
+    next_result_offset: int
+    truncated: bool
+
+
+def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: int,
+                    result_offset: int, budget: int) -> FullJob:
+    """The record as GetJob and ExportHistory send it: the basic record and its transitions,
+    then entries and results from the offsets on until `budget` bytes are used, so a record of
+    any size is sent in parts instead of failing the server's send limit. At least one entry
+    or result past the offsets is always included, so a client following the offsets gets on."""
+    message = job_to_proto(job, job_pb2.JOB_VIEW_BASIC)
+    changes = [transition_to_proto(t) for t in transitions]
+    room = budget - message.ByteSize() - sum(t.ByteSize() + ELEMENT_OVERHEAD for t in changes)
+    room, entries_left = _fill(message.entries, job.entries[entry_offset:], room, True)
+    room, results_left = _fill(message.results, job.results[result_offset:], room,
+                               not message.entries)
+    return FullJob(message, changes, entry_offset + len(message.entries),
+                   result_offset + len(message.results), entries_left or results_left)
+
+
+def _fill(target: Any, items: Sequence[object], room: int,
+          at_least_one: bool) -> tuple[int, bool]:
+    """Append the items' messages to `target` while they fit in `room` bytes; returns the room
+    left and whether items were left out."""
+    for count, item in enumerate(items):
+        element = to_proto(item)
+        size = element.ByteSize() + ELEMENT_OVERHEAD
+        if size > room and not (at_least_one and count == 0):
+            return room, True
+        target.append(element)
+        room -= size
+    return room, False

@@ -11,12 +11,15 @@ from stablenew.contract.proto_mapping import job_to_proto
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
 from stablenew.history.domain import IngestionStatus
+from stablenew.runtime.channel import MAX_MESSAGE_BYTES
 from stablenew.runtime.paging import page_size
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 
 Context = grpc.ServicerContext
 WATCH_POLL_SECONDS = 0.5
+# Room left in a message beside a record's parts (the response's own fields and framing).
+RESPONSE_MARGIN_BYTES = 1024
 QUARANTINE_PAGE_DEFAULT = 20
 # A quarantined event may be a submission with thousands of entries.
 QUARANTINE_PAGE_MAX = 100
@@ -28,12 +31,21 @@ def _view(view: int, default: int) -> int:
     return view or default
 
 
+def _offset(value: int, field_path: str) -> int:
+    if value < 0:
+        raise invalid_argument(field_path, f"must not be negative (got {value})")
+    return value
+
+
 class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
     def __init__(self, core: HistoryCore,
-                 ingestion_status: Callable[[], IngestionStatus] | None = None) -> None:
-        """`ingestion_status`: how the ingestion stands; None for a history without one."""
+                 ingestion_status: Callable[[], IngestionStatus] | None = None,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        """`ingestion_status`: how the ingestion stands (None: a history without one);
+        `max_message_bytes`: the server's send limit, which a record is sent within."""
         self.core = core
         self.ingestion_status = ingestion_status or core.without_ingestion
+        self.record_budget = max_message_bytes - RESPONSE_MARGIN_BYTES
 
     def ListJobs(self, request: pb.HistoryServiceListJobsRequest,
                  context: Context) -> pb.HistoryServiceListJobsResponse:
@@ -47,10 +59,16 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
 
     def GetJob(self, request: pb.HistoryServiceGetJobRequest,
                context: Context) -> pb.HistoryServiceGetJobResponse:
-        job, transitions = self.core.get(mapping.job_id(request.job_id))
+        job_id = mapping.job_id(request.job_id)
+        entry_offset = _offset(request.entry_offset, "entry_offset")
+        result_offset = _offset(request.result_offset, "result_offset")
+        job, transitions = self.core.get(job_id)
+        full = mapping.full_job_within(job, transitions, entry_offset, result_offset,
+                                       self.record_budget)
         return pb.HistoryServiceGetJobResponse(
-            job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
-            transitions=[mapping.transition_to_proto(t) for t in transitions])
+            job=full.job, transitions=full.transitions,
+            next_entry_offset=full.next_entry_offset,
+            next_result_offset=full.next_result_offset, truncated=full.truncated)
 
     def GetLatestJob(self, request: pb.GetLatestJobRequest,
                      context: Context) -> pb.GetLatestJobResponse:
@@ -86,9 +104,11 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
         for job, transitions in self.core.export(job_filter):
             if not context.is_active():
                 return
+            full = mapping.full_job_within(job, transitions, 0, 0, self.record_budget)
             yield pb.ExportHistoryResponse(
-                job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
-                transitions=[mapping.transition_to_proto(t) for t in transitions])
+                job=full.job, transitions=full.transitions,
+                next_entry_offset=full.next_entry_offset,
+                next_result_offset=full.next_result_offset, truncated=full.truncated)
 
     def WatchHistory(self, request: pb.WatchHistoryRequest,
                      context: Context) -> Iterator[pb.WatchHistoryResponse]:
