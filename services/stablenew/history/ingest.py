@@ -22,9 +22,11 @@ does not know, a time out of range), or whose recording fails for any reason oth
 database's state (a value SQLite cannot hold, a string past its limit), would fail the same way
 on every try. It is quarantined instead: kept as the queue sent it, with the error, and the cursor
 moved past it in one transaction (HistoryCore.quarantine), so it is acknowledged like any
-recorded event and the events after it are recorded. If the queue
-pruned events the history never read (OUT_OF_RANGE, SEQUENCE_PRUNED), the gap is logged as an
-error, recorded in the database, and the consumer resumes at the oldest event the queue has.
+recorded event and the events after it are recorded.
+
+If the queue pruned events the history never read (OUT_OF_RANGE, SEQUENCE_PRUNED), the gap is
+logged as an error, recorded in the database, and the consumer resumes at the oldest event the
+queue has.
 
 Nothing here knows the transport: the queue is a `QueueConnection` (queue_client.QueueClient
 over gRPC in the service, a fake in tests) whose failed calls raise `QueueCallError`.
