@@ -189,3 +189,29 @@ def test_a_record_that_fits_is_one_part(records: Records) -> None:
     assert not reply.truncated
     assert (reply.next_entry_offset, reply.next_result_offset) == (2, 2)
     assert [entry.prompt for entry in reply.job.entries] == ["one", "two"]
+
+
+def test_a_full_view_page_holds_what_fits_in_a_message(tmp_path: Path) -> None:
+    limit = 256 * 1024
+    records = Records(tmp_path / "data", env={"STABLENEW_MAX_MESSAGE_BYTES": str(limit)})
+    try:
+        # About 100 kB each in the full view (two prompts, in the entries and the results).
+        medium = [records.add(prompts=(f"{n} a " + "y" * 25_000, f"{n} b " + "y" * 25_000))
+                  for n in range(4)]
+        huge = records.add(prompts=tuple(f"{n} " + "x" * 20_000 for n in range(40)))
+        pages: list[list[str]] = []
+        truncated: list[str] = []
+        token = ""
+        while True:
+            reply = records.stub.ListJobs(pb.HistoryServiceListJobsRequest(
+                page_size=10, page_token=token, view=job_pb2.JOB_VIEW_FULL), timeout=10)
+            assert reply.ByteSize() <= limit
+            pages.append([job.job_id for job in reply.jobs])
+            truncated += reply.truncated_job_ids
+            token = reply.next_page_token
+            if not token:
+                break
+        assert pages == [[huge], medium[:1:-1], medium[1::-1]]  # newest first, two a page
+        assert truncated == [huge]
+    finally:
+        records.close()

@@ -130,7 +130,8 @@ class HistoryServiceServicer:
     """
 
     def ListJobs(self, request, context):
-        """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+        """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+        fewer jobs than asked, to fit in one message (see truncated_job_ids).
         Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
         filter.created_before); INVALID_PAGE_TOKEN.
         """

@@ -49,7 +49,8 @@ class HistoryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> HistoryServiceAsyncStub: ...
     ListJobs: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceListJobsRequest, _history_service_pb2.HistoryServiceListJobsResponse]
-    """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+    """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+    fewer jobs than asked, to fit in one message (see truncated_job_ids).
     Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
     filter.created_before); INVALID_PAGE_TOKEN.
     """
@@ -132,7 +133,8 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListJobs: _aio.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceListJobsRequest, _history_service_pb2.HistoryServiceListJobsResponse]  # type: ignore[assignment]
-    """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+    """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+    fewer jobs than asked, to fit in one message (see truncated_job_ids).
     Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
     filter.created_before); INVALID_PAGE_TOKEN.
     """
@@ -218,7 +220,8 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.HistoryServiceListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.HistoryServiceListJobsResponse, _abc.Awaitable[_history_service_pb2.HistoryServiceListJobsResponse]]:
-        """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+        """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+        fewer jobs than asked, to fit in one message (see truncated_job_ids).
         Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
         filter.created_before); INVALID_PAGE_TOKEN.
         """

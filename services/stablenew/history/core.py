@@ -306,8 +306,11 @@ class HistoryCore:
                 raise not_found(job_id)
             return stored.job, reader.transitions(stored.ref)
 
-    def list_jobs(self, job_filter: JobFilter, size: int, token: str,
-             full: bool = False) -> tuple[list[Job], str]:
+    def list_jobs(self, job_filter: JobFilter, size: int, token: str, full: bool = False,
+                  take: Callable[[Job], bool] | None = None) -> tuple[list[Job], str]:
+        """A page of records and the next page's token. With `take`, each record (filled, with
+        `full`) is offered to it in turn and the page ends before the first it refuses, so a
+        caller bounds a page by its size without holding more than one record too many."""
         bound_to = fingerprint(job_filter)
         position = self.list_tokens.decode(token)
         after = None
@@ -315,14 +318,17 @@ class HistoryCore:
             if len(position) != 3 or position[2] != bound_to:
                 raise _token_for_another_list()
             after = (int(position[0]), str(position[1]))
+        jobs: list[Job] = []
         with self.store.reading() as reader:
             stored = reader.list_jobs(job_filter, after, size + 1)
-            if full:
-                for each in stored[:size]:
+            for each in stored[:size]:
+                if full:
                     reader.fill(each.ref, each.job)
-        jobs = [each.job for each in stored[:size]]
+                if take is not None and not take(each.job):
+                    break
+                jobs.append(each.job)
         next_token = ""
-        if len(stored) > size:
+        if len(stored) > len(jobs) and jobs:
             last = jobs[-1]
             next_token = self.list_tokens.encode(
                 [to_micros(last.create_time), last.job_id, bound_to])

@@ -310,3 +310,27 @@ def _fill(target: Any, items: Sequence[object], room: int,
         target.append(element)
         room -= size
     return room, False
+
+
+class FullPage:
+    """A ListJobs page in the full view within a message budget: takes records while they fit;
+    the first is always taken, with the entries and results that fit when it is larger than
+    the whole budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.room = budget
+        self.jobs: list[job_pb2.Job] = []
+        self.truncated_job_ids: list[str] = []
+
+    def take(self, job: Job) -> bool:
+        message = job_to_proto(job, job_pb2.JOB_VIEW_FULL)
+        size = message.ByteSize() + ELEMENT_OVERHEAD
+        if size > self.room:
+            if self.jobs:
+                return False
+            trimmed = full_job_within(job, [], 0, 0, self.room - ELEMENT_OVERHEAD)
+            message, size = trimmed.job, trimmed.job.ByteSize() + ELEMENT_OVERHEAD
+            self.truncated_job_ids.append(job.job_id)
+        self.jobs.append(message)
+        self.room -= size
+        return True

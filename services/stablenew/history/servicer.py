@@ -52,10 +52,15 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
         job_filter = mapping.filter_from_proto(request.filter)
         size = page_size(request.page_size)
         view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
-        jobs, token = self.core.list_jobs(job_filter, size, mapping.page_token(request.page_token),
-                                     full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.HistoryServiceListJobsResponse(
-            jobs=[job_to_proto(job, view) for job in jobs], next_page_token=token)
+        token = mapping.page_token(request.page_token)
+        if view != job_pb2.JOB_VIEW_FULL:
+            jobs, next_token = self.core.list_jobs(job_filter, size, token)
+            return pb.HistoryServiceListJobsResponse(
+                jobs=[job_to_proto(job, view) for job in jobs], next_page_token=next_token)
+        page = mapping.FullPage(self.record_budget)
+        _, next_token = self.core.list_jobs(job_filter, size, token, full=True, take=page.take)
+        return pb.HistoryServiceListJobsResponse(jobs=page.jobs, next_page_token=next_token,
+                                                 truncated_job_ids=page.truncated_job_ids)
 
     def GetJob(self, request: pb.HistoryServiceGetJobRequest,
                context: Context) -> pb.HistoryServiceGetJobResponse:
