@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.history.harness import SERVING, HistoryHarness
+from tests.history.harness import INGESTION, SERVING, HistoryHarness
 from tests.history.records import Records
 from tests.queue.harness import QueueHarness
 
@@ -21,10 +21,10 @@ def queue(tmp_path: Path) -> Iterator[QueueHarness]:
 
 @pytest.fixture
 def history(tmp_path: Path, queue: QueueHarness) -> Iterator[HistoryHarness]:
-    """A history following `queue`, caught up (SERVING)."""
+    """A history following `queue`, caught up (its ingestion SERVING)."""
     harness = HistoryHarness(tmp_path / "history-data", queue.address)
     with harness.running():
-        harness.wait_health(SERVING)
+        harness.wait_health(SERVING, INGESTION)
         yield harness
 
 

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stablenew.history import app
+from stablenew.history.ingest import INGESTION_HEALTH
 from stablenew.runtime.server import ServiceSpec
 from stablenew.runtime.settings import ServerSettings
 from stablenew.v1 import history_service_pb2 as pb
@@ -18,6 +19,8 @@ from tests.service_harness import ServiceHarness, wait_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# The health name that is SERVING only while the history is caught up with the queue.
+INGESTION = INGESTION_HEALTH
 
 
 class HistoryHarness(ServiceHarness):
@@ -45,10 +48,11 @@ class HistoryHarness(ServiceHarness):
     def connect(self, channel: grpc.Channel) -> None:
         self.stub = history_service_pb2_grpc.HistoryServiceStub(channel)
 
-    def health(self) -> int:
+    def health(self, service: str = "") -> int:
+        """The health of `service` ("": the whole server; INGESTION: caught up)."""
         assert self.channel is not None
         reply = health_pb2_grpc.HealthStub(self.channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=5)
+            health_pb2.HealthCheckRequest(service=service), timeout=5)
         status: int = reply.status
         return status
 
@@ -75,9 +79,13 @@ class HistoryHarness(ServiceHarness):
             return found
         return wait_for(reached, f"job {job_id} to be {job_pb2.JobState.Name(state)}")
 
-    def wait_health(self, status: int) -> None:
-        wait_for(lambda: self.health() == status,
-                 f"health {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}")
+    def wait_health(self, status: int, service: str = "") -> None:
+        wait_for(lambda: self.health(service) == status,
+                 f"health of {service!r} "
+                 f"{health_pb2.HealthCheckResponse.ServingStatus.Name(status)}")
+
+    def ingestion_status(self) -> pb.GetIngestionStatusResponse:
+        return self.stub.GetIngestionStatus(pb.GetIngestionStatusRequest(), timeout=10)
 
     def list_ids(self, page_size: int = 1000, **filter_fields: object) -> list[str]:
         request = pb.HistoryServiceListJobsRequest(

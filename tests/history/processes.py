@@ -12,15 +12,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stablenew.history.ingest import INGESTION_HEALTH
 from tests.queue.processes import free_port
 
 
-def health_of(address: str) -> int | None:
-    """The health status, or None while nothing answers."""
+def health_of(address: str, service: str = "") -> int | None:
+    """The health status of `service`, or None while nothing answers."""
     with grpc.insecure_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1)
+                health_pb2.HealthCheckRequest(service=service), timeout=1)
         except grpc.RpcError:
             return None
     status: int = reply.status
@@ -48,13 +49,14 @@ class HistoryProcess:
                  "WARNING"], env=self.env, stdout=log, stderr=log)
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start it and wait until it is SERVING (caught up with the queue)."""
+        """Start it and wait until its ingestion is SERVING (caught up with the queue)."""
         self.spawn()
-        self.wait_status(health_pb2.HealthCheckResponse.SERVING, timeout)
+        self.wait_status(health_pb2.HealthCheckResponse.SERVING, timeout, INGESTION_HEALTH)
 
-    def wait_status(self, status: int, timeout: float = 30.0) -> None:
+    def wait_status(self, status: int, timeout: float = 30.0, service: str = "") -> None:
+        """Wait until the health of `service` ("": the server) is `status`."""
         deadline = time.monotonic() + timeout
-        while health_of(self.address) != status:
+        while health_of(self.address, service) != status:
             assert self.process is not None and self.process.poll() is None, self.output()
             if time.monotonic() > deadline:
                 raise AssertionError(f"history not {status} within {timeout} s\n{self.output()}")

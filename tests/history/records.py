@@ -53,8 +53,8 @@ class Records(HistoryHarness):
     """The core, its store and a served HistoryService over one database (no ingestion: the
     test applies the events)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__(data_dir, env=env)
         self.store = HistoryStore(data_dir / app.DATABASE_NAME)
         self.core = HistoryCore(self.store)
         self.sequence = itertools.count(1)
@@ -62,7 +62,7 @@ class Records(HistoryHarness):
         self.start()
 
     def build(self, settings: ServerSettings, env: Mapping[str, str]) -> ServiceSpec:
-        servicer = HistoryServicer(self.core)
+        servicer = HistoryServicer(self.core, max_message_bytes=settings.max_message_bytes)
         return ServiceSpec(
             name="history", proto_services=[app.SERVICE.full_name],
             register=lambda server: history_service_pb2_grpc.add_HistoryServiceServicer_to_server(

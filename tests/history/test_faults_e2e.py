@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from stablenew.history.ingest import INGESTION_HEALTH
 from stablenew.history.store.reads import read_only
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2, queue_service_pb2_grpc
@@ -88,7 +89,7 @@ class Workload:
 
 
 def wait_caught_up(history: HistoryProcess, last: int) -> None:
-    history.wait_status(SERVING)
+    history.wait_status(SERVING, service=INGESTION_HEALTH)
     deadline = time.monotonic() + 60
     while True:
         with read_only(history.data_dir / "history.sqlite3") as reader:

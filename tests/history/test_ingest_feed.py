@@ -5,8 +5,9 @@ history side is real: HistoryCore over a SQLite file."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -14,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from stablenew.contract.errors import Code, ErrorDetails, ErrorReason
-from stablenew.contract.model import Job, JobOrigin, JobState
+from stablenew.contract.model import Job, JobOrigin, JobState, Priority
 from stablenew.contract.proto_mapping import to_proto
 from stablenew.history import mapping
-from stablenew.history.core import HistoryCore, IncomingEvent
+from stablenew.history.core import HistoryCore, IncomingEvent, UnreadableEvent
 from stablenew.history.ingest import IngestConfig, Ingestor, QueueCallError
 from stablenew.history.store import HistoryStore
 from stablenew.history.store.reads import read_only
@@ -117,11 +118,11 @@ class FakeStream:
                     return events
                 queue.changed.wait()
 
-    def __iter__(self) -> Iterator[IncomingEvent]:
+    def __iter__(self) -> Iterator[IncomingEvent | UnreadableEvent]:
         while (events := self._next_events()) is not None:
             for event in events:
                 self._after = event.sequence
-                yield mapping.incoming_from_proto(event)
+                yield mapping.read_incoming(event)  # as queue_client does
 
     def cancel(self) -> None:
         with self._queue.changed:
@@ -283,3 +284,106 @@ def test_only_a_committed_and_checkpointed_sequence_is_acknowledged(
     wait_for(lambda: fake.acknowledged and fake.acknowledged[-1] == 2, "the acknowledgement")
     assert fake.acknowledged == sorted(set(fake.acknowledged))  # never twice, never backwards
     assert all(sequence <= fed.cursor() for sequence in fake.acknowledged)
+
+
+# --- poison events ------------------------------------------------------------------------------
+
+
+def unknown_state(sequence: int, job_id: str) -> job_pb2.JobEvent:
+    """A state change to a state this version does not know (proto3 keeps the number)."""
+    message = changed(sequence, job_id, JobState.QUEUED, JobState.RUNNING)
+    message.state_changed.to_state = 99  # type: ignore[assignment]
+    return message
+
+
+def unknown_stage(sequence: int, job_id: str) -> job_pb2.JobEvent:
+    message = submitted(sequence, job_id)
+    message.submitted.job.entries[0].stage_plan.append(77)  # type: ignore[arg-type]
+    return message
+
+
+def time_out_of_range(sequence: int, job_id: str) -> job_pb2.JobEvent:
+    message = submitted(sequence, job_id)
+    message.submitted.job.create_time.seconds = 2**62
+    return message
+
+
+def quarantined(fed: Fed) -> list[tuple[int, str, str, job_pb2.JobEvent]]:
+    events, token = fed.core.quarantined(100, "")
+    assert token == ""
+    return [(e.sequence, e.job_id, e.error, job_pb2.JobEvent.FromString(e.event))
+            for e in events]
+
+
+@pytest.mark.parametrize("poison", [unknown_state, unknown_stage, time_out_of_range])
+def test_an_event_this_version_cannot_read_is_quarantined_and_ingestion_goes_on(
+        fed: Fed, fake: FakeQueue,
+        poison: Callable[[int, str], job_pb2.JobEvent]) -> None:
+    bad = poison(2, "j1" if poison is unknown_state else "bad")
+    fake.append(submitted(1, "j1"), bad, submitted(3, "j3"),
+                changed(4, "j1", JobState.QUEUED, JobState.RUNNING))
+    fed.ingestor.start()
+    fed.wait_cursor(4)
+    assert fed.core.get("j3")[0].state == JobState.QUEUED
+    assert fed.core.get("j1")[0].state == JobState.RUNNING
+    [(sequence, job_id, error, event)] = quarantined(fed)
+    assert (sequence, job_id, event) == (2, bad.job_id, bad)  # kept as the queue sent it
+    assert error.startswith("cannot read the event: ")
+    wait_for(lambda: fake.acknowledged and fake.acknowledged[-1] == 4, "the acknowledgement")
+    wait_for(lambda: fed.serving[-1], "SERVING")
+    status = fed.ingestor.status()
+    assert status.quarantined_count == 1 and status.caught_up and status.lag_events == 0
+    assert status.last_error.startswith("event 2 quarantined: cannot read the event")
+    assert fake.watched_from == [0]  # never reconnected to try the bad event again
+
+
+def test_an_event_the_database_cannot_hold_is_quarantined_and_nothing_of_it_stays(
+        fed: Fed, fake: FakeQueue) -> None:
+    # SQLite refuses a string past its length limit the same way on every try (DataError);
+    # lowered here so that a job's search text (every prompt) passes it while each entry fits.
+    fed.store.db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 100_000)
+    big = job_pb2.JobEvent(sequence=2, job_id="big")
+    big.time.FromDatetime(T0)
+    big.submitted.job.CopyFrom(to_proto(Job(
+        job_id="big", state=JobState.QUEUED, create_time=T0,
+        entries=[entry(letter * 40_000, index=n) for n, letter in enumerate("abc")])))
+    fake.append(submitted(1, "j1"), big, submitted(3, "j3"))
+    fed.ingestor.start()
+    fed.wait_cursor(3)
+    [(sequence, job_id, error, event)] = quarantined(fed)
+    assert (sequence, job_id, event) == (2, "big", big)
+    assert error == ("cannot record the event: the history database refused the write: "
+                     "string or blob too big")
+    assert fed.store.load("big") is None  # the failed transaction left nothing behind
+    assert fed.core.get("j3")[0].state == JobState.QUEUED
+    with read_only(fed.path) as reader:
+        stored = [row[0] for row in reader.db.execute("SELECT sequence FROM events")]
+    assert stored == [1, 3]
+    wait_for(lambda: fake.acknowledged and fake.acknowledged[-1] == 3, "the acknowledgement")
+
+
+def test_quarantined_events_are_paged_oldest_first(fed: Fed, fake: FakeQueue) -> None:
+    fake.append(*(unknown_stage(n, f"bad{n}") for n in range(1, 6)))
+    fed.ingestor.start()
+    fed.wait_cursor(5)
+    seen: list[int] = []
+    token = ""
+    while True:
+        page, token = fed.core.quarantined(2, token)
+        seen += [event.sequence for event in page]
+        if not token:
+            break
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def test_an_update_without_a_priority_keeps_the_records_priority(
+        fed: Fed, fake: FakeQueue) -> None:
+    first = submitted(1, "j1")
+    first.submitted.job.priority = job_pb2.PRIORITY_HIGH
+    relabelled = job_pb2.JobEvent(sequence=2, job_id="j1")
+    relabelled.time.FromDatetime(T0 + timedelta(seconds=2))
+    relabelled.updated.label = "renamed"  # the queue leaves priority unset (0)
+    fed.core.apply(mapping.incoming_from_proto(first))
+    fed.core.apply(mapping.incoming_from_proto(relabelled))
+    job = fed.core.get("j1")[0]
+    assert (job.label, job.priority) == ("renamed", Priority.HIGH)

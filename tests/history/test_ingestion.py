@@ -15,13 +15,14 @@ import pytest
 from stablenew.contract.job_row import JOB_COLUMNS
 from stablenew.contract.model import StageType
 from stablenew.contract.proto_mapping import to_proto
+from stablenew.history import app
 from stablenew.history.store import HistoryStore
 from stablenew.history.store.reads import read_only
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as queue_pb
-from tests.history.harness import NOT_SERVING, SERVING, HistoryHarness
+from tests.history.harness import INGESTION, NOT_SERVING, SERVING, HistoryHarness
 from tests.history.queue_helpers import (
     acknowledged,
     assert_same_record,
@@ -278,7 +279,7 @@ def test_a_restart_keeps_everything_and_records_nothing_twice(
     caught_up(history, queue)
     before = {job_id: history.get(job_id) for job_id in first}
     history.restart()
-    history.wait_health(SERVING)
+    history.wait_health(SERVING, INGESTION)
     assert {job_id: history.get(job_id) for job_id in first} == before
     later = submit(queue.stub, prompts=("after",)).job_id
     assert runner.run_one() is not None
@@ -363,25 +364,40 @@ def test_a_job_deleted_while_queued_stays_deleted(history: HistoryHarness,
     assert history.find(job_id) is None
 
 
-def test_not_serving_while_the_queue_is_unreachable(tmp_path: Path) -> None:
+def test_serving_while_the_queue_is_unreachable_with_the_ingestion_reported_apart(
+        tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     history = HistoryHarness(tmp_path / "history-data", address).start()
     queue = QueueHarness(tmp_path / "queue-data", {"STABLENEW_QUEUE_ADDR": address})
     try:
-        history.wait_health(NOT_SERVING)
-        time.sleep(0.5)  # a few retries against nothing
-        assert history.health() == NOT_SERVING
-        # Queries still answer from the database meanwhile.
+        # Started alone: the history serves (and says so); only its ingestion waits.
+        history.wait_health(NOT_SERVING, INGESTION)
+        wait_for(lambda: history.ingestion_status().last_error, "a failed attempt")
+        assert history.health() == SERVING
+        assert history.health(app.SERVICE.full_name) == SERVING
+        status = history.ingestion_status()
+        assert status.enabled and not status.caught_up and not status.queue_reachable
+        assert "the queue is unreachable (UNAVAILABLE)" in status.last_error
+        assert status.HasField("last_error_time")
+        # Queries answer from the database meanwhile.
         assert history.list_ids() == []
         queue.start()
-        history.wait_health(SERVING)
+        history.wait_health(SERVING, INGESTION)
         job_id = submit(queue.stub, prompts=("after the outage",)).job_id
         assert runner_for(queue).run_one() is not None
-        history.wait_state(job_id, COMPLETED)
+        record = history.wait_state(job_id, COMPLETED)
+        status = history.ingestion_status()
+        assert status.caught_up and status.queue_reachable
+        assert status.recorded_sequence == status.queue_last_sequence >= 3
+        assert status.lag_events == 0
         queue.stop()
-        history.wait_health(NOT_SERVING)
+        history.wait_health(NOT_SERVING, INGESTION)
+        # The queue is away: the records are still served and the service still SERVING.
+        assert history.health() == SERVING
+        assert history.get(job_id) == record
+        assert not history.ingestion_status().caught_up
         queue.start()
-        history.wait_health(SERVING)
+        history.wait_health(SERVING, INGESTION)
         assert_recorded_like_the_queue(history, queue, [job_id])
     finally:
         history.stop()
@@ -407,13 +423,17 @@ def test_a_failed_write_is_retried_and_nothing_after_it_is_acknowledged(
     job_id = submit(queue.stub, prompts=("disk full",)).job_id
     wait_for(lambda: len(attempts) >= 3, "three attempts at the same event")
     assert set(attempts) == {attempts[0]}  # the same event, again and again
-    assert history.health() == NOT_SERVING
+    assert history.health(INGESTION) == NOT_SERVING
+    assert history.health() == SERVING  # the records are still served
+    status = history.ingestion_status()
+    assert "recording an event failed" in status.last_error and status.lag_events >= 1
+    assert status.quarantined_count == 0  # a full disk passes: the event is not quarantined
     assert history.find(job_id) is None
     assert acknowledged(queue.data_dir) < attempts[0]
     failing.clear()
     assert runner_for(queue).run_one() is not None
     history.wait_state(job_id, COMPLETED)
-    history.wait_health(SERVING)
+    history.wait_health(SERVING, INGESTION)
     assert_recorded_like_the_queue(history, queue, [job_id])
 
 
@@ -431,7 +451,7 @@ def test_events_pruned_before_the_history_read_them(tmp_path: Path) -> None:
         assert leased is not None and leased.job.job_id == midway
         wait_for(lambda: is_pruned(queue.stub), "the queue to prune its log")
         history.start()
-        history.wait_health(SERVING)
+        history.wait_health(SERVING, INGESTION)
         runner.complete(leased)
         after = submit(queue.stub, prompts=("after",)).job_id
         assert runner.run_one() is not None

@@ -1,6 +1,7 @@
 """`stablenew serve history` as a user runs it: a corrupt, unreadable or unusable database file
 gives a clear start-up error and exit code 1, not a traceback; bad retention settings give exit
-code 2; and a history started without a queue says NOT_SERVING until the queue appears."""
+code 2; and a history started without a queue is SERVING, its ingestion health NOT_SERVING
+until the queue appears."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.history.processes import HistoryProcess
+from stablenew.history.ingest import INGESTION_HEALTH
+from tests.history.processes import HistoryProcess, health_of
 from tests.queue.processes import QueueProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -74,16 +76,21 @@ def test_bad_settings_are_configuration_errors(tmp_path: Path, setting: str) -> 
     assert "Traceback" not in done.stderr
 
 
-def test_not_serving_until_the_queue_appears(tmp_path: Path) -> None:
+def test_serving_alone_with_the_ingestion_not_serving_until_the_queue_appears(
+        tmp_path: Path) -> None:
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
     queue = QueueProcess(tmp_path / "queue-data")  # not started yet
     history = HistoryProcess(tmp_path / "history-data", queue.address)
     history.spawn()
     try:
-        history.wait_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        history.wait_status(not_serving, service=INGESTION_HEALTH)
+        assert health_of(history.address) == serving
         queue.start()
-        history.wait_status(health_pb2.HealthCheckResponse.SERVING)
+        history.wait_status(serving, service=INGESTION_HEALTH)
         assert queue.stop() == 0
-        history.wait_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        history.wait_status(not_serving, service=INGESTION_HEALTH)
+        assert health_of(history.address) == serving
         assert history.stop() == 0
         assert "Traceback" not in history.output()
     finally:

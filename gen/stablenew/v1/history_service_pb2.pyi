@@ -121,19 +121,29 @@ class HistoryServiceListJobsResponse(_message.Message):
 
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TRUNCATED_JOB_IDS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]: ...
+    @_builtins.property
+    def truncated_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """JOB_VIEW_FULL only: a page ends early when its next job would not fit in the message (the
+        server's STABLENEW_MAX_MESSAGE_BYTES; next_page_token goes on from there), and a first job
+        too large on its own is sent with the entries and results that fit and named here (read
+        it whole with GetJob).
+        """
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
         next_page_token: _builtins.str = ...,
+        truncated_job_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token", "truncated_job_ids", b"truncated_job_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,16 +154,26 @@ class HistoryServiceGetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    RESULT_OFFSET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Required."""
+    entry_offset: _builtins.int
+    """For a record too large for one message: the first entry and the first result to return,
+    from a previous response's next_entry_offset and next_result_offset (0: from the start;
+    negative is INVALID_FIELD).
+    """
+    result_offset: _builtins.int
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        entry_offset: _builtins.int = ...,
+        result_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_offset", b"entry_offset", "job_id", b"job_id", "result_offset", b"result_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -165,6 +185,18 @@ class HistoryServiceGetJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
+    NEXT_ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    NEXT_RESULT_OFFSET_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    next_entry_offset: _builtins.int
+    """entry_offset plus the number of entries in job.entries."""
+    next_result_offset: _builtins.int
+    """result_offset plus the number of results in job.results."""
+    truncated: _builtins.bool
+    """The record did not fit in one message (the server's STABLENEW_MAX_MESSAGE_BYTES): entries
+    or results after the ones returned were left out. Ask again with entry_offset =
+    next_entry_offset and result_offset = next_result_offset for the rest.
+    """
     @_builtins.property
     def job(self) -> _job_pb2.Job: ...
     @_builtins.property
@@ -176,10 +208,13 @@ class HistoryServiceGetJobResponse(_message.Message):
         *,
         job: _job_pb2.Job | None = ...,
         transitions: _abc.Iterable[_job_pb2.JobTransition] | None = ...,
+        next_entry_offset: _builtins.int = ...,
+        next_result_offset: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "next_entry_offset", b"next_entry_offset", "next_result_offset", b"next_result_offset", "transitions", b"transitions", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,6 +485,15 @@ class ExportHistoryResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
+    NEXT_ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    NEXT_RESULT_OFFSET_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    next_entry_offset: _builtins.int
+    """As in HistoryServiceGetJobResponse: when truncated, the job's entries and results from
+    these offsets on are read with GetJob.
+    """
+    next_result_offset: _builtins.int
+    truncated: _builtins.bool
     @_builtins.property
     def job(self) -> _job_pb2.Job:
         """Full view."""
@@ -463,10 +507,13 @@ class ExportHistoryResponse(_message.Message):
         *,
         job: _job_pb2.Job | None = ...,
         transitions: _abc.Iterable[_job_pb2.JobTransition] | None = ...,
+        next_entry_offset: _builtins.int = ...,
+        next_result_offset: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "next_entry_offset", b"next_entry_offset", "next_result_offset", b"next_result_offset", "transitions", b"transitions", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -603,3 +650,167 @@ class ImportHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportHistoryResponse: _TypeAlias = ImportHistoryResponse  # noqa: Y015
+
+@_typing.final
+class GetIngestionStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIngestionStatusRequest: _TypeAlias = GetIngestionStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetIngestionStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    QUEUE_REACHABLE_FIELD_NUMBER: _builtins.int
+    RECORDED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    QUEUE_LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAG_EVENTS_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_TIME_FIELD_NUMBER: _builtins.int
+    QUARANTINED_COUNT_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """False when the history follows no queue (STABLENEW_HISTORY_INGEST=off); the other fields
+    but recorded_sequence and quarantined_count are then unset.
+    """
+    caught_up: _builtins.bool
+    """Every event up to the queue's last known sequence is recorded (the ingestion health)."""
+    queue_reachable: _builtins.bool
+    """The last call to the queue succeeded."""
+    recorded_sequence: _builtins.int
+    """The sequence of the last event recorded (or quarantined)."""
+    queue_last_sequence: _builtins.int
+    """The queue's last sequence when last asked, or the last event received if later."""
+    lag_events: _builtins.int
+    """queue_last_sequence - recorded_sequence, never negative."""
+    acknowledged_sequence: _builtins.int
+    """The last sequence the history acknowledged to the queue."""
+    last_error: _builtins.str
+    """The last failure of the ingestion (the queue unreachable, a write refused, an event
+    quarantined); empty if none since the start.
+    """
+    quarantined_count: _builtins.int
+    """Events quarantined so far (ListQuarantinedEvents)."""
+    @_builtins.property
+    def last_error_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        caught_up: _builtins.bool = ...,
+        queue_reachable: _builtins.bool = ...,
+        recorded_sequence: _builtins.int = ...,
+        queue_last_sequence: _builtins.int = ...,
+        lag_events: _builtins.int = ...,
+        acknowledged_sequence: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        last_error_time: _timestamp_pb2.Timestamp | None = ...,
+        quarantined_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_error_time", b"last_error_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_sequence", b"acknowledged_sequence", "caught_up", b"caught_up", "enabled", b"enabled", "lag_events", b"lag_events", "last_error", b"last_error", "last_error_time", b"last_error_time", "quarantined_count", b"quarantined_count", "queue_last_sequence", b"queue_last_sequence", "queue_reachable", b"queue_reachable", "recorded_sequence", b"recorded_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIngestionStatusResponse: _TypeAlias = GetIngestionStatusResponse  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0 means the default (20); at most 100; negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """A previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsRequest: _TypeAlias = ListQuarantinedEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___QuarantinedEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsResponse: _TypeAlias = ListQuarantinedEventsResponse  # noqa: Y015
+
+@_typing.final
+class QuarantinedEvent(_message.Message):
+    """An event the history could not record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    QUARANTINE_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The event's sequence in the queue's log."""
+    job_id: _builtins.str
+    error: _builtins.str
+    """Why it could not be recorded."""
+    @_builtins.property
+    def quarantine_time(self) -> _timestamp_pb2.Timestamp:
+        """When the history quarantined it."""
+
+    @_builtins.property
+    def event(self) -> _job_pb2.JobEvent:
+        """The event as the queue sent it (enum values this version does not know included)."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+        quarantine_time: _timestamp_pb2.Timestamp | None = ...,
+        error: _builtins.str = ...,
+        event: _job_pb2.JobEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "quarantine_time", b"quarantine_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "job_id", b"job_id", "quarantine_time", b"quarantine_time", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuarantinedEvent: _TypeAlias = QuarantinedEvent  # noqa: Y015

@@ -29,6 +29,18 @@ class HistoryServiceStub:
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     def __init__(self, channel):
@@ -87,16 +99,39 @@ class HistoryServiceStub:
                 request_serializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryRequest.SerializeToString,
                 response_deserializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryResponse.FromString,
                 _registered_method=True)
+        self.GetIngestionStatus = channel.unary_unary(
+                '/stablenew.v1.HistoryService/GetIngestionStatus',
+                request_serializer=stablenew_dot_v1_dot_history__service__pb2.GetIngestionStatusRequest.SerializeToString,
+                response_deserializer=stablenew_dot_v1_dot_history__service__pb2.GetIngestionStatusResponse.FromString,
+                _registered_method=True)
+        self.ListQuarantinedEvents = channel.unary_unary(
+                '/stablenew.v1.HistoryService/ListQuarantinedEvents',
+                request_serializer=stablenew_dot_v1_dot_history__service__pb2.ListQuarantinedEventsRequest.SerializeToString,
+                response_deserializer=stablenew_dot_v1_dot_history__service__pb2.ListQuarantinedEventsResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     def ListJobs(self, request, context):
-        """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+        """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+        fewer jobs than asked, to fit in one message (see truncated_job_ids).
         Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
         filter.created_before); INVALID_PAGE_TOKEN.
         """
@@ -105,8 +140,9 @@ class HistoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """The record (full view: entries and results), its transitions and per-entry results.
-        Errors: JOB_NOT_FOUND.
+        """The record (full view: entries and results), its transitions and per-entry results. A record
+        too large for one message comes in parts (truncated, and offsets to continue from).
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,7 +191,8 @@ class HistoryServiceServicer:
 
     def ExportHistory(self, request, context):
         """Every job matching the filter, full view with its transitions, one job per message, so an
-        export of any size stays within the message limit.
+        export of any size stays within the message limit (a job too large for one message is
+        truncated, as by GetJob, and its rest read with GetJob).
         Errors: INVALID_FIELD on a filter field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -178,6 +215,26 @@ class HistoryServiceServicer:
         Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
         jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
         value this version does not know, or a transition with a sequence other than 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIngestionStatus(self, request, context):
+        """How the ingestion of the queue's log stands: the sequence recorded, the queue's last known
+        sequence and the lag between them, whether the queue answers, the last error and how many
+        events were quarantined. Answers whether or not the queue is reachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuarantinedEvents(self, request, context):
+        """Events of the queue's log the history could not record (e.g. an enum value this version
+        does not know, a value its database cannot hold), oldest first, paged (page_size 0 = 20, at
+        most 100). Each was acknowledged and skipped so that the events after it are recorded; it is
+        kept here as the queue sent it, with the error.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +293,16 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     request_deserializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryRequest.FromString,
                     response_serializer=stablenew_dot_v1_dot_history__service__pb2.ImportHistoryResponse.SerializeToString,
             ),
+            'GetIngestionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIngestionStatus,
+                    request_deserializer=stablenew_dot_v1_dot_history__service__pb2.GetIngestionStatusRequest.FromString,
+                    response_serializer=stablenew_dot_v1_dot_history__service__pb2.GetIngestionStatusResponse.SerializeToString,
+            ),
+            'ListQuarantinedEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuarantinedEvents,
+                    request_deserializer=stablenew_dot_v1_dot_history__service__pb2.ListQuarantinedEventsRequest.FromString,
+                    response_serializer=stablenew_dot_v1_dot_history__service__pb2.ListQuarantinedEventsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'stablenew.v1.HistoryService', rpc_method_handlers)
@@ -248,6 +315,18 @@ class HistoryService:
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     @staticmethod
@@ -510,6 +589,60 @@ class HistoryService:
             '/stablenew.v1.HistoryService/ImportHistory',
             stablenew_dot_v1_dot_history__service__pb2.ImportHistoryRequest.SerializeToString,
             stablenew_dot_v1_dot_history__service__pb2.ImportHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIngestionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stablenew.v1.HistoryService/GetIngestionStatus',
+            stablenew_dot_v1_dot_history__service__pb2.GetIngestionStatusRequest.SerializeToString,
+            stablenew_dot_v1_dot_history__service__pb2.GetIngestionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuarantinedEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stablenew.v1.HistoryService/ListQuarantinedEvents',
+            stablenew_dot_v1_dot_history__service__pb2.ListQuarantinedEventsRequest.SerializeToString,
+            stablenew_dot_v1_dot_history__service__pb2.ListQuarantinedEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

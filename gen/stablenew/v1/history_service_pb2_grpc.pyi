@@ -30,6 +30,18 @@ class HistoryServiceStub:
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     @_typing.overload
@@ -37,13 +49,15 @@ class HistoryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> HistoryServiceAsyncStub: ...
     ListJobs: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceListJobsRequest, _history_service_pb2.HistoryServiceListJobsResponse]
-    """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+    """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+    fewer jobs than asked, to fit in one message (see truncated_job_ids).
     Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
     filter.created_before); INVALID_PAGE_TOKEN.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceGetJobRequest, _history_service_pb2.HistoryServiceGetJobResponse]
-    """The record (full view: entries and results), its transitions and per-entry results.
-    Errors: JOB_NOT_FOUND.
+    """The record (full view: entries and results), its transitions and per-entry results. A record
+    too large for one message comes in parts (truncated, and offsets to continue from).
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
     """
     GetLatestJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.GetLatestJobRequest, _history_service_pb2.GetLatestJobResponse]
     """The newest job matching a filter (e.g. "the last completed job"), basic view.
@@ -68,7 +82,8 @@ class HistoryServiceStub:
     """
     ExportHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]
     """Every job matching the filter, full view with its transitions, one job per message, so an
-    export of any size stays within the message limit.
+    export of any size stays within the message limit (a job too large for one message is
+    truncated, as by GetJob, and its rest read with GetJob).
     Errors: INVALID_FIELD on a filter field.
     """
     WatchHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]
@@ -84,23 +99,49 @@ class HistoryServiceStub:
     jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
     value this version does not know, or a transition with a sequence other than 0.
     """
+    GetIngestionStatus: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.GetIngestionStatusRequest, _history_service_pb2.GetIngestionStatusResponse]
+    """How the ingestion of the queue's log stands: the sequence recorded, the queue's last known
+    sequence and the lag between them, whether the queue answers, the last error and how many
+    events were quarantined. Answers whether or not the queue is reachable.
+    """
+    ListQuarantinedEvents: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ListQuarantinedEventsRequest, _history_service_pb2.ListQuarantinedEventsResponse]
+    """Events of the queue's log the history could not record (e.g. an enum value this version
+    does not know, a value its database cannot hold), oldest first, paged (page_size 0 = 20, at
+    most 100). Each was acknowledged and skipped so that the events after it are recorded; it is
+    kept here as the queue sent it, with the error.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
 
 @_typing.type_check_only
 class HistoryServiceAsyncStub(HistoryServiceStub):
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListJobs: _aio.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceListJobsRequest, _history_service_pb2.HistoryServiceListJobsResponse]  # type: ignore[assignment]
-    """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+    """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+    fewer jobs than asked, to fit in one message (see truncated_job_ids).
     Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
     filter.created_before); INVALID_PAGE_TOKEN.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.HistoryServiceGetJobRequest, _history_service_pb2.HistoryServiceGetJobResponse]  # type: ignore[assignment]
-    """The record (full view: entries and results), its transitions and per-entry results.
-    Errors: JOB_NOT_FOUND.
+    """The record (full view: entries and results), its transitions and per-entry results. A record
+    too large for one message comes in parts (truncated, and offsets to continue from).
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
     """
     GetLatestJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.GetLatestJobRequest, _history_service_pb2.GetLatestJobResponse]  # type: ignore[assignment]
     """The newest job matching a filter (e.g. "the last completed job"), basic view.
@@ -125,7 +166,8 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     """
     ExportHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]  # type: ignore[assignment]
     """Every job matching the filter, full view with its transitions, one job per message, so an
-    export of any size stays within the message limit.
+    export of any size stays within the message limit (a job too large for one message is
+    truncated, as by GetJob, and its rest read with GetJob).
     Errors: INVALID_FIELD on a filter field.
     """
     WatchHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]  # type: ignore[assignment]
@@ -141,11 +183,35 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
     value this version does not know, or a transition with a sequence other than 0.
     """
+    GetIngestionStatus: _aio.UnaryUnaryMultiCallable[_history_service_pb2.GetIngestionStatusRequest, _history_service_pb2.GetIngestionStatusResponse]  # type: ignore[assignment]
+    """How the ingestion of the queue's log stands: the sequence recorded, the queue's last known
+    sequence and the lag between them, whether the queue answers, the last error and how many
+    events were quarantined. Answers whether or not the queue is reachable.
+    """
+    ListQuarantinedEvents: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ListQuarantinedEventsRequest, _history_service_pb2.ListQuarantinedEventsResponse]  # type: ignore[assignment]
+    """Events of the queue's log the history could not record (e.g. an enum value this version
+    does not know, a value its database cannot hold), oldest first, paged (page_size 0 = 20, at
+    most 100). Each was acknowledged and skipped so that the events after it are recorded; it is
+    kept here as the queue sent it, with the error.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The durable record of every job and every state change, fed by the queue's event log
     (WatchJobs as a durable consumer). Default address 127.0.0.1:50054 (STABLENEW_HISTORY_ADDR).
     A required id left empty is INVALID_FIELD; an unknown job id is NOT_FOUND JOB_NOT_FOUND.
+
+    Request limits (a request beyond one is INVALID_ARGUMENT INVALID_FIELD naming the field; an
+    id is checked for length before it is echoed in any error): a job_id and a
+    filter.prompt_pack_id at most 256 characters, filter.text at most 256 characters,
+    filter.states at most 16 values, a label at most 1000 characters, a page_token at most 1024
+    characters, times between the years 1 and 9999.
+
+    Health: the standard health service reports "" and "stablenew.v1.HistoryService" SERVING as
+    soon as the history serves reads, whether or not the queue is reachable. The ingestion of the
+    queue's log has a health name of its own, "stablenew.v1.HistoryService.Ingestion": SERVING
+    while the history is caught up with the queue, NOT_SERVING while it is behind or the queue is
+    away (unknown to the health service when ingestion is off). GetIngestionStatus says why.
     """
 
     @_abc_1.abstractmethod
@@ -154,7 +220,8 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.HistoryServiceListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.HistoryServiceListJobsResponse, _abc.Awaitable[_history_service_pb2.HistoryServiceListJobsResponse]]:
-        """Newest first, keyset-paged (page_size 0 = 50, at most 1000).
+        """Newest first, keyset-paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+        fewer jobs than asked, to fit in one message (see truncated_job_ids).
         Errors: INVALID_FIELD on page_size, view or a filter field (e.g. filter.created_after after
         filter.created_before); INVALID_PAGE_TOKEN.
         """
@@ -165,8 +232,9 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_service_pb2.HistoryServiceGetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.HistoryServiceGetJobResponse, _abc.Awaitable[_history_service_pb2.HistoryServiceGetJobResponse]]:
-        """The record (full view: entries and results), its transitions and per-entry results.
-        Errors: JOB_NOT_FOUND.
+        """The record (full view: entries and results), its transitions and per-entry results. A record
+        too large for one message comes in parts (truncated, and offsets to continue from).
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
         """
 
     @_abc_1.abstractmethod
@@ -227,7 +295,8 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_history_service_pb2.ExportHistoryResponse], _abc.AsyncIterator[_history_service_pb2.ExportHistoryResponse]]:
         """Every job matching the filter, full view with its transitions, one job per message, so an
-        export of any size stays within the message limit.
+        export of any size stays within the message limit (a job too large for one message is
+        truncated, as by GetJob, and its rest read with GetJob).
         Errors: INVALID_FIELD on a filter field.
         """
 
@@ -254,6 +323,30 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_FIELD on jobs (more than 1000), or naming the field of one job (e.g.
         jobs[3].job.job_id): a job without job_id, state or create_time, a job id twice, an enum
         value this version does not know, or a transition with a sequence other than 0.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIngestionStatus(
+        self,
+        request: _history_service_pb2.GetIngestionStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_service_pb2.GetIngestionStatusResponse, _abc.Awaitable[_history_service_pb2.GetIngestionStatusResponse]]:
+        """How the ingestion of the queue's log stands: the sequence recorded, the queue's last known
+        sequence and the lag between them, whether the queue answers, the last error and how many
+        events were quarantined. Answers whether or not the queue is reachable.
+        """
+
+    @_abc_1.abstractmethod
+    def ListQuarantinedEvents(
+        self,
+        request: _history_service_pb2.ListQuarantinedEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_service_pb2.ListQuarantinedEventsResponse, _abc.Awaitable[_history_service_pb2.ListQuarantinedEventsResponse]]:
+        """Events of the queue's log the history could not record (e.g. an enum value this version
+        does not know, a value its database cannot hold), oldest first, paged (page_size 0 = 20, at
+        most 100). Each was acknowledged and skipped so that the events after it are recorded; it is
+        kept here as the queue sent it, with the error.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
 
 def add_HistoryServiceServicer_to_server(servicer: HistoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

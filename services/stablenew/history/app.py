@@ -3,7 +3,12 @@
 Settings (beyond the common ones):
 - STABLENEW_QUEUE_ADDR (and the common token/TLS variables): the queue whose log is followed.
 - STABLENEW_HISTORY_INGEST: `on` (default) or `off` (serve the database only, e.g. an archive
-  of imported records; health is then SERVING without a queue).
+  of imported records).
+
+Health: the service's names ("" and HistoryService) are SERVING once it serves reads, queue or
+no queue (a health check that depended on the queue would take the history's records out of a
+load balancer with every queue outage); the ingestion reports on its own name,
+ingest.INGESTION_HEALTH, and through GetIngestionStatus.
 - STABLENEW_HISTORY_CONSUMER_ID: the durable consumer name at the queue (default `history`).
 - STABLENEW_HISTORY_RETRY_MAX_SECONDS: the longest wait between reconnects (default 10).
 - STABLENEW_HISTORY_MAX_AGE_DAYS, STABLENEW_HISTORY_MAX_ROWS,
@@ -23,7 +28,12 @@ from grpc_health.v1 import health_pb2
 
 from stablenew.contract.errors import ServiceError
 from stablenew.history.core import HistoryCore
-from stablenew.history.ingest import DEFAULT_CONSUMER_ID, IngestConfig, Ingestor
+from stablenew.history.ingest import (
+    DEFAULT_CONSUMER_ID,
+    INGESTION_HEALTH,
+    IngestConfig,
+    Ingestor,
+)
 from stablenew.history.queue_client import QueueClient
 from stablenew.history.retention import retention_policy, retention_task
 from stablenew.history.servicer import HistoryServicer
@@ -79,24 +89,26 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     core = open_core(settings.data_dir / DATABASE_NAME, settings.sqlite_synchronous)
     store = core.store
     retention = retention_task(core, policy)
-    ingestors: list[Ingestor] = []
+    servers: list[Server] = []
+
+    def set_serving(serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for server in servers:
+            server.health.set(INGESTION_HEALTH, status)
+
+    ingestors = ([Ingestor(core, lambda: QueueClient(open_channel("queue", env=env),
+                                                     config.call_timeout_seconds),
+                           config, set_serving)] if follow_queue else [])
 
     def register(server: grpc.Server) -> None:
-        history_service_pb2_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(core),
-                                                                      server)
+        servicer = HistoryServicer(core, ingestors[0].status if ingestors else None,
+                                   settings.max_message_bytes)
+        history_service_pb2_grpc.add_HistoryServiceServicer_to_server(servicer, server)
 
     def started(server: Server) -> None:
-        def set_serving(serving: bool) -> None:
-            status = (health_pb2.HealthCheckResponse.SERVING if serving
-                      else health_pb2.HealthCheckResponse.NOT_SERVING)
-            for name in ("", SERVICE.full_name):
-                server.health.set(name, status)
-
-        if follow_queue:
-            ingestor = Ingestor(core, lambda: QueueClient(open_channel("queue", env=env),
-                                                          config.call_timeout_seconds),
-                                config, set_serving)
-            ingestors.append(ingestor)
+        servers.append(server)
+        for ingestor in ingestors:
             ingestor.start()
         retention.start()
 

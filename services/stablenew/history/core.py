@@ -26,15 +26,17 @@ from stablenew.history.domain import (
     TERMINAL,
     ImportedJob,
     ImportOutcome,
+    IngestionStatus,
     JobFilter,
     PruneRequest,
+    QuarantinedEvent,
     QueueEvent,
     RetentionPolicy,
     StateChanged,
     Submitted,
     Updated,
 )
-from stablenew.history.store import HistoryStore
+from stablenew.history.store import HistoryStore, is_outage
 from stablenew.history.store.rows import (
     PROVENANCE_BACKFILLED,
     PROVENANCE_IMPORTED,
@@ -60,6 +62,19 @@ class IncomingEvent:
     event: QueueEvent
     payload: bytes
     cut: int
+    # The event as the queue sent it, kept if it has to be quarantined.
+    wire: bytes = b""
+
+
+@dataclass(frozen=True)
+class UnreadableEvent:
+    """An event of the queue's log this version cannot convert (an enum value it does not
+    know, a time out of range): it is quarantined."""
+
+    sequence: int
+    job_id: str
+    wire: bytes
+    error: str
 
 
 @dataclass
@@ -114,6 +129,7 @@ class HistoryCore:
         secret = store.page_token_secret()
         self.list_tokens = PageTokens(secret, "history.ListJobs")
         self.event_tokens = PageTokens(secret, "history.ListJobEvents")
+        self.quarantine_tokens = PageTokens(secret, "history.ListQuarantinedEvents")
         with self.lock:
             self.committed_sequence = store.cursor()
 
@@ -220,6 +236,49 @@ class HistoryCore:
             job.label, [*entry_prompts, *result_prompts], bool(entry_prompts),
             job.payload_summary))
 
+    @staticmethod
+    def worth_retrying(error: BaseException) -> bool:
+        """Whether recording an event failed because of the database's state (disk full,
+        locked or read-only file), so the same event may succeed later; any other failure
+        would repeat forever, and the event is quarantined instead."""
+        return is_outage(error)
+
+    def quarantine(self, sequence: int, job_id: str, error: str, wire: bytes) -> bool:
+        """Keep an event that cannot be recorded, with the error, and move the cursor past it,
+        in one transaction. False if the cursor is already past it."""
+        with self.write():
+            if sequence <= self.store.cursor():
+                return False
+            self.store.quarantine(sequence, job_id, _now(), error, wire)
+            self.store.set_cursor(sequence)
+        self.committed_sequence = sequence
+        return True
+
+    def quarantined(self, size: int, token: str) -> tuple[list[QuarantinedEvent], str]:
+        """A page of the quarantined events, oldest first, and the next page's token."""
+        position = self.quarantine_tokens.decode(token)
+        after = 0
+        if position is not None:
+            if len(position) != 1 or not isinstance(position[0], int):
+                raise _token_for_another_list()
+            after = position[0]
+        with self.store.reading() as reader:
+            events = reader.quarantined(after, size + 1)
+        next_token = ""
+        if len(events) > size:
+            events = events[:size]
+            next_token = self.quarantine_tokens.encode([events[-1].sequence])
+        return events, next_token
+
+    def quarantined_count(self) -> int:
+        with self.store.reading() as reader:
+            return reader.quarantined_count()
+
+    def without_ingestion(self) -> IngestionStatus:
+        """The ingestion status of a history that follows no queue."""
+        return IngestionStatus(enabled=False, recorded_sequence=self.committed_sequence,
+                               quarantined_count=self.quarantined_count())
+
     def skip_to(self, oldest: int) -> int:
         """The queue pruned events before the history read them: resume at the oldest kept.
         Returns the new cursor."""
@@ -247,8 +306,11 @@ class HistoryCore:
                 raise not_found(job_id)
             return stored.job, reader.transitions(stored.ref)
 
-    def list_jobs(self, job_filter: JobFilter, size: int, token: str,
-             full: bool = False) -> tuple[list[Job], str]:
+    def list_jobs(self, job_filter: JobFilter, size: int, token: str, full: bool = False,
+                  take: Callable[[Job], bool] | None = None) -> tuple[list[Job], str]:
+        """A page of records and the next page's token. With `take`, each record (filled, with
+        `full`) is offered to it in turn and the page ends before the first it refuses, so a
+        caller bounds a page by its size without holding more than one record too many."""
         bound_to = fingerprint(job_filter)
         position = self.list_tokens.decode(token)
         after = None
@@ -256,14 +318,17 @@ class HistoryCore:
             if len(position) != 3 or position[2] != bound_to:
                 raise _token_for_another_list()
             after = (int(position[0]), str(position[1]))
+        jobs: list[Job] = []
         with self.store.reading() as reader:
             stored = reader.list_jobs(job_filter, after, size + 1)
-            if full:
-                for each in stored[:size]:
+            for each in stored[:size]:
+                if full:
                     reader.fill(each.ref, each.job)
-        jobs = [each.job for each in stored[:size]]
+                if take is not None and not take(each.job):
+                    break
+                jobs.append(each.job)
         next_token = ""
-        if len(stored) > size:
+        if len(stored) > len(jobs) and jobs:
             last = jobs[-1]
             next_token = self.list_tokens.encode(
                 [to_micros(last.create_time), last.job_id, bound_to])

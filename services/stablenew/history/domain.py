@@ -320,6 +320,38 @@ class ImportedJob:
     transitions: list[JobTransition]
 
 
+@dataclass(frozen=True)
+class QuarantinedEvent:
+    """An event of the queue's log the history could not record: skipped (and acknowledged)
+    so the ingestion goes on, and kept here as the queue sent it, with the error."""
+
+    sequence: int
+    job_id: str
+    time: datetime | None
+    error: str
+    # The serialized JobEvent.
+    event: bytes
+
+
+@dataclass(frozen=True)
+class IngestionStatus:
+    """How the ingestion of the queue's log stands (GetIngestionStatus)."""
+
+    enabled: bool
+    caught_up: bool = False
+    queue_reachable: bool = False
+    recorded_sequence: int = 0
+    queue_last_sequence: int = 0
+    acknowledged_sequence: int = 0
+    last_error: str = ""
+    last_error_time: datetime | None = None
+    quarantined_count: int = 0
+
+    @property
+    def lag_events(self) -> int:
+        return max(0, self.queue_last_sequence - self.recorded_sequence)
+
+
 @dataclass
 class ImportOutcome:
     added: int = 0

@@ -9,13 +9,24 @@ Exactly once, across a SIGKILL of either service at any moment:
 - the queue is told (AcknowledgeEvents) only a sequence that is committed and made durable by a
   WAL checkpoint, so the queue never prunes an event the history could still lose.
 
-When the queue cannot be reached the consumer retries with exponential backoff (and jitter) and
-the service reports NOT_SERVING on the standard health service until it has caught up with the
-queue's last sequence again. A failed write (disk full, locked or read-only file) is logged, the
-stream is dropped and reopened after a backoff from the committed cursor, so the same event is
-tried again and nothing after it is acknowledged; the service never crashes on it. If the queue
-pruned events the history never read (OUT_OF_RANGE, SEQUENCE_PRUNED), the gap is logged as an
-error, recorded in the database, and the consumer resumes at the oldest event the queue has.
+When the queue cannot be reached the consumer retries with exponential backoff (and jitter).
+The history keeps serving its records meanwhile: only the ingestion's own health name
+(INGESTION_HEALTH) is NOT_SERVING until the history has caught up with the queue's last sequence
+again, and `status()` (GetIngestionStatus) tells the lag, the queue's reachability and the last
+error. A failed write the database may accept later (disk full, locked or read-only file) is
+logged, the stream is dropped and reopened after a backoff from the committed cursor, so the same
+event is tried again and nothing after it is acknowledged; the service never crashes on it.
+
+A poison event cannot stop the ingestion: an event this version cannot convert (an enum value it
+does not know, a time out of range), or whose recording fails for any reason other than the
+database's state (a value SQLite cannot hold, a string past its limit), would fail the same way
+on every try. It is quarantined instead: kept as the queue sent it, with the error, and the cursor
+moved past it in one transaction (HistoryCore.quarantine), so it is acknowledged like any
+recorded event and the events after it are recorded.
+
+If the queue pruned events the history never read (OUT_OF_RANGE, SEQUENCE_PRUNED), the gap is
+logged as an error, recorded in the database, and the consumer resumes at the oldest event the
+queue has.
 
 Nothing here knows the transport: the queue is a `QueueConnection` (queue_client.QueueClient
 over gRPC in the service, a fake in tests) whose failed calls raise `QueueCallError`.
@@ -28,15 +39,19 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
-from stablenew.contract.errors import Code, ErrorDetails, ErrorReason
+from stablenew.contract.errors import Code, ErrorDetails, ErrorReason, ServiceError
 from stablenew.contract.model import Job
-from stablenew.history.core import HistoryCore, IncomingEvent
+from stablenew.history.core import HistoryCore, IncomingEvent, UnreadableEvent
+from stablenew.history.domain import IngestionStatus
 
 log = logging.getLogger("stablenew.history.ingest")
 
 DEFAULT_CONSUMER_ID = "history"
+# The health service name of the ingestion (the service's own names stay SERVING).
+INGESTION_HEALTH = "stablenew.v1.HistoryService.Ingestion"
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,7 @@ class QueueCallError(Exception):
 class EventStream(Protocol):
     """The queue's log from a sequence on, as it grows (WatchJobs)."""
 
-    def __iter__(self) -> Iterator[IncomingEvent]: ...
+    def __iter__(self) -> Iterator[IncomingEvent | UnreadableEvent]: ...
 
     def cancel(self) -> None:
         """End the stream from another thread (the iteration then raises QueueCallError)."""
@@ -119,6 +134,10 @@ class Ingestor:
         self._stream: EventStream | None = None
         self._backoff = Backoff(config.retry_initial_seconds, config.retry_max_seconds)
         self.acknowledged = 0
+        self._queue_last = 0
+        self._reachable = False
+        self._last_error = ""
+        self._last_error_time: datetime | None = None
         self._threads = [
             threading.Thread(target=self._follow, name="history-ingest", daemon=True),
             threading.Thread(target=self._acknowledge_loop, name="history-ack", daemon=True),
@@ -138,12 +157,26 @@ class Ingestor:
             if thread.is_alive():
                 thread.join(timeout=5)
 
+    def status(self) -> IngestionStatus:
+        """How the ingestion stands now."""
+        recorded = self.core.committed_sequence
+        return IngestionStatus(
+            enabled=True, caught_up=bool(self._serving), queue_reachable=self._reachable,
+            recorded_sequence=recorded, queue_last_sequence=max(self._queue_last, recorded),
+            acknowledged_sequence=self.acknowledged, last_error=self._last_error,
+            last_error_time=self._last_error_time,
+            quarantined_count=self.core.quarantined_count())
+
     def _report(self, serving: bool) -> None:
         if serving != self._serving:
             self._serving = serving
             self._set_serving(serving)
             log.info("history is %s", "caught up with the queue" if serving
-                     else "not caught up with the queue (NOT_SERVING)")
+                     else "not caught up with the queue (ingestion NOT_SERVING)")
+
+    def _failed(self, why: str) -> None:
+        self._last_error = why
+        self._last_error_time = datetime.now(UTC)
 
     # --- following the log ----------------------------------------------------------------
 
@@ -156,18 +189,20 @@ class Ingestor:
             except QueueCallError as error:
                 if self._stop.is_set():
                     return
+                self._reachable = False
                 if not self._pruned(error.details):
                     self._retry_later(f"the queue is unreachable ({error.details.code.name})")
             except QueueBehindError as error:
                 log.error("%s", error)
                 self._retry_later("the queue's log is behind the history")
-            except Exception:  # a failed write, or an event this version cannot record
+            except Exception:  # a write the database may accept later (disk full, locked)
                 log.exception("could not record event %d; retrying it",
                               self.core.committed_sequence + 1)
                 self._retry_later("recording an event failed")
 
     def _retry_later(self, why: str) -> None:
         self._report(False)
+        self._failed(why)
         delay = self._backoff.next_delay()
         log.warning("%s; retrying in %.1f s", why, delay, extra={"retry_seconds": delay})
         self._stop.wait(delay)
@@ -176,6 +211,8 @@ class Ingestor:
         connection = self._connect()
         try:
             target = connection.last_sequence()
+            self._reachable = True
+            self._queue_last = target
             cursor = self.core.committed_sequence
             if target < cursor:
                 raise QueueBehindError(
@@ -190,6 +227,7 @@ class Ingestor:
             if cursor >= target:
                 self._report(True)
             for incoming in stream:
+                self._queue_last = max(self._queue_last, _sequence_of(incoming))
                 self._record(connection, incoming)
                 self._backoff.reset()
                 if self.core.committed_sequence >= target:
@@ -199,18 +237,42 @@ class Ingestor:
                 self._stream = None
             connection.close()
 
-    def _record(self, connection: QueueConnection, incoming: IncomingEvent) -> None:
+    def _record(self, connection: QueueConnection,
+                incoming: IncomingEvent | UnreadableEvent) -> None:
         """Apply the event after the cursor (an earlier one again is ignored); a job first
-        seen mid-way is recorded from the queue's record of it, if the queue still has one."""
-        event = incoming.event
+        seen mid-way is recorded from the queue's record of it, if the queue still has one.
+        An event that cannot be recorded is quarantined (see the module's docstring)."""
+        sequence = _sequence_of(incoming)
         expected = self.core.committed_sequence + 1
-        if event.sequence < expected:
+        if sequence < expected:
             return
-        if event.sequence > expected:
+        if sequence > expected:
             log.warning("events %d..%d never arrived (the queue's log should have no gaps)",
-                        expected, event.sequence - 1)
-        fetched = connection.get_job(event.job_id) if self.core.needs_backfill(event) else None
-        self.core.apply(incoming, fetched)
+                        expected, sequence - 1)
+        if isinstance(incoming, UnreadableEvent):
+            self._quarantine(sequence, incoming.job_id, incoming.error, incoming.wire)
+            return
+        event = incoming.event
+        try:
+            fetched = (connection.get_job(event.job_id) if self.core.needs_backfill(event)
+                       else None)
+            self.core.apply(incoming, fetched)
+        except QueueCallError:
+            raise
+        except Exception as error:
+            if self.core.worth_retrying(error):
+                raise
+            self._quarantine(sequence, event.job_id,
+                             f"cannot record the event: {_describe(error)}", incoming.wire)
+
+    def _quarantine(self, sequence: int, job_id: str, error: str, wire: bytes) -> None:
+        """Keep the event aside and go on; if even that write fails, the error propagates and
+        the event is tried again later (nothing is skipped without being kept)."""
+        self.core.quarantine(sequence, job_id, error, wire)
+        log.error("QUARANTINED event %d of job %s: %s; the ingestion goes on (see "
+                  "ListQuarantinedEvents)", sequence, job_id, error,
+                  extra={"sequence": sequence, "job_id": job_id})
+        self._failed(f"event {sequence} quarantined: {error}")
 
     def _pruned(self, details: ErrorDetails) -> bool:
         """OUT_OF_RANGE SEQUENCE_PRUNED: skip to the oldest event the queue still has."""
@@ -241,6 +303,7 @@ class Ingestor:
                 connection = connection or self._connect()
                 connection.acknowledge(self.config.consumer_id, sequence)
                 self.acknowledged = sequence
+                self._reachable = True
             except QueueCallError as error:
                 # Unacknowledged events only stay longer in the queue: try again later.
                 log.debug("acknowledging failed: %s", error.details.code.name)
@@ -251,3 +314,12 @@ class Ingestor:
                 log.exception("acknowledging failed")
         if connection is not None:
             connection.close()
+
+
+def _sequence_of(incoming: IncomingEvent | UnreadableEvent) -> int:
+    return incoming.sequence if isinstance(incoming, UnreadableEvent) else incoming.event.sequence
+
+
+def _describe(error: Exception) -> str:
+    return (error.message if isinstance(error, ServiceError)
+            else f"{type(error).__name__}: {error}")

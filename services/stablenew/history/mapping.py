@@ -3,12 +3,13 @@ through stablenew.contract.proto_mapping). Bad input becomes INVALID_ARGUMENT na
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from stablenew.contract.errors import invalid_argument
+from stablenew.contract.errors import invalid_argument, required
 from stablenew.contract.model import (
     EntryResult,
     Job,
@@ -20,17 +21,19 @@ from stablenew.contract.model import (
     PromptSource,
     RunMode,
 )
-from stablenew.contract.proto_mapping import from_proto, from_request, to_proto
+from stablenew.contract.proto_mapping import from_proto, from_request, job_to_proto, to_proto
 from stablenew.history import codec
-from stablenew.history.core import IncomingEvent, JobEvents
+from stablenew.history.core import IncomingEvent, JobEvents, UnreadableEvent
 from stablenew.history.domain import (
     CancelRequested,
     ImportedJob,
+    IngestionStatus,
     JobFilter,
     Moved,
     Payload,
     ProgressChanged,
     PruneRequest,
+    QuarantinedEvent,
     QueueEvent,
     QueueLevel,
     StateChanged,
@@ -42,6 +45,14 @@ from stablenew.v1 import job_pb2
 
 E = TypeVar("E", bound=IntEnum)
 MAX_IMPORT_JOBS = 1000
+# Request limits (history_service.proto states them). The text filter's bound also bounds the
+# cost of a search: the trigram index is asked for every trigram of the needle, and SQLite's
+# LIKE refuses patterns past 50,000 bytes.
+MAX_ID_LENGTH = 256
+MAX_TEXT_LENGTH = 256
+MAX_FILTER_STATES = 16
+MAX_LABEL_LENGTH = 1000
+MAX_PAGE_TOKEN_LENGTH = 1024
 
 
 # --- events from the queue ------------------------------------------------------------------
@@ -66,8 +77,11 @@ def _payload(event: job_pb2.JobEvent) -> Payload:
     if kind == "moved":
         return Moved(event.moved.queue_position)
     if kind == "updated":
+        # PRIORITY_UNSPECIFIED is proto3's "not set" (the queue sends it when only the label
+        # changed), and a number this version does not know means nothing here: both leave
+        # the record's priority as it is.
         priority = event.updated.priority
-        known = priority in Priority._value2member_map_
+        known = priority != 0 and priority in Priority._value2member_map_
         return Updated(event.updated.label, Priority(priority) if known else None)
     # Pause, resume, and kinds this version does not know: nothing to record.
     return QueueLevel()
@@ -80,10 +94,22 @@ def event_from_proto(event: job_pb2.JobEvent) -> QueueEvent:
 
 
 def incoming_from_proto(event: job_pb2.JobEvent) -> IncomingEvent:
-    """The domain event and the bytes to keep of it."""
+    """The domain event, the bytes to keep of it, and the event as sent (for the quarantine).
+    An event this version cannot convert raises ValueError or OverflowError."""
     domain_event = event_from_proto(event)
     payload, cut = codec.cut_event(event) if domain_event.kept else (b"", 0)
-    return IncomingEvent(domain_event, payload, cut)
+    return IncomingEvent(domain_event, payload, cut, event.SerializeToString())
+
+
+def read_incoming(event: job_pb2.JobEvent) -> IncomingEvent | UnreadableEvent:
+    """incoming_from_proto, or what the ingestion quarantines when the event cannot be
+    converted (proto3 keeps enum numbers this version does not know; a time can be out of
+    Python's range)."""
+    try:
+        return incoming_from_proto(event)
+    except (ValueError, OverflowError) as error:
+        return UnreadableEvent(event.sequence, event.job_id, event.SerializeToString(),
+                               f"cannot read the event: {type(error).__name__}: {error}")
 
 
 def job_from_proto(message: job_pb2.Job) -> Job:
@@ -112,7 +138,31 @@ def _time(message: pb.JobFilter | pb.PruneHistoryRequest, name: str,
     return moment
 
 
-def _states(values: Iterable[int], field_path: str) -> tuple[JobState, ...]:
+def bounded(value: str, field_path: str, limit: int) -> str:
+    """`value`, or INVALID_ARGUMENT naming the field when it is longer than `limit` characters
+    (the value itself is never echoed: it may be megabytes)."""
+    if len(value) > limit:
+        raise invalid_argument(field_path, f"at most {limit} characters (got {len(value)})")
+    return value
+
+
+def job_id(value: str, field_path: str = "job_id") -> str:
+    """A required job id of a sensible length."""
+    return required(bounded(value, field_path, MAX_ID_LENGTH), field_path)
+
+
+def page_token(value: str) -> str:
+    return bounded(value, "page_token", MAX_PAGE_TOKEN_LENGTH)
+
+
+def label(value: str) -> str:
+    return bounded(value, "label", MAX_LABEL_LENGTH)
+
+
+def _states(values: Sequence[int], field_path: str) -> tuple[JobState, ...]:
+    if len(values) > MAX_FILTER_STATES:
+        raise invalid_argument(field_path, f"at most {MAX_FILTER_STATES} values "
+                                           f"(got {len(values)})")
     states = []
     for index, value in enumerate(values):
         state = _enum(JobState, value, f"{field_path}[{index}]")
@@ -128,8 +178,8 @@ def filter_from_proto(message: pb.JobFilter) -> JobFilter:
         run_mode=_enum(RunMode, message.run_mode, "filter.run_mode"),
         source=_enum(JobSource, message.source, "filter.source"),
         prompt_source=_enum(PromptSource, message.prompt_source, "filter.prompt_source"),
-        prompt_pack_id=message.prompt_pack_id,
-        text=message.text,
+        prompt_pack_id=bounded(message.prompt_pack_id, "filter.prompt_pack_id", MAX_ID_LENGTH),
+        text=bounded(message.text, "filter.text", MAX_TEXT_LENGTH),
         created_after=_time(message, "created_after", "filter.created_after"),
         created_before=_time(message, "created_before", "filter.created_before"),
         bookmarked=message.bookmarked if message.HasField("bookmarked") else None,
@@ -156,9 +206,8 @@ def imported_from_proto(message: pb.ImportHistoryRequest) -> list[ImportedJob]:
         path = f"jobs[{index}]"
         # Checked before the conversion, which refuses an unknown enum value with a ValueError.
         _enum(JobState, item.job.state, f"{path}.job.state")
+        job_id(item.job.job_id, f"{path}.job.job_id")
         job = from_request(Job, item.job, f"{path}.job")
-        if not job.job_id:
-            raise invalid_argument(f"{path}.job.job_id", "required")
         if job.job_id in seen:
             raise invalid_argument(f"{path}.job.job_id", f"{job.job_id!r} appears twice")
         seen.add(job.job_id)
@@ -181,8 +230,6 @@ def imported_from_proto(message: pb.ImportHistoryRequest) -> list[ImportedJob]:
 # --- responses --------------------------------------------------------------------------------
 
 
-
-
 def transition_to_proto(transition: JobTransition) -> job_pb2.JobTransition:
     message: job_pb2.JobTransition = to_proto(transition)
     return message
@@ -197,3 +244,93 @@ def imported_to_proto(record: ImportedJob) -> pb.ImportedJob:
     """A parsed record as the ImportHistory request carries it (for the CLI)."""
     return pb.ImportedJob(job=to_proto(record.job),
                           transitions=[to_proto(t) for t in record.transitions])
+
+
+def quarantined_to_proto(event: QuarantinedEvent) -> pb.QuarantinedEvent:
+    message = pb.QuarantinedEvent(sequence=event.sequence, job_id=event.job_id,
+                                  error=event.error, event=job_pb2.JobEvent.FromString(event.event))
+    if event.time is not None:
+        message.quarantine_time.FromDatetime(event.time)
+    return message
+
+
+def ingestion_status_to_proto(status: IngestionStatus) -> pb.GetIngestionStatusResponse:
+    message = pb.GetIngestionStatusResponse(
+        enabled=status.enabled, caught_up=status.caught_up,
+        queue_reachable=status.queue_reachable, recorded_sequence=status.recorded_sequence,
+        queue_last_sequence=status.queue_last_sequence, lag_events=status.lag_events,
+        acknowledged_sequence=status.acknowledged_sequence, last_error=status.last_error,
+        quarantined_count=status.quarantined_count)
+    if status.last_error_time is not None:
+        message.last_error_time.FromDatetime(status.last_error_time)
+    return message
+
+
+# A repeated message field's tag and length prefix, at most, per element.
+ELEMENT_OVERHEAD = 11
+
+
+@dataclass(frozen=True)
+class FullJob:
+    """A job in the full view, within a message budget: its entries and results from the
+    requested offsets on, as many as fit."""
+
+    job: job_pb2.Job
+    transitions: list[job_pb2.JobTransition]
+    next_entry_offset: int
+    next_result_offset: int
+    truncated: bool
+
+
+def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: int,
+                    result_offset: int, budget: int) -> FullJob:
+    """The record as GetJob and ExportHistory send it: the basic record and its transitions,
+    then entries and results from the offsets on until `budget` bytes are used, so a record of
+    any size is sent in parts instead of failing the server's send limit. At least one entry
+    or result past the offsets is always included, so a client following the offsets gets on."""
+    message = job_to_proto(job, job_pb2.JOB_VIEW_BASIC)
+    changes = [transition_to_proto(t) for t in transitions]
+    room = budget - message.ByteSize() - sum(t.ByteSize() + ELEMENT_OVERHEAD for t in changes)
+    room, entries_left = _fill(message.entries, job.entries[entry_offset:], room, True)
+    room, results_left = _fill(message.results, job.results[result_offset:], room,
+                               not message.entries)
+    return FullJob(message, changes, entry_offset + len(message.entries),
+                   result_offset + len(message.results), entries_left or results_left)
+
+
+def _fill(target: Any, items: Sequence[object], room: int,
+          at_least_one: bool) -> tuple[int, bool]:
+    """Append the items' messages to `target` while they fit in `room` bytes; returns the room
+    left and whether items were left out."""
+    for count, item in enumerate(items):
+        element = to_proto(item)
+        size = element.ByteSize() + ELEMENT_OVERHEAD
+        if size > room and not (at_least_one and count == 0):
+            return room, True
+        target.append(element)
+        room -= size
+    return room, False
+
+
+class FullPage:
+    """A ListJobs page in the full view within a message budget: takes records while they fit;
+    the first is always taken, with the entries and results that fit when it is larger than
+    the whole budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.room = budget
+        self.jobs: list[job_pb2.Job] = []
+        self.truncated_job_ids: list[str] = []
+
+    def take(self, job: Job) -> bool:
+        message = job_to_proto(job, job_pb2.JOB_VIEW_FULL)
+        size = message.ByteSize() + ELEMENT_OVERHEAD
+        if size > self.room:
+            if self.jobs:
+                return False
+            trimmed = full_job_within(job, [], 0, 0, self.room - ELEMENT_OVERHEAD)
+            message, size = trimmed.job, trimmed.job.ByteSize() + ELEMENT_OVERHEAD
+            self.truncated_job_ids.append(job.job_id)
+        self.jobs.append(message)
+        self.room -= size
+        return True

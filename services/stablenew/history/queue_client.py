@@ -12,7 +12,7 @@ import grpc
 
 from stablenew.contract.model import Job
 from stablenew.history import mapping
-from stablenew.history.core import IncomingEvent
+from stablenew.history.core import IncomingEvent, UnreadableEvent
 from stablenew.history.ingest import EventStream, QueueCallError
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
@@ -34,10 +34,10 @@ class _WatchStream:
     def __init__(self, call: grpc.Call) -> None:
         self._call = call
 
-    def __iter__(self) -> Iterator[IncomingEvent]:
+    def __iter__(self) -> Iterator[IncomingEvent | UnreadableEvent]:
         with _translated():
             for reply in self._call:  # type: ignore[attr-defined]
-                yield mapping.incoming_from_proto(reply.event)
+                yield mapping.read_incoming(reply.event)
 
     def cancel(self) -> None:
         self._call.cancel()  # type: ignore[no-untyped-call]

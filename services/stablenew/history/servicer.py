@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
-from stablenew.contract.errors import invalid_argument, required
+from stablenew.contract.errors import invalid_argument
 from stablenew.contract.proto_mapping import job_to_proto
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
+from stablenew.history.domain import IngestionStatus
+from stablenew.runtime.channel import MAX_MESSAGE_BYTES
 from stablenew.runtime.paging import page_size
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 
 Context = grpc.ServicerContext
 WATCH_POLL_SECONDS = 0.5
+# Room left in a message beside a record's parts (the response's own fields and framing).
+RESPONSE_MARGIN_BYTES = 1024
+QUARANTINE_PAGE_DEFAULT = 20
+# A quarantined event may be a submission with thousands of entries.
+QUARANTINE_PAGE_MAX = 100
 
 
 def _view(view: int, default: int) -> int:
@@ -24,26 +31,49 @@ def _view(view: int, default: int) -> int:
     return view or default
 
 
+def _offset(value: int, field_path: str) -> int:
+    if value < 0:
+        raise invalid_argument(field_path, f"must not be negative (got {value})")
+    return value
+
+
 class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
-    def __init__(self, core: HistoryCore) -> None:
+    def __init__(self, core: HistoryCore,
+                 ingestion_status: Callable[[], IngestionStatus] | None = None,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        """`ingestion_status`: how the ingestion stands (None: a history without one);
+        `max_message_bytes`: the server's send limit, which a record is sent within."""
         self.core = core
+        self.ingestion_status = ingestion_status or core.without_ingestion
+        self.record_budget = max_message_bytes - RESPONSE_MARGIN_BYTES
 
     def ListJobs(self, request: pb.HistoryServiceListJobsRequest,
                  context: Context) -> pb.HistoryServiceListJobsResponse:
         job_filter = mapping.filter_from_proto(request.filter)
         size = page_size(request.page_size)
         view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
-        jobs, token = self.core.list_jobs(job_filter, size, request.page_token,
-                                     full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.HistoryServiceListJobsResponse(
-            jobs=[job_to_proto(job, view) for job in jobs], next_page_token=token)
+        token = mapping.page_token(request.page_token)
+        if view != job_pb2.JOB_VIEW_FULL:
+            jobs, next_token = self.core.list_jobs(job_filter, size, token)
+            return pb.HistoryServiceListJobsResponse(
+                jobs=[job_to_proto(job, view) for job in jobs], next_page_token=next_token)
+        page = mapping.FullPage(self.record_budget)
+        _, next_token = self.core.list_jobs(job_filter, size, token, full=True, take=page.take)
+        return pb.HistoryServiceListJobsResponse(jobs=page.jobs, next_page_token=next_token,
+                                                 truncated_job_ids=page.truncated_job_ids)
 
     def GetJob(self, request: pb.HistoryServiceGetJobRequest,
                context: Context) -> pb.HistoryServiceGetJobResponse:
-        job, transitions = self.core.get(required(request.job_id, "job_id"))
+        job_id = mapping.job_id(request.job_id)
+        entry_offset = _offset(request.entry_offset, "entry_offset")
+        result_offset = _offset(request.result_offset, "result_offset")
+        job, transitions = self.core.get(job_id)
+        full = mapping.full_job_within(job, transitions, entry_offset, result_offset,
+                                       self.record_budget)
         return pb.HistoryServiceGetJobResponse(
-            job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
-            transitions=[mapping.transition_to_proto(t) for t in transitions])
+            job=full.job, transitions=full.transitions,
+            next_entry_offset=full.next_entry_offset,
+            next_result_offset=full.next_result_offset, truncated=full.truncated)
 
     def GetLatestJob(self, request: pb.GetLatestJobRequest,
                      context: Context) -> pb.GetLatestJobResponse:
@@ -52,20 +82,20 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
 
     def ListJobEvents(self, request: pb.ListJobEventsRequest,
                       context: Context) -> pb.ListJobEventsResponse:
-        events = self.core.events(required(request.job_id, "job_id"),
-                                  page_size(request.page_size), request.page_token)
+        events = self.core.events(mapping.job_id(request.job_id), page_size(request.page_size),
+                                  mapping.page_token(request.page_token))
         return pb.ListJobEventsResponse(events=mapping.events_to_proto(events),
                                         next_page_token=events.next_page_token)
 
     def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> pb.UpdateJobResponse:
         job = self.core.update(
-            required(request.job_id, "job_id"),
-            request.label if request.HasField("label") else None,
+            mapping.job_id(request.job_id),
+            mapping.label(request.label) if request.HasField("label") else None,
             request.bookmarked if request.HasField("bookmarked") else None)
         return pb.UpdateJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.DeleteJobResponse:
-        self.core.delete(required(request.job_id, "job_id"))
+        self.core.delete(mapping.job_id(request.job_id))
         return pb.DeleteJobResponse()
 
     def PruneHistory(self, request: pb.PruneHistoryRequest,
@@ -79,9 +109,11 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
         for job, transitions in self.core.export(job_filter):
             if not context.is_active():
                 return
+            full = mapping.full_job_within(job, transitions, 0, 0, self.record_budget)
             yield pb.ExportHistoryResponse(
-                job=job_to_proto(job, job_pb2.JOB_VIEW_FULL),
-                transitions=[mapping.transition_to_proto(t) for t in transitions])
+                job=full.job, transitions=full.transitions,
+                next_entry_offset=full.next_entry_offset,
+                next_result_offset=full.next_result_offset, truncated=full.truncated)
 
     def WatchHistory(self, request: pb.WatchHistoryRequest,
                      context: Context) -> Iterator[pb.WatchHistoryResponse]:
@@ -105,3 +137,15 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
         return pb.ImportHistoryResponse(
             added_count=outcome.added, updated_count=outcome.updated,
             unchanged_count=outcome.unchanged, skipped_job_ids=outcome.skipped_job_ids)
+
+    def GetIngestionStatus(self, request: pb.GetIngestionStatusRequest,
+                           context: Context) -> pb.GetIngestionStatusResponse:
+        return mapping.ingestion_status_to_proto(self.ingestion_status())
+
+    def ListQuarantinedEvents(self, request: pb.ListQuarantinedEventsRequest,
+                              context: Context) -> pb.ListQuarantinedEventsResponse:
+        size = page_size(request.page_size, QUARANTINE_PAGE_DEFAULT, QUARANTINE_PAGE_MAX)
+        events, token = self.core.quarantined(size, mapping.page_token(request.page_token))
+        return pb.ListQuarantinedEventsResponse(
+            events=[mapping.quarantined_to_proto(event) for event in events],
+            next_page_token=token)

@@ -22,6 +22,7 @@ connections (WAL readers never block the writer, nor the writer them).
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -65,6 +66,16 @@ def storage_failure(error: sqlite3.Error) -> ServiceError:
     """What a write that SQLite refused (disk full, read-only file, ...) answers."""
     return ServiceError(Code.INTERNAL, ErrorReason.STORAGE_FAILURE,
                         f"the history database refused the write: {error}")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether a failed write is the database's state rather than the data's: SQLite's
+    operational errors (disk full, file locked, read-only or unreadable) pass when the file
+    recovers, so the same write is worth trying again; anything else (a value SQLite cannot
+    hold, a string past its length limit, an event this version cannot convert) fails the same
+    way every time."""
+    return (isinstance(error, ServiceError) and error.reason == ErrorReason.STORAGE_FAILURE
+            and isinstance(error.__cause__, sqlite3.OperationalError))
 
 
 class HistoryStore(Reader):
@@ -127,6 +138,13 @@ class HistoryStore(Reader):
 
     def record_gap(self, first: int, last: int, now: datetime) -> None:
         self.db.execute("INSERT INTO gaps VALUES (?, ?, ?)", (first, last, to_micros(now)))
+
+    def quarantine(self, sequence: int, job_id: str, now: datetime, error: str,
+                   event: bytes) -> None:
+        """Keep an event the history could not record, as the queue sent it (compressed: it
+        may be a submission of thousands of entries, the very kind that fails to record)."""
+        self.db.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)",
+                        (sequence, job_id, to_micros(now), error, zlib.compress(event)))
 
     # --- writes ---------------------------------------------------------------------------
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from stablenew.contract.job_row import from_micros
 from stablenew.contract.model import EntryResult, Job, JobTransition, NormalizedJob
 from stablenew.history import codec
-from stablenew.history.domain import JobFilter
+from stablenew.history.domain import JobFilter, QuarantinedEvent
 from stablenew.history.store import queries
 from stablenew.history.store.queries import JOB_SELECT, Query
 from stablenew.history.store.rows import (
@@ -136,6 +138,17 @@ class Reader:
         if len(rows) > queries.TEXT_INDEX_LIMIT:
             return None
         return [row[0] for row in rows]
+
+    def quarantined(self, after: int, limit: int) -> list[QuarantinedEvent]:
+        """Up to `limit` quarantined events after a sequence, oldest first."""
+        rows = self.db.execute("SELECT sequence, job_id, time, error, event FROM quarantine "
+                               "WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                               (after, limit)).fetchall()
+        return [QuarantinedEvent(int(row[0]), str(row[1]), from_micros(row[2]), str(row[3]),
+                                 zlib.decompress(row[4])) for row in rows]
+
+    def quarantined_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0])
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])

@@ -168,4 +168,17 @@ MIGRATIONS = [
             WHERE results.prompt_pack_id <> '';
     DROP INDEX jobs_pack;
     """,
+    # 3: events the history could not record (an enum value it does not know, a value its
+    # database cannot hold), kept as the queue sent them with the error, so that one bad event
+    # never stops the ingestion (ingest.py) and nothing it carried is lost. `event` is the
+    # serialized JobEvent, zlib-compressed.
+    """
+    CREATE TABLE quarantine (
+        sequence INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        event BLOB NOT NULL
+    );
+    """,
 ]
