@@ -21,6 +21,7 @@ from stablenew.sdk import (
     PartNotFoundError,
     Priority,
     PromptSource,
+    RowErrorReason,
     RowErrorsError,
     RunMode,
 )
@@ -170,7 +171,8 @@ def test_rows_that_make_no_job_block_the_enqueue_unless_skipped(
     draft = client.drafts.add_pack(draft.draft_id, pack_id)
     with pytest.raises(RowErrorsError) as caught:
         client.drafts.enqueue(draft.draft_id)
-    assert [e.row_index for e in caught.value.row_errors] == [1]
+    assert [(e.row_index, e.reason) for e in caught.value.row_errors] == [
+        (1, RowErrorReason.UNRESOLVED_TOKEN)]
     assert caught.value.reason == "ROW_ERRORS"
     job = client.drafts.enqueue(draft.draft_id, skip_bad_rows=True)
     assert job.entry_count == 1

@@ -64,4 +64,4 @@ def row_error(error: RowError) -> str:
         where += " presets"
     if error.line:
         where += f" (line {error.line})"
-    return f"{where}: {error.reason}: {error.message}"
+    return f"{where}: {error.reason.name}: {error.message}"

@@ -88,6 +88,7 @@ __all__ = [
     "PromptTag",
     "QueueState",
     "RowError",
+    "RowErrorReason",
     "RunMode",
     "Runner",
     "RunnerInfo",
@@ -426,6 +427,18 @@ class Runner(Result[queue_service_pb2.Runner]):
 # --- bundle ---------------------------------------------------------------------------------
 
 
+class RowErrorReason(IntEnum):
+    """Why a row makes no job; named as the ErrorReason of the same meaning."""
+
+    UNSPECIFIED = bundle_service_pb2.ROW_ERROR_REASON_UNSPECIFIED
+    INVALID_FIELD = bundle_service_pb2.ROW_ERROR_REASON_INVALID_FIELD
+    INVALID_STAGE_PLAN = bundle_service_pb2.ROW_ERROR_REASON_INVALID_STAGE_PLAN
+    UNRESOLVED_TOKEN = bundle_service_pb2.ROW_ERROR_REASON_UNRESOLVED_TOKEN
+    TOO_MANY_VARIANTS = bundle_service_pb2.ROW_ERROR_REASON_TOO_MANY_VARIANTS
+    PACK_INVALID = bundle_service_pb2.ROW_ERROR_REASON_PACK_INVALID
+    PACK_NOT_FOUND = bundle_service_pb2.ROW_ERROR_REASON_PACK_NOT_FOUND
+
+
 @dataclass(frozen=True)
 class RowError:
     """A pack row (or, with `row_index` -1, a pack's presets) that makes no job, and why."""
@@ -434,7 +447,7 @@ class RowError:
     prompt_pack_id: str
     row_index: int
     line: int
-    reason: str
+    reason: RowErrorReason
     message: str
 
 
