@@ -10,8 +10,8 @@ from typing import Any, Self
 
 from tests.bundle_service.harness import preset, write_pack
 
-# A .txt pack of two rows. Until a plain .txt pack runs with built-in defaults (the bundle
-# engineer's change), its sibling .json switches txt2img on; see SCENES_DEFAULTS.
+# A .txt pack of two rows; its sibling .json only lowers the steps, to keep the tests quick (a
+# plain .txt pack runs as written: tests/e2e/test_journey.py).
 SCENES = "scenes"
 SCENES_ROWS = ("a lighthouse on a cliff at dusk", "a fox in fresh snow")
 SCENES_DEFAULTS = {"pack_data": {"name": "Scenes"}, "preset_data": preset(steps=4)}
