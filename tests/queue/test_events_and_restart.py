@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from stablenew.v1 import job_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness
 from tests.queue.protocol_runner import ProtocolRunner
+from tests.service_harness import wait_for
 
 
 def _collect(queue: QueueHarness, after: int, count: int,
@@ -201,3 +203,25 @@ def test_idempotency_survives_a_restart(queue: QueueHarness) -> None:
     first = queue.submit(request_id="same").job_id
     queue.restart()
     assert queue.submit(request_id="same").job_id == first
+
+
+def test_watchers_gone_past_their_deadline_free_their_threads(tmp_path: Path) -> None:
+    """More expired watches than the server has threads: the queue still answers afterwards
+    (a watch waiting for an event used to keep its thread after the client's deadline)."""
+    workers = 4
+    harness = QueueHarness(tmp_path / "data", {"STABLENEW_MAX_WORKERS": str(workers)})
+    with harness.running():
+        for _ in range(workers * 3):
+            with pytest.raises(grpc.RpcError) as caught:
+                list(harness.stub.WatchJobs(pb.WatchJobsRequest(), timeout=0.2))
+            assert caught.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                           grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+        def answers() -> bool:
+            try:
+                harness.stub.GetQueueState(pb.GetQueueStateRequest(), timeout=2)
+            except grpc.RpcError:
+                return False
+            return True
+
+        wait_for(answers, "the queue to answer again after the expired watches")

@@ -384,8 +384,11 @@ class QueueCore:
             return self.store.acknowledge(consumer_id, sequence)
 
     def watch(self, after: int, watch_filter: WatchFilter, consumer_id: str,
-              disconnect: Callable[[], None]) -> Iterator[StoredEvent]:
-        """Replay the log after `after`, then follow live, each event exactly once, in order."""
+              disconnect: Callable[[], None],
+              wanted: Callable[[], bool]) -> Iterator[StoredEvent]:
+        """Replay the log after `after`, then follow live, each event exactly once, in order,
+        for as long as `wanted()` (the caller is still there: a watcher whose deadline passed
+        while no event came must not keep its server thread)."""
         with self.write():
             if consumer_id:
                 self.store.register_consumer(consumer_id)
@@ -397,11 +400,11 @@ class QueueCore:
         subscriber = self.broadcaster.subscribe(watch_filter, disconnect)
         try:
             cursor = after
-            while not self.closing.is_set():
+            while not self.closing.is_set() and wanted():
                 for event in self._replay(cursor, watch_filter):
                     cursor = event.sequence
                     yield event
-                cursor = yield from self._follow(subscriber, cursor)
+                cursor = yield from self._follow(subscriber, cursor, wanted)
         finally:
             self.broadcaster.unsubscribe(subscriber)
 
@@ -417,9 +420,11 @@ class QueueCore:
             if len(rows) < REPLAY_BATCH:
                 return
 
-    def _follow(self, subscriber: Subscriber, cursor: int) -> Generator[StoredEvent, None, int]:
-        """Live events until the buffer overflows (then the caller replays) or we close."""
-        while not self.closing.is_set():
+    def _follow(self, subscriber: Subscriber, cursor: int,
+                wanted: Callable[[], bool]) -> Generator[StoredEvent, None, int]:
+        """Live events until the buffer overflows (then the caller replays), we close or the
+        watcher is no longer wanted."""
+        while not self.closing.is_set() and wanted():
             events, overflowed = subscriber.take(timeout=0.5)
             if overflowed:
                 return cursor

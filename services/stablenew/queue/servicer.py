@@ -87,7 +87,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             raise invalid_argument("after_sequence", "must not be negative")
         watch_filter = WatchFilter(frozenset(request.job_ids), request.exclude_progress)
         events = self.core.watch(request.after_sequence, watch_filter, request.consumer_id,
-                                 disconnect=context.cancel)
+                                 disconnect=context.cancel, wanted=context.is_active)
         for event in events:
             if not context.is_active():
                 return
