@@ -4,6 +4,7 @@ by a background thread instead of by the commit that fills the WAL."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -75,3 +76,17 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     open_database(path, MIGRATIONS).close()
     with pytest.raises(StartupError, match="newer than this program knows"):
         open_database(path, MIGRATIONS[:1])
+
+
+def test_a_full_database_reports_itself_not_a_failed_rollback(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "full.sqlite3", MIGRATIONS)
+    try:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(sqlite3.OperationalError, match="full"), Transaction(db):
+            db.execute("INSERT INTO blobs (data) VALUES (zeroblob(1000000))")
+        assert not db.in_transaction
+        with Transaction(db):  # the connection is usable again
+            db.execute("INSERT INTO blobs (data) VALUES (x'01')")
+    finally:
+        db.close()

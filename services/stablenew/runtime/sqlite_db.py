@@ -117,4 +117,9 @@ class Transaction:
         return self.connection
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self.connection.execute("COMMIT")
+        elif self.connection.in_transaction:
+            # Some errors (SQLITE_FULL, SQLITE_IOERR) end the transaction themselves; a ROLLBACK
+            # then fails and its error would hide the real one.
+            self.connection.execute("ROLLBACK")
