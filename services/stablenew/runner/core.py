@@ -44,6 +44,7 @@ from stablenew.runner.domain import (
 from stablenew.runner.executor import Executor
 from stablenew.runner.webui_client import WebuiClient
 from stablenew.runner.webui_errors import WebuiError
+from stablenew.sdwebui.names import SchedulerEntry
 
 log = logging.getLogger("stablenew.runner")
 T = TypeVar("T")
@@ -56,10 +57,14 @@ REPORT_ATTEMPTS = 30
 
 def fetch_capabilities(client: WebuiClient) -> Capabilities:
     """Everything the WebUI offers, read now."""
+    schedulers = client.schedulers()
+    labelled = zip(schedulers, client.scheduler_labels(), strict=False)
     return Capabilities(
         models=client.sd_models(), vaes=client.sd_vaes(), samplers=client.samplers(),
-        schedulers=client.schedulers(), upscalers=client.upscalers(),
-        adetailer_models=client.adetailer_models(), fetch_time=datetime.now(UTC))
+        schedulers=schedulers, upscalers=client.upscalers(),
+        adetailer_models=client.adetailer_models(), fetch_time=datetime.now(UTC),
+        scheduler_entries=[SchedulerEntry(name, label) for name, label in labelled],
+        latent_upscale_modes=client.latent_upscale_modes())
 
 
 class RunnerCore:
@@ -171,7 +176,8 @@ class JobRunner:
         capabilities = self.state.capabilities
         models = [model.model_name for model in capabilities.models] if capabilities else []
         return RunnerInfo(runner_id=self.state.runner_id, host=self.state.host, models=models,
-                          loaded_model=self.state.loaded_model_name, address=self.address)
+                          loaded_model=self.state.loaded_model_name, address=self.address,
+                          capabilities=capabilities)
 
     def shut_down(self) -> None:
         """Stop leasing, and hand a running job back to the queue at once rather than let its

@@ -17,7 +17,8 @@ from typing import Protocol
 
 from stablenew.contract.errors import Code, ErrorDetails, ErrorReason, ServiceError
 from stablenew.contract.model import EntryResult, Job, JobProgress, JobState
-from stablenew.runner.model_matching import ModelEntry, queue_model_name
+from stablenew.sdwebui.model_matching import ModelEntry, queue_model_name
+from stablenew.sdwebui.names import SchedulerEntry
 
 log = logging.getLogger("stablenew.runner")
 
@@ -44,6 +45,10 @@ class Capabilities:
     upscalers: list[str] = field(default_factory=list)
     adetailer_models: list[str] = field(default_factory=list)
     fetch_time: datetime | None = None
+    # The schedulers with their labels and aliases, as requests may name them.
+    scheduler_entries: list[SchedulerEntry] = field(default_factory=list)
+    # The hires fix also takes these ("Latent", ...), which the upscaler list leaves out.
+    latent_upscale_modes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class RunnerInfo:
     models: list[str]
     loaded_model: str
     address: str
+    # What its WebUI offers; None until the runner has read it.
+    capabilities: Capabilities | None = None
 
 
 @dataclass(frozen=True)

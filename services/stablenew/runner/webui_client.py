@@ -8,8 +8,8 @@ Everything that goes wrong surfaces as a WebuiError (webui_errors.py); answers a
 parsed by webui_responses.py.
 
 Model and VAE switches go through POST /sdapi/v1/options only when the wanted one is not
-already loaded (model_matching.py says which one a name means): a switch blocks the WebUI for
-seconds to a minute.
+already loaded (stablenew.sdwebui.model_matching says which one a name means): a switch blocks
+the WebUI for seconds to a minute.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from stablenew.runner.model_matching import AUTOMATIC_VAE, ModelEntry, find_model, match_vae
 from stablenew.runner.webui_errors import (
     WebuiError,
     WebuiErrorKind,
@@ -47,6 +46,7 @@ from stablenew.runner.webui_responses import (
     parse_options,
     parse_progress,
 )
+from stablenew.sdwebui.model_matching import AUTOMATIC_VAE, ModelEntry, find_model, match_vae
 
 log = logging.getLogger("stablenew.runner.webui")
 
@@ -270,6 +270,10 @@ class WebuiClient:
     def scheduler_labels(self) -> list[str]:
         """Scheduler labels ("Karras"), as infotexts write them."""
         return self._names("schedulers", "label")
+
+    def latent_upscale_modes(self) -> list[str]:
+        """The hires fix's latent upscalers ("Latent", "Latent (bicubic)", ...)."""
+        return self._names("latent-upscale-modes", "name")
 
     def upscalers(self) -> list[str]:
         """Upscaler names ("Lanczos", "R-ESRGAN 4x+")."""

@@ -4,6 +4,10 @@ A job names its model the way people do: a title with its short hash ("x.safeten
 [6ce0161689]"), a path relative to the models folder, the file name with or without its
 extension, a hash. The WebUI lists each checkpoint under all of these; a name is matched rank by
 rank over the whole list, so the most specific form always wins.
+
+The runner resolves the names it sends with these rules; the queue (which runner can run a job)
+and the bundle (which names no connected runner offers) apply the same ones to the lists the
+runners announce.
 """
 
 from __future__ import annotations
@@ -58,6 +62,30 @@ def find_model(entries: list[ModelEntry], name: str) -> ModelEntry | None:
     # A title with another hash than the listed one (the file was replaced): match the name.
     bare = _HASH_SUFFIX.sub("", wanted)
     return find_model(entries, bare) if bare != wanted else None
+
+
+def closest_model(entries: list[ModelEntry], name: str) -> ModelEntry | None:
+    """The checkpoint the WebUI picks for a hires-fix or refiner checkpoint name: the one
+    `find_model` finds, else the one with the shortest title containing the name (its hash left
+    out). The WebUI refuses the request when there is none."""
+    found = find_model(entries, name)
+    if found is not None or not name.strip():
+        return found
+    part = _HASH_SUFFIX.sub("", name.strip())
+    containing = [entry for entry in entries if part in entry.title]
+    return min(containing, key=lambda entry: len(entry.title), default=None)
+
+
+def checkpoint_names(entries: list[ModelEntry]) -> frozenset[str]:
+    """Every name `find_model` knows these checkpoints by, for `has_checkpoint`."""
+    return frozenset(alias for entry in entries for alias in entry.aliases() if alias)
+
+
+def has_checkpoint(names: frozenset[str], name: str) -> bool:
+    """Whether `find_model` finds a checkpoint for `name` among the entries whose
+    `checkpoint_names` are `names`: one set lookup instead of a scan of the list."""
+    wanted = name.strip()
+    return bool(wanted) and (wanted in names or _HASH_SUFFIX.sub("", wanted) in names)
 
 
 def queue_model_name(title: str, entries: list[ModelEntry]) -> str:
