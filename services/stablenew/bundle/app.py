@@ -49,6 +49,12 @@ def expansion_limits(env: Mapping[str, str]) -> ExpansionLimits:
     return ExpansionLimits(cap)
 
 
+def offer_cache_seconds(env: Mapping[str, str]) -> float:
+    """How long an answer of the queue about the runners' offer is used (ConfigError when
+    STABLENEW_OFFER_CACHE_SECONDS is not a number of 0 or more)."""
+    return non_negative_float(env, "STABLENEW_OFFER_CACHE_SECONDS", DEFAULT_OFFER_CACHE_SECONDS)
+
+
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
     """The bundle service over its store, pack library and queue link, ready to serve."""
     env = os.environ if env is None else env
@@ -59,8 +65,7 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     channel = open_channel("queue", env=env)
     job_messages = JobMessages()
     queue = QueueClient(channel, job_messages)
-    offers = OfferCache(queue.offered_names, non_negative_float(
-        env, "STABLENEW_OFFER_CACHE_SECONDS", DEFAULT_OFFER_CACHE_SECONDS))
+    offers = OfferCache(queue.offered_names, offer_cache_seconds(env))
     core = BundleCore(store, PackLibrary(packs_dir), queue.submit, queue.lookup, offers,
                       expansion_limits(env))
 
