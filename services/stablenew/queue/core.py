@@ -258,7 +258,8 @@ class QueueCore:
 
     def runner_pool(self) -> RunnerPool:
         """The connected runners and whether the queue is paused, as of now."""
-        return self.runners.pool(self.paused())
+        with self.lock:  # some views are made after their transaction, outside the lock
+            return self.runners.pool(self.paused())
 
     # --- control --------------------------------------------------------------------------
 
