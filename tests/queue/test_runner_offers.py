@@ -9,6 +9,12 @@ from pathlib import Path
 
 from stablenew.queue.store import MIGRATIONS, QueueStore
 from stablenew.runtime.sqlite_db import open_database
+from stablenew.sdwebui.model_matching import (
+    ModelEntry,
+    checkpoint_names,
+    find_model,
+    has_checkpoint,
+)
 from stablenew.v1 import job_pb2, runner_service_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness, make_entry, origin
@@ -147,3 +153,17 @@ def test_a_queue_database_from_before_runner_offers_opens_with_its_runners(
 
     assert (record.info.models, record.info.capabilities) == (("sd15",), b"")
     assert record.info.offers_model("sd15") and not record.info.offers_model("sdxl")
+
+
+def test_the_quick_checkpoint_lookup_agrees_with_the_webui_rules() -> None:
+    entries = [ModelEntry("sub/a.safetensors [1111111111]", "a", "1111111111",
+                          sha256="1111111111" + "f" * 54),
+               ModelEntry("b.ckpt [2222222222]", "b", "2222222222"),
+               ModelEntry("c.safetensors", "c", "")]
+    names = checkpoint_names(entries)
+    asked = ["sub/a.safetensors [1111111111]", "sub/a.safetensors", "a.safetensors", "a",
+             "1111111111", "1111111111" + "f" * 54, "sub/a.safetensors [9999999999]",
+             "b.ckpt [2222222222]", "b", "b.ckpt", " b ", "c.safetensors", "c",
+             "a [1111111111]", "d", "", "   ", "[1111111111]", "b.ckpt [zz]", "sub"]
+    assert [has_checkpoint(names, name) for name in asked] == [
+        find_model(entries, name) is not None for name in asked]

@@ -1,4 +1,5 @@
-"""The names a job sends to the WebUI, checked against what the connected runners offer.
+"""What the connected runners offer (`OfferedNames`), and the names a job sends to the WebUI
+checked against it.
 
 The WebUI does not refuse most unknown names: an unknown sampler runs as its first sampler, an
 unknown scheduler as "automatic", an unknown ADetailer model skips its pass (stablenew.sdwebui).
@@ -130,7 +131,8 @@ _SAMPLER = _Kind("sampler",
                  lambda o: o.samplers)
 _SCHEDULER = _Kind("scheduler",
                    lambda o, name: find_scheduler(list(o.schedulers), name) is not None,
-                   lambda o: tuple(scheduler.label for scheduler in o.schedulers))
+                   lambda o: tuple(scheduler.label or scheduler.name
+                                   for scheduler in o.schedulers))
 _UPSCALER = _Kind("upscaler", lambda o, name: name in o.upscalers, lambda o: o.upscalers)
 _HIRES_UPSCALER = _Kind("upscaler",
                         lambda o, name: name in o.latent_upscale_modes or name in o.upscalers,

@@ -85,7 +85,9 @@ def has_checkpoint(names: frozenset[str], name: str) -> bool:
     """Whether `find_model` finds a checkpoint for `name` among the entries whose
     `checkpoint_names` are `names`: one set lookup instead of a scan of the list."""
     wanted = name.strip()
-    return bool(wanted) and (wanted in names or _HASH_SUFFIX.sub("", wanted) in names)
+    if not wanted or wanted in names:
+        return bool(wanted)
+    return wanted.endswith("]") and _HASH_SUFFIX.sub("", wanted) in names
 
 
 def queue_model_name(title: str, entries: list[ModelEntry]) -> str:
