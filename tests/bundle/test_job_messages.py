@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from stablenew.bundle.domain import NormalizedBundle
+from stablenew.bundle.domain import NameCheck, NormalizedBundle
 from stablenew.bundle.mapping import JobMessages
 from stablenew.bundle.summary import summarize
 from stablenew.contract.model import NormalizedJob, StageType
@@ -15,7 +15,7 @@ from stablenew.contract.proto_mapping import to_proto
 def bundle_of(count: int) -> NormalizedBundle:
     jobs = [NormalizedJob(index=index, prompt=f"p{index}", stage_plan=[StageType.TXT2IMG])
             for index in range(count)]
-    return NormalizedBundle(jobs, [], summarize(1, jobs, []))
+    return NormalizedBundle(jobs, [], summarize(1, jobs, [], NameCheck()))
 
 
 def test_pages_are_the_jobs_converted_once() -> None:

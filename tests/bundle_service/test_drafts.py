@@ -393,7 +393,8 @@ def test_clear_draft(stack: Stack) -> None:
     cleared = bundle.stub.ClearDraft(pb.ClearDraftRequest(draft_id=draft.draft_id)).draft
     assert cleared.revision == filled.revision + 1
     assert list(cleared.parts) == []
-    assert cleared.summary == pb.BundleSummary(batch_summary="no jobs")
+    assert cleared.summary == pb.BundleSummary(
+        batch_summary="no jobs", name_check=pb.NameCheck(unchecked_reason="no runner is connected"))
     assert cleared.display_name == draft.display_name
     details = rpc_error(lambda: bundle.stub.ClearDraft(pb.ClearDraftRequest(draft_id="nope")))
     assert (details.code, details.reason) == (Code.NOT_FOUND, "DRAFT_NOT_FOUND")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stablenew.bundle.app import expansion_limits
+from stablenew.bundle.app import expansion_limits, offer_cache_seconds
 from stablenew.contract.errors import Code
 from stablenew.runtime.settings import ConfigError
 from stablenew.v1 import bundle_service_pb2 as pb
@@ -478,3 +478,11 @@ def test_a_bad_variant_cap_is_a_configuration_error(value: str, problem: str) ->
     with pytest.raises(ConfigError, match=problem):
         expansion_limits({"STABLENEW_MAX_VARIANTS_PER_ROW": value})
     assert expansion_limits({}).max_variants_per_row == 512
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf"])
+def test_a_bad_offer_cache_period_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="STABLENEW_OFFER_CACHE_SECONDS"):
+        offer_cache_seconds({"STABLENEW_OFFER_CACHE_SECONDS": value})
+    assert offer_cache_seconds({"STABLENEW_OFFER_CACHE_SECONDS": "0"}) == 0
+    assert offer_cache_seconds({}) == 5

@@ -224,6 +224,9 @@ def test_an_adetailer_model_the_webui_lacks_fails_the_entry_before_anything_runs
                                "'Euler a'?"),
     ("scheduler", "karas", "scheduler 'karas' is not offered by the WebUI: did you mean "
                            "'Karras'?"),
+    # The WebUI would run "KARRAS" as automatic: another case is not the scheduler's name.
+    ("scheduler", "KARRAS", "scheduler 'KARRAS' is not offered by the WebUI: did you mean "
+                            "'Karras'?"),
 ])
 def test_a_misspelled_name_fails_its_entry_with_a_suggestion(
         bench: Bench, admin: EmulatorAdmin, field: str, value: str, what: str) -> None:

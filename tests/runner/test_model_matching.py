@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from stablenew.emulator import EmulatorServer
-from stablenew.runner.model_matching import ModelEntry, find_model, match_vae, queue_model_name
 from stablenew.runner.webui_client import WebuiClient
 from stablenew.runner.webui_errors import WebuiError, WebuiErrorKind
+from stablenew.sdwebui.model_matching import ModelEntry, find_model, match_vae, queue_model_name
 from tests.runner.fake_webui import (
     Call,
     FakeWebui,

@@ -9,7 +9,6 @@ import pytest
 
 from stablenew.contract.model import AdetailerPass, HiresFixConfig, StageType, UpscaleConfig
 from stablenew.runner.domain import Capabilities
-from stablenew.runner.model_matching import ModelEntry, SchedulerEntry
 from stablenew.runner.payloads import adetailer_arguments, plan_requests
 from stablenew.runner.preflight import unknown_names
 from stablenew.runner.webui_errors import WebuiError
@@ -21,6 +20,8 @@ from stablenew.runner.webui_report import (
     model_mismatches,
 )
 from stablenew.runner.webui_responses import GenerationResult
+from stablenew.sdwebui.model_matching import ModelEntry
+from stablenew.sdwebui.names import SchedulerEntry
 from tests.runner.harness import ADETAILER, TXT2IMG, UPSCALE, face_pass, make_job
 
 SCHEDULERS = [SchedulerEntry("automatic", "Automatic"), SchedulerEntry("karras", "Karras"),
@@ -59,10 +60,17 @@ def test_a_scheduler_at_the_end_of_the_sampler_name_is_split_off_as_the_webui_do
         "Schedule type": "Karras"}), CAPABILITIES) == []
     assert generation_mismatches(body, reply(), CAPABILITIES) == [
         Mismatch("scheduler", "karras", "Automatic")]
+    # There an alias names its scheduler too.
+    by_alias = BODY | {"sampler_name": "Euler a SGMUniform"}
+    assert generation_mismatches(by_alias, reply(extra_generation_params={
+        "Schedule type": "SGM Uniform"}), CAPABILITIES) == []
 
 
 @pytest.mark.parametrize(("asked", "ran", "matches"), [
-    ("karras", "Karras", True), ("Karras", "Karras", True), ("SGMUniform", "SGM Uniform", True),
+    ("karras", "Karras", True), ("Karras", "Karras", True), ("sgm_uniform", "SGM Uniform", True),
+    # A request's scheduler is looked up by its exact name or label (sdwebui.names): an alias
+    # only ends a sampler name, so as `scheduler` it means automatic, not SGM Uniform.
+    ("SGMUniform", "SGM Uniform", False),
     ("karras", None, False),  # no named schedule ran: the model's own
     ("Automatic", None, True), ("", "Karras", True),  # left to the sampler
 ])
@@ -158,6 +166,23 @@ def test_offered_names_pass_and_an_unreported_list_is_not_checked() -> None:
     assert unknown_names(plan_requests(entry), CAPABILITIES) == []
     bare = Capabilities(adetailer_models=["face_yolov8n.pt"])
     assert unknown_names(plan_requests(make_job(0, "x", sampler_name="Anything")), bare) == []
+
+
+@pytest.mark.parametrize("scheduler", ["karras", "Karras", "automatic", "Automatic", ""])
+def test_a_scheduler_named_exactly_by_its_name_or_label_passes(scheduler: str) -> None:
+    entry = make_job(0, "exact", sampler_name="DPM++ 2M", scheduler=scheduler)
+    assert unknown_names(plan_requests(entry), CAPABILITIES) == []
+
+
+@pytest.mark.parametrize(("scheduler", "suggested"), [("KARRAS", "Karras"),
+                                                      ("AUTOMATIC", "Automatic"),
+                                                      ("sgmuniform", "SGM Uniform")])
+def test_a_scheduler_in_another_case_is_refused_with_its_spelling_suggested(
+        scheduler: str, suggested: str) -> None:
+    # The WebUI looks a scheduler up exactly: "KARRAS" would run as automatic, without a word.
+    entry = make_job(0, "case", sampler_name="DPM++ 2M", scheduler=scheduler)
+    assert unknown_names(plan_requests(entry), CAPABILITIES) == [
+        f"scheduler {scheduler!r} is not offered by the WebUI: did you mean {suggested!r}?"]
 
 
 def test_adetailer_without_the_extension_is_named() -> None:

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from stablenew.emulator.testing import INFO_KEYS
-from stablenew.runner.model_matching import ModelEntry, SchedulerEntry
 from stablenew.runner.webui_client import CONTROL_READ_TIMEOUT
 from stablenew.runner.webui_errors import WebuiError, WebuiErrorKind
 from stablenew.runner.webui_responses import GenerationResult, Progress, parse_progress
+from stablenew.sdwebui.model_matching import ModelEntry
+from stablenew.sdwebui.names import SchedulerEntry
 from tests.runner.fake_webui import (
     PNG_SIGNATURE,
     Harness,

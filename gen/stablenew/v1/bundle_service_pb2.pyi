@@ -168,6 +168,8 @@ class RowError(_message.Message):
     REASON_NAME_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_FIELD_NUMBER: _builtins.int
+    SUGGESTIONS_FIELD_NUMBER: _builtins.int
     part_id: _builtins.str
     """The draft part; empty in Pack.errors."""
     prompt_pack_id: _builtins.str
@@ -195,6 +197,16 @@ class RowError(_message.Message):
     """Why the row makes no job (field 7 because field 5 was a string in the released v1
     contract).
     """
+    config_field: _builtins.str
+    """The config field the problem is in, as a path in PipelineConfig (e.g.
+    "txt2img.sampler_name", "adetailer.passes[0].model"); empty when it is not one field.
+    """
+    @_builtins.property
+    def suggestions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a name no connected runner offers (see BundleSummary.name_check): the closest names
+        they do offer, closest first, at most 3; empty when none is close.
+        """
+
     def __init__(
         self,
         *,
@@ -205,14 +217,54 @@ class RowError(_message.Message):
         reason_name: _builtins.str = ...,
         message: _builtins.str = ...,
         reason: Global___RowErrorReason.ValueType = ...,
+        config_field: _builtins.str = ...,
+        suggestions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "message", b"message", "part_id", b"part_id", "prompt_pack_id", b"prompt_pack_id", "reason", b"reason", "reason_name", b"reason_name", "row_index", b"row_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_field", b"config_field", "line", b"line", "message", b"message", "part_id", b"part_id", "prompt_pack_id", b"prompt_pack_id", "reason", b"reason", "reason_name", b"reason_name", "row_index", b"row_index", "suggestions", b"suggestions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RowError: _TypeAlias = RowError  # noqa: Y015
+
+@_typing.final
+class NameCheck(_message.Message):
+    """Whether a draft's model, VAE, sampler, scheduler, upscaler and ADetailer model names were
+    checked against what the connected runners offer (QueueService.ListRunners).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKED_FIELD_NUMBER: _builtins.int
+    RUNNER_COUNT_FIELD_NUMBER: _builtins.int
+    UNCHECKED_REASON_FIELD_NUMBER: _builtins.int
+    checked: _builtins.bool
+    """True: every name a job uses is offered by at least one connected runner, and each name none
+    of them offers is a row error (INVALID_FIELD, with config_field and suggestions) whose row
+    makes no job. False: the names are unchecked (see unchecked_reason) and the jobs carry them
+    as written; a runner finds out when it runs them.
+    """
+    runner_count: _builtins.int
+    """The connected runners checked against; 0 when unchecked."""
+    unchecked_reason: _builtins.str
+    """Why the names are unchecked, for people: no runner is connected, a connected runner does
+    not say what it offers, or the queue could not be asked. Empty when checked.
+    """
+    def __init__(
+        self,
+        *,
+        checked: _builtins.bool = ...,
+        runner_count: _builtins.int = ...,
+        unchecked_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "runner_count", b"runner_count", "unchecked_reason", b"unchecked_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NameCheck: _TypeAlias = NameCheck  # noqa: Y015
 
 @_typing.final
 class BundleSummary(_message.Message):
@@ -228,6 +280,7 @@ class BundleSummary(_message.Message):
     STAGE_SUMMARY_FIELD_NUMBER: _builtins.int
     BATCH_SUMMARY_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    NAME_CHECK_FIELD_NUMBER: _builtins.int
     part_count: _builtins.int
     job_count: _builtins.int
     """Normalized jobs the draft makes."""
@@ -244,6 +297,10 @@ class BundleSummary(_message.Message):
     def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]:
         """The rows and parts that make no job, and why."""
 
+    @_builtins.property
+    def name_check(self) -> Global___NameCheck:
+        """Whether the names the jobs use were checked against what the connected runners offer."""
+
     def __init__(
         self,
         *,
@@ -255,10 +312,11 @@ class BundleSummary(_message.Message):
         stage_summary: _builtins.str = ...,
         batch_summary: _builtins.str = ...,
         errors: _abc.Iterable[Global___RowError] | None = ...,
+        name_check: Global___NameCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["name_check", b"name_check"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_summary", b"batch_summary", "errors", b"errors", "estimated_images", b"estimated_images", "job_count", b"job_count", "negative_preview", b"negative_preview", "part_count", b"part_count", "positive_preview", b"positive_preview", "stage_summary", b"stage_summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_summary", b"batch_summary", "errors", b"errors", "estimated_images", b"estimated_images", "job_count", b"job_count", "name_check", b"name_check", "negative_preview", b"negative_preview", "part_count", b"part_count", "positive_preview", b"positive_preview", "stage_summary", b"stage_summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

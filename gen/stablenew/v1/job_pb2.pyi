@@ -501,6 +501,7 @@ class Job(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     BOOKMARKED_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Assigned by the queue."""
     state: Global___JobState.ValueType
@@ -535,6 +536,11 @@ class Job(_message.Message):
     """A CancelJob reached this running job; the runner stops at its next heartbeat."""
     bookmarked: _builtins.bool
     """History only: set with HistoryService.UpdateJob."""
+    waiting_reason: _builtins.str
+    """Queue only, while QUEUED: why no runner takes the job now ("no runner is connected", "no
+    connected runner offers model 'x'", "the queue is paused"); empty when it only waits for
+    its turn. Worked out when the job is read, never logged in events (the history has none).
+    """
     @_builtins.property
     def origin(self) -> Global___JobOrigin: ...
     @_builtins.property
@@ -598,10 +604,11 @@ class Job(_message.Message):
         cancel_requested: _builtins.bool = ...,
         bookmarked: _builtins.bool = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        waiting_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "origin", b"origin", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bookmarked", b"bookmarked", "cancel_requested", b"cancel_requested", "complete_time", b"complete_time", "config_hash", b"config_hash", "create_time", b"create_time", "entries", b"entries", "entry_count", b"entry_count", "error_message", b"error_message", "estimated_images", b"estimated_images", "has_adetailer", b"has_adetailer", "has_upscale", b"has_upscale", "job_id", b"job_id", "label", b"label", "metadata", b"metadata", "origin", b"origin", "payload_summary", b"payload_summary", "priority", b"priority", "progress", b"progress", "queue_position", b"queue_position", "results", b"results", "runner_id", b"runner_id", "stage_count", b"stage_count", "start_time", b"start_time", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bookmarked", b"bookmarked", "cancel_requested", b"cancel_requested", "complete_time", b"complete_time", "config_hash", b"config_hash", "create_time", b"create_time", "entries", b"entries", "entry_count", b"entry_count", "error_message", b"error_message", "estimated_images", b"estimated_images", "has_adetailer", b"has_adetailer", "has_upscale", b"has_upscale", "job_id", b"job_id", "label", b"label", "metadata", b"metadata", "origin", b"origin", "payload_summary", b"payload_summary", "priority", b"priority", "progress", b"progress", "queue_position", b"queue_position", "results", b"results", "runner_id", b"runner_id", "stage_count", b"stage_count", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

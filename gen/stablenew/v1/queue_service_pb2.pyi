@@ -12,6 +12,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stablenew.v1 import job_pb2 as _job_pb2
 from stablenew.v1 import pipeline_pb2 as _pipeline_pb2
+from stablenew.v1 import runner_service_pb2 as _runner_service_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -92,6 +93,7 @@ class RunnerInfo(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     LOADED_MODEL_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     """Required: the name the runner leases under (STABLENEW_RUNNER_ID)."""
     host: _builtins.str
@@ -103,6 +105,15 @@ class RunnerInfo(_message.Message):
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Checkpoint names it can load; it is given only jobs whose models are all among them."""
 
+    @_builtins.property
+    def capabilities(self) -> _runner_service_pb2.Capabilities:
+        """What its WebUI offers, as the runner last read it. The queue keeps it for ListRunners (the
+        bundle checks a draft's names against the connected runners' offers) and matches a job's
+        model against its checkpoints the way the WebUI resolves a name (title, file name, name
+        without extension, hash) as well as against `models`. Unset when the runner does not
+        announce it: only `models` are matched then, and the bundle cannot check names.
+        """
+
     def __init__(
         self,
         *,
@@ -111,10 +122,11 @@ class RunnerInfo(_message.Message):
         models: _abc.Iterable[_builtins.str] | None = ...,
         loaded_model: _builtins.str = ...,
         address: _builtins.str = ...,
+        capabilities: _runner_service_pb2.Capabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "host", b"host", "loaded_model", b"loaded_model", "models", b"models", "runner_id", b"runner_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "host", b"host", "loaded_model", b"loaded_model", "models", b"models", "runner_id", b"runner_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -130,8 +142,14 @@ class Runner(_message.Message):
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     CURRENT_JOB_ID_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
     current_job_id: _builtins.str
     """The job it is running; empty when idle."""
+    connected: _builtins.bool
+    """Heard from within the last two lease lengths (QueueState.runner_count counts these). Only
+    connected runners are offered jobs' names to check, and only they count for
+    Job.waiting_reason.
+    """
     @_builtins.property
     def info(self) -> Global___RunnerInfo: ...
     @_builtins.property
@@ -149,10 +167,11 @@ class Runner(_message.Message):
         last_heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
         current_job_id: _builtins.str = ...,
         progress: _job_pb2.JobProgress | None = ...,
+        connected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "last_heartbeat_time", b"last_heartbeat_time", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_job_id", b"current_job_id", "info", b"info", "last_heartbeat_time", b"last_heartbeat_time", "progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "current_job_id", b"current_job_id", "info", b"info", "last_heartbeat_time", b"last_heartbeat_time", "progress", b"progress"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -229,19 +248,25 @@ class QueueState(_message.Message):
     RUNNER_COUNT_FIELD_NUMBER: _builtins.int
     ESTIMATED_TIME_LEFT_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    UNRUNNABLE_JOB_COUNT_FIELD_NUMBER: _builtins.int
     paused: _builtins.bool
     """RUN_MODE_QUEUE jobs are not leased while paused."""
     runner_count: _builtins.int
-    """Runners heard from within the last two lease lengths."""
+    """Runners heard from within the last two lease lengths (Runner.connected)."""
     last_sequence: _builtins.int
     """The newest event's sequence number."""
+    unrunnable_job_count: _builtins.int
+    """QUEUED jobs that no connected runner can run now; each one's Job.waiting_reason says why."""
     @_builtins.property
     def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateCount]:
         """Jobs per state the queue still holds."""
 
     @_builtins.property
     def estimated_time_left(self) -> _duration_pb2.Duration:
-        """For the queued images, from the recent seconds per image; unset when unknown."""
+        """For the queued images that a connected runner can run, from the recent seconds per image;
+        unset when unknown. Jobs no connected runner can run are left out (unrunnable_job_count):
+        they have no estimate.
+        """
 
     def __init__(
         self,
@@ -251,10 +276,11 @@ class QueueState(_message.Message):
         runner_count: _builtins.int = ...,
         estimated_time_left: _duration_pb2.Duration | None = ...,
         last_sequence: _builtins.int = ...,
+        unrunnable_job_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_time_left", b"estimated_time_left"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "estimated_time_left", b"estimated_time_left", "last_sequence", b"last_sequence", "paused", b"paused", "runner_count", b"runner_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "estimated_time_left", b"estimated_time_left", "last_sequence", b"last_sequence", "paused", b"paused", "runner_count", b"runner_count", "unrunnable_job_count", b"unrunnable_job_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -145,8 +145,9 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
-        for a retention period; after it, ask HistoryService.GetJob.
+        """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
+        it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
+        HistoryService.GetJob.
         Errors: JOB_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -199,8 +200,9 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetQueueState(self, request, context):
-        """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
-        read it, then WatchJobs from last_sequence to follow changes without a gap.
+        """Paused or not, jobs per state, connected runners, queued jobs no connected runner can run,
+        estimated time left, and the last event sequence: read it, then WatchJobs from
+        last_sequence to follow changes without a gap.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,8 +243,10 @@ class QueueServiceServicer:
     def LeaseJob(self, request, context):
         """For runners.
         Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
-        models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
-        while paused, only direct jobs. Every call also registers the runner (ListRunners).
+        models it can all load (among RunnerInfo.models, or naming one of the checkpoints in
+        RunnerInfo.capabilities as the WebUI resolves names), preferring a runner with the job's
+        model loaded; while paused, only direct jobs. Every call also registers the runner and what
+        it offers (ListRunners).
         Errors: INVALID_FIELD on runner.runner_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -279,7 +283,8 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRunners(self, request, context):
-        """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+        """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged,
+        with what each offers and whether it is connected.
         Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

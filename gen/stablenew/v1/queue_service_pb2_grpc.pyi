@@ -49,8 +49,9 @@ class QueueServiceStub:
     does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]
-    """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
-    for a retention period; after it, ask HistoryService.GetJob.
+    """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
+    it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
+    HistoryService.GetJob.
     Errors: JOB_NOT_FOUND.
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]
@@ -78,8 +79,9 @@ class QueueServiceStub:
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]
     """Undoes PauseQueue. Idempotent; appends a QueueResumedEvent when it changes something."""
     GetQueueState: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueStateRequest, _queue_service_pb2.GetQueueStateResponse]
-    """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
-    read it, then WatchJobs from last_sequence to follow changes without a gap.
+    """Paused or not, jobs per state, connected runners, queued jobs no connected runner can run,
+    estimated time left, and the last event sequence: read it, then WatchJobs from
+    last_sequence to follow changes without a gap.
     """
     RetryJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.RetryJobRequest, _queue_service_pb2.RetryJobResponse]
     """A new QUEUED job from a finished one, linked to it by origin.retry_of_job_id, with the same
@@ -104,8 +106,10 @@ class QueueServiceStub:
     LeaseJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.LeaseJobRequest, _queue_service_pb2.LeaseJobResponse]
     """For runners.
     Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
-    models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
-    while paused, only direct jobs. Every call also registers the runner (ListRunners).
+    models it can all load (among RunnerInfo.models, or naming one of the checkpoints in
+    RunnerInfo.capabilities as the WebUI resolves names), preferring a runner with the job's
+    model loaded; while paused, only direct jobs. Every call also registers the runner and what
+    it offers (ListRunners).
     Errors: INVALID_FIELD on runner.runner_id.
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.HeartbeatRequest, _queue_service_pb2.HeartbeatResponse]
@@ -126,7 +130,8 @@ class QueueServiceStub:
     Errors: as CompleteJob.
     """
     ListRunners: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListRunnersRequest, _queue_service_pb2.ListRunnersResponse]
-    """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+    """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged,
+    with what each offers and whether it is connected.
     Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
     """
 
@@ -151,8 +156,9 @@ class QueueServiceAsyncStub(QueueServiceStub):
     does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]  # type: ignore[assignment]
-    """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
-    for a retention period; after it, ask HistoryService.GetJob.
+    """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
+    it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
+    HistoryService.GetJob.
     Errors: JOB_NOT_FOUND.
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -180,8 +186,9 @@ class QueueServiceAsyncStub(QueueServiceStub):
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
     """Undoes PauseQueue. Idempotent; appends a QueueResumedEvent when it changes something."""
     GetQueueState: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueStateRequest, _queue_service_pb2.GetQueueStateResponse]  # type: ignore[assignment]
-    """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
-    read it, then WatchJobs from last_sequence to follow changes without a gap.
+    """Paused or not, jobs per state, connected runners, queued jobs no connected runner can run,
+    estimated time left, and the last event sequence: read it, then WatchJobs from
+    last_sequence to follow changes without a gap.
     """
     RetryJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RetryJobRequest, _queue_service_pb2.RetryJobResponse]  # type: ignore[assignment]
     """A new QUEUED job from a finished one, linked to it by origin.retry_of_job_id, with the same
@@ -206,8 +213,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     LeaseJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.LeaseJobRequest, _queue_service_pb2.LeaseJobResponse]  # type: ignore[assignment]
     """For runners.
     Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
-    models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
-    while paused, only direct jobs. Every call also registers the runner (ListRunners).
+    models it can all load (among RunnerInfo.models, or naming one of the checkpoints in
+    RunnerInfo.capabilities as the WebUI resolves names), preferring a runner with the job's
+    model loaded; while paused, only direct jobs. Every call also registers the runner and what
+    it offers (ListRunners).
     Errors: INVALID_FIELD on runner.runner_id.
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.HeartbeatRequest, _queue_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
@@ -228,7 +237,8 @@ class QueueServiceAsyncStub(QueueServiceStub):
     Errors: as CompleteJob.
     """
     ListRunners: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListRunnersRequest, _queue_service_pb2.ListRunnersResponse]  # type: ignore[assignment]
-    """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+    """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged,
+    with what each offers and whether it is connected.
     Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
     """
 
@@ -262,8 +272,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.GetJobResponse, _abc.Awaitable[_queue_service_pb2.GetJobResponse]]:
-        """One job (default JOB_VIEW_FULL), with live progress while running. A finished job is kept
-        for a retention period; after it, ask HistoryService.GetJob.
+        """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
+        it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
+        HistoryService.GetJob.
         Errors: JOB_NOT_FOUND.
         """
 
@@ -327,8 +338,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.GetQueueStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.GetQueueStateResponse, _abc.Awaitable[_queue_service_pb2.GetQueueStateResponse]]:
-        """Paused or not, jobs per state, runners, estimated time left, and the last event sequence:
-        read it, then WatchJobs from last_sequence to follow changes without a gap.
+        """Paused or not, jobs per state, connected runners, queued jobs no connected runner can run,
+        estimated time left, and the last event sequence: read it, then WatchJobs from
+        last_sequence to follow changes without a gap.
         """
 
     @_abc_1.abstractmethod
@@ -377,8 +389,10 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_service_pb2.LeaseJobResponse, _abc.Awaitable[_queue_service_pb2.LeaseJobResponse]]:
         """For runners.
         Long-polls up to wait_timeout for a job this runner can run: in run order, only jobs whose
-        models are all among RunnerInfo.models, preferring a runner with the job's model loaded;
-        while paused, only direct jobs. Every call also registers the runner (ListRunners).
+        models it can all load (among RunnerInfo.models, or naming one of the checkpoints in
+        RunnerInfo.capabilities as the WebUI resolves names), preferring a runner with the job's
+        model loaded; while paused, only direct jobs. Every call also registers the runner and what
+        it offers (ListRunners).
         Errors: INVALID_FIELD on runner.runner_id.
         """
 
@@ -423,7 +437,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.ListRunnersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.ListRunnersResponse, _abc.Awaitable[_queue_service_pb2.ListRunnersResponse]]:
-        """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged.
+        """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged,
+        with what each offers and whether it is connected.
         Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
 

@@ -26,37 +26,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stablenew.v1 import job_pb2 as stablenew_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!stablenew/v1/runner_service.proto\x12\x0cstablenew.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16stablenew/v1/job.proto\"\xea\x01\n\x0cRunnerStatus\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12-\n\x0bwebui_state\x18\x02 \x01(\x0e\x32\x18.stablenew.v1.WebuiState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\twebui_url\x18\x04 \x01(\t\x12\x14\n\x0cloaded_model\x18\x05 \x01(\t\x12\x16\n\x0e\x63urrent_job_id\x18\x06 \x01(\t\x12+\n\x08progress\x18\x07 \x01(\x0b\x32\x19.stablenew.v1.JobProgress\x12\x1a\n\x12owns_webui_process\x18\x08 \x01(\x08\"<\n\tModelInfo\x12\r\n\x05title\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0c\n\x04hash\x18\x03 \x01(\t\"\xc8\x01\n\x0c\x43\x61pabilities\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.stablenew.v1.ModelInfo\x12\x0c\n\x04vaes\x18\x02 \x03(\t\x12\x10\n\x08samplers\x18\x03 \x03(\t\x12\x12\n\nschedulers\x18\x04 \x03(\t\x12\x11\n\tupscalers\x18\x05 \x03(\t\x12\x18\n\x10\x61\x64\x65tailer_models\x18\x06 \x03(\t\x12.\n\nfetch_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16GetRunnerStatusRequest\"E\n\x17GetRunnerStatusResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.stablenew.v1.RunnerStatus\")\n\x16GetCapabilitiesRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"K\n\x17GetCapabilitiesResponse\x12\x30\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1a.stablenew.v1.Capabilities\"\x19\n\x17InterruptCurrentRequest\"?\n\x18InterruptCurrentResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"4\n\x10ReadImageRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\x05\"E\n\x11ReadImageResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03*\xa5\x01\n\nWebuiState\x12\x1b\n\x17WEBUI_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18WEBUI_STATE_DISCONNECTED\x10\x01\x12\x18\n\x14WEBUI_STATE_STARTING\x10\x02\x12\x15\n\x11WEBUI_STATE_READY\x10\x03\x12\x14\n\x10WEBUI_STATE_BUSY\x10\x04\x12\x15\n\x11WEBUI_STATE_ERROR\x10\x05\x32\x82\x03\n\rRunnerService\x12^\n\x0fGetRunnerStatus\x12$.stablenew.v1.GetRunnerStatusRequest\x1a%.stablenew.v1.GetRunnerStatusResponse\x12^\n\x0fGetCapabilities\x12$.stablenew.v1.GetCapabilitiesRequest\x1a%.stablenew.v1.GetCapabilitiesResponse\x12\x61\n\x10InterruptCurrent\x12%.stablenew.v1.InterruptCurrentRequest\x1a&.stablenew.v1.InterruptCurrentResponse\x12N\n\tReadImage\x12\x1e.stablenew.v1.ReadImageRequest\x1a\x1f.stablenew.v1.ReadImageResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!stablenew/v1/runner_service.proto\x12\x0cstablenew.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16stablenew/v1/job.proto\"\xea\x01\n\x0cRunnerStatus\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12-\n\x0bwebui_state\x18\x02 \x01(\x0e\x32\x18.stablenew.v1.WebuiState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\twebui_url\x18\x04 \x01(\t\x12\x14\n\x0cloaded_model\x18\x05 \x01(\t\x12\x16\n\x0e\x63urrent_job_id\x18\x06 \x01(\t\x12+\n\x08progress\x18\x07 \x01(\x0b\x32\x19.stablenew.v1.JobProgress\x12\x1a\n\x12owns_webui_process\x18\x08 \x01(\x08\"<\n\tModelInfo\x12\r\n\x05title\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0c\n\x04hash\x18\x03 \x01(\t\"\x9c\x02\n\x0c\x43\x61pabilities\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.stablenew.v1.ModelInfo\x12\x0c\n\x04vaes\x18\x02 \x03(\t\x12\x10\n\x08samplers\x18\x03 \x03(\t\x12\x12\n\nschedulers\x18\x04 \x03(\t\x12\x11\n\tupscalers\x18\x05 \x03(\t\x12\x18\n\x10\x61\x64\x65tailer_models\x18\x06 \x03(\t\x12.\n\nfetch_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0fscheduler_infos\x18\x08 \x03(\x0b\x32\x1b.stablenew.v1.SchedulerInfo\x12\x1c\n\x14latent_upscale_modes\x18\t \x03(\t\"=\n\rSchedulerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\"\x18\n\x16GetRunnerStatusRequest\"E\n\x17GetRunnerStatusResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.stablenew.v1.RunnerStatus\")\n\x16GetCapabilitiesRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"K\n\x17GetCapabilitiesResponse\x12\x30\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1a.stablenew.v1.Capabilities\"\x19\n\x17InterruptCurrentRequest\"?\n\x18InterruptCurrentResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"4\n\x10ReadImageRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\x05\"E\n\x11ReadImageResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03*\xa5\x01\n\nWebuiState\x12\x1b\n\x17WEBUI_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18WEBUI_STATE_DISCONNECTED\x10\x01\x12\x18\n\x14WEBUI_STATE_STARTING\x10\x02\x12\x15\n\x11WEBUI_STATE_READY\x10\x03\x12\x14\n\x10WEBUI_STATE_BUSY\x10\x04\x12\x15\n\x11WEBUI_STATE_ERROR\x10\x05\x32\x82\x03\n\rRunnerService\x12^\n\x0fGetRunnerStatus\x12$.stablenew.v1.GetRunnerStatusRequest\x1a%.stablenew.v1.GetRunnerStatusResponse\x12^\n\x0fGetCapabilities\x12$.stablenew.v1.GetCapabilitiesRequest\x1a%.stablenew.v1.GetCapabilitiesResponse\x12\x61\n\x10InterruptCurrent\x12%.stablenew.v1.InterruptCurrentRequest\x1a&.stablenew.v1.InterruptCurrentResponse\x12N\n\tReadImage\x12\x1e.stablenew.v1.ReadImageRequest\x1a\x1f.stablenew.v1.ReadImageResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stablenew.v1.runner_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WEBUISTATE']._serialized_start=1045
-  _globals['_WEBUISTATE']._serialized_end=1210
+  _globals['_WEBUISTATE']._serialized_start=1192
+  _globals['_WEBUISTATE']._serialized_end=1357
   _globals['_RUNNERSTATUS']._serialized_start=109
   _globals['_RUNNERSTATUS']._serialized_end=343
   _globals['_MODELINFO']._serialized_start=345
   _globals['_MODELINFO']._serialized_end=405
   _globals['_CAPABILITIES']._serialized_start=408
-  _globals['_CAPABILITIES']._serialized_end=608
-  _globals['_GETRUNNERSTATUSREQUEST']._serialized_start=610
-  _globals['_GETRUNNERSTATUSREQUEST']._serialized_end=634
-  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_start=636
-  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_end=705
-  _globals['_GETCAPABILITIESREQUEST']._serialized_start=707
-  _globals['_GETCAPABILITIESREQUEST']._serialized_end=748
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=750
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=825
-  _globals['_INTERRUPTCURRENTREQUEST']._serialized_start=827
-  _globals['_INTERRUPTCURRENTREQUEST']._serialized_end=852
-  _globals['_INTERRUPTCURRENTRESPONSE']._serialized_start=854
-  _globals['_INTERRUPTCURRENTRESPONSE']._serialized_end=917
-  _globals['_READIMAGEREQUEST']._serialized_start=919
-  _globals['_READIMAGEREQUEST']._serialized_end=971
-  _globals['_READIMAGERESPONSE']._serialized_start=973
-  _globals['_READIMAGERESPONSE']._serialized_end=1042
-  _globals['_RUNNERSERVICE']._serialized_start=1213
-  _globals['_RUNNERSERVICE']._serialized_end=1599
+  _globals['_CAPABILITIES']._serialized_end=692
+  _globals['_SCHEDULERINFO']._serialized_start=694
+  _globals['_SCHEDULERINFO']._serialized_end=755
+  _globals['_GETRUNNERSTATUSREQUEST']._serialized_start=757
+  _globals['_GETRUNNERSTATUSREQUEST']._serialized_end=781
+  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_start=783
+  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_end=852
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=854
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=895
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=897
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=972
+  _globals['_INTERRUPTCURRENTREQUEST']._serialized_start=974
+  _globals['_INTERRUPTCURRENTREQUEST']._serialized_end=999
+  _globals['_INTERRUPTCURRENTRESPONSE']._serialized_start=1001
+  _globals['_INTERRUPTCURRENTRESPONSE']._serialized_end=1064
+  _globals['_READIMAGEREQUEST']._serialized_start=1066
+  _globals['_READIMAGEREQUEST']._serialized_end=1118
+  _globals['_READIMAGERESPONSE']._serialized_start=1120
+  _globals['_READIMAGERESPONSE']._serialized_end=1189
+  _globals['_RUNNERSERVICE']._serialized_start=1360
+  _globals['_RUNNERSERVICE']._serialized_end=1746
 # @@protoc_insertion_point(module_scope)

@@ -146,6 +146,8 @@ class Capabilities(_message.Message):
     UPSCALERS_FIELD_NUMBER: _builtins.int
     ADETAILER_MODELS_FIELD_NUMBER: _builtins.int
     FETCH_TIME_FIELD_NUMBER: _builtins.int
+    SCHEDULER_INFOS_FIELD_NUMBER: _builtins.int
+    LATENT_UPSCALE_MODES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]: ...
     @_builtins.property
@@ -164,6 +166,16 @@ class Capabilities(_message.Message):
     def fetch_time(self) -> _timestamp_pb2.Timestamp:
         """When these were read from the WebUI."""
 
+    @_builtins.property
+    def scheduler_infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___SchedulerInfo]:
+        """The schedulers with their labels and aliases (`schedulers` holds their names)."""
+
+    @_builtins.property
+    def latent_upscale_modes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the hires fix takes as its upscaler besides `upscalers`: "Latent", "Latent (bicubic)",
+        ... (GET /sdapi/v1/latent-upscale-modes).
+        """
+
     def __init__(
         self,
         *,
@@ -174,14 +186,52 @@ class Capabilities(_message.Message):
         upscalers: _abc.Iterable[_builtins.str] | None = ...,
         adetailer_models: _abc.Iterable[_builtins.str] | None = ...,
         fetch_time: _timestamp_pb2.Timestamp | None = ...,
+        scheduler_infos: _abc.Iterable[Global___SchedulerInfo] | None = ...,
+        latent_upscale_modes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fetch_time", b"fetch_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adetailer_models", b"adetailer_models", "fetch_time", b"fetch_time", "models", b"models", "samplers", b"samplers", "schedulers", b"schedulers", "upscalers", b"upscalers", "vaes", b"vaes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adetailer_models", b"adetailer_models", "fetch_time", b"fetch_time", "latent_upscale_modes", b"latent_upscale_modes", "models", b"models", "samplers", b"samplers", "scheduler_infos", b"scheduler_infos", "schedulers", b"schedulers", "upscalers", b"upscalers", "vaes", b"vaes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Capabilities: _TypeAlias = Capabilities  # noqa: Y015
+
+@_typing.final
+class SchedulerInfo(_message.Message):
+    """A scheduler (schedule type) as GET /sdapi/v1/schedulers lists it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """e.g. "karras"."""
+    label: _builtins.str
+    """e.g. "Karras", as infotexts write it. A request's scheduler names one by its name or its
+    label, exactly; the WebUI runs anything else as "automatic", without an error.
+    """
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other names, e.g. "SGMUniform": the WebUI recognises them (like the name and the label)
+        only at the end of a sampler name, as in "DPM++ 2M SGMUniform".
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        label: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "label", b"label", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchedulerInfo: _TypeAlias = SchedulerInfo  # noqa: Y015
 
 @_typing.final
 class GetRunnerStatusRequest(_message.Message):

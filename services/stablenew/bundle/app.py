@@ -3,6 +3,8 @@
 Packs come from STABLENEW_PACKS_DIR (default: <data dir>/packs); drafts live in
 <data dir>/bundle.sqlite3; EnqueueDraft submits to the queue at STABLENEW_QUEUE_ADDR.
 STABLENEW_MAX_VARIANTS_PER_ROW (default 512, at most 8192) caps what one pack row may expand to.
+What the connected runners offer (the names a draft's jobs are checked against) is asked of the
+queue at most every STABLENEW_OFFER_CACHE_SECONDS (default 5; 0 asks on every draft read).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from stablenew.bundle.core import BundleCore
+from stablenew.bundle.core import BundleCore, OfferCache
 from stablenew.bundle.expansion import (
     DEFAULT_MAX_VARIANTS_PER_ROW,
     HARD_MAX_VARIANTS_PER_ROW,
@@ -26,10 +28,16 @@ from stablenew.bundle.servicer import BundleServicer
 from stablenew.bundle.store import BundleStore
 from stablenew.runtime.channel import open_channel
 from stablenew.runtime.server import ServiceSpec
-from stablenew.runtime.settings import ConfigError, ServerSettings, positive_int
+from stablenew.runtime.settings import (
+    ConfigError,
+    ServerSettings,
+    non_negative_float,
+    positive_int,
+)
 from stablenew.v1 import bundle_service_pb2, bundle_service_pb2_grpc
 
 SERVICE = bundle_service_pb2.DESCRIPTOR.services_by_name["BundleService"]
+DEFAULT_OFFER_CACHE_SECONDS = 5.0
 
 
 def expansion_limits(env: Mapping[str, str]) -> ExpansionLimits:
@@ -39,6 +47,12 @@ def expansion_limits(env: Mapping[str, str]) -> ExpansionLimits:
         raise ConfigError(f"STABLENEW_MAX_VARIANTS_PER_ROW: {cap} is over the hard maximum "
                           f"of {HARD_MAX_VARIANTS_PER_ROW} variants a row")
     return ExpansionLimits(cap)
+
+
+def offer_cache_seconds(env: Mapping[str, str]) -> float:
+    """How long an answer of the queue about the runners' offer is used (ConfigError when
+    STABLENEW_OFFER_CACHE_SECONDS is not a number of 0 or more)."""
+    return non_negative_float(env, "STABLENEW_OFFER_CACHE_SECONDS", DEFAULT_OFFER_CACHE_SECONDS)
 
 
 def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> ServiceSpec:
@@ -51,7 +65,8 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     channel = open_channel("queue", env=env)
     job_messages = JobMessages()
     queue = QueueClient(channel, job_messages)
-    core = BundleCore(store, PackLibrary(packs_dir), queue.submit, queue.lookup,
+    offers = OfferCache(queue.offered_names, offer_cache_seconds(env))
+    core = BundleCore(store, PackLibrary(packs_dir), queue.submit, queue.lookup, offers,
                       expansion_limits(env))
 
     def register(server: grpc.Server) -> None:

@@ -1,9 +1,14 @@
 """The bundle's use cases: drafts and their parts, preview, and enqueue.
 
-A draft's normalized jobs are computed once per (draft, revision, pack files) and kept, so the
-pages of PreviewDraft and the EnqueueDraft that follows see the very same jobs: what was
-previewed is what is queued. Seeds derive from the draft id, so adding a part never changes the
-seeds of the others.
+A draft's normalized jobs are computed once per (draft, revision, pack files, what the connected
+runners offer) and kept, so the pages of PreviewDraft and the EnqueueDraft that follows see the
+very same jobs: what was previewed is what is queued. Seeds derive from the draft id, so adding a
+part never changes the seeds of the others.
+
+A revision is what the draft makes: when that changes without the parts changing (a pack file
+it reads changed, or the runners' offer changes which parts name something no runner offers),
+the draft gets a new revision, so an enqueue of the revision previewed is refused rather than
+queueing other jobs.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -26,6 +32,7 @@ from stablenew.bundle.domain import (
     Reason,
 )
 from stablenew.bundle.expansion import ExpansionLimits
+from stablenew.bundle.name_check import OfferedNames
 from stablenew.bundle.normalize import normalize_draft
 from stablenew.bundle.packs.library import PackLibrary
 from stablenew.bundle.packs.model import Pack
@@ -51,13 +58,16 @@ from stablenew.contract.model import (
 from stablenew.runtime.paging import PageTokens
 
 CACHED_BUNDLES = 8
-# A normalised draft is cached by draft id, revision and the versions of the packs it uses.
-BundleKey = tuple[str, int, tuple[object, ...]]
+# A normalised draft is cached by draft id, revision, the versions of the packs it uses and what
+# the connected runners offer.
+BundleKey = tuple[str, int, tuple[object, ...], OfferedNames]
 
 # entries, origin, priority, label, request id -> the queued job
 Submit = Callable[[NormalizedBundle, JobOrigin, Priority, str, str], Job]
 # job id -> the queued job
 Lookup = Callable[[str], Job]
+# -> what the connected runners offer (ServiceError when the queue cannot tell)
+AskOffer = Callable[[], OfferedNames]
 
 
 def _draft_not_found(draft_id: str) -> ServiceError:
@@ -65,16 +75,46 @@ def _draft_not_found(draft_id: str) -> ServiceError:
                         f"draft {draft_id!r} not found", metadata={"draft_id": draft_id})
 
 
+class OfferCache:
+    """What the connected runners offer, asked at most once every `seconds` (a preview pages
+    through a draft, a listing reads many drafts: each asks once). A queue that cannot be asked
+    leaves the names unchecked for that long, saying why; it never fails the caller."""
+
+    def __init__(self, ask: AskOffer, seconds: float) -> None:
+        self.ask = ask
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._offered: OfferedNames | None = None
+        self._asked_at = 0.0
+
+    def current(self) -> OfferedNames:
+        """The offer, asked again when the last answer is `seconds` old."""
+        with self._lock:
+            if self._offered is None or time.monotonic() - self._asked_at >= self.seconds:
+                self._offered = self._ask()
+                self._asked_at = time.monotonic()
+            return self._offered
+
+    def _ask(self) -> OfferedNames:
+        try:
+            return self.ask()
+        except ServiceError as error:
+            return OfferedNames(unchecked_reason=f"the queue could not be asked what the "
+                                                 f"runners offer: {error.message}")
+
+
 class BundleCore:
     """The bundle's use cases over its store, its pack library and the queue."""
 
     def __init__(self, store: BundleStore, packs: PackLibrary, submit: Submit,
-                 lookup: Lookup, limits: ExpansionLimits | None = None) -> None:
+                 lookup: Lookup, offers: OfferCache,
+                 limits: ExpansionLimits | None = None) -> None:
         self.store = store
         self.packs = packs
         self.limits = limits or ExpansionLimits()
         self.submit = submit
         self.lookup = lookup
+        self.offers = offers
         self.lock = threading.RLock()
         self._bundles: OrderedDict[BundleKey, NormalizedBundle] = OrderedDict()
         self.secret = store.page_token_secret()
@@ -91,24 +131,33 @@ class BundleCore:
             existing = self.store.draft_for_request(request_id) if request_id else None
             draft_id = existing or uuid.uuid4().hex
             if existing is None:
-                self.store.insert_draft(draft_id, display_name, request_id, _stamp(()))
+                self.store.insert_draft(draft_id, display_name, request_id, NEW_STAMP)
         return self.get_draft(draft_id)
 
     def get_draft(self, draft_id: str) -> Draft:
-        """The draft as it is now. A pack file it reads that changed on disk since its revision
-        was made changes what it expands to, so it makes a new revision: an enqueue that
-        expects the previewed revision is then refused rather than queueing other jobs."""
+        """The draft as it is now. When what it makes changed since its revision was first
+        seen (a pack file it reads changed on disk, or the runners' offer changed which of its
+        parts make jobs), it makes a new revision: an enqueue that expects the previewed
+        revision is then refused rather than queueing other jobs."""
         with self.lock:
             return self._draft(self._require(draft_id))
 
     def _draft(self, record: DraftRecord, remember: bool = True) -> Draft:
         signature = self._pack_signature(record.parts)
-        if _stamp(signature) != record.pack_stamp:
+        offered = self.offers.current()
+        bundle = self._normalized(record, signature, offered, remember)
+        stamp = _stamp(signature, bundle.unoffered_parts)
+        if stamp != record.pack_stamp:
             with self.store.transaction():
-                self.store.bump_revision(record.draft_id, _stamp(signature))
+                if record.pack_stamp == NEW_STAMP:  # a new revision, seen for the first time
+                    self.store.set_stamp(record.draft_id, stamp)
+                else:
+                    self.store.bump_revision(record.draft_id, stamp)
             record = self._require(record.draft_id)
+            if remember:
+                self._remember(record, signature, offered, bundle)
         version = hashlib.sha256(repr((record.revision, signature)).encode()).hexdigest()[:16]
-        return Draft(record, self._normalized(record, signature, remember), version)
+        return Draft(record, bundle, version)
 
     def list_drafts(self, size: int, after: str) -> tuple[list[Draft], str]:
         """Up to `size` drafts after the id `after`, and the id to go on after ("" at the end)."""
@@ -156,8 +205,9 @@ class BundleCore:
             earlier = self.store.parts_for_request(draft_id, request_id) if request_id else None
             if earlier is not None:
                 return self._draft(record), earlier
+        offered = self.offers.current()
         trial = normalize_draft(parts, DerivedSeedSource(draft_id), self.packs,
-                                limits=self.limits)
+                                limits=self.limits, offered=offered)
         errors = [error for outcome in trial.parts for error in outcome.field_errors]
         violations = violations_of(errors)
         if violations:
@@ -173,11 +223,11 @@ class BundleCore:
                 self.store.add_parts(draft_id, parts)
                 if request_id:
                     self.store.record_part_request(draft_id, request_id, part_ids)
-                self._new_revision(draft_id, before + parts)
+                self.store.bump_revision(draft_id, NEW_STAMP)
             record = self._require(draft_id)
             if not before:
                 # The trial run normalised exactly the draft's parts now: keep it.
-                self._remember(record, self._pack_signature(record.parts), trial)
+                self._remember(record, self._pack_signature(record.parts), offered, trial)
             return self._draft(record), part_ids
 
     @staticmethod
@@ -214,11 +264,11 @@ class BundleCore:
     def remove_part(self, draft_id: str, part_id: str) -> Draft:
         """The draft without the part `part_id` (PART_NOT_FOUND when it has none)."""
         with self.lock, self.store.transaction():
-            parts = self._require(draft_id).parts
+            self._require(draft_id)
             if not self.store.remove_part(draft_id, part_id):
                 raise ServiceError(Code.NOT_FOUND, ErrorReason.PART_NOT_FOUND,
                                    f"draft {draft_id} has no part {part_id!r}")
-            self._new_revision(draft_id, [part for part in parts if part.part_id != part_id])
+            self.store.bump_revision(draft_id, NEW_STAMP)
         return self.get_draft(draft_id)
 
     def clear_draft(self, draft_id: str) -> Draft:
@@ -226,7 +276,7 @@ class BundleCore:
         with self.lock, self.store.transaction():
             self._require(draft_id)
             self.store.clear_parts(draft_id)
-            self._new_revision(draft_id, [])
+            self.store.bump_revision(draft_id, NEW_STAMP)
         return self.get_draft(draft_id)
 
     def _require(self, draft_id: str) -> DraftRecord:
@@ -241,23 +291,19 @@ class BundleCore:
         pack_ids = sorted({p.pack_id for p in parts if isinstance(p, PackRowPart)})
         return tuple(self.packs.signature(pack_id) for pack_id in pack_ids)
 
-    def _new_revision(self, draft_id: str, parts: Sequence[DraftPart]) -> None:
-        """After a change of the parts (inside its transaction); `parts` as they are now."""
-        self.store.bump_revision(draft_id, _stamp(self._pack_signature(parts)))
-
     def _normalized(self, record: DraftRecord, signature: tuple[object, ...],
-                    remember: bool = True) -> NormalizedBundle:
-        bundle = self._bundles.get((record.draft_id, record.revision, signature))
+                    offered: OfferedNames, remember: bool = True) -> NormalizedBundle:
+        bundle = self._bundles.get((record.draft_id, record.revision, signature, offered))
         if bundle is None:
             bundle = normalize_draft(record.parts, DerivedSeedSource(record.draft_id),
-                                     self.packs, limits=self.limits)
+                                     self.packs, limits=self.limits, offered=offered)
         if remember:
-            self._remember(record, signature, bundle)
+            self._remember(record, signature, offered, bundle)
         return bundle
 
     def _remember(self, record: DraftRecord, signature: tuple[object, ...],
-                  bundle: NormalizedBundle) -> None:
-        key = (record.draft_id, record.revision, signature)
+                  offered: OfferedNames, bundle: NormalizedBundle) -> None:
+        key = (record.draft_id, record.revision, signature, offered)
         self._forget(record.draft_id, keep=key)  # an older version is never asked for again
         self._bundles[key] = bundle
         self._bundles.move_to_end(key)
@@ -294,7 +340,7 @@ class BundleCore:
             with self.store.transaction():
                 self.store.record_enqueue(draft_id, record.revision, request_id, job.job_id)
                 self.store.clear_parts(draft_id)
-                self._new_revision(draft_id, [])
+                self.store.bump_revision(draft_id, NEW_STAMP)
             self._forget(draft_id)
             return job
 
@@ -316,8 +362,16 @@ class BundleCore:
         return self.packs.load_pack(pack_id)
 
 
-def _stamp(signature: tuple[object, ...]) -> str:
-    return hashlib.sha256(repr(signature).encode()).hexdigest()[:16]
+# The stamp of a revision nobody has read yet: the first read records what it makes (_stamp).
+NEW_STAMP = ""
+
+
+def _stamp(signature: tuple[object, ...], unoffered_parts: tuple[str, ...]) -> str:
+    """What a revision makes, given its parts: the versions of the pack files it reads and the
+    parts that name something no connected runner offers (written as the pack versions alone
+    when there are none, as before names were checked)."""
+    basis = (signature, unoffered_parts) if unoffered_parts else signature
+    return hashlib.sha256(repr(basis).encode()).hexdigest()[:16]
 
 
 def _unique(violations: list[FieldViolation]) -> list[FieldViolation]:

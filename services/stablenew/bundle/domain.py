@@ -9,6 +9,8 @@ the bundle reports. Plain values and rules: no gRPC, no SQL, no use case.
 - Problems: a rejected field (`FieldError`), a row or part that makes no job (`RowError`, built
   from the `Problem` a step reports), and a pack that cannot be read at all (`PackError`, the
   bundle's domain exception).
+- How the names a draft's jobs use were checked against what the connected runners offer
+  (`NameCheck`; the check itself is name_check.py).
 
 Reason codes are the `ErrorReason` names of errors.proto without their prefix, so a `RowError`
 carries them as the wire does and a client can match on them.
@@ -82,6 +84,10 @@ class RowError:
     line: int = 0
     reason: Reason = Reason.UNSPECIFIED
     message: str = ""
+    # The config field the problem is in ("txt2img.sampler_name"); "" when not one field.
+    config_field: str = ""
+    # For a name no connected runner offers: the closest names they offer, closest first.
+    suggestions: list[str] = field(default_factory=list)
 
 
 class PackError(ServiceError):
@@ -163,8 +169,22 @@ class DraftRecord:
     create_time: float
     update_time: float
     parts: list[DraftPart] = field(default_factory=list)
-    # Which versions of its pack files this revision read (see BundleCore.get_draft).
+    # What this revision makes: the versions of the pack files it read and the parts that name
+    # something no connected runner offers; "" until it is first read (see BundleCore._draft).
     pack_stamp: str = ""
+
+
+# --- how names were checked -----------------------------------------------------------------
+
+
+@dataclass
+class NameCheck:
+    """Whether a summary's names were checked against what the connected runners offer: the
+    twin of the proto `NameCheck`."""
+
+    checked: bool = False
+    runner_count: int = 0
+    unchecked_reason: str = ""
 
 
 # --- what a draft normalises to --------------------------------------------------------------
@@ -185,6 +205,7 @@ class BundleSummary:
     stage_summary: str = ""
     batch_summary: str = ""
     errors: list[RowError] = field(default_factory=list)
+    name_check: NameCheck = field(default_factory=NameCheck)
 
 
 @dataclass(slots=True)
@@ -206,6 +227,9 @@ class NormalizedBundle:
     jobs: list[NormalizedJob]
     parts: list[PartOutcome]
     summary: BundleSummary
+    # The parts that make no job because they name something no connected runner offers: what
+    # the runners' offer changes about the draft (everything else follows from its parts).
+    unoffered_parts: tuple[str, ...] = ()
 
     @property
     def errors(self) -> list[RowError]:

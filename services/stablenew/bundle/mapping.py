@@ -1,4 +1,5 @@
-"""Bundle domain objects -> generated messages (and configs back)."""
+"""Bundle domain objects -> generated messages (and configs back); what a runner offers, from
+the queue's ListRunners."""
 
 from __future__ import annotations
 
@@ -15,11 +16,34 @@ from stablenew.bundle.domain import (
     NormalizedBundle,
     Reason,
 )
+from stablenew.bundle.name_check import OfferedNames
 from stablenew.bundle.packs.model import Pack, PackSummary
 from stablenew.contract.model import PipelineConfig, PromptSource
 from stablenew.contract.proto_mapping import fill_proto, from_request, to_proto
+from stablenew.sdwebui.model_matching import ModelEntry
+from stablenew.sdwebui.names import SchedulerEntry
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import pipeline_pb2
+from stablenew.v1 import queue_service_pb2 as queue_pb
+
+
+def offered_by(runner: queue_pb.Runner) -> OfferedNames:
+    """What one runner (as ListRunners shows it) offers; unchecked, saying why, when it does
+    not announce it."""
+    if not runner.info.HasField("capabilities"):
+        return OfferedNames(unchecked_reason=f"runner {runner.info.runner_id!r} does not say "
+                                             "what its WebUI offers (an older runner)")
+    offered = runner.info.capabilities
+    return OfferedNames(
+        runner_count=1,
+        models=tuple(ModelEntry(m.title, m.model_name, m.hash) for m in offered.models),
+        vaes=tuple(offered.vaes), samplers=tuple(offered.samplers),
+        schedulers=tuple(SchedulerEntry(s.name, s.label, tuple(s.aliases))
+                         for s in offered.scheduler_infos),
+        upscalers=tuple(offered.upscalers),
+        latent_upscale_modes=tuple(offered.latent_upscale_modes),
+        adetailer_models=tuple(offered.adetailer_models),
+        unchecked_reason="")
 
 
 def config_from_proto(message: pipeline_pb2.PipelineConfig, field_path: str) -> PipelineConfig:

@@ -57,6 +57,12 @@ from stablenew.bundle.expansion import (
     pack_expander,
 )
 from stablenew.bundle.job_prototype import JobText, PreparedConfig, job_of, prepare_config
+from stablenew.bundle.name_check import (
+    OfferedNames,
+    UnofferedName,
+    name_check_of,
+    unoffered_names,
+)
 from stablenew.bundle.packs.model import Pack
 from stablenew.bundle.pipeline_rules import (
     check_input_images,
@@ -75,6 +81,8 @@ from stablenew.contract.model import (
 )
 
 DEFAULT_MAX_BUNDLE_JOBS = 100_000
+CONFIG_PREFIX = "config."
+UNCHECKED = OfferedNames()
 
 
 class PackSource(Protocol):
@@ -87,14 +95,17 @@ class PackSource(Protocol):
 
 def normalize_draft(parts: Sequence[DraftPart], seeds: SeedSource, packs: PackSource, *,
                     limits: ExpansionLimits | None = None,
-                    max_jobs: int = DEFAULT_MAX_BUNDLE_JOBS) -> NormalizedBundle:
-    """The normalized jobs of `parts` in order, each part's outcome, and the summary."""
-    normalizer = _Normalizer(seeds, packs, limits or ExpansionLimits(), max_jobs)
+                    max_jobs: int = DEFAULT_MAX_BUNDLE_JOBS,
+                    offered: OfferedNames = UNCHECKED) -> NormalizedBundle:
+    """The normalized jobs of `parts` in order, each part's outcome, and the summary. A part
+    that names something no runner of `offered` offers makes no job (name_check.py)."""
+    normalizer = _Normalizer(seeds, packs, limits or ExpansionLimits(), max_jobs, offered)
     for part in parts:
         normalizer.add(part)
     errors = [error for outcome in normalizer.outcomes for error in outcome.errors]
-    return NormalizedBundle(normalizer.jobs, normalizer.outcomes,
-                            summarize(len(parts), normalizer.jobs, errors))
+    summary = summarize(len(parts), normalizer.jobs, errors, name_check_of(offered))
+    return NormalizedBundle(normalizer.jobs, normalizer.outcomes, summary,
+                            tuple(normalizer.unoffered_parts))
 
 
 @dataclass(slots=True)
@@ -131,13 +142,18 @@ _NO_RULES = TemplateExpander(ExpansionRules())
 
 class _Normalizer:
     def __init__(self, seeds: SeedSource, packs: PackSource, limits: ExpansionLimits,
-                 max_jobs: int) -> None:
+                 max_jobs: int, offered: OfferedNames) -> None:
         self.seeds = seeds
         self.packs = packs
         self.limits = limits
         self.max_jobs = max_jobs
+        self.offered = offered
         self.jobs: list[NormalizedJob] = []
         self.outcomes: list[PartOutcome] = []
+        self.unoffered_parts: list[str] = []
+        # The names of a prepared config no runner offers, by the config's id (each prepared
+        # config is kept in self._prepared, so the id stays its own).
+        self._unoffered: dict[int, list[UnofferedName]] = {}
         self._loaded: dict[str, Pack | PackError] = {}
         self._expanders: dict[str, PackExpander] = {}
         self._load_errors: dict[str, dict[int, list[RowError]]] = {}
@@ -155,6 +171,10 @@ class _Normalizer:
             field_errors = field_errors + check_input_images(part.input_images, prepared.plan)
         if field_errors:
             self._reject_fields(outcome, context, field_errors)
+            return
+        unoffered = self._unoffered_names(prepared)
+        if unoffered:
+            self._reject_unoffered(outcome, context, unoffered)
             return
         expansion = context.expand(self.seeds)
         texts = self._final_texts(expansion, prepared, outcome, context)
@@ -236,6 +256,13 @@ class _Normalizer:
         bucket.append((context.config, prepared))
         return prepared
 
+    def _unoffered_names(self, prepared: PreparedConfig) -> list[UnofferedName]:
+        found = self._unoffered.get(id(prepared))
+        if found is None:
+            found = self._unoffered[id(prepared)] = unoffered_names(prepared.prototype,
+                                                                    self.offered)
+        return found
+
     # --- the text -------------------------------------------------------------------------
 
     def _final_texts(self, expansion: RowExpansion, prepared: PreparedConfig, outcome: PartOutcome,
@@ -305,7 +332,24 @@ class _Normalizer:
         origin, label = context.origin, context.label
         outcome.errors.extend(
             RowError(origin.part_id, origin.prompt_pack_id, origin.row_index, context.line,
-                     error.reason, f"{label}: {error}") for error in errors)
+                     error.reason, f"{label}: {error}", _config_field(error.field))
+            for error in errors)
+
+    def _reject_unoffered(self, outcome: PartOutcome, context: _PartContext,
+                          names: list[UnofferedName]) -> None:
+        self.unoffered_parts.append(context.origin.part_id)
+        origin, label = context.origin, context.label
+        outcome.errors.extend(
+            RowError(origin.part_id, origin.prompt_pack_id, origin.row_index, context.line,
+                     Reason.INVALID_FIELD, f"{label}: config.{name.config_field}: {name.message}",
+                     name.config_field, list(name.suggestions))
+            for name in names)
+
+
+def _config_field(path: str) -> str:
+    """A field error's path within the config ("config.txt2img.width" -> "txt2img.width");
+    "" for a path outside it (row_index, input_images[0])."""
+    return path.removeprefix(CONFIG_PREFIX) if path.startswith(CONFIG_PREFIX) else ""
 
 
 def _manual_context(part: ManualPart) -> _PartContext:

@@ -1,4 +1,5 @@
-"""The queue as the bundle core sees it: submit a normalised draft as one job, look a job up.
+"""The queue as the bundle core sees it: submit a normalised draft as one job, look a job up,
+and ask what the connected runners offer (its runner registry, ListRunners).
 
 The adapter between the core and the queue's gRPC API. Failures become `ServiceError`s the
 core passes on: a queue that does not answer is UNAVAILABLE DEPENDENCY_UNAVAILABLE (retrying is
@@ -9,12 +10,14 @@ refuses keeps its code, reason and metadata, so EnqueueDraft answers with the qu
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 import grpc
 
 from stablenew.bundle.domain import NormalizedBundle
-from stablenew.bundle.mapping import JobMessages
+from stablenew.bundle.mapping import JobMessages, offered_by
+from stablenew.bundle.name_check import OfferedNames
 from stablenew.contract.errors import Code, ErrorReason, ServiceError
 from stablenew.contract.model import Job, JobOrigin, Priority
 from stablenew.contract.proto_mapping import fill_proto, from_proto
@@ -25,6 +28,9 @@ from stablenew.v1 import queue_service_pb2 as queue_pb
 T = TypeVar("T")
 SUBMIT_TIMEOUT_SECONDS = 60
 LOOKUP_TIMEOUT_SECONDS = 10
+# Short: a preview waits for it, and does without it (the names stay unchecked).
+RUNNERS_TIMEOUT_SECONDS = 3
+RUNNERS_PAGE_SIZE = 1000
 
 
 class QueueClient:
@@ -49,6 +55,20 @@ class QueueClient:
         request = queue_pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_BASIC)
         response = _call(lambda: self.stub.GetJob(request, timeout=LOOKUP_TIMEOUT_SECONDS))
         return from_proto(Job, response.job)
+
+    def offered_names(self) -> OfferedNames:
+        """What the runners the queue counts as connected offer together."""
+        offers: list[OfferedNames] = []
+        token = ""
+        while True:
+            response = _call(partial(
+                self.stub.ListRunners, queue_pb.ListRunnersRequest(
+                    page_size=RUNNERS_PAGE_SIZE, page_token=token),
+                timeout=RUNNERS_TIMEOUT_SECONDS))
+            offers += [offered_by(runner) for runner in response.runners if runner.connected]
+            token = response.next_page_token
+            if not token:
+                return OfferedNames.union(offers)
 
 
 def _call(call: Callable[[], T]) -> T:

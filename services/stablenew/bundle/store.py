@@ -166,9 +166,14 @@ class BundleStore:
         self.db.execute("DELETE FROM parts WHERE draft_id = ?", (draft_id,))
 
     def bump_revision(self, draft_id: str, pack_stamp: str) -> None:
-        """The next revision of the draft, reading the pack files of `pack_stamp`."""
+        """The next revision of the draft, making what `pack_stamp` says."""
         self.db.execute("UPDATE drafts SET revision = revision + 1, update_time = ?, "
                         "pack_stamp = ? WHERE draft_id = ?", (time.time(), pack_stamp, draft_id))
+
+    def set_stamp(self, draft_id: str, pack_stamp: str) -> None:
+        """Record what the draft's revision makes, the first time it is read."""
+        self.db.execute("UPDATE drafts SET pack_stamp = ? WHERE draft_id = ?",
+                        (pack_stamp, draft_id))
 
     def enqueued_job(self, draft_id: str, revision: int, request_id: str) -> str | None:
         """The job an earlier enqueue of this revision (or this request id) created."""

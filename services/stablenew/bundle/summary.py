@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stablenew.bundle.domain import BundleSummary, RowError
+from stablenew.bundle.domain import BundleSummary, NameCheck, RowError
 from stablenew.bundle.pipeline_rules import describe_plan
 from stablenew.contract.model import NormalizedJob
 
 
-def summarize(part_count: int, jobs: Sequence[NormalizedJob],
-              errors: Sequence[RowError]) -> BundleSummary:
-    """The summary of a draft of `part_count` parts that normalised to `jobs` and `errors`."""
+def summarize(part_count: int, jobs: Sequence[NormalizedJob], errors: Sequence[RowError],
+              name_check: NameCheck) -> BundleSummary:
+    """The summary of a draft of `part_count` parts that normalised to `jobs` and `errors`,
+    its names checked as `name_check` says."""
     first = jobs[0] if jobs else NormalizedJob()
     images = sum(job.image_count for job in jobs)
     return BundleSummary(
@@ -23,6 +24,7 @@ def summarize(part_count: int, jobs: Sequence[NormalizedJob],
         stage_summary=stage_summary(jobs),
         batch_summary=batch_summary(jobs, images),
         errors=list(errors),
+        name_check=name_check,
     )
 
 

@@ -362,6 +362,7 @@ class Job:
     cancel_requested: bool = False
     bookmarked: bool = False
     update_time: datetime | None = None
+    waiting_reason: str = ""
 
 
 @dataclass

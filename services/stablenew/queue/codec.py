@@ -1,8 +1,10 @@
-"""Byte encodings the queue stores: a job's entries and results, and its event log.
+"""Byte encodings the queue stores: a job's entries and results, its event log, and what a
+runner's WebUI offers.
 
 The event log keeps each event in its wire form (a serialized stablenew.v1.JobEvent): events are
 the contract that watchers replay, so what is stored is exactly what a watcher receives, byte for
-byte, after any restart. Entries and results use the same messages for the same reason.
+byte, after any restart. Entries and results use the same messages for the same reason, and so
+does a runner's announced Capabilities, which the queue lists as it was announced.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from datetime import UTC, datetime
 
 from stablenew.contract.model import EntryResult, Job, JobProgress, JobState, NormalizedJob
 from stablenew.contract.proto_mapping import fill_proto, from_proto, to_proto
-from stablenew.v1 import job_pb2, pipeline_pb2
+from stablenew.sdwebui import model_matching
+from stablenew.sdwebui.model_matching import ModelEntry
+from stablenew.v1 import job_pb2, pipeline_pb2, runner_service_pb2
 
 
 def encode_entries(messages: Sequence[pipeline_pb2.NormalizedJob]) -> bytes:
@@ -37,6 +41,18 @@ def encode_results(results: list[EntryResult]) -> bytes:
 def decode_results(blob: bytes) -> list[EntryResult]:
     holder = job_pb2.Job.FromString(blob)
     return [from_proto(EntryResult, result) for result in holder.results]
+
+
+def encode_capabilities(message: runner_service_pb2.Capabilities) -> bytes:
+    """A runner's announced Capabilities as stored; b"" for an unset one."""
+    return message.SerializeToString() if message.ByteSize() else b""
+
+
+def checkpoint_names(capabilities: bytes) -> frozenset[str]:
+    """Every name the checkpoints of stored Capabilities are known by (RunnerInfo)."""
+    message = runner_service_pb2.Capabilities.FromString(capabilities)
+    return model_matching.checkpoint_names(
+        [ModelEntry(model.title, model.model_name, model.hash) for model in message.models])
 
 
 def _event(job_id: str, now: datetime) -> job_pb2.JobEvent:

@@ -33,6 +33,7 @@ from stablenew.queue.domain import (
     EntryBatch,
     MovePosition,
     QueuedJob,
+    RunnerPool,
     RunOrder,
     check_transition,
     effective_priority,
@@ -42,6 +43,7 @@ from stablenew.queue.domain import (
 )
 from stablenew.queue.entries import entry_batch_of
 from stablenew.queue.positions import Positions
+from stablenew.queue.runners import RunnerRegistry
 from stablenew.queue.store import QueueStore, run_order_key
 from stablenew.queue.watchers import Broadcaster, StoredEvent, Subscriber, WatchFilter
 from stablenew.runtime.paging import PageTokens, stored_secret
@@ -72,6 +74,7 @@ class QueueStateView:
     runner_count: int
     estimated_time_left: timedelta | None
     last_sequence: int
+    unrunnable_job_count: int
 
 
 @dataclass
@@ -101,6 +104,8 @@ class QueueCore:
         self.broadcaster = Broadcaster(config.watcher_buffer_bytes, config.watcher_stall_seconds)
         self.closing = threading.Event()
         self.positions = Positions(store)
+        # A runner counts as connected while heard from within two lease lengths.
+        self.runners = RunnerRegistry(store, 2 * config.lease_seconds)
         self.progress: dict[str, JobProgress] = {}
         self._last_progress_event: dict[str, float] = {}
         self._token_secret_bytes = stored_secret(store.db, store.setting, store.set_setting)
@@ -125,6 +130,7 @@ class QueueCore:
             except BaseException:
                 self.store.reload_last_sequence()
                 self.positions.reload()
+                self.runners.reload()
                 raise
             self.broadcaster.publish(pending.events)
         if pending.job_available:
@@ -204,7 +210,8 @@ class QueueCore:
     # --- reads ----------------------------------------------------------------------------
 
     def view(self, queued: QueuedJob) -> Job:
-        """The job as clients see it, with its live progress and queue position."""
+        """The job as clients see it, with its live progress, queue position and, while
+        queued, why it waits."""
         state = queued.job.state
         if state == JobState.QUEUED:
             return self.view_at(queued, self.positions.of(queued))
@@ -222,6 +229,7 @@ class QueueCore:
         results); the token is a keyset position."""
         position = self._list_tokens.decode(token)
         with self.lock:
+            pool = self.runner_pool()
             jobs: list[QueuedJob] = []
             offset, after = 0, None
             if position is None:
@@ -232,17 +240,26 @@ class QueueCore:
             if len(jobs) < size:
                 jobs += self.store.queued_in_order(after, size - len(jobs),
                                                    (LANE_DIRECT, LANE_QUEUE), full)
-            result = [self.view_at(queued, offset + index) for index, queued in enumerate(jobs)]
+            result = [self.view_at(queued, offset + index, pool)
+                      for index, queued in enumerate(jobs)]
         next_token = ""
         if len(jobs) == size and jobs[-1].job.state == JobState.QUEUED:
             next_token = self._list_tokens.encode([offset + size, *run_order_key(jobs[-1])])
         return result, next_token
 
-    def view_at(self, queued: QueuedJob, position: int) -> Job:
+    def view_at(self, queued: QueuedJob, position: int, pool: RunnerPool | None = None) -> Job:
+        """The job at `position`; `pool`: the connected runners, when the caller reads many."""
         job = queued.job
         job.progress = self.progress.get(job.job_id, job.progress)
         job.queue_position = position
+        if job.state == JobState.QUEUED:
+            job.waiting_reason = (pool or self.runner_pool()).waiting_reason(queued)
         return job
+
+    def runner_pool(self) -> RunnerPool:
+        """The connected runners and whether the queue is paused, as of now."""
+        with self.lock:  # some views are made after their transaction, outside the lock
+            return self.runners.pool(self.paused())
 
     # --- control --------------------------------------------------------------------------
 
@@ -338,17 +355,20 @@ class QueueCore:
         return self.store.setting("paused", "0") == "1"
 
     def state(self) -> QueueStateView:
+        """Counts, runners and the time left for the queued images a connected runner can run
+        (jobs no connected runner can run have no estimate: they are counted apart)."""
         with self.lock:
+            pool = self.runner_pool()
+            runnable_images = unrunnable_jobs = 0
+            for models, jobs, images in self.store.queued_by_models():
+                if pool.unrunnable_reason(models):
+                    unrunnable_jobs += jobs
+                else:
+                    runnable_images += images
             per_image = self.store.recent_seconds_per_image()
-            left = None
-            if per_image is not None:
-                left = timedelta(seconds=per_image * self.store.queued_images())
-            alive_after = _now() - timedelta(seconds=self.config.lease_seconds * 2)
-            runner_count = sum(
-                1 for record in self.store.runners()
-                if record.last_heartbeat_time and record.last_heartbeat_time > alive_after)
-            return QueueStateView(self.paused(), self.store.state_counts(), runner_count, left,
-                                  self.store.last_sequence)
+            left = None if per_image is None else timedelta(seconds=per_image * runnable_images)
+            return QueueStateView(pool.paused, self.store.state_counts(), len(pool.connected),
+                                  left, self.store.last_sequence, unrunnable_jobs)
 
     def retry(self, job_id: str, failed_only: bool, request_id: str) -> Job:
         with self.lock:

@@ -1,4 +1,5 @@
-"""The queue's domain: the job state machine, run order, leases and runner matching.
+"""The queue's domain: the job state machine, run order, leases, runner matching and why a
+queued job waits.
 
 Plain dataclasses and functions: no gRPC, no SQL.
 """
@@ -12,6 +13,7 @@ from enum import IntEnum
 from stablenew.contract.config_hash import bundle_hash
 from stablenew.contract.errors import Code, ErrorReason, ServiceError
 from stablenew.contract.model import Job, JobState, Priority, RunMode, StageType
+from stablenew.sdwebui.model_matching import has_checkpoint
 
 LEGAL_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
@@ -101,11 +103,24 @@ class QueuedJob:
 
 @dataclass(frozen=True)
 class RunnerInfo:
+    """What a runner announces with every lease request."""
+
     runner_id: str
     host: str = ""
     models: tuple[str, ...] = ()
     loaded_model: str = ""
     address: str = ""
+    # What its WebUI offers, in wire form (a stablenew.v1.Capabilities; b"" when the runner
+    # does not announce it): kept as announced and listed (ListRunners) for the bundle, which
+    # checks names against it. The queue itself reads only the checkpoints, into
+    # `checkpoint_names` (sdwebui.model_matching.checkpoint_names).
+    capabilities: bytes = b""
+    checkpoint_names: frozenset[str] = frozenset()
+
+    def offers_model(self, model: str) -> bool:
+        """Whether the runner can load `model`: a name it announced in `models`, or one its
+        WebUI resolves to one of its checkpoints (title, file name, name, hash)."""
+        return model in self.models or has_checkpoint(self.checkpoint_names, model)
 
 
 @dataclass
@@ -113,6 +128,10 @@ class RunnerRecord:
     info: RunnerInfo
     last_heartbeat_time: datetime | None = None
     current_job_id: str = ""
+
+    def connected(self, heard_after: datetime) -> bool:
+        """Heard from after `heard_after`."""
+        return self.last_heartbeat_time is not None and self.last_heartbeat_time > heard_after
 
 
 @dataclass(frozen=True)
@@ -124,8 +143,51 @@ class Lease:
 
 
 def can_run(runner: RunnerInfo, required_models: tuple[str, ...]) -> bool:
-    """A runner may take a job only if it announced every model the job needs."""
-    return set(required_models) <= set(runner.models)
+    """A runner may take a job only if it offers every model the job needs."""
+    return all(runner.offers_model(model) for model in required_models)
+
+
+NO_RUNNER = "no runner is connected"
+PAUSED = "the queue is paused"
+
+
+class RunnerPool:
+    """The connected runners, as one read sees them: why a queued job waits, worked out once
+    per distinct set of models (the jobs of a page mostly share a few), not once per job."""
+
+    def __init__(self, connected: list[RunnerInfo], paused: bool) -> None:
+        self.connected = connected
+        self.paused = paused
+        self._reasons: dict[tuple[str, ...], str] = {}
+
+    def unrunnable_reason(self, required_models: tuple[str, ...]) -> str:
+        """Why no connected runner can run a job needing `required_models`; "" when one can."""
+        reason = self._reasons.get(required_models)
+        if reason is None:
+            reason = self._reasons[required_models] = self._reason(required_models)
+        return reason
+
+    def waiting_reason(self, queued: QueuedJob) -> str:
+        """Why the queued job is not leased now, beyond waiting for its turn; "" if it is not."""
+        reason = self.unrunnable_reason(queued.required_models)
+        if not reason and self.paused and queued.order.lane == LANE_QUEUE:
+            return PAUSED
+        return reason
+
+    def _reason(self, required_models: tuple[str, ...]) -> str:
+        if not self.connected:
+            return NO_RUNNER
+        if any(can_run(runner, required_models) for runner in self.connected):
+            return ""
+        missing = [model for model in required_models
+                   if not any(runner.offers_model(model) for runner in self.connected)]
+        if missing:
+            return f"no connected runner offers model {_names(missing)}"
+        return f"no connected runner offers all of its models {_names(list(required_models))}"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
 
 
 @dataclass(frozen=True)

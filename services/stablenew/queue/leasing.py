@@ -66,7 +66,7 @@ class Leasing:
         wait = min(max(wait_seconds, 0.0), self.core.config.max_lease_wait_seconds)
         waiter = _Waiter(runner)
         with self.core.write():
-            self.core.store.save_runner(RunnerRecord(runner, datetime.now(UTC)))
+            self.core.runners.save(RunnerRecord(runner, datetime.now(UTC)))
         with self.core.lock:
             if self.core.closing.is_set():
                 return None  # shutting down: no new long-poll may hold the exit up
@@ -123,7 +123,7 @@ class Leasing:
             queued.lease.deadline = deadline.timestamp()
             self.core.transition(pending, queued, JobState.RUNNING,
                                  f"leased by {runner.runner_id} (attempt {job.attempt})", now=now)
-            self.core.store.save_runner(RunnerRecord(runner, now, job.job_id))
+            self.core.runners.save(RunnerRecord(runner, now, job.job_id))
         lease = Lease(queued.lease.lease_id, job.job_id, job.attempt, deadline)
         return lease, self.core.view(queued)
 
@@ -150,7 +150,7 @@ class Leasing:
             self.core.store.update_job(queued)
             if progress is not None:
                 self.core.record_progress(pending, job_id, progress)
-            self.core.store.touch_runner(runner_id, loaded_model, job_id)
+            self.core.runners.touch(runner_id, loaded_model, job_id)
         return HeartbeatReply(deadline, queued.job.cancel_requested, queued.return_to_queue)
 
     # --- finishing ------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class Leasing:
         queued.lease.lease_id = ""
         queued.lease.deadline = 0.0
         self.core.transition(pending, queued, target, reason, with_results=True)
-        self.core.store.touch_runner(runner_id, "", "")
+        self.core.runners.touch(runner_id, "", "")
         if target == JobState.QUEUED:
             pending.job_available = True
 
@@ -238,9 +238,12 @@ class Leasing:
             pending.job_available = True
         self.core.transition(pending, queued, target, reason)
 
-    def runners(self) -> list[RunnerRecord]:
+    def runners(self) -> list[tuple[RunnerRecord, bool]]:
+        """Every runner seen, by runner id, and whether it is connected."""
         with self.core.lock:
-            return list(self.core.store.runners())
+            connected = {record.info.runner_id for record in self.core.runners.connected()}
+            return [(record, record.info.runner_id in connected)
+                    for record in self.core.runners.records()]
 
     def current_progress(self, job_id: str) -> JobProgress | None:
         return self.core.progress.get(job_id)

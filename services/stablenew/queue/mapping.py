@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from stablenew.contract.model import JobOrigin, JobProgress
 from stablenew.contract.proto_mapping import fill_proto, from_proto
+from stablenew.queue import codec
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Lease, RunnerInfo, RunnerRecord
 from stablenew.v1 import job_pb2, queue_service_pb2
@@ -19,12 +20,15 @@ def progress_from_proto(message: job_pb2.JobProgress) -> JobProgress:
 
 
 def runner_info_from_proto(message: queue_service_pb2.RunnerInfo) -> RunnerInfo:
+    capabilities = codec.encode_capabilities(message.capabilities)
     return RunnerInfo(
         runner_id=message.runner_id,
         host=message.host,
         models=tuple(message.models),
         loaded_model=message.loaded_model,
         address=message.address,
+        capabilities=capabilities,
+        checkpoint_names=codec.checkpoint_names(capabilities),
     )
 
 
@@ -37,13 +41,15 @@ def lease_to_proto(lease: Lease) -> queue_service_pb2.Lease:
 
 
 def runner_to_proto(
-    record: RunnerRecord, progress: JobProgress | None
+    record: RunnerRecord, connected: bool, progress: JobProgress | None
 ) -> queue_service_pb2.Runner:
     info = record.info
-    message = queue_service_pb2.Runner(current_job_id=record.current_job_id)
+    message = queue_service_pb2.Runner(current_job_id=record.current_job_id, connected=connected)
     message.info.CopyFrom(queue_service_pb2.RunnerInfo(
         runner_id=info.runner_id, host=info.host, models=list(info.models),
         loaded_model=info.loaded_model, address=info.address))
+    if info.capabilities:
+        message.info.capabilities.MergeFromString(info.capabilities)
     if record.last_heartbeat_time is not None:
         message.last_heartbeat_time.FromDatetime(record.last_heartbeat_time)
     if progress is not None:
@@ -53,8 +59,8 @@ def runner_to_proto(
 
 def state_to_proto(state: QueueStateView) -> queue_service_pb2.QueueState:
     message = queue_service_pb2.QueueState(
-        paused=state.paused, runner_count=state.runner_count, last_sequence=state.last_sequence
-    )
+        paused=state.paused, runner_count=state.runner_count, last_sequence=state.last_sequence,
+        unrunnable_job_count=state.unrunnable_job_count)
     for job_state, count in sorted(state.counts.items()):
         message.counts.add(state=int(job_state), count=count)
     if state.estimated_time_left is not None:

@@ -138,9 +138,12 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         size = page_size(request.page_size)
         position = self.runner_tokens.decode(request.page_token)
         after = str(position[0]) if position else ""
-        records = [r for r in self.leasing.runners() if r.info.runner_id > after]
+        records = [(r, connected) for r, connected in self.leasing.runners()
+                   if r.info.runner_id > after]
         page = records[:size]
-        token = self.runner_tokens.encode([page[-1].info.runner_id]) if len(records) > size else ""
-        runners = [mapping.runner_to_proto(r, self.leasing.current_progress(r.current_job_id))
-                   for r in page]
+        token = (self.runner_tokens.encode([page[-1][0].info.runner_id])
+                 if len(records) > size else "")
+        runners = [mapping.runner_to_proto(r, connected,
+                                           self.leasing.current_progress(r.current_job_id))
+                   for r, connected in page]
         return pb.ListRunnersResponse(runners=runners, next_page_token=token)

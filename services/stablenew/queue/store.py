@@ -13,6 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,8 @@ MIGRATIONS = [
     DROP TABLE runners;
     ALTER TABLE runners_v2 RENAME TO runners;
     """,
+    # 3: what a runner's WebUI offers, as announced (a serialized stablenew.v1.Capabilities).
+    "ALTER TABLE runners ADD COLUMN capabilities BLOB NOT NULL DEFAULT x'';",
 ]
 
 # Columns of a BASIC read: everything but the entries and results blobs.
@@ -415,10 +418,12 @@ class QueueStore:
         rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {JobState(row[0]): int(row[1]) for row in rows}
 
-    def queued_images(self) -> int:
-        row = self.db.execute(
-            "SELECT COALESCE(SUM(estimated_images), 0) FROM jobs WHERE state = 1").fetchone()
-        return int(row[0])
+    def queued_by_models(self) -> list[tuple[tuple[str, ...], int, int]]:
+        """(required models, jobs, images) of the queued jobs, per distinct set of models."""
+        rows = self.db.execute(
+            "SELECT required_models, COUNT(*), SUM(estimated_images) FROM jobs WHERE state = 1 "
+            "GROUP BY required_models").fetchall()
+        return [(tuple(json.loads(row[0])), int(row[1]), int(row[2])) for row in rows]
 
     def recent_seconds_per_image(self, sample: int = 50) -> float | None:
         row = self.db.execute(
@@ -504,27 +509,32 @@ class QueueStore:
         info = record.info
         beat = to_micros(record.last_heartbeat_time) or _now_micros()
         self.db.execute(
-            """INSERT INTO runners VALUES (?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO runners (runner_id, host, address, models, loaded_model,
+                 last_heartbeat, current_job_id, capabilities) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (runner_id) DO UPDATE SET host = excluded.host,
                  address = excluded.address, models = excluded.models,
                  loaded_model = excluded.loaded_model, last_heartbeat = excluded.last_heartbeat,
-                 current_job_id = excluded.current_job_id""",
+                 current_job_id = excluded.current_job_id,
+                 capabilities = excluded.capabilities""",
             (info.runner_id, info.host, info.address, json.dumps(list(info.models)),
-             info.loaded_model, beat, record.current_job_id),
+             info.loaded_model, beat, record.current_job_id, info.capabilities),
         )
 
-    def touch_runner(self, runner_id: str, loaded_model: str, current_job_id: str) -> None:
-        """A sign of life of a known runner: its heartbeat time and job, and its loaded model
-        when it names one."""
+    def touch_runner(self, runner_id: str, seen: datetime, loaded_model: str,
+                     current_job_id: str) -> None:
+        """A sign of life of a known runner at `seen`: its heartbeat time and job, and its
+        loaded model when it names one."""
         self.db.execute(
             "UPDATE runners SET last_heartbeat = ?, current_job_id = ?, "
             "loaded_model = COALESCE(NULLIF(?, ''), loaded_model) WHERE runner_id = ?",
-            (_now_micros(), current_job_id, loaded_model, runner_id))
+            (to_micros(seen), current_job_id, loaded_model, runner_id))
 
     def runners(self) -> Iterator[RunnerRecord]:
         for row in self.db.execute("SELECT * FROM runners ORDER BY runner_id"):
+            capabilities = bytes(row["capabilities"])
             info = RunnerInfo(row["runner_id"], row["host"], tuple(json.loads(row["models"])),
-                              row["loaded_model"], row["address"])
+                              row["loaded_model"], row["address"], capabilities,
+                              codec.checkpoint_names(capabilities))
             yield RunnerRecord(info, from_micros(row["last_heartbeat"]), row["current_job_id"])
 
     def setting(self, key: str, default: str) -> str:

@@ -162,7 +162,8 @@ class JobRunner:
         capabilities = self.state.capabilities
         models = [model.model_name for model in capabilities.models] if capabilities else []
         return RunnerInfo(runner_id=self.state.runner_id, host=self.state.host, models=models,
-                          loaded_model=self.state.loaded_model_name, address=self.address)
+                          loaded_model=self.state.loaded_model_name, address=self.address,
+                          capabilities=capabilities)
 
     def shut_down(self) -> None:
         """Stop leasing, and hand a running job back to the queue at once rather than let its

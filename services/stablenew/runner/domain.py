@@ -17,7 +17,8 @@ from typing import Protocol
 
 from stablenew.contract.errors import Code, ErrorDetails, ErrorReason, ServiceError
 from stablenew.contract.model import EntryResult, Job, JobProgress, JobState
-from stablenew.runner.model_matching import ModelEntry, SchedulerEntry, queue_model_name
+from stablenew.sdwebui.model_matching import ModelEntry, queue_model_name
+from stablenew.sdwebui.names import SchedulerEntry
 
 log = logging.getLogger("stablenew.runner")
 
@@ -73,6 +74,8 @@ class RunnerInfo:
     models: list[str]
     loaded_model: str
     address: str
+    # What its WebUI offers; None until the runner has read it.
+    capabilities: Capabilities | None = None
 
 
 @dataclass(frozen=True)

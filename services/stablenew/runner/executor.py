@@ -42,7 +42,6 @@ from stablenew.contract.model import (
 )
 from stablenew.runner import outputs
 from stablenew.runner.domain import Capabilities
-from stablenew.runner.model_matching import ModelEntry, find_model
 from stablenew.runner.payloads import (
     EntryPlan,
     StageRequest,
@@ -62,6 +61,7 @@ from stablenew.runner.webui_report import (
     model_mismatches,
 )
 from stablenew.runner.webui_responses import GenerationResult, Progress
+from stablenew.sdwebui.model_matching import ModelEntry, find_model
 
 log = logging.getLogger("stablenew.runner")
 IMG2IMG_ENDPOINT = "POST /sdapi/v1/img2img"

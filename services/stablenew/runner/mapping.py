@@ -27,15 +27,22 @@ def capabilities_to_proto(capabilities: Capabilities) -> pb.Capabilities:
                 for m in capabilities.models],
         vaes=capabilities.vaes, samplers=capabilities.samplers,
         schedulers=capabilities.schedulers, upscalers=capabilities.upscalers,
-        adetailer_models=capabilities.adetailer_models)
+        adetailer_models=capabilities.adetailer_models,
+        scheduler_infos=[pb.SchedulerInfo(name=s.name, label=s.label, aliases=s.aliases)
+                         for s in capabilities.scheduler_entries],
+        latent_upscale_modes=capabilities.latent_upscale_modes)
     if capabilities.fetch_time is not None:
         message.fetch_time.FromDatetime(capabilities.fetch_time)
     return message
 
 
 def runner_info_to_proto(info: RunnerInfo) -> queue_pb.RunnerInfo:
-    return queue_pb.RunnerInfo(runner_id=info.runner_id, host=info.host, models=info.models,
-                               loaded_model=info.loaded_model, address=info.address)
+    """What the runner announces with every lease request: itself and what its WebUI offers."""
+    message = queue_pb.RunnerInfo(runner_id=info.runner_id, host=info.host, models=info.models,
+                                  loaded_model=info.loaded_model, address=info.address)
+    if info.capabilities is not None:
+        message.capabilities.CopyFrom(capabilities_to_proto(info.capabilities))
+    return message
 
 
 def leased_job_from_proto(runner_id: str, lease: queue_pb.Lease,

@@ -10,12 +10,16 @@ does offer. Models and VAEs are resolved (and their lists refreshed once) when t
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 
 from stablenew.runner.domain import Capabilities
-from stablenew.runner.model_matching import AUTOMATIC_SCHEDULER, find_scheduler, split_sampler
 from stablenew.runner.payloads import EntryPlan, StageRequest
+from stablenew.sdwebui.names import (
+    AUTOMATIC_SCHEDULER,
+    closest_names,
+    find_scheduler,
+    split_sampler,
+)
 
 # An extras upscaler slot that is not used.
 NO_UPSCALER = "None"
@@ -34,8 +38,9 @@ def unknown_names(plan: EntryPlan, capabilities: Capabilities) -> list[str]:
 
 
 def suggestion(name: str, offered: list[str]) -> str:
-    """"did you mean 'Euler a'?", or the start of the list when nothing is close."""
-    close = difflib.get_close_matches(name, offered, n=1, cutoff=0.6)
+    """"did you mean 'Euler a'?" (case ignored, like the bundle's suggestions), or the start
+    of the list when nothing is close."""
+    close = closest_names(name, offered, 1)
     if close:
         return f"did you mean {close[0]!r}?"
     listed = ", ".join(offered[:LISTED_NAMES]) + (", ..." if len(offered) > LISTED_NAMES else "")
@@ -68,7 +73,8 @@ def _sampler_problems(sampler: str, capabilities: Capabilities) -> Iterator[str]
 
 def _scheduler_problems(scheduler: str, capabilities: Capabilities) -> Iterator[str]:
     entries = capabilities.scheduler_entries
-    if not scheduler or scheduler.casefold() == AUTOMATIC_SCHEDULER or not entries:
+    # Exactly as the WebUI looks it up (sdwebui.names): "KARRAS" would run as automatic.
+    if not scheduler or scheduler == AUTOMATIC_SCHEDULER or not entries:
         return
     if find_scheduler(entries, scheduler) is None:
         yield from _check("scheduler", scheduler, [entry.label for entry in entries])

@@ -8,8 +8,8 @@ Everything that goes wrong surfaces as a WebuiError (webui_errors.py); answers a
 parsed by webui_responses.py.
 
 Model and VAE switches go through POST /sdapi/v1/options only when the wanted one is not
-already loaded (model_matching.py says which one a name means): a switch blocks the WebUI for
-seconds to a minute.
+already loaded (stablenew.sdwebui.model_matching says which one a name means): a switch blocks
+the WebUI for seconds to a minute.
 """
 
 from __future__ import annotations
@@ -27,13 +27,6 @@ from urllib.parse import urlsplit
 import requests
 
 from stablenew.runner.domain import Capabilities
-from stablenew.runner.model_matching import (
-    AUTOMATIC_VAE,
-    ModelEntry,
-    SchedulerEntry,
-    find_model,
-    match_vae,
-)
 from stablenew.runner.webui_errors import (
     WebuiError,
     WebuiErrorKind,
@@ -56,6 +49,8 @@ from stablenew.runner.webui_responses import (
     parse_progress,
     parse_scheduler_entries,
 )
+from stablenew.sdwebui.model_matching import AUTOMATIC_VAE, ModelEntry, find_model, match_vae
+from stablenew.sdwebui.names import SchedulerEntry
 
 log = logging.getLogger("stablenew.runner.webui")
 
@@ -274,7 +269,8 @@ class WebuiClient:
 
     def schedulers(self) -> list[SchedulerEntry]:
         """The schedulers: names ("karras"), labels ("Karras", as infotexts write them) and
-        aliases; the WebUI accepts any of them. [] from a WebUI older than the route (1.9)."""
+        aliases (sdwebui.names says where the WebUI accepts which). [] from a WebUI older than
+        the route (1.9)."""
         path = "/sdapi/v1/schedulers"
         return parse_scheduler_entries(self._optional_list(path), f"GET {path}")
 

@@ -17,12 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from stablenew.runner.domain import Capabilities
-from stablenew.runner.model_matching import (
-    AUTOMATIC_SCHEDULER,
-    ModelEntry,
-    find_scheduler,
-    split_sampler,
-)
 from stablenew.runner.webui_errors import bad_response
 from stablenew.runner.webui_responses import GenerationResult
 from stablenew.sdwebui.adetailer_tabs import (
@@ -30,6 +24,8 @@ from stablenew.sdwebui.adetailer_tabs import (
     SKIPPED_IMG2IMG_SAMPLER,
     SKIPPED_IMG2IMG_STEPS,
 )
+from stablenew.sdwebui.model_matching import ModelEntry
+from stablenew.sdwebui.names import AUTOMATIC_SCHEDULER, find_scheduler, split_sampler
 
 # The label of the schedule that ran, in extra_generation_params only when one was named.
 SCHEDULE_TYPE = "Schedule type"

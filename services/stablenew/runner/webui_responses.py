@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stablenew.runner.model_matching import ModelEntry, SchedulerEntry
 from stablenew.runner.webui_errors import bad_response
+from stablenew.sdwebui.model_matching import ModelEntry
+from stablenew.sdwebui.names import SchedulerEntry
 
 
 @dataclass(frozen=True)

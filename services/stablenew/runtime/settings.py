@@ -124,6 +124,15 @@ def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _finite_float(env, name, default, zero_allowed=False)
+
+
+def non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of 0 or more (0 typically meaning "never wait" or "do not cache")."""
+    return _finite_float(env, name, default, zero_allowed=True)
+
+
+def _finite_float(env: Mapping[str, str], name: str, default: float, zero_allowed: bool) -> float:
     text = env.get(name, "")
     if not text:
         return default
@@ -131,8 +140,9 @@ def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{name}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: {text!r} must be a finite number greater than 0")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+        bound = "0 or more" if zero_allowed else "greater than 0"
+        raise ConfigError(f"{name}: {text!r} must be a finite number {bound}")
     return value
 
 

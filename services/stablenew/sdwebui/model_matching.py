@@ -1,9 +1,14 @@
-"""Which of the WebUI's checkpoints, VAEs, samplers and schedulers a requested name means.
+"""Which of the WebUI's checkpoints and VAEs a requested name means (samplers, schedulers and
+upscalers: names.py).
 
 A job names its model the way people do: a title with its short hash ("x.safetensors
 [6ce0161689]"), a path relative to the models folder, the file name with or without its
 extension, a hash. The WebUI lists each checkpoint under all of these; a name is matched rank by
 rank over the whole list, so the most specific form always wins.
+
+The runner resolves the names it sends with these rules; the queue (which runner can run a job)
+and the bundle (which names no connected runner offers) apply the same ones to the lists the
+runners announce.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import re
 from dataclasses import dataclass
 
 AUTOMATIC_VAE = "Automatic"
-AUTOMATIC_SCHEDULER = "automatic"
 NO_VAE = "None"
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]+\]$")
 
@@ -61,6 +65,32 @@ def find_model(entries: list[ModelEntry], name: str) -> ModelEntry | None:
     return find_model(entries, bare) if bare != wanted else None
 
 
+def closest_model(entries: list[ModelEntry], name: str) -> ModelEntry | None:
+    """The checkpoint the WebUI picks for a hires-fix or refiner checkpoint name: the one
+    `find_model` finds, else the one with the shortest title containing the name (its hash left
+    out). The WebUI refuses the request when there is none."""
+    found = find_model(entries, name)
+    if found is not None or not name.strip():
+        return found
+    part = _HASH_SUFFIX.sub("", name.strip())
+    containing = [entry for entry in entries if part in entry.title]
+    return min(containing, key=lambda entry: len(entry.title), default=None)
+
+
+def checkpoint_names(entries: list[ModelEntry]) -> frozenset[str]:
+    """Every name `find_model` knows these checkpoints by, for `has_checkpoint`."""
+    return frozenset(alias for entry in entries for alias in entry.aliases() if alias)
+
+
+def has_checkpoint(names: frozenset[str], name: str) -> bool:
+    """Whether `find_model` finds a checkpoint for `name` among the entries whose
+    `checkpoint_names` are `names`: one set lookup instead of a scan of the list."""
+    wanted = name.strip()
+    if not wanted or wanted in names:
+        return bool(wanted)
+    return wanted.endswith("]") and _HASH_SUFFIX.sub("", wanted) in names
+
+
 def queue_model_name(title: str, entries: list[ModelEntry]) -> str:
     """The checkpoint loaded under `title` as the queue names models (its model_name); derived
     from the title (no hash, no extension) when the list does not have it."""
@@ -91,32 +121,3 @@ def _basename(name: str) -> str:
 def _stem(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
-
-@dataclass(frozen=True)
-class SchedulerEntry:
-    """One scheduler as GET /sdapi/v1/schedulers lists it: "karras", labelled "Karras"."""
-
-    name: str
-    label: str
-    aliases: tuple[str, ...] = ()
-
-    def names(self) -> tuple[str, ...]:
-        """Every spelling the WebUI accepts for it."""
-        return (self.name, self.label, *self.aliases)
-
-
-def find_scheduler(entries: list[SchedulerEntry], wanted: str) -> SchedulerEntry | None:
-    """The scheduler `wanted` names (its name, label or an alias, in any case)."""
-    folded = wanted.strip().casefold()
-    return next((entry for entry in entries
-                 if folded in (name.casefold() for name in entry.names())), None)
-
-
-def split_sampler(sampler: str, entries: list[SchedulerEntry]) -> tuple[str, SchedulerEntry | None]:
-    """"DPM++ 2M Karras" -> ("DPM++ 2M", karras): the WebUI reads a scheduler written at the
-    end of a sampler name (an older way of naming both) and runs the sampler without it."""
-    for entry in entries:
-        for name in entry.names():
-            if sampler.endswith(" " + name):
-                return sampler[: -len(name) - 1], entry
-    return sampler, None
