@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck codegen-check protos clean
+.PHONY: demo test lint typecheck codegen-check test-display protos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(INSTALLED): pyproject.toml | $(PY)
 demo: $(INSTALLED)
 	$(VENV)/bin/stablenew demo
 
-test: lint typecheck codegen-check
+test: lint typecheck codegen-check test-display
 	$(PY) -m pytest
+
+# Xvfb and xdotool for the GUI tests' real window, installed when missing.
+test-display: $(INSTALLED)
+	sh scripts/ensure_test_display.sh $(PY)
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
