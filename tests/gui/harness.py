@@ -31,8 +31,10 @@ class ModelHarness:
         self.status = StatusModel()
         self.messages: list[StatusMessage] = []
         self.status.changed.connect(self.messages.append)
-        client = AsyncClient(**{f"{name}_address": address
-                                for name, address in addresses.items()}, env={})
+        client = AsyncClient(bundle_address=addresses["bundle"],
+                             queue_address=addresses["queue"],
+                             runner_address=addresses["runner"],
+                             history_address=addresses["history"], env={})
         self.backend = Backend(client, self.ui, self.connection)
         self.backend.start()
         self.context = Context(self.ui, self.backend, self.connection, self.status)
@@ -60,7 +62,8 @@ class ModelHarness:
 
 def sync_client(addresses: Mapping[str, str]) -> Client:
     """A synchronous SDK client for the test's own checks and set-up."""
-    return Client(**{f"{name}_address": address for name, address in addresses.items()},
+    return Client(bundle_address=addresses["bundle"], queue_address=addresses["queue"],
+                  runner_address=addresses["runner"], history_address=addresses["history"],
                   env={})
 
 
