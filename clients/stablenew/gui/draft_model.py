@@ -105,10 +105,8 @@ Step = Callable[[AsyncClient], Awaitable[Previewed]]
 
 
 def _row_error_text(error: RowError) -> str:
-    where = error.prompt_pack_id or "manual part"
-    row = f" row {error.row_index + 1}" if error.row_index >= 0 else " presets"
-    line = f" (line {error.line})" if error.line else ""
-    return f"{where}{row}{line}: {error.reason}: {error.message}"
+    """The service's message names the pack, the row and the line already."""
+    return f"{error.reason}: {error.message}"
 
 
 class DraftModel:

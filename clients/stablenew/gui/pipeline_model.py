@@ -7,7 +7,8 @@ in a `PipelineConfig`. So "Add to Job" sends the settings that are filled in, an
 sends them as overrides of the pack's presets. "Load pack settings" copies a pack's presets into
 the form for tuning. The seed is the exception: empty means a random seed (-1) for a manual part
 and the pack's own seed for a pack. Stage toggles replace a pack's stages only when "Use the
-pack's stages" is off (the service takes the stage set whole, see `pipeline_rules.merge_config`).
+pack's stages" is off or the pack sets no stages (the service takes the stage set whole, see
+`pipeline_rules.merge_config`).
 """
 
 from __future__ import annotations
@@ -346,12 +347,17 @@ class PipelineModel:
     def pack_parts(self) -> PackParts:
         """The pack, rows, prepend text and overrides for "Add Pack"; InvalidFormError as
         `manual_part`."""
-        settings, errors = self._settings(include_stages=not self.use_pack_stages)
-        if self.pack is None:
+        pack = self.pack
+        # A pack whose presets enable no stage runs with the form's stages.
+        own_stages = pack is not None and any(read_setting(pack.defaults, spec.key)
+                                              for spec in FIELDS if spec.section == STAGES)
+        settings, errors = self._settings(include_stages=not (self.use_pack_stages
+                                                              and own_stages))
+        if pack is None:
             errors["pack"] = "pick a pack first"
         self._checked(errors)
-        assert self.pack is not None  # checked above
-        return PackParts(self.pack.pack_id, list(self.selected_rows), self.prepend,
+        assert pack is not None  # _checked raised otherwise
+        return PackParts(pack.pack_id, list(self.selected_rows), self.prepend,
                          nested(settings))
 
 
