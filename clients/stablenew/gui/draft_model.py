@@ -101,7 +101,9 @@ async def _open_draft(client: AsyncClient, memory: DraftMemory) -> Previewed:
                          f"Started a new draft {short_id(draft.draft_id)}")
 
 
-Step = Callable[[AsyncClient], Awaitable[Previewed]]
+# A step of the draft's work: given the client and the draft id (read on the UI thread when
+# the step starts), it changes or reads the draft and returns its preview.
+Step = Callable[[AsyncClient, str], Awaitable[Previewed]]
 
 
 def _row_error_text(error: RowError) -> str:
@@ -126,7 +128,7 @@ class DraftModel:
         self.jobs: list[NormalizedJob] = []
         self.busy = False
         self._rest: AsyncIterator[NormalizedJob] | None = None
-        self._steps: deque[tuple[str, Step]] = deque()
+        self._steps: deque[tuple[str, Step, bool]] = deque()
         self.changed: Signal[None] = Signal()
         context.connection.restored_signal.connect(self._on_restored)
 
@@ -134,10 +136,13 @@ class DraftModel:
 
     def start(self) -> None:
         """Open the window's draft and preview it."""
-        self._run("Opening the draft", lambda client: _open_draft(client, self._memory))
+        self._run("Opening the draft", self._open, needs_draft=False)
 
-    def _run(self, action: str, step: Step) -> None:
-        self._steps.append((action, step))
+    def _open(self, client: AsyncClient, _: str) -> Awaitable[Previewed]:
+        return _open_draft(client, self._memory)
+
+    def _run(self, action: str, step: Step, needs_draft: bool = True) -> None:
+        self._steps.append((action, step, needs_draft))
         if not self.busy:
             self._next()
 
@@ -146,9 +151,15 @@ class DraftModel:
         self.changed.emit(None)
         if not self._steps:
             return
-        action, step = self._steps.popleft()
-        self._context.backend.call("bundle", step, self._previewed,
-                                   lambda error: self._failed(action, error))
+        action, step, needs_draft = self._steps.popleft()
+        draft_id = self.draft_id
+        if needs_draft and not draft_id:
+            self._context.status.error(action, "the draft is not open (is the bundle service "
+                                       "reachable?)")
+            self._next()
+            return
+        self._context.backend.call("bundle", lambda client: step(client, draft_id),
+                                   self._previewed, lambda error: self._failed(action, error))
 
     def _previewed(self, result: Previewed) -> None:
         # Steps run one at a time, so each result is the newest state of the draft.
@@ -165,8 +176,7 @@ class DraftModel:
         if isinstance(error, DraftNotFoundError):
             self._context.status.error(action, "the draft is gone; started a new one")
             self._steps.clear()
-            self._steps.append(("Opening the draft",
-                                lambda client: _open_draft(client, self._memory)))
+            self._steps.append(("Opening the draft", self._open, False))
         elif not is_connection_lost(error) or self.draft_id:
             self._context.status.error(action, error)
         self._next()
@@ -178,13 +188,9 @@ class DraftModel:
     def _change(self, action: str, change: Callable[[AsyncClient, str], Awaitable[object]],
                 message: str) -> None:
         """A change of the draft, then its preview."""
-        async def step(client: AsyncClient) -> Previewed:
-            await change(client, self.draft_id)
-            return await preview(client, self.draft_id, message)
-        if not self.draft_id:
-            self._context.status.error(action, "the draft is not open yet (is the bundle "
-                                       "service reachable?)")
-            return
+        async def step(client: AsyncClient, draft_id: str) -> Previewed:
+            await change(client, draft_id)
+            return await preview(client, draft_id, message)
         self._run(action, step)
 
     # --- actions --------------------------------------------------------------------------
@@ -219,13 +225,13 @@ class DraftModel:
         revision = self.revision
         source = JobSource.RUN_NOW if run_mode == RunMode.DIRECT else JobSource.ADD_TO_QUEUE
 
-        async def step(client: AsyncClient) -> Previewed:
+        async def step(client: AsyncClient, draft_id: str) -> Previewed:
             job = await client.drafts.enqueue(
-                self.draft_id, run_mode=run_mode, label=label, expected_revision=revision,
+                draft_id, run_mode=run_mode, label=label, expected_revision=revision,
                 source=source)
             message = (f"Queued job {short_id(job.job_id)}: {job.entry_count} jobs, "
                        f"{job.estimated_images} images, position {job.queue_position + 1}")
-            return await preview(client, self.draft_id, message)
+            return await preview(client, draft_id, message)
         self._run(self._action(run_mode), step)
 
     @staticmethod
@@ -238,9 +244,9 @@ class DraftModel:
         if rest is None or summary is None or self.busy:
             return
         self._rest = None
-        revision, draft_id, jobs = self.revision, self.draft_id, self.jobs
+        revision, jobs = self.revision, self.jobs
 
-        async def step(client: AsyncClient) -> Previewed:
+        async def step(client: AsyncClient, draft_id: str) -> Previewed:
             try:
                 more, ended = await take(rest, PAGE_SIZE)
             except InvalidPageTokenError:  # the draft changed since: preview it again
