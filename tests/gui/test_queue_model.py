@@ -16,7 +16,7 @@ from stablenew.gui.queue_model import QueueModel
 from stablenew.gui.running_model import RunningModel
 from stablenew.sdk import Client, JobEvent, JobState, MovePosition, RunMode
 from stablenew.sdk.types import read_event
-from stablenew.v1 import job_pb2
+from stablenew.v1 import job_pb2, queue_service_pb2
 from tests.bundle_service.harness import unique
 from tests.gui.harness import ModelHarness
 from tests.queue.harness import QueueHarness
@@ -84,7 +84,7 @@ def test_pause_and_resume_come_back_through_the_stream(models: ModelHarness,
 
 def test_a_refused_control_says_why(models: ModelHarness, queue: QueueModel) -> None:
     queue.move("no-such-job", MovePosition.UP)
-    models.settle(lambda: models.errors(), "the refusal")
+    models.settle(models.errors, "the refusal")
     assert "NOT_FOUND JOB_NOT_FOUND" in models.errors()[-1]
 
 
@@ -154,23 +154,14 @@ def test_the_window_catches_up_after_the_queue_was_gone(tmp_path: Path, stack: S
         server.start()
         # Changes the window has not seen yet: it must replay them from its last event.
         after = server.submit(label="after").job_id
-        server.stub.CancelJob(job_pb2_cancel(before), timeout=10)
+        server.stub.CancelJob(queue_service_pb2.CancelJobRequest(job_id=before), timeout=10)
         models.settle(lambda: queue.order == [after] and not models.connection.is_lost("queue"),
                       "the window to catch up")
         assert models.connection.banner() == ""
-        state = server.stub.GetQueueState(queue_state_request(), timeout=10).state
+        state = server.stub.GetQueueState(queue_service_pb2.GetQueueStateRequest(),
+                                          timeout=10).state
         models.settle(lambda: queue.last_sequence == state.last_sequence, "every event")
     finally:
         queue.stop()
         models.close()
         server.stop()
-
-
-def job_pb2_cancel(job_id: str) -> object:
-    from stablenew.v1 import queue_service_pb2
-    return queue_service_pb2.CancelJobRequest(job_id=job_id)
-
-
-def queue_state_request() -> object:
-    from stablenew.v1 import queue_service_pb2
-    return queue_service_pb2.GetQueueStateRequest()
