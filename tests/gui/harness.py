@@ -4,15 +4,20 @@ on them against real services."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
+
+from google.protobuf import json_format
 
 from stablenew.gui.backend import Backend
 from stablenew.gui.connection_model import ConnectionModel
 from stablenew.gui.context import Context, Level, StatusMessage, StatusModel
 from stablenew.gui.dispatch import UiQueue
 from stablenew.sdk import AsyncClient, Client
+from stablenew.v1 import history_service_pb2, job_pb2, pipeline_pb2
 from tests.service_harness import wait_for
 
 T = TypeVar("T")
@@ -72,3 +77,36 @@ def write_text_pack(packs_dir: Path, pack_id: str, rows: list[str]) -> Path:
     path = packs_dir / f"{pack_id}.txt"
     path.write_text("\n\n".join(rows) + "\n", encoding="utf-8")
     return path
+
+
+def import_jobs(client: Client, path: Path, jobs: list[job_pb2.Job]) -> None:
+    """Put finished jobs into the history through its import (a file of ImportedJob lines,
+    each with its state changes), as the SDK's export writes them."""
+    with path.open("w", encoding="utf-8") as out:
+        for job in jobs:
+            record = history_service_pb2.ImportedJob(job=job, transitions=[
+                job_pb2.JobTransition(from_state=job_pb2.JOB_STATE_QUEUED,
+                                      to_state=job_pb2.JOB_STATE_RUNNING, time=job.start_time),
+                job_pb2.JobTransition(from_state=job_pb2.JOB_STATE_RUNNING, to_state=job.state,
+                                      time=job.complete_time)])
+            line = json_format.MessageToDict(record, preserving_proto_field_name=True)
+            out.write(json.dumps(line) + "\n")
+    client.history.import_(path)
+
+
+def finished_job(job_id: str, minute: int, label: str,
+                 state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_COMPLETED,
+                 pack: str = "") -> job_pb2.Job:
+    """A finished job created `minute` minutes after a fixed moment (a pack job when `pack`)."""
+    created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
+    job = job_pb2.Job(
+        job_id=job_id, state=state, label=label, entry_count=1, estimated_images=1,
+        stage_count=1, payload_summary=f"1 entry, 1 images: {label} (txt2img)",
+        origin=job_pb2.JobOrigin(
+            run_mode=job_pb2.RUN_MODE_QUEUE, source=job_pb2.JOB_SOURCE_ADD_TO_QUEUE,
+            prompt_source=(pipeline_pb2.PROMPT_SOURCE_PACK if pack
+                           else pipeline_pb2.PROMPT_SOURCE_MANUAL), prompt_pack_id=pack))
+    job.create_time.FromDatetime(created)
+    job.start_time.FromDatetime(created + timedelta(seconds=1))
+    job.complete_time.FromDatetime(created + timedelta(seconds=3))
+    return job
