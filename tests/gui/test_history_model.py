@@ -123,7 +123,7 @@ def test_the_selected_job_its_images_and_the_actions(
     assert len(retried) == 1
 
     history.open_folder()
-    folder = models.settle(lambda: opened and opened[0], "the image folder")
+    folder = models.settle(lambda: opened[0] if opened else None, "the image folder")
     assert sorted(path.name for path in folder.glob("*.png")) == sorted(
         r.images[0].path.rsplit("/", 1)[-1] for r in job.results)
 
