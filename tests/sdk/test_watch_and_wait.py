@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,11 @@ def test_a_watch_survives_a_killed_and_restarted_queue(kind: str, tmp_path: Path
             queue.stop()
 
 
+def _any_of(sequences: list[int], failure: list[StableNewError], count: int) -> bool:
+    """The watcher received `count` events, or failed."""
+    return len(sequences) >= count or bool(failure)
+
+
 def _resumed(client: Any) -> bool:
     """Resume the queue; False while this client's channel has not reconnected yet."""
     try:
@@ -174,7 +180,7 @@ def _watch_across_restarts(client: Any, queue: QueueProcess) -> None:
         client.queue.pause()
         client.queue.resume()
         client.queue.pause()
-        wait_for(lambda r=round_: len(sequences) >= 3 * r + 1 or failure, "live events")
+        wait_for(partial(_any_of, sequences, failure, 3 * round_ + 1), "live events")
         queue.kill()
         queue.start()
         wait_for(lambda: _resumed(client), "the client to reach the restarted queue")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from stablenew.cli import local, up_command
-from stablenew.cli.output import CliError
+from stablenew.cli.output import EXIT_OK, CliError
 from stablenew.cli.watch_command import follow, report
 from stablenew.cli.watch_display import LinesDisplay
 from stablenew.sdk import Client, JobNotFoundError
@@ -58,30 +58,46 @@ def run(args: argparse.Namespace) -> int:
     env = _environment(data_dir)
     deployment = up_command.plan(env, data_dir)
     print(f"StableNew demo in {data_dir}")
-    with (up_command.services_running(deployment, env, up_command.READY_SECONDS),
-          Client(env=env) as client):
-        up_command.print_deployment(deployment)
-        code = _run_pack(client, args.pack)
-        if args.keep_running:
-            print("services keep running; Ctrl-C stops them", flush=True)
-            while True:
-                time.sleep(3600)
+    try:
+        with (up_command.stop_signals(),
+              up_command.services_running(deployment, env, up_command.READY_SECONDS),
+              Client(env=env) as client):
+            up_command.print_deployment(deployment)
+            code, job_id = _run_pack(client, args.pack)
+            _print_locations(data_dir, job_id)
+            if args.keep_running:
+                print("services keep running; Ctrl-C stops them", flush=True)
+                while True:
+                    time.sleep(3600)
+    except up_command.StopRequestedError:
+        return EXIT_OK
     return code
 
 
-def _run_pack(client: Client, pack_id: str) -> int:
+def _run_pack(client: Client, pack_id: str) -> tuple[int, str]:
     draft = client.drafts.create(f"demo: {pack_id}")
     draft = client.drafts.add_pack(draft.draft_id, pack_id)
     preview = client.drafts.preview(draft.draft_id)
     summary = preview.summary
     print(f"draft: {summary.job_count} jobs, {summary.estimated_images} images, "
           f"{summary.stage_summary}; first prompt: {summary.positive_preview}")
+    start = client.queue.state().last_sequence
     job = client.drafts.enqueue(draft.draft_id, expected_revision=preview.draft_revision,
                                 request_id=f"demo/{draft.draft_id}")
     print(f"queued job {job.job_id} ({summary.job_count} previewed = {job.entry_count} queued)")
-    code = report(follow(client, job.job_id, LinesDisplay()), json_output=False)
+    code = report(follow(client, job.job_id, LinesDisplay(), start), json_output=False)
     _print_history(client, job.job_id)
-    return code
+    return code, job.job_id
+
+
+def _print_locations(data_dir: Path, job_id: str) -> None:
+    folders = sorted((data_dir / "images").glob(f"*/{job_id}"))
+    print()
+    print(f"Images:  {folders[0] if folders else data_dir / 'images'}")
+    if folders:
+        print(f"         (manifest: {folders[0] / 'manifest.json'})")
+    print(f"History: {data_dir / 'history.sqlite3'} (or: stablenew history list, with the "
+          "addresses above)")
 
 
 def _print_history(client: Client, job_id: str) -> None:

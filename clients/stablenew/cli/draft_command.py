@@ -21,6 +21,7 @@ from stablenew.sdk import (
     DraftNotFoundError,
     Job,
     JobPart,
+    JobSource,
     NormalizedJob,
     Priority,
     PromptSource,
@@ -288,15 +289,17 @@ def run_clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def enqueue(client: Client, draft_id: str, args: argparse.Namespace) -> Job:
-    """Queue the draft as the options say; row errors refuse it unless --skip-bad-rows."""
+def enqueue(client: Client, draft_id: str, args: argparse.Namespace,
+            source: JobSource | None = None) -> Job:
+    """Queue the draft as the options say (`source`: the user action recorded, by default
+    from the run mode); row errors refuse it unless --skip-bad-rows."""
     if args.skip_bad_rows:
         _report_row_errors(client.drafts.get(draft_id), loud=False)
     try:
         return client.drafts.enqueue(
             draft_id, run_mode=RunMode.DIRECT if args.run_now else RunMode.QUEUE,
             priority=Priority[args.priority.upper()], label=args.label,
-            skip_bad_rows=args.skip_bad_rows)
+            skip_bad_rows=args.skip_bad_rows, source=None if args.run_now else source)
     except RowErrorsError as error:
         rows = "; ".join(text.row_error(row) for row in error.row_errors)
         raise CliError(f"draft {draft_id} not queued: {len(error.row_errors)} row(s) make no "

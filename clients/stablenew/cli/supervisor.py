@@ -96,7 +96,7 @@ class Supervisor:
         """SIGTERM to every child, the last started first; SIGKILL for any still running
         after STOP_SECONDS. Further signals to this process wait until it is done."""
         previous = {number: signal.signal(number, signal.SIG_IGN)
-                    for number in (signal.SIGINT, signal.SIGTERM)}
+                    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             for child in reversed(self.children):
                 if child.process.poll() is None:

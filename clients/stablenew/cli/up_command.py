@@ -80,6 +80,21 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise StopRequestedError(signal.Signals(signum).name)
 
 
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """For the block: SIGTERM and SIGHUP raise StopRequestedError, SIGINT KeyboardInterrupt
+    (set explicitly: a shell that starts a command in the background hands it SIGINT
+    ignored)."""
+    handlers = {signal.SIGTERM: _raise_stop, signal.SIGHUP: _raise_stop,
+                signal.SIGINT: signal.default_int_handler}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def plan(env: dict[str, str], data_dir: Path) -> Deployment:
     """Decide the WebUI and complete `env` (for the children) with the data directory and, when
     the emulator runs, the runner's STABLENEW_WEBUI_URL."""
@@ -95,10 +110,13 @@ def plan(env: dict[str, str], data_dir: Path) -> Deployment:
 
 def webui_answers(url: str) -> bool:
     """Whether a Stable Diffusion WebUI (or an emulator) answers its API at `url`."""
-    try:
-        reply = requests.get(f"{url.rstrip('/')}/sdapi/v1/options", timeout=WEBUI_PROBE_SECONDS)
-    except requests.RequestException:
-        return False
+    with requests.Session() as session:
+        session.trust_env = False  # ask the URL itself, never through a proxy
+        try:
+            reply = session.get(f"{url.rstrip('/')}/sdapi/v1/options",
+                                timeout=WEBUI_PROBE_SECONDS)
+        except requests.RequestException:
+            return False
     return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth
 
 
@@ -137,10 +155,8 @@ def run(args: argparse.Namespace) -> int:
     """Start, report, and supervise until a signal or a child's exit."""
     env = dict(os.environ)
     deployment = plan(env, local.data_dir(env, args.data_dir))
-    previous = {number: signal.signal(number, _raise_stop)
-                for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        with services_running(deployment, env, args.timeout) as supervisor:
+        with stop_signals(), services_running(deployment, env, args.timeout) as supervisor:
             if args.json:
                 print_json(deployment.describe())
             else:
@@ -158,6 +174,3 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

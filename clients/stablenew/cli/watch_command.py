@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from stablenew.cli import draft_command, overrides, text
 from stablenew.cli.output import EXIT_FAILED, EXIT_OK, print_json
 from stablenew.cli.watch_display import Display, display_for
-from stablenew.sdk import Client, Job, JobState
+from stablenew.sdk import Client, Job, JobNotFoundError, JobSource, JobState
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,12 +45,33 @@ def job_exit_code(job: Job) -> int:
     return EXIT_OK if job.state == JobState.COMPLETED else EXIT_FAILED
 
 
-def follow(client: Client, job_id: str, display: Display) -> Job:
-    """Show the job's events until it ends; the finished job (full)."""
+def current(client: Client, job_id: str) -> Job:
+    """The job, full: from the queue, or from the history once the queue has let it go."""
     try:
-        return client.wait(job_id, on_event=display.event, reconnect_for=None)
+        return client.queue.get(job_id)
+    except JobNotFoundError:
+        return client.history.get(job_id).job
+
+
+def follow(client: Client, job_id: str, display: Display,
+           after_sequence: int | None = None) -> Job:
+    """Show the job's events until it ends; the finished job (full). Without
+    `after_sequence`, from now on, after showing where the job stands."""
+    try:
+        if after_sequence is None:
+            after_sequence = client.queue.state().last_sequence
+            job = current(client, job_id)
+            if job.state.is_terminal:
+                return job
+            display.running(job)
+        for event in client.watch(after_sequence=after_sequence, job_ids=[job_id],
+                                  reconnect_for=None):
+            display.event(event)
+            if event.state_changed is not None and event.state_changed.to_state.is_terminal:
+                break
     finally:
         display.close()
+    return current(client, job_id)
 
 
 def report(job: Job, json_output: bool) -> int:
@@ -62,7 +83,7 @@ def report(job: Job, json_output: bool) -> int:
     folders = sorted({str(PurePosixPath(path).parent) for path in images})
     done = sum(1 for result in job.results if result.status.name == "COMPLETED")
     print(f"job {job.job_id} {text.name(job.state)}: {done}/{job.entry_count} entries, "
-          f"{len(images)} images" + (f" in {', '.join(folders)} (under the runner's output "
+          f"{len(images)} image files" + (f" in {', '.join(folders)} (under the runner's output "
                                      "directory)" if folders else ""))
     for result in job.results:
         if result.error_message:
@@ -95,9 +116,10 @@ def run_pack(args: argparse.Namespace) -> int:
     """Draft, enqueue and, with --wait, watch."""
     settings = overrides.parse(args.settings) or None
     with Client() as client:
+        start = client.queue.state().last_sequence  # the job's every event is watched
         draft = client.drafts.create(f"run {args.pack}")
         client.drafts.add_pack(draft.draft_id, args.pack, args.rows, args.prepend, settings)
-        job = draft_command.enqueue(client, draft.draft_id, args)
+        job = draft_command.enqueue(client, draft.draft_id, args, JobSource.RUN)
         if not args.wait:
             if args.json:
                 print_json({"job": job})
@@ -106,4 +128,4 @@ def run_pack(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.json:
             print(draft_command.describe_queued(job), flush=True)
-        return report(follow(client, job.job_id, display_for(args.json)), args.json)
+        return report(follow(client, job.job_id, display_for(args.json), start), args.json)

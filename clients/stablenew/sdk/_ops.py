@@ -79,18 +79,26 @@ LONGEST_RETRY_SECONDS = 2.0
 PathOrFile = str | os.PathLike[str] | IO[str]
 
 
-def next_item(flow: Flow[T]) -> Op[tuple[bool, T | None]]:
-    """Run a flow inside an operation up to its next item: (True, item), or (False, None) when
-    the flow ended. Failed calls are passed on to the flow, which may handle them."""
+class Ended:
+    """What `next_item` answers once a flow has no more items."""
+
+
+ENDED = Ended()
+
+
+def next_item(flow: Flow[T]) -> Op[T | Ended]:
+    """Run a flow inside an operation up to its next item, or ENDED. Failed calls are passed
+    on to the flow, which may handle them."""
     answer: Any = None
     error: StableNewError | None = None
     while True:
         try:
             command = flow.send(answer) if error is None else flow.throw(error)
         except StopIteration:
-            return False, None
+            return ENDED
         if isinstance(command, Emit):
-            return True, command.value
+            value: T = command.value
+            return value
         try:
             answer, error = (yield command), None
         except StableNewError as failure:
@@ -101,10 +109,10 @@ def collect(flow: Flow[T]) -> Op[list[T]]:
     """Every item of a flow, as a list."""
     items: list[T] = []
     while True:
-        found, item = yield from next_item(flow)
-        if not found:
+        item = yield from next_item(flow)
+        if isinstance(item, Ended):
             return items
-        items.append(item)  # type: ignore[arg-type]
+        items.append(item)
 
 
 def pages(service: str, method: str, request: Any,
@@ -213,6 +221,8 @@ def preview_jobs(draft_id: str, page_size: int, first: Any) -> Flow[NormalizedJo
 def enqueue(draft_id: str, run_mode: Any, priority: Any, label: str,
             expected_revision: int | None, skip_bad_rows: bool, request_id: str,
             source: Any) -> Op[Job]:
+    """EnqueueDraft; unless `skip_bad_rows`, first refuse a draft with row errors and pin the
+    revision that was checked."""
     request = bundle_pb.EnqueueDraftRequest(
         draft_id=draft_id, run_mode=requests.number(RunMode, run_mode, "run_mode"),
         priority=requests.number(Priority, priority, "priority"), label=label,
@@ -312,11 +322,11 @@ def _job_filter(filters: dict[str, Any]) -> tuple[Any, str | None]:
 def _labelled(items: Flow[T], label: str | None, job_of: Callable[[T], Job]) -> Flow[T]:
     """The items whose job has exactly `label` (all of them when None)."""
     while True:
-        found, item = yield from next_item(items)
-        if not found:
+        item = yield from next_item(items)
+        if isinstance(item, Ended):
             return
-        if label is None or job_of(item).label == label:  # type: ignore[arg-type]
-            yield Emit(item)  # type: ignore[arg-type]
+        if label is None or job_of(item).label == label:
+            yield Emit(item)
 
 
 def list_history(filters: dict[str, Any], view: Any, page_size: int) -> Flow[Job]:
@@ -342,8 +352,8 @@ def latest(filters: dict[str, Any]) -> Op[Job]:
         reply = yield Unary("history", "GetLatestJob",
                             history_pb.GetLatestJobRequest(filter=job_filter))
         return read(Job, reply.job)
-    found, newest = yield from next_item(list_history(filters, JobView.BASIC, 1))
-    if not found or newest is None:
+    newest = yield from next_item(list_history(filters, JobView.BASIC, 1))
+    if isinstance(newest, Ended):
         raise JobNotFoundError.local(f"no job in the history has the label {label!r}",
                                      "JOB_NOT_FOUND")
     record = yield from history_record(newest.job_id)
@@ -402,8 +412,8 @@ def export(destination: PathOrFile, filters: dict[str, Any]) -> Op[int]:
     with _open_text(destination, "w") as out:
         count = 0
         while True:
-            found, record = yield from next_item(records)
-            if not found or record is None:
+            record = yield from next_item(records)
+            if isinstance(record, Ended):
                 return count
             line = json_format.MessageToDict(record.proto, preserving_proto_field_name=True)
             out.write(json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n")
@@ -533,8 +543,8 @@ def save_image(path: str, destination: str | os.PathLike[str], chunk_size: int,
         with partial.open("wb") as out:
             chunks = image_chunks(path, chunk_size, address)
             while True:
-                found, chunk = yield from next_item(chunks)
-                if not found or chunk is None:
+                chunk = yield from next_item(chunks)
+                if isinstance(chunk, Ended):
                     break
                 out.write(chunk)
                 digest.update(chunk)
@@ -591,10 +601,10 @@ def watch(after_sequence: int, job_ids: Sequence[str], exclude_progress: bool,
         failures += 1
 
 
-def job_record(job_id: str) -> Op[Job]:
-    """The full job: from the queue, or from the history once the queue has let it go."""
+def job_record(job_id: str, view: JobView = JobView.FULL) -> Op[Job]:
+    """The job from the queue, or (full) from the history once the queue has let it go."""
     try:
-        return (yield from get_job(job_id, JobView.FULL))
+        return (yield from get_job(job_id, view))
     except JobNotFoundError:
         record = yield from history_record(job_id)
         return record.job
@@ -607,15 +617,15 @@ def wait(job_id: str, on_progress: Callable[[JobProgress], Any] | None,
     deadline = None if timeout is None else time.monotonic() + timeout
     # The sequence first, then the job: an event between the two is watched, not missed.
     state = yield from queue_state("GetQueueState")
-    job = yield from job_record(job_id)
+    job = yield from job_record(job_id, JobView.BASIC)
     if job.state.is_terminal:
-        return job
+        return (yield from job_record(job_id))
     events = watch(state.last_sequence, [job_id], on_progress is None and on_event is None,
                    reconnect_for, deadline)
     try:
         while True:
-            _, event = yield from next_item(events)
-            assert event is not None  # a watch never ends by itself
+            event = yield from next_item(events)
+            assert not isinstance(event, Ended)  # a watch ends only by raising
             if on_event is not None:
                 yield Notify(on_event, event)
             if on_progress is not None and event.progress is not None:

@@ -1,0 +1,109 @@
+"""Every way a command fails that is not the job's fault: a dead service (exit 3), a wrong or
+missing token and bad configuration (exit 2), Ctrl-C (exit 130); always one line, never a
+traceback."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.cli_result import SCENES, Result
+from tests.cli.up_process import UpProcess, clean_environment, run_cli, stablenew_command
+from tests.queue.harness import QueueHarness
+from tests.queue.processes import free_port
+from tests.service_harness import wait_for
+
+RunCli = Callable[..., Result]
+
+# One command per service it needs; each must say UNAVAILABLE and exit 3 when it is down.
+NEEDS: dict[str, list[tuple[str, ...]]] = {
+    "bundle": [("packs", "list"), ("draft", "add-pack", SCENES), ("draft", "new")],
+    "queue": [("queue", "list"), ("queue", "pause"), ("queue", "cancel", "j"),
+              ("queue", "retry", "j"), ("queue", "runners"), ("watch", "j"), ("watch",)],
+    "history": [("history", "list"), ("history", "show", "j"), ("history", "events", "j"),
+                ("history", "bookmark", "j"), ("history", "prune", "--dry-run")],
+    "runner": [("runner", "status"), ("runner", "capabilities")],
+}
+CASES = [(service, command) for service, commands in NEEDS.items() for command in commands]
+
+
+@pytest.mark.parametrize(("service", "command"), CASES,
+                         ids=[f"{service}-{'-'.join(command)}" for service, command in CASES])
+def test_a_dead_service_is_exit_3(cli: RunCli, service: str, command: tuple[str, ...]) -> None:
+    dead = {f"STABLENEW_{service.upper()}_ADDR": f"127.0.0.1:{free_port()}"}
+    cli(*command, **dead).fails(3, "UNAVAILABLE")
+
+
+@pytest.fixture(scope="module")
+def guarded_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueHarness]:
+    """A queue that wants the bearer token "right-token"."""
+    queue = QueueHarness(tmp_path_factory.mktemp("token-queue"),
+                         {"STABLENEW_TOKEN": "right-token"})
+    with queue.running():
+        yield queue
+
+
+@pytest.mark.parametrize("token", ["wrong-token", ""])
+def test_a_wrong_or_missing_token_is_exit_2(cli: RunCli, guarded_queue: QueueHarness,
+                                            token: str) -> None:
+    line = cli("queue", "list", STABLENEW_QUEUE_ADDR=guarded_queue.address,
+               STABLENEW_TOKEN=token).fails(2, "UNAUTHENTICATED")
+    assert "right-token" not in line and (not token or token not in line)
+
+
+def test_the_right_token_passes(cli: RunCli, guarded_queue: QueueHarness) -> None:
+    listed = cli("queue", "list", STABLENEW_QUEUE_ADDR=guarded_queue.address,
+                 STABLENEW_TOKEN="right-token").ok()
+    assert listed.out.startswith("queue running: no jobs")
+    # Health needs no token, so probes work without credentials.
+    cli("health", "queue", STABLENEW_QUEUE_ADDR=guarded_queue.address).ok()
+
+
+@pytest.mark.parametrize(("variable", "value", "words"), [
+    ("STABLENEW_QUEUE_ADDR", "nonsense", ("STABLENEW_QUEUE_ADDR", "'nonsense'")),
+    ("STABLENEW_BUNDLE_ADDR", "127.0.0.1:notaport", ("STABLENEW_BUNDLE_ADDR",)),
+    ("STABLENEW_TLS_CERT", "/no/such/cert.pem", ("STABLENEW_TLS_CERT", "cert.pem")),
+    ("STABLENEW_MAX_MESSAGE_BYTES", "lots", ("STABLENEW_MAX_MESSAGE_BYTES",)),
+])
+def test_bad_configuration_is_exit_2(cli: RunCli, variable: str, value: str,
+                                     words: tuple[str, ...]) -> None:
+    for command in (("queue", "list"), ("packs", "list"), ("history", "list"), ("health",)):
+        cli(*command, **{variable: value}).fails(2, "configuration error", *words)
+
+
+def test_a_failure_in_a_real_process_is_one_line(tmp_path: Path) -> None:
+    done = run_cli("queue", "list", env={"STABLENEW_QUEUE_ADDR": f"127.0.0.1:{free_port()}"},
+                   cwd=tmp_path)
+    assert done.returncode == 3, done
+    assert "Traceback" not in done.stderr + done.stdout
+    ours = [line for line in done.stderr.splitlines() if line.startswith("stablenew: ")]
+    assert len(ours) == 1 and "UNAVAILABLE" in ours[0], done.stderr
+
+
+def test_ctrl_c_is_exit_130(system: UpProcess, tmp_path: Path) -> None:
+    """`watch --json` as a separate process: it prints the events it sees; Ctrl-C ends it."""
+    out = tmp_path / "watch.out"
+    with out.open("wb") as sink:
+        watch = subprocess.Popen([*stablenew_command(), "watch", "--json"], stdout=sink,
+                                 stderr=subprocess.PIPE, cwd=tmp_path,
+                                 env=clean_environment() | system.client_env())
+    try:
+        # Pause and resume until the watch shows it is following (an event printed).
+        def watching() -> bool:
+            run_cli("queue", "pause", env=system.client_env(), cwd=tmp_path)
+            run_cli("queue", "resume", env=system.client_env(), cwd=tmp_path)
+            return "queue_resumed" in out.read_text()
+
+        wait_for(watching, "the watch to print an event", interval=0.2)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == 130, err
+    assert b"Traceback" not in err

@@ -1,0 +1,78 @@
+"""`stablenew queue ...`: list, pause/resume, cancel, move, retry, runners."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.cli.cli_result import SCENES, Result
+
+RunCli = Callable[..., Result]
+
+
+def enqueue(cli: RunCli, *options: str) -> str:
+    """A new job of the scenes pack (through a fresh draft); its id."""
+    draft = cli("draft", "new").ok().out.strip()
+    cli("draft", "add-pack", SCENES, "--draft", draft).ok()
+    job_id: str = cli("draft", "enqueue", "--draft", draft, "--json", *options).ok().json()[
+        "job"]["job_id"]
+    return job_id
+
+
+def order(cli: RunCli) -> list[str]:
+    return [job["job_id"] for job in cli("queue", "list", "--json").ok().json()["jobs"]]
+
+
+def test_pause_list_move_and_resume(cli: RunCli, paused: None) -> None:
+    first, second, third = (enqueue(cli, "--label", f"job {n}") for n in (1, 2, 3))
+    listed = cli("queue", "list").ok()
+    assert listed.out.startswith("queue PAUSED: 3 queued")
+    rows = listed.out.splitlines()[2:]
+    assert [row.split()[:3] for row in rows] == [["0", first, "queued"], ["1", second, "queued"],
+                                                 ["2", third, "queued"]]
+    moved = cli("queue", "move", third, "front").ok()
+    assert moved.out == f"job {third} moved front: queued, position 0\n"
+    assert order(cli) == [third, first, second]
+    cli("queue", "move", third, "down").ok()
+    cli("queue", "move", second, "up").ok()
+    assert order(cli) == [first, second, third]
+    assert cli("queue", "move", first, "back", "--json").ok().json()["job"][
+        "queue_position"] == 2
+    state = cli("queue", "list", "--json").ok().json()["state"]
+    assert state["paused"] is True
+    assert "queue running" in cli("queue", "resume").ok().out
+    assert "queue PAUSED" in cli("queue", "pause").ok().out
+
+
+def test_cancel_a_queued_job_and_refusals(cli: RunCli, paused: None) -> None:
+    job_id = enqueue(cli)
+    kept = cli("queue", "cancel", job_id, "--return").ok()  # a queued job stays queued
+    assert kept.out == f"job {job_id} cancelled: queued, position 0\n"
+    cancelled = cli("queue", "cancel", job_id).ok()
+    assert cancelled.out.startswith(f"job {job_id} cancelled: cancelled")
+    assert order(cli) == []
+    cli("queue", "cancel", job_id).fails(2, "ILLEGAL_TRANSITION")
+    cli("queue", "move", job_id, "front").fails(2, "ILLEGAL_TRANSITION")
+    cli("queue", "cancel", "no-such-job").fails(2, "JOB_NOT_FOUND")
+    cli("queue", "move", "no-such-job", "up").fails(2, "JOB_NOT_FOUND")
+    cli("queue", "move", job_id, "sideways").fails(2, "invalid choice", "sideways")
+    cli("queue", "retry", "no-such-job").fails(2, "JOB_NOT_FOUND")
+
+
+def test_retry_a_finished_job(cli: RunCli, paused: None) -> None:
+    job_id = enqueue(cli)
+    cli("queue", "retry", job_id).fails(2, "ILLEGAL_TRANSITION")  # not finished yet
+    cli("queue", "cancel", job_id).ok()
+    retried = cli("queue", "retry", job_id, "--json").ok().json()["job"]
+    assert retried["state"] == "JOB_STATE_QUEUED"
+    assert retried["origin"]["retry_of_job_id"] == job_id
+    text = cli("queue", "retry", job_id).ok().out
+    assert text.startswith("job ") and f"(a retry of {job_id})" in text
+
+
+def test_runners(cli: RunCli) -> None:
+    runners = cli("queue", "runners", "--json").ok().json()["runners"]
+    assert len(runners) == 1
+    runner_id = runners[0]["info"]["runner_id"]
+    listed = cli("queue", "runners").ok()
+    assert listed.out.splitlines()[0].split()[:2] == ["RUNNER", "ADDRESS"]
+    assert runner_id in listed.out
