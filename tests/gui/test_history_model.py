@@ -111,7 +111,8 @@ def test_the_selected_job_its_images_and_the_actions(
     history.toggle_bookmark()
     models.settle(lambda: history.rows()[0].values[0].startswith("★ "), "the bookmark")
     history.set_label(f"{label} keeper")
-    models.settle(lambda: history.rows()[0].values[-1] == f"{label} keeper", "the label")
+    models.settle(lambda: history.jobs[0].label == f"{label} keeper", "the label")
+    models.settle(lambda: f"label '{label} keeper'" in history.details(), "the label shown")
     assert client.history.get(job.job_id).job.bookmarked
 
     history.retry(failed_only=True)

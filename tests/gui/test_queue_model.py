@@ -69,6 +69,19 @@ def test_the_list_follows_the_queue_in_run_order(models: ModelHarness, queue: Qu
     assert rows[0].values[0] == "1" and rows[0].tag in ("queued", "running")
 
 
+def test_a_burst_of_submissions_ends_in_the_queue_s_order(
+        models: ModelHarness, queue: QueueModel, client: Client, stack: Stack,
+        paused: None) -> None:
+    priorities = (job_pb2.PRIORITY_LOW, job_pb2.PRIORITY_NORMAL, job_pb2.PRIORITY_HIGH)
+    submitted = [stack.queue.submit(priority=priorities[number % 3]).job_id
+                 for number in range(30)]
+    client.queue.move(submitted[3], MovePosition.FRONT)
+    client.queue.move(submitted[10], MovePosition.BACK)
+    submitted += [stack.queue.submit().job_id for _ in range(5)]
+    in_step(models, queue, client, "the burst in the queue's order")
+    assert set(submitted) <= set(queue.order)
+
+
 def test_pause_and_resume_come_back_through_the_stream(models: ModelHarness,
                                                         queue: QueueModel, client: Client,
                                                         paused: None) -> None:

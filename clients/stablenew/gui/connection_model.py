@@ -40,6 +40,10 @@ class ConnectionModel:
         """Whether `service` is unreachable right now."""
         return service in self._lost
 
+    def any_lost(self) -> bool:
+        """Whether some service is unreachable."""
+        return bool(self._lost)
+
     def set_note(self, note: str) -> None:
         """A start-up note for the banner ("" removes it)."""
         self._note = note

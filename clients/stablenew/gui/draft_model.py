@@ -19,9 +19,8 @@ from pathlib import Path
 
 from stablenew.gui.backend import is_connection_lost, take
 from stablenew.gui.context import Context
-from stablenew.gui.formatting import short_id, stage_word
+from stablenew.gui.formatting import Row, short_id, stage_word
 from stablenew.gui.pipeline_model import ManualPart, PackParts
-from stablenew.gui.queue_model import Row
 from stablenew.gui.signals import Signal
 from stablenew.sdk import (
     AsyncClient,
@@ -36,8 +35,6 @@ from stablenew.sdk import (
 
 PAGE_SIZE = 100
 DRAFT_NAME = "StableNew GUI"
-COLUMNS = ("#", "prompt", "negative", "seed", "model", "sampler", "size", "steps", "stages",
-           "config hash")
 
 
 class DraftMemory:

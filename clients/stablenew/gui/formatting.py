@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 
 from stablenew.sdk import JobProgress, JobState, StageType
 
-BAR_CELLS = 10
+BAR_CELLS = 8
 SHORT_ID = 8
 
 
@@ -32,9 +33,11 @@ def short_id(job_id: str) -> str:
     return job_id[:SHORT_ID]
 
 
-def clock(moment: datetime | None) -> str:
-    """A time in the local time zone (empty when unset)."""
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+def clock(moment: datetime | None, short: bool = False) -> str:
+    """A time in the local time zone (empty when unset); `short` leaves out the year."""
+    if moment is None:
+        return ""
+    return moment.astimezone().strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def duration(span: timedelta | None) -> str:
@@ -80,3 +83,13 @@ def progress_line(progress: JobProgress) -> str:
 def yes_no(value: bool) -> str:
     """A flag as a table cell."""
     return "yes" if value else "no"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table as a view model writes it: its key, its cells, and a tag naming
+    its colour (a state word, "job" or "error")."""
+
+    key: str
+    values: tuple[str, ...]
+    tag: str

@@ -18,8 +18,7 @@ from typing import Any
 
 from stablenew.gui.backend import Stream, is_connection_lost, take
 from stablenew.gui.context import Context
-from stablenew.gui.formatting import between, clock, name_of, short_id, state_word, yes_no
-from stablenew.gui.queue_model import Row
+from stablenew.gui.formatting import Row, between, clock, name_of, short_id, state_word, yes_no
 from stablenew.gui.signals import Signal
 from stablenew.gui.thumbnails import Thumbnail, make_thumbnail
 from stablenew.sdk import (
@@ -34,12 +33,10 @@ from stablenew.sdk import (
 )
 
 PAGE_SIZE = 100
-THUMBNAIL_SIZE = 128
-MAX_THUMBNAILS = 12
+THUMBNAIL_SIZE = 96
+MAX_THUMBNAILS = 8
 RETRY_SECONDS = 2.0
 
-COLUMNS = ("job", "run mode", "source", "prompt source", "pack", "stages", "ADetailer",
-           "upscale", "started", "completed", "duration", "state", "images", "label")
 
 FINISHED = [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED]
 STATE_FILTERS: dict[str, list[JobState] | None] = {
@@ -364,9 +361,10 @@ class HistoryModel:
             "run now" if job.origin.run_mode == RunMode.DIRECT else name_of(job.origin.run_mode),
             name_of(job.origin.source), name_of(job.origin.prompt_source),
             job.origin.prompt_pack_id, str(job.stage_count), yes_no(job.has_adetailer),
-            yes_no(job.has_upscale), clock(job.start_time), clock(job.complete_time),
-            between(job.start_time, job.complete_time), state_word(job.state),
-            str(job.estimated_images), job.label), state_word(job.state)) for job in self.jobs]
+            yes_no(job.has_upscale), clock(job.start_time, short=True),
+            clock(job.complete_time, short=True), between(job.start_time, job.complete_time),
+            state_word(job.state), str(job.estimated_images)), state_word(job.state))
+            for job in self.jobs]
 
     def with_filter(self, **changes: str) -> HistoryFilter:
         """The current filter with some fields changed."""

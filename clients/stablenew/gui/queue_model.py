@@ -1,13 +1,18 @@
 """The queue panel's logic: the active jobs in run order, kept current from the queue's watch
 stream (never by polling).
 
-At start (and after a gap it cannot replay) the model reads the queue's state, then every
-active job, then watches from the state's `last_sequence`: nothing is missed, and an event that
-repeats what the list already shows changes nothing. Each event is applied to the list: a
-submitted job is inserted, a state change moves it among the running jobs or takes it out, a
-move puts it where the event says. Where an event alone cannot place a job (a new queued
-job, whose place depends on priorities and earlier moves; a running job returned to the queue),
-the model asks the queue for that one job's position. A lost queue is followed from the last
+At start the model reads the queue's state, then every active job (one page: the list is read
+in one piece), then watches from the state's `last_sequence`; an event that repeats what the
+list already shows changes nothing. Each event is applied to the list: a submitted job is
+inserted, a state change moves it among the running jobs or takes it out, a move puts it where
+the event says, "run now" goes right after the running jobs.
+
+Where an event alone cannot place a job (a new queued job: its place depends on the priorities
+and earlier moves of the others, which events do not fully show; a running job sent back to
+the queue; an event about a job the list does not have), the model reads the list again while
+the stream goes on, and replays on that list the events that came after the state it read: the
+list is then what the queue holds, at the last event seen. One such read runs at a time, so a
+burst of submissions costs a few reads, not one per job. A lost queue is followed from the last
 event seen as soon as it answers again.
 """
 
@@ -18,17 +23,15 @@ from datetime import datetime
 
 from stablenew.gui.backend import Stream, is_connection_lost
 from stablenew.gui.context import Context
-from stablenew.gui.formatting import bar, name_of, short_id, state_word
+from stablenew.gui.formatting import Row, bar, name_of, short_id, state_word
 from stablenew.gui.signals import Signal
 from stablenew.sdk import (
     AsyncClient,
     EventKind,
     Job,
     JobEvent,
-    JobNotFoundError,
     JobProgress,
     JobState,
-    JobView,
     MovePosition,
     Priority,
     QueueState,
@@ -36,12 +39,13 @@ from stablenew.sdk import (
     SequencePrunedError,
 )
 
-PAGE_SIZE = 500
+# The most the queue returns in one page: the list in one piece for up to this many jobs.
+PAGE_SIZE = 1000
 # The SDK's watch resumes by itself this long before the window calls the queue lost.
 RECONNECT_SECONDS = 1.0
 RETRY_SECONDS = 2.0
-
-COLUMNS = ("#", "state", "progress", "job", "run mode", "priority", "entries", "images")
+# A pause between reads of the list, so a burst of submissions is read a few times, not each.
+REREAD_SECONDS = 0.1
 
 
 @dataclass
@@ -74,15 +78,6 @@ class QueueItem:
         return self.label or self.summary
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of a table: its key, its cells and a tag naming its colour."""
-
-    key: str
-    values: tuple[str, ...]
-    tag: str
-
-
 async def _snapshot(client: AsyncClient) -> tuple[QueueState, list[QueueItem]]:
     """The queue's state, then every active job (so a watch from the state's last sequence
     misses nothing)."""
@@ -109,7 +104,10 @@ class QueueModel:
         self.changed: Signal[None] = Signal()
         self.finished: Signal[JobEvent] = Signal()
         self._stream: Stream | None = None
-        self._finished_ids: set[str] = set()
+        # While the list is read again: the events applied since (replayed on the new list),
+        # and whether another read is needed after this one.
+        self._since_reread: list[JobEvent] | None = None
+        self._reread_again = False
         context.connection.restored_signal.connect(self._on_restored)
 
     # --- loading and following ------------------------------------------------------------
@@ -181,16 +179,18 @@ class QueueModel:
             if event.sequence <= self.last_sequence:
                 continue
             self.last_sequence = event.sequence
+            if self._since_reread is not None:
+                self._since_reread.append(event)
             self.apply(event)
         self.changed.emit(None)
 
-    def apply(self, event: JobEvent) -> None:
-        """Change the list as one event says."""
+    def apply(self, event: JobEvent, replayed: bool = False) -> None:
+        """Change the list as one event says (`replayed`: again, on a list read anew)."""
         item = self.items.get(event.job_id)
         if event.kind == EventKind.SUBMITTED and event.submitted is not None:
             self._submitted(event.submitted)
         elif event.kind == EventKind.STATE_CHANGED:
-            self._state_changed(event)
+            self._state_changed(event, replayed)
         elif event.kind == EventKind.QUEUE_PAUSED:
             self.paused = True
         elif event.kind == EventKind.QUEUE_RESUMED:
@@ -208,32 +208,29 @@ class QueueModel:
             item.priority = event.updated.priority
 
     def _submitted(self, job: Job) -> None:
-        if job.job_id in self.items or job.job_id in self._finished_ids:
+        if job.job_id in self.items:
             return
-        item = QueueItem.of(job)
-        self.items[job.job_id] = item
+        self.items[job.job_id] = QueueItem.of(job)
         if job.origin.run_mode == RunMode.DIRECT:
             # "Run now" is next: right after the running jobs, ahead of earlier direct jobs.
             self.order.insert(self._running_count(), job.job_id)
         else:
-            # Last of its priority, unless moved jobs or other priorities say otherwise: the
-            # queue knows, the event does not.
             self.order.append(job.job_id)
-            self._locate(job.job_id)
+            self._reread()  # its place behind moved jobs and other priorities: the queue knows
 
-    def _state_changed(self, event: JobEvent) -> None:
+    def _state_changed(self, event: JobEvent, replayed: bool) -> None:
         change = event.state_changed
         if change is None:
             return
         item = self.items.get(event.job_id)
         if change.to_state.is_terminal:
-            self._finished_ids.add(event.job_id)
             if item is not None:
                 del self.items[event.job_id]
                 self.order.remove(event.job_id)
-            self.finished.emit(event)
+            if not replayed:
+                self.finished.emit(event)
         elif item is None:
-            self._locate(event.job_id)
+            self._reread()
         elif change.to_state == JobState.RUNNING:
             item.state = JobState.RUNNING
             item.runner_id = change.runner_id
@@ -244,7 +241,7 @@ class QueueModel:
             item.state = JobState.QUEUED
             item.progress = JobProgress()
             item.cancel_requested = False
-            self._locate(item.job_id)
+            self._reread()  # back at its old place, which the event does not say
 
     def _running_count(self) -> int:
         return sum(1 for job_id in self.order if self.items[job_id].state == JobState.RUNNING)
@@ -253,28 +250,36 @@ class QueueModel:
         self.order.remove(job_id)
         self.order.insert(min(max(position, 0), len(self.order)), job_id)
 
-    def _locate(self, job_id: str) -> None:
-        """Ask the queue where one job is, and put it there."""
-        self._context.backend.call(
-            "queue", lambda client: client.queue.get(job_id, view=JobView.BASIC),
-            self._located, lambda error: self._locate_failed(job_id, error))
-
-    def _located(self, job: Job) -> None:
-        if job.job_id in self._finished_ids or job.state.is_terminal:
+    def _reread(self) -> None:
+        """Read the list again and replay the events seen since (one read at a time)."""
+        if self._since_reread is not None:
+            self._reread_again = True
             return
-        item = self.items.get(job.job_id)
-        if item is None:
-            item = self.items[job.job_id] = QueueItem.of(job)
-            self.order.append(job.job_id)
-        if item.state == job.state:  # events already applied win over an older answer
-            self._place(job.job_id, job.queue_position)
-            self.changed.emit(None)
+        self._since_reread = []
+        self._context.backend.call("queue", _snapshot, self._reread_done, self._reread_failed)
 
-    def _locate_failed(self, job_id: str, error: Exception) -> None:
-        if isinstance(error, JobNotFoundError) and job_id in self.items:
-            del self.items[job_id]
-            self.order.remove(job_id)
-            self.changed.emit(None)
+    def _reread_done(self, snapshot: tuple[QueueState, list[QueueItem]]) -> None:
+        state, items = snapshot
+        events, self._since_reread = self._since_reread or [], None
+        self._reread_again = False
+        self.items = {item.job_id: item for item in items}
+        self.order = [item.job_id for item in items]
+        self.paused = state.paused
+        self._since_reread = []  # a replayed submission asks for another read: noted, not run
+        for event in events:
+            if event.sequence > state.last_sequence:
+                self.apply(event, replayed=True)
+        self._since_reread = None
+        self.changed.emit(None)
+        if self._reread_again:
+            self._reread_again = False
+            self._context.backend.after(REREAD_SECONDS, self._reread)
+
+    def _reread_failed(self, error: Exception) -> None:
+        self._since_reread = None
+        if not is_connection_lost(error):
+            self._context.status.error("Reading the queue", error)
+        self._context.backend.after(RETRY_SECONDS, self._reread)
 
     # --- what the panel shows -------------------------------------------------------------
 
