@@ -60,7 +60,7 @@ def queue_and_run(window: Window, stack: Stack) -> str:
     window.until(lambda: main.queue_view.table.shown_keys() == [job_id], "the queue's table")
     assert "Resume" in str(main.queue_view.pause_button.cget("text"))
     window.screenshot("queue")
-    stack.admin.faults(step_seconds=0.25)  # slow enough to watch it run
+    window.aside(lambda: stack.admin.faults(step_seconds=0.25))  # slow enough to watch it
     try:
         window.press("F8")
         window.until(lambda: "step" in models.running.detail(), "the running job's steps")
@@ -68,7 +68,7 @@ def queue_and_run(window: Window, stack: Stack) -> str:
             f"Running {short_id(job_id)}")
         window.screenshot("running")
     finally:
-        stack.admin.faults(step_seconds=0.002)
+        window.aside(lambda: stack.admin.faults(step_seconds=0.002))
     return job_id
 
 

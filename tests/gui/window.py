@@ -13,6 +13,7 @@ import threading
 import time
 import tkinter as tk
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,6 +73,11 @@ class CallThreads:
         with self._lock:
             self.threads[ident] = self.threads.get(ident, 0) + 1
 
+    def reset(self) -> None:
+        """Forget the calls counted so far (the test's own set-up)."""
+        with self._lock:
+            self.threads.clear()
+
     def calls_on(self, ident: int) -> int:
         with self._lock:
             return self.threads.get(ident, 0)
@@ -114,6 +120,7 @@ class Window:
         self.main = app.build(self.root, client, state_dir)
         self.models = self.main.window
         self.tk_thread = threading.get_ident()
+        self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-aside")
         self.pump()
 
     def pump(self, seconds: float = 0.0) -> None:
@@ -138,13 +145,21 @@ class Window:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.01)
 
+    def aside(self, action: Callable[[], T]) -> T:
+        """The test's own work (its SDK calls, xdotool) on a helper thread while the window
+        keeps running: what the Tk thread does and what it waits for stay the window's."""
+        done = self._helper.submit(action)
+        self.until(done.done, "the test's own call")
+        return done.result()
+
     def press(self, *keys: str, into: tk.Misc | None = None) -> None:
         """Real key presses (xdotool through the X server) into the window, with the
         keyboard focus on `into` (default: the window itself)."""
         (into or self.root).focus_force()
         self.pump()
-        subprocess.run(["xdotool", "key", "--clearmodifiers", *keys], check=True, timeout=10,
-                       env={**os.environ, "DISPLAY": self.display})
+        self.aside(lambda: subprocess.run(
+            ["xdotool", "key", "--clearmodifiers", *keys], check=True, timeout=10,
+            env={**os.environ, "DISPLAY": self.display}))
         self.pump(0.05)
 
     def screenshot(self, name: str, widget: tk.Misc | None = None) -> Path:
@@ -159,4 +174,5 @@ class Window:
         return path
 
     def close(self) -> None:
+        self._helper.shutdown()
         self.main.close()

@@ -34,10 +34,11 @@ def short_id(job_id: str) -> str:
 
 
 def clock(moment: datetime | None, short: bool = False) -> str:
-    """A time in the local time zone (empty when unset); `short` leaves out the year."""
+    """A time in the local time zone (empty when unset); `short`: month, day, hour and minute
+    (for table cells)."""
     if moment is None:
         return ""
-    return moment.astimezone().strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
+    return moment.astimezone().strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def duration(span: timedelta | None) -> str:

@@ -26,13 +26,13 @@ from stablenew.gui.widgets import (
     throttled,
 )
 
-COLUMNS = (Column("job", 76), Column("mode", 56), Column("source", 84),
-           Column("prompts", 56), Column("pack", 72, stretch=True),
-           Column("stages", 50, anchor="e"), Column("AD", 34), Column("upscale", 52),
-           Column("started", 100), Column("completed", 100), Column("took", 54, anchor="e"),
-           Column("state", 76), Column("images", 50, anchor="e"))
-ENTRY_COLUMNS = (Column("#", 36), Column("status", 80), Column("seed", 100),
-                 Column("images", 50, anchor="e"), Column("prompt", 160, stretch=True),
+COLUMNS = (Column("job", 80), Column("mode", 60), Column("source", 100),
+           Column("prompts", 62), Column("pack", 70), Column("stages", 56, anchor="e"),
+           Column("AD", 32), Column("upscale", 62), Column("started", 92),
+           Column("completed", 92), Column("took", 48, anchor="e"), Column("state", 84),
+           Column("images", 58, anchor="e"))
+ENTRY_COLUMNS = (Column("#", 36), Column("status", 84), Column("seed", 100),
+                 Column("images", 54, anchor="e"), Column("prompt", 160, stretch=True),
                  Column("error", 120))
 TEXT_FILTER_MS = 400
 REDRAW_MS = 100

@@ -27,7 +27,7 @@ class PipelineView(ScrollFrame):
     """The left column of the window."""
 
     def __init__(self, parent: tk.Misc, model: PipelineModel) -> None:
-        super().__init__(parent, width=400)
+        super().__init__(parent, width=380)
         self.model = model
         self._variables: dict[str, tk.StringVar | tk.BooleanVar] = {}
         self._inputs: dict[str, tk.Widget] = {}

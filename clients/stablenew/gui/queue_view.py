@@ -12,9 +12,10 @@ from stablenew.gui.thumbnails import Thumbnail
 from stablenew.gui.widgets import PAD, SMALL_PAD, Column, Table, key_action, photo, throttled
 from stablenew.sdk import MovePosition
 
-COLUMNS = (Column("#", 44), Column("state", 130), Column("progress", 150),
-           Column("job", 300, stretch=True), Column("run mode", 70), Column("priority", 64),
-           Column("entries", 56, anchor="e"), Column("images", 56, anchor="e"))
+COLUMNS = (Column("#", 44), Column("state", 130), Column("progress", 140),
+           Column("job", 250, stretch=True), Column("mode", 64), Column("priority", 64),
+           Column("entries", 58, anchor="e"), Column("images", 58, anchor="e"))
+KEYS = "Keys: Del cancel · Shift+Del cancel and return · Ctrl+Home / ↑ / ↓ / End move"
 REDRAW_MS = 100
 
 
@@ -32,18 +33,20 @@ class QueueView(ttk.Frame):
         self.pause_button.pack(side="left", padx=(0, PAD * 2))
         self.buttons: dict[str, ttk.Button] = {}
         for name, text, command in (
-                ("cancel", "Cancel (Del)", lambda: self._on_selected(model.cancel)),
-                ("return", "Cancel and return (Shift+Del)",
+                ("cancel", "Cancel", lambda: self._on_selected(model.cancel)),
+                ("return", "Cancel and return",
                  lambda: self._on_selected(lambda job: model.cancel(job, True))),
-                ("front", "Front (Ctrl+Home)", self._mover(MovePosition.FRONT)),
-                ("up", "Up (Ctrl+↑)", self._mover(MovePosition.UP)),
-                ("down", "Down (Ctrl+↓)", self._mover(MovePosition.DOWN)),
-                ("back", "Back (Ctrl+End)", self._mover(MovePosition.BACK))):
+                ("front", "⤒ Front", self._mover(MovePosition.FRONT)),
+                ("up", "↑ Up", self._mover(MovePosition.UP)),
+                ("down", "↓ Down", self._mover(MovePosition.DOWN)),
+                ("back", "⤓ Back", self._mover(MovePosition.BACK))):
             button = self.buttons[name] = ttk.Button(bar, text=text, command=command,
                                                      style="Compact.TButton")
             button.pack(side="left", padx=(0, SMALL_PAD))
         self.summary = ttk.Label(self, style="Headline.TLabel")
         self.summary.grid(row=1, column=0, sticky="w", pady=(0, SMALL_PAD))
+        ttk.Label(self, text=KEYS, style="Muted.TLabel").grid(row=3, column=0, sticky="w",
+                                                              pady=(SMALL_PAD, 0))
         self.table = Table(self, COLUMNS, height=16)
         self.table.grid(row=2, column=0, sticky="nsew")
         tree = self.table.tree
