@@ -4,9 +4,14 @@ screenshot of each panel. The Tk thread makes no service call and never works 10
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from stablenew.cli.local import free_port
 from stablenew.gui.formatting import short_id
 from stablenew.sdk import JobState
+from tests.gui.conftest import addresses_of
 from tests.gui.window import CallThreads, Window
+from tests.queue.harness import QueueHarness
 from tests.sdk.harness import PACK_ID, Stack
 
 # The longest the Tk thread may work without returning to its event loop (CPU time).
@@ -88,3 +93,25 @@ def look_it_up_in_the_history(window: Window, job_id: str) -> None:
     window.screenshot("history")
     window.until(lambda: models.running.thumbnail, "the newest image")
     window.screenshot("running-image", main.running_view)
+
+
+def test_a_lost_queue_shows_a_banner_until_it_is_back(display: str, stack: Stack,
+                                                      tmp_path: Path) -> None:
+    queue = QueueHarness(tmp_path / "queue",
+                         {"STABLENEW_QUEUE_ADDR": f"127.0.0.1:{free_port()}"}).start()
+    window = Window(display, addresses_of(stack) | {"queue": queue.address}, tmp_path / "gui")
+    try:
+        models, banner = window.models, window.main.banner
+        window.until(lambda: models.queue.loaded, "the queue")
+        assert not banner.winfo_ismapped()
+        queue.stop()
+        window.until(banner.winfo_ismapped, "the banner")
+        assert f"queue ({queue.address})" in banner.cget("text")
+        window.screenshot("banner")
+        queue.start()
+        job_id = queue.submit(label="while the window reconnects").job_id
+        window.until(lambda: not banner.winfo_ismapped(), "the banner to go")
+        window.until(lambda: models.queue.order == [job_id], "the job queued meanwhile")
+    finally:
+        window.close()
+        queue.stop()

@@ -102,7 +102,7 @@ class MainWindow:
         self.running_view = RunningView(root, window.running)
         self.running_view.pack(side="bottom", fill="x")
         ttk.Separator(root).pack(side="bottom", fill="x")
-        panes = ttk.PanedWindow(root, orient="horizontal")
+        panes = self.panes = ttk.PanedWindow(root, orient="horizontal")
         panes.pack(side="top", fill="both", expand=True)
         self.pipeline_view = PipelineView(panes, window.pipeline)
         panes.add(self.pipeline_view, weight=0)
@@ -176,7 +176,7 @@ class MainWindow:
             return
         colours = BANNER_COLOURS if connection.any_lost() else NOTE_COLOURS
         self.banner.configure(text=text, foreground=colours[0], background=colours[1])
-        self.banner.pack(side="top", fill="x", before=self.root.pack_slaves()[-1])
+        self.banner.pack(side="top", fill="x", before=self.panes)
 
     def _show_status(self, message: StatusMessage) -> None:
         colour = ERROR_TEXT if message.level == Level.ERROR else ""
