@@ -5,6 +5,7 @@ screenshot of each panel. The Tk thread makes no service call and never works 10
 from __future__ import annotations
 
 from pathlib import Path
+from tkinter import ttk
 
 from stablenew.cli.local import free_port
 from stablenew.gui.formatting import short_id
@@ -115,3 +116,28 @@ def test_a_lost_queue_shows_a_banner_until_it_is_back(display: str, stack: Stack
     finally:
         window.close()
         queue.stop()
+
+
+def test_the_form_marks_what_it_refuses_and_keeps_it(window: Window) -> None:
+    models, pipeline = window.models, window.main.pipeline_view
+    steps = pipeline.field("txt2img.steps")
+    sampler = pipeline.field("txt2img.sampler_name")
+    assert isinstance(sampler, ttk.Combobox)
+    assert sampler.get() == "(default)"
+    offered = models.pipeline.capabilities.samplers if models.pipeline.capabilities else []
+    assert list(sampler.cget("values")) == ["(default)", *offered]
+    window.press("type", "many", into=steps)
+    window.press("ctrl+j", into=steps)
+    window.until(lambda: pipeline.field_error("txt2img.steps"), "the marked field")
+    assert pipeline.field_error("txt2img.steps") == "'many' is not a whole number"
+    assert "write a prompt first" in pipeline.prompt_error.cget("text")
+    assert "Add to Job failed: fix the marked fields" in window.main.status.cget("text")
+    assert models.draft.jobs == []
+    window.press("End", *["BackSpace"] * len("many"), "6", into=steps)
+    sampler.set(offered[-1])
+    sampler.event_generate("<<ComboboxSelected>>")
+    window.press("type", "a lantern", into=pipeline.prompt)
+    window.press("ctrl+j", into=pipeline.prompt)
+    job = window.until(lambda: next(iter(models.draft.jobs), None), "the part in the preview")
+    assert (job.prompt, job.steps, job.sampler_name) == ("a lantern", 6, offered[-1])
+    assert pipeline.field_error("txt2img.steps") == ""

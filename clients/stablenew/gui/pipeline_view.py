@@ -21,6 +21,18 @@ ENTRY_WIDTH = 10
 ROWS_SHOWN = 5
 ROW_TEXT = 70
 NO_ROWS = "No row selected: Add Pack adds every row"
+DEFAULT_CHOICE = "(default)"
+
+
+def shown(spec: FieldSpec, value: str | bool) -> str:
+    """A setting as its input shows it: an unset name reads "(default)"."""
+    text = str(value)
+    return DEFAULT_CHOICE if spec.kind == Kind.CHOICE and not text else text
+
+
+def unshown(text: str) -> str:
+    """What an input holds, as the model takes it ("(default)" is not set)."""
+    return "" if text == DEFAULT_CHOICE else text
 
 
 class PipelineView(ScrollFrame):
@@ -140,8 +152,9 @@ class PipelineView(ScrollFrame):
             widget = ttk.Checkbutton(parent, text=spec.label, variable=flag)
             self._variables[spec.key] = flag
         else:
-            text = tk.StringVar(value=str(value))
-            text.trace_add("write", lambda *_: self.model.set_value(spec.key, text.get()))
+            text = tk.StringVar(value=shown(spec, value))
+            text.trace_add("write", lambda *_: self.model.set_value(spec.key,
+                                                                    unshown(text.get())))
             if spec.kind == Kind.CHOICE:
                 widget = ttk.Combobox(parent, textvariable=text, state="readonly")
             else:
@@ -150,6 +163,15 @@ class PipelineView(ScrollFrame):
             self._variables[spec.key] = text
         self._inputs[spec.key] = widget
         return widget
+
+    def field(self, key: str) -> tk.Widget:
+        """The input of one setting (by its key in FIELDS)."""
+        return self._inputs[key]
+
+    def field_error(self, key: str) -> str:
+        """What the form says is wrong with one setting ("" when nothing)."""
+        label = self._errors.get(key)
+        return str(label.cget("text")) if label is not None else ""
 
     # --- following the model --------------------------------------------------------------
 
@@ -169,14 +191,14 @@ class PipelineView(ScrollFrame):
                 self.rows.insert("end", f"{row.index + 1}. {text}")
         for spec in FIELDS:
             variable, value = self._variables[spec.key], model.values[spec.key]
-            if variable.get() != value:
-                if isinstance(variable, tk.BooleanVar):
+            if isinstance(variable, tk.BooleanVar):
+                if variable.get() != value:
                     variable.set(bool(value))
-                else:
-                    variable.set(str(value))
+            elif variable.get() != shown(spec, value):
+                variable.set(shown(spec, value))
             widget = self._inputs[spec.key]
             if isinstance(widget, ttk.Combobox):
-                widget.configure(values=model.choices(spec))
+                widget.configure(values=[shown(spec, name) for name in model.choices(spec)])
             if spec.key in self._errors:
                 self._errors[spec.key].configure(text=model.errors.get(spec.key, ""))
         self.prompt_error.configure(text=model.errors.get("prompt", ""))
