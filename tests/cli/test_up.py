@@ -35,6 +35,7 @@ def test_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
             assert f"  {service:<8} {up.env[f'STABLENEW_{service.upper()}_ADDR']}" in text
         assert f"webui    {up.emulator_url} (the built-in emulator)" in text
         assert f"data     {up.data_dir}" in text
+        assert f"packs    {up.packs_dir}" in text
         children = up.children()
         assert serve_commands(children) == ["bundle", "emulator", "history", "queue", "runner"]
         health = run_cli("health", env=up.client_env(), cwd=tmp_path)
@@ -58,6 +59,7 @@ def test_sigkill_of_up_leaves_no_orphans(tmp_path: Path) -> None:
             assert report["services"] == {service: env[f"STABLENEW_{service.upper()}_ADDR"]
                                           for service in SERVICES}
             assert report["data_dir"] == str(up.data_dir)
+            assert report["packs_dir"] == str(up.packs_dir)
             children = up.children()
             assert serve_commands(children) == sorted(SERVICES)
             up.process.kill()

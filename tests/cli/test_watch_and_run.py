@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from tests.cli.cli_result import MATRIX, SCENES, Result
 from tests.runner.harness import EmulatorAdmin
+from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
 
@@ -39,15 +40,20 @@ def test_run_without_wait_queues_and_watch_follows(cli: RunCli) -> None:
     assert again.out.splitlines() == [watched.out.splitlines()[-1]]
 
 
-def test_watch_json_lines(cli: RunCli) -> None:
-    job_id = cli("run", SCENES, "--rows", "0", "--json").ok().json()["job"]["job_id"]
-    lines = cli("watch", job_id, "--json").ok().json_lines()
-    *events, last = lines
-    assert last["job"]["job_id"] == job_id and last["job"]["state"] == "JOB_STATE_COMPLETED"
+def test_json_lines(cli: RunCli) -> None:
+    # run --wait watches from before the job is queued: every one of its events is shown.
+    *events, last = cli("run", SCENES, "--rows", "0", "--wait", "--json").ok().json_lines()
+    job_id = last["job"]["job_id"]
+    assert last["job"]["state"] == "JOB_STATE_COMPLETED"
     assert all(event["job_id"] == job_id for event in events)
     sequences = [int(event["sequence"]) for event in events]
     assert sequences == sorted(set(sequences))
-    assert events[-1]["state_changed"]["to_state"] == "JOB_STATE_COMPLETED"
+    changes = [event["state_changed"]["to_state"] for event in events
+               if "state_changed" in event]
+    assert "submitted" in events[0]
+    assert changes == ["JOB_STATE_RUNNING", "JOB_STATE_COMPLETED"]
+    # watch of a finished job: the job, at once.
+    assert cli("watch", job_id, "--json").ok().json_lines() == [last]
 
 
 def test_a_failed_job_exits_1_and_its_failed_entries_can_be_retried(
@@ -74,6 +80,23 @@ def test_a_cancelled_job_exits_1(cli: RunCli, paused: None) -> None:
     cancelled = cli("watch", job_id)
     assert cancelled.code == 1, cancelled
     assert cancelled.out.startswith(f"job {job_id} cancelled: 0/2 entries")
+
+
+def test_cancel_a_running_job(cli: RunCli, emulator: EmulatorAdmin) -> None:
+    emulator.faults(step_seconds=0.05)  # 1.5 s an entry: time to cancel it while it runs
+    job_id = cli("run", SCENES, "--set", "txt2img.steps=30", "--json").ok().json()["job"][
+        "job_id"]
+
+    def running() -> bool:
+        jobs = cli("queue", "list", "--json").ok().json()["jobs"]
+        return any(j["job_id"] == job_id and j["state"] == "JOB_STATE_RUNNING" for j in jobs)
+
+    wait_for(running, f"{job_id} to run")
+    requested = cli("queue", "cancel", job_id).ok()
+    assert requested.out == f"job {job_id} cancel requested (its runner stops it): running\n"
+    ended = cli("watch", job_id)
+    assert ended.code == 1, ended
+    assert ended.out.splitlines()[-1].startswith(f"job {job_id} cancelled: ")
 
 
 def test_watch_an_unknown_job_is_a_usage_error(cli: RunCli) -> None:

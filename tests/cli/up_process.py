@@ -86,11 +86,17 @@ class UpProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         self.packs_dir.mkdir(parents=True, exist_ok=True)
         flags = ["--json", *arguments] if json_output else list(arguments)
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                [*stablenew_command(), "up", *flags],
-                env=clean_environment() | self.env, stdout=out, stderr=err, cwd=self.root,
-                preexec_fn=_ignore_sigint if sigint_ignored else None)
+        # An ignored signal stays ignored across exec: set it here while the child starts.
+        previous = signal.getsignal(signal.SIGINT)
+        if sigint_ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+                self.process = subprocess.Popen(
+                    [*stablenew_command(), "up", *flags],
+                    env=clean_environment() | self.env, stdout=out, stderr=err, cwd=self.root)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return self
 
     def output(self) -> str:
@@ -139,10 +145,6 @@ class UpProcess:
         for child in leftovers:
             if child.is_running():
                 child.kill()
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def alive(process: psutil.Process) -> bool:

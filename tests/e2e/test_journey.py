@@ -59,15 +59,15 @@ class User:
         return json.loads(self.run(*arguments, "--json", code=code))
 
     def recorded(self, job_id: str) -> dict[str, Any]:
-        """The history's record once the job's end is in it."""
+        """The history's record once the job's end is in it (the history follows the queue:
+        until it has caught up, the job is unknown there, exit 2, or not finished)."""
         def finished() -> dict[str, Any] | None:
-            listed = self.json("history", "list", "--limit", "0")["jobs"]
-            if not any(j["job_id"] == job_id and j["state"] in TERMINAL for j in listed):
-                return None
-            record: dict[str, Any] = self.json("history", "show", job_id)
-            return record
+            done = run_cli("history", "show", job_id, "--json", env=self.env, cwd=self.home)
+            assert done.returncode in (0, 2), done
+            record: dict[str, Any] = json.loads(done.stdout) if done.returncode == 0 else {}
+            return record if record.get("job", {}).get("state") in TERMINAL else None
 
-        return wait_for(finished, f"the history to record the end of {job_id}")
+        return wait_for(finished, f"the history to record the end of {job_id}", interval=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import argparse
 
 from stablenew.cli import text
 from stablenew.cli.output import print_json, table
-from stablenew.sdk import Client, Job, MovePosition, QueueState
+from stablenew.sdk import Client, Job, JobState, MovePosition, QueueState
 
 MOVES = ("front", "back", "up", "down")
 
@@ -89,7 +89,7 @@ def _print_job(job: Job, args: argparse.Namespace, what: str) -> None:
         print_json({"job": job})
     else:
         print(f"job {job.job_id} {what}: {text.name(job.state)}"
-              + (f", position {job.queue_position}" if job.queue_position >= 0 else ""))
+              + (f", position {job.queue_position}" if job.state == JobState.QUEUED else ""))
 
 
 def run_cancel(args: argparse.Namespace) -> int:

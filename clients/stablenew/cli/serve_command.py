@@ -12,17 +12,13 @@ closes the write end, the read sees end of file and the service stops as on SIGT
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from stablenew.bundle import app as bundle_app
-from stablenew.emulator import cli as emulator_cli
-from stablenew.history import app as history_app
-from stablenew.queue import app as queue_app
-from stablenew.runner import app as runner_app
 from stablenew.runtime import json_logging
 from stablenew.runtime.server import Server, ServiceSpec, StartupError, serve_until_signal
 from stablenew.runtime.settings import SERVICE_NAMES, ConfigError, ServerSettings
@@ -34,12 +30,14 @@ STOP_HELP = ("stop (as on SIGTERM) once this file descriptor reaches end of file
              "of a pipe the parent holds open (how `stablenew up` makes sure no service "
              "outlives it)")
 
-BUILDERS: dict[str, Callable[[ServerSettings], ServiceSpec]] = {
-    "bundle": bundle_app.build,
-    "queue": queue_app.build,
-    "runner": runner_app.build,
-    "history": history_app.build,
-}
+
+
+def _builder(service: str) -> Callable[[ServerSettings], ServiceSpec]:
+    """The service's `app.build`, imported only when that service is served: the client
+    commands, which share this parser, do not pay for importing four services."""
+    build: Callable[[ServerSettings], ServiceSpec] = importlib.import_module(
+        f"stablenew.{service}.app").build
+    return build
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if args.stop_with_fd is not None:
             stop_when_closed(args.stop_with_fd)
         if args.service == "emulator":
+            from stablenew.emulator import cli as emulator_cli  # noqa: PLC0415 - see _builder
             return emulator_cli.run_from_serve(args)
         settings = ServerSettings.load(args.service, address=args.address,
                                        data_dir=args.data_dir)
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return _config_error(error)
     json_logging.configure(args.service, args.log_level)
     try:
-        server = Server(settings, BUILDERS[args.service](settings))
+        server = Server(settings, _builder(args.service)(settings))
         serve_until_signal(server)
     except ConfigError as error:
         return _config_error(error)
@@ -104,6 +103,7 @@ def serve_emulator(argv: Sequence[str]) -> int:
     try:
         if known.stop_with_fd is not None:
             stop_when_closed(known.stop_with_fd)
+        from stablenew.emulator import cli as emulator_cli  # noqa: PLC0415 - see _builder
         return emulator_cli.main(rest)
     except ConfigError as error:
         return _config_error(error)

@@ -33,12 +33,15 @@ class Child:
     log_path: Path
 
     def last_words(self, lines: int = 3) -> str:
-        """The end of its log, for a message saying why it stopped."""
+        """Why it stopped, from its log: its last `stablenew:` error line, else the log's
+        last lines."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+        written = [line.strip() for line in text.splitlines() if line.strip()]
+        ours = [line for line in written if line.startswith("stablenew: ")]
+        return ours[-1] if ours else " | ".join(written[-lines:])
 
 
 class ChildFailedError(Exception):
@@ -59,10 +62,21 @@ class Supervisor:
         self._logs = logs
         # os.pipe() descriptors are not inherited: only the read end, passed on purpose, is.
         self._lifeline_read, self._lifeline_write = os.pipe()
-        self.children: list[Child] = []
+        self.groups: list[list[Child]] = []
 
-    def start(self, name: str) -> Child:
-        """Start `stablenew serve NAME` with this supervisor's environment."""
+    @property
+    def children(self) -> list[Child]:
+        """Every child, in the order started."""
+        return [child for group in self.groups for child in group]
+
+    def start(self, *names: str) -> list[Child]:
+        """Start `stablenew serve NAME` for each name, as one group: `stop()` stops the groups
+        in the reverse order, the children of one group together."""
+        group = [self._start(name) for name in names]
+        self.groups.append(group)
+        return group
+
+    def _start(self, name: str) -> Child:
         self._logs.mkdir(parents=True, exist_ok=True)
         log_path = self._logs / f"{name}.log"
         command = [sys.executable, "-m", "stablenew.cli.main", "serve", name,
@@ -72,9 +86,7 @@ class Supervisor:
                 command, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, pass_fds=(self._lifeline_read,),
                 start_new_session=True)
-        child = Child(name, process, log_path)
-        self.children.append(child)
-        return child
+        return Child(name, process, log_path)
 
     def wait_ready(self, child: Child, ready: Callable[[], bool], timeout: float) -> None:
         """Return once `ready()` is true; ChildFailedError if the child exits or time runs out."""
@@ -93,16 +105,19 @@ class Supervisor:
                 raise ChildFailedError(child, f"exited with code {code}")
 
     def stop(self) -> None:
-        """SIGTERM to every child, the last started first; SIGKILL for any still running
-        after STOP_SECONDS. Further signals to this process wait until it is done."""
+        """SIGTERM to every child, group by group, the last started first; SIGKILL for any
+        still running STOP_SECONDS after its SIGTERM. Further signals to this process wait
+        until it is done."""
         previous = {number: signal.signal(number, signal.SIG_IGN)
                     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            for child in reversed(self.children):
-                if child.process.poll() is None:
-                    child.process.send_signal(signal.SIGTERM)
-                    _wait_or_kill(child.process)
-            self.children.clear()
+            while self.groups:
+                running = [c.process for c in self.groups.pop() if c.process.poll() is None]
+                for process in running:
+                    process.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + STOP_SECONDS
+                for process in running:
+                    _wait_or_kill(process, deadline)
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -121,9 +136,9 @@ class Supervisor:
         self.close()
 
 
-def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
+def _wait_or_kill(process: subprocess.Popen[bytes], deadline: float) -> None:
     try:
-        process.wait(timeout=STOP_SECONDS)
+        process.wait(timeout=max(deadline - time.monotonic(), 0))
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

@@ -29,8 +29,9 @@ from stablenew.cli.supervisor import ChildFailedError, Supervisor
 from stablenew.sdk import ClientConfig
 from stablenew.sdk.config import SERVICES
 
-# The queue first: the history follows it and the runner leases from it.
-START_ORDER = ("queue", "history", "runner", "bundle")
+# The queue first: the history follows it, the runner leases from it, the bundle submits to it.
+FOUNDATION = ("queue",)
+FOLLOWERS = ("history", "runner", "bundle")
 READY_SECONDS = 60.0
 WEBUI_PROBE_SECONDS = 1.0
 HEALTH_PROBE_SECONDS = 1.0
@@ -59,6 +60,7 @@ class Deployment:
     webui_url: str
     emulator: bool
     data_dir: Path
+    packs_dir: Path
 
     @property
     def logs(self) -> Path:
@@ -67,7 +69,8 @@ class Deployment:
 
     def describe(self) -> dict[str, object]:
         """The JSON form `up --json` prints."""
-        return {"data_dir": str(self.data_dir), "logs": str(self.logs),
+        return {"data_dir": str(self.data_dir), "packs_dir": str(self.packs_dir),
+                "logs": str(self.logs),
                 "services": dict(self.addresses),
                 "webui": {"url": self.webui_url, "emulator": self.emulator}}
 
@@ -99,13 +102,15 @@ def plan(env: dict[str, str], data_dir: Path) -> Deployment:
     """Decide the WebUI and complete `env` (for the children) with the data directory and, when
     the emulator runs, the runner's STABLENEW_WEBUI_URL."""
     env["STABLENEW_DATA_DIR"] = str(data_dir)
+    # The bundle's library: STABLENEW_PACKS_DIR, by default <data dir>/packs (docs/API.md).
+    packs_dir = Path(env.get("STABLENEW_PACKS_DIR") or data_dir / "packs").resolve()
     addresses = ClientConfig.load(env=env).addresses
     if env.get("STABLENEW_WEBUI_URL"):
-        return Deployment(addresses, env["STABLENEW_WEBUI_URL"], False, data_dir)
+        return Deployment(addresses, env["STABLENEW_WEBUI_URL"], False, data_dir, packs_dir)
     emulator_address = env.get("STABLENEW_EMULATOR_ADDR") or local.DEFAULT_EMULATOR_ADDRESS
     url = f"http://{emulator_address.strip()}"
     env["STABLENEW_WEBUI_URL"] = url
-    return Deployment(addresses, url, not webui_answers(url), data_dir)
+    return Deployment(addresses, url, not webui_answers(url), data_dir, packs_dir)
 
 
 def webui_answers(url: str) -> bool:
@@ -130,14 +135,14 @@ def services_running(deployment: Deployment, env: Mapping[str, str],
     """The children started and ready for the `with` block, stopped after it."""
     config = ClientConfig.load(env=env)
     with Supervisor(env, deployment.logs) as supervisor:
-        if deployment.emulator:
-            emulator = supervisor.start("emulator")
-        children = [supervisor.start(name) for name in START_ORDER]
-        if deployment.emulator:
-            supervisor.wait_ready(emulator, lambda: webui_answers(deployment.webui_url),
-                                  timeout)
-        for child in children:
-            supervisor.wait_ready(child, partial(_serving, config, child.name), timeout)
+        # Two groups, stopped in the reverse order: the followers (a runner hands its job
+        # back to the queue) before the queue and the WebUI they use.
+        supervisor.start(*FOUNDATION, *(["emulator"] if deployment.emulator else []))
+        supervisor.start(*FOLLOWERS)
+        for child in supervisor.children:
+            ready = (partial(webui_answers, deployment.webui_url) if child.name == "emulator"
+                     else partial(_serving, config, child.name))
+            supervisor.wait_ready(child, ready, timeout)
         yield supervisor
 
 
@@ -148,6 +153,7 @@ def print_deployment(deployment: Deployment) -> None:
     webui = "the built-in emulator" if deployment.emulator else "already running"
     print(f"  webui    {deployment.webui_url} ({webui})")
     print(f"  data     {deployment.data_dir}")
+    print(f"  packs    {deployment.packs_dir}")
     print(f"  logs     {deployment.logs}")
 
 

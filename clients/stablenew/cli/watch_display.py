@@ -150,7 +150,7 @@ class BarsDisplay:
     def _show(self, job_id: str, progress: JobProgress) -> None:
         job_task, entry_task = self._tasks(job_id)
         self._bars.update(job_task, completed=progress.fraction,
-                          detail=f"eta {text.duration(progress.eta)}")
+                          detail=f"eta {text.duration(progress.eta)}" if progress.eta else "")
         self._bars.update(entry_task, total=max(progress.steps, 1), completed=progress.step,
                           description=f"  entry {progress.entry_index + 1}/"
                           f"{progress.entry_count} {text.name(progress.stage)}",
