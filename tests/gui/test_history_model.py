@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from stablenew.cli.local import free_port
 from stablenew.gui.history_model import PAGE_SIZE, EntryLine, HistoryModel, entry_lines
 from stablenew.sdk import Client, Job, JobState
 from stablenew.v1 import job_pb2
 from tests.bundle_service.harness import unique
-from tests.gui.harness import ModelHarness, finished_job, import_jobs
-from tests.sdk.harness import PACK_ID, PACK_ROWS
+from tests.gui.conftest import addresses_of
+from tests.gui.harness import ModelHarness, finished_job, import_jobs, sync_client
+from tests.history.harness import HistoryHarness
+from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
 
 
 @pytest.fixture
@@ -134,3 +137,27 @@ def _run(client: Client, label: str) -> str:
     finished: Job = client.run_pack(PACK_ID, label=label, run_mode="direct", timeout=60)
     assert finished.state == JobState.COMPLETED
     return finished.job_id
+
+
+def test_the_list_is_read_again_when_the_history_is_back(stack: Stack, tmp_path: Path) -> None:
+    server = HistoryHarness(tmp_path / "history", env={
+        "STABLENEW_HISTORY_ADDR": f"127.0.0.1:{free_port()}", "STABLENEW_HISTORY_INGEST": "off"})
+    server.start()
+    addresses = addresses_of(stack) | {"history": server.address}
+    models, writer = ModelHarness(addresses), sync_client(addresses)
+    history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
+    try:
+        history.start()
+        import_jobs(writer, tmp_path / "first.jsonl", [finished_job("before", 1, "gone")])
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["before"], "a record")
+        server.stop()
+        models.settle(lambda: models.connection.is_lost("history"), "the history to be lost")
+        server.start()
+        import_jobs(writer, tmp_path / "second.jsonl", [finished_job("after", 2, "back")])
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["after", "before"]
+                      and not models.connection.is_lost("history"), "the list read again")
+    finally:
+        history.stop()
+        writer.close()
+        models.close()
+        server.stop()
