@@ -126,12 +126,16 @@ class QueueModel:
         self.stop()
         self._context.backend.call("queue", _snapshot, self._loaded, self._load_failed)
 
-    def _loaded(self, snapshot: tuple[QueueState, list[QueueItem]]) -> None:
+    def _show(self, snapshot: tuple[QueueState, list[QueueItem]]) -> QueueState:
+        """Take a snapshot's jobs and pause flag as the list; its state."""
         state, items = snapshot
         self.items = {item.job_id: item for item in items}
         self.order = [item.job_id for item in items]
         self.paused = state.paused
-        self.last_sequence = state.last_sequence
+        return state
+
+    def _loaded(self, snapshot: tuple[QueueState, list[QueueItem]]) -> None:
+        self.last_sequence = self._show(snapshot).last_sequence
         self.loaded = True
         self._watch()
         self.changed.emit(None)
@@ -259,16 +263,16 @@ class QueueModel:
         self._context.backend.call("queue", _snapshot, self._reread_done, self._reread_failed)
 
     def _reread_done(self, snapshot: tuple[QueueState, list[QueueItem]]) -> None:
-        state, items = snapshot
-        events, self._since_reread = self._since_reread or [], None
+        events = self._since_reread or []
         self._reread_again = False
-        self.items = {item.job_id: item for item in items}
-        self.order = [item.job_id for item in items]
-        self.paused = state.paused
+        state = self._show(snapshot)
         self._since_reread = []  # a replayed submission asks for another read: noted, not run
         for event in events:
             if event.sequence > state.last_sequence:
                 self.apply(event, replayed=True)
+        # The list holds every event up to the state's sequence: one the stream still brings
+        # (it may lag behind the read) changes nothing.
+        self.last_sequence = max(self.last_sequence, state.last_sequence)
         self._since_reread = None
         self.changed.emit(None)
         if self._reread_again:
