@@ -10,7 +10,9 @@ from tkinter import ttk
 from stablenew.cli.local import free_port
 from stablenew.gui.formatting import short_id
 from stablenew.sdk import JobState
+from tests.bundle_service.harness import unique
 from tests.gui.conftest import addresses_of
+from tests.gui.harness import write_text_pack
 from tests.gui.window import CallThreads, Window
 from tests.queue.harness import QueueHarness
 from tests.sdk.harness import PACK_ID, Stack
@@ -141,3 +143,19 @@ def test_the_form_marks_what_it_refuses_and_keeps_it(window: Window) -> None:
     job = window.until(lambda: next(iter(models.draft.jobs), None), "the part in the preview")
     assert (job.prompt, job.steps, job.sampler_name) == ("a lantern", 6, offered[-1])
     assert pipeline.field_error("txt2img.steps") == ""
+
+
+def test_f5_reads_the_packs_and_the_history_again(window: Window, stack: Stack) -> None:
+    pack_id = unique("gui-f5-")
+    write_text_pack(stack.packs_dir, pack_id, ["a new pack's row"])
+    history, draft = window.models.history, window.models.draft
+    window.until(lambda: not history.loading, "the history's first page")
+    listed = history.jobs
+    previews: list[None] = []
+    draft.changed.connect(previews.append)
+    window.press("F5")
+    window.until(lambda: pack_id in window.main.pipeline_view.pack_choice.cget("values"),
+                 "the new pack in the picker")
+    window.until(lambda: history.jobs is not listed and not history.loading,
+                 "the history read again")
+    window.until(lambda: previews and not draft.busy, "the draft previewed again")

@@ -161,10 +161,11 @@ class MainWindow:
         notebook.select(view)
 
     def refresh_all(self) -> None:
-        """F5: read the packs, the runner's names and the preview again."""
+        """F5: read the packs, the runner's names, the preview and the history again."""
         self.window.pipeline.load_packs()
         self.window.pipeline.load_capabilities(refresh=True)
-        self.window.history.set_filter(self.window.history.filter)
+        self.window.draft.refresh()
+        self.window.history.reload()
 
     # --- the banner, the status line, the tab titles --------------------------------------
 

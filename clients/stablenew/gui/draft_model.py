@@ -138,6 +138,10 @@ class DraftModel:
     def _open(self, client: AsyncClient, _: str) -> Awaitable[Previewed]:
         return _open_draft(client, self._memory)
 
+    def refresh(self) -> None:
+        """Preview the draft again (a pack it uses may have changed on disk)."""
+        self._run("Previewing the draft", preview)
+
     def _run(self, action: str, step: Step, needs_draft: bool = True) -> None:
         self._steps.append((action, step, needs_draft))
         if not self.busy:

@@ -151,6 +151,10 @@ class HistoryModel:
             self._stream.cancel()
             self._stream = None
 
+    def reload(self) -> None:
+        """Read the list again from its first page (and watch again)."""
+        self._reset()
+
     def set_filter(self, history_filter: HistoryFilter) -> None:
         """Show the jobs `history_filter` selects (the list is read again)."""
         if history_filter != self.filter:
