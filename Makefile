@@ -8,7 +8,7 @@ NPM ?= npm
 NODE_TOOLS := node_modules/.installed
 BUF := node_modules/.bin/buf
 
-.PHONY: demo test lint typecheck codegen-check contract-check buf-lint buf-breaking protos clean
+.PHONY: demo test lint typecheck codegen-check contract-check buf-lint buf-breaking test-display protos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,12 @@ $(NODE_TOOLS): package.json package-lock.json
 demo: $(INSTALLED)
 	$(VENV)/bin/stablenew demo
 
-test: lint typecheck codegen-check contract-check
+test: lint typecheck codegen-check contract-check test-display
 	$(PY) -m pytest
+
+# Xvfb and xdotool for the GUI tests' real window, installed when missing.
+test-display: $(INSTALLED)
+	sh scripts/ensure_test_display.sh $(PY)
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -34,10 +34,12 @@ from stablenew.cli.output import (
     exit_code_for,
     fail,
 )
+from stablenew.gui import command as gui_command
 from stablenew.sdk import ConfigError, StableNewError
 
 COMMANDS = (serve_command, up_command, health_command, packs_command, draft_command,
-            queue_command, watch_command, history_command, runner_command, demo_command)
+            queue_command, watch_command, history_command, runner_command, demo_command,
+            gui_command)
 
 
 class Parser(argparse.ArgumentParser):

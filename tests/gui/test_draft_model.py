@@ -1,0 +1,165 @@
+"""The preview panel's view model against the real bundle service and queue: the window's
+draft, the preview exactly as the service gives it, row errors, paging and the queue buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stablenew.gui.draft_model import PAGE_SIZE, DraftMemory, DraftModel
+from stablenew.gui.pipeline_model import ManualPart, PackParts
+from stablenew.sdk import Client, JobSource, JobState, RunMode
+from tests.bundle_service.harness import unique
+from tests.gui.harness import ModelHarness, write_text_pack
+from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
+from tests.service_harness import wait_for
+
+
+@pytest.fixture
+def memory(tmp_path: Path, stack: Stack) -> DraftMemory:
+    return DraftMemory(tmp_path / "gui" / "state.json", stack.bundle.address)
+
+
+@pytest.fixture
+def draft(models: ModelHarness, memory: DraftMemory) -> Iterator[DraftModel]:
+    model = DraftModel(models.context, memory)
+    model.start()
+    models.settle(lambda: model.summary is not None and not model.busy, "the draft")
+    yield model
+
+
+def idle(models: ModelHarness, draft: DraftModel) -> None:
+    models.settle(lambda: not draft.busy, "the draft's steps to finish")
+
+
+TXT2IMG_ONLY = {"stages": {"txt2img_enabled": True}}
+
+
+def part(prompt: str, **txt2img: object) -> ManualPart:
+    return ManualPart(prompt, "", {"stages": {"txt2img_enabled": True},
+                                   "txt2img": {"seed": -1, **txt2img}})
+
+
+def test_the_window_keeps_its_draft(models: ModelHarness, memory: DraftMemory,
+                                    draft: DraftModel) -> None:
+    assert memory.get() == draft.draft_id
+    again = DraftModel(models.context, memory)
+    again.start()
+    models.settle(lambda: again.draft_id, "the second window's draft")
+    assert again.draft_id == draft.draft_id
+
+
+def test_a_draft_that_is_gone_is_replaced(models: ModelHarness, memory: DraftMemory) -> None:
+    memory.set("no-such-draft")
+    model = DraftModel(models.context, memory)
+    model.start()
+    models.settle(lambda: model.draft_id, "a new draft")
+    assert model.draft_id != "no-such-draft"
+    assert memory.get() == model.draft_id
+    assert "Started a new draft" in models.last_info()
+
+
+def test_the_preview_is_what_the_service_previews(models: ModelHarness, draft: DraftModel,
+                                                  client: Client) -> None:
+    assert not draft.can_enqueue()
+    assert draft.why_not_enqueue() == "the draft is empty"
+    draft.add_part(part("a red fox in snow", steps=7))
+    draft.add_pack(PackParts(PACK_ID, [0, 2], "oil painting,", {"txt2img": {"steps": 5}}))
+    idle(models, draft)
+    service = client.drafts.preview(draft.draft_id)
+    assert draft.revision == service.draft_revision
+    assert draft.summary == service.summary
+    assert [job.config_hash for job in draft.jobs] == [j.config_hash for j in service.jobs]
+    prompts = [job.prompt for job in draft.jobs]
+    assert prompts[0] == "a red fox in snow"
+    assert prompts[1].startswith("oil painting,") and PACK_ROWS[0] in prompts[1]
+    assert PACK_ROWS[2] in prompts[2]
+    assert [job.steps for job in draft.jobs] == [7, 5, 5]
+    assert all(job.seed >= 0 for job in draft.jobs)  # random seeds, made concrete
+    assert draft.summary_line().startswith("3 parts · 3 jobs · 3 images")
+    rows = draft.rows()
+    assert [row.values[1] for row in rows] == prompts
+    assert draft.can_enqueue()
+
+
+def test_actions_run_in_the_order_asked(models: ModelHarness, draft: DraftModel) -> None:
+    for number in range(3):
+        draft.add_part(part(f"a lighthouse {number}"))
+    draft.clear()
+    draft.add_part(part("the last one"))
+    idle(models, draft)
+    assert [job.prompt for job in draft.jobs] == ["the last one"]
+
+
+def test_row_errors_are_loud_and_block_the_queue(models: ModelHarness, draft: DraftModel,
+                                                 stack: Stack) -> None:
+    pack_id = unique("gui-broken-")
+    write_text_pack(stack.packs_dir, pack_id, ["a quiet harbour", "a [[villain]] in the tower"])
+    draft.add_pack(PackParts(pack_id, [], "", TXT2IMG_ONLY))
+    idle(models, draft)
+    errors = draft.errors()
+    assert len(errors) == 1 and errors[0].reason == "UNRESOLVED_TOKEN"
+    rows = draft.rows()
+    assert rows[0].tag == "error" and f"{pack_id} row 1" in rows[0].values[1]
+    assert not draft.can_enqueue()
+    assert draft.why_not_enqueue() == "1 row(s) make no job: remove them first"
+    draft.enqueue(RunMode.QUEUE)
+    assert "Add to Queue failed: 1 row(s) make no job" in models.errors()[-1]
+    draft.remove(draft.part_of(rows[0].key))
+    idle(models, draft)
+    assert not draft.errors() and [job.prompt for job in draft.jobs] == ["a quiet harbour"]
+    assert draft.can_enqueue()
+
+
+def test_a_bad_part_is_refused_with_its_field(models: ModelHarness, draft: DraftModel) -> None:
+    draft.add_part(part("a fox", steps=500))
+    idle(models, draft)
+    assert "Add to Job failed: INVALID_ARGUMENT" in models.errors()[-1]
+    assert "steps" in models.errors()[-1]
+    assert draft.jobs == []
+
+
+def test_add_to_queue_queues_the_previewed_jobs(models: ModelHarness, draft: DraftModel,
+                                                client: Client, paused: None) -> None:
+    draft.add_part(part("a castle by the sea"))
+    idle(models, draft)
+    previewed = [job.config_hash for job in draft.jobs]
+    draft.enqueue(RunMode.QUEUE, label="from the gui")
+    idle(models, draft)
+    message = models.last_info()
+    assert message.startswith("Queued job ")
+    job = next(job for job in client.queue.list() if job.label == "from the gui")
+    assert job.state == JobState.QUEUED and job.origin.run_mode == RunMode.QUEUE
+    assert [entry.config_hash for entry in client.queue.get(job.job_id).entries] == previewed
+    assert draft.jobs == [] and not draft.can_enqueue()  # the draft moved on, empty
+
+
+def test_run_now_is_a_direct_job(models: ModelHarness, draft: DraftModel,
+                                 client: Client) -> None:
+    draft.add_part(part("a fox at night"))
+    draft.enqueue(RunMode.DIRECT)  # not yet previewed with its job: refused, nothing sent
+    assert models.errors()[-1] == "Run Now failed: the draft is empty"
+    idle(models, draft)
+    label = unique("gui-run-now-")
+    draft.enqueue(RunMode.DIRECT, label=label)
+    idle(models, draft)
+    job = wait_for(lambda: next(iter(client.history.list(label=label)), None),
+                   "the run-now job in the history")
+    assert (job.origin.run_mode, job.origin.source) == (RunMode.DIRECT, JobSource.RUN_NOW)
+    assert client.wait(job.job_id, timeout=60).state == JobState.COMPLETED
+
+
+def test_the_preview_is_read_page_by_page(models: ModelHarness, draft: DraftModel,
+                                          stack: Stack) -> None:
+    pack_id = unique("gui-long-")
+    write_text_pack(stack.packs_dir, pack_id, [f"a lantern number {n}" for n in range(150)])
+    draft.add_pack(PackParts(pack_id, [], "", TXT2IMG_ONLY))
+    idle(models, draft)
+    assert len(draft.jobs) == PAGE_SIZE and draft.has_more()
+    assert draft.summary is not None and draft.summary.job_count == 150
+    draft.load_more()
+    idle(models, draft)
+    assert [job.index for job in draft.jobs] == list(range(150))
+    assert not draft.has_more()

@@ -1,0 +1,163 @@
+"""The history panel's view model against the real history (fed by the real queue and runner):
+newest first, filters, keyset paging, live records, and the selected job's record, images and
+actions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stablenew.cli.local import free_port
+from stablenew.gui.history_model import PAGE_SIZE, EntryLine, HistoryModel, entry_lines
+from stablenew.sdk import Client, Job, JobState
+from stablenew.v1 import job_pb2
+from tests.bundle_service.harness import unique
+from tests.gui.conftest import addresses_of
+from tests.gui.harness import ModelHarness, finished_job, import_jobs, sync_client
+from tests.history.harness import HistoryHarness
+from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> list[Path]:
+    return []
+
+
+@pytest.fixture
+def history(models: ModelHarness, tmp_path: Path,
+            opened: list[Path]) -> Iterator[HistoryModel]:
+    model = HistoryModel(models.context, tmp_path / "images", opened.append)
+    model.start()
+    models.settle(lambda: not model.loading, "the first page")
+    yield model
+    model.stop()
+
+
+def loaded(models: ModelHarness, history: HistoryModel) -> None:
+    models.settle(lambda: not history.loading, "a page of the history")
+
+
+def test_newest_first_page_by_page(models: ModelHarness, history: HistoryModel,
+                                   client: Client, tmp_path: Path) -> None:
+    label = unique("gui-paging-")
+    jobs = [finished_job(f"{label}-{n:03d}", n, label) for n in range(250)]
+    import_jobs(client, tmp_path / "jobs.jsonl", jobs)
+    history.set_filter(history.with_filter(text=label))
+    loaded(models, history)
+    newest = [f"{label}-{n:03d}" for n in reversed(range(250))]
+    assert [job.job_id for job in history.jobs] == newest[:PAGE_SIZE]
+    assert history.has_more
+    history.load_more()
+    loaded(models, history)
+    history.load_more()
+    loaded(models, history)
+    assert [job.job_id for job in history.jobs] == newest
+    assert not history.has_more
+    row = history.rows()[0]
+    assert row.key == newest[0] and row.tag == "completed"
+    assert row.values[8] and row.values[9]  # started, completed: local times
+    assert row.values[10:13] == ("2.0s", "completed", "1")
+
+
+def test_filters(models: ModelHarness, history: HistoryModel, client: Client,
+                 tmp_path: Path) -> None:
+    label = unique("gui-filters-")
+    pack = unique("gui-pack-")
+    import_jobs(client, tmp_path / "jobs.jsonl", [
+        finished_job(f"{label}-ok", 1, label),
+        finished_job(f"{label}-failed", 2, label, state=job_pb2.JOB_STATE_FAILED),
+        finished_job(f"{label}-pack", 3, label, pack=pack),
+        finished_job(f"{label}-cancelled", 4, label, state=job_pb2.JOB_STATE_CANCELLED)])
+
+    def shown(**changes: str) -> list[str]:
+        history.set_filter(history.with_filter(text=label, **changes))
+        loaded(models, history)
+        return [job.job_id.removeprefix(f"{label}-") for job in history.jobs]
+
+    assert shown() == ["cancelled", "pack", "failed", "ok"]
+    assert shown(states="failed") == ["failed"]
+    assert shown(states="completed") == ["pack", "ok"]
+    assert shown(states="finished", prompt_source="pack") == ["pack"]
+    assert shown(prompt_source="manual") == ["cancelled", "failed", "ok"]
+    assert shown(prompt_source="manual and pack", pack=pack) == ["pack"]
+
+
+def test_a_finished_job_appears_at_once(models: ModelHarness, history: HistoryModel,
+                                        client: Client) -> None:
+    label = unique("gui-live-")
+    job = client.run_pack(PACK_ID, label=label, timeout=60)
+    shown = models.settle(lambda: next((j for j in history.jobs if j.job_id == job.job_id),
+                                       None), "the finished job in the history")
+    assert shown.state == JobState.COMPLETED
+    assert history.jobs[0].create_time is not None and shown.create_time is not None
+    assert history.jobs.index(shown) == 0 or history.jobs[0].create_time >= shown.create_time
+
+
+def test_the_selected_job_its_images_and_the_actions(
+        models: ModelHarness, history: HistoryModel, client: Client, opened: list[Path],
+        paused: None) -> None:
+    label = unique("gui-selected-")
+    job = client.history.get(_run(client, label)).job
+    history.set_filter(history.with_filter(text=label))
+    loaded(models, history)
+    history.select(job.job_id)
+    record = models.settle(lambda: history.record, "the record")
+    assert entry_lines(record) == [
+        EntryLine(index, prompt, job.entries[index].seed, "completed", 1, "")
+        for index, prompt in enumerate(PACK_ROWS)]
+    assert "completed" in history.details() and job.config_hash[:16] in history.details()
+    thumbnails = models.settle(lambda: history.thumbnails, "the thumbnails")
+    assert [t.path for t in thumbnails] == [r.images[0].path for r in job.results]
+
+    history.toggle_bookmark()
+    models.settle(lambda: history.rows()[0].values[0].startswith("★ "), "the bookmark")
+    history.set_label(f"{label} keeper")
+    models.settle(lambda: history.jobs[0].label == f"{label} keeper", "the label")
+    models.settle(lambda: f"label '{label} keeper'" in history.details(), "the label shown")
+    assert client.history.get(job.job_id).job.bookmarked
+
+    history.retry(failed_only=True)
+    models.settle(models.errors, "the refused retry")
+    assert "ILLEGAL_TRANSITION" in models.errors()[-1]
+    history.retry(failed_only=False)
+    models.settle(lambda: models.last_info().startswith("Retrying every entry"), "the retry")
+    retried = [j for j in client.queue.list() if j.origin.retry_of_job_id == job.job_id]
+    assert len(retried) == 1
+
+    history.open_folder()
+    folder = models.settle(lambda: opened[0] if opened else None, "the image folder")
+    assert sorted(path.name for path in folder.glob("*.png")) == sorted(
+        r.images[0].path.rsplit("/", 1)[-1] for r in job.results)
+
+
+def _run(client: Client, label: str) -> str:
+    """A completed job of the test pack's three rows (the queue is paused: run now)."""
+    finished: Job = client.run_pack(PACK_ID, label=label, run_mode="direct", timeout=60)
+    assert finished.state == JobState.COMPLETED
+    return finished.job_id
+
+
+def test_the_list_is_read_again_when_the_history_is_back(stack: Stack, tmp_path: Path) -> None:
+    server = HistoryHarness(tmp_path / "history", env={
+        "STABLENEW_HISTORY_ADDR": f"127.0.0.1:{free_port()}", "STABLENEW_HISTORY_INGEST": "off"})
+    server.start()
+    addresses = addresses_of(stack) | {"history": server.address}
+    models, writer = ModelHarness(addresses), sync_client(addresses)
+    history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
+    try:
+        history.start()
+        import_jobs(writer, tmp_path / "first.jsonl", [finished_job("before", 1, "gone")])
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["before"], "a record")
+        server.stop()
+        models.settle(lambda: models.connection.is_lost("history"), "the history to be lost")
+        server.start()
+        import_jobs(writer, tmp_path / "second.jsonl", [finished_job("after", 2, "back")])
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["after", "before"]
+                      and not models.connection.is_lost("history"), "the list read again")
+    finally:
+        history.stop()
+        writer.close()
+        models.close()
+        server.stop()
