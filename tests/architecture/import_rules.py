@@ -17,6 +17,7 @@ SERVICES = ("bundle", "queue", "runner", "history")
 # The WebUI emulator is a stand-in for an external program, not one of the four services; it
 # follows the service rules about other packages but not the four-part layout.
 SERVICE_LIKE = (*SERVICES, "emulator")
+CLIENTS = ("sdk", "cli", "gui")
 
 # A service module of one of these kinds is the gRPC edge: the only place (with the runtime)
 # where grpc, status codes and generated error messages appear.
@@ -164,7 +165,7 @@ def _import_rules(module: Module, imported: str) -> Iterator[str]:
             yield "the runtime serves every service and knows none of them"
     elif area in SERVICE_LIKE:
         yield from _service_rules(module, imported)
-    elif area in ("sdk", "cli"):
+    elif area in CLIENTS:
         yield from _client_rules(module, imported)
 
 
@@ -180,7 +181,7 @@ def _contract_rules(imported: str) -> Iterator[str]:
 
 def _service_rules(module: Module, imported: str) -> Iterator[str]:
     target = _service_of(imported)
-    if target in (*SERVICE_LIKE, "sdk", "cli") and target != module.area:
+    if target in (*SERVICE_LIKE, *CLIENTS) and target != module.area:
         yield f"a service never imports another service's internals ({target})"
     if module.area == "emulator":
         return
@@ -207,8 +208,10 @@ def _inner_layer_rules(layer: str, imported: str) -> Iterator[str]:
 
 def _client_rules(module: Module, imported: str) -> Iterator[str]:
     allowed: tuple[str, ...] = ("stablenew.sdk", "stablenew.contract", "stablenew.v1")
-    if module.area == "cli":
-        allowed = (*allowed, "stablenew.cli")
+    if module.area in ("cli", "gui"):
+        # The command line and the window are one program: `stablenew gui` is a command, and
+        # `gui --local` supervises the services as `stablenew up` does.
+        allowed = (*allowed, "stablenew.cli", "stablenew.gui")
     if module.name == "stablenew.cli.serve_command":
         # `stablenew serve` runs a service in this process: its app and the runtime.
         allowed = (*allowed, "stablenew.runtime", "stablenew.emulator.cli",

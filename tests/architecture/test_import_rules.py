@@ -61,6 +61,11 @@ CROSSINGS = [
      "clients import only"),
     ("stablenew.sdk.client", "from stablenew.cli import main\n", "clients import only"),
     ("stablenew.sdk.client", "from ..runtime import channel\n", "clients import only"),
+    ("stablenew.sdk.client", "from stablenew.gui import app\n", "clients import only"),
+    ("stablenew.gui.backend", "from stablenew.queue.core import QueueCore\n",
+     "clients import only"),
+    ("stablenew.gui.backend", "from stablenew.runtime.channel import open_channel\n",
+     "clients import only"),
 ]
 
 
@@ -84,6 +89,8 @@ ALLOWED = [
     ("stablenew.cli.serve_command", "from stablenew.queue.app import build\n"),
     ("stablenew.cli.main", "from stablenew.sdk import Client\nfrom stablenew.v1 import job_pb2\n"),
     ("stablenew.contract.proto_mapping", "from stablenew.v1 import pipeline_pb2\n"),
+    ("stablenew.cli.main", "from stablenew.gui import command\n"),
+    ("stablenew.gui.command", "from stablenew.cli.supervisor import Supervisor\n"),
 ]
 
 
