@@ -19,7 +19,8 @@ TERMINAL = frozenset({job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED,
 @dataclass
 class Outcome:
     """One scenario's figures. `rounds` counts the faults injected; lost, duplicated and stuck
-    must be zero; `figures` adds what else the scenario measured."""
+    must be zero, and so must `errors` (calls that ended INTERNAL or UNKNOWN, services that
+    exited, a scenario that could not finish); `figures` adds what else it measured."""
 
     scenario: str
     rounds: int = 0
@@ -27,12 +28,13 @@ class Outcome:
     lost: int = 0
     duplicated: int = 0
     stuck: int = 0
+    errors: int = 0
     figures: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def clean(self) -> bool:
-        return self.lost == self.duplicated == self.stuck == 0
+        return self.lost == self.duplicated == self.stuck == self.errors == 0
 
 
 @dataclass
@@ -116,11 +118,12 @@ def all_terminal(stub: queue_service_pb2_grpc.QueueServiceStub, jobs: int) -> Ca
 
 def table(outcomes: list[Outcome]) -> str:
     """The figures as a fixed-width table, then each scenario's extra figures."""
-    header = f"{'scenario':<26}{'rounds':>7}{'jobs':>8}{'lost':>6}{'dup':>5}{'stuck':>7}{'s':>6}"
+    header = (f"{'scenario':<26}{'rounds':>7}{'jobs':>8}{'lost':>6}{'dup':>5}{'stuck':>7}"
+              f"{'errors':>8}{'s':>6}")
     lines = [header, "-" * len(header)]
     for o in outcomes:
         lines.append(f"{o.scenario:<26}{o.rounds:>7}{o.jobs:>8}{o.lost:>6}{o.duplicated:>5}"
-                     f"{o.stuck:>7}{o.seconds:>6.0f}")
+                     f"{o.stuck:>7}{o.errors:>8}{o.seconds:>6.0f}")
     lines.append("")
     for o in outcomes:
         extra = ", ".join(f"{key} {value}" for key, value in o.figures.items())
