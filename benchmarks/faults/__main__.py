@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from benchmarks.faults import crashes, load, webui
 from benchmarks.faults.fuzz import rpc_fuzz
 from benchmarks.faults.ledger import Outcome, table
@@ -46,9 +48,20 @@ def run(name: str, chaos: random.Random, examples: int) -> tuple[Outcome, str]:
             outcome, details = SCENARIOS[name](Path(root), chaos, examples)
         except Exception:  # reported, and the other scenarios still run
             outcome, details = Outcome(name, errors=1), f"{name}:\n{traceback.format_exc()}"
+        finally:
+            _end_children()
     outcome.seconds = time.monotonic() - started
     print(f"{outcome.scenario}: {outcome.seconds:.0f} s", file=sys.stderr, flush=True)
     return outcome, details
+
+
+def _end_children() -> None:
+    """Kill any service process a scenario left behind (one that failed half-way), so the
+    next scenario starts on a quiet machine."""
+    leftovers = psutil.Process().children(recursive=True)
+    for child in leftovers:
+        child.kill()
+    psutil.wait_procs(leftovers, timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,8 @@ class Outcome:
     lost: int = 0
     duplicated: int = 0
     stuck: int = 0
-    errors: int = 0
     figures: dict[str, object] = field(default_factory=dict)
+    errors: int = 0
     seconds: float = 0.0
 
     @property

@@ -59,7 +59,7 @@ def rig(root: Path, runners: int, step_seconds: str = "0.01") -> Iterator[Rig]:
         for runner in made.runners:
             runner.close_channel()
             runner.end()
-        emulator.end()
+        made.emulator.end()  # the one running now (emulator_sigkill replaces it)
         channel.close()
         queue.stop()
 
