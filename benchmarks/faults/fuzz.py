@@ -23,4 +23,6 @@ def rpc_fuzz(root: Path, examples: int = 500) -> tuple[Outcome, str]:
         "INTERNAL/UNKNOWN by RPC": found, "exited": exits,
         "tracebacks in logs": {name: n for name, n in tracebacks.items() if n}})
     outcome.errors = sum(found.values()) + len(exits)
-    return outcome, describe_findings(reports)
+    per_rpc = "\n".join(f"  {report.method:<28} {dict(report.codes.most_common())}"
+                        for report in reports)
+    return outcome, f"fuzz, status codes per RPC:\n{per_rpc}\n{describe_findings(reports)}"

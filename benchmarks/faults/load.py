@@ -16,6 +16,7 @@ from stablenew.history.store.reads import read_only
 from stablenew.v1 import history_service_pb2 as hpb
 from stablenew.v1 import history_service_pb2_grpc, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
+from tests.fuzz.stack import TRACEBACK
 from tests.history.processes import HistoryProcess
 from tests.history.queue_helpers import submit
 from tests.history.test_faults_e2e import wait_caught_up
@@ -107,6 +108,7 @@ def history_disk_full(root: Path, jobs: int = 300, pages: int = 100) -> Outcome:
             pass
         full = wait_until(lambda: "full" in limited.output(), 60)
         reads_while_full = _reads_answer(limited.address)
+        tracebacks_while_full = len(TRACEBACK.findall(limited.log_path.read_text(errors="replace")))
         assert limited.stop() is not None
         history = HistoryProcess(root / "history-data", queue.address)
         found = tally(stub)
@@ -120,6 +122,7 @@ def history_disk_full(root: Path, jobs: int = 300, pages: int = 100) -> Outcome:
                    found.duplicated + sum(1 for n in recorded.values() if n > 1), found.stuck,
                    {"max_page_count": pages, "disk full seen": full,
                     "reads answered while full": reads_while_full,
+                    "tracebacks in its log while full": tracebacks_while_full,
                     "transitions recorded after": len(recorded)})
 
 
