@@ -16,13 +16,15 @@ def rpc_fuzz(root: Path, examples: int = 500) -> tuple[Outcome, str]:
     with running_stack(root) as stack:
         reports = list(fuzz_services(stack.addresses, examples))
         exits, tracebacks = stack.exits(), stack.tracebacks()
+        unanswering = stack.unanswering()
     codes = histogram(reports)
     found = {report.method: report.found for report in reports if report.found}
     outcome = Outcome(f"fuzz, {examples}/RPC", sum(codes.values()), 0, figures={
         "RPCs": len(reports), "status codes": dict(codes.most_common()),
         "INTERNAL/UNKNOWN by RPC": found, "exited": exits,
+        "not SERVING afterwards": unanswering,
         "tracebacks in logs": {name: n for name, n in tracebacks.items() if n}})
-    outcome.errors = sum(found.values()) + len(exits)
+    outcome.errors = sum(found.values()) + len(exits) + len(unanswering)
     per_rpc = "\n".join(f"  {report.method:<28} {dict(report.codes.most_common())}"
                         for report in reports)
     return outcome, f"fuzz, status codes per RPC:\n{per_rpc}\n{describe_findings(reports)}"

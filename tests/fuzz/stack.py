@@ -10,7 +10,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.history.processes import HistoryProcess
+from grpc_health.v1 import health_pb2
+
+from tests.history.processes import HistoryProcess, health_of
 from tests.queue.processes import QueueProcess, free_port, wait_serving
 from tests.runner.harness import (
     EmulatorProcess,
@@ -74,6 +76,12 @@ class ServiceStack:
                      "runner": self.runner.process}
         return {name: code for name, process in processes.items()
                 if process is not None and (code := process.poll()) is not None}
+
+    def unanswering(self) -> list[str]:
+        """The gRPC services whose health check does not answer SERVING (exited, or refusing
+        every call)."""
+        return [name for name, address in self.addresses.items()
+                if health_of(address) != health_pb2.HealthCheckResponse.SERVING]
 
     def logs(self) -> dict[str, str]:
         """Each service's log so far."""

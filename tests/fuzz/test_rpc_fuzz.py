@@ -42,3 +42,8 @@ def test_no_request_reaches_internal_or_unknown(reports: list[RpcReport]) -> Non
 def test_no_service_exits(reports: list[RpcReport], stack: ServiceStack) -> None:
     assert reports  # the fuzz ran first
     assert stack.exits() == {}
+
+
+def test_every_service_still_answers(reports: list[RpcReport], stack: ServiceStack) -> None:
+    assert reports  # the fuzz ran first
+    assert stack.unanswering() == []
