@@ -8,7 +8,7 @@ NPM ?= npm
 NODE_TOOLS := node_modules/.installed
 BUF := node_modules/.bin/buf
 
-.PHONY: demo test lint typecheck codegen-check contract-check buf-lint buf-breaking test-display protos clean
+.PHONY: demo test faults lint typecheck codegen-check contract-check buf-lint buf-breaking test-display protos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: lint typecheck codegen-check contract-check test-display
 # Xvfb and xdotool for the GUI tests' real window, installed when missing.
 test-display: $(INSTALLED)
 	sh scripts/ensure_test_display.sh $(PY)
+
+# The fault suite (benchmarks/faults, docs/RELIABILITY.md): every scenario on fresh processes,
+# a table of what was lost, duplicated or stuck; fails unless all of it is zero.
+faults: $(INSTALLED)
+	$(PY) -m benchmarks.faults
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

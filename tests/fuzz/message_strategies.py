@@ -18,6 +18,10 @@ HUGE_STRING_SIZES = (300, 5_000, 100_000)
 MAX_DEPTH = 3
 MAX_LIST = 4
 LONG_LIST = 2_000
+# Only items up to this size are repeated LONG_LIST times: long lists of large (or of nested
+# long-listed) items would build requests of gigabytes, which test the client's memory rather
+# than the server. A long list stays a few MiB at most.
+LONG_LIST_ITEM_BYTES = 1_024
 
 INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
@@ -96,9 +100,19 @@ def _field_values(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
         return st.dictionaries(_scalar(key), _value(value, depth), max_size=MAX_LIST)
     if field.is_repeated:
         items = _value(field, depth)
-        return st.one_of(st.lists(items, max_size=MAX_LIST),
-                         items.map(lambda one: [one] * LONG_LIST))
+        return st.one_of(st.lists(items, max_size=MAX_LIST), items.map(_long_list))
     return _value(field, depth)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, Message):
+        return value.ByteSize()
+    return len(value) if isinstance(value, str | bytes) else 8
+
+
+def _long_list(item: Any) -> list[Any]:
+    """The item LONG_LIST times, or MAX_LIST times when it is too large to repeat that often."""
+    return [item] * (LONG_LIST if _size(item) <= LONG_LIST_ITEM_BYTES else MAX_LIST)
 
 
 def _set(message: Message, field: FieldDescriptor, value: Any) -> None:
