@@ -10,7 +10,7 @@ import pytest
 
 from stablenew.gui.draft_model import PAGE_SIZE, DraftMemory, DraftModel
 from stablenew.gui.pipeline_model import ManualPart, PackParts
-from stablenew.sdk import Client, JobSource, JobState, RunMode
+from stablenew.sdk import Client, JobSource, JobState, RowErrorReason, RunMode
 from tests.bundle_service.harness import unique
 from tests.gui.harness import ModelHarness, write_text_pack
 from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
@@ -100,7 +100,7 @@ def test_row_errors_are_loud_and_block_the_queue(models: ModelHarness, draft: Dr
     draft.add_pack(PackParts(pack_id, [], "", TXT2IMG_ONLY))
     idle(models, draft)
     errors = draft.errors()
-    assert len(errors) == 1 and errors[0].reason == "UNRESOLVED_TOKEN"
+    assert len(errors) == 1 and errors[0].reason == RowErrorReason.UNRESOLVED_TOKEN
     rows = draft.rows()
     assert rows[0].tag == "error" and f"{pack_id} row 1" in rows[0].values[1]
     assert not draft.can_enqueue()

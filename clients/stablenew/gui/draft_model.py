@@ -105,7 +105,7 @@ Step = Callable[[AsyncClient, str], Awaitable[Previewed]]
 
 def _row_error_text(error: RowError) -> str:
     """The service's message names the pack, the row and the line already."""
-    return f"{error.reason}: {error.message}"
+    return f"{error.reason.name}: {error.message}"
 
 
 class DraftModel:
