@@ -134,9 +134,10 @@ def test_a_silently_skipped_adetailer_pass_fails_its_entry(queue: QueueHarness,
 def test_a_cancel_interrupts_the_generation_and_keeps_the_finished_entries(
         queue: QueueHarness, runner: RunnerHarness, emulator: EmulatorServer,
         admin: EmulatorAdmin) -> None:
-    emulator.faults.update({"step_seconds": 0.05})
+    emulator.faults.update({"step_seconds": 0.07})
+    # 150 steps: the most the queue accepts (stablenew.contract.pipeline_limits).
     entries = [make_job(0, "alpha quick", steps=2),
-               make_job(1, "bravo long", steps=200),  # 10 s unless interrupted
+               make_job(1, "bravo long", steps=150),  # 10 s unless interrupted
                make_job(2, "charlie never", steps=2)]
     job_id = submit(queue.stub, entries).job_id
     wait_for(lambda: admin.generations("alpha") and admin.sampling(),
@@ -316,8 +317,10 @@ def test_upscale_only_runs_on_input_images_and_refuses_paths_outside_the_input_f
     (runner.input_root / "batch").mkdir()
     Image.new("RGB", (48, 32), (10, 200, 10)).save(runner.input_root / "batch" / "a.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "runner" / "outside.png")
+    # The queue refuses "../outside.png" itself; a link that leads out is the runner's to refuse.
+    (runner.input_root / "batch" / "escape.png").symlink_to(tmp_path / "runner" / "outside.png")
     entries = [make_job(0, "", (UPSCALE,), input_images=["batch/a.png"]),
-               make_job(1, "", (UPSCALE,), input_images=["../outside.png"])]
+               make_job(1, "", (UPSCALE,), input_images=["batch/escape.png"])]
     job = wait_state(queue.stub, submit(queue.stub, entries).job_id)
 
     assert job.state == job_pb2.JOB_STATE_FAILED
@@ -329,7 +332,7 @@ def test_upscale_only_runs_on_input_images_and_refuses_paths_outside_the_input_f
     assert png_size(data) == (96, 64)
     assert stablenew_chunk(data)["stage"] == "upscale"
     assert Path(image.path).name == "000_upscale_100.png"
-    assert "../outside.png" in refused.error_message
+    assert "batch/escape.png" in refused.error_message
     assert list(refused.images) == []
 
 
@@ -358,8 +361,8 @@ def test_a_runner_shutting_down_hands_its_job_back_at_once(
     address = queue.address
     first = RunnerHarness(tmp_path / "first", address, emulator.url, runner_id="runner-a",
                           env={"STABLENEW_GRACE_SECONDS": "3"}).start()
-    emulator.faults.update({"step_seconds": 0.05})
-    job_id = submit(queue.stub, [make_job(0, "handed back", steps=200)]).job_id
+    emulator.faults.update({"step_seconds": 0.07})
+    job_id = submit(queue.stub, [make_job(0, "handed back", steps=150)]).job_id
     try:
         wait_for(admin.sampling, "the generation to be sampling", 20)
     finally:

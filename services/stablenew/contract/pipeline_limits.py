@@ -236,15 +236,27 @@ def config_problems(config: PipelineConfig, plan: Sequence[StageType],
 
 def entry_problems(entry: NormalizedJob, path: str) -> list[tuple[str, str]]:
     """(field path, problem) for every value of a normalized job the bundle would have refused
-    in its config, or in its input images; unset values count as their built-in defaults.
-    `path` names the entry (e.g. `entries[3]`), the paths its own fields."""
+    in its config or its input images; unset values count as their built-in defaults. `path`
+    names the entry (e.g. `entries[3]`), the paths its own fields."""
     config = with_builtin_defaults(_config_of(entry))
     problems = [(_entry_path(field, path), message)
                 for field, message in config_problems(config, entry.stage_plan, "")]
-    problems += [(f"{path}.input_images[{index}]", problem)
-                 for index, image in enumerate(entry.input_images)
-                 if (problem := image_path_problem(image))]
-    return problems
+    return problems + _image_problems(entry.input_images, path)
+
+
+def varying_problems(seed: int, subseed: int, input_images: Sequence[str],
+                     path: str) -> list[tuple[str, str]]:
+    """entry_problems of the fields in which the entries of one job differ (seeds, input
+    images), for an entry whose other fields are those of an entry already checked."""
+    problems = [(f"{path}.{name}", message) for name, value in (("seed", seed),
+                                                               ("subseed", subseed))
+                if (message := _seed(value))]
+    return problems + _image_problems(input_images, path)
+
+
+def _image_problems(images: Sequence[str], path: str) -> list[tuple[str, str]]:
+    return [(f"{path}.input_images[{index}]", problem) for index, image in enumerate(images)
+            if (problem := image_path_problem(image))]
 
 
 def _config_of(entry: NormalizedJob) -> PipelineConfig:

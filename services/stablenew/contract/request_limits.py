@@ -27,7 +27,7 @@ MAX_TEXT_CHARS = 64 * 1024
 # Entries of a list of names (a runner's models) and of a string map (job metadata).
 MAX_LIST_ITEMS = 1000
 MAX_MAP_ENTRIES = 100
-# A duration a client sends (a long-poll, an ETA, a stage time): beyond this it is not a time.
+# The longest duration the services write (an estimate): a computed one is capped to it.
 MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
 # The largest value of the wire's int32 and int64 fields: computed values are clamped to them.
 INT32_MAX = 2**31 - 1
@@ -83,17 +83,14 @@ def known_enum(enum_type: type[E], number: int, field_path: str,
     return member
 
 
-def duration_seconds(seconds: int, nanos: int, field_path: str,
-                     maximum: float = MAX_DURATION_SECONDS) -> float:
-    """A google.protobuf.Duration's seconds and nanos as seconds: INVALID_ARGUMENT when
-    negative, when its parts disagree in sign or the nanos exceed a second, or when it is
-    longer than `maximum`."""
+def duration_seconds(seconds: int, nanos: int, field_path: str) -> float:
+    """A google.protobuf.Duration's seconds and nanos as seconds, read without the overflow of
+    `ToTimedelta` (the wire allows ±2^63 s): INVALID_ARGUMENT when negative or when the nanos
+    are not those of a duration (0..999,999,999). The caller caps a long one."""
     if seconds < 0 or nanos < 0:
         raise invalid_argument(field_path, "must not be negative")
     if nanos >= 1_000_000_000:
         raise invalid_argument(field_path, "nanos must be below 1,000,000,000")
-    if seconds > maximum:
-        raise invalid_argument(field_path, f"at most {maximum:g} seconds (got {seconds})")
     return seconds + nanos / 1e9
 
 

@@ -29,11 +29,16 @@ from stablenew.contract.errors import (
 )
 from stablenew.contract.job_hasher import VARYING_FIELDS, JobHasher
 from stablenew.contract.model import NormalizedJob, StageType, image_count
+from stablenew.contract.pipeline_limits import entry_problems, varying_problems
 from stablenew.contract.proto_mapping import from_request, to_proto
 from stablenew.queue import codec
 from stablenew.queue.domain import EntryBatch
 from stablenew.v1 import pipeline_pb2
 
+# The most entries one job holds: what one bundle may hold (the bundle's default maximum).
+# With the per-entry limits (batch size 8, 100 iterations) it keeps a job's image count and
+# its entry count within their wire types.
+MAX_ENTRIES = 100_000
 # Fields two entries may differ in and still share a JobHasher: the ones it splices in, and
 # the ones the config hash does not cover.
 _NOT_IN_GROUP_KEY = (*VARYING_FIELDS, *sorted(NOT_HASHED))
@@ -43,11 +48,16 @@ _HASHED_IN_FULL = 3
 
 
 def entry_batch(messages: Sequence[pipeline_pb2.NormalizedJob]) -> EntryBatch:
-    """INVALID_ARGUMENT naming the field for no entries, an empty or unknown stage plan, an
-    unknown enum value, or a config hash that does not match its entry. Drops the messages'
+    """INVALID_ARGUMENT naming the field for no entries or too many, an empty or unknown stage
+    plan, an unknown enum value, a value the bundle would refuse (stablenew.contract.
+    pipeline_limits: a job submitted directly is held to the same rules), or a config hash that
+    does not match its entry. Drops the messages'
     unknown fields in place."""
     if not messages:
         raise invalid_argument("entries", "a job needs at least one normalized job")
+    if len(messages) > MAX_ENTRIES:
+        raise invalid_argument("entries", f"at most {MAX_ENTRIES:,} normalized jobs in one job "
+                               f"(got {len(messages):,})")
     checker = _EntryChecker()
     stored: list[pipeline_pb2.NormalizedJob] = []
     plans: dict[tuple[int, ...], tuple[StageType, ...]] = {}  # the few distinct plans, checked
@@ -142,6 +152,9 @@ class _EntryChecker:
         if message.HasField("origin") and not message.origin.ByteSize():
             message.ClearField("origin")  # all defaults: the conversion leaves it unset
         group, expected = self._expected(index, message)
+        if group.size > 1:  # the group's first entry was checked in full
+            _refuse(varying_problems(message.seed, message.subseed, message.input_images,
+                                     f"entries[{index}]"))
         if message.config_hash != expected:
             raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.CONFIG_HASH_MISMATCH,
                 f"entries[{index}].config_hash: {message.config_hash!r} does not match the "
@@ -159,6 +172,7 @@ class _EntryChecker:
         group = self._groups.get(key)
         if group is None:
             first = _to_domain(index, message)
+            _refuse(entry_problems(first, f"entries[{index}]"))
             group = self._groups[key] = _Group(
                 first, canonical=self._group_key(to_proto(first)) == key)
             return group, config_hash(first)
@@ -178,6 +192,15 @@ class _EntryChecker:
         for name in _NOT_IN_GROUP_KEY:  # domain field names, the same as the message's
             scratch.ClearField(name)  # type: ignore[arg-type]
         return scratch.SerializeToString(deterministic=True)
+
+
+def _refuse(problems: list[tuple[str, str]]) -> None:
+    """INVALID_ARGUMENT naming every field at fault, if there is one."""
+    if problems:
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD,
+            "; ".join(f"{field}: {problem}" for field, problem in problems),
+            violations=[FieldViolation(field, problem) for field, problem in problems])
 
 
 def _to_domain(index: int, message: pipeline_pb2.NormalizedJob) -> NormalizedJob:
