@@ -507,3 +507,24 @@ def test_a_blank_webui_command_means_the_runner_owns_no_webui(
         assert status.owns_webui_process is False
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://webui:7860", "http://", "webui:7860"])
+def test_a_webui_url_that_is_not_http_is_a_configuration_error(tmp_path: Path, url: str) -> None:
+    env = {"STABLENEW_RUNNER_ADDR": "127.0.0.1:0", "STABLENEW_DATA_DIR": str(tmp_path),
+           "STABLENEW_WEBUI_URL": url}
+    with pytest.raises(ConfigError, match="STABLENEW_WEBUI_URL"):
+        runner_app.build(ServerSettings.load("runner", env=env), env)
+
+
+def test_credentials_in_the_webui_url_are_used_and_never_shown(
+        tmp_path: Path, queue: QueueHarness) -> None:
+    with running(fast_config(step_seconds=0.002, api_auth=(("sd", "s3cret"),))) as protected:
+        url = protected.url.replace("http://", "http://sd:s3cret@")
+        runner = RunnerHarness(tmp_path / "url-auth", queue.address, url).start()
+        try:
+            status = runner.wait_webui(READY)
+            assert "s3cret" not in str(status) and "sd:" not in status.webui_url
+            assert status.webui_url == protected.url.rstrip("/")
+        finally:
+            runner.stop()
