@@ -9,7 +9,6 @@ comments and docs/API.md state them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import TypeVar
@@ -29,9 +28,6 @@ MAX_LIST_ITEMS = 1000
 MAX_MAP_ENTRIES = 100
 # The longest duration the services write (an estimate): a computed one is capped to it.
 MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
-# The largest value of the wire's int32 and int64 fields: computed values are clamped to them.
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 
 
 def checked_id(value: str, field_path: str, required: bool = True) -> str:
@@ -92,15 +88,3 @@ def duration_seconds(seconds: int, nanos: int, field_path: str) -> float:
     if nanos >= 1_000_000_000:
         raise invalid_argument(field_path, "nanos must be below 1,000,000,000")
     return seconds + nanos / 1e9
-
-
-def finite(value: float, field_path: str) -> float:
-    """`value`, or INVALID_ARGUMENT for NaN and the infinities."""
-    if not math.isfinite(value):
-        raise invalid_argument(field_path, f"must be a finite number, got {value}")
-    return value
-
-
-def clamped(value: int, maximum: int) -> int:
-    """`value` lowered to `maximum`: a computed count stays within its wire type."""
-    return min(value, maximum)
