@@ -10,7 +10,10 @@ from functools import partial
 import grpc
 import pytest
 
+from stablenew.contract.config_hash import config_hash
 from stablenew.contract.errors import Code, ErrorDetails
+from stablenew.contract.model import NormalizedJob
+from stablenew.contract.proto_mapping import from_proto, to_proto
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as pb
@@ -41,6 +44,14 @@ def submit_request(entry: pipeline_pb2.NormalizedJob | None = None,
     return request
 
 
+def rehashed(entry: pipeline_pb2.NormalizedJob) -> pipeline_pb2.NormalizedJob:
+    """The entry with its config hash made right again: only the value is wrong."""
+    job = from_proto(NormalizedJob, entry)
+    job.config_hash = config_hash(job)
+    message: pipeline_pb2.NormalizedJob = to_proto(job)
+    return message
+
+
 def runner_of(queue: QueueHarness) -> ProtocolRunner:
     assert queue.channel is not None
     return ProtocolRunner(queue.channel, "r1")
@@ -62,8 +73,8 @@ def leased_job(queue: QueueHarness) -> tuple[ProtocolRunner, Leased]:
 def test_an_entry_value_the_bundle_would_refuse_is_refused(
         queue: QueueHarness, field: str, value: float) -> None:
     entry = make_entry()
-    setattr(entry, field, value)  # the hash is not even looked at: the value comes first
-    details = assert_invalid(lambda: queue.stub.SubmitJob(submit_request(entry)),
+    setattr(entry, field, value)
+    details = assert_invalid(lambda: queue.stub.SubmitJob(submit_request(rehashed(entry))),
                              f"entries[0].{field}")
     assert details.reason == "INVALID_FIELD"
     assert queue.active_ids() == []
@@ -73,6 +84,7 @@ def test_entries_of_one_group_are_each_checked_for_their_own_seeds_and_images(
         queue: QueueHarness) -> None:
     entries = [make_entry(index) for index in range(5)]
     entries[4].seed = -7
+    entries[4] = rehashed(entries[4])
     request = pb.SubmitJobRequest(entries=entries, origin=origin())
     assert_invalid(lambda: queue.stub.SubmitJob(request), "entries[4].seed")
 
@@ -82,7 +94,7 @@ def test_an_input_image_outside_the_input_folder_is_refused(queue: QueueHarness)
     entry.stage_plan[:] = [pipeline_pb2.STAGE_TYPE_UPSCALE]
     entry.upscale.upscaler = "R-ESRGAN 4x+"
     entry.input_images.append("../outside.png")
-    assert_invalid(lambda: queue.stub.SubmitJob(submit_request(entry)),
+    assert_invalid(lambda: queue.stub.SubmitJob(submit_request(rehashed(entry))),
                    "entries[0].input_images[0]")
 
 

@@ -152,15 +152,18 @@ class _EntryChecker:
         if message.HasField("origin") and not message.origin.ByteSize():
             message.ClearField("origin")  # all defaults: the conversion leaves it unset
         group, expected = self._expected(index, message)
-        if group.size > 1:  # the group's first entry was checked in full
-            _refuse(varying_problems(message.seed, message.subseed, message.input_images,
-                                     f"entries[{index}]"))
         if message.config_hash != expected:
             raise ServiceError(Code.INVALID_ARGUMENT, ErrorReason.CONFIG_HASH_MISMATCH,
                 f"entries[{index}].config_hash: {message.config_hash!r} does not match the "
                 f"entry (recomputed {expected})",
                 violations=[FieldViolation(f"entries[{index}].config_hash", "does not match")],
             )
+        # Values after the hash: a hash that does not match says more about the sender.
+        if group.size == 1:
+            _refuse(entry_problems(group.first, f"entries[{index}]"))
+        else:  # the group's first entry was checked in full
+            _refuse(varying_problems(message.seed, message.subseed, message.input_images,
+                                     f"entries[{index}]"))
         if group.canonical:
             return message
         stored: pipeline_pb2.NormalizedJob = to_proto(_to_domain(index, message))
@@ -172,7 +175,6 @@ class _EntryChecker:
         group = self._groups.get(key)
         if group is None:
             first = _to_domain(index, message)
-            _refuse(entry_problems(first, f"entries[{index}]"))
             group = self._groups[key] = _Group(
                 first, canonical=self._group_key(to_proto(first)) == key)
             return group, config_hash(first)
