@@ -13,7 +13,6 @@ from stablenew.bundle.pipeline_rules import (
     merge_config,
     preset_problems,
     stage_plan,
-    with_builtin_defaults,
 )
 from stablenew.contract.model import (
     AdetailerConfig,
@@ -23,6 +22,7 @@ from stablenew.contract.model import (
     Txt2ImgConfig,
     UpscaleMode,
 )
+from stablenew.contract.pipeline_limits import with_builtin_defaults
 from tests.bundle.helpers import face_pass, txt2img_config, with_adetailer
 
 T, I2I, A, U = StageType.TXT2IMG, StageType.IMG2IMG, StageType.ADETAILER, StageType.UPSCALE

@@ -23,6 +23,7 @@ from stablenew.contract.config_hash import (
 from stablenew.contract.errors import Code
 from stablenew.contract.job_hasher import JobHasher
 from stablenew.contract.model import NormalizedJob
+from stablenew.contract.pipeline_limits import entry_problems
 from stablenew.contract.proto_mapping import from_proto
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, pipeline_pb2
@@ -41,7 +42,16 @@ VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 JOBS: list[dict[str, Any]] = VECTORS["jobs"]
 BUNDLES: list[dict[str, Any]] = VECTORS["bundles"]
 BY_NAME = {vector["name"]: vector for vector in JOBS}
-RUNNABLE = [vector for vector in JOBS if vector["job"].get("stage_plan")]
+_PLANNED = [vector for vector in JOBS if vector["job"].get("stage_plan")]
+
+
+def _out_of_range(vector: dict[str, Any]) -> bool:
+    """A vector of extreme values (hashing edges): the queue refuses it as the bundle would."""
+    return bool(entry_problems(from_proto(NormalizedJob, to_message(vector["job"])), "entry"))
+
+
+RUNNABLE = [vector for vector in _PLANNED if not _out_of_range(vector)]
+OUT_OF_RANGE = [vector for vector in _PLANNED if _out_of_range(vector)]
 
 
 def _ids(vectors: list[dict[str, Any]]) -> list[str]:
@@ -174,6 +184,16 @@ def test_the_queue_accepts_every_vector_and_keeps_its_hash(queue: QueueHarness,
     assert stored.config_hash == vector["config_hash"]
     assert config_hash(from_proto(NormalizedJob, stored)) == vector["config_hash"]
     assert submitted.config_hash == bundle_hash([vector["config_hash"]])
+
+
+@pytest.mark.parametrize("vector", OUT_OF_RANGE, ids=_ids(OUT_OF_RANGE))
+def test_the_queue_refuses_a_vector_outside_the_config_limits(queue: QueueHarness,
+                                                              vector: dict[str, Any]) -> None:
+    request = pb.SubmitJobRequest(entries=[to_message(vector["job"])])
+    with pytest.raises(grpc.RpcError) as caught:
+        queue.stub.SubmitJob(request, timeout=10)
+    details = details_of(caught.value)
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "INVALID_FIELD")
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=_ids(BUNDLES))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stablenew.contract.config_hash import config_hash
 from stablenew.contract.model import (
+    AdetailerPass,
     EntryOrigin,
     EntryResult,
     EntryStatus,
@@ -22,6 +23,7 @@ from stablenew.contract.model import (
     PromptSource,
     RunMode,
     StageType,
+    UpscaleConfig,
 )
 from stablenew.contract.proto_mapping import to_proto
 from stablenew.history import app, mapping
@@ -43,6 +45,11 @@ def entry(prompt: str = "a lighthouse at dusk", pack_id: str = "", index: int = 
         index=index, prompt=prompt, stage_plan=list(stages), seed=1234 + index, model="sd15",
         width=512, height=512, steps=20, cfg_scale=7.0, batch_size=1, n_iter=1,
         sampler_name="Euler a",
+        # What the queue requires of these stages (the bundle's config limits).
+        adetailer_passes=[AdetailerPass(model="face_yolov8n.pt")]
+        if StageType.ADETAILER in stages else [],
+        upscale=UpscaleConfig(upscaler="R-ESRGAN 4x+") if StageType.UPSCALE in stages
+        else UpscaleConfig(),
         origin=EntryOrigin(prompt_source=PromptSource.PACK if pack_id else PromptSource.MANUAL,
                            prompt_pack_id=pack_id, pack_name=pack_id.title(), row_index=index))
     made.config_hash = config_hash(made)

@@ -36,7 +36,8 @@ BASE = NormalizedJob(stage_plan=[StageType.TXT2IMG, StageType.ADETAILER], model=
                      adetailer_passes=[AdetailerPass(model="face_yolov8n.pt")])
 OTHER = dataclasses.replace(BASE, stage_plan=[StageType.TXT2IMG, StageType.UPSCALE], model="xl",
                             batch_size=2, n_iter=3, adetailer_passes=[],
-                            upscale=UpscaleConfig(mode=UpscaleMode.EXTRAS, factor=2.0))
+                            upscale=UpscaleConfig(mode=UpscaleMode.EXTRAS,
+                                                  upscaler="R-ESRGAN 4x+", factor=2.0))
 
 
 def entry(index: int, config: NormalizedJob = BASE, **changes: Any) -> NormalizedJob:

@@ -153,9 +153,10 @@ def test_a_pass_that_detects_nothing_is_recorded_as_such_and_the_entry_completes
 def test_a_cancel_interrupts_the_generation_and_keeps_the_finished_entries(
         queue: QueueHarness, runner: RunnerHarness, emulator: EmulatorServer,
         admin: EmulatorAdmin) -> None:
-    emulator.faults.update({"step_seconds": 0.05})
+    emulator.faults.update({"step_seconds": 0.07})
+    # 150 steps: the most the queue accepts (stablenew.contract.pipeline_limits).
     entries = [make_job(0, "alpha quick", steps=2),
-               make_job(1, "bravo long", steps=200),  # 10 s unless interrupted
+               make_job(1, "bravo long", steps=150),  # 10 s unless interrupted
                make_job(2, "charlie never", steps=2)]
     job_id = submit(queue.stub, entries).job_id
     wait_for(lambda: admin.generations("alpha") and admin.sampling(),
@@ -335,8 +336,10 @@ def test_upscale_only_runs_on_input_images_and_refuses_paths_outside_the_input_f
     (runner.input_root / "batch").mkdir()
     Image.new("RGB", (48, 32), (10, 200, 10)).save(runner.input_root / "batch" / "a.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "runner" / "outside.png")
+    # The queue refuses "../outside.png" itself; a link that leads out is the runner's to refuse.
+    (runner.input_root / "batch" / "escape.png").symlink_to(tmp_path / "runner" / "outside.png")
     entries = [make_job(0, "", (UPSCALE,), input_images=["batch/a.png"]),
-               make_job(1, "", (UPSCALE,), input_images=["../outside.png"])]
+               make_job(1, "", (UPSCALE,), input_images=["batch/escape.png"])]
     job = wait_state(queue.stub, submit(queue.stub, entries).job_id)
 
     assert job.state == job_pb2.JOB_STATE_FAILED
@@ -348,7 +351,7 @@ def test_upscale_only_runs_on_input_images_and_refuses_paths_outside_the_input_f
     assert png_size(data) == (96, 64)
     assert stablenew_chunk(data)["stage"] == "upscale"
     assert Path(image.path).name == "000_upscale_100.png"
-    assert "../outside.png" in refused.error_message
+    assert "batch/escape.png" in refused.error_message
     assert list(refused.images) == []
 
 
@@ -377,8 +380,8 @@ def test_a_runner_shutting_down_hands_its_job_back_at_once(
     address = queue.address
     first = RunnerHarness(tmp_path / "first", address, emulator.url, runner_id="runner-a",
                           env={"STABLENEW_GRACE_SECONDS": "3"}).start()
-    emulator.faults.update({"step_seconds": 0.05})
-    job_id = submit(queue.stub, [make_job(0, "handed back", steps=200)]).job_id
+    emulator.faults.update({"step_seconds": 0.07})
+    job_id = submit(queue.stub, [make_job(0, "handed back", steps=150)]).job_id
     try:
         wait_for(admin.sampling, "the generation to be sampling", 20)
     finally:
@@ -523,3 +526,24 @@ def test_a_blank_webui_command_means_the_runner_owns_no_webui(
         assert status.owns_webui_process is False
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://webui:7860", "http://", "webui:7860"])
+def test_a_webui_url_that_is_not_http_is_a_configuration_error(tmp_path: Path, url: str) -> None:
+    env = {"STABLENEW_RUNNER_ADDR": "127.0.0.1:0", "STABLENEW_DATA_DIR": str(tmp_path),
+           "STABLENEW_WEBUI_URL": url}
+    with pytest.raises(ConfigError, match="STABLENEW_WEBUI_URL"):
+        runner_app.build(ServerSettings.load("runner", env=env), env)
+
+
+def test_credentials_in_the_webui_url_are_used_and_never_shown(
+        tmp_path: Path, queue: QueueHarness) -> None:
+    with running(fast_config(step_seconds=0.002, api_auth=(("sd", "s3cret"),))) as protected:
+        url = protected.url.replace("http://", "http://sd:s3cret@")
+        runner = RunnerHarness(tmp_path / "url-auth", queue.address, url).start()
+        try:
+            status = runner.wait_webui(READY)
+            assert "s3cret" not in str(status) and "sd:" not in status.webui_url
+            assert status.webui_url == protected.url.rstrip("/")
+        finally:
+            runner.stop()

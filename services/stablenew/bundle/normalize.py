@@ -67,7 +67,6 @@ from stablenew.bundle.packs.model import Pack
 from stablenew.bundle.pipeline_rules import (
     check_input_images,
     merge_config,
-    with_builtin_defaults,
 )
 from stablenew.bundle.prompt_text import first_token, join_prompt, scan_tags
 from stablenew.bundle.seeds import SeedSource, random_for
@@ -79,6 +78,7 @@ from stablenew.contract.model import (
     PromptSource,
     PromptTag,
 )
+from stablenew.contract.pipeline_limits import with_builtin_defaults
 
 DEFAULT_MAX_BUNDLE_JOBS = 100_000
 CONFIG_PREFIX = "config."

@@ -210,10 +210,12 @@ def from_proto(cls: type[T], message: Any) -> T:
 
 def from_request(cls: type[T], message: Any, field_path: str) -> T:
     """from_proto for a message a client sent: an enum value this version does not know
-    (proto3 keeps it) is INVALID_ARGUMENT naming `field_path`, not an internal error."""
+    (proto3 keeps it), or a Timestamp or Duration outside what Python's datetime and timedelta
+    hold (the wire allows ±2^63 s), is INVALID_ARGUMENT naming `field_path`, not an internal
+    error."""
     try:
         return from_proto(cls, message)
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:
         raise invalid_argument(field_path, str(error)) from None
 
 

@@ -26,6 +26,7 @@ from stablenew.contract.model import (
     Priority,
     RunMode,
 )
+from stablenew.contract.request_limits import MAX_DURATION_SECONDS
 from stablenew.queue import codec
 from stablenew.queue.domain import (
     LANE_DIRECT,
@@ -44,13 +45,15 @@ from stablenew.queue.domain import (
 from stablenew.queue.entries import entry_batch_of
 from stablenew.queue.positions import Positions
 from stablenew.queue.runners import RunnerRegistry
-from stablenew.queue.store import QueueStore, run_order_key
+from stablenew.queue.store import QueueStore, run_order_key, running_key
 from stablenew.queue.watchers import Broadcaster, StoredEvent, Subscriber, WatchFilter
 from stablenew.runtime.paging import PageTokens, stored_secret
 from stablenew.runtime.sqlite_db import Transaction
 from stablenew.v1 import job_pb2
 
 REPLAY_BATCH = 500
+# Marks a ListJobs page token positioned among the running jobs (a queued one starts with a lane).
+_RUNNING_PAGE = "running"
 
 
 @dataclass(frozen=True)
@@ -226,25 +229,34 @@ class QueueCore:
     def list_active(self, size: int, token: str,
                     full: bool = False) -> tuple[list[Job], str]:
         """Running jobs first, then queued ones in run order (`full`: with their entries and
-        results); the token is a keyset position."""
+        results); the token is a keyset position in either part, so a page that ends among
+        the running jobs still leads on to the queued ones."""
         position = self._list_tokens.decode(token)
+        offset, running_after, queued_after, running = 0, None, None, True
+        if position is not None:
+            offset = int(position[0])
+            if position[1] == _RUNNING_PAGE:
+                running_after = (int(position[2]), str(position[3]))
+            else:
+                running = False
+                queued_after = (int(position[1]), int(position[2]), float(position[3]),
+                                str(position[4]))
         with self.lock:
             pool = self.runner_pool()
             jobs: list[QueuedJob] = []
-            offset, after = 0, None
-            if position is None:
-                jobs = self.store.running_jobs(size, full)
-            else:
-                offset = int(position[0])
-                after = (int(position[1]), int(position[2]), float(position[3]), str(position[4]))
+            if running:
+                jobs = self.store.running_jobs(size, full, running_after)
             if len(jobs) < size:
-                jobs += self.store.queued_in_order(after, size - len(jobs),
+                jobs += self.store.queued_in_order(queued_after, size - len(jobs),
                                                    (LANE_DIRECT, LANE_QUEUE), full)
             result = [self.view_at(queued, offset + index, pool)
                       for index, queued in enumerate(jobs)]
         next_token = ""
-        if len(jobs) == size and jobs[-1].job.state == JobState.QUEUED:
-            next_token = self._list_tokens.encode([offset + size, *run_order_key(jobs[-1])])
+        if len(jobs) == size:
+            last = jobs[-1]
+            key = ([_RUNNING_PAGE, *running_key(last)] if last.job.state == JobState.RUNNING
+                   else list(run_order_key(last)))
+            next_token = self._list_tokens.encode([offset + size, *key])
         return result, next_token
 
     def view_at(self, queued: QueuedJob, position: int, pool: RunnerPool | None = None) -> Job:
@@ -366,7 +378,10 @@ class QueueCore:
                 else:
                     runnable_images += images
             per_image = self.store.recent_seconds_per_image()
-            left = None if per_image is None else timedelta(seconds=per_image * runnable_images)
+            left = None
+            if per_image is not None:
+                # Capped: a timedelta overflows (and the wire's Duration ends) long before.
+                left = timedelta(seconds=min(per_image * runnable_images, MAX_DURATION_SECONDS))
             return QueueStateView(pool.paused, self.store.state_counts(), len(pool.connected),
                                   left, self.store.last_sequence, unrunnable_jobs)
 

@@ -29,11 +29,16 @@ from stablenew.contract.errors import (
 )
 from stablenew.contract.job_hasher import VARYING_FIELDS, JobHasher
 from stablenew.contract.model import NormalizedJob, StageType, image_count
+from stablenew.contract.pipeline_limits import entry_problems, varying_problems
 from stablenew.contract.proto_mapping import from_request, to_proto
 from stablenew.queue import codec
 from stablenew.queue.domain import EntryBatch
 from stablenew.v1 import pipeline_pb2
 
+# The most entries one job holds: what one bundle may hold (the bundle's default maximum).
+# With the per-entry limits (batch size 8, 100 iterations) it keeps a job's image count and
+# its entry count within their wire types.
+MAX_ENTRIES = 100_000
 # Fields two entries may differ in and still share a JobHasher: the ones it splices in, and
 # the ones the config hash does not cover.
 _NOT_IN_GROUP_KEY = (*VARYING_FIELDS, *sorted(NOT_HASHED))
@@ -43,11 +48,16 @@ _HASHED_IN_FULL = 3
 
 
 def entry_batch(messages: Sequence[pipeline_pb2.NormalizedJob]) -> EntryBatch:
-    """INVALID_ARGUMENT naming the field for no entries, an empty or unknown stage plan, an
-    unknown enum value, or a config hash that does not match its entry. Drops the messages'
+    """INVALID_ARGUMENT naming the field for no entries or too many, an empty or unknown stage
+    plan, an unknown enum value, a value the bundle would refuse (stablenew.contract.
+    pipeline_limits: a job submitted directly is held to the same rules), or a config hash that
+    does not match its entry. Drops the messages'
     unknown fields in place."""
     if not messages:
         raise invalid_argument("entries", "a job needs at least one normalized job")
+    if len(messages) > MAX_ENTRIES:
+        raise invalid_argument("entries", f"at most {MAX_ENTRIES:,} normalized jobs in one job "
+                               f"(got {len(messages):,})")
     checker = _EntryChecker()
     stored: list[pipeline_pb2.NormalizedJob] = []
     plans: dict[tuple[int, ...], tuple[StageType, ...]] = {}  # the few distinct plans, checked
@@ -148,6 +158,12 @@ class _EntryChecker:
                 f"entry (recomputed {expected})",
                 violations=[FieldViolation(f"entries[{index}].config_hash", "does not match")],
             )
+        # Values after the hash: a hash that does not match says more about the sender.
+        if group.size == 1:
+            _refuse(entry_problems(group.first, f"entries[{index}]"))
+        else:  # the group's first entry was checked in full
+            _refuse(varying_problems(message.seed, message.subseed, message.input_images,
+                                     f"entries[{index}]"))
         if group.canonical:
             return message
         stored: pipeline_pb2.NormalizedJob = to_proto(_to_domain(index, message))
@@ -178,6 +194,15 @@ class _EntryChecker:
         for name in _NOT_IN_GROUP_KEY:  # domain field names, the same as the message's
             scratch.ClearField(name)  # type: ignore[arg-type]
         return scratch.SerializeToString(deterministic=True)
+
+
+def _refuse(problems: list[tuple[str, str]]) -> None:
+    """INVALID_ARGUMENT naming every field at fault, if there is one."""
+    if problems:
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD,
+            "; ".join(f"{field}: {problem}" for field, problem in problems),
+            violations=[FieldViolation(field, problem) for field, problem in problems])
 
 
 def _to_domain(index: int, message: pipeline_pb2.NormalizedJob) -> NormalizedJob:

@@ -159,7 +159,7 @@ class Leasing:
                  results: list[EntryResult], cancelled: bool) -> Job:
         with self.core.write() as pending:
             queued = self.core.load(job_id)  # the entries are not needed, the results replaced
-            if self._finished_by(queued, lease_id):
+            if self._finished_by(queued, lease_id, attempt):
                 return self.core.view(queued)
             self._current(job_id, lease_id, attempt, queued)
             job = queued.job
@@ -180,7 +180,7 @@ class Leasing:
              results: list[EntryResult], retryable: bool) -> Job:
         with self.core.write() as pending:
             queued = self.core.load(job_id)  # the entries are not needed, the results replaced
-            if self._finished_by(queued, lease_id):
+            if self._finished_by(queued, lease_id, attempt):
                 return self.core.view(queued)
             self._current(job_id, lease_id, attempt, queued)
             queued.job.results = results
@@ -191,9 +191,11 @@ class Leasing:
         return self.core.view(queued)
 
     @staticmethod
-    def _finished_by(queued: QueuedJob, lease_id: str) -> bool:
-        """A retried CompleteJob/FailJob of the lease that finished the job answers the same."""
-        return queued.job.state.is_terminal and queued.lease.finished_by_lease_id == lease_id
+    def _finished_by(queued: QueuedJob, lease_id: str, attempt: int) -> bool:
+        """A retried CompleteJob/FailJob of the lease that finished the job answers the same
+        (fencing: the lease id and the attempt both name it)."""
+        return (queued.job.state.is_terminal and queued.lease.finished_by_lease_id == lease_id
+                and queued.job.attempt == attempt)
 
     def _finish(self, pending: _Pending, queued: QueuedJob, target: JobState, reason: str,
                 runner_id: str) -> None:

@@ -4,7 +4,8 @@ stablenew.contract.proto_mapping)."""
 from __future__ import annotations
 
 from stablenew.contract.model import JobOrigin, JobProgress
-from stablenew.contract.proto_mapping import fill_proto, from_proto
+from stablenew.contract.proto_mapping import fill_proto, from_request
+from stablenew.contract.request_limits import checked_id, checked_names, checked_text
 from stablenew.queue import codec
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Lease, RunnerInfo, RunnerRecord
@@ -12,21 +13,27 @@ from stablenew.v1 import job_pb2, queue_service_pb2
 
 
 def origin_from_proto(message: job_pb2.JobOrigin) -> JobOrigin:
-    return from_proto(JobOrigin, message)
+    """A submitted job's origin; INVALID_ARGUMENT for an unknown enum value or a long id."""
+    origin = from_request(JobOrigin, message, "origin")
+    for name in ("prompt_pack_id", "draft_id", "retry_of_job_id"):
+        checked_id(getattr(origin, name), f"origin.{name}", required=False)
+    return origin
 
 
 def progress_from_proto(message: job_pb2.JobProgress) -> JobProgress:
-    return from_proto(JobProgress, message)
+    """A heartbeat's progress; INVALID_ARGUMENT for an unknown stage or an impossible ETA."""
+    return from_request(JobProgress, message, "progress")
 
 
 def runner_info_from_proto(message: queue_service_pb2.RunnerInfo) -> RunnerInfo:
+    """What a runner says about itself, each part checked for length."""
     capabilities = codec.encode_capabilities(message.capabilities)
     return RunnerInfo(
-        runner_id=message.runner_id,
-        host=message.host,
-        models=tuple(message.models),
-        loaded_model=message.loaded_model,
-        address=message.address,
+        runner_id=checked_id(message.runner_id, "runner.runner_id", required=False),
+        host=checked_text(message.host, "runner.host"),
+        models=tuple(checked_names(message.models, "runner.models")),
+        loaded_model=checked_text(message.loaded_model, "runner.loaded_model"),
+        address=checked_text(message.address, "runner.address"),
         capabilities=capabilities,
         checkpoint_names=codec.checkpoint_names(capabilities),
     )

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grpc
 
-from stablenew.contract.errors import invalid_argument, required
+from stablenew.contract.errors import invalid_argument
 from stablenew.contract.model import EntryResult, Priority
-from stablenew.contract.proto_mapping import from_proto, job_to_proto
+from stablenew.contract.proto_mapping import from_request, job_to_proto
+from stablenew.contract.request_limits import (
+    MAX_TEXT_CHARS,
+    checked_id,
+    checked_map,
+    checked_names,
+    checked_text,
+    duration_seconds,
+    known_enum,
+)
 from stablenew.queue import mapping
 from stablenew.queue.core import QueueCore
 from stablenew.queue.domain import MovePosition, RetryScope
@@ -22,8 +31,24 @@ from stablenew.v1 import queue_service_pb2 as pb
 Context = grpc.ServicerContext
 
 
-def _results(messages: object) -> list[EntryResult]:
-    return [from_proto(EntryResult, message) for message in messages]  # type: ignore[attr-defined]
+def _results(messages: Sequence[job_pb2.EntryResult]) -> list[EntryResult]:
+    return [from_request(EntryResult, message, f"results[{index}]")
+            for index, message in enumerate(messages)]
+
+
+def _view(number: int, default: int) -> int:
+    """The requested JobView (`default` for UNSPECIFIED); INVALID_ARGUMENT for an unknown one."""
+    if number not in job_pb2.JobView.values():
+        raise invalid_argument("view", f"unknown value {number}; one of BASIC, FULL")
+    return number or default
+
+
+def _lease_of(request: pb.HeartbeatRequest | pb.CompleteJobRequest | pb.FailJobRequest,
+              ) -> tuple[str, str, str, int]:
+    """The runner id, lease id, job id and attempt a runner names its lease by, checked."""
+    return (checked_id(request.runner_id, "runner_id", required=False),
+            checked_id(request.lease_id, "lease_id"), checked_id(request.job_id, "job_id"),
+            request.attempt)
 
 
 class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
@@ -33,35 +58,38 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self.runner_tokens = core.page_tokens("queue.ListRunners")
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
-        job = self.core.submit(
-            entry_batch(request.entries),
-            mapping.origin_from_proto(request.origin),
-            Priority(request.priority), request.label, dict(request.metadata), request.request_id)
+        priority = known_enum(Priority, request.priority, "priority")
+        label = checked_text(request.label, "label")
+        metadata = checked_map(request.metadata, "metadata")
+        request_id = checked_id(request.request_id, "request_id", required=False)
+        origin = mapping.origin_from_proto(request.origin)
+        job = self.core.submit(entry_batch(request.entries), origin, priority, label, metadata,
+                               request_id)
         return pb.SubmitJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
-        view = request.view or job_pb2.JOB_VIEW_FULL
-        job = self.core.get(required(request.job_id, "job_id"),
+        view = _view(request.view, job_pb2.JOB_VIEW_FULL)
+        job = self.core.get(checked_id(request.job_id, "job_id"),
                             full=view == job_pb2.JOB_VIEW_FULL)
         return pb.GetJobResponse(job=job_to_proto(job, view))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        view = request.view or job_pb2.JOB_VIEW_BASIC
+        view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
         jobs, token = self.core.list_active(page_size(request.page_size), request.page_token,
                                             full=view == job_pb2.JOB_VIEW_FULL)
         return pb.ListJobsResponse(jobs=[job_to_proto(job, view) for job in jobs],
                                    next_page_token=token)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
-        job = self.core.cancel(required(request.job_id, "job_id"), request.return_to_queue,
-                               request.reason)
+        job = self.core.cancel(checked_id(request.job_id, "job_id"), request.return_to_queue,
+                               checked_text(request.reason, "reason"))
         return pb.CancelJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def MoveJob(self, request: pb.MoveJobRequest, context: Context) -> pb.MoveJobResponse:
-        if request.position == pb.MOVE_POSITION_UNSPECIFIED:
-            raise invalid_argument("position", "one of FRONT, BACK, UP, DOWN, BEFORE")
-        job = self.core.move(required(request.job_id, "job_id"),
-                             MovePosition(request.position), request.before_job_id)
+        position = known_enum(MovePosition, request.position, "position",
+                              allow_unspecified=False)
+        job = self.core.move(checked_id(request.job_id, "job_id"), position,
+                             checked_id(request.before_job_id, "before_job_id", required=False))
         return pb.MoveJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def PauseQueue(self, request: pb.PauseQueueRequest, context: Context) -> pb.PauseQueueResponse:
@@ -76,17 +104,19 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         return pb.GetQueueStateResponse(state=mapping.state_to_proto(self.core.state()))
 
     def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
-        failed_only = RetryScope(request.scope) == RetryScope.FAILED_ENTRIES
-        job = self.core.retry(required(request.job_id, "job_id"), failed_only,
-                              request.request_id)
+        failed_only = known_enum(RetryScope, request.scope, "scope") == RetryScope.FAILED_ENTRIES
+        job = self.core.retry(checked_id(request.job_id, "job_id"), failed_only,
+                              checked_id(request.request_id, "request_id", required=False))
         return pb.RetryJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def WatchJobs(self, request: pb.WatchJobsRequest,
                   context: Context) -> Iterator[pb.WatchJobsResponse]:
         if request.after_sequence < 0:
             raise invalid_argument("after_sequence", "must not be negative")
-        watch_filter = WatchFilter(frozenset(request.job_ids), request.exclude_progress)
-        events = self.core.watch(request.after_sequence, watch_filter, request.consumer_id,
+        job_ids = checked_names(request.job_ids, "job_ids")
+        consumer_id = checked_id(request.consumer_id, "consumer_id", required=False)
+        watch_filter = WatchFilter(frozenset(job_ids), request.exclude_progress)
+        events = self.core.watch(request.after_sequence, watch_filter, consumer_id,
                                  disconnect=context.cancel, wanted=context.is_active)
         for event in events:
             if not context.is_active():
@@ -95,12 +125,16 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def AcknowledgeEvents(self, request: pb.AcknowledgeEventsRequest,
                           context: Context) -> pb.AcknowledgeEventsResponse:
-        acked = self.core.acknowledge(request.consumer_id, request.sequence)
+        acked = self.core.acknowledge(
+            checked_id(request.consumer_id, "consumer_id", required=False), request.sequence)
         return pb.AcknowledgeEventsResponse(acknowledged_sequence=acked)
 
     def LeaseJob(self, request: pb.LeaseJobRequest, context: Context) -> pb.LeaseJobResponse:
         runner = mapping.runner_info_from_proto(request.runner)
-        granted = self.leasing.lease(runner, request.wait_timeout.ToTimedelta().total_seconds())
+        # The leasing caps the wait (max_lease_wait_seconds): a long-poll never outlives it.
+        wait = duration_seconds(request.wait_timeout.seconds, request.wait_timeout.nanos,
+                                "wait_timeout")
+        granted = self.leasing.lease(runner, wait)
         if granted is None:
             return pb.LeaseJobResponse()
         lease, job = granted
@@ -109,10 +143,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
         reply = self.leasing.heartbeat(
-            request.runner_id, required(request.lease_id, "lease_id"),
-            required(request.job_id, "job_id"), request.attempt,
+            *_lease_of(request),
             mapping.progress_from_proto(request.progress) if request.HasField("progress")
-            else None, request.loaded_model)
+            else None, checked_text(request.loaded_model, "loaded_model"))
         response = pb.HeartbeatResponse(cancel_requested=reply.cancel_requested,
                                         return_to_queue=reply.return_to_queue)
         response.lease_deadline.FromDatetime(reply.lease_deadline)
@@ -120,16 +153,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def CompleteJob(self, request: pb.CompleteJobRequest,
                     context: Context) -> pb.CompleteJobResponse:
-        job = self.leasing.complete(
-            request.runner_id, required(request.lease_id, "lease_id"),
-            required(request.job_id, "job_id"), request.attempt, _results(request.results),
-            request.cancelled)
+        job = self.leasing.complete(*_lease_of(request), _results(request.results),
+                                    request.cancelled)
         return pb.CompleteJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.FailJobResponse:
         job = self.leasing.fail(
-            request.runner_id, required(request.lease_id, "lease_id"),
-            required(request.job_id, "job_id"), request.attempt, request.error_message,
+            *_lease_of(request),
+            checked_text(request.error_message, "error_message", MAX_TEXT_CHARS),
             _results(request.results), request.retryable)
         return pb.FailJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 

@@ -222,6 +222,11 @@ _RUN_ORDER = f"({_RUN_ORDER_LIST})"
 _RUN_ORDER_DESC = "lane DESC, priority_rank DESC, order_key DESC, job_id DESC"
 
 
+def running_key(queued: QueuedJob) -> tuple[int, str]:
+    """A running job's keyset position in start order (start time in microseconds, job id)."""
+    return to_micros(queued.job.start_time) or 0, queued.job.job_id
+
+
 def run_order_key(queued: QueuedJob) -> tuple[int, int, float, str]:
     order = queued.order
     return order.lane, order.priority_rank, order.order_key, queued.job.job_id
@@ -310,11 +315,16 @@ class QueueStore:
         ).fetchone()
         return None if row is None else str(row["job_id"])
 
-    def running_jobs(self, limit: int, full: bool = False) -> list[QueuedJob]:
+    def running_jobs(self, limit: int, full: bool = False,
+                     after: tuple[int, str] | None = None) -> list[QueuedJob]:
+        """Running jobs in start order, after a keyset position (running_key)."""
         columns = _FULL_COLUMNS if full else _BASIC_COLUMNS
+        where, params = "state = 2", []
+        if after is not None:
+            where, params = "state = 2 AND (start_time, job_id) > (?, ?)", list(after)
         rows = self.db.execute(
-            f"SELECT {columns} FROM jobs WHERE state = 2 ORDER BY start_time, job_id "
-            "LIMIT ?", (limit,)).fetchall()
+            f"SELECT {columns} FROM jobs WHERE {where} ORDER BY start_time, job_id LIMIT ?",
+            (*params, limit)).fetchall()
         return [_job_from_row(row) for row in rows]
 
     def running_count(self) -> int:
@@ -420,14 +430,15 @@ class QueueStore:
 
     def queued_by_models(self) -> list[tuple[tuple[str, ...], int, int]]:
         """(required models, jobs, images) of the queued jobs, per distinct set of models."""
+        # TOTAL: a float, where SUM raises on an integer overflow.
         rows = self.db.execute(
-            "SELECT required_models, COUNT(*), SUM(estimated_images) FROM jobs WHERE state = 1 "
-            "GROUP BY required_models").fetchall()
+            "SELECT required_models, COUNT(*), TOTAL(estimated_images) FROM jobs "
+            "WHERE state = 1 GROUP BY required_models").fetchall()
         return [(tuple(json.loads(row[0])), int(row[1]), int(row[2])) for row in rows]
 
     def recent_seconds_per_image(self, sample: int = 50) -> float | None:
         row = self.db.execute(
-            """SELECT SUM(complete_time - start_time), SUM(estimated_images) FROM (
+            """SELECT TOTAL(complete_time - start_time), TOTAL(estimated_images) FROM (
                  SELECT complete_time, start_time, estimated_images FROM jobs
                  WHERE state = 3 AND start_time IS NOT NULL
                  ORDER BY complete_time DESC LIMIT ?)""", (sample,)).fetchone()

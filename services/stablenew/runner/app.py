@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import grpc
 
@@ -56,14 +57,29 @@ def _auth(text: str) -> tuple[str, str] | None:
     return user, password
 
 
+def _webui_url(text: str) -> tuple[str, tuple[str, str] | None]:
+    """The WebUI's base URL without credentials, and the `user:password@` it held (moved to
+    the auth, so that no status, log line or error message ever shows them). http(s) only."""
+    parts = urlsplit(text.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"STABLENEW_WEBUI_URL: expected an http:// or https:// URL with a "
+                          f"host, got scheme {parts.scheme!r}")
+    if parts.username is None:
+        return parts.geturl(), None
+    netloc = parts.netloc.rpartition("@")[2]
+    credentials = (unquote(parts.username), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=netloc)), credentials
+
+
 def runner_config(settings: ServerSettings, env: Mapping[str, str]) -> RunnerConfig:
     host = socket.gethostname()
     _, port = parse_address(settings.address, "runner address")
+    webui_url, url_auth = _webui_url(settings.webui_url)
     return RunnerConfig(
         runner_id=env.get("STABLENEW_RUNNER_ID") or f"{host}-{port}",
         hostname=host,
-        webui_url=settings.webui_url.rstrip("/"),
-        webui_auth=_auth(env.get("STABLENEW_WEBUI_AUTH", "")),
+        webui_url=webui_url,
+        webui_auth=_auth(env.get("STABLENEW_WEBUI_AUTH", "")) or url_auth,
         output_root=Path(env.get("STABLENEW_OUTPUT_DIR") or settings.data_dir / "images"),
         input_root=Path(env.get("STABLENEW_INPUT_DIR") or settings.data_dir / "inputs"),
         advertised_address=env.get("STABLENEW_RUNNER_ADVERTISE_ADDR") or settings.address,

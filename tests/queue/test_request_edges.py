@@ -1,0 +1,210 @@
+"""Bad input at the queue's request edge: every case here once answered INTERNAL (or OK where
+it must not). Each is refused as INVALID_ARGUMENT naming the field, and changes nothing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import grpc
+import pytest
+
+from stablenew.contract.config_hash import config_hash
+from stablenew.contract.errors import Code, ErrorDetails
+from stablenew.contract.model import NormalizedJob
+from stablenew.contract.proto_mapping import from_proto, to_proto
+from stablenew.runtime.rich_status import details_of
+from stablenew.v1 import job_pb2, pipeline_pb2
+from stablenew.v1 import queue_service_pb2 as pb
+from tests.queue.harness import QueueHarness, make_entry, origin
+from tests.queue.protocol_runner import Leased, ProtocolRunner
+
+HUGE_SECONDS = 2**62
+
+
+def refused(call: Callable[[], object]) -> ErrorDetails:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return details_of(caught.value)
+
+
+def assert_invalid(call: Callable[[], object], field: str) -> ErrorDetails:
+    details = refused(call)
+    assert details.code == Code.INVALID_ARGUMENT, details
+    assert field in [violation.field for violation in details.violations], details
+    return details
+
+
+def submit_request(entry: pipeline_pb2.NormalizedJob | None = None,
+                   **fields: object) -> pb.SubmitJobRequest:
+    request = pb.SubmitJobRequest(entries=[entry or make_entry()], origin=origin())
+    for name, value in fields.items():
+        setattr(request, name, value)
+    return request
+
+
+def rehashed(entry: pipeline_pb2.NormalizedJob) -> pipeline_pb2.NormalizedJob:
+    """The entry with its config hash made right again: only the value is wrong."""
+    job = from_proto(NormalizedJob, entry)
+    job.config_hash = config_hash(job)
+    message: pipeline_pb2.NormalizedJob = to_proto(job)
+    return message
+
+
+def runner_of(queue: QueueHarness) -> ProtocolRunner:
+    assert queue.channel is not None
+    return ProtocolRunner(queue.channel, "r1")
+
+
+def leased_job(queue: QueueHarness) -> tuple[ProtocolRunner, Leased]:
+    queue.submit()
+    runner = runner_of(queue)
+    leased = runner.lease(2.0)
+    assert leased is not None
+    return runner, leased
+
+
+@pytest.mark.parametrize("field, value", [
+    ("width", -1), ("height", 100), ("steps", 10_000), ("batch_size", 2**31 - 1),
+    ("n_iter", 2**31 - 1), ("cfg_scale", math.nan), ("cfg_scale", math.inf),
+    ("cfg_scale", -math.inf), ("subseed_strength", math.nan), ("seed", -2),
+])
+def test_an_entry_value_the_bundle_would_refuse_is_refused(
+        queue: QueueHarness, field: str, value: float) -> None:
+    entry = make_entry()
+    setattr(entry, field, value)
+    details = assert_invalid(lambda: queue.stub.SubmitJob(submit_request(rehashed(entry))),
+                             f"entries[0].{field}")
+    assert details.reason == "INVALID_FIELD"
+    assert queue.active_ids() == []
+
+
+def test_entries_of_one_group_are_each_checked_for_their_own_seeds_and_images(
+        queue: QueueHarness) -> None:
+    entries = [make_entry(index) for index in range(5)]
+    entries[4].seed = -7
+    entries[4] = rehashed(entries[4])
+    request = pb.SubmitJobRequest(entries=entries, origin=origin())
+    assert_invalid(lambda: queue.stub.SubmitJob(request), "entries[4].seed")
+
+
+def test_an_input_image_outside_the_input_folder_is_refused(queue: QueueHarness) -> None:
+    entry = make_entry()
+    entry.stage_plan[:] = [pipeline_pb2.STAGE_TYPE_UPSCALE]
+    entry.upscale.upscaler = "R-ESRGAN 4x+"
+    entry.input_images.append("../outside.png")
+    assert_invalid(lambda: queue.stub.SubmitJob(submit_request(rehashed(entry))),
+                   "entries[0].input_images[0]")
+
+
+@pytest.mark.parametrize("value", [99, -1])
+def test_an_unknown_priority_is_refused(queue: QueueHarness, value: int) -> None:
+    assert_invalid(lambda: queue.stub.SubmitJob(submit_request(priority=value)), "priority")
+
+
+@pytest.mark.parametrize("field, value", [("run_mode", -1), ("source", 99),
+                                          ("prompt_source", 7)])
+def test_an_unknown_origin_enum_is_refused(queue: QueueHarness, field: str, value: int) -> None:
+    request = submit_request()
+    setattr(request.origin, field, value)
+    assert_invalid(lambda: queue.stub.SubmitJob(request), "origin")
+
+
+def test_labels_metadata_and_request_ids_have_limits(queue: QueueHarness) -> None:
+    stub = queue.stub
+    assert_invalid(lambda: stub.SubmitJob(submit_request(label="x" * 5000)), "label")
+    assert_invalid(lambda: stub.SubmitJob(submit_request(request_id="r" * 300)), "request_id")
+    many = submit_request()
+    many.metadata.update({f"k{i}": "v" for i in range(101)})
+    assert_invalid(lambda: stub.SubmitJob(many), "metadata")
+    assert queue.active_ids() == []
+
+
+def test_a_long_id_is_refused_before_it_is_echoed(queue: QueueHarness) -> None:
+    details = assert_invalid(
+        lambda: queue.stub.GetJob(pb.GetJobRequest(job_id="j" * 20_000)), "job_id")
+    assert len(details.message) < 1000
+
+
+def test_unknown_move_retry_and_view_numbers_are_refused(queue: QueueHarness) -> None:
+    job_id = queue.submit().job_id
+    stub = queue.stub
+    for number in (99, -1):
+        move = pb.MoveJobRequest(job_id=job_id, position=pb.MovePosition.ValueType(number))
+        assert_invalid(partial(stub.MoveJob, move), "position")
+    scope = pb.RetryScope.ValueType(99)
+    assert_invalid(lambda: stub.RetryJob(pb.RetryJobRequest(job_id=job_id, scope=scope)), "scope")
+    view = job_pb2.JobView.ValueType(7)
+    assert_invalid(lambda: stub.GetJob(pb.GetJobRequest(job_id=job_id, view=view)), "view")
+    assert_invalid(lambda: stub.ListJobs(pb.ListJobsRequest(view=view)), "view")
+
+
+def test_a_huge_wait_timeout_is_capped_and_a_negative_one_refused(
+        queue: QueueHarness) -> None:
+    queue.submit()
+    request = pb.LeaseJobRequest(runner=pb.RunnerInfo(runner_id="r1", models=["sd15"]))
+    request.wait_timeout.seconds = HUGE_SECONDS
+    assert queue.stub.LeaseJob(request, timeout=10).HasField("lease")
+    request.wait_timeout.seconds = -HUGE_SECONDS
+    assert_invalid(lambda: queue.stub.LeaseJob(request, timeout=10), "wait_timeout")
+
+
+def test_a_runner_that_describes_itself_at_length_is_refused(queue: QueueHarness) -> None:
+    request = pb.LeaseJobRequest(runner=pb.RunnerInfo(runner_id="r1", host="h" * 2000))
+    assert_invalid(lambda: queue.stub.LeaseJob(request, timeout=10), "runner.host")
+    request = pb.LeaseJobRequest(runner=pb.RunnerInfo(runner_id="r1", models=["m"] * 1001))
+    assert_invalid(lambda: queue.stub.LeaseJob(request, timeout=10), "runner.models")
+
+
+def test_a_heartbeat_with_an_unknown_stage_or_an_endless_eta_is_refused(
+        queue: QueueHarness) -> None:
+    runner, leased = leased_job(queue)
+    request = pb.HeartbeatRequest(runner_id="r1", lease_id=leased.lease.lease_id,
+                                  job_id=leased.job.job_id, attempt=leased.lease.attempt,
+                                  progress=job_pb2.JobProgress(
+                                      stage=pipeline_pb2.StageType.ValueType(-2**31)))
+    assert_invalid(lambda: queue.stub.Heartbeat(request), "progress")
+    request.progress.stage = pipeline_pb2.STAGE_TYPE_TXT2IMG
+    request.progress.eta.seconds = HUGE_SECONDS
+    assert_invalid(lambda: queue.stub.Heartbeat(request), "progress")
+    runner.complete(leased)  # the lease is still the current one
+
+
+def test_a_result_with_an_endless_duration_is_refused(queue: QueueHarness) -> None:
+    runner, leased = leased_job(queue)
+    results = runner.results(leased)
+    results[0].duration.seconds = -HUGE_SECONDS
+    assert_invalid(lambda: runner.complete(leased, results=results), "results[0]")
+    assert runner.complete(leased).state == job_pb2.JOB_STATE_COMPLETED
+
+
+def test_a_completion_with_the_right_lease_and_a_wrong_attempt_is_fenced(
+        queue: QueueHarness) -> None:
+    runner, leased = leased_job(queue)
+    runner.complete(leased)
+    wrong = Leased(pb.Lease(lease_id=leased.lease.lease_id, job_id=leased.job.job_id,
+                            attempt=leased.lease.attempt + 1), leased.job)
+    details = refused(lambda: runner.complete(wrong))
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
+    details = refused(lambda: runner.fail(wrong, "late"))
+    assert (details.code, details.reason) == (Code.FAILED_PRECONDITION, "LEASE_NOT_CURRENT")
+    assert runner.complete(leased).state == job_pb2.JOB_STATE_COMPLETED  # the true retry
+
+
+def test_pages_of_running_jobs_lead_on_to_the_queued_ones(queue: QueueHarness) -> None:
+    running = [queue.submit().job_id for _ in range(2)]
+    for _ in running:
+        assert runner_of(queue).lease(2.0) is not None
+    queued = [queue.submit().job_id for _ in range(2)]
+    listed: list[str] = []
+    token = ""
+    while True:
+        page = queue.stub.ListJobs(pb.ListJobsRequest(page_size=1, page_token=token))
+        listed += [job.job_id for job in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert listed == running + queued
+    assert [job.queue_position for job in queue.stub.ListJobs(pb.ListJobsRequest()).jobs] == [
+        0, 1, 2, 3]
