@@ -318,11 +318,14 @@ def test_read_image_streams_the_file_in_chunks_and_refuses_other_paths(
             read_image(runner.stub, path)
         assert error_reason(raised.value) == (Code.PERMISSION_DENIED, reason), path
     folder = str(Path(image.path).parent)
-    for path in ("2000-01-01/0123456789abcdef/000_txt2img_1.png", folder):
+    os.symlink("loop_b.png", runner.output_root / "loop_a.png")
+    os.symlink("loop_a.png", runner.output_root / "loop_b.png")
+    for path in ("2000-01-01/0123456789abcdef/000_txt2img_1.png", folder, "loop_a.png"):
         with pytest.raises(grpc.RpcError) as raised:
             read_image(runner.stub, path)
         assert error_reason(raised.value) == (Code.NOT_FOUND, "IMAGE_NOT_FOUND")
-    for path, chunk_size in (("", 0), (image.path, -1), (image.path, 1024 * 1024 + 1)):
+    for path, chunk_size in (("", 0), (image.path, -1), (image.path, 1024 * 1024 + 1),
+                             ("x" * 300, 0), (f"{folder}/{'é' * 200}.png", 0), ("a/" * 3000, 0)):
         with pytest.raises(grpc.RpcError) as raised:
             read_image(runner.stub, path, chunk_size)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -95,13 +95,25 @@ class RunnerCore:
     def _image_path(self, relative: str) -> Path:
         if not relative:
             raise invalid_argument("path", "required")
+        if len(relative) > MAX_PATH_CHARS or any(
+                len(name.encode()) > MAX_NAME_BYTES for name in relative.split("/")):
+            raise invalid_argument("path", f"at most {MAX_PATH_CHARS} characters, and "
+                                           f"{MAX_NAME_BYTES} bytes per name")
         try:
             path = outputs.resolve_inside(self.output_root, relative)
+            is_file = path.is_file()
         except outputs.UnsafePathError as error:
             raise path_outside_root(error) from None
-        if not path.is_file():
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            is_file = False
+        if not is_file:
             raise image_not_found(relative)
         return path
+
+
+# What a file system takes: longer paths and names fail in the kernel (ENAMETOOLONG).
+MAX_PATH_CHARS = 4096
+MAX_NAME_BYTES = 255
 
 
 def _chunks(path: Path, chunk_size: int) -> Iterator[ImageChunk]:
