@@ -8,7 +8,7 @@ NPM ?= npm
 NODE_TOOLS := node_modules/.installed
 BUF := node_modules/.bin/buf
 
-.PHONY: demo test lint typecheck codegen-check contract-check buf-lint buf-breaking protos clean
+.PHONY: demo test bench bench-quick lint typecheck codegen-check contract-check buf-lint buf-breaking protos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ demo: $(INSTALLED)
 
 test: lint typecheck codegen-check contract-check
 	$(PY) -m pytest
+
+# Every benchmark against real processes and the emulator: one line per figure, and
+# .bench/results.json (docs/PERFORMANCE.md). About 10 minutes on 2 cores; bench-quick about 2.
+bench: $(INSTALLED)
+	$(PY) -m benchmarks.run_all
+
+bench-quick: $(INSTALLED)
+	$(PY) -m benchmarks.run_all --quick
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
