@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +37,8 @@ DISPATCH_BATCHES = (8, 200)
 @dataclass
 class _Waiter:
     runner: RunnerInfo
+    # False once the caller gave up (its call was cancelled: a runner that died mid-poll).
+    active: Callable[[], bool]
     granted: threading.Event = field(default_factory=threading.Event)
     result: tuple[Lease, Job] | None = None
 
@@ -60,11 +63,14 @@ class Leasing:
 
     # --- lease ----------------------------------------------------------------------------
 
-    def lease(self, runner: RunnerInfo, wait_seconds: float) -> tuple[Lease, Job] | None:
+    def lease(self, runner: RunnerInfo, wait_seconds: float,
+              active: Callable[[], bool] = lambda: True) -> tuple[Lease, Job] | None:
+        """The next job `runner` can run, waiting up to `wait_seconds`; `active` turns False
+        when the caller is gone, so that no job is granted to a runner that died waiting."""
         if not runner.runner_id:
             raise invalid_argument("runner.runner_id", "required")
         wait = min(max(wait_seconds, 0.0), self.core.config.max_lease_wait_seconds)
-        waiter = _Waiter(runner)
+        waiter = _Waiter(runner, active)
         with self.core.write():
             self.core.store.save_runner(RunnerRecord(runner, datetime.now(UTC)))
         with self.core.lock:
@@ -81,6 +87,7 @@ class Leasing:
     def dispatch(self) -> None:
         """Hand queued jobs to waiting runners, in run order."""
         with self.core.lock:
+            self._waiters = [waiter for waiter in self._waiters if waiter.active()]
             if not self._waiters or self.core.closing.is_set():
                 return
             lanes = (LANE_DIRECT,) if self.core.paused() else (LANE_DIRECT, LANE_QUEUE)

@@ -100,7 +100,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def LeaseJob(self, request: pb.LeaseJobRequest, context: Context) -> pb.LeaseJobResponse:
         runner = mapping.runner_info_from_proto(request.runner)
-        granted = self.leasing.lease(runner, request.wait_timeout.ToTimedelta().total_seconds())
+        granted = self.leasing.lease(runner, request.wait_timeout.ToTimedelta().total_seconds(),
+                                     context.is_active)
         if granted is None:
             return pb.LeaseJobResponse()
         lease, job = granted
