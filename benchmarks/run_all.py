@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import pipeline_bench
+from benchmarks import big_job_bench, pipeline_bench
 from benchmarks.figures import Figure, write_results
 
 
@@ -33,6 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     figures: list[Figure] = []
+    figures += big_job_bench.run(args.quick)
     figures += pipeline_bench.run(args.quick)
     write_results(figures, args.out, machine())
     print(f"{len(figures)} figures in {time.perf_counter() - started:.0f} s -> {args.out}")

@@ -20,6 +20,7 @@ from stablenew.queue.core import QueueCore, _Pending
 from stablenew.queue.domain import (
     LANE_DIRECT,
     LANE_QUEUE,
+    JobRead,
     Lease,
     QueuedJob,
     RunnerInfo,
@@ -40,7 +41,7 @@ class _Waiter:
     # False once the caller gave up (its call was cancelled: a runner that died mid-poll).
     active: Callable[[], bool]
     granted: threading.Event = field(default_factory=threading.Event)
-    result: tuple[Lease, Job] | None = None
+    result: tuple[Lease, JobRead] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Leasing:
     # --- lease ----------------------------------------------------------------------------
 
     def lease(self, runner: RunnerInfo, wait_seconds: float,
-              active: Callable[[], bool] = lambda: True) -> tuple[Lease, Job] | None:
+              active: Callable[[], bool] = lambda: True) -> tuple[Lease, JobRead] | None:
         """The next job `runner` can run, waiting up to `wait_seconds`; `active` turns False
         when the caller is gone, so that no job is granted to a runner that died waiting."""
         if not runner.runner_id:
@@ -115,7 +116,7 @@ class Leasing:
         waiter.result = self._grant(queued, waiter.runner)
         waiter.granted.set()
 
-    def _grant(self, queued: QueuedJob, runner: RunnerInfo) -> tuple[Lease, Job]:
+    def _grant(self, queued: QueuedJob, runner: RunnerInfo) -> tuple[Lease, JobRead]:
         config = self.core.config
         with self.core.write() as pending:
             queued = self.core.load(queued.job.job_id, full=True)
@@ -132,7 +133,7 @@ class Leasing:
                                  f"leased by {runner.runner_id} (attempt {job.attempt})", now=now)
             self.core.store.save_runner(RunnerRecord(runner, now, job.job_id))
         lease = Lease(queued.lease.lease_id, job.job_id, job.attempt, deadline)
-        return lease, self.core.view(queued)
+        return lease, self.core.read(queued)
 
     # --- while running --------------------------------------------------------------------
 

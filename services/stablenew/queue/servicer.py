@@ -41,15 +41,15 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = request.view or job_pb2.JOB_VIEW_FULL
-        job = self.core.get(required(request.job_id, "job_id"),
-                            full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.GetJobResponse(job=job_to_proto(job, view))
+        read = self.core.get(required(request.job_id, "job_id"),
+                             full=view == job_pb2.JOB_VIEW_FULL)
+        return pb.GetJobResponse(job=mapping.job_message(read, view))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         view = request.view or job_pb2.JOB_VIEW_BASIC
         jobs, token = self.core.list_active(page_size(request.page_size), request.page_token,
                                             full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.ListJobsResponse(jobs=[job_to_proto(job, view) for job in jobs],
+        return pb.ListJobsResponse(jobs=[mapping.job_message(read, view) for read in jobs],
                                    next_page_token=token)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
@@ -106,7 +106,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             return pb.LeaseJobResponse()
         lease, job = granted
         return pb.LeaseJobResponse(lease=mapping.lease_to_proto(lease),
-                                   job=job_to_proto(job, job_pb2.JOB_VIEW_FULL))
+                                   job=mapping.job_message(job, job_pb2.JOB_VIEW_FULL))
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
         reply = self.leasing.heartbeat(
