@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import big_job_bench, pipeline_bench, watch_bench
+from benchmarks import big_job_bench, pipeline_bench, queue_bench, watch_bench
 from benchmarks.figures import Figure, write_results
 
 
@@ -34,6 +34,8 @@ def main() -> None:
     started = time.perf_counter()
     figures: list[Figure] = []
     figures += big_job_bench.run(args.quick)
+    figures += queue_bench.figures(queued=10_000 if args.quick else 100_000,
+                                   samples=100 if args.quick else 500)
     figures += watch_bench.run(args.quick)
     figures += pipeline_bench.run(args.quick)
     write_results(figures, args.out, machine())
