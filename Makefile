@@ -32,7 +32,7 @@ test: lint typecheck codegen-check contract-check
 	$(PY) -m pytest
 
 # Every benchmark against real processes and the emulator: one line per figure, and
-# .bench/results.json (docs/PERFORMANCE.md). About 10 minutes on 2 cores; bench-quick about 2.
+# .bench/results.json (docs/PERFORMANCE.md). About 2 minutes on 2 cores; bench-quick under 1.
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.run_all
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,6 +56,9 @@ DEFAULT_CHUNK = 64 * 1024
 MAX_CHUNK = 1024 * 1024
 # A report waits out a queue restart: 29 waits from 0.1 s doubling to 2 s, about 50 s in all.
 REPORT_ATTEMPTS = 30
+# Cached capabilities older than this are read again, off the generation's path (an idle
+# check, or the finisher): a model added to the WebUI is announced to the queue within it.
+CAPABILITIES_MAX_AGE = timedelta(seconds=10)
 
 
 class RunnerCore:
@@ -183,7 +187,7 @@ class JobRunner:
                                      f"no answer from {self.state.webui_url}")
             return False
         try:
-            if self.state.capabilities is None:
+            if self._capabilities_stale():
                 self.state.set_capabilities(self.client.capabilities())
             title = self.client.loaded_model_title()
         except WebuiError as error:
@@ -191,6 +195,12 @@ class JobRunner:
             return False
         self.state.webui_answered(title)
         return True
+
+    def _capabilities_stale(self) -> bool:
+        capabilities = self.state.capabilities
+        if capabilities is None or capabilities.fetch_time is None:
+            return True
+        return datetime.now(UTC) - capabilities.fetch_time > CAPABILITIES_MAX_AGE
 
     def _runner_info(self) -> RunnerInfo:
         capabilities = self.state.capabilities
@@ -246,6 +256,11 @@ class JobRunner:
             self._report_outcome(leased.lease, self.executor.finish(leased.job, outcome), lost)
         except Exception:
             log.exception("finishing job %s failed", leased.job.job_id)
+        if self._capabilities_stale() and not self.stopping.is_set():
+            try:
+                fresh_capabilities(self.client, self.state)
+            except WebuiError as error:
+                log.debug("reading the capabilities failed: %s", error)  # the next job tells
 
     def _report_outcome(self, lease: Lease, outcome: JobOutcome, lost: bool) -> None:
         job_id = lease.job_id
