@@ -8,7 +8,7 @@ NPM ?= npm
 NODE_TOOLS := node_modules/.installed
 BUF := node_modules/.bin/buf
 
-.PHONY: demo test faults lint typecheck codegen-check contract-check buf-lint buf-breaking test-display protos clean
+.PHONY: demo test faults bench bench-quick lint typecheck codegen-check contract-check buf-lint buf-breaking test-display protos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test-display: $(INSTALLED)
 # a table of what was lost, duplicated or stuck; fails unless all of it is zero.
 faults: $(INSTALLED)
 	$(PY) -m benchmarks.faults
+
+# Every benchmark against real processes and the emulator: one line per figure, and
+# .bench/results.json (docs/PERFORMANCE.md). About 2 minutes on 2 cores; bench-quick under 1.
+bench: $(INSTALLED)
+	$(PY) -m benchmarks.run_all
+
+bench-quick: $(INSTALLED)
+	$(PY) -m benchmarks.run_all --quick
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import psutil
 
+from benchmarks.figures import Figure
 from stablenew.contract.model import JobOrigin, Priority, RunMode
 from stablenew.queue import codec
 from stablenew.queue.core import QueueConfig, QueueCore
@@ -51,7 +52,8 @@ def seed(data_dir: Path, count: int) -> None:
     store.close()
 
 
-def measure(name: str, call: Callable[[], object], samples: int) -> None:
+def measure(call: Callable[[], object], samples: int) -> tuple[float, float]:
+    """Time `call` `samples` times; its p50 and p99 in milliseconds."""
     timings = []
     for _ in range(samples):
         started = time.perf_counter()
@@ -59,7 +61,7 @@ def measure(name: str, call: Callable[[], object], samples: int) -> None:
         timings.append((time.perf_counter() - started) * 1000)
     timings.sort()
     p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
-    print(f"{name:<28} p50 {statistics.median(timings):7.3f} ms   p99 {p99:7.3f} ms")
+    return statistics.median(timings), p99
 
 
 def main() -> None:
@@ -67,24 +69,39 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=500)
     args = parser.parse_args()
+    figures(args.queued, args.samples)
+
+
+def figures(queued: int, samples: int) -> list[Figure]:
+    """The queue's figures with `queued` jobs waiting, for `make bench`."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         started = time.perf_counter()
-        seed(data_dir, args.queued)
-        print(f"seeded {args.queued} queued jobs in {time.perf_counter() - started:.1f} s")
+        seed(data_dir, queued)
+        print(f"seeded {queued} queued jobs in {time.perf_counter() - started:.1f} s")
         process = QueueProcess(data_dir)
         process.start()
         try:
-            run_benchmarks(process, args.samples)
+            timings, rss = run_benchmarks(process, samples)
         finally:
             process.stop()
+    note = f"{queued:,} queued"
+    found = [Figure(f"queue.{name}.{label}", value, "ms", None, note=note)
+             for name, pair in timings.items() for label, value in zip(("p50", "p99"), pair,
+                                                                       strict=True)]
+    found.append(Figure("queue.rss", rss, "MiB", None, note=note))
+    for figure in found:
+        print(figure.line(), flush=True)
+    return found
 
 
-def run_benchmarks(process: QueueProcess, samples: int) -> None:
+def run_benchmarks(process: QueueProcess,
+                   samples: int) -> tuple[dict[str, tuple[float, float]], float]:
+    """p50/p99 per call, and the queue's RSS in MiB."""
     with grpc.insecure_channel(process.address) as channel:
         stub = queue_service_pb2_grpc.QueueServiceStub(channel)
         request = pb.SubmitJobRequest(entries=[make_entry(0)], origin=origin())
-        measure("SubmitJob", lambda: stub.SubmitJob(request), samples)
+        timings = {"submit_job": measure(lambda: stub.SubmitJob(request), samples)}
         runner = ProtocolRunner(channel, "bench")
 
         def lease_and_complete() -> None:
@@ -92,12 +109,14 @@ def run_benchmarks(process: QueueProcess, samples: int) -> None:
             assert leased is not None
             runner.complete(leased)
 
-        measure("LeaseJob + CompleteJob", lease_and_complete, samples)
-        measure("LeaseJob alone", lambda: runner.lease(wait_seconds=0), samples)
+        timings["lease_and_complete"] = measure(lease_and_complete,
+                                                samples)
+        timings["lease_job"] = measure(lambda: runner.lease(wait_seconds=0),
+                                       samples)
         first_page = pb.ListJobsRequest(page_size=50)
-        measure("ListJobs first page (50)", lambda: stub.ListJobs(first_page), samples)
-        rss = psutil.Process(process.pid).memory_info().rss
-        print(f"queue process RSS: {rss / 2**20:.1f} MiB")
+        timings["list_jobs_first_page"] = measure(lambda: stub.ListJobs(first_page), samples)
+        rss = psutil.Process(process.pid).memory_info().rss / 2**20
+    return timings, rss
 
 
 if __name__ == "__main__":

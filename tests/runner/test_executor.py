@@ -395,3 +395,25 @@ def test_adetailer_keeps_the_size_of_a_hires_fixed_image(bench: Bench) -> None:
     assert result.status == EntryStatus.COMPLETED, result.error_message
     assert [(i.stage.name, i.width) for i in result.images] == [("TXT2IMG", 128),
                                                                 ("ADETAILER", 128)]
+
+
+def test_stale_capabilities_are_read_again_before_a_name_they_lack_fails_the_entry(
+        bench: Bench, admin: EmulatorAdmin) -> None:
+    # The runner caches what the WebUI offers; a sampler it lacks may have been added since.
+    stale = bench.capabilities()
+    assert stale is not None
+    stale.samplers = [name for name in stale.samplers if name != "Euler a"]
+    reads: list[Capabilities] = []
+
+    def refresh() -> Capabilities:
+        reads.append(bench.client.capabilities())
+        return reads[-1]
+
+    executor = Executor(bench.client, bench.output_root, bench.input_root, "bench", refresh)
+    job = Job(job_id=uuid.uuid4().hex, entries=[make_job(0, "fresh names"), make_job(1, "next")])
+    outcome = executor.run_job(job, stale, threading.Event(), bench.reports.append)
+    executor.close()
+
+    assert [r.status for r in outcome.results] == [EntryStatus.COMPLETED] * 2
+    assert len(reads) == 1  # read once: the second entry uses what was read for the first
+    assert len(admin.generations("fresh names")) == 1

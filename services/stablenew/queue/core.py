@@ -32,6 +32,7 @@ from stablenew.queue.domain import (
     LANE_DIRECT,
     LANE_QUEUE,
     EntryBatch,
+    JobRead,
     MovePosition,
     QueuedJob,
     RunnerPool,
@@ -222,12 +223,16 @@ class QueueCore:
             return self.view_at(queued, self.store.running_position(queued))
         return self.view_at(queued, -1)
 
-    def get(self, job_id: str, full: bool) -> Job:
+    def get(self, job_id: str, full: bool) -> JobRead:
         with self.lock:
-            return self.view(self.load(job_id, full))
+            return self.read(self.load(job_id, full))
+
+    def read(self, queued: QueuedJob) -> JobRead:
+        """The view of `queued` with its stored entries (empty unless loaded full)."""
+        return JobRead(self.view(queued), queued.stored_entries)
 
     def list_active(self, size: int, token: str,
-                    full: bool = False) -> tuple[list[Job], str]:
+                    full: bool = False) -> tuple[list[JobRead], str]:
         """Running jobs first, then queued ones in run order (`full`: with their entries and
         results); the token is a keyset position in either part, so a page that ends among
         the running jobs still leads on to the queued ones."""
@@ -249,7 +254,7 @@ class QueueCore:
             if len(jobs) < size:
                 jobs += self.store.queued_in_order(queued_after, size - len(jobs),
                                                    (LANE_DIRECT, LANE_QUEUE), full)
-            result = [self.view_at(queued, offset + index, pool)
+            result = [JobRead(self.view_at(queued, offset + index, pool), queued.stored_entries)
                       for index, queued in enumerate(jobs)]
         next_token = ""
         if len(jobs) == size:
@@ -387,7 +392,8 @@ class QueueCore:
 
     def retry(self, job_id: str, failed_only: bool, request_id: str) -> Job:
         with self.lock:
-            original = self.load(job_id, full=True).job
+            loaded = self.load(job_id, full=True)
+            original = replace(loaded.job, entries=codec.decode_entries(loaded.stored_entries))
             if not original.state.is_terminal:
                 raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.ILLEGAL_TRANSITION,
                     f"job {job_id} is {original.state.name}; only a finished job can be retried")

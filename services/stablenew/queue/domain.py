@@ -99,6 +99,19 @@ class QueuedJob:
     request_id: str = ""
     required_models: tuple[str, ...] = ()
     preferred_model: str = ""
+    # A full read's entries as stored: a serialized Job holding only them. They are sent as
+    # they are (JobRead) and decoded only for a retry, so a 10,000-entry job's LeaseJob and
+    # GetJob cost no conversion per entry.
+    stored_entries: bytes = b""
+
+
+@dataclass(frozen=True)
+class JobRead:
+    """A job as a read returns it: the client's view (without entries) and, for a full read,
+    its entries in their stored form, which the edge merges into the message unchanged."""
+
+    job: Job
+    stored_entries: bytes = b""
 
 
 @dataclass(frozen=True)

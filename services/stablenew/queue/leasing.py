@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ from stablenew.queue.core import QueueCore, _Pending
 from stablenew.queue.domain import (
     LANE_DIRECT,
     LANE_QUEUE,
+    JobRead,
     Lease,
     QueuedJob,
     RunnerInfo,
@@ -36,8 +38,10 @@ DISPATCH_BATCHES = (8, 200)
 @dataclass
 class _Waiter:
     runner: RunnerInfo
+    # False once the caller gave up (its call was cancelled: a runner that died mid-poll).
+    active: Callable[[], bool]
     granted: threading.Event = field(default_factory=threading.Event)
-    result: tuple[Lease, Job] | None = None
+    result: tuple[Lease, JobRead] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,14 @@ class Leasing:
 
     # --- lease ----------------------------------------------------------------------------
 
-    def lease(self, runner: RunnerInfo, wait_seconds: float) -> tuple[Lease, Job] | None:
+    def lease(self, runner: RunnerInfo, wait_seconds: float,
+              active: Callable[[], bool] = lambda: True) -> tuple[Lease, JobRead] | None:
+        """The next job `runner` can run, waiting up to `wait_seconds`; `active` turns False
+        when the caller is gone, so that no job is granted to a runner that died waiting."""
         if not runner.runner_id:
             raise invalid_argument("runner.runner_id", "required")
         wait = min(max(wait_seconds, 0.0), self.core.config.max_lease_wait_seconds)
-        waiter = _Waiter(runner)
+        waiter = _Waiter(runner, active)
         with self.core.write():
             self.core.runners.save(RunnerRecord(runner, datetime.now(UTC)))
         with self.core.lock:
@@ -81,6 +88,7 @@ class Leasing:
     def dispatch(self) -> None:
         """Hand queued jobs to waiting runners, in run order."""
         with self.core.lock:
+            self._waiters = [waiter for waiter in self._waiters if waiter.active()]
             if not self._waiters or self.core.closing.is_set():
                 return
             lanes = (LANE_DIRECT,) if self.core.paused() else (LANE_DIRECT, LANE_QUEUE)
@@ -108,7 +116,7 @@ class Leasing:
         waiter.result = self._grant(queued, waiter.runner)
         waiter.granted.set()
 
-    def _grant(self, queued: QueuedJob, runner: RunnerInfo) -> tuple[Lease, Job]:
+    def _grant(self, queued: QueuedJob, runner: RunnerInfo) -> tuple[Lease, JobRead]:
         config = self.core.config
         with self.core.write() as pending:
             queued = self.core.load(queued.job.job_id, full=True)
@@ -125,7 +133,7 @@ class Leasing:
                                  f"leased by {runner.runner_id} (attempt {job.attempt})", now=now)
             self.core.runners.save(RunnerRecord(runner, now, job.job_id))
         lease = Lease(queued.lease.lease_id, job.job_id, job.attempt, deadline)
-        return lease, self.core.view(queued)
+        return lease, self.core.read(queued)
 
     # --- while running --------------------------------------------------------------------
 

@@ -4,12 +4,21 @@ stablenew.contract.proto_mapping)."""
 from __future__ import annotations
 
 from stablenew.contract.model import JobOrigin, JobProgress
-from stablenew.contract.proto_mapping import fill_proto, from_request
+from stablenew.contract.proto_mapping import fill_proto, from_request, job_to_proto
 from stablenew.contract.request_limits import checked_id, checked_names, checked_text
 from stablenew.queue import codec
 from stablenew.queue.core import QueueStateView
-from stablenew.queue.domain import Lease, RunnerInfo, RunnerRecord
+from stablenew.queue.domain import JobRead, Lease, RunnerInfo, RunnerRecord
 from stablenew.v1 import job_pb2, queue_service_pb2
+
+
+def job_message(read: JobRead, view: int) -> job_pb2.Job:
+    """The job in `view`; a full view's entries are merged in from their stored form (a Job
+    holding only them), never decoded and re-encoded."""
+    message = job_to_proto(read.job, view)
+    if view == job_pb2.JOB_VIEW_FULL:
+        message.MergeFromString(read.stored_entries)
+    return message
 
 
 def origin_from_proto(message: job_pb2.JobOrigin) -> JobOrigin:

@@ -69,15 +69,15 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_FULL)
-        job = self.core.get(checked_id(request.job_id, "job_id"),
-                            full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.GetJobResponse(job=job_to_proto(job, view))
+        read = self.core.get(checked_id(request.job_id, "job_id"),
+                             full=view == job_pb2.JOB_VIEW_FULL)
+        return pb.GetJobResponse(job=mapping.job_message(read, view))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
         jobs, token = self.core.list_active(page_size(request.page_size), request.page_token,
                                             full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.ListJobsResponse(jobs=[job_to_proto(job, view) for job in jobs],
+        return pb.ListJobsResponse(jobs=[mapping.job_message(read, view) for read in jobs],
                                    next_page_token=token)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
@@ -134,12 +134,12 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         # The leasing caps the wait (max_lease_wait_seconds): a long-poll never outlives it.
         wait = duration_seconds(request.wait_timeout.seconds, request.wait_timeout.nanos,
                                 "wait_timeout")
-        granted = self.leasing.lease(runner, wait)
+        granted = self.leasing.lease(runner, wait, context.is_active)
         if granted is None:
             return pb.LeaseJobResponse()
         lease, job = granted
         return pb.LeaseJobResponse(lease=mapping.lease_to_proto(lease),
-                                   job=job_to_proto(job, job_pb2.JOB_VIEW_FULL))
+                                   job=mapping.job_message(job, job_pb2.JOB_VIEW_FULL))
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
         reply = self.leasing.heartbeat(

@@ -244,8 +244,9 @@ def _now_micros() -> int:
 def _job_from_row(row: sqlite3.Row) -> QueuedJob:
     job = job_from_columns(row)
     columns = row.keys()  # (`in row` would look at the values)
+    stored_entries = b""
     if "entries" in columns:
-        job.entries = codec.decode_entries(row["entries"])
+        stored_entries = row["entries"]  # decoded only when needed (QueuedJob.stored_entries)
         job.results = codec.decode_results(row["results"])
     return QueuedJob(
         job=job,
@@ -256,6 +257,7 @@ def _job_from_row(row: sqlite3.Row) -> QueuedJob:
         request_id=row["request_id"] or "",
         required_models=tuple(json.loads(row["required_models"])),
         preferred_model=row["preferred_model"],
+        stored_entries=stored_entries,
     )
 
 

@@ -14,12 +14,13 @@ import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import grpc
 
-from stablenew.runner.core import JobRunner, RunnerCore
+from stablenew.runner.core import JobRunner, RunnerCore, fresh_capabilities
 from stablenew.runner.domain import RunnerState, WebuiState
 from stablenew.runner.executor import Executor
 from stablenew.runner.queue_client import QueueClient
@@ -132,7 +133,8 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     state = RunnerState(config.runner_id, config.hostname, config.webui_url,
                         owns_process=process is not None)
     channel = open_channel("queue", env=env)
-    executor = Executor(client, config.output_root, config.input_root, config.runner_id)
+    executor = Executor(client, config.output_root, config.input_root, config.runner_id,
+                        refresh_capabilities=partial(fresh_capabilities, client, state))
     worker = Worker(JobRunner(QueueClient(channel), client, executor, state,
                               config.advertised_address))
     supervisor = None
@@ -153,6 +155,7 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
         worker.stop(timeout=settings.grace_seconds)
         if supervisor is not None:
             supervisor.stop(settings.grace_seconds)
+        executor.close()
         channel.close()
         client.close()
 

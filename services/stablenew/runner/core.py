@@ -1,10 +1,12 @@
 """The runner's use cases, with no transport in them.
 
 RunnerCore serves the runner's own API: its status, the WebUI's capabilities, interrupting the
-WebUI, and image files in chunks. JobRunner works for the queue: it checks the WebUI, leases a
-job, runs its entries (executor.py) while heartbeats extend the lease, carry progress and bring
-cancel requests back, and reports the outcome; the next job is leased at once so the GPU idles
-for milliseconds, not seconds.
+WebUI, and image files in chunks. JobRunner works for the queue: it checks the WebUI, takes a
+job (prefetch.py holds the next one while the current one runs), runs its entries
+(executor.py) while heartbeats extend the lease, carry progress and bring cancel requests back,
+and reports the outcome. The WebUI goes straight to the next job: the files, the manifest and
+the report of a job are finished on a thread of their own beside the next generation, and the
+WebUI's capabilities are cached (read again when an entry names something they lack).
 
 A lease the queue no longer recognises (it expired during an outage and the job went to another
 runner) stops the job without reporting it. A runner that shuts down hands its job back with a
@@ -17,6 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,7 +44,8 @@ from stablenew.runner.domain import (
     path_outside_root,
     webui_unavailable,
 )
-from stablenew.runner.executor import Executor
+from stablenew.runner.executor import Executor, JobOutcome
+from stablenew.runner.prefetch import Prefetch
 from stablenew.runner.webui_client import WebuiClient
 from stablenew.runner.webui_errors import WebuiError, WebuiErrorKind
 
@@ -51,6 +56,9 @@ DEFAULT_CHUNK = 64 * 1024
 MAX_CHUNK = 1024 * 1024
 # A report waits out a queue restart: 29 waits from 0.1 s doubling to 2 s, about 50 s in all.
 REPORT_ATTEMPTS = 30
+# Cached capabilities older than this are read again, off the generation's path (an idle
+# check, or the finisher): a model added to the WebUI is announced to the queue within it.
+CAPABILITIES_MAX_AGE = timedelta(seconds=10)
 
 
 class RunnerCore:
@@ -111,6 +119,13 @@ class RunnerCore:
         return path
 
 
+def fresh_capabilities(client: WebuiClient, state: RunnerState) -> Capabilities:
+    """What the WebUI offers now, kept as the runner's capabilities."""
+    capabilities = client.capabilities()
+    state.set_capabilities(capabilities)
+    return capabilities
+
+
 # What a file system takes: longer paths and names fail in the kernel (ENAMETOOLONG).
 MAX_PATH_CHARS = 4096
 MAX_NAME_BYTES = 255
@@ -126,7 +141,8 @@ def _chunks(path: Path, chunk_size: int) -> Iterator[ImageChunk]:
 
 
 class JobRunner:
-    """Leases jobs from the queue and runs them on the WebUI, one at a time."""
+    """Leases jobs from the queue and runs them on the WebUI, one at a time, holding the next
+    one ahead. `start` it before `work_once`, `close` it at the end."""
 
     def __init__(self, queue: JobQueue, client: WebuiClient, executor: Executor,
                  state: RunnerState, address: str, lease_wait_seconds: float = 10.0,
@@ -141,16 +157,38 @@ class JobRunner:
         self.stopping = threading.Event()
         self._job_cancel = threading.Event()
         self._job_ended = threading.Event()
+        self.prefetch = Prefetch(queue, self._runner_info, self._may_lease_ahead, self.stopping,
+                                 heartbeat_seconds)
+        # Finishes each job (files, manifest, report) in order, beside the next generation.
+        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-finish")
+
+    def start(self) -> None:
+        self.prefetch.start()
+
+    def close(self, timeout: float) -> None:
+        """Stop; hand the held job back and finish the reports of the jobs that ran."""
+        self.shut_down()
+        self.prefetch.close(timeout)
+        self._finisher.shutdown(wait=True)
 
     def work_once(self) -> bool:
-        """Check the WebUI, and when it is ready lease a job and run it. False when the WebUI
-        is not ready (the caller waits before trying again)."""
-        if not self._check_webui():
-            return False
-        leased = self.queue.lease(self._runner_info(), self.lease_wait_seconds)
-        if leased is not None:
-            self.run(leased)
+        """Run the held job, or check the WebUI and, when it is ready, lease a job and run it.
+        False when the WebUI is not ready (the caller waits before trying again)."""
+        leased = self.prefetch.take()
+        if leased is None:
+            if not self._check_webui():
+                self.prefetch.hand_back("the WebUI is not ready")
+                return False
+            leased = self.queue.lease(self._runner_info(), self.lease_wait_seconds)
+            if leased is None:
+                return True
+        self.run(leased)
         return True
+
+    def _may_lease_ahead(self) -> bool:
+        """Lease ahead only while a job runs on a WebUI that answers, and not when stopping."""
+        return (not self.stopping.is_set() and bool(self.state.current_job_id)
+                and self.state.webui[0] in (WebuiState.READY, WebuiState.BUSY))
 
     def _check_webui(self) -> bool:
         """Probe the WebUI and record what was found; fetch its capabilities the first time
@@ -161,7 +199,7 @@ class JobRunner:
                                      f"no answer from {self.state.webui_url}")
             return False
         try:
-            if self.state.capabilities is None:
+            if self._capabilities_stale():
                 self.state.set_capabilities(self.client.capabilities())
             title = self.client.loaded_model_title()
         except WebuiError as error:
@@ -169,6 +207,12 @@ class JobRunner:
             return False
         self.state.webui_answered(title)
         return True
+
+    def _capabilities_stale(self) -> bool:
+        capabilities = self.state.capabilities
+        if capabilities is None or capabilities.fetch_time is None:
+            return True
+        return datetime.now(UTC) - capabilities.fetch_time > CAPABILITIES_MAX_AGE
 
     def _runner_info(self) -> RunnerInfo:
         capabilities = self.state.capabilities
@@ -178,55 +222,85 @@ class JobRunner:
                           capabilities=capabilities)
 
     def shut_down(self) -> None:
-        """Stop leasing, and hand a running job back to the queue at once rather than let its
-        lease run out."""
+        """Stop leasing, and hand the held job and a running one back to the queue at once
+        rather than let their leases run out."""
         self.stopping.set()
+        self.prefetch.hand_back("the runner shut down before it started the job")
         if self.state.current_job_id:
             self._stop_job(self._job_cancel, "the runner is shutting down")
 
     def run(self, leased: LeasedJob) -> None:
-        """Run a leased job with heartbeats and report how it ended."""
+        """Run a leased job with heartbeats; its files and report are finished beside the
+        next job (`close` waits for them)."""
         lease, job = leased.lease, leased.job
         log.info("running job %s attempt %d (%d entries)", job.job_id, lease.attempt,
                  len(job.entries))
         try:
-            # Read now: a model, sampler or ADetailer model added since the last job counts.
-            capabilities = self.client.capabilities()
+            # Cached: a name an entry uses that they lack makes the executor read them again.
+            capabilities = self.state.capabilities or fresh_capabilities(self.client,
+                                                                         self.state)
         except WebuiError as error:
-            self._hand_back(lease, job.results, error)
+            self._webui_lost(error)
+            self._finisher.submit(self._hand_back, lease, job.results, error)
             return
-        self.state.set_capabilities(capabilities)
         cancel = self._job_cancel = threading.Event()
         self._job_ended.clear()
         lost = threading.Event()
         self.state.job_started(job.job_id)
+        self.prefetch.wake()  # the next job is leased while this one runs
         beats = threading.Thread(target=self._heartbeat, args=(lease, cancel, lost),
                                  name="runner-heartbeat", daemon=True)
         beats.start()
         try:
-            outcome = self.executor.run_job(job, capabilities, cancel, self.state.set_progress)
+            outcome = self.executor.run_entries(job, capabilities, cancel,
+                                                self.state.set_progress)
         finally:
             self.state.job_finished()
             self._job_ended.set()
             beats.join()  # ends once job_finished cleared the current job
-        if lost.is_set():
-            log.warning("lease of job %s was lost; not reporting it", job.job_id)
+        if outcome.cut_off:
+            self._webui_lost(outcome.cut_off)  # at once: nothing more is leased or held
+        self._finisher.submit(self._finish, leased, outcome, lost.is_set())
+
+    def _finish(self, leased: LeasedJob, outcome: JobOutcome, lost: bool) -> None:
+        """Write the job's files and manifest and report how it ended (the finisher thread:
+        a failure is logged, and the lease expiry hands the job on)."""
+        try:
+            self._report_outcome(leased.lease, self.executor.finish(leased.job, outcome), lost)
+        except Exception:
+            log.exception("finishing job %s failed", leased.job.job_id)
+        if self._capabilities_stale() and not self.stopping.is_set():
+            try:
+                fresh_capabilities(self.client, self.state)
+            except WebuiError as error:
+                log.debug("reading the capabilities failed: %s", error)  # the next job tells
+
+    def _report_outcome(self, lease: Lease, outcome: JobOutcome, lost: bool) -> None:
+        job_id = lease.job_id
+        if lost:
+            log.warning("lease of job %s was lost; not reporting it", job_id)
         elif outcome.cut_off:
             self._hand_back(lease, outcome.results, outcome.cut_off)
         elif outcome.cancelled and self.stopping.is_set():
             self.queue.fail(lease, "the runner shut down while running the job",
                             outcome.results, retryable=True)
-            log.info("job %s handed back to the queue", job.job_id)
+            log.info("job %s handed back to the queue", job_id)
         else:
             self._report(lease, outcome.results, outcome.cancelled)
 
+    def _webui_lost(self, cause: WebuiError | str) -> None:
+        """The WebUI stopped answering: record it, which stops leasing ahead, and give the held
+        job back."""
+        answered = isinstance(cause, WebuiError) and cause.kind is not WebuiErrorKind.UNAVAILABLE
+        self.state.set_webui(WebuiState.ERROR if answered else WebuiState.DISCONNECTED,
+                             _stopped_answering(cause))
+        self.prefetch.hand_back(_stopped_answering(cause))
+
     def _hand_back(self, lease: Lease, results: list[EntryResult],
                    cause: WebuiError | str) -> None:
-        """The WebUI stopped answering: record it and give the job back for another attempt,
-        with the entries that completed (the next attempt does not run them again)."""
-        reason = f"the WebUI stopped answering: {cause}"
-        answered = isinstance(cause, WebuiError) and cause.kind is not WebuiErrorKind.UNAVAILABLE
-        self.state.set_webui(WebuiState.ERROR if answered else WebuiState.DISCONNECTED, reason)
+        """Give a job the WebUI stopped answering for back for another attempt, with the
+        entries that completed (the next attempt does not run them again)."""
+        reason = _stopped_answering(cause)
         state = _retrying(lambda: self.queue.fail(lease, reason, results, retryable=True),
                           self.stopping)
         log.warning("job %s handed back to the queue (%s): %s", lease.job_id, state.name,
@@ -259,6 +333,10 @@ class JobRunner:
     def _report(self, lease: Lease, results: list[EntryResult], cancelled: bool) -> None:
         state = _retrying(lambda: self.queue.complete(lease, results, cancelled), self.stopping)
         log.info("job %s reported: %s", lease.job_id, state.name)
+
+
+def _stopped_answering(cause: WebuiError | str) -> str:
+    return f"the WebUI stopped answering: {cause}"
 
 
 def _retrying(call: Callable[[], T], stopping: threading.Event,

@@ -14,6 +14,11 @@ answering cuts the job off instead (the entry in flight is not recorded) so that
 back to the queue; a cancel stops after the call in flight (which the worker interrupts) and
 keeps what finished. Entries an earlier attempt completed are not run again: their results are
 kept.
+
+Image files are written on a writer thread of their own while the WebUI goes on with the next
+generation: `run_entries` returns once the last reply is in, and `finish` waits for the files and
+writes the manifest (the runner calls it beside the next job). A file that cannot be written
+fails its entry, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -107,6 +113,8 @@ class JobOutcome:
     results: list[EntryResult]
     cancelled: bool
     cut_off: str = ""
+    # The image files still being written, per entry index; `Executor.finish` settles them.
+    writes: dict[int, list[Future[ImageRef]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,7 +128,7 @@ class EntryRun:
     cancel: threading.Event
     report: Callable[[JobProgress], None]
     capabilities: Capabilities | None
-    images: list[ImageRef] = field(default_factory=list)
+    images: list[Future[ImageRef]] = field(default_factory=list)
     outcomes: list[AdetailerOutcome] = field(default_factory=list)
     model: ModelEntry | None = None
     # (request position, ADetailer pass or -1, what differed), in the order found.
@@ -137,20 +145,38 @@ class EntryRun:
 
 class Executor:
     def __init__(self, client: WebuiClient, output_root: Path, input_root: Path,
-                 runner_id: str) -> None:
+                 runner_id: str,
+                 refresh_capabilities: Callable[[], Capabilities] | None = None) -> None:
         self.client = client
         self.output_root = output_root
         self.input_root = input_root
         self.runner_id = runner_id
+        # Called when an entry names something the cached capabilities lack: the WebUI may
+        # offer it since they were read.
+        self.refresh_capabilities = refresh_capabilities
+        # One writer keeps the files of a job in order and off the generation's path.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-writer")
+
+    def close(self) -> None:
+        """Wait for the files being written."""
+        self._writer.shutdown(wait=True)
 
     def run_job(self, job: Job, capabilities: Capabilities | None, cancel: threading.Event,
                 report: Callable[[JobProgress], None]) -> JobOutcome:
         """Run the entries no earlier attempt completed (`capabilities`: what the WebUI offers;
-        None leaves names unchecked)."""
+        None leaves names unchecked), with their files and the manifest written."""
+        return self.finish(job, self.run_entries(job, capabilities, cancel, report))
+
+    def run_entries(self, job: Job, capabilities: Capabilities | None,
+                    cancel: threading.Event,
+                    report: Callable[[JobProgress], None]) -> JobOutcome:
+        """Run the entries; returns when the WebUI made the last image, while its files may
+        still be being written (`finish` completes the outcome)."""
         folder = outputs.job_folder(self.output_root, job.job_id)
         done = {result.entry_index: result for result in job.results
                 if result.status == EntryStatus.COMPLETED}
         results: list[EntryResult] = []
+        writes: dict[int, list[Future[ImageRef]]] = {}
         cut_off = ""
         for entry in job.entries:
             if cancel.is_set():
@@ -166,8 +192,28 @@ class Executor:
                 cut_off = str(error)
                 log.warning("job %s cut off: %s", job.job_id, error)
                 break
-        outputs.write_manifest(folder, self._manifest(job, results))
-        return JobOutcome(results, cancel.is_set() and not cut_off, cut_off)
+            writes[entry.index] = run.images
+            capabilities = run.capabilities  # refreshed when the entry named something new
+        return JobOutcome(results, cancel.is_set() and not cut_off, cut_off, writes)
+
+    def finish(self, job: Job, outcome: JobOutcome) -> JobOutcome:
+        """Wait for the outcome's files (an entry whose file could not be written fails) and
+        write the job's manifest."""
+        for result in outcome.results:
+            pending = outcome.writes.pop(result.entry_index, None)
+            if pending is None:
+                continue  # an earlier attempt's result: its files exist
+            try:
+                result.images = [write.result() for write in pending]
+            except (outputs.UnsafePathError, OSError) as error:
+                result.images = [write.result() for write in pending if not write.exception()]
+                result.status = EntryStatus.FAILED
+                result.error_message = str(error)
+                log.warning("entry %d of job %s failed: %s", result.entry_index, job.job_id,
+                            error)
+        folder = outputs.job_folder(self.output_root, job.job_id)
+        outputs.write_manifest(folder, self._manifest(job, outcome.results))
+        return outcome
 
     def run_entry(self, run: EntryRun) -> EntryResult:
         """Run one entry; its result. Raises WebuiOutageError when the WebUI stops answering."""
@@ -192,7 +238,6 @@ class Executor:
             result.executed_config_hash = error.executed_hash
         except (EntryFailedError, outputs.UnsafePathError, OSError) as error:
             _failed(run, result, error)
-        result.images = run.images
         result.adetailer_outcomes = run.outcomes
         result.duration = timedelta(seconds=time.monotonic() - started)
         return result
@@ -201,9 +246,9 @@ class Executor:
         """Run the plan; the executed config hash (the queued one: everything ran as asked)."""
         plan = self._checked_plan(run)
         if plan.model:
-            self.client.ensure_model(plan.model)
-            run.model = find_model(run.capabilities.models if run.capabilities else [],
-                                   plan.model)
+            known = run.capabilities.models if run.capabilities else []
+            self.client.ensure_model(plan.model, known)
+            run.model = find_model(known, plan.model)
         if plan.vae:
             self.client.ensure_vae(plan.vae)
         sources = self._inputs(run.entry)
@@ -230,6 +275,9 @@ class Executor:
                 f"the queued job is {run.entry.config_hash[:12]}")
         if run.capabilities is not None:
             problems = unknown_names(plan, run.capabilities)
+            if problems and self.refresh_capabilities is not None:
+                run.capabilities = self.refresh_capabilities()
+                problems = unknown_names(plan, run.capabilities)
             if problems:
                 raise EntryFailedError("; ".join(problems))
         return plan
@@ -263,8 +311,9 @@ class Executor:
         for image in made:
             context = outputs.ImageContext(run.job_id, run.entry.index, request.stage,
                                            image.seed, run.entry.config_hash, self.runner_id)
-            run.images.append(outputs.write_image(self.output_root, run.folder, image.png,
-                                                  context, image.source_text))
+            run.images.append(self._writer.submit(outputs.write_image, self.output_root,
+                                                  run.folder, image.png, context,
+                                                  image.source_text))
         return made
 
     def _call(self, run: EntryRun, position: int, request: StageRequest,

@@ -204,19 +204,23 @@ class WebuiClient:
         """The title of the checkpoint the WebUI has loaded."""
         return parse_loaded_model_title(self.options(), "GET /sdapi/v1/options")
 
-    def ensure_model(self, model: str) -> bool:
+    def ensure_model(self, model: str, known: list[ModelEntry] | None = None) -> bool:
         """Load `model` (a title, file name, or name without extension) unless it already is;
-        True when it switched. An unknown model is NOT_FOUND and nothing is posted."""
-        entries = self.sd_models()
+        True when it switched. An unknown model is NOT_FOUND and nothing is posted. `known`:
+        the checkpoints as last listed; the WebUI is asked again only when it lacks `model`."""
+        entries = known or []
         wanted = find_model(entries, model)
+        if wanted is None:
+            entries = self.sd_models()
+            wanted = find_model(entries, model)
         if wanted is None:
             self.refresh_checkpoints()  # a checkpoint copied in since the WebUI started
             entries = self.sd_models()
             wanted = find_model(entries, model)
         if wanted is None:
-            known = ", ".join(e.title for e in entries) or "none"
+            listed = ", ".join(e.title for e in entries) or "none"
             raise WebuiError(WebuiErrorKind.NOT_FOUND, f"model {model!r} not found; the WebUI "
-                             f"has: {known}", "GET /sdapi/v1/sd-models")
+                             f"has: {listed}", "GET /sdapi/v1/sd-models")
         loaded = find_model(entries, self.loaded_model_title())
         if loaded is not None and loaded.title == wanted.title:
             return False

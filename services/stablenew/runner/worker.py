@@ -26,6 +26,7 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="runner-worker", daemon=True)
 
     def start(self) -> None:
+        self.jobs.start()
         self._thread.start()
 
     def shut_down(self) -> None:
@@ -33,8 +34,10 @@ class Worker:
         self.jobs.shut_down()
 
     def stop(self, timeout: float) -> None:
+        """Stop, then hand the held job back and finish the reports (JobRunner.close)."""
         self.shut_down()
         self._thread.join(timeout)
+        self.jobs.close(timeout)
 
     def _run(self) -> None:
         stopping = self.jobs.stopping

@@ -1,0 +1,46 @@
+"""`make bench`: every benchmark against real processes and the emulator. Prints one line per
+figure (name, value, unit, target, met or MISSED) and writes them to `.bench/results.json`.
+
+    python -m benchmarks.run_all [--quick] [--out .bench/results.json]
+
+Never asserts: a missed target is printed as MISSED; docs/PERFORMANCE.md says what limits it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks import big_job_bench, pipeline_bench, queue_bench, watch_bench
+from benchmarks.figures import Figure, write_results
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, under 2 minutes")
+    parser.add_argument("--out", type=Path, default=Path(".bench/results.json"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    figures: list[Figure] = []
+    figures += big_job_bench.run(args.quick)
+    figures += queue_bench.figures(queued=10_000 if args.quick else 100_000,
+                                   samples=100 if args.quick else 500)
+    figures += watch_bench.run(args.quick)
+    figures += pipeline_bench.run(args.quick)
+    write_results(figures, args.out, machine())
+    print(f"{len(figures)} figures in {time.perf_counter() - started:.0f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

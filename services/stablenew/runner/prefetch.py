@@ -1,0 +1,198 @@
+"""The one lease a runner holds ahead of the job it runs, so that the WebUI goes from one job
+to the next without waiting for the queue.
+
+While a job runs, a thread of its own asks the queue for the next one every heartbeat (a lease
+that answers at once: no long-poll is left waiting at the queue, where a job handed back by
+this runner, or queued while it died, would be granted to it) and heartbeats the job it holds.
+It never holds more than one, and leases only while the WebUI answers and the runner is not
+stopping; an idle runner long-polls from its worker, as before. A cancel requested meanwhile is
+reported at once (the job ends CANCELLED, or goes back to the queue when the cancel asks for
+that); a lost lease is dropped; on shutdown or a WebUI outage the job is handed back with a
+retryable failure.
+
+When the worker takes the held job it first asks the queue for whatever is next. A job that
+outranks the held one (the DIRECT lane, or a higher priority: a HIGH job submitted after the
+prefetch) runs first and the held job stays held; otherwise the held job runs and the new one
+becomes the one held. Either way the runner still holds one job ahead, and the queue's order
+holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from stablenew.contract.model import EntryResult, EntryStatus, Job, Priority, RunMode
+from stablenew.runner.domain import (
+    JobQueue,
+    LeasedJob,
+    LeaseLostError,
+    QueueCallError,
+    RunnerInfo,
+)
+
+log = logging.getLogger("stablenew.runner")
+
+# How long the thread waits after a failed lease call before it asks again.
+RETRY_SECONDS = 1.0
+
+
+def outranks(job: Job, other: Job) -> bool:
+    """`job` runs before `other` in the queue's order: its lane, then its priority."""
+    direct = job.origin.run_mode == RunMode.DIRECT
+    if direct != (other.origin.run_mode == RunMode.DIRECT):
+        return direct
+    return _priority(job) > _priority(other)
+
+
+def _priority(job: Job) -> Priority:
+    """UNSPECIFIED runs as NORMAL."""
+    return job.priority or Priority.NORMAL
+
+
+class Prefetch:
+    """Holds at most one leased job for the worker; `start` it, `take` from it, `close` it."""
+
+    def __init__(self, queue: JobQueue, runner_info: Callable[[], RunnerInfo],
+                 may_lease: Callable[[], bool], stopping: threading.Event,
+                 heartbeat_seconds: float) -> None:
+        self.queue = queue
+        self.runner_info = runner_info
+        self.may_lease = may_lease  # a job runs, the WebUI answers, the runner is not stopping
+        self.stopping = stopping
+        self.heartbeat_seconds = heartbeat_seconds
+        self._changed = threading.Condition()
+        self._held: LeasedJob | None = None
+        self._worker_leasing = False  # take() asks the queue itself: the thread waits
+        self._thread = threading.Thread(target=self._run, name="runner-prefetch", daemon=True)
+
+    @property
+    def held(self) -> LeasedJob | None:
+        with self._changed:
+            return self._held
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something the thread waits for may have changed (a job started, the runner
+        stops)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def close(self, timeout: float) -> None:
+        """Stop leasing (the runner's `stopping` is set) and hand the held job back."""
+        self.wake()
+        self._thread.join(timeout)
+        self.hand_back("the runner shut down before it started the job")
+
+    def take(self) -> LeasedJob | None:
+        """The job to run next: the held one, unless the queue now has one that outranks it.
+        None when none is held."""
+        with self._changed:
+            held = self._held
+            if held is None or self.stopping.is_set():
+                return None  # close() hands a held job back
+            self._held = None
+            self._worker_leasing = True
+        try:
+            ahead = self.queue.lease(self.runner_info(), 0.0)
+        except QueueCallError as error:
+            log.debug("no look ahead of the held job: %s", error)
+            ahead = None
+        with self._changed:
+            self._worker_leasing = False
+            if ahead is not None and outranks(ahead.job, held.job):
+                log.info("job %s outranks the held job %s: it runs first", ahead.job.job_id,
+                         held.job.job_id)
+                held, ahead = ahead, held
+            self._held = ahead
+            self._changed.notify_all()
+        return held
+
+    def hand_back(self, reason: str) -> None:
+        """Give the held job back to the queue (another attempt, with the entries an earlier
+        attempt completed); nothing when none is held."""
+        with self._changed:
+            held, self._held = self._held, None
+            self._changed.notify_all()
+        if held is None:
+            return
+        try:
+            self.queue.fail(held.lease, reason, _completed(held), retryable=True)
+            log.info("held job %s handed back: %s", held.job.job_id, reason)
+        except QueueCallError as error:
+            # Its lease runs out and the queue requeues it: nothing is lost.
+            log.warning("handing back held job %s failed: %s", held.job.job_id, error)
+
+    # --- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            with self._changed:
+                held = self._held
+                ready = held is None and not self._worker_leasing and self.may_lease()
+            if held is not None:
+                self._beat(held)
+                self._wait_while_held(held)
+                continue
+            if not (ready and self._lease()):
+                with self._changed:
+                    self._changed.wait(self.heartbeat_seconds)
+
+    def _wait_while_held(self, held: LeasedJob) -> None:
+        """Until the next beat is due, or the worker took `held`, or the runner stops."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._held is not held or self.stopping.is_set(),
+                                   self.heartbeat_seconds)
+
+    def _lease(self) -> bool:
+        """Lease the next job if one is waiting; True when one is held."""
+        try:
+            leased = self.queue.lease(self.runner_info(), 0.0)
+        except QueueCallError as error:
+            log.debug("prefetch lease failed: %s", error)
+            self.stopping.wait(RETRY_SECONDS)
+            return False
+        if leased is None:
+            return False
+        with self._changed:
+            self._held = leased
+            self._changed.notify_all()
+        if self.stopping.is_set():
+            self.hand_back("the runner shut down before it started the job")
+        return True
+
+    def _beat(self, held: LeasedJob) -> None:
+        """Keep the held lease alive; a cancel ends the job at once, a lost lease drops it."""
+        try:
+            cancel_requested = self.queue.heartbeat(held.lease,
+                                                    self.runner_info().loaded_model, None)
+        except LeaseLostError:
+            self._release(held, "its lease was lost")
+            return
+        except QueueCallError as error:
+            log.debug("heartbeat of the held job failed: %s", error)  # the next beat retries
+            return
+        if cancel_requested and self._release(held, "cancel requested"):
+            try:
+                self.queue.complete(held.lease, _completed(held), cancelled=True)
+            except QueueCallError as error:
+                log.warning("reporting the cancel of held job %s failed: %s",
+                            held.job.job_id, error)
+
+    def _release(self, held: LeasedJob, why: str) -> bool:
+        """Stop holding `held` (False when the worker took it meanwhile: it deals with it)."""
+        with self._changed:
+            if self._held is not held:
+                return False
+            self._held = None
+            self._changed.notify_all()
+        log.info("dropping held job %s: %s", held.job.job_id, why)
+        return True
+
+
+def _completed(held: LeasedJob) -> list[EntryResult]:
+    """The entries an earlier attempt completed: kept when the held job goes back."""
+    return [result for result in held.job.results if result.status == EntryStatus.COMPLETED]
