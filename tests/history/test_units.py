@@ -21,7 +21,7 @@ from stablenew.contract.model import (
     RunMode,
 )
 from stablenew.contract.proto_mapping import from_proto, job_to_proto, to_proto
-from stablenew.history import codec, domain, import_jsonl, mapping
+from stablenew.history import codec, domain, mapping
 from stablenew.history.domain import (
     CancelRequested,
     JobFilter,
@@ -197,18 +197,24 @@ def test_job_and_transition_round_trips() -> None:
     assert from_proto(JobTransition, mapping.transition_to_proto(transition)) == transition
 
 
+def imported(record: domain.ImportedJob) -> pb.ImportedJob:
+    """A record as the ImportHistory request carries it."""
+    return pb.ImportedJob(job=to_proto(record.job),
+                          transitions=[to_proto(t) for t in record.transitions])
+
+
 def test_imported_jobs_round_trip_and_are_checked() -> None:
     record = domain.ImportedJob(
         Job(job_id="old", state=JobState.COMPLETED, create_time=at(0), queue_position=-1),
         [JobTransition(0, JobState.UNSPECIFIED, JobState.COMPLETED, at(0), "imported")])
-    request = pb.ImportHistoryRequest(jobs=[mapping.imported_to_proto(record)])
+    request = pb.ImportHistoryRequest(jobs=[imported(record)])
     assert mapping.imported_from_proto(request) == [record]
     bad = pb.ImportHistoryRequest()
-    bad.jobs.add().CopyFrom(mapping.imported_to_proto(record))
+    bad.jobs.add().CopyFrom(imported(record))
     bad.jobs[0].transitions[0].sequence = 12
     with pytest.raises(Exception, match="sequence"):
         mapping.imported_from_proto(bad)
-    twice = pb.ImportHistoryRequest(jobs=[mapping.imported_to_proto(record)] * 2)
+    twice = pb.ImportHistoryRequest(jobs=[imported(record)] * 2)
     with pytest.raises(Exception, match="appears twice"):
         mapping.imported_from_proto(twice)
 
@@ -227,46 +233,6 @@ def test_an_invalid_time_names_its_field() -> None:
         assert caught.value.message == f"{field_path}: not a valid time"
         assert [v.field for v in caught.value.violations] == [field_path]
     assert mapping.prune_from_proto(pb.PruneHistoryRequest()).older_than is None
-
-
-# --- the desktop file ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("line", "problem"), [
-    ('{"job_id": "a", "created_at": "2025-01-01", "status": "queued"', "not JSON"),
-    ("42", "not a JSON object but int"),
-    ('{"job_id": "", "created_at": "2025-01-01", "status": "queued"}', "job_id"),
-    ('{"job_id": "a", "status": "queued"}', "created_at is missing"),
-    ('{"job_id": "a", "created_at": true, "status": "queued"}', "not a time"),
-    ('{"job_id": "a", "created_at": "2025-01-01", "status": "paused"}', "status"),
-    ('{"job_id": "a", "created_at": "2025-01-01", "status": "queued", "run_mode": 3}',
-     "run_mode"),
-    ('{"job_id": "a", "created_at": "2025-01-01", "status": "queued", "result": [1]}',
-     "result"),
-    ('{"job_id": "a", "created_at": "2025-01-01", "status": "queued", "worker_id": {}}',
-     "worker_id"),
-    ('{"job_id": "a", "created_at": 1e300, "status": "queued"}', "out of range"),
-])
-def test_malformed_lines(line: str, problem: str) -> None:
-    with pytest.raises(import_jsonl.MalformedLineError, match=problem):
-        import_jsonl.parse_line(1, line)
-
-
-def test_times_statuses_and_the_latest_line() -> None:
-    parsed = import_jsonl.parse_lines([
-        '{"job_id": "a", "created_at": 1767225600, "status": "QUEUED"}',
-        b'{"job_id": "a", "created_at": 1767225600, "status": "Done", "completed_at": '
-        b'"2026-01-01T00:01:00Z", "worker_id": 7}',
-        b"\xff\xfe not utf-8",
-        "   ",
-    ])
-    assert [(p.line, p.message) for p in parsed.problems] == [(3, "not UTF-8 text")]
-    (record,) = parsed.records
-    assert record.job.state == JobState.COMPLETED
-    assert record.job.create_time == datetime(2026, 1, 1, tzinfo=UTC)
-    assert record.job.complete_time == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
-    assert record.job.runner_id == "7"
-    assert [t.to_state for t in record.transitions] == [JobState.QUEUED, JobState.COMPLETED]
 
 
 # --- watchers and backoff -----------------------------------------------------------------------

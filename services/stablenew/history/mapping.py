@@ -240,12 +240,6 @@ def events_to_proto(events: JobEvents) -> list[job_pb2.JobEvent]:
             for row in events.rows]
 
 
-def imported_to_proto(record: ImportedJob) -> pb.ImportedJob:
-    """A parsed record as the ImportHistory request carries it (for the CLI)."""
-    return pb.ImportedJob(job=to_proto(record.job),
-                          transitions=[to_proto(t) for t in record.transitions])
-
-
 def quarantined_to_proto(event: QuarantinedEvent) -> pb.QuarantinedEvent:
     message = pb.QuarantinedEvent(sequence=event.sequence, job_id=event.job_id,
                                   error=event.error, event=job_pb2.JobEvent.FromString(event.event))
