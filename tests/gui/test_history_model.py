@@ -148,6 +148,7 @@ def test_the_list_is_read_again_when_the_history_is_back(stack: Stack, tmp_path:
     history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
     try:
         history.start()
+        loaded(models, history)  # the list read and the watch open, as a user would find it
         import_jobs(writer, tmp_path / "first.jsonl", [finished_job("before", 1, "gone")])
         models.settle(lambda: [job.job_id for job in history.jobs] == ["before"], "a record")
         server.stop()
