@@ -11,15 +11,15 @@ from typing import ClassVar, Self, TypeVar
 
 import grpc
 
-from stablenew.runtime.channel import MAX_MESSAGE_BYTES
+from stablenew.contract.endpoints import DEFAULT_MAX_MESSAGE_BYTES
 from stablenew.runtime.server import Server, ServiceSpec
 from stablenew.runtime.settings import ServerSettings
 
 T = TypeVar("T")
 
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
 ]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from stablenew.sdk.config import SERVICES
+from stablenew.contract.endpoints import SERVICE_NAMES
 from tests.queue.processes import free_port
 from tests.service_harness import wait_for
 
@@ -36,7 +36,7 @@ def clean_environment() -> dict[str, str]:
 
 def deployment_env(root: Path, emulator: bool = True) -> dict[str, str]:
     """Variables for a deployment under `root`: free ports, a fast emulator."""
-    env = {f"STABLENEW_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in SERVICES}
+    env = {f"STABLENEW_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in SERVICE_NAMES}
     env |= {"STABLENEW_DATA_DIR": str(root / "data"),
             "STABLENEW_GRACE_SECONDS": "1"}
     if emulator:

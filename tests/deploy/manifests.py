@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stablenew.contract.endpoints import SERVICE_NAMES, address_variable
 from stablenew.emulator.config import SETTINGS as EMULATOR_SETTINGS
-from stablenew.runtime.settings import SERVICE_NAMES, address_variable
 from tests.deploy.kustomize import Obj, pod_containers, read_env_file, render
 
 ROOT = Path(__file__).resolve().parents[2]

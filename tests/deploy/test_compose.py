@@ -26,12 +26,8 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from stablenew.cli.main import build_parser
-from stablenew.runtime.settings import (
-    DEFAULT_ADDRESSES,
-    SERVICE_NAMES,
-    address_variable,
-    parse_address,
-)
+from stablenew.contract.endpoints import DEFAULT_ADDRESSES, SERVICE_NAMES, address_variable
+from stablenew.runtime.settings import parse_address
 from tests.deploy.kustomize import Obj
 from tests.deploy.manifests import (
     ROOT,

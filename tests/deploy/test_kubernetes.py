@@ -21,19 +21,14 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from stablenew.bundle.app import expansion_limits
 from stablenew.cli.main import build_parser
+from stablenew.contract.endpoints import DEFAULT_ADDRESSES, SERVICE_NAMES, address_variable
 from stablenew.emulator import cli as emulator_cli
 from stablenew.emulator.config import EmulatorConfig
 from stablenew.history.app import ingest_config, ingest_enabled
 from stablenew.history.retention import retention_policy
 from stablenew.queue.app import queue_config
 from stablenew.runner.app import runner_config
-from stablenew.runtime.settings import (
-    DEFAULT_ADDRESSES,
-    SERVICE_NAMES,
-    ServerSettings,
-    address_variable,
-    parse_address,
-)
+from stablenew.runtime.settings import ServerSettings, parse_address
 from stablenew.v1 import (
     bundle_service_pb2,
     history_service_pb2,

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from stablenew.contract.endpoints import DEFAULT_ADDRESSES, SERVICE_NAMES, address_variable
 from stablenew.runtime.settings import (
-    DEFAULT_ADDRESSES,
-    SERVICE_NAMES,
     ConfigError,
     ServerSettings,
     TlsFiles,
-    address_variable,
     parse_address,
     service_address,
     tls_files,

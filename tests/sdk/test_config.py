@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from stablenew.contract.endpoints import DEFAULT_ADDRESSES, DEFAULT_MAX_MESSAGE_BYTES
 from stablenew.sdk import Client, ClientConfig, ConfigError
-from stablenew.sdk.config import DEFAULT_ADDRESSES, DEFAULT_MAX_MESSAGE_BYTES
 from tests.foundation.conftest import _write_self_signed
 
 

@@ -18,8 +18,8 @@ from stablenew.cli import local, up_command
 from stablenew.cli.output import EXIT_OK, CliError
 from stablenew.cli.watch_command import follow, report
 from stablenew.cli.watch_display import LinesDisplay
+from stablenew.contract.endpoints import SERVICE_NAMES
 from stablenew.sdk import Client, JobNotFoundError
-from stablenew.sdk.config import SERVICES
 
 HISTORY_WAIT_SECONDS = 30.0
 
@@ -43,7 +43,7 @@ def _environment(data_dir: Path) -> dict[str, str]:
     """This environment without its STABLENEW_* settings, on free ports, with a fast emulator."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("STABLENEW_")}
     env |= {f"STABLENEW_{name.upper()}_ADDR": f"127.0.0.1:{local.free_port()}"
-            for name in (*SERVICES, "emulator")}
+            for name in (*SERVICE_NAMES, "emulator")}
     return env | {"STABLENEW_PACKS_DIR": str(data_dir / "packs"),
                   "STABLENEW_EMULATOR_STEP_SECONDS": "0.01",
                   "STABLENEW_RUNNER_ID": "demo-runner"}

@@ -10,8 +10,8 @@ import argparse
 
 from stablenew.cli import health
 from stablenew.cli.output import CliError, print_json
+from stablenew.contract.endpoints import SERVICE_NAMES
 from stablenew.sdk import ClientConfig
-from stablenew.sdk.config import SERVICES
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     health.add_argument("--json", action="store_true", help="one JSON object on stdout")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds per service")
     health.add_argument("services", nargs="*", metavar="SERVICE",
-                        help=f"any of {', '.join(SERVICES)} (default: all)")
+                        help=f"any of {', '.join(SERVICE_NAMES)} (default: all)")
     health.set_defaults(run=run)
 
 
@@ -34,11 +34,11 @@ def check(config: ClientConfig, service: str, timeout: float) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Check the services named (default: all four)."""
-    unknown = sorted(set(args.services) - set(SERVICES))
+    unknown = sorted(set(args.services) - set(SERVICE_NAMES))
     if unknown:
-        raise CliError(f"unknown service {', '.join(unknown)}; one of {', '.join(SERVICES)}")
+        raise CliError(f"unknown service {', '.join(unknown)}; one of {', '.join(SERVICE_NAMES)}")
     config = ClientConfig.load()
-    results = [check(config, service, args.timeout) for service in (args.services or SERVICES)]
+    results = [check(config, service, args.timeout) for service in (args.services or SERVICE_NAMES)]
     if args.json:
         print_json({"services": results})
     else:

@@ -19,9 +19,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from stablenew.contract.endpoints import SERVICE_NAMES
 from stablenew.runtime import json_logging
 from stablenew.runtime.server import Server, ServiceSpec, StartupError, serve_until_signal
-from stablenew.runtime.settings import SERVICE_NAMES, ConfigError, ServerSettings
+from stablenew.runtime.settings import ConfigError, ServerSettings
 
 EXIT_STARTUP_ERROR = 1
 EXIT_CONFIG_ERROR = 2

@@ -26,8 +26,8 @@ import requests
 from stablenew.cli import health, local
 from stablenew.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, print_json
 from stablenew.cli.supervisor import ChildFailedError, Supervisor
+from stablenew.contract.endpoints import SERVICE_NAMES
 from stablenew.sdk import ClientConfig
-from stablenew.sdk.config import SERVICES
 
 # The queue first: the history follows it, the runner leases from it, the bundle submits to it.
 FOUNDATION = ("queue",)
@@ -148,7 +148,7 @@ def services_running(deployment: Deployment, env: Mapping[str, str],
 
 def print_deployment(deployment: Deployment) -> None:
     """The addresses, the WebUI and the data directory, for a person."""
-    for service in SERVICES:
+    for service in SERVICE_NAMES:
         print(f"  {service:<8} {deployment.addresses[service]}")
     webui = "the built-in emulator" if deployment.emulator else "already running"
     print(f"  webui    {deployment.webui_url} ({webui})")

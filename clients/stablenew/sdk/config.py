@@ -14,18 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVICES = ("bundle", "queue", "runner", "history")
-
-DEFAULT_ADDRESSES = {
-    "bundle": "127.0.0.1:50051",
-    "queue": "127.0.0.1:50052",
-    "runner": "127.0.0.1:50053",
-    "history": "127.0.0.1:50054",
-}
-
-# The servers' default send and receive limit: a preview page or a job of 10,000 normalized
-# jobs is larger than gRPC's 4 MB default.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+from stablenew.contract.endpoints import (
+    DEFAULT_ADDRESSES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SERVICE_NAMES,
+    address_variable,
+)
 
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _MAX_PORT = 65535
@@ -116,8 +110,8 @@ class ClientConfig:
         given = {"bundle": bundle_address, "queue": queue_address,
                  "runner": runner_address, "history": history_address}
         addresses = {}
-        for service in SERVICES:
-            variable = f"STABLENEW_{service.upper()}_ADDR"
+        for service in SERVICE_NAMES:
+            variable = address_variable(service)
             value, source = given[service], f"{service}_address"
             if not value:
                 value, source = env.get(variable) or DEFAULT_ADDRESSES[service], variable

@@ -6,12 +6,12 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from stablenew.contract.endpoints import DEFAULT_MAX_MESSAGE_BYTES
 from stablenew.contract.errors import invalid_argument
 from stablenew.contract.proto_mapping import job_to_proto
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
 from stablenew.history.domain import IngestionStatus
-from stablenew.runtime.channel import MAX_MESSAGE_BYTES
 from stablenew.runtime.paging import page_size
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
@@ -40,7 +40,7 @@ def _offset(value: int, field_path: str) -> int:
 class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
     def __init__(self, core: HistoryCore,
                  ingestion_status: Callable[[], IngestionStatus] | None = None,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         """`ingestion_status`: how the ingestion stands (None: a history without one);
         `max_message_bytes`: the server's send limit, which a record is sent within."""
         self.core = core

@@ -10,9 +10,8 @@ from typing import Any
 
 import grpc
 
+from stablenew.contract.endpoints import DEFAULT_MAX_MESSAGE_BYTES
 from stablenew.runtime.settings import service_address, trusted_certificate
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class _AddMetadata(
@@ -57,8 +56,8 @@ def open_channel(
     env = os.environ if env is None else env
     target = service_address(service, env, address)
     options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
     ]
     certificate = trusted_certificate(env)
     if certificate:

@@ -12,14 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVICE_NAMES = ("bundle", "queue", "runner", "history")
-
-DEFAULT_ADDRESSES = {
-    "bundle": "127.0.0.1:50051",
-    "queue": "127.0.0.1:50052",
-    "runner": "127.0.0.1:50053",
-    "history": "127.0.0.1:50054",
-}
+from stablenew.contract.endpoints import (
+    DEFAULT_ADDRESSES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SERVICE_NAMES,
+    address_variable,
+)
 
 DEFAULT_WEBUI_URL = "http://127.0.0.1:7860"
 DEFAULT_DATA_DIR = ".stablenew"
@@ -28,10 +26,6 @@ MAX_PORT = 65535
 
 class ConfigError(ValueError):
     """A setting that cannot work, named with where it came from."""
-
-
-def address_variable(service: str) -> str:
-    return f"STABLENEW_{service.upper()}_ADDR"
 
 
 def _whole_number(text: str) -> int | None:
@@ -187,7 +181,8 @@ class ServerSettings:
             max_workers=workers,
             max_concurrent_rpcs=positive_int(env, "STABLENEW_MAX_CONCURRENT_RPCS", workers),
             grace_seconds=positive_float(env, "STABLENEW_GRACE_SECONDS", 3.0),
-            max_message_bytes=positive_int(env, "STABLENEW_MAX_MESSAGE_BYTES", 64 * 1024 * 1024),
+            max_message_bytes=positive_int(env, "STABLENEW_MAX_MESSAGE_BYTES",
+                                           DEFAULT_MAX_MESSAGE_BYTES),
             webui_url=env.get("STABLENEW_WEBUI_URL") or DEFAULT_WEBUI_URL,
             sqlite_synchronous=env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"),
         )
