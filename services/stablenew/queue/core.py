@@ -430,14 +430,9 @@ class QueueCore:
         """Replay the log after `after`, then follow live, each event exactly once, in order,
         for as long as `wanted()` (the caller is still there: a watcher whose deadline passed
         while no event came must not keep its server thread)."""
-        with self.write():
-            if consumer_id:
+        if consumer_id:
+            with self.write():
                 self.store.register_consumer(consumer_id)
-            oldest = self.store.oldest_sequence()
-        if after + 1 < oldest:
-            raise ServiceError(Code.OUT_OF_RANGE, ErrorReason.SEQUENCE_PRUNED,
-                f"events after {after} were pruned; the oldest kept is {oldest}",
-                metadata={"oldest_sequence": str(oldest)})
         subscriber = self.broadcaster.subscribe(watch_filter, disconnect)
         try:
             cursor = after
@@ -449,9 +444,21 @@ class QueueCore:
         finally:
             self.broadcaster.unsubscribe(subscriber)
 
+    def _refuse_pruned(self, after: int) -> None:
+        """OUT_OF_RANGE SEQUENCE_PRUNED when events after `after` are no longer in the log (call
+        with the lock held)."""
+        oldest = self.store.oldest_sequence()
+        if after + 1 < oldest:
+            raise ServiceError(Code.OUT_OF_RANGE, ErrorReason.SEQUENCE_PRUNED,
+                f"events after {after} were pruned; the oldest kept is {oldest}",
+                metadata={"oldest_sequence": str(oldest)})
+
     def _replay(self, cursor: int, watch_filter: WatchFilter) -> Iterator[StoredEvent]:
         while True:
             with self.lock:
+                # Checked with each read, not once before: a prune between the check and the
+                # read would otherwise skip events without a word (or wait for ever on none).
+                self._refuse_pruned(cursor)
                 rows = self.store.events_after(cursor, REPLAY_BATCH)
             for sequence, job_id, is_progress, payload in rows:
                 cursor = sequence
