@@ -80,11 +80,12 @@ def cli(cli_env: dict[str, str], capsys: pytest.CaptureFixture[str],
 
 @pytest.fixture
 def paused(cli: RunCli) -> Iterator[None]:
-    """The queue paused for the test; afterwards every queued job is cancelled and the queue
+    """The queue paused for the test; afterwards every active job is cancelled and the queue
     resumed, so other tests find it running and empty."""
     cli("queue", "pause").ok()
     yield
+    # Running ones too: the runner may already hold the next job (it leases one ahead).
     for job in cli("queue", "list", "--json").ok().json()["jobs"]:
-        if job["state"] == "JOB_STATE_QUEUED":
+        if job["state"] in ("JOB_STATE_QUEUED", "JOB_STATE_RUNNING"):
             cli("queue", "cancel", job["job_id"])
     cli("queue", "resume").ok()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from tests.cli.cli_result import SCENES, Result
+from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
 
@@ -70,7 +72,10 @@ def test_retry_a_finished_job(cli: RunCli, paused: None) -> None:
 
 
 def test_runners(cli: RunCli) -> None:
-    runners = cli("queue", "runners", "--json").ok().json()["runners"]
+    def announced() -> list[dict[str, Any]]:  # a runner appears with its first lease request
+        found: list[dict[str, Any]] = cli("queue", "runners", "--json").ok().json()["runners"]
+        return found
+    runners = wait_for(announced, "the runner to announce itself")
     assert len(runners) == 1
     runner_id = runners[0]["info"]["runner_id"]
     listed = cli("queue", "runners").ok()
