@@ -72,6 +72,8 @@ class FakeQueue:
     overlap: int = 0
     down: bool = False
     acknowledged: list[int] = field(default_factory=list)
+    # The durable consumers it knows, with the sequence each was created after.
+    consumers: dict[str, int] = field(default_factory=dict)
     fetched: list[str] = field(default_factory=list)
     watched_from: list[int] = field(default_factory=list)
     # How many times the ingestion asked for the queue's last sequence.
@@ -143,8 +145,16 @@ class FakeConnection:
         self._reachable()
         return self.queue.last()
 
+    def create_consumer(self, consumer_id: str, after_sequence: int) -> None:
+        self._reachable()
+        if consumer_id in self.queue.consumers:
+            raise call_error(Code.ALREADY_EXISTS, ErrorReason.CONSUMER_ALREADY_EXISTS)
+        self.queue.consumers[consumer_id] = after_sequence
+
     def watch(self, after_sequence: int, consumer_id: str) -> FakeStream:
         self._reachable()
+        if consumer_id not in self.queue.consumers:
+            raise call_error(Code.NOT_FOUND, ErrorReason.CONSUMER_NOT_FOUND)
         self.queue.watched_from.append(after_sequence)
         if after_sequence + 1 < self.queue.oldest:
             raise call_error(Code.OUT_OF_RANGE, ErrorReason.SEQUENCE_PRUNED,
@@ -159,6 +169,8 @@ class FakeConnection:
 
     def acknowledge(self, consumer_id: str, sequence: int) -> None:
         self._reachable()
+        if consumer_id not in self.queue.consumers:
+            raise call_error(Code.NOT_FOUND, ErrorReason.CONSUMER_NOT_FOUND)
         self.queue.acknowledged.append(sequence)
 
     def close(self) -> None:
@@ -284,6 +296,33 @@ def test_only_a_committed_and_checkpointed_sequence_is_acknowledged(
     wait_for(lambda: fake.acknowledged and fake.acknowledged[-1] == 2, "the acknowledgement")
     assert fake.acknowledged == sorted(set(fake.acknowledged))  # never twice, never backwards
     assert all(sequence <= fed.cursor() for sequence in fake.acknowledged)
+
+
+def test_the_history_registers_its_consumer_after_what_it_recorded(
+        fed: Fed, fake: FakeQueue) -> None:
+    fake.append(submitted(1, "j1"), submitted(2, "j2"))
+    fed.ingestor.start()
+    fed.wait_cursor(2)
+    assert fake.consumers == {"history": 0}
+    # The queue expired (or an operator deleted) the consumer, then the stream ended: the
+    # history registers again, after what it recorded, and goes on.
+    del fake.consumers["history"]
+    fake.end_streams()
+    fake.append(submitted(3, "j3"))
+    fed.wait_cursor(3)
+    assert fake.consumers["history"] >= 2
+
+
+def test_a_consumer_gone_at_acknowledgement_is_registered_again(
+        fed: Fed, fake: FakeQueue) -> None:
+    fake.consumers["history"] = 0  # exists already: ALREADY_EXISTS is the history's own
+    fake.append(submitted(1, "j1"))
+    fed.ingestor.start()
+    wait_for(lambda: fake.acknowledged == [1], "the acknowledgement")
+    del fake.consumers["history"]
+    fake.append(submitted(2, "j2"))
+    wait_for(lambda: fake.consumers.get("history") == 2, "the consumer registered again")
+    assert 2 not in fake.acknowledged  # registering after 2 stands for its acknowledgement
 
 
 # --- poison events ------------------------------------------------------------------------------

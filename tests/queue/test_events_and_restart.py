@@ -110,6 +110,7 @@ def test_pause_and_resume_are_queue_level_events(queue: QueueHarness) -> None:
 
 def test_acknowledge_validates_and_never_goes_back(queue: QueueHarness) -> None:
     _run_jobs(queue, 1)
+    queue.stub.CreateConsumer(pb.CreateConsumerRequest(consumer_id="h"))
     ack = queue.stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(consumer_id="h", sequence=3))
     assert ack.acknowledged_sequence == 3
     ack = queue.stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(consumer_id="h", sequence=1))
@@ -161,8 +162,7 @@ def test_pruned_sequences_answer_out_of_range_with_the_oldest(
 def test_events_stay_until_the_durable_consumer_acknowledges(
         pruning_queue: QueueHarness) -> None:
     queue = pruning_queue
-    # A consumer counts from its first acknowledgement (or its first WatchJobs with consumer_id).
-    queue.stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(consumer_id="history", sequence=0))
+    queue.stub.CreateConsumer(pb.CreateConsumerRequest(consumer_id="history"))
     _run_jobs(queue, 2)
     queue.stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(consumer_id="history", sequence=4))
     assert _oldest_after_pruning(queue, past=1) == 5

@@ -18,6 +18,7 @@ from stablenew.sdk import (
     Client,
     EventKind,
     HistoryChange,
+    IngestionStatus,
     InvalidArgumentError,
     Job,
     JobNotFoundError,
@@ -195,3 +196,12 @@ def test_watch_sees_a_change(client: Any, finished: Job) -> None:
     wait_for(changed, "a history change")
     assert (seen[0].job.job_id, seen[0].deleted) == (finished.job_id, False)
     changes.close()
+
+
+def test_ingestion_status_and_the_quarantine(client: Any, finished: Job) -> None:
+    wait_for(lambda: client.history.ingestion().caught_up, "the history to catch up")
+    status = client.history.ingestion()
+    assert isinstance(status, IngestionStatus)
+    assert status.enabled and status.queue_reachable and status.lag_events == 0
+    assert status.recorded_sequence >= 1 and status.quarantined_count == 0
+    assert list(client.history.quarantined()) == []

@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from stablenew.sdk import (
+    Consumer,
+    ConsumerAlreadyExistsError,
+    ConsumerNotFoundError,
     EventKind,
     IllegalTransitionError,
     InvalidArgumentError,
@@ -140,3 +143,21 @@ def test_an_unknown_job_is_job_not_found(client: Any) -> None:
     with pytest.raises(JobNotFoundError) as caught:
         client.queue.get("no-such-job")
     assert (caught.value.code.name, caught.value.reason) == ("NOT_FOUND", "JOB_NOT_FOUND")
+
+
+def test_durable_consumers(client: Any, kind: str) -> None:
+    name = f"sdk-{kind}"
+    listed = {c.consumer_id: c for c in client.queue.consumers(page_size=1)}
+    assert listed["history"].watching  # the stack's history registered itself
+    consumer = client.queue.create_consumer(name, request_id=f"create-{kind}")
+    assert isinstance(consumer, Consumer)
+    assert (consumer.consumer_id, consumer.acknowledged_sequence) == (name, 0)
+    assert consumer.expire_time is not None and not consumer.watching
+    again = client.queue.create_consumer(name, request_id=f"create-{kind}")
+    assert again.create_time == consumer.create_time
+    with pytest.raises(ConsumerAlreadyExistsError):
+        client.queue.create_consumer(name)
+    client.queue.delete_consumer(name)
+    with pytest.raises(ConsumerNotFoundError) as caught:
+        client.queue.delete_consumer(name)
+    assert caught.value.metadata["consumer_id"] == name

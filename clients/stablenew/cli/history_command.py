@@ -119,6 +119,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     importer.add_argument("file", type=Path, help="a .jsonl file")
     importer.set_defaults(run=run_import)
 
+    ingestion = actions.add_parser(
+        "ingestion", parents=[json_flag],
+        help="how the history follows the queue: lag, the queue's reachability, the last error")
+    ingestion.set_defaults(run=run_ingestion)
+
+    quarantine = actions.add_parser("quarantine", parents=[json_flag],
+                                    help="the queue's events the history could not record")
+    quarantine.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                            help="at most this many, oldest first (0: all; default "
+                                 "%(default)s)")
+    quarantine.set_defaults(run=run_quarantine)
+
     prune = actions.add_parser("prune", parents=[json_flag], help="remove finished records")
     prune.add_argument("--older-than", type=moment, metavar="AGE_OR_TIME",
                        help="only jobs created before this (default: any age)")
@@ -131,11 +143,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_list(args: argparse.Namespace) -> int:
     """Matching jobs, newest first, at most --limit."""
-    if args.limit < 0:
-        raise CliError(f"--limit {args.limit}: must be 0 (all) or more")
+    limit = _limit(args)
     with Client() as client:
         found = client.history.list(**_filters(args))
-        jobs = list(islice(found, args.limit) if args.limit else found)
+        jobs = list(islice(found, limit) if limit else found)
     if args.json:
         print_json({"jobs": jobs})
         return 0
@@ -144,6 +155,52 @@ def run_list(args: argparse.Namespace) -> int:
           [*text.JOB_HEADER[:6], "CREATED", "BOOKMARK", "SUMMARY"])
     if not jobs:
         print("no jobs match")
+    return 0
+
+
+def _limit(args: argparse.Namespace) -> int:
+    """--limit, checked: 0 (all) or more."""
+    if args.limit < 0:
+        raise CliError(f"--limit {args.limit}: must be 0 (all) or more")
+    limit: int = args.limit
+    return limit
+
+
+def run_ingestion(args: argparse.Namespace) -> int:
+    """The ingestion's status; a read: exit 0 however far behind it is."""
+    with Client() as client:
+        status = client.history.ingestion()
+    if args.json:
+        print_json({"status": status})
+        return 0
+    if not status.enabled:
+        print(f"ingestion off: the history follows no queue; recorded up to event "
+              f"{status.recorded_sequence}")
+    else:
+        print(f"ingestion {'caught up' if status.caught_up else 'BEHIND'}: recorded event "
+              f"{status.recorded_sequence} of {status.queue_last_sequence} "
+              f"({status.lag_events} behind), acknowledged {status.acknowledged_sequence}; "
+              f"queue {'reachable' if status.queue_reachable else 'UNREACHABLE'}")
+    if status.last_error:
+        print(f"  last error ({text.moment(status.last_error_time)}): {status.last_error}")
+    print(f"  {status.quarantined_count} quarantined event(s)"
+          + (" (stablenew history quarantine)" if status.quarantined_count else ""))
+    return 0
+
+
+def run_quarantine(args: argparse.Namespace) -> int:
+    """The quarantined events, oldest first, at most --limit."""
+    limit = _limit(args)
+    with Client() as client:
+        found = client.history.quarantined()
+        events = list(islice(found, limit) if limit else found)
+    if args.json:
+        print_json({"events": events})
+        return 0
+    table(([event.sequence, event.job_id or "-", text.moment(event.quarantine_time),
+            event.error] for event in events), ["SEQUENCE", "JOB", "QUARANTINED", "ERROR"])
+    if not events:
+        print("no quarantined events")
     return 0
 
 

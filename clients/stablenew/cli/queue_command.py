@@ -1,4 +1,5 @@
-"""`stablenew queue ...`: the active queue (list, pause, resume, cancel, move, retry, runners)."""
+"""`stablenew queue ...`: the active queue (list, pause, resume, cancel, move, retry, runners)
+and the durable consumers of its event log."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 
 from stablenew.cli import text
 from stablenew.cli.output import print_json, table
-from stablenew.sdk import Client, Job, JobState, MovePosition, QueueState
+from stablenew.sdk import Client, Consumer, Job, JobState, MovePosition, QueueState
 
 MOVES = ("front", "back", "up", "down")
 
@@ -47,6 +48,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     runners = actions.add_parser("runners", parents=[json_flag],
                                  help="the runners the queue has seen recently")
     runners.set_defaults(run=run_runners)
+
+    consumers = actions.add_parser(
+        "consumers", help="the durable consumers of the event log (list, create, delete)")
+    consumer_actions = consumers.add_subparsers(dest="consumer_action", required=True,
+                                                metavar="ACTION")
+    consumer_actions.add_parser("list", parents=[json_flag], help="every durable consumer"
+                                ).set_defaults(run=run_consumers)
+    create = consumer_actions.add_parser(
+        "create", parents=[json_flag],
+        help="register one: the events after --after are kept until it acknowledges them")
+    create.add_argument("consumer", help="the consumer id")
+    create.add_argument("--after", type=int, default=0, metavar="SEQUENCE",
+                        help="keep the events after this sequence (default: all kept)")
+    create.set_defaults(run=run_create_consumer)
+    delete = consumer_actions.add_parser(
+        "delete", help="remove one: the events it held are pruned as they age")
+    delete.add_argument("consumer", help="the consumer id")
+    delete.set_defaults(run=run_delete_consumer)
 
 
 def _state_line(state: QueueState) -> str:
@@ -130,4 +149,47 @@ def run_runners(args: argparse.Namespace) -> int:
           ["RUNNER", "ADDRESS", "LOADED MODEL", "LAST SEEN", "JOB", "PROGRESS"])
     if not runners:
         print("no runners seen recently")
+    return 0
+
+
+def _consumer_line(consumer: Consumer) -> list[object]:
+    expires = "watching" if consumer.watching else text.moment(consumer.expire_time)
+    return [consumer.consumer_id, consumer.acknowledged_sequence,
+            text.moment(consumer.last_active_time), expires]
+
+
+_CONSUMER_HEADER = ["CONSUMER", "ACKNOWLEDGED", "LAST ACTIVE", "EXPIRES"]
+
+
+def run_consumers(args: argparse.Namespace) -> int:
+    """The durable consumers by id."""
+    with Client() as client:
+        consumers = list(client.queue.consumers())
+    if args.json:
+        print_json({"consumers": consumers})
+        return 0
+    table((_consumer_line(consumer) for consumer in consumers), _CONSUMER_HEADER)
+    if not consumers:
+        print("no durable consumers")
+    return 0
+
+
+def run_create_consumer(args: argparse.Namespace) -> int:
+    """Register a durable consumer."""
+    with Client() as client:
+        consumer = client.queue.create_consumer(args.consumer, after_sequence=args.after)
+    if args.json:
+        print_json({"consumer": consumer})
+    else:
+        print(f"consumer {consumer.consumer_id} created: the events after "
+              f"{consumer.acknowledged_sequence} are kept until it acknowledges them "
+              f"(expires {text.moment(consumer.expire_time)} unless active)")
+    return 0
+
+
+def run_delete_consumer(args: argparse.Namespace) -> int:
+    """Remove a durable consumer."""
+    with Client() as client:
+        client.queue.delete_consumer(args.consumer)
+    print(f"consumer {args.consumer} deleted")
     return 0

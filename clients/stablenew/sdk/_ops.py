@@ -34,10 +34,12 @@ from stablenew.sdk.errors import (
 from stablenew.sdk.types import (
     BundleSummary,
     Capabilities,
+    Consumer,
     Draft,
     HistoryChange,
     HistoryRecord,
     ImportResult,
+    IngestionStatus,
     InterruptResult,
     Job,
     JobEvent,
@@ -46,6 +48,7 @@ from stablenew.sdk.types import (
     NormalizedJob,
     Pack,
     PackSummary,
+    QuarantinedEvent,
     QueueState,
     Runner,
     RunnerStatus,
@@ -305,6 +308,23 @@ def list_runners() -> Flow[Runner]:
                  lambda reply: (read(Runner, runner) for runner in reply.runners))
 
 
+def create_consumer(consumer_id: str, after_sequence: int, request_id: str) -> Op[Consumer]:
+    request = queue_pb.CreateConsumerRequest(consumer_id=consumer_id,
+                                             after_sequence=after_sequence, request_id=request_id)
+    reply = yield Unary("queue", "CreateConsumer", request)
+    return read(Consumer, reply.consumer)
+
+
+def list_consumers(page_size: int) -> Flow[Consumer]:
+    request = queue_pb.ListConsumersRequest(page_size=requests.page_size(page_size))
+    return pages("queue", "ListConsumers", request,
+                 lambda reply: (read(Consumer, consumer) for consumer in reply.consumers))
+
+
+def delete_consumer(consumer_id: str) -> Op[None]:
+    yield Unary("queue", "DeleteConsumer", queue_pb.DeleteConsumerRequest(consumer_id=consumer_id))
+
+
 # --- history --------------------------------------------------------------------------------
 
 
@@ -365,6 +385,17 @@ def job_events(job_id: str, page_size: int) -> Flow[JobEvent]:
                                               page_size=requests.page_size(page_size))
     return pages("history", "ListJobEvents", request,
                  lambda reply: (read_event(event) for event in reply.events))
+
+
+def ingestion_status() -> Op[IngestionStatus]:
+    reply = yield Unary("history", "GetIngestionStatus", history_pb.GetIngestionStatusRequest())
+    return read(IngestionStatus, reply)
+
+
+def quarantined_events(page_size: int) -> Flow[QuarantinedEvent]:
+    request = history_pb.ListQuarantinedEventsRequest(page_size=requests.page_size(page_size))
+    return pages("history", "ListQuarantinedEvents", request,
+                 lambda reply: (read(QuarantinedEvent, event) for event in reply.events))
 
 
 def update_history(job_id: str, bookmarked: bool | None, label: str | None) -> Op[Job]:

@@ -20,10 +20,12 @@ from stablenew.sdk.transport import AsyncTransport
 from stablenew.sdk.types import (
     AsyncPreview,
     Capabilities,
+    Consumer,
     Draft,
     HistoryChange,
     HistoryRecord,
     ImportResult,
+    IngestionStatus,
     InterruptResult,
     Job,
     JobEvent,
@@ -35,6 +37,7 @@ from stablenew.sdk.types import (
     PackSummary,
     Priority,
     PromptSource,
+    QuarantinedEvent,
     QueueState,
     RunMode,
     Runner,
@@ -156,6 +159,20 @@ class AsyncQueueApi(_AsyncApi):
         """The runners the queue has seen recently."""
         return await self._transport.run(_ops.collect(_ops.list_runners()))
 
+    async def create_consumer(self, consumer_id: str, after_sequence: int = 0,
+                              request_id: str = "") -> Consumer:
+        """Register a durable consumer of the event log."""
+        return await self._transport.run(_ops.create_consumer(consumer_id, after_sequence,
+                                                              request_id))
+
+    def consumers(self, page_size: int = 0) -> AsyncIterator[Consumer]:
+        """The durable consumers by id (`async for`)."""
+        return self._transport.iterate(_ops.list_consumers(page_size))
+
+    async def delete_consumer(self, consumer_id: str) -> None:
+        """Remove a durable consumer."""
+        await self._transport.run(_ops.delete_consumer(consumer_id))
+
 
 class AsyncHistoryApi(_AsyncApi):
     """The record of every job; as `stablenew.sdk.client.HistoryApi` (the same filters)."""
@@ -183,6 +200,14 @@ class AsyncHistoryApi(_AsyncApi):
     def events(self, job_id: str, page_size: int = 0) -> AsyncIterator[JobEvent]:
         """One job's events (`async for`)."""
         return self._transport.iterate(_ops.job_events(job_id, page_size))
+
+    async def ingestion(self) -> IngestionStatus:
+        """How the ingestion of the queue's log stands."""
+        return await self._transport.run(_ops.ingestion_status())
+
+    def quarantined(self, page_size: int = 0) -> AsyncIterator[QuarantinedEvent]:
+        """The events the history could not record, oldest first (`async for`)."""
+        return self._transport.iterate(_ops.quarantined_events(page_size))
 
     async def update(self, job_id: str, bookmarked: bool | None = None,
                      label: str | None = None) -> Job:

@@ -18,10 +18,12 @@ from stablenew.sdk.config import ClientConfig
 from stablenew.sdk.transport import SyncTransport
 from stablenew.sdk.types import (
     Capabilities,
+    Consumer,
     Draft,
     HistoryChange,
     HistoryRecord,
     ImportResult,
+    IngestionStatus,
     InterruptResult,
     Job,
     JobEvent,
@@ -35,6 +37,7 @@ from stablenew.sdk.types import (
     Preview,
     Priority,
     PromptSource,
+    QuarantinedEvent,
     QueueState,
     RunMode,
     Runner,
@@ -293,6 +296,31 @@ class QueueApi(_Api):
         """The runners the queue has seen recently, with their current job and progress."""
         return self._transport.run(_ops.collect(_ops.list_runners()))
 
+    def create_consumer(self, consumer_id: str, after_sequence: int = 0,
+                        request_id: str = "") -> Consumer:
+        """Register a durable consumer of the event log: the events after `after_sequence`
+        are kept until it acknowledges them, or until it expires after the queue's idle time
+        (STABLENEW_CONSUMER_IDLE_SECONDS) without watching or acknowledging (the RPCs WatchJobs
+        and AcknowledgeEvents with its consumer_id).
+
+        Raises:
+            ConsumerAlreadyExistsError: The id is taken (by another request_id).
+        """
+        return self._transport.run(_ops.create_consumer(consumer_id, after_sequence,
+                                                        request_id))
+
+    def consumers(self, page_size: int = 0) -> Iterator[Consumer]:
+        """The durable consumers by id, with what each acknowledged and when it expires."""
+        return self._transport.iterate(_ops.list_consumers(page_size))
+
+    def delete_consumer(self, consumer_id: str) -> None:
+        """Remove a durable consumer: the events it held are pruned as they age.
+
+        Raises:
+            ConsumerNotFoundError: No such consumer (never created, deleted, or expired).
+        """
+        self._transport.run(_ops.delete_consumer(consumer_id))
+
 
 class HistoryApi(_Api):
     """The durable record of every job (history service).
@@ -342,6 +370,15 @@ class HistoryApi(_Api):
     def events(self, job_id: str, page_size: int = 0) -> Iterator[JobEvent]:
         """One job's events as the queue logged them, in sequence order."""
         return self._transport.iterate(_ops.job_events(job_id, page_size))
+
+    def ingestion(self) -> IngestionStatus:
+        """How the ingestion of the queue's log stands (lag, the queue's reachability, the
+        last error, the quarantined count); answered whether or not the queue is reachable."""
+        return self._transport.run(_ops.ingestion_status())
+
+    def quarantined(self, page_size: int = 0) -> Iterator[QuarantinedEvent]:
+        """The events the history could not record, oldest first, each with its error."""
+        return self._transport.iterate(_ops.quarantined_events(page_size))
 
     def update(self, job_id: str, bookmarked: bool | None = None,
                label: str | None = None) -> Job:

@@ -22,6 +22,8 @@ __all__ = [
     "CancelledError",
     "Code",
     "ConfigHashMismatchError",
+    "ConsumerAlreadyExistsError",
+    "ConsumerNotFoundError",
     "DeadlineExceededError",
     "DependencyUnavailableError",
     "DraftEmptyError",
@@ -293,6 +295,15 @@ class StorageFailureError(InternalError):
     """INTERNAL STORAGE_FAILURE: nothing acknowledged is lost."""
 
 
+class ConsumerNotFoundError(NotFoundError):
+    """NOT_FOUND CONSUMER_NOT_FOUND: no such durable consumer (never created, deleted or
+    expired)."""
+
+
+class ConsumerAlreadyExistsError(AlreadyExistsError):
+    """ALREADY_EXISTS CONSUMER_ALREADY_EXISTS."""
+
+
 class WaitTimeoutError(StableNewError, TimeoutError):
     """Raised by the SDK itself (code DEADLINE_EXCEEDED, reason WAIT_TIMEOUT) when `wait` or
     `run_pack` gave up after its `timeout`; the job itself goes on. `metadata["job_id"]` names
@@ -332,6 +343,8 @@ _BY_REASON: dict[str, type[StableNewError]] = {
     "WEBUI_OUT_OF_MEMORY": WebuiOutOfMemoryError,
     "TOO_MANY_VARIANTS": TooManyVariantsError,
     "STORAGE_FAILURE": StorageFailureError,
+    "CONSUMER_NOT_FOUND": ConsumerNotFoundError,
+    "CONSUMER_ALREADY_EXISTS": ConsumerAlreadyExistsError,
 }
 
 

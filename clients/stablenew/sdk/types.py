@@ -52,6 +52,7 @@ __all__ = [
     "BundleSummary",
     "CancelRequest",
     "Capabilities",
+    "Consumer",
     "Draft",
     "EntryResult",
     "EntryStatus",
@@ -60,6 +61,7 @@ __all__ = [
     "HistoryRecord",
     "ImageRef",
     "ImportResult",
+    "IngestionStatus",
     "InterruptResult",
     "Job",
     "JobEvent",
@@ -86,6 +88,7 @@ __all__ = [
     "Priority",
     "PromptSource",
     "PromptTag",
+    "QuarantinedEvent",
     "QueueState",
     "RowError",
     "RowErrorReason",
@@ -284,6 +287,47 @@ class ImportResult(Result[history_service_pb2.ImportHistoryResponse]):
 
 
 @dataclass(frozen=True)
+class IngestionStatus(Result[history_service_pb2.GetIngestionStatusResponse]):
+    """How the history's ingestion of the queue's log stands.
+
+    Attributes:
+        enabled: False when the history follows no queue (the sequences but recorded_sequence
+            and the quarantined count are then 0).
+        caught_up: Every event up to the queue's last known sequence is recorded.
+        queue_reachable: The last call to the queue succeeded.
+        recorded_sequence: The last event recorded (or quarantined).
+        queue_last_sequence: The queue's last sequence as last known.
+        lag_events: Events the history is behind.
+        acknowledged_sequence: The last sequence acknowledged to the queue.
+        last_error: The last failure since the start; empty if none.
+        last_error_time: When it happened; None if none.
+        quarantined_count: Events the history could not record (`history.quarantined`).
+    """
+
+    enabled: bool
+    caught_up: bool
+    queue_reachable: bool
+    recorded_sequence: int
+    queue_last_sequence: int
+    lag_events: int
+    acknowledged_sequence: int
+    last_error: str
+    last_error_time: datetime | None
+    quarantined_count: int
+
+
+@dataclass(frozen=True)
+class QuarantinedEvent(Result[history_service_pb2.QuarantinedEvent]):
+    """An event of the queue's log the history could not record, with why; the event itself,
+    as the queue sent it, is `proto.event`."""
+
+    sequence: int
+    job_id: str
+    quarantine_time: datetime | None
+    error: str
+
+
+@dataclass(frozen=True)
 class StateChange:
     """A job's state change; `results` are set when it reached a terminal state."""
 
@@ -422,6 +466,20 @@ class Runner(Result[queue_service_pb2.Runner]):
     last_heartbeat_time: datetime | None
     current_job_id: str
     progress: JobProgress
+
+
+@dataclass(frozen=True)
+class Consumer(Result[queue_service_pb2.Consumer]):
+    """A durable consumer of the queue's event log: the events after `acknowledged_sequence`
+    are kept for it until it acknowledges them or expires (`expire_time`; None while it
+    watches)."""
+
+    consumer_id: str
+    acknowledged_sequence: int
+    create_time: datetime | None
+    last_active_time: datetime | None
+    expire_time: datetime | None
+    watching: bool
 
 
 # --- bundle ---------------------------------------------------------------------------------

@@ -82,6 +82,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RESOURCE_EXHAUSTED: matrix/wildcard expansion would make more jobs than allowed."""
     ERROR_REASON_STORAGE_FAILURE: _ErrorReason.ValueType  # 24
     """INTERNAL: a storage failure; nothing acknowledged is lost."""
+    ERROR_REASON_CONSUMER_NOT_FOUND: _ErrorReason.ValueType  # 25
+    """NOT_FOUND: no durable consumer with this id at the queue: never created, deleted, or expired
+    after its idle time (CreateConsumer it again).
+    """
+    ERROR_REASON_CONSUMER_ALREADY_EXISTS: _ErrorReason.ValueType  # 26
+    """ALREADY_EXISTS: a durable consumer with this id exists (created by another request_id)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons carried in google.rpc.ErrorInfo.reason (domain "stablenew.v1") on every error a
@@ -156,4 +162,10 @@ ERROR_REASON_TOO_MANY_VARIANTS: ErrorReason.ValueType  # 23
 """RESOURCE_EXHAUSTED: matrix/wildcard expansion would make more jobs than allowed."""
 ERROR_REASON_STORAGE_FAILURE: ErrorReason.ValueType  # 24
 """INTERNAL: a storage failure; nothing acknowledged is lost."""
+ERROR_REASON_CONSUMER_NOT_FOUND: ErrorReason.ValueType  # 25
+"""NOT_FOUND: no durable consumer with this id at the queue: never created, deleted, or expired
+after its idle time (CreateConsumer it again).
+"""
+ERROR_REASON_CONSUMER_ALREADY_EXISTS: ErrorReason.ValueType  # 26
+"""ALREADY_EXISTS: a durable consumer with this id exists (created by another request_id)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -95,6 +95,21 @@ class QueueServiceStub:
                 request_serializer=stablenew_dot_v1_dot_queue__service__pb2.AcknowledgeEventsRequest.SerializeToString,
                 response_deserializer=stablenew_dot_v1_dot_queue__service__pb2.AcknowledgeEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateConsumer = channel.unary_unary(
+                '/stablenew.v1.QueueService/CreateConsumer',
+                request_serializer=stablenew_dot_v1_dot_queue__service__pb2.CreateConsumerRequest.SerializeToString,
+                response_deserializer=stablenew_dot_v1_dot_queue__service__pb2.CreateConsumerResponse.FromString,
+                _registered_method=True)
+        self.ListConsumers = channel.unary_unary(
+                '/stablenew.v1.QueueService/ListConsumers',
+                request_serializer=stablenew_dot_v1_dot_queue__service__pb2.ListConsumersRequest.SerializeToString,
+                response_deserializer=stablenew_dot_v1_dot_queue__service__pb2.ListConsumersResponse.FromString,
+                _registered_method=True)
+        self.DeleteConsumer = channel.unary_unary(
+                '/stablenew.v1.QueueService/DeleteConsumer',
+                request_serializer=stablenew_dot_v1_dot_queue__service__pb2.DeleteConsumerRequest.SerializeToString,
+                response_deserializer=stablenew_dot_v1_dot_queue__service__pb2.DeleteConsumerResponse.FromString,
+                _registered_method=True)
         self.LeaseJob = channel.unary_unary(
                 '/stablenew.v1.QueueService/LeaseJob',
                 request_serializer=stablenew_dot_v1_dot_queue__service__pb2.LeaseJobRequest.SerializeToString,
@@ -234,7 +249,38 @@ class QueueServiceServicer:
     def AcknowledgeEvents(self, request, context):
         """A durable consumer (the history service) acknowledges what it has committed; the queue may
         then prune those events.
-        Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
+        Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event);
+        NOT_FOUND CONSUMER_NOT_FOUND when no such consumer exists (CreateConsumer it first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConsumer(self, request, context):
+        """Registers a durable consumer: from now on, the events after its acknowledged sequence are
+        kept until it acknowledges them, or until it expires after STABLENEW_CONSUMER_IDLE_SECONDS
+        without watching or acknowledging. Idempotent per request_id.
+        Errors: INVALID_FIELD on consumer_id (empty or too long) or after_sequence (negative, or
+        beyond the last event); ALREADY_EXISTS CONSUMER_ALREADY_EXISTS when the id is taken by a
+        consumer created with another request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConsumers(self, request, context):
+        """The durable consumers, by consumer id, paged, with what each acknowledged and when it
+        expires.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConsumer(self, request, context):
+        """Removes a durable consumer: the events it held are pruned as their retention passes. Its
+        open watches go on as plain watches.
+        Errors: NOT_FOUND CONSUMER_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -348,6 +394,21 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.AcknowledgeEvents,
                     request_deserializer=stablenew_dot_v1_dot_queue__service__pb2.AcknowledgeEventsRequest.FromString,
                     response_serializer=stablenew_dot_v1_dot_queue__service__pb2.AcknowledgeEventsResponse.SerializeToString,
+            ),
+            'CreateConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConsumer,
+                    request_deserializer=stablenew_dot_v1_dot_queue__service__pb2.CreateConsumerRequest.FromString,
+                    response_serializer=stablenew_dot_v1_dot_queue__service__pb2.CreateConsumerResponse.SerializeToString,
+            ),
+            'ListConsumers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsumers,
+                    request_deserializer=stablenew_dot_v1_dot_queue__service__pb2.ListConsumersRequest.FromString,
+                    response_serializer=stablenew_dot_v1_dot_queue__service__pb2.ListConsumersResponse.SerializeToString,
+            ),
+            'DeleteConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConsumer,
+                    request_deserializer=stablenew_dot_v1_dot_queue__service__pb2.DeleteConsumerRequest.FromString,
+                    response_serializer=stablenew_dot_v1_dot_queue__service__pb2.DeleteConsumerResponse.SerializeToString,
             ),
             'LeaseJob': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseJob,
@@ -678,6 +739,87 @@ class QueueService:
             '/stablenew.v1.QueueService/AcknowledgeEvents',
             stablenew_dot_v1_dot_queue__service__pb2.AcknowledgeEventsRequest.SerializeToString,
             stablenew_dot_v1_dot_queue__service__pb2.AcknowledgeEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stablenew.v1.QueueService/CreateConsumer',
+            stablenew_dot_v1_dot_queue__service__pb2.CreateConsumerRequest.SerializeToString,
+            stablenew_dot_v1_dot_queue__service__pb2.CreateConsumerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsumers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stablenew.v1.QueueService/ListConsumers',
+            stablenew_dot_v1_dot_queue__service__pb2.ListConsumersRequest.SerializeToString,
+            stablenew_dot_v1_dot_queue__service__pb2.ListConsumersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stablenew.v1.QueueService/DeleteConsumer',
+            stablenew_dot_v1_dot_queue__service__pb2.DeleteConsumerRequest.SerializeToString,
+            stablenew_dot_v1_dot_queue__service__pb2.DeleteConsumerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,7 +101,26 @@ class QueueServiceStub:
     AcknowledgeEvents: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.AcknowledgeEventsRequest, _queue_service_pb2.AcknowledgeEventsResponse]
     """A durable consumer (the history service) acknowledges what it has committed; the queue may
     then prune those events.
-    Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
+    Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event);
+    NOT_FOUND CONSUMER_NOT_FOUND when no such consumer exists (CreateConsumer it first).
+    """
+    CreateConsumer: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.CreateConsumerRequest, _queue_service_pb2.CreateConsumerResponse]
+    """Registers a durable consumer: from now on, the events after its acknowledged sequence are
+    kept until it acknowledges them, or until it expires after STABLENEW_CONSUMER_IDLE_SECONDS
+    without watching or acknowledging. Idempotent per request_id.
+    Errors: INVALID_FIELD on consumer_id (empty or too long) or after_sequence (negative, or
+    beyond the last event); ALREADY_EXISTS CONSUMER_ALREADY_EXISTS when the id is taken by a
+    consumer created with another request_id.
+    """
+    ListConsumers: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListConsumersRequest, _queue_service_pb2.ListConsumersResponse]
+    """The durable consumers, by consumer id, paged, with what each acknowledged and when it
+    expires.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
+    DeleteConsumer: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.DeleteConsumerRequest, _queue_service_pb2.DeleteConsumerResponse]
+    """Removes a durable consumer: the events it held are pruned as their retention passes. Its
+    open watches go on as plain watches.
+    Errors: NOT_FOUND CONSUMER_NOT_FOUND.
     """
     LeaseJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.LeaseJobRequest, _queue_service_pb2.LeaseJobResponse]
     """For runners.
@@ -208,7 +227,26 @@ class QueueServiceAsyncStub(QueueServiceStub):
     AcknowledgeEvents: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.AcknowledgeEventsRequest, _queue_service_pb2.AcknowledgeEventsResponse]  # type: ignore[assignment]
     """A durable consumer (the history service) acknowledges what it has committed; the queue may
     then prune those events.
-    Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
+    Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event);
+    NOT_FOUND CONSUMER_NOT_FOUND when no such consumer exists (CreateConsumer it first).
+    """
+    CreateConsumer: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.CreateConsumerRequest, _queue_service_pb2.CreateConsumerResponse]  # type: ignore[assignment]
+    """Registers a durable consumer: from now on, the events after its acknowledged sequence are
+    kept until it acknowledges them, or until it expires after STABLENEW_CONSUMER_IDLE_SECONDS
+    without watching or acknowledging. Idempotent per request_id.
+    Errors: INVALID_FIELD on consumer_id (empty or too long) or after_sequence (negative, or
+    beyond the last event); ALREADY_EXISTS CONSUMER_ALREADY_EXISTS when the id is taken by a
+    consumer created with another request_id.
+    """
+    ListConsumers: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListConsumersRequest, _queue_service_pb2.ListConsumersResponse]  # type: ignore[assignment]
+    """The durable consumers, by consumer id, paged, with what each acknowledged and when it
+    expires.
+    Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+    """
+    DeleteConsumer: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.DeleteConsumerRequest, _queue_service_pb2.DeleteConsumerResponse]  # type: ignore[assignment]
+    """Removes a durable consumer: the events it held are pruned as their retention passes. Its
+    open watches go on as plain watches.
+    Errors: NOT_FOUND CONSUMER_NOT_FOUND.
     """
     LeaseJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.LeaseJobRequest, _queue_service_pb2.LeaseJobResponse]  # type: ignore[assignment]
     """For runners.
@@ -378,7 +416,44 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_service_pb2.AcknowledgeEventsResponse, _abc.Awaitable[_queue_service_pb2.AcknowledgeEventsResponse]]:
         """A durable consumer (the history service) acknowledges what it has committed; the queue may
         then prune those events.
-        Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event).
+        Errors: INVALID_FIELD on consumer_id (empty) or sequence (beyond the last event);
+        NOT_FOUND CONSUMER_NOT_FOUND when no such consumer exists (CreateConsumer it first).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateConsumer(
+        self,
+        request: _queue_service_pb2.CreateConsumerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.CreateConsumerResponse, _abc.Awaitable[_queue_service_pb2.CreateConsumerResponse]]:
+        """Registers a durable consumer: from now on, the events after its acknowledged sequence are
+        kept until it acknowledges them, or until it expires after STABLENEW_CONSUMER_IDLE_SECONDS
+        without watching or acknowledging. Idempotent per request_id.
+        Errors: INVALID_FIELD on consumer_id (empty or too long) or after_sequence (negative, or
+        beyond the last event); ALREADY_EXISTS CONSUMER_ALREADY_EXISTS when the id is taken by a
+        consumer created with another request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def ListConsumers(
+        self,
+        request: _queue_service_pb2.ListConsumersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ListConsumersResponse, _abc.Awaitable[_queue_service_pb2.ListConsumersResponse]]:
+        """The durable consumers, by consumer id, paged, with what each acknowledged and when it
+        expires.
+        Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteConsumer(
+        self,
+        request: _queue_service_pb2.DeleteConsumerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.DeleteConsumerResponse, _abc.Awaitable[_queue_service_pb2.DeleteConsumerResponse]]:
+        """Removes a durable consumer: the events it held are pruned as their retention passes. Its
+        open watches go on as plain watches.
+        Errors: NOT_FOUND CONSUMER_NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

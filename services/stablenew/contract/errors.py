@@ -71,6 +71,8 @@ class ErrorReason(Enum):
     WEBUI_OUT_OF_MEMORY = 22
     TOO_MANY_VARIANTS = 23
     STORAGE_FAILURE = 24
+    CONSUMER_NOT_FOUND = 25
+    CONSUMER_ALREADY_EXISTS = 26
 
 
 @dataclass(frozen=True)

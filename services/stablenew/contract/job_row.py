@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from stablenew.contract.model import (
     Job,
@@ -39,6 +39,14 @@ class ColumnValues(Protocol):
 def to_micros(moment: datetime | None) -> int | None:
     """Microseconds since the epoch (exact: no float in between); None stays None."""
     return None if moment is None else (moment - EPOCH) // _MICROSECOND
+
+
+@overload
+def from_micros(micros: int) -> datetime: ...
+
+
+@overload
+def from_micros(micros: int | None) -> datetime | None: ...
 
 
 def from_micros(micros: int | None) -> datetime | None:

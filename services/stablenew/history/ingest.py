@@ -87,6 +87,10 @@ class QueueConnection(Protocol):
     def last_sequence(self) -> int:
         """The sequence of the last event in the queue's log."""
 
+    def create_consumer(self, consumer_id: str, after_sequence: int) -> None:
+        """Register the durable consumer `consumer_id`, holding the events after
+        `after_sequence` (QueueCallError ALREADY_EXISTS when it exists)."""
+
     def watch(self, after_sequence: int, consumer_id: str) -> EventStream:
         """Every event after `after_sequence`, as the durable consumer `consumer_id`."""
 
@@ -219,6 +223,7 @@ class Ingestor:
                     f"the queue's last event is {target} but the history has "
                     f"recorded up to {cursor}: is this the queue the history was fed by? "
                     "Nothing is recorded until the queue's log passes the history's cursor")
+            self._register(connection, cursor)
             stream = connection.watch(cursor, self.config.consumer_id)
             with self._stream_lock:
                 self._stream = stream
@@ -236,6 +241,16 @@ class Ingestor:
             with self._stream_lock:
                 self._stream = None
             connection.close()
+
+    def _register(self, connection: QueueConnection, after_sequence: int) -> None:
+        """Make sure the queue knows this history as a durable consumer (at every start and
+        reconnect: the queue may have expired it, or an operator deleted it), holding the
+        events after what the history has recorded. One that exists already is ours."""
+        try:
+            connection.create_consumer(self.config.consumer_id, after_sequence)
+        except QueueCallError as error:
+            if error.details.reason != ErrorReason.CONSUMER_ALREADY_EXISTS.name:
+                raise
 
     def _record(self, connection: QueueConnection,
                 incoming: IncomingEvent | UnreadableEvent) -> None:
@@ -301,7 +316,7 @@ class Ingestor:
                 if sequence is None or sequence <= self.acknowledged:
                     continue
                 connection = connection or self._connect()
-                connection.acknowledge(self.config.consumer_id, sequence)
+                self._acknowledge(connection, sequence)
                 self.acknowledged = sequence
                 self._reachable = True
             except QueueCallError as error:
@@ -314,6 +329,19 @@ class Ingestor:
                 log.exception("acknowledging failed")
         if connection is not None:
             connection.close()
+
+
+    def _acknowledge(self, connection: QueueConnection, sequence: int) -> None:
+        """Acknowledge `sequence`; a consumer the queue no longer knows (deleted or expired
+        meanwhile) is registered again and acknowledged."""
+        try:
+            connection.acknowledge(self.config.consumer_id, sequence)
+        except QueueCallError as error:
+            if error.details.reason != ErrorReason.CONSUMER_NOT_FOUND.name:
+                raise
+            log.warning("the queue no longer knows consumer %s; registering it again",
+                        self.config.consumer_id)
+            self._register(connection, sequence)
 
 
 def _sequence_of(incoming: IncomingEvent | UnreadableEvent) -> int:

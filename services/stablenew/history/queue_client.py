@@ -57,6 +57,11 @@ class QueueClient:
                                              timeout=self._timeout)
         return reply.state.last_sequence
 
+    def create_consumer(self, consumer_id: str, after_sequence: int) -> None:
+        with _translated():
+            self._stub.CreateConsumer(queue_pb.CreateConsumerRequest(
+                consumer_id=consumer_id, after_sequence=after_sequence), timeout=self._timeout)
+
     def watch(self, after_sequence: int, consumer_id: str) -> EventStream:
         with _translated():
             call = self._stub.WatchJobs(queue_pb.WatchJobsRequest(

@@ -35,6 +35,8 @@ def queue_config(env: Mapping[str, str]) -> QueueConfig:
             env, "STABLENEW_WATCHER_STALL_SECONDS", defaults.watcher_stall_seconds),
         watcher_buffer_bytes=positive_int(
             env, "STABLENEW_WATCHER_BUFFER_BYTES", defaults.watcher_buffer_bytes),
+        consumer_idle_seconds=positive_float(
+            env, "STABLENEW_CONSUMER_IDLE_SECONDS", defaults.consumer_idle_seconds),
         prune_interval_seconds=positive_float(
             env, "STABLENEW_PRUNE_INTERVAL_SECONDS", defaults.prune_interval_seconds),
     )

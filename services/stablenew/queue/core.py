@@ -28,9 +28,11 @@ from stablenew.contract.model import (
 )
 from stablenew.contract.request_limits import MAX_DURATION_SECONDS
 from stablenew.queue import codec
+from stablenew.queue.consumers import ConsumerRegistry
 from stablenew.queue.domain import (
     LANE_DIRECT,
     LANE_QUEUE,
+    Consumer,
     EntryBatch,
     JobRead,
     MovePosition,
@@ -64,6 +66,8 @@ class QueueConfig:
     max_lease_wait_seconds: float = 30.0
     # Events stay at least this long, and until every durable consumer acknowledged them.
     event_retention_seconds: float = 3600.0
+    # A durable consumer neither watching nor acknowledging for this long is deleted.
+    consumer_idle_seconds: float = 7 * 24 * 3600.0
     finished_job_retention_seconds: float = 7 * 24 * 3600.0
     progress_interval_seconds: float = 0.25
     watcher_buffer_bytes: int = 8 * 1024 * 1024
@@ -110,6 +114,7 @@ class QueueCore:
         self.positions = Positions(store)
         # A runner counts as connected while heard from within two lease lengths.
         self.runners = RunnerRegistry(store, 2 * config.lease_seconds)
+        self.consumers = ConsumerRegistry(store, config.consumer_idle_seconds)
         self.progress: dict[str, JobProgress] = {}
         self._last_progress_event: dict[str, float] = {}
         self._token_secret_bytes = stored_secret(store.db, store.setting, store.set_setting)
@@ -422,7 +427,20 @@ class QueueCore:
             raise invalid_argument(
                 "sequence", f"{sequence} is beyond the last event ({self.store.last_sequence})")
         with self.write():
-            return self.store.acknowledge(consumer_id, sequence)
+            return self.consumers.acknowledge(consumer_id, sequence)
+
+    def create_consumer(self, consumer_id: str, after_sequence: int,
+                        request_id: str) -> Consumer:
+        with self.write():
+            return self.consumers.create(consumer_id, after_sequence, request_id)
+
+    def list_consumers(self, after_id: str, size: int) -> list[Consumer]:
+        with self.lock:
+            return self.consumers.page(after_id, size)
+
+    def delete_consumer(self, consumer_id: str) -> None:
+        with self.write():
+            self.consumers.delete(consumer_id)
 
     def watch(self, after: int, watch_filter: WatchFilter, consumer_id: str,
               disconnect: Callable[[], None],
@@ -432,7 +450,7 @@ class QueueCore:
         while no event came must not keep its server thread)."""
         if consumer_id:
             with self.write():
-                self.store.register_consumer(consumer_id)
+                self.consumers.watch_started(consumer_id)
         subscriber = self.broadcaster.subscribe(watch_filter, disconnect)
         try:
             cursor = after
@@ -443,6 +461,9 @@ class QueueCore:
                 cursor = yield from self._follow(subscriber, cursor, wanted)
         finally:
             self.broadcaster.unsubscribe(subscriber)
+            if consumer_id and not self.closing.is_set():  # closing: the store may be shut
+                with self.write():
+                    self.consumers.watch_ended(consumer_id)
 
     def _refuse_pruned(self, after: int) -> None:
         """OUT_OF_RANGE SEQUENCE_PRUNED when events after `after` are no longer in the log (call
@@ -483,8 +504,10 @@ class QueueCore:
         return cursor
 
     def prune(self) -> None:
-        """Drop events every consumer acknowledged and the retention window has passed."""
+        """Expire idle consumers, then drop the events every remaining consumer acknowledged
+        whose retention window has passed."""
         with self.write():
+            self.consumers.expire()
             acked = self.store.slowest_consumer()
             through = self.store.last_sequence if acked is None else acked
             now = time.time()

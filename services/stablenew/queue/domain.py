@@ -7,7 +7,7 @@ Plain dataclasses and functions: no gRPC, no SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum
 
 from stablenew.contract.config_hash import bundle_hash
@@ -239,3 +239,21 @@ def summarize(job: Job, entries: EntryBatch) -> None:
         f"{job.entry_count} {noun}, {job.estimated_images} images: {first_prompt} "
         f"({stage_names})"
     )
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A durable consumer of the event log: the events after `acknowledged_sequence` are kept
+    for it until it acknowledges them, or until it has been idle (neither watching nor
+    acknowledging) longer than the queue's idle limit."""
+
+    consumer_id: str
+    acknowledged_sequence: int
+    create_time: datetime
+    last_active_time: datetime
+    request_id: str = ""
+    watching: bool = False
+
+    def expire_time(self, idle_seconds: float) -> datetime | None:
+        """When it expires unless active again; None while it watches."""
+        return None if self.watching else self.last_active_time + timedelta(seconds=idle_seconds)

@@ -8,7 +8,7 @@ from stablenew.contract.proto_mapping import fill_proto, from_request, job_to_pr
 from stablenew.contract.request_limits import checked_id, checked_names, checked_text
 from stablenew.queue import codec
 from stablenew.queue.core import QueueStateView
-from stablenew.queue.domain import JobRead, Lease, RunnerInfo, RunnerRecord
+from stablenew.queue.domain import Consumer, JobRead, Lease, RunnerInfo, RunnerRecord
 from stablenew.v1 import job_pb2, queue_service_pb2
 
 
@@ -81,4 +81,16 @@ def state_to_proto(state: QueueStateView) -> queue_service_pb2.QueueState:
         message.counts.add(state=int(job_state), count=count)
     if state.estimated_time_left is not None:
         message.estimated_time_left.FromTimedelta(state.estimated_time_left)
+    return message
+
+
+def consumer_to_proto(consumer: Consumer, idle_seconds: float) -> queue_service_pb2.Consumer:
+    message = queue_service_pb2.Consumer(
+        consumer_id=consumer.consumer_id, acknowledged_sequence=consumer.acknowledged_sequence,
+        watching=consumer.watching)
+    message.create_time.FromDatetime(consumer.create_time)
+    message.last_active_time.FromDatetime(consumer.last_active_time)
+    expire_time = consumer.expire_time(idle_seconds)
+    if expire_time is not None:
+        message.expire_time.FromDatetime(expire_time)
     return message

@@ -20,7 +20,7 @@ from stablenew.contract.request_limits import (
 )
 from stablenew.queue import mapping
 from stablenew.queue.core import QueueCore
-from stablenew.queue.domain import MovePosition, RetryScope
+from stablenew.queue.domain import Consumer, MovePosition, RetryScope
 from stablenew.queue.entries import entry_batch
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.watchers import WatchFilter
@@ -56,6 +56,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self.core = core
         self.leasing = leasing
         self.runner_tokens = core.page_tokens("queue.ListRunners")
+        self.consumer_tokens = core.page_tokens("queue.ListConsumers")
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
         priority = known_enum(Priority, request.priority, "priority")
@@ -125,9 +126,35 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def AcknowledgeEvents(self, request: pb.AcknowledgeEventsRequest,
                           context: Context) -> pb.AcknowledgeEventsResponse:
-        acked = self.core.acknowledge(
-            checked_id(request.consumer_id, "consumer_id", required=False), request.sequence)
+        acked = self.core.acknowledge(checked_id(request.consumer_id, "consumer_id"),
+                                      request.sequence)
         return pb.AcknowledgeEventsResponse(acknowledged_sequence=acked)
+
+    def CreateConsumer(self, request: pb.CreateConsumerRequest,
+                       context: Context) -> pb.CreateConsumerResponse:
+        consumer = self.core.create_consumer(
+            checked_id(request.consumer_id, "consumer_id"), request.after_sequence,
+            checked_id(request.request_id, "request_id", required=False))
+        return pb.CreateConsumerResponse(consumer=self._consumer(consumer))
+
+    def ListConsumers(self, request: pb.ListConsumersRequest,
+                      context: Context) -> pb.ListConsumersResponse:
+        size = page_size(request.page_size)
+        position = self.consumer_tokens.decode(request.page_token)
+        consumers = self.core.list_consumers(str(position[0]) if position else "", size + 1)
+        page = consumers[:size]
+        token = (self.consumer_tokens.encode([page[-1].consumer_id])
+                 if len(consumers) > size else "")
+        return pb.ListConsumersResponse(consumers=[self._consumer(c) for c in page],
+                                        next_page_token=token)
+
+    def DeleteConsumer(self, request: pb.DeleteConsumerRequest,
+                       context: Context) -> pb.DeleteConsumerResponse:
+        self.core.delete_consumer(checked_id(request.consumer_id, "consumer_id"))
+        return pb.DeleteConsumerResponse()
+
+    def _consumer(self, consumer: Consumer) -> pb.Consumer:
+        return mapping.consumer_to_proto(consumer, self.core.config.consumer_idle_seconds)
 
     def LeaseJob(self, request: pb.LeaseJobRequest, context: Context) -> pb.LeaseJobResponse:
         runner = mapping.runner_info_from_proto(request.runner)

@@ -20,7 +20,14 @@ from typing import Any
 from stablenew.contract.job_row import from_micros, job_columns, job_from_columns, to_micros
 from stablenew.contract.model import JobState
 from stablenew.queue import codec
-from stablenew.queue.domain import LeaseState, QueuedJob, RunnerInfo, RunnerRecord, RunOrder
+from stablenew.queue.domain import (
+    Consumer,
+    LeaseState,
+    QueuedJob,
+    RunnerInfo,
+    RunnerRecord,
+    RunOrder,
+)
 from stablenew.runtime.sqlite_db import open_database
 from stablenew.v1 import job_pb2
 
@@ -206,6 +213,13 @@ MIGRATIONS = [
     """,
     # 3: what a runner's WebUI offers, as announced (a serialized stablenew.v1.Capabilities).
     "ALTER TABLE runners ADD COLUMN capabilities BLOB NOT NULL DEFAULT x'';",
+    # 4: consumers are created explicitly (CreateConsumer): when, and by which request id. A
+    # consumer registered implicitly before counts as created at its last activity.
+    """
+    ALTER TABLE consumers ADD COLUMN create_time INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE consumers ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+    UPDATE consumers SET create_time = update_time;
+    """,
 ]
 
 # Columns of a BASIC read: everything but the entries and results blobs.
@@ -220,6 +234,16 @@ _FULL_COLUMNS = _BASIC_COLUMNS + ", entries, results"
 _RUN_ORDER_LIST = "lane, priority_rank, order_key, job_id"
 _RUN_ORDER = f"({_RUN_ORDER_LIST})"
 _RUN_ORDER_DESC = "lane DESC, priority_rank DESC, order_key DESC, job_id DESC"
+
+
+_CONSUMER_COLUMNS = "consumer_id, acked_sequence, create_time, update_time, request_id"
+
+
+def _consumer_from_row(row: sqlite3.Row) -> Consumer:
+    return Consumer(consumer_id=row["consumer_id"], acknowledged_sequence=row["acked_sequence"],
+                    create_time=from_micros(row["create_time"]),
+                    last_active_time=from_micros(row["update_time"]),
+                    request_id=row["request_id"])
 
 
 def running_key(queued: QueuedJob) -> tuple[int, str]:
@@ -495,22 +519,49 @@ class QueueStore:
 
     # --- consumers --------------------------------------------------------------------------
 
-    def acknowledge(self, consumer_id: str, sequence: int) -> int:
+    def create_consumer(self, consumer: Consumer) -> None:
         self.db.execute(
-            """INSERT INTO consumers (consumer_id, acked_sequence, update_time) VALUES (?, ?, ?)
-               ON CONFLICT (consumer_id) DO UPDATE SET
-                 acked_sequence = MAX(acked_sequence, excluded.acked_sequence),
-                 update_time = excluded.update_time""",
-            (consumer_id, sequence, _now_micros()),
-        )
+            "INSERT INTO consumers (consumer_id, acked_sequence, update_time, create_time, "
+            "request_id) VALUES (?, ?, ?, ?, ?)",
+            (consumer.consumer_id, consumer.acknowledged_sequence,
+             to_micros(consumer.last_active_time), to_micros(consumer.create_time),
+             consumer.request_id))
+
+    def consumer(self, consumer_id: str) -> Consumer | None:
+        row = self.db.execute(f"SELECT {_CONSUMER_COLUMNS} FROM consumers WHERE consumer_id = ?",
+                              (consumer_id,)).fetchone()
+        return None if row is None else _consumer_from_row(row)
+
+    def consumers_after(self, after_id: str, limit: int) -> list[Consumer]:
+        """Consumers by id, after `after_id`."""
+        rows = self.db.execute(
+            f"SELECT {_CONSUMER_COLUMNS} FROM consumers WHERE consumer_id > ? "
+            "ORDER BY consumer_id LIMIT ?", (after_id, limit)).fetchall()
+        return [_consumer_from_row(row) for row in rows]
+
+    def delete_consumer(self, consumer_id: str) -> bool:
+        cursor = self.db.execute("DELETE FROM consumers WHERE consumer_id = ?", (consumer_id,))
+        return cursor.rowcount > 0
+
+    def acknowledge(self, consumer_id: str, sequence: int) -> int | None:
+        """The consumer's acknowledged sequence after moving it forward to `sequence` (never
+        back); None when there is no such consumer."""
+        self.db.execute(
+            "UPDATE consumers SET acked_sequence = MAX(acked_sequence, ?), update_time = ? "
+            "WHERE consumer_id = ?", (sequence, _now_micros(), consumer_id))
         row = self.db.execute("SELECT acked_sequence FROM consumers WHERE consumer_id = ?",
                               (consumer_id,)).fetchone()
-        return int(row[0])
+        return None if row is None else int(row[0])
 
-    def register_consumer(self, consumer_id: str) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO consumers (consumer_id, acked_sequence, update_time) "
-            "VALUES (?, 0, ?)", (consumer_id, _now_micros()))
+    def touch_consumer(self, consumer_id: str) -> None:
+        self.db.execute("UPDATE consumers SET update_time = ? WHERE consumer_id = ?",
+                        (_now_micros(), consumer_id))
+
+    def idle_consumers(self, idle_since: float) -> list[str]:
+        """The consumers last active before `idle_since` (time.time() seconds)."""
+        rows = self.db.execute("SELECT consumer_id FROM consumers WHERE update_time < ? "
+                               "ORDER BY consumer_id", (_micros(idle_since),)).fetchall()
+        return [str(row[0]) for row in rows]
 
     def slowest_consumer(self) -> int | None:
         row = self.db.execute("SELECT MIN(acked_sequence) FROM consumers").fetchone()
