@@ -15,7 +15,8 @@ import grpc
 import pytest
 
 from stablenew.contract.errors import Code, ErrorReason
-from stablenew.history import mapping
+from stablenew.history import core, mapping
+from stablenew.history.domain import JobFilter
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2
@@ -213,5 +214,71 @@ def test_a_full_view_page_holds_what_fits_in_a_message(tmp_path: Path) -> None:
                 break
         assert pages == [[huge], medium[:1:-1], medium[1::-1]]  # newest first, two a page
         assert truncated == [huge]
+    finally:
+        records.close()
+
+
+def _event_pages(records: Records, job_id: str, limit: int) -> list[pb.ListJobEventsResponse]:
+    """Every ListJobEvents page of a job, each checked to fit in `limit` bytes."""
+    pages: list[pb.ListJobEventsResponse] = []
+    token = ""
+    while True:
+        reply = records.stub.ListJobEvents(pb.ListJobEventsRequest(
+            job_id=job_id, page_size=100, page_token=token), timeout=10)
+        assert reply.ByteSize() <= limit
+        pages.append(reply)
+        token = reply.next_page_token
+        if not token:
+            return pages
+
+
+def test_job_events_are_paged_by_size_and_a_huge_event_is_trimmed(tmp_path: Path) -> None:
+    limit = 256 * 1024
+    records = Records(tmp_path / "data", env={"STABLENEW_MAX_MESSAGE_BYTES": str(limit)})
+    try:
+        # About 140 kB each: the submission and the completion do not fit one page together.
+        medium = records.add(prompts=(f"a {'y' * 70_000}", f"b {'y' * 70_000}"))
+        pages = _event_pages(records, medium, limit)
+        assert [[e.sequence for e in page.events] for page in pages] == [[1, 2], [3]]
+        assert all(not page.truncated_sequences for page in pages)
+        assert [len(p.events[0].submitted.job.entries) for p in pages[:1]] == [2]
+        # About 800 kB each: the submission and the completion each start a page, trimmed
+        # (the small RUNNING change fits in what the trimmed submission left).
+        prompts = tuple(f"prompt {n} " + "x" * 20_000 for n in range(40))
+        huge = records.add(prompts=prompts)
+        pages = _event_pages(records, huge, limit)
+        assert [[e.sequence for e in page.events] for page in pages] == [[4, 5], [6]]
+        assert [list(page.truncated_sequences) for page in pages] == [[4], [6]]
+        entries = pages[0].events[0].submitted.job.entries
+        results = pages[1].events[0].state_changed.results
+        assert 0 < len(entries) < 40 and 0 < len(results) < 40
+        assert [entry.prompt for entry in entries] == list(prompts[:len(entries)])
+        assert pages[0].events[1].state_changed.to_state == job_pb2.JOB_STATE_RUNNING
+    finally:
+        records.close()
+
+
+def test_an_export_reads_records_in_batches_bounded_by_their_size(tmp_path: Path) -> None:
+    records = Records(tmp_path / "data")
+    try:
+        # About 3 MiB stored each (1.5 MiB of entries, as much of results): the 8 MiB bound
+        # takes two a batch, where a batch of 200 records once held them all.
+        made = [records.add(prompts=tuple(f"{n} {m} " + "z" * 50_000 for m in range(30)))
+                for n in range(3)]
+        with records.store.reading() as reader:
+            sizes = {job_id: reader.record_bytes(reader.load(job_id).ref)  # type: ignore[union-attr]
+                     for job_id in made}
+        assert all(3_000_000 < size < 3_200_000 for size in sizes.values())
+        batches = [[job.job_id for job, _ in batch]
+                   for batch in records.core.export_batches(JobFilter())]
+        assert batches == [made[:0:-1], made[:1]]  # newest first
+        assert all(sum(sizes[j] for j in batch) <= core.EXPORT_BATCH_BYTES for batch in batches)
+        # A record larger than the bound makes a batch alone.
+        alone = [len(batch) for batch in records.core.export_batches(JobFilter(), 1)]
+        assert alone == [1, 1, 1]
+        exported = list(records.stub.ExportHistory(pb.ExportHistoryRequest(), timeout=30))
+        assert [e.job.job_id for e in exported] == made[::-1]
+        assert not any(e.truncated for e in exported)
+        assert all(len(e.job.entries) == 30 for e in exported)
     finally:
         records.close()

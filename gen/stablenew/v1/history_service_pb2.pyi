@@ -294,19 +294,28 @@ class ListJobEventsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TRUNCATED_SEQUENCES_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]: ...
+    @_builtins.property
+    def truncated_sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The events of this page sent without some of their entries (submitted.job.entries) or
+        results (state_changed.results) because the whole event exceeds the message limit: read
+        the job in parts with GetJob (entry_offset, result_offset).
+        """
+
     def __init__(
         self,
         *,
         events: _abc.Iterable[_job_pb2.JobEvent] | None = ...,
         next_page_token: _builtins.str = ...,
+        truncated_sequences: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token", "truncated_sequences", b"truncated_sequences"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

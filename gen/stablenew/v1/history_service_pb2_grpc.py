@@ -158,7 +158,10 @@ class HistoryServiceServicer:
 
     def ListJobEvents(self, request, context):
         """One job's events as the queue logged them, in sequence order, paged. Progress events are
-        not kept.
+        not kept. A page ends early when the next event would not fit in the message limit
+        (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+        (the submission of a huge job, its final state change with every result) is sent alone
+        with the entries or results that fit, and its sequence is listed in truncated_sequences.
         Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -192,7 +195,9 @@ class HistoryServiceServicer:
     def ExportHistory(self, request, context):
         """Every job matching the filter, full view with its transitions, one job per message, so an
         export of any size stays within the message limit (a job too large for one message is
-        truncated, as by GetJob, and its rest read with GetJob).
+        truncated, as by GetJob, and its rest read with GetJob). The server reads records in
+        batches of at most 8 MiB of stored entries and results (one larger record alone), so an
+        export holds about that much per call whatever its length.
         Errors: INVALID_FIELD on a filter field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -65,7 +65,10 @@ class HistoryServiceStub:
     """
     ListJobEvents: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ListJobEventsRequest, _history_service_pb2.ListJobEventsResponse]
     """One job's events as the queue logged them, in sequence order, paged. Progress events are
-    not kept.
+    not kept. A page ends early when the next event would not fit in the message limit
+    (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+    (the submission of a huge job, its final state change with every result) is sent alone
+    with the entries or results that fit, and its sequence is listed in truncated_sequences.
     Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
     """
     UpdateJob: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.UpdateJobRequest, _history_service_pb2.UpdateJobResponse]
@@ -83,7 +86,9 @@ class HistoryServiceStub:
     ExportHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]
     """Every job matching the filter, full view with its transitions, one job per message, so an
     export of any size stays within the message limit (a job too large for one message is
-    truncated, as by GetJob, and its rest read with GetJob).
+    truncated, as by GetJob, and its rest read with GetJob). The server reads records in
+    batches of at most 8 MiB of stored entries and results (one larger record alone), so an
+    export holds about that much per call whatever its length.
     Errors: INVALID_FIELD on a filter field.
     """
     WatchHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]
@@ -149,7 +154,10 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     """
     ListJobEvents: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ListJobEventsRequest, _history_service_pb2.ListJobEventsResponse]  # type: ignore[assignment]
     """One job's events as the queue logged them, in sequence order, paged. Progress events are
-    not kept.
+    not kept. A page ends early when the next event would not fit in the message limit
+    (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+    (the submission of a huge job, its final state change with every result) is sent alone
+    with the entries or results that fit, and its sequence is listed in truncated_sequences.
     Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
     """
     UpdateJob: _aio.UnaryUnaryMultiCallable[_history_service_pb2.UpdateJobRequest, _history_service_pb2.UpdateJobResponse]  # type: ignore[assignment]
@@ -167,7 +175,9 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     ExportHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.ExportHistoryRequest, _history_service_pb2.ExportHistoryResponse]  # type: ignore[assignment]
     """Every job matching the filter, full view with its transitions, one job per message, so an
     export of any size stays within the message limit (a job too large for one message is
-    truncated, as by GetJob, and its rest read with GetJob).
+    truncated, as by GetJob, and its rest read with GetJob). The server reads records in
+    batches of at most 8 MiB of stored entries and results (one larger record alone), so an
+    export holds about that much per call whatever its length.
     Errors: INVALID_FIELD on a filter field.
     """
     WatchHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]  # type: ignore[assignment]
@@ -254,7 +264,10 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_history_service_pb2.ListJobEventsResponse, _abc.Awaitable[_history_service_pb2.ListJobEventsResponse]]:
         """One job's events as the queue logged them, in sequence order, paged. Progress events are
-        not kept.
+        not kept. A page ends early when the next event would not fit in the message limit
+        (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+        (the submission of a huge job, its final state change with every result) is sent alone
+        with the entries or results that fit, and its sequence is listed in truncated_sequences.
         Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
 
@@ -296,7 +309,9 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_history_service_pb2.ExportHistoryResponse], _abc.AsyncIterator[_history_service_pb2.ExportHistoryResponse]]:
         """Every job matching the filter, full view with its transitions, one job per message, so an
         export of any size stays within the message limit (a job too large for one message is
-        truncated, as by GetJob, and its rest read with GetJob).
+        truncated, as by GetJob, and its rest read with GetJob). The server reads records in
+        batches of at most 8 MiB of stored entries and results (one larger record alone), so an
+        export holds about that much per call whatever its length.
         Errors: INVALID_FIELD on a filter field.
         """
 

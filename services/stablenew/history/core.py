@@ -52,7 +52,10 @@ log = logging.getLogger("stablenew.history")
 # which waits for the same lock, is never held up for long.
 DELETE_BATCH = 500
 VACUUM_STEP_PAGES = 2000
+# ExportHistory reads at most this many records, of at most this many stored bytes of entries
+# and results, per read (docs/API.md states the bound).
 EXPORT_PAGE = 200
+EXPORT_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -362,23 +365,43 @@ class HistoryCore:
             results = reader.results(stored.ref) if cut & codec.CUT_RESULTS else []
         next_token = ""
         if len(rows) > size:
-            next_token = self.event_tokens.encode([job_id, page[-1].sequence])
+            next_token = self.events_token(job_id, page[-1].sequence)
         return JobEvents(page, entries, results, next_token)
 
+    def events_token(self, job_id: str, sequence: int) -> str:
+        """The ListJobEvents page token of the events of `job_id` after `sequence` (for a
+        page the edge ended early, by its size)."""
+        return self.event_tokens.encode([job_id, sequence])
+
     def export(self, job_filter: JobFilter) -> Iterator[tuple[Job, list[JobTransition]]]:
-        """Every matching record, newest first, read a page at a time."""
+        """Every matching record, newest first."""
+        for batch in self.export_batches(job_filter):
+            yield from batch
+
+    def export_batches(self, job_filter: JobFilter, batch_bytes: int = EXPORT_BATCH_BYTES,
+                       ) -> Iterator[list[tuple[Job, list[JobTransition]]]]:
+        """Every matching record, newest first, in batches each read in one read transaction:
+        at most EXPORT_PAGE records whose stored entries and results add up to at most
+        `batch_bytes` (a larger record makes a batch alone), so an export holds one batch
+        whatever its length and the size of its records."""
         after: tuple[int, str] | None = None
         while not self.closing.is_set():
+            batch: list[tuple[Job, list[JobTransition]]] = []
+            used = 0
             with self.store.reading() as reader:
                 page = reader.list_jobs(job_filter, after, EXPORT_PAGE)
-                records = []
                 for each in page:
+                    size = reader.record_bytes(each.ref)
+                    if batch and used + size > batch_bytes:
+                        break
                     reader.fill(each.ref, each.job)
-                    records.append((each.job, reader.transitions(each.ref)))
-            yield from records
-            if len(page) < EXPORT_PAGE:
+                    batch.append((each.job, reader.transitions(each.ref)))
+                    used += size
+            if batch:
+                yield batch
+            if len(batch) == len(page) and len(page) < EXPORT_PAGE:
                 return
-            last = page[-1].job
+            last = batch[-1][0]
             after = (to_micros(last.create_time) or 0, last.job_id)
 
     # --- the user's changes -----------------------------------------------------------------

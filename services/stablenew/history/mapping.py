@@ -3,11 +3,13 @@ through stablenew.contract.proto_mapping). Bad input becomes INVALID_ARGUMENT na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from stablenew.contract.errors import invalid_argument, required
 from stablenew.contract.model import (
@@ -235,9 +237,10 @@ def transition_to_proto(transition: JobTransition) -> job_pb2.JobTransition:
     return message
 
 
-def events_to_proto(events: JobEvents) -> list[job_pb2.JobEvent]:
-    return [codec.restore_event(row.payload, row.cut, events.entries, events.results)
-            for row in events.rows]
+def events_to_proto(events: JobEvents) -> Iterator[job_pb2.JobEvent]:
+    """The page's events as the queue logged them, each restored only when asked for."""
+    return (codec.restore_event(row.payload, row.cut, events.entries, events.results)
+            for row in events.rows)
 
 
 def quarantined_to_proto(event: QuarantinedEvent) -> pb.QuarantinedEvent:
@@ -285,19 +288,20 @@ def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: in
     message = job_to_proto(job, job_pb2.JOB_VIEW_BASIC)
     changes = [transition_to_proto(t) for t in transitions]
     room = budget - message.ByteSize() - sum(t.ByteSize() + ELEMENT_OVERHEAD for t in changes)
-    room, entries_left = _fill(message.entries, job.entries[entry_offset:], room, True)
-    room, results_left = _fill(message.results, job.results[result_offset:], room,
+    room, entries_left = _fill(message.entries,
+                               (to_proto(e) for e in job.entries[entry_offset:]), room, True)
+    room, results_left = _fill(message.results,
+                               (to_proto(r) for r in job.results[result_offset:]), room,
                                not message.entries)
     return FullJob(message, changes, entry_offset + len(message.entries),
                    result_offset + len(message.results), entries_left or results_left)
 
 
-def _fill(target: Any, items: Sequence[object], room: int,
+def _fill(target: Any, elements: Iterable[Message], room: int,
           at_least_one: bool) -> tuple[int, bool]:
-    """Append the items' messages to `target` while they fit in `room` bytes; returns the room
-    left and whether items were left out."""
-    for count, item in enumerate(items):
-        element = to_proto(item)
+    """Append the elements to `target` while they fit in `room` bytes; returns the room left
+    and whether elements were left out."""
+    for count, element in enumerate(elements):
         size = element.ByteSize() + ELEMENT_OVERHEAD
         if size > room and not (at_least_one and count == 0):
             return room, True
@@ -328,3 +332,35 @@ class FullPage:
         self.jobs.append(message)
         self.room -= size
         return True
+
+
+class EventPage:
+    """A ListJobEvents page within a message budget: takes events while they fit; the first is
+    always taken, with the entries or results that fit when it is larger than the budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.room = budget
+        self.events: list[job_pb2.JobEvent] = []
+        self.truncated_sequences: list[int] = []
+
+    def take(self, event: job_pb2.JobEvent) -> bool:
+        size = event.ByteSize() + ELEMENT_OVERHEAD
+        if size > self.room:
+            if self.events:
+                return False
+            _trim_event(event, self.room - ELEMENT_OVERHEAD)
+            size = event.ByteSize() + ELEMENT_OVERHEAD
+            self.truncated_sequences.append(event.sequence)
+        self.events.append(event)
+        self.room -= size
+        return True
+
+
+def _trim_event(event: job_pb2.JobEvent, budget: int) -> None:
+    """Keep the event's entries (a submission) or results (a state change) that fit in
+    `budget` bytes with the rest of the event."""
+    parts: Any = (event.submitted.job.entries if event.WhichOneof("payload") == "submitted"
+                  else event.state_changed.results)
+    elements = list(parts)
+    del parts[:]
+    _fill(parts, elements, budget - event.ByteSize(), False)

@@ -82,10 +82,17 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
 
     def ListJobEvents(self, request: pb.ListJobEventsRequest,
                       context: Context) -> pb.ListJobEventsResponse:
-        events = self.core.events(mapping.job_id(request.job_id), page_size(request.page_size),
+        job_id = mapping.job_id(request.job_id)
+        events = self.core.events(job_id, page_size(request.page_size),
                                   mapping.page_token(request.page_token))
-        return pb.ListJobEventsResponse(events=mapping.events_to_proto(events),
-                                        next_page_token=events.next_page_token)
+        page = mapping.EventPage(self.record_budget)
+        token = events.next_page_token
+        for event in mapping.events_to_proto(events):
+            if not page.take(event):
+                token = self.core.events_token(job_id, page.events[-1].sequence)
+                break
+        return pb.ListJobEventsResponse(events=page.events, next_page_token=token,
+                                        truncated_sequences=page.truncated_sequences)
 
     def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> pb.UpdateJobResponse:
         job = self.core.update(

@@ -68,6 +68,17 @@ class Reader:
         job.entries = self.entries(ref)
         job.results = self.results(ref)
 
+    def record_bytes(self, ref: int) -> int:
+        """The stored size of a record's entries and results (their text and encoded
+        blobs): what filling it costs, read without decoding anything."""
+        row = self.db.execute(
+            "SELECT (SELECT TOTAL(LENGTH(entry)) FROM entries WHERE job_ref = ?) + "
+            "(SELECT TOTAL(LENGTH(prompt) + LENGTH(stage_plan) + LENGTH(error_message) + "
+            "LENGTH(executed_config_hash)) FROM results WHERE job_ref = ?) + "
+            "(SELECT TOTAL(LENGTH(path) + LENGTH(sha256) + LENGTH(runner_id)) FROM images "
+            "WHERE job_ref = ?)", (ref, ref, ref)).fetchone()
+        return int(row[0])
+
     def entries(self, ref: int) -> list[NormalizedJob]:
         rows = self.db.execute("SELECT entry FROM entries WHERE job_ref = ? ORDER BY entry_index",
                                (ref,)).fetchall()
