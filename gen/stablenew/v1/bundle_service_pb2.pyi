@@ -639,8 +639,9 @@ class CreateDraftRequest(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
+    """At most 1024 characters."""
     request_id: _builtins.str
-    """Optional. Repeating a request_id returns the draft it created."""
+    """Optional, at most 256 characters. Repeating a request_id returns the draft it created."""
     def __init__(
         self,
         *,
@@ -681,7 +682,7 @@ class GetDraftRequest(_message.Message):
 
     DRAFT_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     def __init__(
         self,
         *,
@@ -774,14 +775,16 @@ class AddPartRequest(_message.Message):
     INPUT_IMAGES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     prompt: _builtins.str
-    """Required (not blank). May hold LoRA/embedding tags; matrix and wildcard tokens are
-    reported as UNRESOLVED_TOKEN row errors.
+    """Required (not blank), at most 65,536 characters. May hold LoRA/embedding tags; matrix and
+    wildcard tokens are reported as UNRESOLVED_TOKEN row errors. A part that would make the
+    draft's message larger than 4 MiB less 64 KiB is refused RESOURCE_EXHAUSTED.
     """
     negative_prompt: _builtins.str
+    """At most 65,536 characters."""
     request_id: _builtins.str
-    """Optional. Repeating it returns the part it added."""
+    """Optional, at most 256 characters. Repeating it returns the part it added."""
     @_builtins.property
     def config(self) -> _pipeline_pb2.PipelineConfig:
         """0 or "" means "not set" and gets the default (see PipelineConfig); txt2img.seed -1 asks for
@@ -791,7 +794,8 @@ class AddPartRequest(_message.Message):
     @_builtins.property
     def input_images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Paths under the runner's input root, for plans that start with img2img or upscale: each
-        image makes its own job.
+        image makes its own job. At most 1000, each at most 1024 characters, relative and without
+        "..".
         """
 
     def __init__(
@@ -851,16 +855,18 @@ class AddPackPartsRequest(_message.Message):
     CONFIG_OVERRIDES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     prompt_pack_id: _builtins.str
-    """Required: the pack's file stem."""
+    """Required: the pack's file stem, at most 256 characters."""
     prepend_text: _builtins.str
-    """Put before each row's prompt."""
+    """Put before each row's prompt; at most 65,536 characters."""
     request_id: _builtins.str
-    """Optional. Repeating it returns the parts it added."""
+    """Optional, at most 256 characters. Repeating it returns the parts it added."""
     @_builtins.property
     def row_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Rows from 0; empty means every row."""
+        """Rows from 0; empty means every row. At most 10,000. Parts that would make the draft's
+        message larger than 4 MiB less 64 KiB are refused RESOURCE_EXHAUSTED.
+        """
 
     @_builtins.property
     def config_overrides(self) -> _pipeline_pb2.PipelineConfig:
@@ -919,9 +925,9 @@ class RemovePartRequest(_message.Message):
     DRAFT_ID_FIELD_NUMBER: _builtins.int
     PART_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     part_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     def __init__(
         self,
         *,
@@ -964,7 +970,7 @@ class ClearDraftRequest(_message.Message):
 
     DRAFT_ID_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     def __init__(
         self,
         *,
@@ -1008,7 +1014,7 @@ class PreviewDraftRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     page_size: _builtins.int
     """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
@@ -1076,7 +1082,7 @@ class EnqueueDraftRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     run_mode: _job_pb2.RunMode.ValueType
     """RUN_MODE_DIRECT = run now, RUN_MODE_QUEUE = add to the queue; required."""
     source: _job_pb2.JobSource.ValueType
@@ -1084,8 +1090,11 @@ class EnqueueDraftRequest(_message.Message):
     priority: _job_pb2.Priority.ValueType
     """PRIORITY_UNSPECIFIED runs as PRIORITY_NORMAL."""
     label: _builtins.str
+    """At most 1024 characters."""
     request_id: _builtins.str
-    """Optional. Repeating it returns the job first queued; a retried enqueue never submits twice."""
+    """Optional, at most 256 characters. Repeating it returns the job first queued; a retried
+    enqueue never submits twice.
+    """
     expected_revision: _builtins.int
     """0 means "whatever the draft holds now". When set, refused with FAILED_PRECONDITION
     DRAFT_REVISION_MISMATCH if the draft changed since; naming a revision that was already
@@ -1188,7 +1197,7 @@ class GetPackRequest(_message.Message):
 
     PACK_ID_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
-    """Required: the pack's file stem."""
+    """Required: the pack's file stem, at most 256 characters."""
     def __init__(
         self,
         *,

@@ -40,18 +40,23 @@ class JobFilter(_message.Message):
     source: _job_pb2.JobSource.ValueType
     prompt_source: _pipeline_pb2.PromptSource.ValueType
     prompt_pack_id: _builtins.str
+    """At most 256 characters."""
     text: _builtins.str
-    """Case-insensitive substring of a prompt or the label."""
+    """Case-insensitive substring of a prompt or the label; at most 256 characters (this bounds
+    the cost of a search).
+    """
     bookmarked: _builtins.bool
     """Unset means either."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
-        """Any of these states; empty means any state. JOB_STATE_UNSPECIFIED is INVALID_FIELD."""
+        """Any of these states, at most 16; empty means any state. JOB_STATE_UNSPECIFIED is
+        INVALID_FIELD.
+        """
 
     @_builtins.property
     def created_after(self) -> _timestamp_pb2.Timestamp:
-        """Jobs created at or after / before these times; created_after after created_before is
-        INVALID_FIELD.
+        """Jobs created at or after / before these times (valid Timestamps, years 1 to 9999);
+        created_after after created_before is INVALID_FIELD.
         """
 
     @_builtins.property
@@ -92,8 +97,8 @@ class HistoryServiceListJobsRequest(_message.Message):
     page_size: _builtins.int
     """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """A previous response's next_page_token; empty for the first page. Keep the filter and view
-    the same while following one token chain.
+    """A previous response's next_page_token (at most 1024 characters); empty for the first page.
+    Keep the filter and view the same while following one token chain.
     """
     view: _job_pb2.JobView.ValueType
     """Default JOB_VIEW_BASIC."""
@@ -157,7 +162,7 @@ class HistoryServiceGetJobRequest(_message.Message):
     ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
     RESULT_OFFSET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     entry_offset: _builtins.int
     """For a record too large for one message: the first entry and the first result to return,
     from a previous response's next_entry_offset and next_result_offset (0: from the start;
@@ -268,11 +273,11 @@ class ListJobEventsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     page_size: _builtins.int
     """0 means the default (50); at most 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """A previous response's next_page_token; empty for the first page."""
+    """A previous response's next_page_token (at most 1024 characters); empty for the first page."""
     def __init__(
         self,
         *,
@@ -329,9 +334,11 @@ class UpdateJobRequest(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     BOOKMARKED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     label: _builtins.str
-    """Only the fields present change: label = "" clears the label, leaving it out keeps it."""
+    """Only the fields present change: label = "" clears the label, leaving it out keeps it. At
+    most 1000 characters.
+    """
     bookmarked: _builtins.bool
     def __init__(
         self,
@@ -383,7 +390,7 @@ class DeleteJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     def __init__(
         self,
         *,
@@ -426,11 +433,11 @@ class PruneHistoryRequest(_message.Message):
     """Count only."""
     @_builtins.property
     def older_than(self) -> _timestamp_pb2.Timestamp:
-        """Jobs created before this time; unset means any age."""
+        """Jobs created before this time (a valid Timestamp, years 1 to 9999); unset means any age."""
 
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
-        """Empty means the terminal states."""
+        """At most 16; empty means the terminal states."""
 
     def __init__(
         self,
@@ -586,7 +593,7 @@ class ImportedJob(_message.Message):
     TRANSITIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _job_pb2.Job:
-        """job_id, state and create_time are required."""
+        """job_id (at most 256 characters), state and create_time are required."""
 
     @_builtins.property
     def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobTransition]: ...
@@ -744,7 +751,7 @@ class ListQuarantinedEventsRequest(_message.Message):
     page_size: _builtins.int
     """0 means the default (20); at most 100; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """A previous response's next_page_token; empty for the first page."""
+    """A previous response's next_page_token (at most 1024 characters); empty for the first page."""
     def __init__(
         self,
         *,

@@ -543,7 +543,9 @@ Global___UpscaleConfig: _TypeAlias = UpscaleConfig  # noqa: Y015
 class PipelineConfig(_message.Message):
     """The configuration a draft part is built with: the "current config" of a manual prompt or a
     pack's defaults with overrides applied. In overrides, a value left at 0 or "" keeps the
-    pack's value, and a non-empty ADetailer pass list replaces the pack's list.
+    pack's value, and a non-empty ADetailer pass list replaces the pack's list. The ranges in the
+    fields' comments are checked by the bundle and, for a SubmitJob's entries, by the queue; NaN
+    and the infinities are outside every range (INVALID_FIELD naming the field).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -766,7 +768,9 @@ class NormalizedJob(_message.Message):
     def upscale(self) -> Global___UpscaleConfig: ...
     @_builtins.property
     def input_images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Input images for img2img or upscale-only plans: paths under the runner's input root."""
+        """Input images for img2img or upscale-only plans: paths under the runner's input root,
+        relative and without "..".
+        """
 
     @_builtins.property
     def origin(self) -> Global___EntryOrigin:

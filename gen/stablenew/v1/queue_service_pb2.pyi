@@ -95,15 +95,18 @@ class RunnerInfo(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
-    """Required: the name the runner leases under (STABLENEW_RUNNER_ID)."""
+    """Required: the name the runner leases under (STABLENEW_RUNNER_ID); at most 256 characters."""
     host: _builtins.str
+    """At most 1024 characters."""
     loaded_model: _builtins.str
-    """The checkpoint its WebUI has loaded now."""
+    """The checkpoint its WebUI has loaded now; at most 1024 characters."""
     address: _builtins.str
-    """Its RunnerService address, for ReadImage."""
+    """Its RunnerService address, for ReadImage; at most 1024 characters."""
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Checkpoint names it can load; it is given only jobs whose models are all among them."""
+        """Checkpoint names it can load; it is given only jobs whose models are all among them. At
+        most 1000, each at most 1024 characters.
+        """
 
     @_builtins.property
     def capabilities(self) -> _runner_service_pb2.Capabilities:
@@ -319,19 +322,27 @@ class SubmitJobRequest(_message.Message):
     priority: _job_pb2.Priority.ValueType
     """PRIORITY_UNSPECIFIED runs as PRIORITY_NORMAL."""
     label: _builtins.str
+    """At most 1024 characters."""
     request_id: _builtins.str
-    """Optional. Repeating it returns the job first created."""
+    """Optional, at most 256 characters. Repeating it returns the job first created."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_pipeline_pb2.NormalizedJob]:
-        """Required: at least one, each with its config_hash."""
+        """Required: at least one and at most 100,000, each with its config_hash and within the
+        bundle's config limits (the ranges in PipelineConfig's comments; NaN and infinities are
+        refused).
+        """
 
     @_builtins.property
     def origin(self) -> _job_pb2.JobOrigin:
-        """origin.run_mode is required."""
+        """origin.run_mode is required; its ids (prompt_pack_id, draft_id, retry_of_job_id) at most
+        256 characters.
+        """
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free key/value pairs, kept on the job."""
+        """Free key/value pairs, kept on the job: at most 100, keys at most 256 characters, values at
+        most 1024.
+        """
 
     def __init__(
         self,
@@ -382,7 +393,7 @@ class GetJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     view: _job_pb2.JobView.ValueType
     """Default JOB_VIEW_FULL."""
     def __init__(
@@ -479,11 +490,11 @@ class CancelJobRequest(_message.Message):
     RETURN_TO_QUEUE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     return_to_queue: _builtins.bool
     """A running job goes back to QUEUED instead of ending CANCELLED."""
     reason: _builtins.str
-    """Why, in words; recorded with the change."""
+    """Why, in words; recorded with the change. At most 1024 characters."""
     def __init__(
         self,
         *,
@@ -531,11 +542,11 @@ class MoveJobRequest(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     BEFORE_JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     position: Global___MovePosition.ValueType
     """Required."""
     before_job_id: _builtins.str
-    """Only with MOVE_POSITION_BEFORE, and required there."""
+    """Only with MOVE_POSITION_BEFORE, and required there; at most 256 characters."""
     def __init__(
         self,
         *,
@@ -686,10 +697,10 @@ class RetryJobRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Required: a finished job."""
+    """Required: a finished job; at most 256 characters."""
     scope: Global___RetryScope.ValueType
     request_id: _builtins.str
-    """Optional. Repeating it returns the job first created."""
+    """Optional, at most 256 characters. Repeating it returns the job first created."""
     def __init__(
         self,
         *,
@@ -741,15 +752,17 @@ class WatchJobsRequest(_message.Message):
     """
     consumer_id: _builtins.str
     """Set by durable consumers: events are kept until this consumer acknowledges them
-    (AcknowledgeEvents), so it can resume after a restart. The consumer must exist
-    (CreateConsumer): an unknown, deleted or expired one is NOT_FOUND CONSUMER_NOT_FOUND. A
-    consumer does not expire while it watches.
+    (AcknowledgeEvents), so it can resume after a restart. At most 256 characters. The
+    consumer must exist (CreateConsumer): an unknown, deleted or expired one is NOT_FOUND
+    CONSUMER_NOT_FOUND. A consumer does not expire while it watches.
     """
     exclude_progress: _builtins.bool
     """Progress events are skipped when true."""
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Empty means every job (and queue-level events); set means only those jobs' events."""
+        """Empty means every job (and queue-level events); set means only those jobs' events. At most
+        1000, each at most 1024 characters.
+        """
 
     def __init__(
         self,
@@ -794,7 +807,7 @@ class AcknowledgeEventsRequest(_message.Message):
     CONSUMER_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     consumer_id: _builtins.str
-    """Required: the consumer_id the consumer watches with."""
+    """Required: the consumer_id the consumer watches with; at most 256 characters."""
     sequence: _builtins.int
     """Every event up to and including this sequence is committed by the consumer. At most the
     last event's sequence.
@@ -989,7 +1002,7 @@ class DeleteConsumerRequest(_message.Message):
 
     CONSUMER_ID_FIELD_NUMBER: _builtins.int
     consumer_id: _builtins.str
-    """Required."""
+    """Required, at most 256 characters."""
     def __init__(
         self,
         *,
@@ -1031,7 +1044,7 @@ class LeaseJobRequest(_message.Message):
     @_builtins.property
     def wait_timeout(self) -> _duration_pb2.Duration:
         """How long to wait for a job: bounded by the server (at most 30 s); unset or 0 answers at
-        once.
+        once. A negative duration, or one too long for a time (about 2^62 s), is INVALID_FIELD.
         """
 
     def __init__(
@@ -1087,12 +1100,15 @@ class HeartbeatRequest(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     LOADED_MODEL_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
+    """At most 256 characters."""
     lease_id: _builtins.str
-    """Required: the lease's id, job and attempt (the fencing token)."""
+    """Required: the lease's id, job and attempt (the fencing token); ids at most 256
+    characters.
+    """
     job_id: _builtins.str
     attempt: _builtins.int
     loaded_model: _builtins.str
-    """The checkpoint its WebUI has loaded now."""
+    """The checkpoint its WebUI has loaded now; at most 1024 characters."""
     @_builtins.property
     def progress(self) -> _job_pb2.JobProgress:
         """Where the runner is; unset keeps the last report."""
@@ -1158,8 +1174,11 @@ class CompleteJobRequest(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
+    """At most 256 characters."""
     lease_id: _builtins.str
-    """Required: the lease's id, job and attempt (the fencing token)."""
+    """Required: the lease's id, job and attempt (the fencing token); ids at most 256
+    characters.
+    """
     job_id: _builtins.str
     attempt: _builtins.int
     cancelled: _builtins.bool
@@ -1224,12 +1243,15 @@ class FailJobRequest(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
+    """At most 256 characters."""
     lease_id: _builtins.str
-    """Required: the lease's id, job and attempt (the fencing token)."""
+    """Required: the lease's id, job and attempt (the fencing token); ids at most 256
+    characters.
+    """
     job_id: _builtins.str
     attempt: _builtins.int
     error_message: _builtins.str
-    """Why the job could not run to the end."""
+    """Why the job could not run to the end; at most 65,536 characters."""
     retryable: _builtins.bool
     """True when another attempt may succeed (e.g. the WebUI was unreachable): the job goes back
     to QUEUED within the attempt limit (STABLENEW_MAX_ATTEMPTS).

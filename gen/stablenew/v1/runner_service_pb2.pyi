@@ -354,7 +354,9 @@ class ReadImageRequest(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     path: _builtins.str
-    """Required: relative to the output root, as in ImageRef.path."""
+    """Required: relative to the output root, as in ImageRef.path. At most 4096 characters, and
+    at most 255 bytes per name between slashes.
+    """
     chunk_size: _builtins.int
     """Bytes per message: 0 means the default, 64 KiB; at most 1 MiB; negative or larger is
     INVALID_FIELD.
