@@ -240,7 +240,8 @@ class QueueServiceServicer:
         deadline: the stream is long-lived.
         Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
         events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
-        (ListJobs, GetQueueState), then watch from there.
+        (ListJobs, GetQueueState), then watch from there; NOT_FOUND CONSUMER_NOT_FOUND for a
+        consumer_id the queue does not know (CreateConsumer it, then watch again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

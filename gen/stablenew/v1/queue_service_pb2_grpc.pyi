@@ -96,7 +96,8 @@ class QueueServiceStub:
     deadline: the stream is long-lived.
     Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
     events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
-    (ListJobs, GetQueueState), then watch from there.
+    (ListJobs, GetQueueState), then watch from there; NOT_FOUND CONSUMER_NOT_FOUND for a
+    consumer_id the queue does not know (CreateConsumer it, then watch again).
     """
     AcknowledgeEvents: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.AcknowledgeEventsRequest, _queue_service_pb2.AcknowledgeEventsResponse]
     """A durable consumer (the history service) acknowledges what it has committed; the queue may
@@ -222,7 +223,8 @@ class QueueServiceAsyncStub(QueueServiceStub):
     deadline: the stream is long-lived.
     Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
     events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
-    (ListJobs, GetQueueState), then watch from there.
+    (ListJobs, GetQueueState), then watch from there; NOT_FOUND CONSUMER_NOT_FOUND for a
+    consumer_id the queue does not know (CreateConsumer it, then watch again).
     """
     AcknowledgeEvents: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.AcknowledgeEventsRequest, _queue_service_pb2.AcknowledgeEventsResponse]  # type: ignore[assignment]
     """A durable consumer (the history service) acknowledges what it has committed; the queue may
@@ -405,7 +407,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         deadline: the stream is long-lived.
         Errors: INVALID_FIELD on after_sequence (negative); OUT_OF_RANGE SEQUENCE_PRUNED when
         events after it were pruned (ErrorInfo.metadata["oldest_sequence"]): re-read the state
-        (ListJobs, GetQueueState), then watch from there.
+        (ListJobs, GetQueueState), then watch from there; NOT_FOUND CONSUMER_NOT_FOUND for a
+        consumer_id the queue does not know (CreateConsumer it, then watch again).
         """
 
     @_abc_1.abstractmethod
