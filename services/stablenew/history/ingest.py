@@ -330,7 +330,6 @@ class Ingestor:
         if connection is not None:
             connection.close()
 
-
     def _acknowledge(self, connection: QueueConnection, sequence: int) -> None:
         """Acknowledge `sequence`; a consumer the queue no longer knows (deleted or expired
         meanwhile) is registered again and acknowledged."""
