@@ -148,6 +148,10 @@ def test_runners_consumers_and_the_event_log_carry_over(migrated: QueueHarness) 
             break
     assert [(e.sequence, e.job_id, e.moved.queue_position) for e in replayed] == [
         (1, "done", 1), (2, "waiting", 2), (3, "held", 3)]
+    # A consumer registered implicitly (by a watch) is listed, created at its last activity.
+    (consumer,) = migrated.stub.ListConsumers(pb.ListConsumersRequest()).consumers
+    assert (consumer.consumer_id, consumer.acknowledged_sequence) == ("history", 3)
+    assert when(consumer.create_time) == when(consumer.last_active_time) == HEARTBEAT
     # Sequences go on after the last one handed out, not after the last one kept.
     migrated.submit()
     state = migrated.stub.GetQueueState(pb.GetQueueStateRequest()).state
