@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from stablenew.cli.local import free_port
-from stablenew.gui.history_model import PAGE_SIZE, EntryLine, HistoryModel, entry_lines
-from stablenew.sdk import Client, Job, JobState
+from stablenew.gui.history_model import (
+    PAGE_SIZE,
+    EntryLine,
+    HistoryFilter,
+    HistoryModel,
+    _Listing,
+    entry_lines,
+)
+from stablenew.sdk import AsyncClient, Client, Job, JobState
 from stablenew.v1 import job_pb2
 from tests.bundle_service.harness import unique
 from tests.gui.conftest import addresses_of
@@ -58,7 +65,7 @@ def test_newest_first_page_by_page(models: ModelHarness, history: HistoryModel,
     row = history.rows()[0]
     assert row.key == newest[0] and row.tag == "completed"
     assert row.values[8] and row.values[9]  # started, completed: local times
-    assert row.values[10:13] == ("2.0s", "completed", "1")
+    assert row.values[10:13] == ("2.0s", "completed", "0")  # imported without results
 
 
 def test_filters(models: ModelHarness, history: HistoryModel, client: Client,
@@ -108,6 +115,7 @@ def test_the_selected_job_its_images_and_the_actions(
         EntryLine(index, prompt, job.entries[index].seed, "completed", 1, "")
         for index, prompt in enumerate(PACK_ROWS)]
     assert "completed" in history.details() and job.config_hash[:16] in history.details()
+    assert history.rows()[0].values[12] == str(len(PACK_ROWS))  # the images made, one a row
     thumbnails = models.settle(lambda: history.thumbnails, "the thumbnails")
     assert [t.path for t in thumbnails] == [r.images[0].path for r in job.results]
 
@@ -137,6 +145,31 @@ def _run(client: Client, label: str) -> str:
     finished: Job = client.run_pack(PACK_ID, label=label, run_mode="direct", timeout=60)
     assert finished.state == JobState.COMPLETED
     return finished.job_id
+
+
+def test_a_record_written_once_the_first_page_is_read_is_not_missed(
+        models: ModelHarness, client: Client, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first page is read only once the history confirmed the watch: a record written
+    right after the page was read (before the panel has it) still reaches the panel."""
+    label = unique("gui-window-")
+    written: list[str] = []
+    read_page = _Listing.next_page
+
+    async def read_then_write(listing: _Listing, reader: AsyncClient) -> tuple[list[Job], bool]:
+        page = await read_page(listing, reader)
+        if not written:
+            import_jobs(client, tmp_path / "window.jsonl", [finished_job(label, 1, label)])
+            written.append(label)
+        return page
+    monkeypatch.setattr(_Listing, "next_page", read_then_write)
+    history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
+    try:
+        history.set_filter(HistoryFilter(text=label))
+        models.settle(lambda: [job.job_id for job in history.jobs] == written == [label],
+                      "the record written after the first page")
+    finally:
+        history.stop()
 
 
 def test_the_list_is_read_again_when_the_history_is_back(stack: Stack, tmp_path: Path) -> None:
