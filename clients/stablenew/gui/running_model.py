@@ -56,7 +56,7 @@ class RunningModel:
 
     def start(self) -> None:
         """Show the newest image the history knows of."""
-        self._context.backend.call("history", _latest_results, self._show_newest,
+        self._context.backend.call("history", _latest_results, self._show_first,
                                    lambda error: None)  # no image yet is not worth a message
 
     def _queue_changed(self, _: None) -> None:
@@ -70,6 +70,11 @@ class RunningModel:
         change = event.state_changed
         if change is not None:
             self._show_newest(change.results)
+
+    def _show_first(self, results: list[EntryResult]) -> None:
+        """The history's newest image, unless a job's image came first."""
+        if not self._wanted_path:
+            self._show_newest(results)
 
     def _show_newest(self, results: list[EntryResult]) -> None:
         image = newest_image(results)

@@ -216,23 +216,25 @@ class Executor:
         writes: dict[int, list[Future[ImageRef]]] = {}
         cut_off = ""
         reporter = ProgressReporter(report)
-        for entry in job.entries:
-            if cancel.is_set():
-                break
-            if entry.index in done:
-                results.append(done[entry.index])
-                continue
-            run = EntryRun(job.job_id, entry, len(job.entries), folder, cancel, reporter,
-                           capabilities)
-            try:
-                results.append(self.run_entry(run))
-            except WebuiOutageError as error:
-                cut_off = str(error)
-                log.warning("job %s cut off: %s", job.job_id, error)
-                break
-            writes[entry.index] = run.images
-            capabilities = run.capabilities  # refreshed when the entry named something new
-        reporter.close()  # the files still being written belong to the results now
+        try:
+            for entry in job.entries:
+                if cancel.is_set():
+                    break
+                if entry.index in done:
+                    results.append(done[entry.index])
+                    continue
+                run = EntryRun(job.job_id, entry, len(job.entries), folder, cancel, reporter,
+                               capabilities)
+                try:
+                    results.append(self.run_entry(run))
+                except WebuiOutageError as error:
+                    cut_off = str(error)
+                    log.warning("job %s cut off: %s", job.job_id, error)
+                    break
+                writes[entry.index] = run.images
+                capabilities = run.capabilities  # refreshed when the entry named something new
+        finally:
+            reporter.close()  # the files still being written belong to the results now
         return JobOutcome(results, cancel.is_set() and not cut_off, cut_off, writes)
 
     def finish(self, job: Job, outcome: JobOutcome) -> JobOutcome:
