@@ -24,7 +24,14 @@ from tests.bundle_service.harness import unique
 from tests.gui.conftest import addresses_of
 from tests.gui.harness import ModelHarness, finished_job, import_jobs, sync_client
 from tests.history.harness import HistoryHarness
-from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
+from tests.sdk.harness import (
+    PACK_ID,
+    PACK_ROWS,
+    Stack,
+    place_only_on,
+    second_runner,
+    wait_announced,
+)
 
 
 @pytest.fixture
@@ -138,6 +145,31 @@ def test_the_selected_job_its_images_and_the_actions(
     folder = models.settle(lambda: opened[0] if opened else None, "the image folder")
     assert sorted(path.name for path in folder.glob("*.png")) == sorted(
         r.images[0].path.rsplit("/", 1)[-1] for r in job.results)
+
+
+def test_thumbnails_are_read_from_the_runner_that_wrote_each_image(
+        models: ModelHarness, history: HistoryModel, client: Client, stack: Stack,
+        tmp_path: Path) -> None:
+    label = unique("gui-runners-")
+    made = client.run_pack(PACK_ID, rows=[0], run_mode="direct", timeout=60)
+    first = made.results[0].images[0]  # written by the stack's runner, the only one yet
+    assert first.runner_id == stack.runner.runner_id
+    other = second_runner(tmp_path / "second", stack)
+    with other.running():
+        wait_announced(client, other)
+        elsewhere = f"elsewhere/{label}.png"  # a file the second runner alone holds
+        place_only_on(other, elsewhere, client.runner.read_image(first.path))
+        record = finished_job(label, 1, label)
+        result = record.results.add(entry_index=0, status=job_pb2.ENTRY_STATUS_COMPLETED)
+        result.images.add(path=first.path, runner_id=first.runner_id)
+        result.images.add(path=elsewhere, runner_id=other.runner_id)
+        import_jobs(client, tmp_path / "runners.jsonl", [record])
+        history.set_filter(history.with_filter(text=label))
+        loaded(models, history)
+        history.select(label)
+        thumbnails = models.settle(lambda: history.thumbnails, "the thumbnails")
+    assert [t.path for t in thumbnails] == [first.path, elsewhere]
+    assert not models.errors()
 
 
 def _run(client: Client, label: str) -> str:

@@ -5,7 +5,6 @@ of each."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,17 @@ from stablenew.sdk import (
     WebuiState,
     WebuiUnavailableError,
 )
-from tests.bundle_service.harness import unique
 from tests.queue.processes import free_port
 from tests.runner.harness import RunnerHarness
-from tests.sdk.harness import PACK_ID, Stack, connect, new_draft
+from tests.sdk.harness import (
+    PACK_ID,
+    Stack,
+    connect,
+    new_draft,
+    place_only_on,
+    second_runner,
+    wait_announced,
+)
 from tests.service_harness import wait_for
 
 
@@ -86,34 +92,28 @@ def test_an_image_is_read_to_bytes_and_to_a_file(client: Any, finished: Job,
 
 
 @pytest.fixture
-def second_runner(tmp_path: Path, stack: Stack) -> Iterator[RunnerHarness]:
-    """Another runner of the same queue, at an address it advertises (no job is queued while
-    it runs, so it writes nothing itself)."""
-    harness = RunnerHarness(tmp_path / "second", stack.queue.address, stack.emulator.url,
-                            runner_id=unique("runner-second-"),
-                            env={"STABLENEW_RUNNER_ADDR": f"127.0.0.1:{free_port()}"})
+def other_runner(tmp_path: Path, stack: Stack) -> Iterator[RunnerHarness]:
+    """A second runner of the queue (no job is queued while it runs: it writes nothing)."""
+    harness = second_runner(tmp_path / "second", stack)
     with harness.running():
         yield harness
 
 
 def test_an_image_is_read_from_the_runner_named(client: Any, finished: Job, stack: Stack,
-                                                second_runner: RunnerHarness) -> None:
+                                                other_runner: RunnerHarness) -> None:
     image = finished.results[0].images[0]
+    png = (stack.runner.output_root / image.path).read_bytes()
     # A file only the second runner holds: under its own output root, at a path the first lacks.
     only_there = f"elsewhere/{Path(image.path).name}"
-    (second_runner.output_root / "elsewhere").mkdir(parents=True)
-    shutil.copy(stack.runner.output_root / image.path, second_runner.output_root / only_there)
-    wait_for(lambda: any(r.info.runner_id == second_runner.runner_id and r.info.address
-                         for r in client.queue.runners()), "the second runner's announcement")
-    data = client.runner.read_image(only_there, runner_id=second_runner.runner_id)
-    assert hashlib.sha256(data).hexdigest() == image.sha256
+    place_only_on(other_runner, only_there, png)
+    wait_announced(client, other_runner)
+    assert client.runner.read_image(only_there, runner_id=other_runner.runner_id) == png
     with pytest.raises(ImageNotFoundError):
         client.runner.read_image(only_there)  # the configured runner has no such file
     with pytest.raises(ImageNotFoundError):
         # A runner the queue does not know: read from the configured runner.
         client.runner.read_image(only_there, runner_id="runner-nobody-knows")
-    assert client.runner.read_image(image.path, runner_id=stack.runner.runner_id) == (
-        stack.runner.output_root / image.path).read_bytes()
+    assert client.runner.read_image(image.path, runner_id=stack.runner.runner_id) == png
 
 
 def test_image_errors(client: Any, tmp_path: Path) -> None:
