@@ -10,14 +10,28 @@ from pathlib import Path
 import pytest
 
 from stablenew.cli.local import free_port
-from stablenew.gui.history_model import PAGE_SIZE, EntryLine, HistoryModel, entry_lines
-from stablenew.sdk import Client, Job, JobState
+from stablenew.gui.history_model import (
+    PAGE_SIZE,
+    EntryLine,
+    HistoryFilter,
+    HistoryModel,
+    _Listing,
+    entry_lines,
+)
+from stablenew.sdk import AsyncClient, Client, Job, JobState
 from stablenew.v1 import job_pb2
 from tests.bundle_service.harness import unique
 from tests.gui.conftest import addresses_of
 from tests.gui.harness import ModelHarness, finished_job, import_jobs, sync_client
 from tests.history.harness import HistoryHarness
-from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
+from tests.sdk.harness import (
+    PACK_ID,
+    PACK_ROWS,
+    Stack,
+    place_only_on,
+    second_runner,
+    wait_announced,
+)
 
 
 @pytest.fixture
@@ -58,7 +72,7 @@ def test_newest_first_page_by_page(models: ModelHarness, history: HistoryModel,
     row = history.rows()[0]
     assert row.key == newest[0] and row.tag == "completed"
     assert row.values[8] and row.values[9]  # started, completed: local times
-    assert row.values[10:13] == ("2.0s", "completed", "1")
+    assert row.values[10:13] == ("2.0s", "completed", "0")  # imported without results
 
 
 def test_filters(models: ModelHarness, history: HistoryModel, client: Client,
@@ -108,6 +122,7 @@ def test_the_selected_job_its_images_and_the_actions(
         EntryLine(index, prompt, job.entries[index].seed, "completed", 1, "")
         for index, prompt in enumerate(PACK_ROWS)]
     assert "completed" in history.details() and job.config_hash[:16] in history.details()
+    assert history.rows()[0].values[12] == str(len(PACK_ROWS))  # the images made, one a row
     thumbnails = models.settle(lambda: history.thumbnails, "the thumbnails")
     assert [t.path for t in thumbnails] == [r.images[0].path for r in job.results]
 
@@ -132,11 +147,61 @@ def test_the_selected_job_its_images_and_the_actions(
         r.images[0].path.rsplit("/", 1)[-1] for r in job.results)
 
 
+def test_thumbnails_are_read_from_the_runner_that_wrote_each_image(
+        models: ModelHarness, history: HistoryModel, client: Client, stack: Stack,
+        tmp_path: Path) -> None:
+    label = unique("gui-runners-")
+    made = client.run_pack(PACK_ID, rows=[0], run_mode="direct", timeout=60)
+    first = made.results[0].images[0]  # written by the stack's runner, the only one yet
+    assert first.runner_id == stack.runner.runner_id
+    other = second_runner(tmp_path / "second", stack)
+    with other.running():
+        wait_announced(client, other)
+        elsewhere = f"elsewhere/{label}.png"  # a file the second runner alone holds
+        place_only_on(other, elsewhere, client.runner.read_image(first.path))
+        record = finished_job(label, 1, label)
+        result = record.results.add(entry_index=0, status=job_pb2.ENTRY_STATUS_COMPLETED)
+        result.images.add(path=first.path, runner_id=first.runner_id)
+        result.images.add(path=elsewhere, runner_id=other.runner_id)
+        import_jobs(client, tmp_path / "runners.jsonl", [record])
+        history.set_filter(history.with_filter(text=label))
+        loaded(models, history)
+        history.select(label)
+        thumbnails = models.settle(lambda: history.thumbnails, "the thumbnails")
+    assert [t.path for t in thumbnails] == [first.path, elsewhere]
+    assert not models.errors()
+
+
 def _run(client: Client, label: str) -> str:
     """A completed job of the test pack's three rows (the queue is paused: run now)."""
     finished: Job = client.run_pack(PACK_ID, label=label, run_mode="direct", timeout=60)
     assert finished.state == JobState.COMPLETED
     return finished.job_id
+
+
+def test_a_record_written_once_the_first_page_is_read_is_not_missed(
+        models: ModelHarness, client: Client, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first page is read only once the history confirmed the watch: a record written
+    right after the page was read (before the panel has it) still reaches the panel."""
+    label = unique("gui-window-")
+    written: list[str] = []
+    read_page = _Listing.next_page
+
+    async def read_then_write(listing: _Listing, reader: AsyncClient) -> tuple[list[Job], bool]:
+        page = await read_page(listing, reader)
+        if not written:
+            import_jobs(client, tmp_path / "window.jsonl", [finished_job(label, 1, label)])
+            written.append(label)
+        return page
+    monkeypatch.setattr(_Listing, "next_page", read_then_write)
+    history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
+    try:
+        history.set_filter(HistoryFilter(text=label))
+        models.settle(lambda: [job.job_id for job in history.jobs] == written == [label],
+                      "the record written after the first page")
+    finally:
+        history.stop()
 
 
 def test_the_list_is_read_again_when_the_history_is_back(stack: Stack, tmp_path: Path) -> None:

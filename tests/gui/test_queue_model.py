@@ -128,6 +128,35 @@ def test_the_running_job_its_progress_and_the_newest_image(
     assert running.thumbnail_caption == "newest image · seed 7"
 
 
+def test_the_thumbnail_is_the_running_jobs_own_newest_image(
+        models: ModelHarness, queue: QueueModel, stack: Stack, tmp_path: Path) -> None:
+    """The second entry hangs in the WebUI: while the job still runs, the panel shows the
+    image its first entry wrote, read from the runner the progress names."""
+    running = RunningModel(models.context, queue)
+    draft = DraftModel(models.context, DraftMemory(tmp_path / "state.json",
+                                                   stack.bundle.address))
+    draft.start()
+    for prompt, seed in (("a first heron", 11), ("a second heron", 12)):
+        draft.add_part(ManualPart(prompt, "", {"stages": {"txt2img_enabled": True},
+                                               "txt2img": {"seed": seed, "steps": 2}}))
+    models.settle(lambda: draft.can_enqueue() and not draft.busy
+                  and draft.summary is not None and draft.summary.job_count == 2,
+                  "the previewed parts")
+    stack.admin.faults(hang_next=1, hang_match="second heron")
+    try:
+        draft.enqueue(RunMode.QUEUE)
+        job = models.settle(lambda: running.job, "the job to run")
+        thumbnail = models.settle(lambda: running.thumbnail, "the running job's image")
+        assert running.job is not None and running.job.job_id == job.job_id  # still running
+        assert running.job.progress.entry_index == 1
+    finally:
+        stack.admin.faults(hang_next=0, release_hung=True)
+    assert thumbnail.path == running.job.progress.latest_image.path
+    assert thumbnail.path.split("/")[-2] == job.job_id
+    assert running.thumbnail_caption == "newest image · seed 11"
+    models.settle(lambda: running.job is None, "the job to end")
+
+
 def test_repeated_and_unknown_events_change_nothing(models: ModelHarness) -> None:
     model = QueueModel(models.context)  # not started: events applied by hand
     job = job_pb2.Job(job_id="direct-1", state=job_pb2.JOB_STATE_QUEUED,

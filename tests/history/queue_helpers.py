@@ -66,14 +66,17 @@ def kept_events(events: list[job_pb2.JobEvent], job_id: str) -> list[job_pb2.Job
 
 
 def assert_same_record(recorded: job_pb2.Job, queued: job_pb2.Job) -> None:
-    """The history's record equals the queue's, field by field (but for the two fields one side
-    alone has: the history's bookmark, and why the queue has not leased a queued job yet, which
-    the queue works out when the job is read and never logs)."""
+    """The history's record equals the queue's, field by field (but for the fields one side
+    alone has: the history's bookmark and image count, which must be the images of the queue's
+    results, and why the queue has not leased a queued job yet, which the queue works out when
+    the job is read and never logs)."""
     mine, theirs = job_pb2.Job(), job_pb2.Job()
     mine.CopyFrom(recorded)
     theirs.CopyFrom(queued)
     assert not mine.bookmarked
     assert not mine.waiting_reason
+    assert mine.image_count == sum(len(result.images) for result in queued.results)
+    mine.ClearField("image_count")
     theirs.ClearField("waiting_reason")
     assert MessageToDict(mine) == MessageToDict(theirs)
     assert mine == theirs

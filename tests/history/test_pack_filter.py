@@ -2,7 +2,7 @@
 (its origin names none, each entry names its own) is found by each of them, in lists, pages,
 GetLatestJob, exports and watchers; a record known only from its results is found by theirs;
 deleting a record takes it out of its packs; and a database written before the pack index
-existed is indexed when it is opened."""
+existed is indexed when it is opened (and its records' images counted, migration 4)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,20 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stablenew.contract.model import EntryResult, EntryStatus, Job, JobOrigin, JobState
+from stablenew.contract.model import (
+    EntryResult,
+    EntryStatus,
+    ImageRef,
+    Job,
+    JobOrigin,
+    JobState,
+)
 from stablenew.history import app
 from stablenew.history.domain import StateChanged
 from stablenew.history.store import HistoryStore
 from stablenew.history.store.rows import (
     INSERT_ENTRY,
-    INSERT_JOB,
-    INSERT_JOB_WITH_ID,
+    INSERT_IMAGE,
     INSERT_RESULT,
     PROVENANCE_IMPORTED,
     entry_row,
@@ -186,12 +192,22 @@ def write_first_schema_history(path: Path) -> None:
         for ref, (job_id, minutes, origin_pack) in enumerate(
                 [("single", 1, CASTLES), ("mixed", 2, ""), ("manual", 3, ""),
                  ("results-only", 4, "")], start=1):
-            db.execute(INSERT_JOB_WITH_ID,
-                       {"id": ref, **job_to_row(job(job_id, minutes, origin_pack))})
+            insert_first_schema_job(db, {"id": ref,
+                                         **job_to_row(job(job_id, minutes, origin_pack))})
             db.executemany(INSERT_ENTRY, [entry_row(ref, e) for e in entries.get(job_id, [])])
-        results, _ = result_rows(4, [EntryResult(prompt_pack_id=FORESTS)])
+        results, images = result_rows(4, [EntryResult(
+            prompt_pack_id=FORESTS, images=[ImageRef(path="a.png"), ImageRef(path="b.png")])])
         db.executemany(INSERT_RESULT, results)
-        db.execute(INSERT_JOB, job_to_row(job("imported", 5, FORESTS), PROVENANCE_IMPORTED))
+        db.executemany(INSERT_IMAGE, images)
+        insert_first_schema_job(db, job_to_row(job("imported", 5, FORESTS),
+                                               PROVENANCE_IMPORTED))
+
+
+def insert_first_schema_job(db: sqlite3.Connection, row: dict[str, Any]) -> None:
+    """A `jobs` row as the first schema held it (without the image count of migration 4)."""
+    columns = [name for name in row if name != "image_count"]
+    db.execute(f"INSERT INTO jobs ({', '.join(columns)}) "
+               f"VALUES ({', '.join(':' + name for name in columns)})", row)
 
 
 def test_a_database_from_before_the_pack_index_is_indexed_when_opened(tmp_path: Path) -> None:
@@ -203,6 +219,10 @@ def test_a_database_from_before_the_pack_index_is_indexed_when_opened(tmp_path: 
         assert migrated.list_ids(prompt_pack_id=PORTRAITS) == ["mixed"]
         assert migrated.list_ids(prompt_pack_id=FORESTS) == ["imported", "results-only"]
         assert migrated.list_ids() == ["imported", "results-only", "manual", "mixed", "single"]
+        # Migration 4 counts the images of the records written before it.
+        listed = migrated.stub.ListJobs(pb.HistoryServiceListJobsRequest(), timeout=10).jobs
+        assert {job.job_id: job.image_count for job in listed} == {
+            "imported": 0, "results-only": 2, "manual": 0, "mixed": 0, "single": 0}
     finally:
         migrated.close()
     store = HistoryStore(data / app.DATABASE_NAME)

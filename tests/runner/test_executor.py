@@ -313,6 +313,21 @@ def test_progress_is_reported_while_a_generation_runs(bench: Bench,
     assert all(0.0 <= p.fraction <= 1.0 and p.steps >= 1 for p in bench.reports)
 
 
+def test_progress_names_the_newest_image_written(bench: Bench,
+                                                 emulator: EmulatorServer) -> None:
+    emulator.faults.update({"step_seconds": 0.1})  # the second entry outlasts the first's write
+    results, _ = bench.run(make_job(0, "first", steps=8), make_job(1, "second", steps=8))
+    written = [image for result in results for image in result.images]
+    shown = [report.latest_image for report in bench.reports if report.latest_image.path]
+    assert all(image in written for image in shown)
+    # Never back to an older image, and the first entry's is shown while the second runs.
+    positions = [written.index(image) for image in shown]
+    assert positions == sorted(positions)
+    assert any(report.entry_index == 1 and report.latest_image == results[0].images[-1]
+               for report in bench.reports)
+    assert not bench.reports[0].latest_image.path  # nothing written yet
+
+
 # --- the config-hash check ---------------------------------------------------------------------
 
 

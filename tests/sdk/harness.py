@@ -12,8 +12,10 @@ from stablenew.sdk import Client, Draft
 from tests.bundle_service.harness import BundleHarness, unique
 from tests.history.harness import HistoryHarness
 from tests.queue.harness import QueueHarness
+from tests.queue.processes import free_port
 from tests.runner.harness import EmulatorAdmin, RunnerHarness
 from tests.sdk.adapter import SyncAsyncClient
+from tests.service_harness import wait_for
 
 # Three rows, one job each; the runner makes one image per row.
 PACK_ID = "castles"
@@ -43,3 +45,24 @@ def new_draft(client: Any, rows: list[int] | None = None) -> Draft:
     draft = client.drafts.create(display_name=unique("sdk-draft-"))
     result: Draft = client.drafts.add_pack(draft.draft_id, PACK_ID, rows=rows)
     return result
+
+
+def second_runner(data_dir: Path, stack: Stack) -> RunnerHarness:
+    """Another runner of the stack's queue and emulator (not started), on a port of its own
+    that it advertises to the queue, under an id no earlier test used."""
+    return RunnerHarness(data_dir, stack.queue.address, stack.emulator.url,
+                         runner_id=unique("runner-second-"),
+                         env={"STABLENEW_RUNNER_ADDR": f"127.0.0.1:{free_port()}"})
+
+
+def place_only_on(runner: RunnerHarness, relative: str, png: bytes) -> None:
+    """An image file under one runner's output root alone."""
+    path = runner.output_root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+
+
+def wait_announced(client: Any, runner: RunnerHarness) -> None:
+    """Until the queue lists the runner with the address it advertises."""
+    wait_for(lambda: any(r.info.runner_id == runner.runner_id and r.info.address
+                         for r in client.queue.runners()), f"{runner.runner_id} announced")

@@ -205,3 +205,26 @@ def test_ingestion_status_and_the_quarantine(client: Any, finished: Job) -> None
     assert status.enabled and status.queue_reachable and status.lag_events == 0
     assert status.recorded_sequence >= 1 and status.quarantined_count == 0
     assert list(client.history.quarantined()) == []
+
+
+def test_a_watch_says_when_it_is_subscribed(client: Any, finished: Job, stack: Stack) -> None:
+    writer = Client(env={}, history_address=stack.history.address)
+
+    def subscribed() -> None:
+        # The history has registered the watch: a change written now must reach it.
+        writer.history.update(finished.job_id, label=finished.label)
+    try:
+        changes = client.history.watch(on_subscribed=subscribed, text=finished.label)
+        change = next(changes)
+        changes.close()
+    finally:
+        writer.close()
+    assert (change.job.job_id, change.deleted) == (finished.job_id, False)
+    assert change.job.image_count == finished.image_count
+
+
+def test_the_list_carries_the_image_count(client: Any, finished: Job) -> None:
+    made = sum(len(result.images) for result in finished.results)
+    assert made and finished.image_count == made
+    listed = next(iter(client.history.list(text=finished.label)))
+    assert (listed.job_id, listed.image_count, listed.results) == (finished.job_id, made, [])

@@ -1,5 +1,6 @@
 """The runner through the SDK: status, capabilities, interrupt, images read to bytes and to
-files, a job's images downloaded, and the errors of each."""
+files (from the configured runner or the one named), a job's images downloaded, and the errors
+of each."""
 
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ from stablenew.sdk import (
 )
 from tests.queue.processes import free_port
 from tests.runner.harness import RunnerHarness
-from tests.sdk.harness import PACK_ID, Stack, connect, new_draft
+from tests.sdk.harness import (
+    PACK_ID,
+    Stack,
+    connect,
+    new_draft,
+    place_only_on,
+    second_runner,
+    wait_announced,
+)
 from tests.service_harness import wait_for
 
 
@@ -80,6 +89,31 @@ def test_an_image_is_read_to_bytes_and_to_a_file(client: Any, finished: Job,
     assert named.read_bytes() == data
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
         [into_directory.name, "sub", "x.png"])  # no partial file left
+
+
+@pytest.fixture
+def other_runner(tmp_path: Path, stack: Stack) -> Iterator[RunnerHarness]:
+    """A second runner of the queue (no job is queued while it runs: it writes nothing)."""
+    harness = second_runner(tmp_path / "second", stack)
+    with harness.running():
+        yield harness
+
+
+def test_an_image_is_read_from_the_runner_named(client: Any, finished: Job, stack: Stack,
+                                                other_runner: RunnerHarness) -> None:
+    image = finished.results[0].images[0]
+    png = (stack.runner.output_root / image.path).read_bytes()
+    # A file only the second runner holds: under its own output root, at a path the first lacks.
+    only_there = f"elsewhere/{Path(image.path).name}"
+    place_only_on(other_runner, only_there, png)
+    wait_announced(client, other_runner)
+    assert client.runner.read_image(only_there, runner_id=other_runner.runner_id) == png
+    with pytest.raises(ImageNotFoundError):
+        client.runner.read_image(only_there)  # the configured runner has no such file
+    with pytest.raises(ImageNotFoundError):
+        # A runner the queue does not know: read from the configured runner.
+        client.runner.read_image(only_there, runner_id="runner-nobody-knows")
+    assert client.runner.read_image(image.path, runner_id=stack.runner.runner_id) == png
 
 
 def test_image_errors(client: Any, tmp_path: Path) -> None:

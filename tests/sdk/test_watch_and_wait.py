@@ -1,9 +1,11 @@
 """watch(), wait() and run_pack() against the real system: events in order and once, progress
-callbacks, timeouts, pruned events; and a watch that lives through a queue killed and restarted
-in its own process without missing or repeating an event."""
+callbacks and the running job's newest image, timeouts, pruned events; and a watch that lives
+through a queue killed and restarted in its own process without missing or repeating an
+event."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -25,7 +27,7 @@ from stablenew.sdk import (
 )
 from tests.queue.harness import QueueHarness
 from tests.queue.processes import QueueProcess
-from tests.sdk.harness import PACK_ID, Stack, connect, new_draft
+from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack, connect, new_draft
 from tests.service_harness import wait_for
 
 
@@ -188,3 +190,24 @@ def _watch_across_restarts(client: Any, queue: QueueProcess) -> None:
     assert not failure, failure
     # Every event once, in order: 1..9 with neither a gap nor a repeat.
     assert sequences == list(range(1, wanted + 1))
+
+
+def test_progress_names_the_running_jobs_newest_image(client: Any, stack: Stack) -> None:
+    """The second entry hangs in the WebUI until released: meanwhile the job's progress names
+    the image the first entry wrote, readable from the runner it names."""
+    start = client.queue.state().last_sequence
+    stack.admin.faults(hang_next=1, hang_match=PACK_ROWS[1])
+    try:
+        job = client.drafts.enqueue(new_draft(client).draft_id)
+        events = client.watch(after_sequence=start, job_ids=[job.job_id])
+        shown = next(event.progress for event in events
+                     if event.progress is not None and event.progress.latest_image.path)
+        events.close()
+    finally:
+        stack.admin.faults(hang_next=0, release_hung=True)
+    image = shown.latest_image
+    assert (shown.entry_index, image.runner_id) == (1, stack.runner.runner_id)
+    data = client.runner.read_image(image.path, runner_id=image.runner_id)
+    assert hashlib.sha256(data).hexdigest() == image.sha256 and image.size_bytes == len(data)
+    done = client.wait(job.job_id, timeout=60)
+    assert image == done.results[0].images[-1]

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from stablenew.sdk import Job, JobProgress, RowError, StageType
+from stablenew.sdk.formatting import format_duration
 
 
 def name(member: Enum) -> str:
@@ -26,16 +27,7 @@ def moment(value: datetime | None) -> str:
 
 def duration(value: timedelta | None) -> str:
     """"1h02m", "3m05s" or "12.3s"; "-" when unknown."""
-    if value is None:
-        return "-"
-    seconds = value.total_seconds()
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, seconds = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return format_duration(value)
 
 
 def progress(value: JobProgress) -> str:

@@ -205,6 +205,10 @@ class Backend:
             return
         self._ui.post(partial(end, None))
 
+    def post(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the UI thread (for an SDK callback that runs on the loop)."""
+        self._ui.post(callback)
+
     def after(self, seconds: float, callback: Callable[[], None]) -> None:
         """Run `callback` on the UI thread in `seconds` (without a Tk timer, so view models
         can wait without a display)."""

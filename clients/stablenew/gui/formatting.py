@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 
 from stablenew.sdk import JobProgress, JobState, StageType
+from stablenew.sdk.formatting import format_duration
 
 BAR_CELLS = 8
 SHORT_ID = 8
@@ -43,16 +44,7 @@ def clock(moment: datetime | None, short: bool = False) -> str:
 
 def duration(span: timedelta | None) -> str:
     """A duration as `1h 02m`, `3m 05s` or `4.2s` (empty when unknown)."""
-    if span is None:
-        return ""
-    seconds = span.total_seconds()
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, seconds = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    return format_duration(span, spaced=True, unknown="")
 
 
 def between(start: datetime | None, end: datetime | None) -> str:

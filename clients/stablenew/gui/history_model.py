@@ -2,9 +2,10 @@
 table scrolls (keyset pages: the thousandth page costs what the first does), kept current from
 the history's watch stream, and the selected job's record with thumbnails and actions.
 
-The watch starts before the first page is read, so a job recorded meanwhile is not missed; a
-record the watch brings is put in its place by creation time, or left for a later page when it
-is older than the rows read so far. The history's watch has no resume position: after a lost
+The first page is read only once the history has confirmed that the watch is registered, so a
+job recorded in between is in the page or in the watch, never in neither; a record the watch
+brings is put in its place by creation time, or left for a later page when it is older than
+the rows read so far. The history's watch has no resume position: after a lost
 connection the list is read again and watched again.
 """
 
@@ -20,7 +21,7 @@ from stablenew.gui.backend import Stream, is_connection_lost, take
 from stablenew.gui.context import Context
 from stablenew.gui.formatting import Row, between, clock, name_of, short_id, state_word, yes_no
 from stablenew.gui.signals import Signal
-from stablenew.gui.thumbnails import Thumbnail, make_thumbnail
+from stablenew.gui.thumbnails import Thumbnail, read_thumbnail
 from stablenew.sdk import (
     AsyncClient,
     EntryResult,
@@ -164,10 +165,10 @@ class HistoryModel:
     def _reset(self) -> None:
         self.stop()
         self._listing = _Listing(self.filter)
-        self.jobs, self.has_more, self.loading = [], True, False
+        # Loading until the first page is in: it is read once the watch is registered.
+        self.jobs, self.has_more, self.loading = [], True, True
         self._watch()
         self.changed.emit(None)
-        self.load_more()
 
     def load_more(self) -> None:
         """Read the next page (the table scrolled near its end)."""
@@ -199,9 +200,22 @@ class HistoryModel:
 
     def _watch(self) -> None:
         arguments = self.filter.arguments()
-        self._stream = self._context.backend.stream(
-            "history", lambda client: client.history.watch(**arguments), self._changes,
-            self._watch_ended)
+        listing = self._listing
+        backend = self._context.backend
+
+        def subscribed() -> None:  # on the backend's loop
+            backend.post(lambda: self._subscribed(listing))
+        self._stream = backend.stream(
+            "history", lambda client: client.history.watch(on_subscribed=subscribed,
+                                                           **arguments),
+            self._changes, self._watch_ended)
+
+    def _subscribed(self, listing: _Listing) -> None:
+        """The history registered the watch: every record written from now on reaches it,
+        so the first page, read now, leaves none out."""
+        if listing is self._listing:
+            self.loading = False
+            self.load_more()
 
     def _watch_ended(self, error: Exception | None) -> None:
         self._stream = None
@@ -268,8 +282,7 @@ class HistoryModel:
             job_id = record.job.job_id
 
             async def read(client: AsyncClient) -> list[Thumbnail]:
-                return [make_thumbnail(await client.runner.read_image(image.path),
-                                       THUMBNAIL_SIZE, image.path) for image in images]
+                return [await read_thumbnail(client, image, THUMBNAIL_SIZE) for image in images]
             self._context.backend.call(
                 "runner", read, lambda thumbnails: self._thumbnails_loaded(job_id, thumbnails),
                 lambda error: self._context.status.error("Reading the images", error))
@@ -367,7 +380,7 @@ class HistoryModel:
             job.origin.prompt_pack_id, str(job.stage_count), yes_no(job.has_adetailer),
             yes_no(job.has_upscale), clock(job.start_time, short=True),
             clock(job.complete_time, short=True), between(job.start_time, job.complete_time),
-            state_word(job.state), str(job.estimated_images)), state_word(job.state))
+            state_word(job.state), str(job.image_count)), state_word(job.state))
             for job in self.jobs]
 
     def with_filter(self, **changes: str) -> HistoryFilter:

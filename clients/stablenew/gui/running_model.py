@@ -1,10 +1,10 @@
 """The running-job panel's logic: the job a runner works on now (entry, stage, step, ETA, from
-the queue's progress events) and a thumbnail of the newest image the runners produced, read
-through the runner.
+the queue's progress events) and a thumbnail of the newest image, read through the runner that
+wrote it.
 
-Progress events carry no images (a job's results arrive when it ends), so the thumbnail is the
-newest image of the last job that finished: at start the newest completed job in the history,
-then each job that ends while the window is open.
+The running job's progress names the newest image it has written (`JobProgress.latest_image`),
+so the thumbnail follows the running job itself; when a job ends, its last image stays; at
+start, before anything runs, the newest completed job in the history gives it.
 """
 
 from __future__ import annotations
@@ -48,34 +48,52 @@ class RunningModel:
         self.job: QueueItem | None = None
         self.thumbnail: Thumbnail | None = None
         self.thumbnail_caption = ""
+        # The image last asked for: an older read that answers later is not shown.
+        self._wanted_path = ""
         self.changed: Signal[None] = Signal()
         queue.changed.connect(self._queue_changed)
         queue.finished.connect(self._job_finished)
 
     def start(self) -> None:
         """Show the newest image the history knows of."""
-        self._context.backend.call("history", _latest_results, self._show_newest,
+        self._context.backend.call("history", _latest_results, self._show_first,
                                    lambda error: None)  # no image yet is not worth a message
 
     def _queue_changed(self, _: None) -> None:
         running = [item for item in self._queue.jobs() if item.state == JobState.RUNNING]
         self.job = running[0] if running else None
         self.changed.emit(None)
+        if self.job is not None and self.job.progress.latest_image.path:
+            self._show(self.job.progress.latest_image)
 
     def _job_finished(self, event: JobEvent) -> None:
         change = event.state_changed
         if change is not None:
             self._show_newest(change.results)
 
+    def _show_first(self, results: list[EntryResult]) -> None:
+        """The history's newest image, unless a job's image came first."""
+        if not self._wanted_path:
+            self._show_newest(results)
+
     def _show_newest(self, results: list[EntryResult]) -> None:
         image = newest_image(results)
         if image is not None:
-            self._context.backend.call(
-                "runner", lambda client: read_thumbnail(client, image, THUMBNAIL_SIZE),
-                lambda thumbnail: self._set_thumbnail(thumbnail, image),
-                lambda error: self._context.status.error("Reading the newest image", error))
+            self._show(image)
+
+    def _show(self, image: ImageRef) -> None:
+        """Read `image` from its runner and show it (unless it is the one asked for last)."""
+        if image.path == self._wanted_path:
+            return
+        self._wanted_path = image.path
+        self._context.backend.call(
+            "runner", lambda client: read_thumbnail(client, image, THUMBNAIL_SIZE),
+            lambda thumbnail: self._set_thumbnail(thumbnail, image),
+            lambda error: self._context.status.error("Reading the newest image", error))
 
     def _set_thumbnail(self, thumbnail: Thumbnail, image: ImageRef) -> None:
+        if image.path != self._wanted_path:
+            return  # a newer image was asked for meanwhile
         self.thumbnail = thumbnail
         self.thumbnail_caption = f"newest image · seed {image.seed}"
         self.changed.emit(None)

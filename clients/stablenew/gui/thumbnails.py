@@ -1,5 +1,6 @@
-"""Small pictures of generated images: read through the runner, scaled with Pillow on the
-backend's loop, and handed to Tk as PNG bytes (which `tk.PhotoImage` reads directly)."""
+"""Small pictures of generated images: read through the runner that wrote them, scaled with
+Pillow on the backend's loop, and handed to Tk as PNG bytes (which `tk.PhotoImage` reads
+directly)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def make_thumbnail(data: bytes, size: int, path: str) -> Thumbnail:
 
 
 async def read_thumbnail(client: AsyncClient, image: ImageRef, size: int) -> Thumbnail:
-    """An image read through the runner, as a thumbnail."""
-    data = await client.runner.read_image(image.path)
+    """An image read through the runner that wrote it, as a thumbnail."""
+    data = await client.runner.read_image(image.path, runner_id=image.runner_id)
     return make_thumbnail(data, size, image.path)
 
 

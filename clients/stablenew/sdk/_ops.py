@@ -504,16 +504,29 @@ class _open_text:  # noqa: N801 - used as a context manager, like open()
             self._file.close()
 
 
-def watch_history(filters: dict[str, Any]) -> Flow[HistoryChange]:
+def watch_history(filters: dict[str, Any],
+                  on_subscribed: Callable[[], Any] | None = None) -> Flow[HistoryChange]:
     job_filter, label = _job_filter(filters)
-    return _labelled(_changes(job_filter), label, lambda change: change.job)
+    return _labelled(_changes(job_filter, on_subscribed), label, lambda change: change.job)
 
 
-def _changes(job_filter: history_pb.JobFilter) -> Flow[HistoryChange]:
-    stream = yield Open("history", "WatchHistory",
-                        history_pb.WatchHistoryRequest(filter=job_filter))
+def _changes(job_filter: history_pb.JobFilter,
+             on_subscribed: Callable[[], Any] | None) -> Flow[HistoryChange]:
+    """The history's changes; `on_subscribed` is called once the history has registered the
+    watch (before any change), so what the caller lists after it cannot be missed."""
+    request = history_pb.WatchHistoryRequest(filter=job_filter,
+                                             confirm_subscription=on_subscribed is not None)
+    stream = yield Open("history", "WatchHistory", request)
     while (reply := (yield Next(stream))) is not None:
-        yield Emit(read_change(reply))
+        if not reply.subscribed:
+            yield Emit(read_change(reply))
+        elif on_subscribed is not None:
+            yield Notify(_call_without_value(on_subscribed), None)
+
+
+def _call_without_value(callback: Callable[[], Any]) -> Callable[[None], Any]:
+    """A Notify callback that calls `callback` with nothing."""
+    return lambda _: callback()
 
 
 # --- runner ---------------------------------------------------------------------------------
@@ -555,8 +568,11 @@ def _corrupt(path: str, what: str) -> InternalError:
     return InternalError.local(f"image {path}: {what}", "IMAGE_CORRUPT", metadata={"path": path})
 
 
-def read_image(path: str, chunk_size: int, address: str = "") -> Op[bytes]:
-    chunks = yield from collect(image_chunks(path, chunk_size, address))
+def read_image(path: str, chunk_size: int, runner_id: str = "") -> Op[bytes]:
+    """An image's bytes, from the runner `runner_id` ("" or one the queue has no address for:
+    the configured runner)."""
+    addresses = yield from _runner_addresses({runner_id})
+    chunks = yield from collect(image_chunks(path, chunk_size, addresses.get(runner_id, "")))
     return b"".join(chunks)
 
 
@@ -712,6 +728,8 @@ def _runner_addresses(runner_ids: set[str]) -> Op[dict[str, str]]:
     """Where to read each runner's images: "" (the configured runner) for the configured
     runner itself, an unknown runner or one the queue has no address for; else the address
     it advertises to the queue."""
+    if not runner_ids - {""}:
+        return {}
     try:
         configured = (yield from runner_status()).runner_id
     except UnavailableError:

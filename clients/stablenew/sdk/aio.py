@@ -236,9 +236,12 @@ class AsyncHistoryApi(_AsyncApi):
         """Bring in the records of a file `export` wrote."""
         return await self._transport.run(_ops.import_history(source))
 
-    def watch(self, **filters: Any) -> AsyncIterator[HistoryChange]:
-        """Records as they change, live (`async for`)."""
-        return self._transport.iterate(_ops.watch_history(history_filters(**filters)))
+    def watch(self, on_subscribed: Callable[[], Any] | None = None,
+              **filters: Any) -> AsyncIterator[HistoryChange]:
+        """Records as they change, live (`async for`); `on_subscribed` (may be a coroutine
+        function) as for `Client`."""
+        return self._transport.iterate(_ops.watch_history(history_filters(**filters),
+                                                          on_subscribed))
 
 
 class AsyncRunnerApi(_AsyncApi):
@@ -256,9 +259,10 @@ class AsyncRunnerApi(_AsyncApi):
         """Interrupt the generation in flight."""
         return await self._transport.run(_ops.interrupt())
 
-    async def read_image(self, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
-        """An image's bytes."""
-        return await self._transport.run(_ops.read_image(path, chunk_size))
+    async def read_image(self, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                         runner_id: str = "") -> bytes:
+        """An image's bytes, from the runner `runner_id` (as `Client`)."""
+        return await self._transport.run(_ops.read_image(path, chunk_size, runner_id))
 
     async def save_image(self, path: str, destination: str | os.PathLike[str],
                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> Path:

@@ -434,10 +434,19 @@ class HistoryApi(_Api):
         """
         return self._transport.run(_ops.import_history(source))
 
-    def watch(self, **filters: Any) -> Iterator[HistoryChange]:
+    def watch(self, on_subscribed: Callable[[], Any] | None = None,
+              **filters: Any) -> Iterator[HistoryChange]:
         """Records as they are written, changed or deleted, live (no resume position: after
-        a disconnect, list again and watch again)."""
-        return self._transport.iterate(_ops.watch_history(history_filters(**filters)))
+        a disconnect, list again and watch again).
+
+        Args:
+            on_subscribed: Called (from the iteration, before any change) once the history has
+                registered the watch: a record written after that reaches the watch, so a
+                list read after it misses nothing.
+            filters: As `list`.
+        """
+        return self._transport.iterate(_ops.watch_history(history_filters(**filters),
+                                                          on_subscribed))
 
 
 class RunnerApi(_Api):
@@ -463,13 +472,21 @@ class RunnerApi(_Api):
         """Interrupt the generation in flight (the queue's job is not cancelled by this)."""
         return self._transport.run(_ops.interrupt())
 
-    def read_image(self, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
+    def read_image(self, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   runner_id: str = "") -> bytes:
         """An image's bytes (`ImageRef.path`, relative to the output root).
+
+        Args:
+            path: The image's `ImageRef.path`.
+            chunk_size: Bytes per streamed chunk.
+            runner_id: The runner that wrote it (`ImageRef.runner_id`), read at the address it
+                advertises to the queue; "" or a runner the queue does not know: the
+                configured runner.
 
         Raises:
             ImageNotFoundError, PathOutsideRootError.
         """
-        return self._transport.run(_ops.read_image(path, chunk_size))
+        return self._transport.run(_ops.read_image(path, chunk_size, runner_id))
 
     def save_image(self, path: str, destination: str | os.PathLike[str],
                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> Path:

@@ -540,16 +540,23 @@ class WatchHistoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FILTER_FIELD_NUMBER: _builtins.int
+    CONFIRM_SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    confirm_subscription: _builtins.bool
+    """When true, the first message has subscribed = true and no job: it is sent once the watch
+    is registered, and every change recorded after it reaches this stream. A client that
+    lists the history only after it has arrived misses no record written in between.
+    """
     @_builtins.property
     def filter(self) -> Global___JobFilter: ...
     def __init__(
         self,
         *,
         filter: Global___JobFilter | None = ...,
+        confirm_subscription: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_subscription", b"confirm_subscription", "filter", b"filter"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -561,8 +568,13 @@ class WatchHistoryResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    SUBSCRIBED_FIELD_NUMBER: _builtins.int
     deleted: _builtins.bool
     """The job's record was removed."""
+    subscribed: _builtins.bool
+    """Only in the first message of a watch asked with confirm_subscription: the watch is
+    registered (job is unset).
+    """
     @_builtins.property
     def job(self) -> _job_pb2.Job:
         """The job as recorded now (basic view); only its job_id when deleted."""
@@ -572,10 +584,11 @@ class WatchHistoryResponse(_message.Message):
         *,
         job: _job_pb2.Job | None = ...,
         deleted: _builtins.bool = ...,
+        subscribed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "job", b"job", "subscribed", b"subscribed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

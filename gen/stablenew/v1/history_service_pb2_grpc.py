@@ -207,7 +207,8 @@ class HistoryServiceServicer:
     def WatchHistory(self, request, context):
         """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
         is recorded or changes, and one with deleted = true when it is removed. The stream has no
-        resume position: after reconnecting, reload with ListJobs and keep watching.
+        resume position: after reconnecting, reload with ListJobs and keep watching. With
+        confirm_subscription the first message says the watch is registered: list after it.
         Errors: INVALID_FIELD on a filter field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

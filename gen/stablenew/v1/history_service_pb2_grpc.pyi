@@ -94,7 +94,8 @@ class HistoryServiceStub:
     WatchHistory: _grpc.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]
     """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
     is recorded or changes, and one with deleted = true when it is removed. The stream has no
-    resume position: after reconnecting, reload with ListJobs and keep watching.
+    resume position: after reconnecting, reload with ListJobs and keep watching. With
+    confirm_subscription the first message says the watch is registered: list after it.
     Errors: INVALID_FIELD on a filter field.
     """
     ImportHistory: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]
@@ -183,7 +184,8 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     WatchHistory: _aio.UnaryStreamMultiCallable[_history_service_pb2.WatchHistoryRequest, _history_service_pb2.WatchHistoryResponse]  # type: ignore[assignment]
     """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
     is recorded or changes, and one with deleted = true when it is removed. The stream has no
-    resume position: after reconnecting, reload with ListJobs and keep watching.
+    resume position: after reconnecting, reload with ListJobs and keep watching. With
+    confirm_subscription the first message says the watch is registered: list after it.
     Errors: INVALID_FIELD on a filter field.
     """
     ImportHistory: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ImportHistoryRequest, _history_service_pb2.ImportHistoryResponse]  # type: ignore[assignment]
@@ -323,7 +325,8 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_history_service_pb2.WatchHistoryResponse], _abc.AsyncIterator[_history_service_pb2.WatchHistoryResponse]]:
         """Records as they change, for GUIs: a message (basic view) whenever a job matching the filter
         is recorded or changes, and one with deleted = true when it is removed. The stream has no
-        resume position: after reconnecting, reload with ListJobs and keep watching.
+        resume position: after reconnecting, reload with ListJobs and keep watching. With
+        confirm_subscription the first message says the watch is registered: list after it.
         Errors: INVALID_FIELD on a filter field.
         """
 

@@ -416,6 +416,7 @@ class JobProgress(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     FRACTION_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
+    LATEST_IMAGE_FIELD_NUMBER: _builtins.int
     entry_index: _builtins.int
     """The entry running (from 0) and how many the job has."""
     entry_count: _builtins.int
@@ -430,6 +431,12 @@ class JobProgress(_message.Message):
     def eta(self) -> _duration_pb2.Duration:
         """Estimated time left; unset when unknown."""
 
+    @_builtins.property
+    def latest_image(self) -> Global___ImageRef:
+        """The newest image of this job the runner has written so far (read it through
+        RunnerService.ReadImage of the runner named in it); unset until the first one is written.
+        """
+
     def __init__(
         self,
         *,
@@ -440,10 +447,11 @@ class JobProgress(_message.Message):
         steps: _builtins.int = ...,
         fraction: _builtins.float = ...,
         eta: _duration_pb2.Duration | None = ...,
+        latest_image: Global___ImageRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta", "latest_image", b"latest_image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_count", b"entry_count", "entry_index", b"entry_index", "eta", b"eta", "fraction", b"fraction", "stage", b"stage", "step", b"step", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_count", b"entry_count", "entry_index", b"entry_index", "eta", b"eta", "fraction", b"fraction", "latest_image", b"latest_image", "stage", b"stage", "step", b"step", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -502,6 +510,7 @@ class Job(_message.Message):
     BOOKMARKED_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
+    IMAGE_COUNT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Assigned by the queue."""
     state: Global___JobState.ValueType
@@ -540,6 +549,10 @@ class Job(_message.Message):
     """Queue only, while QUEUED: why no runner takes the job now ("no runner is connected", "no
     connected runner offers model 'x'", "the queue is paused"); empty when it only waits for
     its turn. Worked out when the job is read, never logged in events (the history has none).
+    """
+    image_count: _builtins.int
+    """History only: how many images the job's results hold (EntryResult.images, summed), also in
+    JOB_VIEW_BASIC, so a list shows what was made without reading the results.
     """
     @_builtins.property
     def origin(self) -> Global___JobOrigin: ...
@@ -605,10 +618,11 @@ class Job(_message.Message):
         bookmarked: _builtins.bool = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         waiting_reason: _builtins.str = ...,
+        image_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "origin", b"origin", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bookmarked", b"bookmarked", "cancel_requested", b"cancel_requested", "complete_time", b"complete_time", "config_hash", b"config_hash", "create_time", b"create_time", "entries", b"entries", "entry_count", b"entry_count", "error_message", b"error_message", "estimated_images", b"estimated_images", "has_adetailer", b"has_adetailer", "has_upscale", b"has_upscale", "job_id", b"job_id", "label", b"label", "metadata", b"metadata", "origin", b"origin", "payload_summary", b"payload_summary", "priority", b"priority", "progress", b"progress", "queue_position", b"queue_position", "results", b"results", "runner_id", b"runner_id", "stage_count", b"stage_count", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bookmarked", b"bookmarked", "cancel_requested", b"cancel_requested", "complete_time", b"complete_time", "config_hash", b"config_hash", "create_time", b"create_time", "entries", b"entries", "entry_count", b"entry_count", "error_message", b"error_message", "estimated_images", b"estimated_images", "has_adetailer", b"has_adetailer", "has_upscale", b"has_upscale", "image_count", b"image_count", "job_id", b"job_id", "label", b"label", "metadata", b"metadata", "origin", b"origin", "payload_summary", b"payload_summary", "priority", b"priority", "progress", b"progress", "queue_position", b"queue_position", "results", b"results", "runner_id", b"runner_id", "stage_count", b"stage_count", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -730,7 +744,7 @@ Global___JobStateChangedEvent: _TypeAlias = JobStateChangedEvent  # noqa: Y015
 @_typing.final
 class JobProgressEvent(_message.Message):
     """A running job's progress. Throttled to one event per job every 0.25 s, and always sent when
-    the entry changes; WatchJobsRequest.exclude_progress skips them.
+    the entry or the latest image changes; WatchJobsRequest.exclude_progress skips them.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -330,6 +330,8 @@ class JobProgress:
     steps: int = 0
     fraction: float = 0.0
     eta: timedelta | None = None
+    # The newest image the job has written so far; an empty path until the first.
+    latest_image: ImageRef = field(default_factory=ImageRef)
 
 
 @dataclass
@@ -363,6 +365,8 @@ class Job:
     bookmarked: bool = False
     update_time: datetime | None = None
     waiting_reason: str = ""
+    # History only: the images the results hold, also in the basic view.
+    image_count: int = 0
 
 
 @dataclass

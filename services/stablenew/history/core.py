@@ -505,7 +505,8 @@ class HistoryCore:
 
     def _import_one(self, pending: _Pending, record: ImportedJob,
                     outcome: ImportOutcome) -> None:
-        job = record.job
+        job = copy.copy(record.job)
+        job.image_count = domain.image_count(job.results)
         stored = self.store.load(job.job_id)
         if stored is not None and stored.provenance != PROVENANCE_IMPORTED:
             outcome.skipped_job_ids.append(job.job_id)
@@ -514,7 +515,6 @@ class HistoryCore:
             # Compared with its entries and results, which the file's record carries too.
             self.store.fill(stored.ref, stored.job)
             # The user's label and bookmark stay; everything else comes from the file.
-            job = copy.copy(job)
             job.label, job.bookmarked = stored.job.label, stored.job.bookmarked
             as_stored = copy.copy(job)
             as_stored.update_time = stored.job.update_time  # the user's edits move it

@@ -159,6 +159,7 @@ def _state_changed(job: Job, event: QueueEvent, change: StateChanged) -> Applied
     if change.to_state.is_terminal:
         job.complete_time = event.time
         job.results = list(change.results)
+        job.image_count = image_count(job.results)
         job.progress = JobProgress()
         job.queue_position = -1
         results_changed = True
@@ -183,7 +184,14 @@ def backfilled(fetched: Job | None, event: QueueEvent) -> Job:
         job.state = event.payload.from_state
         job.complete_time = None
         job.results = []
+    job.image_count = image_count(job.results)
     return job
+
+
+def image_count(results: Iterable[EntryResult]) -> int:
+    """The images the results hold: Job.image_count, which the history works out from the
+    results it records and never takes from a sender."""
+    return sum(len(result.images) for result in results)
 
 
 # --- what the filters look at beyond the basic record -----------------------------------------

@@ -127,6 +127,9 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
         job_filter = mapping.filter_from_proto(request.filter)
         subscriber = self.core.broadcaster.subscribe(job_filter, disconnect=context.cancel)
         try:
+            if request.confirm_subscription:
+                # Registered: every change committed from now on reaches this subscriber.
+                yield pb.WatchHistoryResponse(subscribed=True)
             while context.is_active() and not self.core.closing.is_set():
                 for update in subscriber.take(WATCH_POLL_SECONDS):
                     if update.job is None:

@@ -408,13 +408,16 @@ class QueueCore:
                                original.metadata, request_id)
 
     def record_progress(self, pending: _Pending, job_id: str, progress: JobProgress) -> None:
-        """Keep the latest progress; log it at most every progress_interval_seconds."""
+        """Keep the latest progress; log it at most every progress_interval_seconds, and at
+        once when the entry or the newest image changes."""
         previous = self.progress.get(job_id)
         self.progress[job_id] = progress
         now = time.monotonic()
-        entry_changed = previous is None or previous.entry_index != progress.entry_index
+        # A new entry or a new image is always logged: watchers show both at once.
+        news = (previous is None or previous.entry_index != progress.entry_index
+                or previous.latest_image != progress.latest_image)
         last = self._last_progress_event.get(job_id, 0.0)
-        if entry_changed or now - last >= self.config.progress_interval_seconds:
+        if news or now - last >= self.config.progress_interval_seconds:
             self._last_progress_event[job_id] = now
             self.emit(pending, codec.progress_event(job_id, progress, _now()), is_progress=True)
 

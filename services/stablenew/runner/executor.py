@@ -117,6 +117,43 @@ class JobOutcome:
     writes: dict[int, list[Future[ImageRef]]] = field(default_factory=dict)
 
 
+class ProgressReporter:
+    """A job's progress as the runner reports it: where the generation is, with the newest
+    image written so far. The image files are written on the writer thread, so both halves
+    are merged under one lock: neither thread reports an older state over a newer one, and
+    nothing is reported once the job's run is over (`close`)."""
+
+    def __init__(self, report: Callable[[JobProgress], None]) -> None:
+        self._report = report
+        self._lock = threading.Lock()
+        self._last: JobProgress | None = None
+        self._latest_image = ImageRef()
+        self._closed = False
+
+    def position(self, progress: JobProgress) -> None:
+        """Where the generation is now."""
+        with self._lock:
+            self._send(replace(progress, latest_image=self._latest_image))
+
+    def image_written(self, write: Future[ImageRef]) -> None:
+        """A file of the job was written (a failed write is the entry's, not progress)."""
+        if write.cancelled() or write.exception() is not None:
+            return
+        with self._lock:
+            self._latest_image = write.result()
+            if self._last is not None:
+                self._send(replace(self._last, latest_image=self._latest_image))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _send(self, progress: JobProgress) -> None:
+        if not self._closed:
+            self._last = progress
+            self._report(progress)
+
+
 @dataclass
 class EntryRun:
     """One entry in progress: where its files go, how to report, and what the WebUI said."""
@@ -126,7 +163,7 @@ class EntryRun:
     entry_count: int
     folder: Path
     cancel: threading.Event
-    report: Callable[[JobProgress], None]
+    reporter: ProgressReporter
     capabilities: Capabilities | None
     images: list[Future[ImageRef]] = field(default_factory=list)
     outcomes: list[AdetailerOutcome] = field(default_factory=list)
@@ -137,7 +174,7 @@ class EntryRun:
     def progress(self, stage: StageType, step: int, steps: int, entry_fraction: float = 0.0,
                  eta: timedelta | None = None) -> None:
         """Report where the job is: `entry_fraction` of this entry done."""
-        self.report(JobProgress(
+        self.reporter.position(JobProgress(
             entry_index=self.entry.index, entry_count=self.entry_count, stage=stage,
             step=step, steps=steps,
             fraction=(self.entry.index + entry_fraction) / max(self.entry_count, 1), eta=eta))
@@ -178,22 +215,26 @@ class Executor:
         results: list[EntryResult] = []
         writes: dict[int, list[Future[ImageRef]]] = {}
         cut_off = ""
-        for entry in job.entries:
-            if cancel.is_set():
-                break
-            if entry.index in done:
-                results.append(done[entry.index])
-                continue
-            run = EntryRun(job.job_id, entry, len(job.entries), folder, cancel, report,
-                           capabilities)
-            try:
-                results.append(self.run_entry(run))
-            except WebuiOutageError as error:
-                cut_off = str(error)
-                log.warning("job %s cut off: %s", job.job_id, error)
-                break
-            writes[entry.index] = run.images
-            capabilities = run.capabilities  # refreshed when the entry named something new
+        reporter = ProgressReporter(report)
+        try:
+            for entry in job.entries:
+                if cancel.is_set():
+                    break
+                if entry.index in done:
+                    results.append(done[entry.index])
+                    continue
+                run = EntryRun(job.job_id, entry, len(job.entries), folder, cancel, reporter,
+                               capabilities)
+                try:
+                    results.append(self.run_entry(run))
+                except WebuiOutageError as error:
+                    cut_off = str(error)
+                    log.warning("job %s cut off: %s", job.job_id, error)
+                    break
+                writes[entry.index] = run.images
+                capabilities = run.capabilities  # refreshed when the entry named something new
+        finally:
+            reporter.close()  # the files still being written belong to the results now
         return JobOutcome(results, cancel.is_set() and not cut_off, cut_off, writes)
 
     def finish(self, job: Job, outcome: JobOutcome) -> JobOutcome:
@@ -311,9 +352,10 @@ class Executor:
         for image in made:
             context = outputs.ImageContext(run.job_id, run.entry.index, request.stage,
                                            image.seed, run.entry.config_hash, self.runner_id)
-            run.images.append(self._writer.submit(outputs.write_image, self.output_root,
-                                                  run.folder, image.png, context,
-                                                  image.source_text))
+            write = self._writer.submit(outputs.write_image, self.output_root, run.folder,
+                                        image.png, context, image.source_text)
+            write.add_done_callback(run.reporter.image_written)
+            run.images.append(write)
         return made
 
     def _call(self, run: EntryRun, position: int, request: StageRequest,

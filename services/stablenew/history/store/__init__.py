@@ -31,6 +31,7 @@ from pathlib import Path
 from stablenew.contract.errors import Code, ErrorReason, ServiceError
 from stablenew.contract.job_row import to_micros
 from stablenew.contract.model import Job, JobState, JobTransition
+from stablenew.history.domain import image_count
 from stablenew.history.store import queries
 from stablenew.history.store.bulk import BulkRecord, insert_records
 from stablenew.history.store.reads import Reader, ReadPool
@@ -178,6 +179,8 @@ class HistoryStore(Reader):
         self.db.execute("DELETE FROM results WHERE job_ref = ?", (ref,))
         self.db.execute("DELETE FROM images WHERE job_ref = ?", (ref,))
         self._add_results_and_packs(ref, job)
+        self.db.execute("UPDATE jobs SET image_count = ? WHERE id = ?",
+                        (image_count(job.results), ref))
 
     def _add_results_and_packs(self, ref: int, job: Job) -> None:
         results, images = result_rows(ref, job.results)

@@ -1,7 +1,7 @@
 """The history's rows: domain objects <-> column values of its tables. The columns its `jobs`
 table shares with the queue's are encoded by stablenew.contract.job_row; this module adds the
-history's own (bookmark, queue position, provenance, live progress) and the other tables,
-each row builder next to the statement that writes its row. No SQL runs here."""
+history's own (bookmark, queue position, provenance, live progress, image count) and the other
+tables, each row builder next to the statement that writes its row. No SQL runs here."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from stablenew.contract.model import (
     StageType,
 )
 from stablenew.history import codec
-from stablenew.history.domain import pack_ids
+from stablenew.history.domain import image_count, pack_ids
 
 # Where a record came from (the `provenance` column).
 PROVENANCE_QUEUE = 0
@@ -38,7 +38,8 @@ PROVENANCE_BACKFILLED = 1
 PROVENANCE_IMPORTED = 2
 
 # Every column of `jobs` but its rowid, in the order job_to_row writes them.
-JOB_ROW_COLUMNS = (*JOB_COLUMNS, "bookmarked", "queue_position", "provenance", "progress")
+JOB_ROW_COLUMNS = (*JOB_COLUMNS, "bookmarked", "queue_position", "provenance", "progress",
+                   "image_count")
 # What an event or the user may change in a record (create_time never changes: it is the key).
 MUTABLE_COLUMNS = ("state", "label", "bookmarked", "priority", "start_time", "complete_time",
                    "update_time", "error_message", "runner_id", "attempt", "queue_position",
@@ -79,6 +80,8 @@ def job_to_row(job: Job, provenance: int = PROVENANCE_QUEUE) -> dict[str, Any]:
         "queue_position": job.queue_position,
         "provenance": provenance,
         "progress": codec.encode_progress(job.progress),
+        # Counted from the results written with the row (replace_results counts again).
+        "image_count": image_count(job.results),
     }
 
 
@@ -88,6 +91,7 @@ def job_from_row(row: ColumnValues) -> Job:
     job.bookmarked = bool(row["bookmarked"])
     job.queue_position = row["queue_position"]
     job.progress = codec.decode_progress(row["progress"])
+    job.image_count = row["image_count"]
     return job
 
 

@@ -181,4 +181,10 @@ MIGRATIONS = [
         event BLOB NOT NULL
     );
     """,
+    # 4: each record's image count, so a list shows it without reading the images (kept by the
+    # writes of a record's results; counted here for the records written before).
+    """
+    ALTER TABLE jobs ADD COLUMN image_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET image_count = (SELECT COUNT(*) FROM images WHERE images.job_ref = jobs.id);
+    """,
 ]
