@@ -38,7 +38,10 @@ def test_list_and_its_filters(cli: RunCli) -> None:
     job_id = recorded(cli, "filter-me")
     listed = cli("history", "list").ok()
     assert listed.out.splitlines()[0].split()[:2] == ["JOB", "STATE"]
-    assert any(line.startswith(job_id) for line in listed.out.splitlines())
+    header, *lines = listed.out.splitlines()
+    row = next(line.split() for line in lines if line.startswith(job_id))
+    made = int(cli("history", "show", job_id, "--json").ok().json()["job"]["image_count"])
+    assert made >= 1 and row[header.split().index("IMAGES")] == str(made)
 
     def ids(*filters: str) -> list[str]:
         jobs = cli("history", "list", "--json", "--limit", "0", *filters).ok().json()["jobs"]
@@ -70,6 +73,7 @@ def test_show_events_and_bookmark(cli: RunCli) -> None:
     entry = record["job"]["entries"][0]
     assert f"#0 completed seed {entry['seed']} txt2img hash {entry['config_hash']}" in shown.out
     assert "EXECUTED A DIFFERENT CONFIG" not in shown.out
+    assert f"{record['job']['image_count']} of " in shown.out.splitlines()[0]
     image = record["job"]["results"][0]["images"][0]["path"]
     assert f"image {image}" in shown.out
     assert [t["to_state"] for t in record["transitions"]] == [

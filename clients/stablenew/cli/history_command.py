@@ -150,7 +150,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"jobs": jobs})
         return 0
-    table(([*text.job_line(job)[:6], text.moment(job.create_time),
+    table(([*text.job_line(job, images_made=True)[:6], text.moment(job.create_time),
             "*" if job.bookmarked else "", job.payload_summary] for job in jobs),
           [*text.JOB_HEADER[:6], "CREATED", "BOOKMARK", "SUMMARY"])
     if not jobs:
@@ -218,7 +218,7 @@ def run_show(args: argparse.Namespace) -> int:
 def _print_record(record: HistoryRecord) -> None:
     job = record.job
     print(f"job {job.job_id}: {text.name(job.state)}, {text.name(job.origin.run_mode)}, "
-          f"{job.entry_count} entries, {job.estimated_images} images"
+          f"{job.entry_count} entries, {job.image_count} of {job.estimated_images} images made"
           + (f", label {job.label!r}" if job.label else "") + (", bookmarked"
                                                                 if job.bookmarked else ""))
     print(f"  created {text.moment(job.create_time)}, started {text.moment(job.start_time)}, "

@@ -38,10 +38,14 @@ def progress(value: JobProgress) -> str:
     return f"{text}, {value.fraction:.0%}, eta {duration(value.eta)}"
 
 
-def job_line(job: Job) -> list[str]:
-    """The cells of a job in a list: id, state, mode, entries, images, label, summary."""
+def job_line(job: Job, images_made: bool = False) -> list[str]:
+    """The cells of a job in a list: id, state, mode, entries, images, label, summary.
+
+    The queue knows only the images a job will make; the history counts those it made.
+    """
+    images = job.image_count if images_made else job.estimated_images
     return [job.job_id, name(job.state), name(job.origin.run_mode), str(job.entry_count),
-            str(job.estimated_images), job.label or "-", job.payload_summary]
+            str(images), job.label or "-", job.payload_summary]
 
 
 JOB_HEADER = ["JOB", "STATE", "MODE", "ENTRIES", "IMAGES", "LABEL", "SUMMARY"]
