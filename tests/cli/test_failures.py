@@ -19,7 +19,8 @@ from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
 
-# One command per service it needs; each must say UNAVAILABLE and exit 3 when it is down.
+# One command per service it needs; each must say UNAVAILABLE and exit 3 when it is down, in
+# one line naming the service, its address and what to do.
 NEEDS: dict[str, list[tuple[str, ...]]] = {
     "bundle": [("packs", "list"), ("draft", "add-pack", SCENES), ("draft", "new")],
     "queue": [("queue", "list"), ("queue", "pause"), ("queue", "cancel", "j"),
@@ -34,8 +35,17 @@ CASES = [(service, command) for service, commands in NEEDS.items() for command i
 @pytest.mark.parametrize(("service", "command"), CASES,
                          ids=[f"{service}-{'-'.join(command)}" for service, command in CASES])
 def test_a_dead_service_is_exit_3(cli: RunCli, service: str, command: tuple[str, ...]) -> None:
-    dead = {f"STABLENEW_{service.upper()}_ADDR": f"127.0.0.1:{free_port()}"}
-    cli(*command, **dead).fails(3, "UNAVAILABLE")
+    variable, address = f"STABLENEW_{service.upper()}_ADDR", f"127.0.0.1:{free_port()}"
+    line = cli(*command, **{variable: address}).fails(
+        3, "UNAVAILABLE", f"cannot reach the {service} service at {address}",
+        "(Connection refused)", "`stablenew up`", variable)
+    assert "failed to connect to all addresses" not in line  # gRPC's own text, replaced
+
+
+def test_an_unknown_host_is_named_with_its_cause(cli: RunCli) -> None:
+    cli("history", "list", STABLENEW_HISTORY_ADDR="no-such-host.invalid:50054").fails(
+        3, "cannot reach the history service at no-such-host.invalid:50054", "not found",
+        "STABLENEW_HISTORY_ADDR")
 
 
 @pytest.fixture(scope="module")

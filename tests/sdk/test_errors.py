@@ -105,10 +105,20 @@ def test_a_bad_field_names_it(client: Any) -> None:
 
 
 def test_an_unreachable_service_is_unavailable(kind: str) -> None:
-    with connect(kind, queue_address=f"127.0.0.1:{free_port()}") as client, \
+    address = f"127.0.0.1:{free_port()}"
+    with connect(kind, queue_address=address) as client, \
             pytest.raises(UnavailableError) as caught:
         client.queue.state()
     assert (caught.value.code, caught.value.reason) == (Code.UNAVAILABLE, "")
+    assert (caught.value.service, caught.value.address) == ("queue", address)
+
+
+def test_a_stream_to_an_unreachable_service_names_it(kind: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with connect(kind, history_address=address) as client, \
+            pytest.raises(UnavailableError) as caught:
+        list(client.history.watch())
+    assert (caught.value.service, caught.value.address) == ("history", address)
 
 
 def test_a_silent_server_is_a_deadline_exceeded(kind: str, silent_server: str) -> None:

@@ -79,6 +79,16 @@ class _Channels:
         return channels
 
 
+def _target(command: Command, config: ClientConfig,
+            opened: dict[int, tuple[str, str]]) -> tuple[str, str]:
+    """The service and address a command calls (a stream's, for `Next`), for its errors."""
+    if isinstance(command, Unary | Open):
+        return command.service, command.address or config.addresses[command.service]
+    if isinstance(command, Next):
+        return opened.get(id(command.stream), ("", ""))
+    return "", ""
+
+
 class SyncTransport:
     """Runs operations with blocking calls."""
 
@@ -108,6 +118,8 @@ class SyncTransport:
 
     def _drive(self, flow: Any) -> Any:
         streams: list[Any] = []
+        # Where each open stream goes (by the handle's id), so its errors can name it.
+        opened: dict[int, tuple[str, str]] = {}
         answer: Any = None
         error: StableNewError | None = None
         try:
@@ -123,7 +135,10 @@ class SyncTransport:
                 try:
                     answer = self._execute(command, streams)
                 except grpc.RpcError as rpc_error:
-                    error = error_from_rpc(rpc_error)
+                    error = error_from_rpc(rpc_error, *_target(command, self.config, opened))
+                    continue
+                if isinstance(command, Open):
+                    opened[id(answer)] = _target(command, self.config, opened)
         finally:
             for stream in streams:
                 stream.cancel()
@@ -184,6 +199,8 @@ class AsyncTransport:
 
     async def _drive(self, flow: Any, result: list[Any]) -> AsyncIterator[Any]:
         streams: list[Any] = []
+        # Where each open stream goes (by the handle's id), so its errors can name it.
+        opened: dict[int, tuple[str, str]] = {}
         answer: Any = None
         error: StableNewError | None = None
         try:
@@ -200,7 +217,10 @@ class AsyncTransport:
                 try:
                     answer = await self._execute(command, streams)
                 except grpc.RpcError as rpc_error:
-                    error = error_from_rpc(rpc_error)
+                    error = error_from_rpc(rpc_error, *_target(command, self.config, opened))
+                    continue
+                if isinstance(command, Open):
+                    opened[id(answer)] = _target(command, self.config, opened)
         finally:
             for stream in streams:
                 stream.cancel()
