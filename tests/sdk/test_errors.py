@@ -28,6 +28,7 @@ from stablenew.sdk.errors import error_class
 from stablenew.v1 import queue_service_pb2
 from tests.foundation.conftest import _write_self_signed
 from tests.foundation.pending import pending_spec
+from tests.pki import new_authority, write_authority, write_server_files
 from tests.queue.harness import QueueHarness
 from tests.queue.processes import free_port
 from tests.sdk.harness import Stack, connect, new_draft
@@ -63,6 +64,19 @@ def tls_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QueueH
                             "STABLENEW_TLS_KEY": str(key)})
     with harness.running():
         yield harness, certificate
+
+
+@pytest.fixture(scope="module")
+def ca_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QueueHarness, Path]]:
+    """A queue serving a certificate a CA signed, and the CA's certificate file."""
+    directory = tmp_path_factory.mktemp("ca")
+    authority = new_authority()
+    certificate, key = write_server_files(directory, authority)
+    harness = QueueHarness(tmp_path_factory.mktemp("ca-queue"),
+                           {"STABLENEW_TLS_CERT": str(certificate),
+                            "STABLENEW_TLS_KEY": str(key)})
+    with harness.running():
+        yield harness, write_authority(directory, authority)
 
 
 @pytest.fixture
@@ -149,6 +163,20 @@ def test_tls_with_the_trusted_certificate(kind: str,
     with connect(kind, queue_address=queue.address) as client, \
             pytest.raises(UnavailableError):
         client.queue.state()
+
+
+def test_tls_through_the_ca_that_signed_the_server(kind: str, tmp_path: Path,
+                                                   ca_queue: tuple[QueueHarness, Path]) -> None:
+    queue, ca = ca_queue
+    address = queue.address.replace("127.0.0.1", "localhost")
+    with connect(kind, queue_address=address, env={"STABLENEW_TLS_CA": str(ca)}) as client:
+        assert client.queue.state().paused is False
+    other = write_authority(tmp_path, new_authority("another-ca"))
+    with connect(kind, queue_address=address, tls_ca=other) as client, \
+            pytest.raises(UnavailableError) as caught:
+        client.queue.state()
+    assert (caught.value.service, caught.value.address) == ("queue", address)
+    assert "handshake" in caught.value.message.lower()
 
 
 def test_a_message_over_the_limit_is_resource_exhausted(kind: str, stack: Stack) -> None:
