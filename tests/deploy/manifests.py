@@ -157,6 +157,18 @@ def image_entrypoint() -> list[str]:
     return [str(part) for part in entrypoint]
 
 
+def image_healthcheck() -> tuple[dict[str, str], list[str]]:
+    """The HEALTHCHECK's options (--interval=10s -> {"interval": "10s"}) and its command (exec
+    form, as a health check runs it in the container: no entrypoint)."""
+    (arguments,) = instruction_arguments("HEALTHCHECK")
+    options_text, separator, command = arguments.partition("CMD ")
+    assert separator, "HEALTHCHECK ... CMD [...]"
+    options = dict(option.removeprefix("--").split("=", 1) for option in options_text.split())
+    parsed = json.loads(command)
+    assert isinstance(parsed, list), "the exec form: CMD [...]"
+    return options, [str(part) for part in parsed]
+
+
 def image_workdir() -> str:
     return instruction_arguments("WORKDIR")[-1]
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from stablenew.cli.main import build_parser
 from stablenew.contract.endpoints import DEFAULT_ADDRESSES, SERVICE_NAMES, address_variable
 from stablenew.runtime.settings import parse_address
 from tests.deploy.kustomize import Obj
+from tests.deploy.local_cluster import local_program
 from tests.deploy.manifests import (
     ROOT,
     Variant,
@@ -37,11 +38,13 @@ from tests.deploy.manifests import (
     config_data,
     container_named,
     flag_value,
+    image_healthcheck,
     instruction_arguments,
     pod_spec,
     render_variant,
 )
 from tests.queue.processes import free_port
+from tests.service_harness import wait_for
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -525,3 +528,101 @@ def test_the_compose_services_start_report_serving_and_stop_on_sigterm(
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
+
+
+# --- the image's own health check ---------------------------------------------------------------
+
+
+def test_the_image_checks_the_health_of_what_it_serves() -> None:
+    options, command = image_healthcheck()
+    assert command == ["stablenew", "health", "--self"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.command, args.own, args.services) == ("health", True, [])
+    # The check's own deadline ends before Docker's, so a hung service is reported by it.
+    assert float(options["timeout"].removesuffix("s")) > args.timeout
+    assert {"interval", "start-period", "retries"} <= set(options)
+
+
+SERVED = (*SERVICE_NAMES, "emulator")
+
+
+@pytest.fixture(scope="module")
+def served_containers(services: dict[str, dict[str, Any]],
+                      tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]]]:
+    """Each compose container's command and environment as a local process (the emulator's
+    address moved to loopback as the services' are), once its compose health check passes."""
+    root = tmp_path_factory.mktemp("served")
+    ports = {own_port(name, services[name]): free_port() for name in SERVICE_NAMES}
+    ports[urlsplit(interpolate(environment_of(services["runner"])["STABLENEW_WEBUI_URL"],
+                               {})).port or 0] = free_port()
+    started: dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]] = {}
+    try:
+        for name in ("emulator", *start_order(services)):
+            env = local_environment(services[name], ports, root / name, {})
+            command = [translate(str(part), ports) for part in services[name]["command"]]
+            process = subprocess.Popen([*cli(), *command], env=env, cwd=root,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started[name] = (process, env)
+            if name != "emulator":
+                wait_healthy(name, env, process)
+        yield started
+    finally:
+        for process, _env in started.values():
+            process.send_signal(signal.SIGCONT)  # a test that stopped it may have failed
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def run_image_healthcheck(process: subprocess.Popen[bytes],
+                          env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """The HEALTHCHECK's command, in the process's environment, reading its command line (the
+    container's PID 1 there, this process here: hence --pid)."""
+    _options, command = image_healthcheck()
+    return subprocess.run([*local_program(command), "--pid", str(process.pid)], env=dict(env),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", SERVED)
+def test_the_image_health_check_passes_for_a_serving_container(
+        served_containers: dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]],
+        name: str) -> None:
+    process, env = served_containers[name]
+
+    def healthy() -> subprocess.CompletedProcess[str] | None:
+        run = run_image_healthcheck(process, env)
+        return run if run.returncode == 0 else None
+
+    # The emulator has no compose-style wait above: its check is polled until it passes.
+    done = wait_for(healthy, f"the {name} container to be healthy", 60)
+    assert done.stdout.split()[:1] == [name] and "SERVING" in done.stdout, done.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", ["queue", "emulator"])  # the gRPC check and the HTTP check
+def test_the_image_health_check_fails_for_a_hung_container(
+        served_containers: dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]],
+        name: str) -> None:
+    process, env = served_containers[name]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        done = run_image_healthcheck(process, env)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "UNREACHABLE" in done.stdout
+    wait_for(lambda: run_image_healthcheck(process, env).returncode == 0,
+             f"the {name} container to be healthy again", 60)
+
+
+def test_the_image_health_check_fails_without_a_served_command() -> None:
+    # `docker run IMAGE --help` or a one-off command: nothing to check, not healthy.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        done = run_image_healthcheck(sleeper, {"PATH": os.environ.get("PATH", "")})
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+    assert done.returncode == 1
+    assert "serves nothing" in done.stderr

@@ -1,4 +1,5 @@
-"""The standard gRPC health check of one service.
+"""The health checks of the CLI: the standard gRPC health check of one service, and whether a
+WebUI (or the emulator) answers its API.
 
 Health is gRPC's own protocol (grpc.health.v1), not a StableNew API, and the SDK has no call for
 it; this is the CLI's one gRPC call of its own. The channel is configured by the SDK's
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stablenew.sdk import ClientConfig
@@ -48,3 +50,14 @@ def check(config: ClientConfig, service: str, timeout: float) -> Health:
         except grpc.RpcError as error:
             return Health(UNREACHABLE, f"{error.code().name}: {error.details()}")
     return Health(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def webui_answers(url: str, timeout: float) -> bool:
+    """Whether a Stable Diffusion WebUI (or an emulator) answers its API at `url`."""
+    with requests.Session() as session:
+        session.trust_env = False  # ask the URL itself, never through a proxy
+        try:
+            reply = session.get(f"{url.rstrip('/')}/sdapi/v1/options", timeout=timeout)
+        except requests.RequestException:
+            return False
+    return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth
