@@ -27,6 +27,7 @@ TLS_ON = f"components:\n  - {TLS_COMPONENT}\n"
 CONFIG_MAP = "stablenew-config"
 TOKEN_SECRET = "stablenew-token"
 TLS_SECRET = "stablenew-tls"
+RUNNER_TLS_SECRET = "stablenew-runner-tls"
 ENV_FILE = KUBERNETES / "base" / "stablenew.env"
 DOCKERFILE = ROOT / "Dockerfile"
 WORKLOAD_KINDS = ("StatefulSet", "Deployment", "DaemonSet")

@@ -69,3 +69,13 @@ def test_a_file_without_a_certificate(tmp_path: Path) -> None:
     _, key = _write_self_signed(tmp_path)
     with pytest.raises(ConfigError, match="holds no PEM certificate"):
         Client(env={}, tls_ca=key)
+
+
+def test_the_runner_tls_name_applies_to_runners_over_tls_only(tmp_path: Path) -> None:
+    certificate, _ = _write_self_signed(tmp_path)
+    override = ("grpc.ssl_target_name_override", "runner.stablenew.svc")
+    env = {"STABLENEW_RUNNER_TLS_NAME": "runner.stablenew.svc"}
+    with_tls = ClientConfig.load(env=env | {"STABLENEW_TLS_CA": str(certificate)})
+    assert override in with_tls.options_for("runner")
+    assert override not in with_tls.options_for("queue")
+    assert override not in ClientConfig.load(env=env).options_for("runner")  # plaintext

@@ -4,8 +4,8 @@ The variable names and defaults are the deployment's (docs/API.md, "Configuratio
 `STABLENEW_<SERVICE>_ADDR` for each service's `host:port`, `STABLENEW_TOKEN` for the bearer token,
 `STABLENEW_TLS_CA` for the CA bundle a client trusts (else `STABLENEW_TLS_CERT`, the servers'
 certificate itself, as its own root in a self-signed deployment) and
-`STABLENEW_MAX_MESSAGE_BYTES` for the message size limit. Arguments win over variables, variables
-over the defaults.
+`STABLENEW_MAX_MESSAGE_BYTES` for the message size limit, `STABLENEW_RUNNER_TLS_NAME` for the
+name runners' certificates carry. Arguments win over variables, variables over the defaults.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ class ClientConfig:
         tls_root_certificate: PEM bytes of the trusted roots; None for a plaintext channel.
         timeout: Deadline in seconds of every unary call (streams have none).
         max_message_bytes: Send and receive limit per message.
+        runner_tls_name: The name a runner's certificate is checked against instead of the
+            host dialled (runners are dialled at the pod addresses they advertise, which
+            their certificate cannot name); None checks the host dialled.
     """
 
     addresses: Mapping[str, str]
@@ -84,6 +87,7 @@ class ClientConfig:
     tls_root_certificate: bytes | None
     timeout: float
     max_message_bytes: int
+    runner_tls_name: str | None = None
 
     @classmethod
     def load(
@@ -135,6 +139,7 @@ class ClientConfig:
                                   if certificate_path else None),
             timeout=timeout,
             max_message_bytes=_message_limit(env),
+            runner_tls_name=env.get("STABLENEW_RUNNER_TLS_NAME", "").strip() or None,
         )
 
     @property
@@ -146,6 +151,14 @@ class ClientConfig:
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 2000)]
+
+    def options_for(self, service: str) -> list[tuple[str, int | str]]:
+        """The channel options for dialling `service`: `channel_options`, and for a runner over
+        TLS the name its certificate must carry, when `runner_tls_name` sets one."""
+        options: list[tuple[str, int | str]] = list(self.channel_options)
+        if service == "runner" and self.runner_tls_name and self.tls_root_certificate:
+            options.append(("grpc.ssl_target_name_override", self.runner_tls_name))
+        return options
 
     @property
     def call_metadata(self) -> tuple[tuple[str, str], ...]:
