@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from stablenew.cli.main import build_parser
+from stablenew.cli.self_health import served
 from stablenew.contract.endpoints import DEFAULT_ADDRESSES, SERVICE_NAMES, address_variable
 from stablenew.runtime.settings import parse_address
 from tests.deploy.kustomize import Obj
@@ -199,21 +199,21 @@ def test_the_dependencies_of_the_design(services: dict[str, dict[str, Any]]) -> 
     assert not depends_on(services["queue"])
 
 
-@pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_every_service_has_a_grpc_health_check_through_the_cli(
+@pytest.mark.parametrize("name", [*SERVICE_NAMES, "emulator"])
+def test_every_container_of_the_image_has_the_images_own_health_check(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
+    _options, command = image_healthcheck()
     test = services[name]["healthcheck"]["test"]
-    assert test == ["CMD", "stablenew", "health", name]
-    args = build_parser().parse_args(test[2:])
-    assert args.command == "health"
-    assert args.services == [name]
-
-
-def test_the_emulator_has_a_health_check(services: dict[str, dict[str, Any]]) -> None:
-    test = services["emulator"]["healthcheck"]["test"]
-    assert test[0] == "CMD"
-    assert "7860" in " ".join(test)
+    assert test == ["CMD", *command]
+    # What it checks: the service of the container's command, at the port it listens on.
+    env = {key: interpolate(value, {}) for key, value in environment_of(services[name]).items()}
+    own = served(["stablenew", *services[name]["command"]], env)
+    assert own.name == name
+    listening = env.get(address_variable(name)) or flag_value(services[name]["command"],
+                                                              "--address")
+    assert listening is not None
+    assert own.address == f"localhost:{parse_address(listening, name)[1]}"
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -265,6 +265,15 @@ def test_the_token_is_passed_through_from_the_host(
     value = environment_of(services[name])["STABLENEW_TOKEN"]
     assert interpolate(value, {}) == "", "no token unless the host sets one"
     assert interpolate(value, {"STABLENEW_TOKEN": "secret"}) == "secret"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_tls_is_passed_through_from_the_host(services: dict[str, dict[str, Any]],
+                                             name: str) -> None:
+    env = environment_of(services[name])
+    for variable in ("STABLENEW_TLS_CERT", "STABLENEW_TLS_KEY", "STABLENEW_TLS_CA"):
+        assert interpolate(env[variable], {}) == "", "plaintext unless the host sets TLS"
+        assert interpolate(env[variable], {variable: "/tls/x.pem"}) == "/tls/x.pem"
 
 
 def test_every_stablenew_variable_in_compose_is_read_by_the_code() -> None:
@@ -341,7 +350,10 @@ def test_compose_health_checks_ask_what_the_kubernetes_probes_ask(
     _workload, container = kubernetes_server(kubernetes, name)
     readiness = container["readinessProbe"]
     assert readiness["grpc"]["port"] == own_port(name, services[name])
-    assert services[name]["healthcheck"]["test"][1:] == ["stablenew", "health", name]
+    env = {key: interpolate(value, {}) for key, value in environment_of(services[name]).items()}
+    checked = served(["stablenew", *services[name]["command"]], env)
+    assert (checked.name, parse_address(checked.address, name)[1]) == (
+        name, readiness["grpc"]["port"])
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -473,17 +485,25 @@ def start_order(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return order
 
 
-def wait_healthy(name: str, env: Mapping[str, str], process: subprocess.Popen[bytes]) -> None:
+def run_health_check(command: list[str], process: subprocess.Popen[bytes],
+                     env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """A health check's command, in the process's environment, reading its command line (the
+    container's PID 1 there, this process here: hence --pid)."""
+    return subprocess.run([*local_program(command), "--pid", str(process.pid)], env=dict(env),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def wait_healthy(service: Mapping[str, Any], env: Mapping[str, str],
+                 process: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[str]:
     """Run the service's compose health check until it passes, like service_healthy."""
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, f"{name} exited with {process.returncode}"
-        check = subprocess.run([*cli(), "health", name], env=dict(env), capture_output=True,
-                               text=True, timeout=30, check=False)
-        if check.returncode == 0:
-            return
-        assert time.monotonic() < deadline, f"{name} never became healthy: {check.stdout}"
-        time.sleep(0.2)
+    command = service["healthcheck"]["test"][1:]
+
+    def healthy() -> subprocess.CompletedProcess[str] | None:
+        assert process.poll() is None, f"{command} exited with {process.returncode}"
+        check = run_health_check(command, process, env)
+        return check if check.returncode == 0 else None
+
+    return wait_for(healthy, f"{service['command']} to be healthy", 60, interval=0.2)
 
 
 @pytest.mark.e2e
@@ -506,7 +526,7 @@ def test_the_compose_services_start_report_serving_and_stop_on_sigterm(
                 [*cli(), *services[name]["command"]], env=envs[name], cwd=tmp_path,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
-            wait_healthy(name, envs[name], processes[name])
+            wait_healthy(services[name], envs[name], processes[name])
 
         everything = dict(envs["bundle"])
         for name in SERVICE_NAMES:
@@ -551,7 +571,8 @@ def served_containers(services: dict[str, dict[str, Any]],
                       tmp_path_factory: pytest.TempPathFactory
                       ) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]]]:
     """Each compose container's command and environment as a local process (the emulator's
-    address moved to loopback as the services' are), once its compose health check passes."""
+    address moved to loopback as the services' are), once its compose health check passes
+    (the image's, with the emulator's port published on loopback)."""
     root = tmp_path_factory.mktemp("served")
     ports = {own_port(name, services[name]): free_port() for name in SERVICE_NAMES}
     ports[urlsplit(interpolate(environment_of(services["runner"])["STABLENEW_WEBUI_URL"],
@@ -564,8 +585,7 @@ def served_containers(services: dict[str, dict[str, Any]],
             process = subprocess.Popen([*cli(), *command], env=env, cwd=root,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started[name] = (process, env)
-            if name != "emulator":
-                wait_healthy(name, env, process)
+            wait_healthy(services[name], env, process)
         yield started
     finally:
         for process, _env in started.values():
@@ -576,11 +596,8 @@ def served_containers(services: dict[str, dict[str, Any]],
 
 def run_image_healthcheck(process: subprocess.Popen[bytes],
                           env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """The HEALTHCHECK's command, in the process's environment, reading its command line (the
-    container's PID 1 there, this process here: hence --pid)."""
-    _options, command = image_healthcheck()
-    return subprocess.run([*local_program(command), "--pid", str(process.pid)], env=dict(env),
-                          capture_output=True, text=True, timeout=60, check=False)
+    """The Dockerfile's HEALTHCHECK command against `process`."""
+    return run_health_check(image_healthcheck()[1], process, env)
 
 
 @pytest.mark.e2e
@@ -589,13 +606,8 @@ def test_the_image_health_check_passes_for_a_serving_container(
         served_containers: dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]],
         name: str) -> None:
     process, env = served_containers[name]
-
-    def healthy() -> subprocess.CompletedProcess[str] | None:
-        run = run_image_healthcheck(process, env)
-        return run if run.returncode == 0 else None
-
-    # The emulator has no compose-style wait above: its check is polled until it passes.
-    done = wait_for(healthy, f"the {name} container to be healthy", 60)
+    done = run_image_healthcheck(process, env)
+    assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split()[:1] == [name] and "SERVING" in done.stdout, done.stdout
 
 
