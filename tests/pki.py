@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.queue.harness import QueueHarness
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
 
@@ -95,3 +99,15 @@ def write_authority(directory: Path, authority: Authority) -> Path:
     path = directory / "ca.crt"
     path.write_text(authority.pem(), encoding="utf-8")
     return path
+
+
+@contextmanager
+def ca_signed_queue(directory: Path) -> Iterator[tuple[QueueHarness, Path]]:
+    """A real queue serving a certificate a new CA signed (for localhost and 127.0.0.1), and
+    the CA's certificate file, for the `with` block."""
+    authority = new_authority()
+    certificate, key = write_server_files(directory / "tls", authority)
+    queue = QueueHarness(directory / "queue", {"STABLENEW_TLS_CERT": str(certificate),
+                                               "STABLENEW_TLS_KEY": str(key)})
+    with queue.running():
+        yield queue, write_authority(directory / "tls", authority)

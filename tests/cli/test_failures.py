@@ -13,7 +13,7 @@ import pytest
 
 from tests.cli.cli_result import SCENES, Result
 from tests.cli.up_process import UpProcess, clean_environment, run_cli, stablenew_command
-from tests.pki import new_authority, write_authority, write_server_files
+from tests.pki import ca_signed_queue, new_authority, write_authority
 from tests.queue.harness import QueueHarness
 from tests.queue.processes import free_port
 from tests.service_harness import wait_for
@@ -75,29 +75,23 @@ def test_the_right_token_passes(cli: RunCli, guarded_queue: QueueHarness) -> Non
 
 
 @pytest.fixture(scope="module")
-def ca_signed_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def ca_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A queue serving a certificate a CA signed: its address (by name) and the CA's file."""
-    directory = tmp_path_factory.mktemp("ca")
-    authority = new_authority()
-    certificate, key = write_server_files(directory, authority)
-    queue = QueueHarness(tmp_path_factory.mktemp("ca-queue"),
-                         {"STABLENEW_TLS_CERT": str(certificate), "STABLENEW_TLS_KEY": str(key)})
-    with queue.running():
-        yield (queue.address.replace("127.0.0.1", "localhost"),
-               write_authority(directory, authority))
+    with ca_signed_queue(tmp_path_factory.mktemp("ca")) as (queue, ca):
+        yield queue.address.replace("127.0.0.1", "localhost"), ca
 
 
 def test_the_ca_in_stablenew_tls_ca_is_trusted(cli: RunCli,
-                                               ca_signed_queue: tuple[str, Path]) -> None:
-    address, ca = ca_signed_queue
+                                               ca_queue: tuple[str, Path]) -> None:
+    address, ca = ca_queue
     trusted = {"STABLENEW_QUEUE_ADDR": address, "STABLENEW_TLS_CA": str(ca)}
     assert cli("queue", "list", **trusted).ok().out.startswith("queue running")
     assert "SERVING" in cli("health", "queue", **trusted).ok().out
 
 
 def test_a_server_from_another_ca_is_a_failed_handshake(
-        cli: RunCli, ca_signed_queue: tuple[str, Path], tmp_path: Path) -> None:
-    address, _ca = ca_signed_queue
+        cli: RunCli, ca_queue: tuple[str, Path], tmp_path: Path) -> None:
+    address, _ca = ca_queue
     other = write_authority(tmp_path, new_authority("another-ca"))
     line = cli("queue", "list", STABLENEW_QUEUE_ADDR=address,
                STABLENEW_TLS_CA=str(other)).fails(

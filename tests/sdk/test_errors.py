@@ -28,7 +28,7 @@ from stablenew.sdk.errors import error_class
 from stablenew.v1 import queue_service_pb2
 from tests.foundation.conftest import _write_self_signed
 from tests.foundation.pending import pending_spec
-from tests.pki import new_authority, write_authority, write_server_files
+from tests.pki import ca_signed_queue, new_authority, write_authority
 from tests.queue.harness import QueueHarness
 from tests.queue.processes import free_port
 from tests.sdk.harness import Stack, connect, new_draft
@@ -69,14 +69,8 @@ def tls_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QueueH
 @pytest.fixture(scope="module")
 def ca_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QueueHarness, Path]]:
     """A queue serving a certificate a CA signed, and the CA's certificate file."""
-    directory = tmp_path_factory.mktemp("ca")
-    authority = new_authority()
-    certificate, key = write_server_files(directory, authority)
-    harness = QueueHarness(tmp_path_factory.mktemp("ca-queue"),
-                           {"STABLENEW_TLS_CERT": str(certificate),
-                            "STABLENEW_TLS_KEY": str(key)})
-    with harness.running():
-        yield harness, write_authority(directory, authority)
+    with ca_signed_queue(tmp_path_factory.mktemp("ca")) as running:
+        yield running
 
 
 @pytest.fixture
