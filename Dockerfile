@@ -3,6 +3,7 @@
 #   docker build -t stablenew .
 #   docker run --rm stablenew serve queue --address 0.0.0.0:50052
 #   docker run --rm stablenew health
+#   docker inspect --format '{{.State.Health.Status}}' CONTAINER   # the HEALTHCHECK below
 #
 # Inside a container the services keep their loopback defaults (127.0.0.1:5005x) unless told
 # otherwise: set STABLENEW_<SERVICE>_ADDR=0.0.0.0:<port> (or --address) to accept connections
@@ -50,6 +51,13 @@ USER 10001:10001
 
 # bundle, queue, runner, history, and the WebUI emulator of the demo.
 EXPOSE 50051 50052 50053 50054 7860
+
+# The container's own health: `stablenew health --self` reads from the container's command
+# (PID 1) what it serves and where, and asks it: a service's gRPC health (SERVING), or the
+# emulator's API over HTTP. Exit 1 otherwise, an unhealthy container. docker-compose.yml and
+# the Kubernetes manifests set checks of their own.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["stablenew", "health", "--self"]
 
 # SIGTERM (docker stop's default) drains calls for STABLENEW_GRACE_SECONDS and exits 0.
 ENTRYPOINT ["stablenew"]

@@ -13,13 +13,15 @@ import pytest
 
 from tests.cli.cli_result import SCENES, Result
 from tests.cli.up_process import UpProcess, clean_environment, run_cli, stablenew_command
+from tests.pki import ca_signed_queue, new_authority, write_authority
 from tests.queue.harness import QueueHarness
 from tests.queue.processes import free_port
 from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
 
-# One command per service it needs; each must say UNAVAILABLE and exit 3 when it is down.
+# One command per service it needs; each must say UNAVAILABLE and exit 3 when it is down, in
+# one line naming the service, its address and what to do.
 NEEDS: dict[str, list[tuple[str, ...]]] = {
     "bundle": [("packs", "list"), ("draft", "add-pack", SCENES), ("draft", "new")],
     "queue": [("queue", "list"), ("queue", "pause"), ("queue", "cancel", "j"),
@@ -34,8 +36,17 @@ CASES = [(service, command) for service, commands in NEEDS.items() for command i
 @pytest.mark.parametrize(("service", "command"), CASES,
                          ids=[f"{service}-{'-'.join(command)}" for service, command in CASES])
 def test_a_dead_service_is_exit_3(cli: RunCli, service: str, command: tuple[str, ...]) -> None:
-    dead = {f"STABLENEW_{service.upper()}_ADDR": f"127.0.0.1:{free_port()}"}
-    cli(*command, **dead).fails(3, "UNAVAILABLE")
+    variable, address = f"STABLENEW_{service.upper()}_ADDR", f"127.0.0.1:{free_port()}"
+    line = cli(*command, **{variable: address}).fails(
+        3, "UNAVAILABLE", f"cannot reach the {service} service at {address}",
+        "(Connection refused)", "`stablenew up`", variable)
+    assert "failed to connect to all addresses" not in line  # gRPC's own text, replaced
+
+
+def test_an_unknown_host_is_named_with_its_cause(cli: RunCli) -> None:
+    cli("history", "list", STABLENEW_HISTORY_ADDR="no-such-host.invalid:50054").fails(
+        3, "cannot reach the history service at no-such-host.invalid:50054", "not found",
+        "STABLENEW_HISTORY_ADDR")
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +74,36 @@ def test_the_right_token_passes(cli: RunCli, guarded_queue: QueueHarness) -> Non
     cli("health", "queue", STABLENEW_QUEUE_ADDR=guarded_queue.address).ok()
 
 
+@pytest.fixture(scope="module")
+def ca_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A queue serving a certificate a CA signed: its address (by name) and the CA's file."""
+    with ca_signed_queue(tmp_path_factory.mktemp("ca")) as (queue, ca):
+        yield queue.address.replace("127.0.0.1", "localhost"), ca
+
+
+def test_the_ca_in_stablenew_tls_ca_is_trusted(cli: RunCli,
+                                               ca_queue: tuple[str, Path]) -> None:
+    address, ca = ca_queue
+    trusted = {"STABLENEW_QUEUE_ADDR": address, "STABLENEW_TLS_CA": str(ca)}
+    assert cli("queue", "list", **trusted).ok().out.startswith("queue running")
+    assert "SERVING" in cli("health", "queue", **trusted).ok().out
+
+
+def test_a_server_from_another_ca_is_a_failed_handshake(
+        cli: RunCli, ca_queue: tuple[str, Path], tmp_path: Path) -> None:
+    address, _ca = ca_queue
+    other = write_authority(tmp_path, new_authority("another-ca"))
+    line = cli("queue", "list", STABLENEW_QUEUE_ADDR=address,
+               STABLENEW_TLS_CA=str(other)).fails(
+        3, f"the TLS handshake with the queue service at {address} failed", "STABLENEW_TLS_CA")
+    assert "stablenew up" not in line  # the service is up: starting it is not the fix
+
+
 @pytest.mark.parametrize(("variable", "value", "words"), [
     ("STABLENEW_QUEUE_ADDR", "nonsense", ("STABLENEW_QUEUE_ADDR", "'nonsense'")),
     ("STABLENEW_BUNDLE_ADDR", "127.0.0.1:notaport", ("STABLENEW_BUNDLE_ADDR",)),
     ("STABLENEW_TLS_CERT", "/no/such/cert.pem", ("STABLENEW_TLS_CERT", "cert.pem")),
+    ("STABLENEW_TLS_CA", "/no/such/ca.pem", ("STABLENEW_TLS_CA", "ca.pem")),
     ("STABLENEW_MAX_MESSAGE_BYTES", "lots", ("STABLENEW_MAX_MESSAGE_BYTES",)),
 ])
 def test_bad_configuration_is_exit_2(cli: RunCli, variable: str, value: str,

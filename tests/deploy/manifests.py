@@ -27,6 +27,7 @@ TLS_ON = f"components:\n  - {TLS_COMPONENT}\n"
 CONFIG_MAP = "stablenew-config"
 TOKEN_SECRET = "stablenew-token"
 TLS_SECRET = "stablenew-tls"
+RUNNER_TLS_SECRET = "stablenew-runner-tls"
 ENV_FILE = KUBERNETES / "base" / "stablenew.env"
 DOCKERFILE = ROOT / "Dockerfile"
 WORKLOAD_KINDS = ("StatefulSet", "Deployment", "DaemonSet")
@@ -155,6 +156,18 @@ def image_entrypoint() -> list[str]:
     entrypoint = json.loads(entrypoints[0])
     assert isinstance(entrypoint, list)
     return [str(part) for part in entrypoint]
+
+
+def image_healthcheck() -> tuple[dict[str, str], list[str]]:
+    """The HEALTHCHECK's options (--interval=10s -> {"interval": "10s"}) and its command (exec
+    form, as a health check runs it in the container: no entrypoint)."""
+    (arguments,) = instruction_arguments("HEALTHCHECK")
+    options_text, separator, command = arguments.partition("CMD ")
+    assert separator, "HEALTHCHECK ... CMD [...]"
+    options = dict(option.removeprefix("--").split("=", 1) for option in options_text.split())
+    parsed = json.loads(command)
+    assert isinstance(parsed, list), "the exec form: CMD [...]"
+    return options, [str(part) for part in parsed]
 
 
 def image_workdir() -> str:

@@ -15,9 +15,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,9 +25,11 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from stablenew.cli.main import build_parser
+from stablenew.cli.self_health import served
 from stablenew.contract.endpoints import DEFAULT_ADDRESSES, SERVICE_NAMES, address_variable
 from stablenew.runtime.settings import parse_address
 from tests.deploy.kustomize import Obj
+from tests.deploy.local_cluster import local_program
 from tests.deploy.manifests import (
     ROOT,
     Variant,
@@ -37,11 +38,13 @@ from tests.deploy.manifests import (
     config_data,
     container_named,
     flag_value,
+    image_healthcheck,
     instruction_arguments,
     pod_spec,
     render_variant,
 )
 from tests.queue.processes import free_port
+from tests.service_harness import wait_for
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -196,21 +199,21 @@ def test_the_dependencies_of_the_design(services: dict[str, dict[str, Any]]) -> 
     assert not depends_on(services["queue"])
 
 
-@pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_every_service_has_a_grpc_health_check_through_the_cli(
+@pytest.mark.parametrize("name", [*SERVICE_NAMES, "emulator"])
+def test_every_container_of_the_image_has_the_images_own_health_check(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
+    _options, command = image_healthcheck()
     test = services[name]["healthcheck"]["test"]
-    assert test == ["CMD", "stablenew", "health", name]
-    args = build_parser().parse_args(test[2:])
-    assert args.command == "health"
-    assert args.services == [name]
-
-
-def test_the_emulator_has_a_health_check(services: dict[str, dict[str, Any]]) -> None:
-    test = services["emulator"]["healthcheck"]["test"]
-    assert test[0] == "CMD"
-    assert "7860" in " ".join(test)
+    assert test == ["CMD", *command]
+    # What it checks: the service of the container's command, at the port it listens on.
+    env = {key: interpolate(value, {}) for key, value in environment_of(services[name]).items()}
+    own = served(["stablenew", *services[name]["command"]], env)
+    assert own.name == name
+    listening = env.get(address_variable(name)) or flag_value(services[name]["command"],
+                                                              "--address")
+    assert listening is not None
+    assert own.address == f"localhost:{parse_address(listening, name)[1]}"
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -262,6 +265,15 @@ def test_the_token_is_passed_through_from_the_host(
     value = environment_of(services[name])["STABLENEW_TOKEN"]
     assert interpolate(value, {}) == "", "no token unless the host sets one"
     assert interpolate(value, {"STABLENEW_TOKEN": "secret"}) == "secret"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_tls_is_passed_through_from_the_host(services: dict[str, dict[str, Any]],
+                                             name: str) -> None:
+    env = environment_of(services[name])
+    for variable in ("STABLENEW_TLS_CERT", "STABLENEW_TLS_KEY", "STABLENEW_TLS_CA"):
+        assert interpolate(env[variable], {}) == "", "plaintext unless the host sets TLS"
+        assert interpolate(env[variable], {variable: "/tls/x.pem"}) == "/tls/x.pem"
 
 
 def test_every_stablenew_variable_in_compose_is_read_by_the_code() -> None:
@@ -338,7 +350,10 @@ def test_compose_health_checks_ask_what_the_kubernetes_probes_ask(
     _workload, container = kubernetes_server(kubernetes, name)
     readiness = container["readinessProbe"]
     assert readiness["grpc"]["port"] == own_port(name, services[name])
-    assert services[name]["healthcheck"]["test"][1:] == ["stablenew", "health", name]
+    env = {key: interpolate(value, {}) for key, value in environment_of(services[name]).items()}
+    checked = served(["stablenew", *services[name]["command"]], env)
+    assert (checked.name, parse_address(checked.address, name)[1]) == (
+        name, readiness["grpc"]["port"])
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -470,17 +485,25 @@ def start_order(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return order
 
 
-def wait_healthy(name: str, env: Mapping[str, str], process: subprocess.Popen[bytes]) -> None:
+def run_health_check(command: list[str], process: subprocess.Popen[bytes],
+                     env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """A health check's command, in the process's environment, reading its command line (the
+    container's PID 1 there, this process here: hence --pid)."""
+    return subprocess.run([*local_program(command), "--pid", str(process.pid)], env=dict(env),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def wait_healthy(service: Mapping[str, Any], env: Mapping[str, str],
+                 process: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[str]:
     """Run the service's compose health check until it passes, like service_healthy."""
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, f"{name} exited with {process.returncode}"
-        check = subprocess.run([*cli(), "health", name], env=dict(env), capture_output=True,
-                               text=True, timeout=30, check=False)
-        if check.returncode == 0:
-            return
-        assert time.monotonic() < deadline, f"{name} never became healthy: {check.stdout}"
-        time.sleep(0.2)
+    command = service["healthcheck"]["test"][1:]
+
+    def healthy() -> subprocess.CompletedProcess[str] | None:
+        assert process.poll() is None, f"{command} exited with {process.returncode}"
+        check = run_health_check(command, process, env)
+        return check if check.returncode == 0 else None
+
+    return wait_for(healthy, f"{service['command']} to be healthy", 60, interval=0.2)
 
 
 @pytest.mark.e2e
@@ -503,7 +526,7 @@ def test_the_compose_services_start_report_serving_and_stop_on_sigterm(
                 [*cli(), *services[name]["command"]], env=envs[name], cwd=tmp_path,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
-            wait_healthy(name, envs[name], processes[name])
+            wait_healthy(services[name], envs[name], processes[name])
 
         everything = dict(envs["bundle"])
         for name in SERVICE_NAMES:
@@ -525,3 +548,93 @@ def test_the_compose_services_start_report_serving_and_stop_on_sigterm(
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
+
+
+# --- the image's own health check ---------------------------------------------------------------
+
+
+def test_the_image_checks_the_health_of_what_it_serves() -> None:
+    options, command = image_healthcheck()
+    assert command == ["stablenew", "health", "--self"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.command, args.own, args.services) == ("health", True, [])
+    # The check's own deadline ends before Docker's, so a hung service is reported by it.
+    assert float(options["timeout"].removesuffix("s")) > args.timeout
+    assert {"interval", "start-period", "retries"} <= set(options)
+
+
+SERVED = (*SERVICE_NAMES, "emulator")
+
+
+@pytest.fixture(scope="module")
+def served_containers(services: dict[str, dict[str, Any]],
+                      tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]]]:
+    """Each compose container's command and environment as a local process (the emulator's
+    address moved to loopback as the services' are), once its compose health check passes
+    (the image's, with the emulator's port published on loopback)."""
+    root = tmp_path_factory.mktemp("served")
+    ports = {own_port(name, services[name]): free_port() for name in SERVICE_NAMES}
+    ports[urlsplit(interpolate(environment_of(services["runner"])["STABLENEW_WEBUI_URL"],
+                               {})).port or 0] = free_port()
+    started: dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]] = {}
+    try:
+        for name in ("emulator", *start_order(services)):
+            env = local_environment(services[name], ports, root / name, {})
+            command = [translate(str(part), ports) for part in services[name]["command"]]
+            process = subprocess.Popen([*cli(), *command], env=env, cwd=root,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started[name] = (process, env)
+            wait_healthy(services[name], env, process)
+        yield started
+    finally:
+        for process, _env in started.values():
+            process.send_signal(signal.SIGCONT)  # a test that stopped it may have failed
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def run_image_healthcheck(process: subprocess.Popen[bytes],
+                          env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """The Dockerfile's HEALTHCHECK command against `process`."""
+    return run_health_check(image_healthcheck()[1], process, env)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", SERVED)
+def test_the_image_health_check_passes_for_a_serving_container(
+        served_containers: dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]],
+        name: str) -> None:
+    process, env = served_containers[name]
+    done = run_image_healthcheck(process, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split()[:1] == [name] and "SERVING" in done.stdout, done.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", ["queue", "emulator"])  # the gRPC check and the HTTP check
+def test_the_image_health_check_fails_for_a_hung_container(
+        served_containers: dict[str, tuple[subprocess.Popen[bytes], dict[str, str]]],
+        name: str) -> None:
+    process, env = served_containers[name]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        done = run_image_healthcheck(process, env)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "UNREACHABLE" in done.stdout
+    wait_for(lambda: run_image_healthcheck(process, env).returncode == 0,
+             f"the {name} container to be healthy again", 60)
+
+
+def test_the_image_health_check_fails_without_a_served_command() -> None:
+    # `docker run IMAGE --help` or a one-off command: nothing to check, not healthy.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        done = run_image_healthcheck(sleeper, {"PATH": os.environ.get("PATH", "")})
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+    assert done.returncode == 1
+    assert "serves nothing" in done.stderr

@@ -39,6 +39,7 @@ from tests.deploy.kustomize import Obj, identity, load_yaml_documents, pod_conta
 from tests.deploy.manifests import (
     CONFIG_MAP,
     KUBERNETES,
+    RUNNER_TLS_SECRET,
     TLS_SECRET,
     TOKEN_SECRET,
     VARIANTS,
@@ -272,7 +273,8 @@ def test_native_grpc_probes_without_tls_the_health_command_with_it(
 def test_the_config_map_is_the_settings_file_and_only_settings_the_code_reads(
         variant: Variant, objects: list[Obj]) -> None:
     config = config_data(objects)
-    tls = {"STABLENEW_TLS_CERT", "STABLENEW_TLS_KEY"}
+    tls = {"STABLENEW_TLS_CERT", "STABLENEW_TLS_KEY", "STABLENEW_TLS_CA",
+           "STABLENEW_RUNNER_TLS_NAME"}
     assert {k: v for k, v in config.items() if k not in tls} == shared_settings()
     assert (set(config) >= tls) == variant.tls
     unknown = sorted(set(config) - code_variables())
@@ -304,7 +306,8 @@ def test_every_value_is_accepted_by_the_code_that_reads_it(
         env = container_env(objects, container)
         # The certificate files exist only in the cluster; their paths are checked below.
         env = {k: v for k, v in env.items() if k not in ("STABLENEW_TLS_CERT",
-                                                          "STABLENEW_TLS_KEY")}
+                                                          "STABLENEW_TLS_KEY",
+                                                          "STABLENEW_TLS_CA")}
         args = [str(arg) for arg in container["args"]]
         name = served_service(container)
         if name == "emulator":
@@ -342,36 +345,61 @@ def test_tls_comes_from_the_certificate_secret(variant: Variant, objects: list[O
     for workload, container in stablenew_containers(objects):
         if served_service(container) == "emulator":
             continue
+        secret = RUNNER_TLS_SECRET if served_service(container) == "runner" else TLS_SECRET
         volumes = {volume["name"]: volume for volume in pod_spec(workload)["volumes"]}
         mounts = [mount for mount in container["volumeMounts"]
                   if volumes.get(mount["name"], {}).get("secret", {}).get("secretName")
-                  == TLS_SECRET]
+                  in (TLS_SECRET, RUNNER_TLS_SECRET)]
         if not variant.tls:
             assert not mounts
             continue
         assert len(mounts) == 1 and mounts[0]["readOnly"]
+        assert volumes[mounts[0]["name"]]["secret"]["secretName"] == secret
         directory = mounts[0]["mountPath"]
-        # The names cert-manager (and `kubectl create secret tls`) give the two files.
+        # The names cert-manager gives the files (ca.crt: the CA that signed tls.crt).
         assert config["STABLENEW_TLS_CERT"] == f"{directory}/tls.crt"
         assert config["STABLENEW_TLS_KEY"] == f"{directory}/tls.key"
+        assert config["STABLENEW_TLS_CA"] == f"{directory}/ca.crt"
 
 
-def test_the_example_certificate_names_every_address_the_services_dial(
-        objects: list[Obj]) -> None:
-    issuer, certificate = load_yaml_documents(CERTIFICATE)
-    assert (issuer["kind"], certificate["kind"]) == ("Issuer", "Certificate")
-    spec = certificate["spec"]
-    assert spec["secretName"] == TLS_SECRET
-    # Every client trusts tls.crt as its root: self-signed, and a CA certificate.
-    assert "selfSigned" in issuer["spec"] and spec["isCA"] is True
-    assert spec["issuerRef"]["name"] == issuer["metadata"]["name"]
+def certificate_documents() -> dict[tuple[str, str], Obj]:
+    """certificate.yaml's objects by (kind, name), all in the namespace of the deployment."""
+    return {(item["kind"], item["metadata"]["name"]): item
+            for item in load_yaml_documents(CERTIFICATE)}
+
+
+def test_the_example_certificates_come_from_a_ca_of_the_deployment(objects: list[Obj]) -> None:
+    documents = certificate_documents()
     namespace = by_kind(objects, "ConfigMap")[CONFIG_MAP]["metadata"]["namespace"]
-    assert certificate["metadata"]["namespace"] == issuer["metadata"]["namespace"] == namespace
-    names = set(spec["dnsNames"])
+    assert {item["metadata"]["namespace"] for item in documents.values()} == {namespace}
+    # A self-signed root, kept in a Secret, and the Issuer that signs with it.
+    ca = documents[("Certificate", "stablenew-ca")]["spec"]
+    assert ca["isCA"] is True
+    assert "selfSigned" in documents[("Issuer", ca["issuerRef"]["name"])]["spec"]
+    signer = documents[("Issuer", "stablenew-ca")]["spec"]
+    assert signer["ca"]["secretName"] == ca["secretName"]
+    for secret in (TLS_SECRET, RUNNER_TLS_SECRET):
+        (spec,) = [item["spec"] for (kind, _), item in documents.items()
+                   if kind == "Certificate" and item["spec"]["secretName"] == secret]
+        assert spec["issuerRef"]["name"] == "stablenew-ca" and not spec.get("isCA")
+        assert "localhost" in spec["dnsNames"], "each container's probe dials localhost"
+
+
+def test_the_example_certificates_name_every_address_the_services_dial(
+        variant: Variant, objects: list[Obj]) -> None:
+    documents = certificate_documents()
+    names = {secret: set(item["spec"]["dnsNames"]) for (kind, _), item in documents.items()
+             if kind == "Certificate" and not item["spec"].get("isCA")
+             for secret in [item["spec"]["secretName"]]}
+    namespace = by_kind(objects, "ConfigMap")[CONFIG_MAP]["metadata"]["namespace"]
     for name in by_kind(objects, "Service"):
         host = parse_address(config_data(objects)[address_variable(name)], name)[0]
-        assert {host, f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"} <= names
-    assert "localhost" in names, "the probes and `kubectl port-forward` dial localhost"
+        expected = {host, f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"}
+        assert expected <= names[TLS_SECRET]
+    if variant.tls:
+        # Runners are dialled at their pod addresses: clients check the name the component
+        # sets, which the runners' certificate carries.
+        assert config_data(objects)["STABLENEW_RUNNER_TLS_NAME"] in names[RUNNER_TLS_SECRET]
 
 
 # --- the workloads ------------------------------------------------------------------------------

@@ -1,24 +1,22 @@
-"""The TLS component, run: the emulator overlay with TLS, its pods as local processes, with a
-certificate made as certificate.yaml asks cert-manager to make it. The exec probes pass, the
-history follows the queue over TLS, and a workstation reaches the services through
-port-forwards (localhost) trusting tls.crt; a plaintext client (the kubelet's gRPC probe) is
-refused, which is why the component replaces those probes."""
+"""The TLS component, run: the emulator overlay with TLS, its pods as local processes, with
+certificates made as certificate.yaml asks cert-manager to make them (a CA of the deployment's
+own, and the services' and the runners' certificates it signs). The exec probes pass, the
+history follows the queue over TLS trusting the CA, a workstation reaches the services through
+port-forwards (localhost) trusting ca.crt, a client reaches a runner at the pod address it
+advertises (no port-forward) by the runners' certificate name; a plaintext client (the
+kubelet's gRPC probe) is refused, which is why the component replaces those probes."""
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stablenew.sdk import Client
 from tests.deploy.kustomize import Obj, load_yaml_documents
 from tests.deploy.local_cluster import LocalCluster, cli
 from tests.deploy.manifests import (
@@ -30,6 +28,8 @@ from tests.deploy.manifests import (
     render_variant,
     workloads,
 )
+from tests.pki import Authority, certificate, key_pem, new_authority, new_key, pem_of
+from tests.service_harness import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,36 +37,25 @@ CERTIFICATE = KUBERNETES / "components" / "tls" / "certificate.yaml"
 SERVICES = ("queue", "bundle", "history")
 
 
-def issue(spec: Obj) -> dict[str, str]:
-    """The Secret cert-manager writes for a self-signed Certificate `spec`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spec["commonName"])])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(dns) for dns in spec["dnsNames"]]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=spec["isCA"], path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    return {"tls.crt": pem, "tls.key": private, "ca.crt": pem}
+def issue(spec: Obj, authority: Authority) -> dict[str, str]:
+    """The Secret cert-manager's CA issuer writes for the Certificate `spec`."""
+    key = new_key()
+    signed = certificate(key, spec["commonName"], tuple(spec["dnsNames"]), authority)
+    return {"tls.crt": pem_of(signed), "tls.key": key_pem(key), "ca.crt": authority.pem()}
+
+
+def issued_secrets() -> dict[str, dict[str, str]]:
+    """Every Secret certificate.yaml asks for, signed by one CA (the `stablenew-ca` Issuer)."""
+    authority = new_authority()
+    return {item["spec"]["secretName"]: issue(item["spec"], authority)
+            for item in load_yaml_documents(CERTIFICATE)
+            if item["kind"] == "Certificate" and not item["spec"].get("isCA")}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    _issuer, certificate = load_yaml_documents(CERTIFICATE)
     objects = render_variant(Variant("emulator", tls=True), tmp_path_factory.mktemp("tree"))
-    secrets = {TOKEN_SECRET: {"token": "tls-e2e-token"},
-               certificate["spec"]["secretName"]: issue(certificate["spec"])}
+    secrets = {TOKEN_SECRET: {"token": "tls-e2e-token"}} | issued_secrets()
     running = LocalCluster(objects, tmp_path_factory.mktemp("cluster"), secrets)
     try:
         running.apply()
@@ -81,11 +70,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def workstation(cluster: LocalCluster, scratch: Path) -> dict[str, str]:
-    """What DEPLOY.md has a workstation set: port-forwards to localhost, the token, tls.crt."""
-    certificate = scratch / "tls.crt"
-    certificate.write_text(cluster.secrets[TLS_SECRET]["tls.crt"], encoding="utf-8")
+    """What DEPLOY.md has a workstation set: port-forwards to localhost, the token, the CA and
+    the runners' certificate name."""
+    ca = scratch / "ca.crt"
+    ca.write_text(cluster.secrets[TLS_SECRET]["ca.crt"], encoding="utf-8")
     env = {"STABLENEW_TOKEN": cluster.secrets[TOKEN_SECRET]["token"],
-           "STABLENEW_TLS_CERT": str(certificate)}
+           "STABLENEW_TLS_CA": str(ca), "STABLENEW_RUNNER_TLS_NAME": "runner.stablenew.svc"}
     for name, service in by_kind(cluster.objects, "Service").items():
         port = service["spec"]["ports"][0]["port"]
         env[f"STABLENEW_{name.upper()}_ADDR"] = f"localhost:{cluster.service_port(name, port)}"
@@ -107,3 +97,24 @@ def test_a_plaintext_probe_is_refused(cluster: LocalCluster, service: str) -> No
     with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli(), *args], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def test_a_runner_is_reached_over_tls_at_the_address_it_advertises(cluster: LocalCluster,
+                                                                    tmp_path: Path) -> None:
+    env = workstation(cluster, tmp_path)
+    with Client(env=env) as client:
+        runners = wait_for(client.queue.runners, "the runner to announce itself", 60)
+    address = runners[0].info.address
+    assert not address.startswith("localhost"), "the pod address, not a port-forward"
+    status = run_cli("runner", "status", env=env | {"STABLENEW_RUNNER_ADDR": address})
+    assert status.returncode == 0, status.stdout + status.stderr
+    # Without the runners' certificate name, the pod address is checked, which it cannot carry.
+    unnamed = {key: value for key, value in env.items() if key != "STABLENEW_RUNNER_TLS_NAME"}
+    refused = run_cli("runner", "status", env=unnamed | {"STABLENEW_RUNNER_ADDR": address})
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert f"the TLS handshake with the runner service at {address} failed" in refused.stderr

@@ -15,9 +15,10 @@ from stablenew.contract.errors import Code
 from stablenew.runtime.channel import open_channel
 from stablenew.runtime.rich_status import details_of
 from stablenew.runtime.server import Server
-from stablenew.runtime.settings import ServerSettings, TlsFiles
+from stablenew.runtime.settings import ConfigError, ServerSettings, TlsFiles
 from stablenew.v1 import queue_service_pb2, queue_service_pb2_grpc
 from tests.foundation.pending import pending_spec
+from tests.pki import Authority, new_authority, write_authority, write_server_files
 
 QUEUE = queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -120,3 +121,77 @@ def test_untrusted_certificate_fails(
 def test_tls_settings_are_read_by_the_server(tls_server: Server,
                                              tls_pair: tuple[Path, Path]) -> None:
     assert tls_server.settings.tls == TlsFiles(cert=tls_pair[0], key=tls_pair[1])
+
+
+# A CA and a server certificate it signs: what cert-manager's CA issuer gives each server.
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return new_authority()
+
+
+@pytest.fixture(scope="module")
+def ca_signed_server(tmp_path_factory: pytest.TempPathFactory,
+                     authority: Authority) -> Iterator[tuple[Server, Path]]:
+    """A server whose certificate the CA signed, and the CA's certificate file."""
+    directory = tmp_path_factory.mktemp("ca")
+    cert, key = write_server_files(directory, authority)
+    settings = ServerSettings.load(
+        "queue", env={"STABLENEW_TLS_CERT": str(cert), "STABLENEW_TLS_KEY": str(key)},
+        address="127.0.0.1:0", data_dir=str(directory / "data"))
+    server = Server(settings, pending_spec("queue", QUEUE, "tls tests"))
+    server.start()
+    yield server, write_authority(directory, authority)
+    server.stop(grace=1)
+
+
+def health_through(server: Server, env: dict[str, str]) -> int:
+    with open_channel("queue", f"localhost:{server.port}", env=env) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10)
+    return int(reply.status)
+
+
+def test_a_client_trusting_the_ca_reaches_a_server_it_signed(
+        ca_signed_server: tuple[Server, Path]) -> None:
+    server, ca = ca_signed_server
+    assert health_through(server, {"STABLENEW_TLS_CA": str(ca)}) == SERVING
+
+
+def test_the_ca_wins_over_the_containers_own_certificate(
+        ca_signed_server: tuple[Server, Path], tls_pair: tuple[Path, Path]) -> None:
+    # In a container a service has its own certificate and key, and dials the others through
+    # the CA: STABLENEW_TLS_CA is what its channels trust, not STABLENEW_TLS_CERT.
+    server, ca = ca_signed_server
+    own_cert, own_key = tls_pair
+    env = {"STABLENEW_TLS_CA": str(ca), "STABLENEW_TLS_CERT": str(own_cert),
+           "STABLENEW_TLS_KEY": str(own_key)}
+    assert health_through(server, env) == SERVING
+
+
+def test_a_sibling_certificate_of_the_same_ca_is_not_a_root(
+        ca_signed_server: tuple[Server, Path], authority: Authority, tmp_path: Path) -> None:
+    # What clients did before STABLENEW_TLS_CA: trust their own STABLENEW_TLS_CERT. With a
+    # certificate per pod, that is another certificate than the server's, from the same CA:
+    # the handshake fails, which is why the CA bundle is a setting of its own.
+    server, _ca = ca_signed_server
+    own_cert, _own_key = write_server_files(tmp_path, authority)
+    with pytest.raises(grpc.RpcError) as caught:
+        health_through(server, {"STABLENEW_TLS_CERT": str(own_cert)})
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_another_ca_fails_the_handshake(ca_signed_server: tuple[Server, Path],
+                                        tmp_path: Path) -> None:
+    server, _ca = ca_signed_server
+    other = write_authority(tmp_path, new_authority("another-ca"))
+    with pytest.raises(grpc.RpcError) as caught:
+        health_through(server, {"STABLENEW_TLS_CA": str(other)})
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "handshake" in (caught.value.details() or "").lower()
+
+
+def test_an_unreadable_ca_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="STABLENEW_TLS_CA"):
+        open_channel("queue", "localhost:1", env={"STABLENEW_TLS_CA": str(tmp_path / "none")})

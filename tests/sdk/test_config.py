@@ -10,6 +10,7 @@ import pytest
 from stablenew.contract.endpoints import DEFAULT_ADDRESSES, DEFAULT_MAX_MESSAGE_BYTES
 from stablenew.sdk import Client, ClientConfig, ConfigError
 from tests.foundation.conftest import _write_self_signed
+from tests.pki import new_authority, write_authority, write_server_files
 
 
 def test_defaults_without_variables() -> None:
@@ -37,11 +38,24 @@ def test_variables_then_arguments(tmp_path: Path) -> None:
     assert Client(env=env, runner_address="r:2").config.addresses["runner"] == "r:2"
 
 
+def test_the_ca_bundle_wins_over_the_certificate(tmp_path: Path) -> None:
+    authority = new_authority()
+    ca = write_authority(tmp_path / "ca", authority)
+    certificate, _ = write_server_files(tmp_path / "pod", authority)
+    env = {"STABLENEW_TLS_CA": str(ca), "STABLENEW_TLS_CERT": str(certificate)}
+    assert ClientConfig.load(env=env).tls_root_certificate == ca.read_bytes()
+    # The argument wins over both.
+    config = ClientConfig.load(env=env, tls_ca=certificate)
+    assert config.tls_root_certificate == certificate.read_bytes()
+
+
 @pytest.mark.parametrize(("env", "arguments", "named"), [
     ({"STABLENEW_QUEUE_ADDR": "no-port"}, {}, "STABLENEW_QUEUE_ADDR"),
     ({}, {"bundle_address": "host:99999"}, "bundle_address"),
     ({}, {"runner_address": "host:0"}, "runner_address"),
     ({"STABLENEW_TLS_CERT": "/no/such/cert.pem"}, {}, "STABLENEW_TLS_CERT"),
+    ({"STABLENEW_TLS_CA": "/no/such/ca.pem", "STABLENEW_TLS_CERT": "/no/such/cert.pem"}, {},
+     "STABLENEW_TLS_CA"),
     ({"STABLENEW_MAX_MESSAGE_BYTES": "-5"}, {}, "STABLENEW_MAX_MESSAGE_BYTES"),
     ({}, {"timeout": 0.0}, "timeout"),
 ])
@@ -55,3 +69,13 @@ def test_a_file_without_a_certificate(tmp_path: Path) -> None:
     _, key = _write_self_signed(tmp_path)
     with pytest.raises(ConfigError, match="holds no PEM certificate"):
         Client(env={}, tls_ca=key)
+
+
+def test_the_runner_tls_name_applies_to_runners_over_tls_only(tmp_path: Path) -> None:
+    certificate, _ = _write_self_signed(tmp_path)
+    override = ("grpc.ssl_target_name_override", "runner.stablenew.svc")
+    env = {"STABLENEW_RUNNER_TLS_NAME": "runner.stablenew.svc"}
+    with_tls = ClientConfig.load(env=env | {"STABLENEW_TLS_CA": str(certificate)})
+    assert override in with_tls.options_for("runner")
+    assert override not in with_tls.options_for("queue")
+    assert override not in ClientConfig.load(env=env).options_for("runner")  # plaintext

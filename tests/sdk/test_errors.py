@@ -28,6 +28,7 @@ from stablenew.sdk.errors import error_class
 from stablenew.v1 import queue_service_pb2
 from tests.foundation.conftest import _write_self_signed
 from tests.foundation.pending import pending_spec
+from tests.pki import ca_signed_queue, new_authority, write_authority
 from tests.queue.harness import QueueHarness
 from tests.queue.processes import free_port
 from tests.sdk.harness import Stack, connect, new_draft
@@ -63,6 +64,13 @@ def tls_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QueueH
                             "STABLENEW_TLS_KEY": str(key)})
     with harness.running():
         yield harness, certificate
+
+
+@pytest.fixture(scope="module")
+def ca_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QueueHarness, Path]]:
+    """A queue serving a certificate a CA signed, and the CA's certificate file."""
+    with ca_signed_queue(tmp_path_factory.mktemp("ca")) as running:
+        yield running
 
 
 @pytest.fixture
@@ -105,10 +113,20 @@ def test_a_bad_field_names_it(client: Any) -> None:
 
 
 def test_an_unreachable_service_is_unavailable(kind: str) -> None:
-    with connect(kind, queue_address=f"127.0.0.1:{free_port()}") as client, \
+    address = f"127.0.0.1:{free_port()}"
+    with connect(kind, queue_address=address) as client, \
             pytest.raises(UnavailableError) as caught:
         client.queue.state()
     assert (caught.value.code, caught.value.reason) == (Code.UNAVAILABLE, "")
+    assert (caught.value.service, caught.value.address) == ("queue", address)
+
+
+def test_a_stream_to_an_unreachable_service_names_it(kind: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with connect(kind, history_address=address) as client, \
+            pytest.raises(UnavailableError) as caught:
+        list(client.history.watch())
+    assert (caught.value.service, caught.value.address) == ("history", address)
 
 
 def test_a_silent_server_is_a_deadline_exceeded(kind: str, silent_server: str) -> None:
@@ -139,6 +157,20 @@ def test_tls_with_the_trusted_certificate(kind: str,
     with connect(kind, queue_address=queue.address) as client, \
             pytest.raises(UnavailableError):
         client.queue.state()
+
+
+def test_tls_through_the_ca_that_signed_the_server(kind: str, tmp_path: Path,
+                                                   ca_queue: tuple[QueueHarness, Path]) -> None:
+    queue, ca = ca_queue
+    address = queue.address.replace("127.0.0.1", "localhost")
+    with connect(kind, queue_address=address, env={"STABLENEW_TLS_CA": str(ca)}) as client:
+        assert client.queue.state().paused is False
+    other = write_authority(tmp_path, new_authority("another-ca"))
+    with connect(kind, queue_address=address, tls_ca=other) as client, \
+            pytest.raises(UnavailableError) as caught:
+        client.queue.state()
+    assert (caught.value.service, caught.value.address) == ("queue", address)
+    assert "handshake" in caught.value.message.lower()
 
 
 def test_a_message_over_the_limit_is_resource_exhausted(kind: str, stack: Stack) -> None:

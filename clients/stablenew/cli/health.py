@@ -1,8 +1,9 @@
-"""The standard gRPC health check of one service.
+"""The health checks of the CLI: the standard gRPC health check of one service, and whether a
+WebUI (or the emulator) answers its API.
 
 Health is gRPC's own protocol (grpc.health.v1), not a StableNew API, and the SDK has no call for
-it; this is the CLI's one gRPC call of its own. The channel is configured by the SDK's
-`ClientConfig` (address, TLS root, message limits), so it dials exactly what the SDK dials.
+it; this is the CLI's one gRPC call of its own. The channel is the SDK's own (`open_channel`,
+configured by `ClientConfig`: address, TLS roots, message limits), so it dials what the SDK dials.
 Health needs no token: the services exempt it, so probes work without credentials.
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stablenew.sdk import ClientConfig
+from stablenew.sdk.transport import open_channel
 
 UNREACHABLE = "UNREACHABLE"
 
@@ -31,20 +34,24 @@ class Health:
         return self.status == "SERVING"
 
 
-def _channel(config: ClientConfig, address: str) -> grpc.Channel:
-    root = config.tls_root_certificate
-    if root is None:
-        return grpc.insecure_channel(address, config.channel_options)
-    credentials = grpc.ssl_channel_credentials(root_certificates=root)
-    return grpc.secure_channel(address, credentials, config.channel_options)
-
-
 def check(config: ClientConfig, service: str, timeout: float) -> Health:
     """Ask `service` ("queue", ...) at its configured address, within `timeout` seconds."""
-    with _channel(config, config.addresses[service]) as channel:
+    channel: grpc.Channel = open_channel(config, service, config.addresses[service])
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError as error:
             return Health(UNREACHABLE, f"{error.code().name}: {error.details()}")
     return Health(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def webui_answers(url: str, timeout: float) -> bool:
+    """Whether a Stable Diffusion WebUI (or an emulator) answers its API at `url`."""
+    with requests.Session() as session:
+        session.trust_env = False  # ask the URL itself, never through a proxy
+        try:
+            reply = session.get(f"{url.rstrip('/')}/sdapi/v1/options", timeout=timeout)
+        except requests.RequestException:
+            return False
+    return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth

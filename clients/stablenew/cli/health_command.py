@@ -1,16 +1,19 @@
 """`stablenew health [SERVICE...]`: ask each service's standard health service.
 
 Exit 0 when every service asked is SERVING, 1 otherwise (an unreachable one is reported as
-UNREACHABLE, not an error of the command); used by the container health checks.
+UNREACHABLE, not an error of the command); used by the container health checks. `--self` asks
+the service the container's own command serves (self_health.py), the emulator included: the
+image's HEALTHCHECK.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
-from stablenew.cli import health
+from stablenew.cli import health, self_health
 from stablenew.cli.output import CliError, print_json
-from stablenew.contract.endpoints import SERVICE_NAMES
+from stablenew.contract.endpoints import SERVICE_NAMES, address_variable
 from stablenew.sdk import ClientConfig
 
 
@@ -21,6 +24,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     health.add_argument("--timeout", type=float, default=2.0, help="seconds per service")
     health.add_argument("services", nargs="*", metavar="SERVICE",
                         help=f"any of {', '.join(SERVICE_NAMES)} (default: all)")
+    health.add_argument("--self", action="store_true", dest="own",
+                        help="the service (or emulator) that `stablenew serve` runs as this "
+                        "container's command, at its address: the image's health check")
+    health.add_argument("--pid", type=int, default=self_health.CONTAINER_PID,
+                        help="with --self: the process whose command to read (default: 1)")
     health.set_defaults(run=run)
 
 
@@ -32,13 +40,30 @@ def check(config: ClientConfig, service: str, timeout: float) -> dict[str, str]:
     return result | ({"error": answer.error} if answer.error else {})
 
 
+def check_own(pid: int, timeout: float) -> dict[str, str]:
+    """The check of what process `pid` serves, in the shape of `check`'s answer."""
+    own = self_health.served(self_health.command_line(pid), os.environ)
+    if own.name != self_health.EMULATOR:
+        env = dict(os.environ) | {address_variable(own.name): own.address}
+        return check(ClientConfig.load(env=env), own.name, timeout)
+    answers = health.webui_answers(f"http://{own.address}", timeout)
+    return {"service": own.name, "address": own.address,
+            "status": "SERVING" if answers else health.UNREACHABLE}
+
+
 def run(args: argparse.Namespace) -> int:
-    """Check the services named (default: all four)."""
+    """Check the services named (default: all four), or this container's own."""
     unknown = sorted(set(args.services) - set(SERVICE_NAMES))
     if unknown:
         raise CliError(f"unknown service {', '.join(unknown)}; one of {', '.join(SERVICE_NAMES)}")
-    config = ClientConfig.load()
-    results = [check(config, service, args.timeout) for service in (args.services or SERVICE_NAMES)]
+    if args.own and args.services:
+        raise CliError("health: --self checks this container's own service; name none")
+    if args.own:
+        results = [check_own(args.pid, args.timeout)]
+    else:
+        config = ClientConfig.load()
+        results = [check(config, service, args.timeout)
+                   for service in (args.services or SERVICE_NAMES)]
     if args.json:
         print_json({"services": results})
     else:

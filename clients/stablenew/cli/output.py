@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from stablenew.contract.endpoints import address_variable
 from stablenew.contract.errors import Code
 from stablenew.sdk import StableNewError
 
@@ -56,7 +57,35 @@ def exit_code_for(error: StableNewError) -> int:
 
 def error_line(error: StableNewError) -> str:
     """One line: what failed and why, the fields at fault included."""
+    if error.code is Code.UNAVAILABLE and not error.reason and error.service:
+        return unreachable_line(error)
     return " ".join(str(error).split())
+
+
+# What gRPC's text says when the server answered but the TLS handshake failed: a certificate
+# not signed by the trusted CA, or a name it does not carry.
+_TLS_FAILURE_MARKS = ("handshake", "certificate", "verification")
+
+
+def _last_clause(message: str) -> str:
+    """gRPC's text ends with the most specific reason ("Connection refused"), sometimes
+    followed by a bare "OK"."""
+    clauses = [clause.strip().rstrip(".]") for clause in message.split(": ")]
+    meaningful = [clause for clause in clauses if clause not in ("", "OK")]
+    return meaningful[-1] if meaningful else message
+
+
+def unreachable_line(error: StableNewError) -> str:
+    """gRPC's own "failed to connect" as one line naming the service, its address, the cause
+    (the last clause of gRPC's text) and what to do about it."""
+    where = f"the {error.service} service at {error.address}"
+    cause = _last_clause(error.message)
+    if any(mark in error.message.lower() for mark in _TLS_FAILURE_MARKS):
+        return (f"UNAVAILABLE: the TLS handshake with {where} failed ({cause}); check that "
+                "STABLENEW_TLS_CA holds the CA that signed its certificate and that the "
+                "certificate names that address")
+    return (f"UNAVAILABLE: cannot reach {where} ({cause}); start the services with "
+            f"`stablenew up`, or set {address_variable(error.service)} to where it runs")
 
 
 def fail(message: str) -> None:

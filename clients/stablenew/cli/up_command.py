@@ -21,8 +21,6 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-import requests
-
 from stablenew.cli import health, local
 from stablenew.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, print_json
 from stablenew.cli.supervisor import ChildFailedError, Supervisor
@@ -110,19 +108,8 @@ def plan(env: dict[str, str], data_dir: Path) -> Deployment:
     emulator_address = env.get("STABLENEW_EMULATOR_ADDR") or local.DEFAULT_EMULATOR_ADDRESS
     url = f"http://{emulator_address.strip()}"
     env["STABLENEW_WEBUI_URL"] = url
-    return Deployment(addresses, url, not webui_answers(url), data_dir, packs_dir)
-
-
-def webui_answers(url: str) -> bool:
-    """Whether a Stable Diffusion WebUI (or an emulator) answers its API at `url`."""
-    with requests.Session() as session:
-        session.trust_env = False  # ask the URL itself, never through a proxy
-        try:
-            reply = session.get(f"{url.rstrip('/')}/sdapi/v1/options",
-                                timeout=WEBUI_PROBE_SECONDS)
-        except requests.RequestException:
-            return False
-    return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth
+    return Deployment(addresses, url, not health.webui_answers(url, WEBUI_PROBE_SECONDS),
+                      data_dir, packs_dir)
 
 
 def _serving(config: ClientConfig, service: str) -> bool:
@@ -140,7 +127,8 @@ def services_running(deployment: Deployment, env: Mapping[str, str],
         supervisor.start(*FOUNDATION, *(["emulator"] if deployment.emulator else []))
         supervisor.start(*FOLLOWERS)
         for child in supervisor.children:
-            ready = (partial(webui_answers, deployment.webui_url) if child.name == "emulator"
+            ready = (partial(health.webui_answers, deployment.webui_url, WEBUI_PROBE_SECONDS)
+                     if child.name == "emulator"
                      else partial(_serving, config, child.name))
             supervisor.wait_ready(child, ready, timeout)
         yield supervisor

@@ -531,7 +531,8 @@ class Client:
             runner_address: `host:port`; else `STABLENEW_RUNNER_ADDR`, else 127.0.0.1:50053.
             history_address: `host:port`; else `STABLENEW_HISTORY_ADDR`, else 127.0.0.1:50054.
             token: Bearer token; else `STABLENEW_TOKEN`.
-            tls_ca: Trusted root certificate (PEM file) for TLS; else `STABLENEW_TLS_CERT`.
+            tls_ca: Trusted root certificates (a PEM file, e.g. the CA bundle) for TLS;
+                else `STABLENEW_TLS_CA`, else `STABLENEW_TLS_CERT`.
             timeout: Deadline in seconds of each unary call.
             env: Variables to read instead of `os.environ`.
 

@@ -2,9 +2,10 @@
 
 The variable names and defaults are the deployment's (docs/API.md, "Configuration"):
 `STABLENEW_<SERVICE>_ADDR` for each service's `host:port`, `STABLENEW_TOKEN` for the bearer token,
-`STABLENEW_TLS_CERT` for the certificate a client trusts as its root (the usual self-signed
-deployment) and `STABLENEW_MAX_MESSAGE_BYTES` for the message size limit. Arguments win over
-variables, variables over the defaults.
+`STABLENEW_TLS_CA` for the CA bundle a client trusts (else `STABLENEW_TLS_CERT`, the servers'
+certificate itself, as its own root in a self-signed deployment) and
+`STABLENEW_MAX_MESSAGE_BYTES` for the message size limit, `STABLENEW_RUNNER_TLS_NAME` for the
+name runners' certificates carry. Arguments win over variables, variables over the defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stablenew.contract.endpoints import (
     DEFAULT_ADDRESSES,
     DEFAULT_MAX_MESSAGE_BYTES,
     SERVICE_NAMES,
+    TLS_TRUST_VARIABLES,
     address_variable,
 )
 
@@ -51,6 +53,11 @@ def _read_certificate(path_text: str, source: str) -> bytes:
     return content
 
 
+def _trust_setting(env: Mapping[str, str]) -> tuple[str, str]:
+    """(path, variable) of the first TLS trust variable set; ("", "") for plaintext."""
+    return next(((env[name], name) for name in TLS_TRUST_VARIABLES if env.get(name)), ("", ""))
+
+
 def _message_limit(env: Mapping[str, str]) -> int:
     text = env.get("STABLENEW_MAX_MESSAGE_BYTES", "")
     if not text:
@@ -67,9 +74,12 @@ class ClientConfig:
     Attributes:
         addresses: `host:port` of each service, keyed "bundle", "queue", "runner", "history".
         token: The bearer token sent with every call, or None for no authentication.
-        tls_root_certificate: PEM bytes of the trusted root; None for a plaintext channel.
+        tls_root_certificate: PEM bytes of the trusted roots; None for a plaintext channel.
         timeout: Deadline in seconds of every unary call (streams have none).
         max_message_bytes: Send and receive limit per message.
+        runner_tls_name: The name a runner's certificate is checked against instead of the
+            host dialled (runners are dialled at the pod addresses they advertise, which
+            their certificate cannot name); None checks the host dialled.
     """
 
     addresses: Mapping[str, str]
@@ -77,6 +87,7 @@ class ClientConfig:
     tls_root_certificate: bytes | None
     timeout: float
     max_message_bytes: int
+    runner_tls_name: str | None = None
 
     @classmethod
     def load(
@@ -99,7 +110,8 @@ class ClientConfig:
             runner_address: The runner service's `host:port`.
             history_address: The history service's `host:port`.
             token: Bearer token; else `STABLENEW_TOKEN` (empty means none).
-            tls_ca: PEM file of the trusted root certificate; else `STABLENEW_TLS_CERT`.
+            tls_ca: PEM file of the trusted root certificates (a CA bundle); else
+                `STABLENEW_TLS_CA`, else `STABLENEW_TLS_CERT`.
             timeout: Deadline in seconds of every unary call.
             env: The variables to read; `os.environ` when None.
 
@@ -119,8 +131,7 @@ class ClientConfig:
         if not timeout > 0:
             raise ConfigError(f"timeout: {timeout!r} must be greater than 0")
         certificate_path, certificate_source = (
-            (os.fspath(tls_ca), "tls_ca") if tls_ca
-            else (env.get("STABLENEW_TLS_CERT", ""), "STABLENEW_TLS_CERT"))
+            (os.fspath(tls_ca), "tls_ca") if tls_ca else _trust_setting(env))
         return cls(
             addresses=addresses,
             token=token or env.get("STABLENEW_TOKEN") or None,
@@ -128,6 +139,7 @@ class ClientConfig:
                                   if certificate_path else None),
             timeout=timeout,
             max_message_bytes=_message_limit(env),
+            runner_tls_name=env.get("STABLENEW_RUNNER_TLS_NAME", "").strip() or None,
         )
 
     @property
@@ -139,6 +151,14 @@ class ClientConfig:
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 2000)]
+
+    def options_for(self, service: str) -> list[tuple[str, int | str]]:
+        """The channel options for dialling `service`: `channel_options`, and for a runner over
+        TLS the name its certificate must carry, when `runner_tls_name` sets one."""
+        options: list[tuple[str, int | str]] = list(self.channel_options)
+        if service == "runner" and self.runner_tls_name and self.tls_root_certificate:
+            options.append(("grpc.ssl_target_name_override", self.runner_tls_name))
+        return options
 
     @property
     def call_metadata(self) -> tuple[tuple[str, str], ...]:

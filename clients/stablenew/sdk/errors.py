@@ -75,6 +75,9 @@ class StableNewError(Exception):
         metadata: The ErrorInfo metadata (e.g. `job_id`, `oldest_sequence`).
         violations: The BadRequest field violations: which request fields were wrong and why.
         request_id: The request id the server logged the call under, when it sent one.
+        service: The service the failed call went to ("queue", ...); empty for an error the
+            SDK raised itself.
+        address: The `host:port` the failed call dialled; empty as `service` is.
     """
 
     #: The status code this class stands for (set on every subclass).
@@ -87,6 +90,8 @@ class StableNewError(Exception):
         self.metadata: Mapping[str, str] = dict(details.metadata)
         self.violations: Sequence[FieldViolation] = tuple(details.violations)
         self.request_id = request_id
+        self.service = ""
+        self.address = ""
         super().__init__(self._text())
 
     @classmethod
@@ -377,12 +382,16 @@ def _request_id(call: grpc.Call) -> str:
     return ""
 
 
-def error_from_rpc(error: grpc.RpcError) -> StableNewError:
+def error_from_rpc(error: grpc.RpcError, service: str = "", address: str = "") -> StableNewError:
     """The typed exception for a failed call (sync or asyncio).
 
     Args:
         error: What grpc raised; it is also a `grpc.Call` for every failed call.
+        service: The service called, kept on the exception.
+        address: The address dialled, kept on the exception.
     """
     call: Any = error
     details = _details(call)
-    return error_class(details.code, details.reason)(details, _request_id(call))
+    typed = error_class(details.code, details.reason)(details, _request_id(call))
+    typed.service, typed.address = service, address
+    return typed

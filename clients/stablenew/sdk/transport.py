@@ -38,6 +38,18 @@ STUBS: dict[str, Any] = {
 }
 
 
+def open_channel(config: ClientConfig, service: str, address: str, aio: bool = False) -> Any:
+    """A channel (blocking, or `grpc.aio`) to `service` at `address`: plaintext, or TLS trusting
+    the configured roots, with the configured options."""
+    module: Any = grpc.aio if aio else grpc
+    options = config.options_for(service)
+    root = config.tls_root_certificate
+    if root is None:
+        return module.insecure_channel(address, options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=root)
+    return module.secure_channel(address, credentials, options)
+
+
 class _Channels:
     """Channels and stubs by address, made on first use; shared by both drivers."""
 
@@ -48,15 +60,6 @@ class _Channels:
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
-    def _open(self, address: str) -> Any:
-        module: Any = grpc.aio if self._aio else grpc
-        options = self.config.channel_options
-        root = self.config.tls_root_certificate
-        if root is None:
-            return module.insecure_channel(address, options)
-        credentials = grpc.ssl_channel_credentials(root_certificates=root)
-        return module.secure_channel(address, credentials, options)
-
     def method(self, service: str, name: str, address: str) -> Any:
         """The stub method `name` of `service` at `address` (the configured one when empty)."""
         address = address or self.config.addresses[service]
@@ -66,7 +69,8 @@ class _Channels:
             if stub is None:
                 channel = self._channels.get(address)
                 if channel is None:
-                    channel = self._channels[address] = self._open(address)
+                    channel = self._channels[address] = open_channel(
+                        self.config, service, address, self._aio)
                 stub = self._stubs[key] = STUBS[service](channel)
         return getattr(stub, name)
 
@@ -77,6 +81,16 @@ class _Channels:
             self._channels.clear()
             self._stubs.clear()
         return channels
+
+
+def _target(command: Command, config: ClientConfig,
+            opened: dict[int, tuple[str, str]]) -> tuple[str, str]:
+    """The service and address a command calls (a stream's, for `Next`), for its errors."""
+    if isinstance(command, Unary | Open):
+        return command.service, command.address or config.addresses[command.service]
+    if isinstance(command, Next):
+        return opened.get(id(command.stream), ("", ""))
+    return "", ""
 
 
 class SyncTransport:
@@ -108,6 +122,8 @@ class SyncTransport:
 
     def _drive(self, flow: Any) -> Any:
         streams: list[Any] = []
+        # Where each open stream goes (by the handle's id), so its errors can name it.
+        opened: dict[int, tuple[str, str]] = {}
         answer: Any = None
         error: StableNewError | None = None
         try:
@@ -123,7 +139,10 @@ class SyncTransport:
                 try:
                     answer = self._execute(command, streams)
                 except grpc.RpcError as rpc_error:
-                    error = error_from_rpc(rpc_error)
+                    error = error_from_rpc(rpc_error, *_target(command, self.config, opened))
+                    continue
+                if isinstance(command, Open):
+                    opened[id(answer)] = _target(command, self.config, opened)
         finally:
             for stream in streams:
                 stream.cancel()
@@ -184,6 +203,8 @@ class AsyncTransport:
 
     async def _drive(self, flow: Any, result: list[Any]) -> AsyncIterator[Any]:
         streams: list[Any] = []
+        # Where each open stream goes (by the handle's id), so its errors can name it.
+        opened: dict[int, tuple[str, str]] = {}
         answer: Any = None
         error: StableNewError | None = None
         try:
@@ -200,7 +221,10 @@ class AsyncTransport:
                 try:
                     answer = await self._execute(command, streams)
                 except grpc.RpcError as rpc_error:
-                    error = error_from_rpc(rpc_error)
+                    error = error_from_rpc(rpc_error, *_target(command, self.config, opened))
+                    continue
+                if isinstance(command, Open):
+                    opened[id(answer)] = _target(command, self.config, opened)
         finally:
             for stream in streams:
                 stream.cancel()

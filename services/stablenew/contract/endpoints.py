@@ -17,6 +17,12 @@ DEFAULT_ADDRESSES = {
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
+# What a client trusts as its TLS roots, the first one set: the CA bundle that signed the
+# servers' certificates, else the servers' certificate itself (a self-signed deployment, where
+# it is its own root).
+TLS_TRUST_VARIABLES = ("STABLENEW_TLS_CA", "STABLENEW_TLS_CERT")
+
+
 def address_variable(service: str) -> str:
     """The variable naming a service's host:port, e.g. STABLENEW_QUEUE_ADDR."""
     return f"STABLENEW_{service.upper()}_ADDR"

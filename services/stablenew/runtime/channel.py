@@ -1,6 +1,7 @@
 """Client channels to the services, configured like the servers: STABLENEW_*_ADDR, the bearer
-token from STABLENEW_TOKEN, TLS when STABLENEW_TLS_CERT is set (the certificate doubles as the
-trusted root, which fits the usual self-signed deployment)."""
+token from STABLENEW_TOKEN, TLS when STABLENEW_TLS_CA or STABLENEW_TLS_CERT is set (the CA bundle
+that signed the servers' certificates; without one, the certificate itself is the trusted root,
+which fits a self-signed deployment)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from stablenew.contract.endpoints import (
     DEFAULT_ADDRESSES,
     DEFAULT_MAX_MESSAGE_BYTES,
     SERVICE_NAMES,
+    TLS_TRUST_VARIABLES,
     address_variable,
 )
 
@@ -102,9 +103,13 @@ def tls_files(
 
 
 def trusted_certificate(env: Mapping[str, str]) -> Path | None:
-    """What a client trusts: STABLENEW_TLS_CERT alone (a client never needs the key)."""
-    cert = env.get("STABLENEW_TLS_CERT", "")
-    return _readable_pem(cert, "STABLENEW_TLS_CERT", CERTIFICATE_MARKER) if cert else None
+    """The PEM file a client trusts as its roots (a client never needs the key); None means
+    plaintext."""
+    for variable in TLS_TRUST_VARIABLES:
+        path = env.get(variable, "")
+        if path:
+            return _readable_pem(path, variable, CERTIFICATE_MARKER)
+    return None
 
 
 def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
