@@ -25,7 +25,6 @@ from stablenew.history.store.rows import (
     INSERT_ENTRY,
     INSERT_JOB,
     INSERT_JOB_WITH_ID,
-    INSERT_RESULT,
     PROVENANCE_IMPORTED,
     entry_row,
     job_to_row,
@@ -190,7 +189,9 @@ def write_first_schema_history(path: Path) -> None:
                        {"id": ref, **job_to_row(job(job_id, minutes, origin_pack))})
             db.executemany(INSERT_ENTRY, [entry_row(ref, e) for e in entries.get(job_id, [])])
         results, _ = result_rows(4, [EntryResult(prompt_pack_id=FORESTS)])
-        db.executemany(INSERT_RESULT, results)
+        # Without the ADetailer outcomes of schema 4: the first schema's twelve columns.
+        db.executemany(f"INSERT INTO results VALUES ({', '.join('?' * 12)})",
+                       [row[:12] for row in results])
         db.execute(INSERT_JOB, job_to_row(job("imported", 5, FORESTS), PROVENANCE_IMPORTED))
 
 
@@ -203,6 +204,8 @@ def test_a_database_from_before_the_pack_index_is_indexed_when_opened(tmp_path: 
         assert migrated.list_ids(prompt_pack_id=PORTRAITS) == ["mixed"]
         assert migrated.list_ids(prompt_pack_id=FORESTS) == ["imported", "results-only"]
         assert migrated.list_ids() == ["imported", "results-only", "manual", "mixed", "single"]
+        (result,) = migrated.get("results-only").job.results
+        assert (result.prompt_pack_id, list(result.adetailer_outcomes)) == (FORESTS, [])
     finally:
         migrated.close()
     store = HistoryStore(data / app.DATABASE_NAME)

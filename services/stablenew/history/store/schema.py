@@ -181,4 +181,10 @@ MIGRATIONS = [
         event BLOB NOT NULL
     );
     """,
+    # 4: each result's ADetailer outcomes (EntryResult.adetailer_outcomes: per pass and image,
+    # detailed or nothing detected), as compact JSON [[pass_index, model, image_index, outcome
+    # number], ...]. Results recorded before keep none: what the runner reported was not kept.
+    """
+    ALTER TABLE results ADD COLUMN adetailer_outcomes TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
