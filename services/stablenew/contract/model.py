@@ -180,6 +180,7 @@ class AdetailerPass:
     steps: int = 0
     cfg_scale: float = 0.0
     sampler_name: str = ""
+    fail_on_no_detection: bool = False
 
 
 @dataclass
