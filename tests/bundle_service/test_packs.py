@@ -167,6 +167,9 @@ def test_the_preview_shows_the_extensions_defaults_for_what_the_pack_leaves_unse
     jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
 
     assert [_inpainting(p) for p in jobs[0].adetailer_passes] == [(4, 4, True, 32)]
+    defaults = stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=castles)).pack.defaults
+    (detection,) = defaults.adetailer.passes
+    assert _inpainting(detection) == (4, 4, True, 32) and detection.HasField("inpaint_padding")
 
 
 def test_an_override_pass_keeps_what_it_sets_even_zero_and_gets_defaults_for_the_rest(
