@@ -138,7 +138,10 @@ def test_a_runner_whose_webui_cannot_run_is_listed_so_and_leases_nothing(
     assert not _announce(queue, "down", models=("sd15",), webui_state=down).HasField("lease")
 
     assert _listed_states(queue)["down"] == down
-    assert queue.get(job).state == job_pb2.JOB_STATE_QUEUED
+    waiting = queue.get(job)
+    assert (waiting.state, waiting.waiting_reason) == (
+        job_pb2.JOB_STATE_QUEUED, "no connected runner that can run it has its WebUI ready")
+    assert _state(queue).unrunnable_job_count == 1
     # The same runner once its WebUI answers: it leases, and holding the job it shows busy.
     ready = _announce(queue, "down", models=("sd15",),
                       webui_state=runner_service_pb2.WEBUI_STATE_READY)

@@ -8,7 +8,7 @@ as a user starts them, talking gRPC and HTTP over the loopback.
 - the emulator SIGKILLed mid-job: the job goes back to the queue and completes once it is back;
 - the WebUI down for 30 s in the middle of a 20-entry job: nothing is leased meanwhile, the
   queue lists the runner's WebUI as disconnected (ListRunners, the SDK, `stablenew queue
-  runners`), and the job completes on its second attempt with every entry made once;
+  runners`) and says why the job waits, and the job completes on its second attempt with every entry made once;
 - a WebUI that opens its port late: DISCONNECTED, then READY, then the job runs;
 - a WebUI the runner owns (STABLENEW_WEBUI_CMD): started, used, stopped with the runner.
 """
@@ -256,6 +256,8 @@ def test_a_webui_down_for_30_s_mid_job_leases_nothing_and_every_entry_runs_once(
         # The queue lists the runner's WebUI as it announced it (ListRunners, the SDK, the CLI).
         wait_for(lambda: _listed_webui_state(queue, runner.runner_id)
                  == rpb.WEBUI_STATE_DISCONNECTED, "the queue to list the WebUI as down")
+        assert get_job(queue.stub, job_id).waiting_reason == (
+            "no connected runner that can run it has its WebUI ready")
         table, (listed,) = _cli_runners(queue, monkeypatch, capsys)
         assert listed.info.webui_state == WebuiState.DISCONNECTED
         (row,) = [line for line in table.splitlines() if line.startswith(runner.runner_id)]

@@ -169,6 +169,7 @@ def can_run(runner: RunnerInfo, required_models: tuple[str, ...]) -> bool:
 
 
 NO_RUNNER = "no runner is connected"
+NO_WEBUI = "no connected runner that can run it has its WebUI ready"
 PAUSED = "the queue is paused"
 
 
@@ -198,8 +199,11 @@ class RunnerPool:
     def _reason(self, required_models: tuple[str, ...]) -> str:
         if not self.connected:
             return NO_RUNNER
-        if any(can_run(runner, required_models) for runner in self.connected):
+        able = [runner for runner in self.connected if can_run(runner, required_models)]
+        if any(runner.can_take_jobs() for runner in able):
             return ""
+        if able:  # their WebUIs are down, starting or failing: they lease nothing meanwhile
+            return NO_WEBUI
         missing = [model for model in required_models
                    if not any(runner.offers_model(model) for runner in self.connected)]
         if missing:
