@@ -8,7 +8,8 @@ as a user starts them, talking gRPC and HTTP over the loopback.
 - the emulator SIGKILLed mid-job: the job goes back to the queue and completes once it is back;
 - the WebUI down for 30 s in the middle of a 20-entry job: nothing is leased meanwhile, the
   queue lists the runner's WebUI as disconnected (ListRunners, the SDK, `stablenew queue
-  runners`) and says why the job waits, and the job completes on its second attempt with every entry made once;
+  runners`) and says why the job waits, and the job completes on its second attempt with
+  every entry made once;
 - a WebUI that opens its port late: DISCONNECTED, then READY, then the job runs;
 - a WebUI the runner owns (STABLENEW_WEBUI_CMD): started, used, stopped with the runner.
 """
