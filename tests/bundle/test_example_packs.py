@@ -12,6 +12,7 @@ from stablenew.bundle.normalize import normalize_draft
 from stablenew.bundle.packs import PackLibrary
 from stablenew.bundle.seeds import DerivedSeedSource
 from stablenew.contract.model import StageType
+from stablenew.runner.payloads import adetailer_request
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "packs"
 T2I, ADETAILER, UPSCALE = StageType.TXT2IMG, StageType.ADETAILER, StageType.UPSCALE
@@ -34,6 +35,22 @@ def test_an_example_pack_runs_as_written(pack_id: str, jobs: int, images: int,
     assert (pack.errors, bundle.errors) == ([], [])
     assert (bundle.summary.job_count, bundle.summary.estimated_images) == (jobs, images)
     assert {tuple(job.stage_plan) for job in bundle.jobs} == {tuple(plan)}
+
+
+@pytest.mark.parametrize("pack_id", ["castles", "knights"])
+def test_the_example_packs_adetailer_tab_has_the_extensions_defaults(pack_id: str) -> None:
+    # The packs leave mask blur, dilate/erode and the inpainting area unset: the WebUI must get
+    # the extension's own defaults, not zeros (whole-image inpainting with no blur).
+    library = PackLibrary(EXAMPLES)
+    parts = [PackRowPart("p", pack_id, 0)]
+
+    job = normalize_draft(parts, DerivedSeedSource("example"), library).jobs[0]
+    (tab,) = adetailer_request(job).adetailer_tabs
+
+    assert {key: tab[key] for key in ("ad_mask_blur", "ad_dilate_erode", "ad_inpaint_only_masked",
+                                      "ad_inpaint_only_masked_padding")} == {
+        "ad_mask_blur": 4, "ad_dilate_erode": 4, "ad_inpaint_only_masked": True,
+        "ad_inpaint_only_masked_padding": 32}
 
 
 def test_every_example_pack_is_listed_without_an_error() -> None:

@@ -72,7 +72,11 @@ def test_preset_data_becomes_the_pipeline_defaults(tmp_path: Path, library: Pack
     assert (txt2img.model, txt2img.sampler_name, txt2img.steps, txt2img.cfg_scale) == (
         "v1-5-pruned-emaonly", "Euler a", 25, 7.0)
     assert (txt2img.width, txt2img.height, txt2img.seed) == (512, 768, -1)
-    assert defaults.adetailer.passes == [AdetailerPass(model="face_yolov8n.pt", confidence=0.35)]
+    # What the pass leaves out is the extension's default (mask blur, dilate/erode 4, inpaint
+    # only the masked area with 32 pixels of padding).
+    assert defaults.adetailer.passes == [AdetailerPass(
+        model="face_yolov8n.pt", confidence=0.35, mask_blur=4, dilate_erode=4,
+        inpaint_only_masked=True, inpaint_padding=32)]
     assert (defaults.upscale.upscaler, defaults.upscale.factor) == ("R-ESRGAN 4x+", 2.0)
     stages = defaults.stages
     assert (stages.txt2img_enabled, stages.img2img_enabled, stages.adetailer_enabled,
@@ -105,6 +109,46 @@ def test_more_preset_keys_hires_refiner_img2img_and_several_adetailer_passes(
         UpscaleMode.IMG2IMG, 0.2)
     assert [p.model for p in defaults.adetailer.passes] == ["face_yolov8n.pt", "hand_yolov8n.pt"]
     assert (defaults.batch_size, defaults.n_iter, defaults.stages.img2img_enabled) == (2, 3, True)
+
+
+def test_adetailer_fields_a_pass_sets_to_zero_stay_zero(
+        tmp_path: Path, library: PackLibrary) -> None:
+    write_json(tmp_path, "zeros.json", {"pack_data": {"slots": [{"text": "a"}]}, "preset_data": {
+        "adetailer": {"adetailer_model": "face.pt", "adetailer_mask_blur": 0,
+                      "adetailer_inpaint_only_masked": False,
+                      "passes": [{"model": "hand.pt", "dilate_erode": 0, "inpaint_padding": 0},
+                                 {"model": "person.pt", "mask_blur": 9}]}}})
+
+    first, second, third = library.load_pack("zeros").defaults.adetailer.passes
+
+    fields = ("mask_blur", "dilate_erode", "inpaint_only_masked", "inpaint_padding")
+    assert [getattr(first, name) for name in fields] == [0, 4, False, 32]
+    assert [getattr(second, name) for name in fields] == [4, 0, True, 0]
+    assert [getattr(third, name) for name in fields] == [9, 4, True, 32]
+
+
+def test_no_detection_says_whether_a_pass_that_finds_nothing_fails(
+        tmp_path: Path, library: PackLibrary) -> None:
+    write_json(tmp_path, "strict.json", {"pack_data": {"slots": [{"text": "a"}]}, "preset_data": {
+        "adetailer": {"adetailer_model": "face.pt", "adetailer_no_detection": "error",
+                      "passes": [{"model": "hand.pt", "no_detection": "allow"},
+                                 {"model": "person.pt"}]}}})
+
+    passes = library.load_pack("strict").defaults.adetailer.passes
+
+    assert [p.fail_on_no_detection for p in passes] == [True, False, False]
+
+
+def test_an_unknown_no_detection_is_a_pack_error_naming_it(
+        tmp_path: Path, library: PackLibrary) -> None:
+    write_json(tmp_path, "odd.json", {"pack_data": {"slots": [{"text": "a"}]}, "preset_data": {
+        "adetailer": {"passes": [{"model": "hand.pt", "no_detection": "fail"}]}}})
+
+    with pytest.raises(PackError) as caught:
+        library.load_pack("odd")
+
+    assert caught.value.field == "preset_data.adetailer.passes[0].no_detection"
+    assert "use 'allow' or 'error'" in caught.value.detail
 
 
 @pytest.mark.parametrize("mode", list(ResizeMode), ids=[mode.name for mode in ResizeMode])

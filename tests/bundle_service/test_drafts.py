@@ -148,7 +148,14 @@ def test_add_part_adds_a_manual_prompt_with_its_config(stack: Stack) -> None:
     assert part.prompt_source == pipeline_pb2.PROMPT_SOURCE_MANUAL
     assert (part.prompt, part.negative_prompt) == ("a lighthouse <lora:detail_tweaker:0.6>",
                                                    "blurry")
-    assert part.config == config
+    # The config as the part runs it: the ADetailer pass with the extension's defaults of the
+    # fields it left unset.
+    expected = pipeline_pb2.PipelineConfig()
+    expected.CopyFrom(config)
+    (detection,) = expected.adetailer.passes
+    detection.mask_blur, detection.dilate_erode = 4, 4
+    detection.inpaint_only_masked, detection.inpaint_padding = True, 32
+    assert part.config == expected
     assert part.estimated_images == 2 * 3
     summary = response.draft.summary
     assert response.draft.revision == draft.revision + 1

@@ -154,6 +154,50 @@ def test_overrides_that_switch_stages_replace_the_pack_plan(stack: Stack, castle
     assert list(jobs[0].adetailer_passes) == []
 
 
+def _inpainting(adetailer_pass: pipeline_pb2.AdetailerPass) -> tuple[int, int, bool, int]:
+    return (adetailer_pass.mask_blur, adetailer_pass.dilate_erode,
+            adetailer_pass.inpaint_only_masked, adetailer_pass.inpaint_padding)
+
+
+def test_the_preview_shows_the_extensions_defaults_for_what_the_pack_leaves_unset(
+        stack: Stack, castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    stack.bundle.add_pack(draft.draft_id, castles, rows=[1])
+
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
+
+    assert [_inpainting(p) for p in jobs[0].adetailer_passes] == [(4, 4, True, 32)]
+    defaults = stack.bundle.stub.GetPack(pb.GetPackRequest(pack_id=castles)).pack.defaults
+    (detection,) = defaults.adetailer.passes
+    assert _inpainting(detection) == (4, 4, True, 32) and detection.HasField("inpaint_padding")
+
+
+def test_an_override_pass_keeps_what_it_sets_even_zero_and_gets_defaults_for_the_rest(
+        stack: Stack, castles: str) -> None:
+    draft = stack.bundle.new_draft()
+    unset = pipeline_pb2.AdetailerPass(model="face_yolov8n.pt")
+    zeros = pipeline_pb2.AdetailerPass(model="hand_yolov8n.pt", mask_blur=0, dilate_erode=0,
+                                       inpaint_only_masked=False, inpaint_padding=0)
+    overrides = pipeline_pb2.PipelineConfig(
+        adetailer=pipeline_pb2.AdetailerConfig(passes=[unset, zeros]))
+    response = stack.bundle.add_pack(draft.draft_id, castles, rows=[1], overrides=overrides)
+
+    jobs, _ = stack.bundle.preview_all(draft.draft_id, 10)
+    assert [_inpainting(p) for p in jobs[0].adetailer_passes] == [(4, 4, True, 32),
+                                                                  (0, 0, False, 0)]
+    # The draft gives the overrides back with every such field set, so sending them again
+    # (a client copying a part) keeps the zeros.
+    (part,) = response.parts
+    echoed = part.config.adetailer.passes
+    assert [_inpainting(p) for p in echoed] == [(4, 4, True, 32), (0, 0, False, 0)]
+    assert all(p.HasField("mask_blur") and p.HasField("inpaint_only_masked") for p in echoed)
+    again = stack.bundle.new_draft()
+    stack.bundle.add_pack(again.draft_id, castles, rows=[1], overrides=part.config)
+    copied, _ = stack.bundle.preview_all(again.draft_id, 10)
+    assert [_inpainting(p) for p in copied[0].adetailer_passes] == [(4, 4, True, 32),
+                                                                    (0, 0, False, 0)]
+
+
 def test_row_index_out_of_range_names_the_index(stack: Stack, castles: str) -> None:
     draft = stack.bundle.new_draft()
     for rows, field in (([0, 2], "row_indices[1]"), ([-1], "row_indices[0]"),

@@ -28,6 +28,14 @@ MATRIX_PACK = {
     },
     "preset_data": preset(steps=4),
 }
+# A .json pack detailing faces, which must be found, then hands, which may be missing.
+DETAILED = "detailed"
+DETAILED_PACK = {
+    "pack_data": {"name": "Detailed", "slots": [{"text": "a knight waving at the gate"}]},
+    "preset_data": preset(stages=("txt2img", "adetailer"), steps=4) | {"adetailer": {
+        "adetailer_model": "face_yolov8n.pt", "adetailer_no_detection": "error",
+        "passes": [{"model": "hand_yolov8n.pt", "no_detection": "allow"}]}},
+}
 # A pack whose second row uses a token nothing defines: that row makes no job.
 BROKEN_ROW = "brokenrow"
 BROKEN_ROW_TEXT = "a quiet harbour\n\na [[missing]] harbour\n"
@@ -41,6 +49,7 @@ def write_test_packs(packs_dir: Path) -> None:
     write_pack(packs_dir, f"{SCENES}.txt", "\n\n".join(SCENES_ROWS) + "\n")
     write_pack(packs_dir, f"{SCENES}.json", SCENES_DEFAULTS)
     write_pack(packs_dir, f"{MATRIX}.json", MATRIX_PACK)
+    write_pack(packs_dir, f"{DETAILED}.json", DETAILED_PACK)
     write_pack(packs_dir, f"{BROKEN_ROW}.txt", BROKEN_ROW_TEXT)
     write_pack(packs_dir, f"{BROKEN_ROW}.json", SCENES_DEFAULTS)
     write_pack(packs_dir, f"{UNPARSEABLE}.json", "{not json")

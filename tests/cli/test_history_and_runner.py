@@ -7,7 +7,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cli.cli_result import SCENES, Result
+from tests.cli.cli_result import DETAILED, SCENES, Result
+from tests.runner.harness import EmulatorAdmin
 from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
@@ -19,16 +20,20 @@ DESKTOP_LINES = [
 ]
 
 
-def recorded(cli: RunCli, label: str) -> str:
-    """A completed job of the scenes pack with this label, once the history recorded it."""
-    job_id: str = cli("run", SCENES, "--rows", "0", "--label", label, "--wait",
-                      "--json").ok().json_lines()[-1]["job"]["job_id"]
+def recorded(cli: RunCli, label: str, pack: str = SCENES,
+             state: str = "JOB_STATE_COMPLETED") -> str:
+    """A job of the first row of `pack` with this label, once the history recorded it ended
+    in `state`."""
+    run = cli("run", pack, "--rows", "0", "--label", label, "--wait", "--json")
+    if state == "JOB_STATE_COMPLETED":
+        run.ok()
+    job_id: str = run.json_lines()[-1]["job"]["job_id"]
 
     def in_history() -> bool:
         found = cli("history", "list", "--text", label, "--json").ok().json()["jobs"]
-        return bool(found) and found[0]["state"] == "JOB_STATE_COMPLETED"
+        return bool(found) and found[0]["state"] == state
 
-    wait_for(in_history, f"the history to record {job_id}")
+    wait_for(in_history, f"the history to record {job_id} {state}")
     return job_id
 
 
@@ -87,6 +92,30 @@ def test_show_events_and_bookmark(cli: RunCli) -> None:
     assert "not bookmarked" in cli("history", "bookmark", job_id, "--off").ok().out
     for action in ("show", "events", "bookmark"):
         cli("history", action, "no-such-job").fails(2, "JOB_NOT_FOUND")
+
+
+def test_adetailer_outcomes_are_recorded_and_a_pass_may_require_a_detection(
+        cli: RunCli, emulator: EmulatorAdmin) -> None:
+    # The pack's face pass says no detection is an error, its hand pass allows it.
+    emulator.faults(adetailer_detect_nothing="hand")
+    allowed = recorded(cli, "no-hands", DETAILED)
+    shown = cli("history", "show", allowed).ok().out
+    assert "adetailer pass 1 face_yolov8n.pt on image 0: detailed" in shown
+    assert "adetailer pass 2 hand_yolov8n.pt on image 0: nothing-detected" in shown
+    (result,) = cli("history", "show", allowed, "--json").ok().json()["job"]["results"]
+    assert result["status"] == "ENTRY_STATUS_COMPLETED"
+    assert [(o["model"], o["outcome"]) for o in result["adetailer_outcomes"]] == [
+        ("face_yolov8n.pt", "ADETAILER_OUTCOME_KIND_DETAILED"),
+        ("hand_yolov8n.pt", "ADETAILER_OUTCOME_KIND_NOTHING_DETECTED")]
+
+    emulator.faults(adetailer_detect_nothing="face")
+    refused = recorded(cli, "no-face", DETAILED, state="JOB_STATE_FAILED")
+    (result,) = cli("history", "show", refused, "--json").ok().json()["job"]["results"]
+    assert result["status"] == "ENTRY_STATUS_FAILED"
+    assert ("ADetailer pass 1 ('face_yolov8n.pt') detected nothing on image 0"
+            in result["error_message"])
+    assert [(o["model"], o["outcome"]) for o in result["adetailer_outcomes"]] == [
+        ("face_yolov8n.pt", "ADETAILER_OUTCOME_KIND_NOTHING_DETECTED")]
 
 
 def test_export_then_import_and_a_desktop_file(cli: RunCli, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from stablenew.contract.config_hash import ENCODED_AS_NUMBER, ENCODING_VERSION, NOT_HASHED
+from stablenew.contract.config_hash import ENCODED_AS_NUMBER, ENCODING_VERSION, NOT_HASHED_OF
 from stablenew.contract.model import ResizeMode, StageType, UpscaleMode
 from stablenew.v1 import pipeline_pb2
 from tests.contract.make_vectors import VECTORS_PATH
@@ -64,7 +64,8 @@ def _hashed_types() -> tuple[dict[str, Descriptor], dict[str, EnumDescriptor]]:
 
 
 def _hashed_fields(message: Descriptor) -> list[FieldDescriptor]:
-    skipped = NOT_HASHED if message is pipeline_pb2.NormalizedJob.DESCRIPTOR else frozenset()
+    skipped = next((fields for twin, fields in NOT_HASHED_OF.items()
+                    if twin.__name__ == message.name), frozenset())
     return sorted((field for field in message.fields if field.name not in skipped),
                   key=lambda field: field.name)
 

@@ -180,6 +180,31 @@ def test_reimporting_a_record_with_entries_and_results_leaves_it_unchanged(
     assert archive.get("old").job.entries[0].prompt == "a castle at night"
 
 
+def test_adetailer_outcomes_survive_get_export_and_import(archive: HistoryHarness) -> None:
+    record = imported()
+    result = record.job.results.add(entry_index=0, status=job_pb2.ENTRY_STATUS_COMPLETED)
+    result.adetailer_outcomes.add(pass_index=0, model="face_yolov8n.pt", image_index=0,
+                                  outcome=job_pb2.ADETAILER_OUTCOME_KIND_DETAILED)
+    result.adetailer_outcomes.add(pass_index=1, model="hand_yolov8n.pt", image_index=0,
+                                  outcome=job_pb2.ADETAILER_OUTCOME_KIND_NOTHING_DETECTED)
+    archive.stub.ImportHistory(pb.ImportHistoryRequest(jobs=[record]), timeout=10)
+
+    (got,) = archive.get("old").job.results
+    assert list(got.adetailer_outcomes) == list(result.adetailer_outcomes)
+    (exported,) = archive.stub.ExportHistory(pb.ExportHistoryRequest(), timeout=10)
+    assert list(exported.job.results[0].adetailer_outcomes) == list(result.adetailer_outcomes)
+    again = pb.ImportedJob(job=exported.job, transitions=exported.transitions)
+    unchanged = archive.stub.ImportHistory(pb.ImportHistoryRequest(jobs=[again]), timeout=10)
+    assert unchanged.unchanged_count == 1
+    # An outcome is part of the record: another one updates it.
+    again.job.results[0].adetailer_outcomes[1].outcome = (
+        job_pb2.ADETAILER_OUTCOME_KIND_DETAILED)
+    updated = archive.stub.ImportHistory(pb.ImportHistoryRequest(jobs=[again]), timeout=10)
+    assert updated.updated_count == 1
+    assert [o.outcome for o in archive.get("old").job.results[0].adetailer_outcomes] == [
+        job_pb2.ADETAILER_OUTCOME_KIND_DETAILED] * 2
+
+
 def test_export_writes_one_record_per_line(served: HistoryHarness,
                                            capsys: pytest.CaptureFixture[str],
                                            tmp_path: Path) -> None:

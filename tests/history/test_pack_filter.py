@@ -31,7 +31,6 @@ from stablenew.history.store import HistoryStore
 from stablenew.history.store.rows import (
     INSERT_ENTRY,
     INSERT_IMAGE,
-    INSERT_RESULT,
     PROVENANCE_IMPORTED,
     entry_row,
     job_to_row,
@@ -197,7 +196,9 @@ def write_first_schema_history(path: Path) -> None:
             db.executemany(INSERT_ENTRY, [entry_row(ref, e) for e in entries.get(job_id, [])])
         results, images = result_rows(4, [EntryResult(
             prompt_pack_id=FORESTS, images=[ImageRef(path="a.png"), ImageRef(path="b.png")])])
-        db.executemany(INSERT_RESULT, results)
+        # Without the ADetailer outcomes of migration 5: the first schema's twelve columns.
+        db.executemany(f"INSERT INTO results VALUES ({', '.join('?' * 12)})",
+                       [row[:12] for row in results])
         db.executemany(INSERT_IMAGE, images)
         insert_first_schema_job(db, job_to_row(job("imported", 5, FORESTS),
                                                PROVENANCE_IMPORTED))
@@ -223,6 +224,8 @@ def test_a_database_from_before_the_pack_index_is_indexed_when_opened(tmp_path: 
         listed = migrated.stub.ListJobs(pb.HistoryServiceListJobsRequest(), timeout=10).jobs
         assert {job.job_id: job.image_count for job in listed} == {
             "imported": 0, "results-only": 2, "manual": 0, "mixed": 0, "single": 0}
+        (result,) = migrated.get("results-only").job.results
+        assert (result.prompt_pack_id, list(result.adetailer_outcomes)) == (FORESTS, [])
     finally:
         migrated.close()
     store = HistoryStore(data / app.DATABASE_NAME)

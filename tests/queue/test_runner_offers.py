@@ -1,16 +1,21 @@
 """What runners announce and what the queue makes of it: a job goes to a runner whose WebUI has
 its model by any name the WebUI resolves; a queued job no connected runner can run says why
 (GetJob, ListJobs) and is counted apart in GetQueueState, without an estimate; ListRunners shows
-what each runner offers and whether it is connected; a runner that goes quiet stops counting."""
+what each runner offers, whether it is connected and the state of its WebUI (a runner whose
+WebUI is down leases nothing); a runner that goes quiet stops counting."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
 
+from stablenew.contract.errors import Code
+from stablenew.contract.model import WebuiState
 from stablenew.queue.store import MIGRATIONS, QueueStore
+from stablenew.runtime.rich_status import details_of
 from stablenew.runtime.sqlite_db import open_database
 from stablenew.sdwebui.model_matching import (
     ModelEntry,
@@ -35,9 +40,12 @@ CAPABILITIES = runner_service_pb2.Capabilities(
 
 
 def _announce(queue: QueueHarness, runner_id: str, models: tuple[str, ...] = (),
-              capabilities: runner_service_pb2.Capabilities | None = None) -> pb.LeaseJobResponse:
+              capabilities: runner_service_pb2.Capabilities | None = None,
+              webui_state: runner_service_pb2.WebuiState.ValueType = (
+                  runner_service_pb2.WEBUI_STATE_UNSPECIFIED)) -> pb.LeaseJobResponse:
     """A lease request that returns at once: the runner is registered, and leases what it can."""
-    info = pb.RunnerInfo(runner_id=runner_id, host="gpu-host", models=list(models))
+    info = pb.RunnerInfo(runner_id=runner_id, host="gpu-host", models=list(models),
+                         webui_state=webui_state)
     if capabilities is not None:
         info.capabilities.CopyFrom(capabilities)
     reply: pb.LeaseJobResponse = queue.stub.LeaseJob(pb.LeaseJobRequest(runner=info), timeout=10)
@@ -115,6 +123,44 @@ def test_list_runners_shows_what_each_runner_offers_also_after_a_restart(
     assert _state(queue).runner_count == 2
 
 
+def _listed_states(queue: QueueHarness) -> dict[str, int]:
+    reply = queue.stub.ListRunners(pb.ListRunnersRequest(), timeout=10)
+    return {runner.info.runner_id: runner.info.webui_state for runner in reply.runners}
+
+
+@pytest.mark.parametrize("down", [runner_service_pb2.WEBUI_STATE_DISCONNECTED,
+                                  runner_service_pb2.WEBUI_STATE_STARTING,
+                                  runner_service_pb2.WEBUI_STATE_ERROR])
+def test_a_runner_whose_webui_cannot_run_is_listed_so_and_leases_nothing(
+        queue: QueueHarness, down: runner_service_pb2.WebuiState.ValueType) -> None:
+    job = queue.submit(model="sd15").job_id
+
+    assert not _announce(queue, "down", models=("sd15",), webui_state=down).HasField("lease")
+
+    assert _listed_states(queue)["down"] == down
+    waiting = queue.get(job)
+    assert (waiting.state, waiting.waiting_reason) == (
+        job_pb2.JOB_STATE_QUEUED, "no connected runner that can run it has its WebUI ready")
+    assert _state(queue).unrunnable_job_count == 1
+    # The same runner once its WebUI answers: it leases, and holding the job it shows busy.
+    ready = _announce(queue, "down", models=("sd15",),
+                      webui_state=runner_service_pb2.WEBUI_STATE_READY)
+    assert ready.job.job_id == job
+    assert _listed_states(queue)["down"] == runner_service_pb2.WEBUI_STATE_BUSY
+    queue.restart()
+    assert _listed_states(queue)["down"] == runner_service_pb2.WEBUI_STATE_BUSY
+
+
+def test_an_unknown_webui_state_is_invalid_argument(queue: QueueHarness) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        _announce(queue, "odd", webui_state=99)  # type: ignore[arg-type]
+
+    details = details_of(caught.value)
+    assert (details.code, details.reason) == (Code.INVALID_ARGUMENT, "INVALID_FIELD")
+    assert [v.field for v in details.violations] == ["runner.webui_state"]
+    assert "unknown value 99" in details.violations[0].description
+
+
 def test_a_runner_that_goes_quiet_stops_counting(short_lease_queue: QueueHarness) -> None:
     queue = short_lease_queue
     job = queue.submit(model="sdxl").job_id
@@ -159,6 +205,7 @@ def test_a_queue_database_from_before_runner_offers_opens_with_its_runners(
     store.close()
 
     assert (record.info.models, record.info.capabilities) == (("sd15",), b"")
+    assert record.info.webui_state == WebuiState.UNSPECIFIED
     assert record.last_heartbeat_time == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
     assert record.info.offers_model("sd15") and not record.info.offers_model("sdxl")
 

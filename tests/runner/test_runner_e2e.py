@@ -6,8 +6,10 @@ as a user starts them, talking gRPC and HTTP over the loopback.
 - a runner SIGKILLed mid-job: the queue's lease expiry hands the job to another runner, where
   it completes exactly once;
 - the emulator SIGKILLed mid-job: the job goes back to the queue and completes once it is back;
-- the WebUI down for 30 s in the middle of a 20-entry job: nothing is leased meanwhile, and the
-  job completes on its second attempt with every entry made once;
+- the WebUI down for 30 s in the middle of a 20-entry job: nothing is leased meanwhile, the
+  queue lists the runner's WebUI as disconnected (ListRunners, the SDK, `stablenew queue
+  runners`) and says why the job waits, and the job completes on its second attempt with
+  every entry made once;
 - a WebUI that opens its port late: DISCONNECTED, then READY, then the job runs;
 - a WebUI the runner owns (STABLENEW_WEBUI_CMD): started, used, stopped with the runner.
 """
@@ -22,13 +24,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from stablenew.cli.main import main as cli_main
 from stablenew.contract.errors import Code
 from stablenew.runner.outputs import png_size, png_text
 from stablenew.runtime.rich_status import details_of
+from stablenew.sdk import Client, WebuiState
 from stablenew.v1 import job_pb2, pipeline_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import runner_service_pb2 as rpb
@@ -216,8 +221,26 @@ def test_a_killed_webui_hands_the_job_back_and_it_completes_once_the_webui_is_ba
         runner.stop()
 
 
+def _listed_webui_state(queue: QueueHarness, runner_id: str) -> int:
+    reply = queue.stub.ListRunners(pb.ListRunnersRequest(), timeout=10)
+    (runner,) = [r for r in reply.runners if r.info.runner_id == runner_id]
+    return runner.info.webui_state
+
+
+def _cli_runners(queue: QueueHarness, monkeypatch: pytest.MonkeyPatch,
+                 capsys: pytest.CaptureFixture[str]) -> tuple[str, list[Any]]:
+    """`stablenew queue runners` against `queue`: the table, and the SDK's runners."""
+    monkeypatch.setenv("STABLENEW_QUEUE_ADDR", queue.address)
+    capsys.readouterr()
+    assert cli_main(["queue", "runners"]) == 0
+    table = capsys.readouterr().out
+    with Client() as client:
+        return table, client.queue.runners()
+
+
 def test_a_webui_down_for_30_s_mid_job_leases_nothing_and_every_entry_runs_once(
-        tmp_path: Path, processes: list[ManagedProcess], queue: QueueHarness) -> None:
+        tmp_path: Path, processes: list[ManagedProcess], queue: QueueHarness,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     emulator = start_emulator(processes, tmp_path, "--step-seconds", "0.01")
     admin = EmulatorAdmin(emulator.url)
     runner = RunnerHarness(tmp_path / "runner", queue.address, emulator.url).start()
@@ -231,6 +254,15 @@ def test_a_webui_down_for_30_s_mid_job_leases_nothing_and_every_entry_runs_once(
         queued = wait_state(queue.stub, job_id, (job_pb2.JOB_STATE_QUEUED,))
         done = [r for r in queued.results if r.status == job_pb2.ENTRY_STATUS_COMPLETED]
         assert 5 <= len(done) < 20 and len(queued.results) == len(done)
+        # The queue lists the runner's WebUI as it announced it (ListRunners, the SDK, the CLI).
+        wait_for(lambda: _listed_webui_state(queue, runner.runner_id)
+                 == rpb.WEBUI_STATE_DISCONNECTED, "the queue to list the WebUI as down")
+        assert get_job(queue.stub, job_id).waiting_reason == (
+            "no connected runner that can run it has its WebUI ready")
+        table, (listed,) = _cli_runners(queue, monkeypatch, capsys)
+        assert listed.info.webui_state == WebuiState.DISCONNECTED
+        (row,) = [line for line in table.splitlines() if line.startswith(runner.runner_id)]
+        assert row.split()[2] == "disconnected"
         # While the WebUI is down the runner leases nothing: the job stays QUEUED. (The job is
         # read before the runner: a runner still DISCONNECTED after it was read was so then.)
         polls = 0
@@ -246,6 +278,8 @@ def test_a_webui_down_for_30_s_mid_job_leases_nothing_and_every_entry_runs_once(
         job = wait_state(queue.stub, job_id, timeout=60)
         assert job.state == job_pb2.JOB_STATE_COMPLETED, job.error_message
         assert job.attempt == 2
+        assert _listed_webui_state(queue, runner.runner_id) in (rpb.WEBUI_STATE_READY,
+                                                                rpb.WEBUI_STATE_BUSY)
         assert [r.entry_index for r in job.results] == list(range(20))
         assert all(r.status == job_pb2.ENTRY_STATUS_COMPLETED for r in job.results)
         made = [item["prompt"] for item in admin.generations("of twenty")

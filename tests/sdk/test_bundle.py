@@ -120,6 +120,27 @@ def test_the_preview_is_read_page_by_page(client: Any) -> None:
     assert [job.proto.config_hash for job in jobs] == [job.config_hash for job in jobs]
 
 
+def test_an_adetailer_pass_keeps_the_zeros_a_mapping_sets(client: Any) -> None:
+    # A mapping (or a message) tells a field left out from one set to 0; a twin cannot, and
+    # its zeros of these four fields are "not set": the extension's defaults.
+    draft = client.drafts.create(display_name=unique("sdk-adetailer-"))
+    detailed = {"stages": {"txt2img_enabled": True, "adetailer_enabled": True},
+                "txt2img": {"steps": 4}}
+    client.drafts.add_part(draft.draft_id, "a mapping", config=detailed | {"adetailer": {
+        "passes": [{"model": "face_yolov8n.pt", "mask_blur": 0, "inpaint_only_masked": False}]}})
+    twin = model.PipelineConfig(
+        stages=model.StageFlags(txt2img_enabled=True, adetailer_enabled=True),
+        txt2img=model.Txt2ImgConfig(steps=4),
+        adetailer=model.AdetailerConfig([model.AdetailerPass(model="face_yolov8n.pt")]))
+    client.drafts.add_part(draft.draft_id, "a twin", config=twin)
+
+    jobs = list(client.drafts.preview(draft.draft_id).jobs)
+
+    inpainting = [[(p.mask_blur, p.dilate_erode, p.inpaint_only_masked, p.inpaint_padding)
+                   for p in job.adetailer_passes] for job in jobs]
+    assert inpainting == [[(0, 4, False, 32)], [(4, 4, True, 32)]]
+
+
 def test_a_preview_of_a_draft_changed_meanwhile_is_refused(client: Any) -> None:
     draft = new_draft(client)
     jobs = client.drafts.preview(draft.draft_id, page_size=1).jobs

@@ -240,6 +240,9 @@ def _print_record(record: HistoryRecord) -> None:
             print(f"      error: {result.error_message}")
         for image in result.images:
             print(f"      image {image.path}")
+        for outcome in result.adetailer_outcomes:
+            print(f"      adetailer pass {outcome.pass_index + 1} {outcome.model} on image"
+                  f" {outcome.image_index}: {text.name(outcome.outcome)}")
     print("  transitions:")
     for change in record.transitions:
         print(f"    {text.moment(change.time)} {text.name(change.from_state)} -> "

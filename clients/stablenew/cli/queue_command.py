@@ -7,7 +7,7 @@ import argparse
 
 from stablenew.cli import text
 from stablenew.cli.output import print_json, table
-from stablenew.sdk import Client, Consumer, Job, JobState, MovePosition, QueueState
+from stablenew.sdk import Client, Consumer, Job, JobState, MovePosition, QueueState, WebuiState
 
 MOVES = ("front", "back", "up", "down")
 
@@ -137,16 +137,17 @@ def run_retry(args: argparse.Namespace) -> int:
 
 
 def run_runners(args: argparse.Namespace) -> int:
-    """The runners with their models and current job."""
+    """The runners with their WebUI's state, models and current job."""
     with Client() as client:
         runners = client.queue.runners()
     if args.json:
         print_json({"runners": runners})
         return 0
-    table(([r.info.runner_id, r.info.address or "-", r.info.loaded_model or "-",
-            text.moment(r.last_heartbeat_time), r.current_job_id or "idle",
+    table(([r.info.runner_id, r.info.address or "-", _webui_state(r.info.webui_state),
+            r.info.loaded_model or "-", text.moment(r.last_heartbeat_time),
+            r.current_job_id or "idle",
             text.progress(r.progress) if r.current_job_id else ""] for r in runners),
-          ["RUNNER", "ADDRESS", "LOADED MODEL", "LAST SEEN", "JOB", "PROGRESS"])
+          ["RUNNER", "ADDRESS", "WEBUI", "LOADED MODEL", "LAST SEEN", "JOB", "PROGRESS"])
     if not runners:
         print("no runners seen recently")
     return 0
@@ -193,3 +194,8 @@ def run_delete_consumer(args: argparse.Namespace) -> int:
         client.queue.delete_consumer(args.consumer)
     print(f"consumer {args.consumer} deleted")
     return 0
+
+
+def _webui_state(state: WebuiState) -> str:
+    """"disconnected"; "-" for a runner that does not announce it."""
+    return "-" if state == WebuiState.UNSPECIFIED else text.name(state)

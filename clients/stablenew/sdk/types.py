@@ -36,6 +36,7 @@ from stablenew.contract.model import (
     PromptTag,
     RunMode,
     StageType,
+    WebuiState,
 )
 from stablenew.contract.proto_mapping import from_proto
 from stablenew.v1 import (
@@ -180,17 +181,6 @@ class MatrixMode(IntEnum):
     SEQUENTIAL = bundle_service_pb2.MATRIX_MODE_SEQUENTIAL
     ROTATE = bundle_service_pb2.MATRIX_MODE_ROTATE
     RANDOM = bundle_service_pb2.MATRIX_MODE_RANDOM
-
-
-class WebuiState(IntEnum):
-    """The state of a runner's Stable Diffusion WebUI."""
-
-    UNSPECIFIED = runner_service_pb2.WEBUI_STATE_UNSPECIFIED
-    DISCONNECTED = runner_service_pb2.WEBUI_STATE_DISCONNECTED
-    STARTING = runner_service_pb2.WEBUI_STATE_STARTING
-    READY = runner_service_pb2.WEBUI_STATE_READY
-    BUSY = runner_service_pb2.WEBUI_STATE_BUSY
-    ERROR = runner_service_pb2.WEBUI_STATE_ERROR
 
 
 class EventKind(IntEnum):
@@ -449,13 +439,16 @@ def read_queue_state(message: queue_service_pb2.QueueState) -> QueueState:
 @dataclass(frozen=True)
 class RunnerInfo:
     """What a runner announces about itself: its id, host, the models it can load and its
-    RunnerService address (where its images are read)."""
+    RunnerService address (where its images are read), and the state of its WebUI as it last
+    announced it (BUSY while a READY runner holds a job; DISCONNECTED: its WebUI does not
+    answer, and it is given no job)."""
 
     runner_id: str
     host: str
     models: list[str]
     loaded_model: str
     address: str
+    webui_state: WebuiState
 
 
 @dataclass(frozen=True)

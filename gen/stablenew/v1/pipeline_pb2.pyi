@@ -412,7 +412,10 @@ Global___Img2ImgConfig: _TypeAlias = Img2ImgConfig  # noqa: Y015
 class AdetailerPass(_message.Message):
     """One ADetailer detection pass (one `ad_*` argument dict of the extension). Prompts, steps,
     cfg_scale and sampler_name left at 0 or "" use the generation's; confidence and
-    denoising_strength at 0 get the extension's defaults; other zeros are real values.
+    denoising_strength at 0 get the extension's defaults. mask_blur, dilate_erode,
+    inpaint_only_masked and inpaint_padding have presence: in a config, one left unset gets the
+    extension's default (4, 4, true, 32) and one set (even to 0 or false) is kept; a normalized
+    job carries the values the runner sends (unset there is 0 or false).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -429,6 +432,7 @@ class AdetailerPass(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     CFG_SCALE_FIELD_NUMBER: _builtins.int
     SAMPLER_NAME_FIELD_NUMBER: _builtins.int
+    FAIL_ON_NO_DETECTION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Detection model, required, e.g. "face_yolov8n.pt", "hand_yolov8n.pt", "mediapipe_face_full"."""
     prompt: _builtins.str
@@ -450,6 +454,11 @@ class AdetailerPass(_message.Message):
     cfg_scale: _builtins.float
     """0 (the generation's) or 1..30."""
     sampler_name: _builtins.str
+    fail_on_no_detection: _builtins.bool
+    """Whether a pass that detects nothing fails its entry ("ADetailer pass 1 (face_yolov8n.pt)
+    detected nothing") instead of being recorded as ADETAILER_OUTCOME_KIND_NOTHING_DETECTED
+    while the entry goes on (false, the default). Not in the config hash: it changes no pixel.
+    """
     def __init__(
         self,
         *,
@@ -457,20 +466,36 @@ class AdetailerPass(_message.Message):
         prompt: _builtins.str = ...,
         negative_prompt: _builtins.str = ...,
         confidence: _builtins.float = ...,
-        mask_blur: _builtins.int = ...,
-        dilate_erode: _builtins.int = ...,
+        mask_blur: _builtins.int | None = ...,
+        dilate_erode: _builtins.int | None = ...,
         denoising_strength: _builtins.float = ...,
-        inpaint_only_masked: _builtins.bool = ...,
-        inpaint_padding: _builtins.int = ...,
+        inpaint_only_masked: _builtins.bool | None = ...,
+        inpaint_padding: _builtins.int | None = ...,
         steps: _builtins.int = ...,
         cfg_scale: _builtins.float = ...,
         sampler_name: _builtins.str = ...,
+        fail_on_no_detection: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dilate_erode", b"_dilate_erode", "_inpaint_only_masked", b"_inpaint_only_masked", "_inpaint_padding", b"_inpaint_padding", "_mask_blur", b"_mask_blur", "dilate_erode", b"dilate_erode", "inpaint_only_masked", b"inpaint_only_masked", "inpaint_padding", b"inpaint_padding", "mask_blur", b"mask_blur"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cfg_scale", b"cfg_scale", "confidence", b"confidence", "denoising_strength", b"denoising_strength", "dilate_erode", b"dilate_erode", "inpaint_only_masked", b"inpaint_only_masked", "inpaint_padding", b"inpaint_padding", "mask_blur", b"mask_blur", "model", b"model", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "sampler_name", b"sampler_name", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dilate_erode", b"_dilate_erode", "_inpaint_only_masked", b"_inpaint_only_masked", "_inpaint_padding", b"_inpaint_padding", "_mask_blur", b"_mask_blur", "cfg_scale", b"cfg_scale", "confidence", b"confidence", "denoising_strength", b"denoising_strength", "dilate_erode", b"dilate_erode", "fail_on_no_detection", b"fail_on_no_detection", "inpaint_only_masked", b"inpaint_only_masked", "inpaint_padding", b"inpaint_padding", "mask_blur", b"mask_blur", "model", b"model", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "sampler_name", b"sampler_name", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__dilate_erode: _TypeAlias = _typing.Literal["dilate_erode"]  # noqa: Y015
+    _WhichOneofArgType__dilate_erode: _TypeAlias = _typing.Literal["_dilate_erode", b"_dilate_erode"]  # noqa: Y015
+    _WhichOneofReturnType__inpaint_only_masked: _TypeAlias = _typing.Literal["inpaint_only_masked"]  # noqa: Y015
+    _WhichOneofArgType__inpaint_only_masked: _TypeAlias = _typing.Literal["_inpaint_only_masked", b"_inpaint_only_masked"]  # noqa: Y015
+    _WhichOneofReturnType__inpaint_padding: _TypeAlias = _typing.Literal["inpaint_padding"]  # noqa: Y015
+    _WhichOneofArgType__inpaint_padding: _TypeAlias = _typing.Literal["_inpaint_padding", b"_inpaint_padding"]  # noqa: Y015
+    _WhichOneofReturnType__mask_blur: _TypeAlias = _typing.Literal["mask_blur"]  # noqa: Y015
+    _WhichOneofArgType__mask_blur: _TypeAlias = _typing.Literal["_mask_blur", b"_mask_blur"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dilate_erode) -> _WhichOneofReturnType__dilate_erode | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__inpaint_only_masked) -> _WhichOneofReturnType__inpaint_only_masked | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__inpaint_padding) -> _WhichOneofReturnType__inpaint_padding | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mask_blur) -> _WhichOneofReturnType__mask_blur | None: ...
 
 Global___AdetailerPass: _TypeAlias = AdetailerPass  # noqa: Y015
 

@@ -94,6 +94,7 @@ class RunnerInfo(_message.Message):
     LOADED_MODEL_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    WEBUI_STATE_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     """Required: the name the runner leases under (STABLENEW_RUNNER_ID); at most 256 characters."""
     host: _builtins.str
@@ -102,6 +103,12 @@ class RunnerInfo(_message.Message):
     """The checkpoint its WebUI has loaded now; at most 1024 characters."""
     address: _builtins.str
     """Its RunnerService address, for ReadImage; at most 1024 characters."""
+    webui_state: _runner_service_pb2.WebuiState.ValueType
+    """The state of its WebUI as the runner found it. A runner whose WebUI cannot run a job
+    (DISCONNECTED, STARTING, ERROR) still announces itself, with a LeaseJob the queue answers
+    at once without a job; UNSPECIFIED (a runner that does not say) is leased as READY. In
+    ListRunners, a READY runner that holds a job is shown BUSY.
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Checkpoint names it can load; it is given only jobs whose models are all among them. At
@@ -126,10 +133,11 @@ class RunnerInfo(_message.Message):
         loaded_model: _builtins.str = ...,
         address: _builtins.str = ...,
         capabilities: _runner_service_pb2.Capabilities | None = ...,
+        webui_state: _runner_service_pb2.WebuiState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "host", b"host", "loaded_model", b"loaded_model", "models", b"models", "runner_id", b"runner_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "host", b"host", "loaded_model", b"loaded_model", "models", b"models", "runner_id", b"runner_id", "webui_state", b"webui_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,6 +19,7 @@ from stablenew.bundle.domain import (
 from stablenew.bundle.name_check import OfferedNames
 from stablenew.bundle.packs.model import Pack, PackSummary
 from stablenew.contract.model import PipelineConfig, PromptSource
+from stablenew.contract.pipeline_limits import ADETAILER_PASS_DEFAULTS
 from stablenew.contract.proto_mapping import fill_proto, from_request, to_proto
 from stablenew.sdwebui.model_matching import ModelEntry
 from stablenew.sdwebui.names import SchedulerEntry
@@ -48,8 +49,30 @@ def offered_by(runner: queue_pb.Runner) -> OfferedNames:
 
 def config_from_proto(message: pipeline_pb2.PipelineConfig, field_path: str) -> PipelineConfig:
     """A config a client sent: an enum value this version does not know is INVALID_ARGUMENT
-    naming `field_path`."""
-    return from_request(PipelineConfig, message, field_path)
+    naming `field_path`. An ADetailer pass field with presence the client left unset is the
+    extension's default (ADETAILER_PASS_DEFAULTS), while the message still tells unset from 0."""
+    config = from_request(PipelineConfig, message, field_path)
+    for sent, adetailer_pass in zip(message.adetailer.passes, config.adetailer.passes,
+                                    strict=True):
+        present = {field.name for field, _ in sent.ListFields()}
+        for name, default in ADETAILER_PASS_DEFAULTS.items():
+            if name not in present:
+                setattr(adetailer_pass, name, default)
+    return config
+
+
+def _config_to_proto(config: PipelineConfig, message: pipeline_pb2.PipelineConfig) -> None:
+    fill_proto(config, message)
+    _mark_pass_presence(config, message)
+
+
+def _mark_pass_presence(config: PipelineConfig, message: pipeline_pb2.PipelineConfig) -> None:
+    """Each pass's fields with presence set in the message, even at 0 (the generic conversion
+    leaves zeros unset), so that a client sending the config back keeps them."""
+    for adetailer_pass, written in zip(config.adetailer.passes, message.adetailer.passes,
+                                       strict=True):
+        for name in ADETAILER_PASS_DEFAULTS:
+            setattr(written, name, getattr(adetailer_pass, name))
 
 
 def _fill_reason_names(errors: Iterable[pb.RowError]) -> None:
@@ -102,12 +125,12 @@ def _part_to_proto(part: DraftPart, estimated_images: int) -> pb.JobPart:
     if isinstance(part, ManualPart):
         message.prompt_source = pipeline_pb2.PromptSource.ValueType(PromptSource.MANUAL)
         message.prompt, message.negative_prompt = part.prompt, part.negative_prompt
-        fill_proto(part.config, message.config)
+        _config_to_proto(part.config, message.config)
     else:
         message.prompt_source = pipeline_pb2.PromptSource.ValueType(PromptSource.PACK)
         message.prompt_pack_id, message.row_index = part.pack_id, part.row_index
         message.prepend_text = part.prepend_text
-        fill_proto(part.config_overrides, message.config)
+        _config_to_proto(part.config_overrides, message.config)
     return message
 
 
@@ -129,6 +152,7 @@ def pack_to_proto(pack: Pack) -> pb.Pack:
     """The Pack message of a pack."""
     message = pb.Pack()
     fill_proto(pack, message)
+    _mark_pass_presence(pack.defaults, message.defaults)
     _fill_reason_names(message.errors)
     return message
 

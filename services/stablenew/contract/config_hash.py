@@ -2,7 +2,8 @@
 the images it makes. The bundle computes it, the queue and the runner recompute it, the history
 stores it: equal hashes prove that what was previewed is what ran.
 
-Position, origin and the tag list are bookkeeping, not output, and stay out of it.
+Position, origin and the tag list are bookkeeping, not output, and stay out of it; so does an
+ADetailer pass's `fail_on_no_detection`, a rule about the outcome that changes no pixel.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
-from stablenew.contract.model import NormalizedJob, ResizeMode
+from stablenew.contract.model import AdetailerPass, NormalizedJob, ResizeMode
 
 # Bumped if the encoding ever changes, so old and new hashes can never be confused.
 ENCODING_VERSION = "stablenew.config.v1"
 NOT_HASHED = frozenset({"index", "origin", "tags", "config_hash"})
+# The fields each hashed message leaves out (NOT_HASHED for the job itself).
+NOT_HASHED_OF: dict[type[Any], frozenset[str]] = {
+    NormalizedJob: NOT_HASHED,
+    AdetailerPass: frozenset({"fail_on_no_detection"}),
+}
 # Enums that were integers when this encoding was fixed: written as their number, as then, so the
 # hashes of jobs queued before they became enums do not change.
 ENCODED_AS_NUMBER: frozenset[type[IntEnum]] = frozenset({ResizeMode})
@@ -60,7 +66,7 @@ def _encoder(cls: type[Any]) -> Encoder:
         items = ", ".join(
             f"{f.name!r}: {_value_expression(hints[f.name], 'o.' + f.name, names)}"
             for f in dataclasses.fields(cls)
-            if cls is not NormalizedJob or f.name not in NOT_HASHED)
+            if f.name not in NOT_HASHED_OF.get(cls, frozenset()))
         source = f"def _encode(o):\n    return {{{items}}}\n"
         exec(compile(source, f"<stablenew encode {cls.__name__}>", "exec"), names)
         encoder = _encoders[cls] = names["_encode"]

@@ -104,6 +104,18 @@ class AdetailerOutcomeKind(IntEnum):
     NOTHING_DETECTED = 2
 
 
+class WebuiState(IntEnum):
+    """A runner's view of its WebUI (stablenew.v1.WebuiState): the runner reports it, the queue
+    keeps what its runners announce."""
+
+    UNSPECIFIED = 0
+    DISCONNECTED = 1
+    STARTING = 2
+    READY = 3
+    BUSY = 4
+    ERROR = 5
+
+
 # --- pipeline -------------------------------------------------------------------------------
 
 
@@ -180,6 +192,7 @@ class AdetailerPass:
     steps: int = 0
     cfg_scale: float = 0.0
     sampler_name: str = ""
+    fail_on_no_detection: bool = False
 
 
 @dataclass

@@ -42,6 +42,11 @@ DEFAULT_HIRES_SCALE = 2.0
 DEFAULT_UPSCALE_FACTOR = 2.0
 DEFAULT_ADETAILER_CONFIDENCE = 0.3
 DEFAULT_ADETAILER_DENOISING = 0.4
+# The ADetailer extension's own defaults of the pass fields that have presence in a config
+# (AdetailerPass.mask_blur, ...): a pass that leaves one unset gets it, one that sets 0 or false
+# keeps it. Filled where presence is still known (the pack's JSON, the request's message).
+ADETAILER_PASS_DEFAULTS: dict[str, Any] = {"mask_blur": 4, "dilate_erode": 4,
+                                           "inpaint_only_masked": True, "inpaint_padding": 32}
 
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_STEPS = 150

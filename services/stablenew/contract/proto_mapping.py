@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from stablenew.contract import model
 from stablenew.contract.errors import invalid_argument
-from stablenew.v1 import job_pb2, pipeline_pb2
+from stablenew.v1 import job_pb2, pipeline_pb2, runner_service_pb2
 
 T = TypeVar("T")
 
@@ -63,6 +63,7 @@ ENUM_TWINS: dict[type[IntEnum], Any] = {
     model.Priority: job_pb2.Priority,
     model.EntryStatus: job_pb2.EntryStatus,
     model.AdetailerOutcomeKind: job_pb2.AdetailerOutcomeKind,
+    model.WebuiState: runner_service_pb2.WebuiState,
 }
 
 Filler = Callable[[Any, Any], None]

@@ -12,7 +12,7 @@ from enum import IntEnum
 
 from stablenew.contract.config_hash import bundle_hash
 from stablenew.contract.errors import Code, ErrorReason, ServiceError
-from stablenew.contract.model import Job, JobState, Priority, RunMode, StageType
+from stablenew.contract.model import Job, JobState, Priority, RunMode, StageType, WebuiState
 from stablenew.sdwebui.model_matching import has_checkpoint
 
 LEGAL_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
@@ -129,6 +129,14 @@ class RunnerInfo:
     # `checkpoint_names` (sdwebui.model_matching.checkpoint_names).
     capabilities: bytes = b""
     checkpoint_names: frozenset[str] = frozenset()
+    # The state of its WebUI as announced; UNSPECIFIED (a runner that does not say) counts as
+    # ready.
+    webui_state: WebuiState = WebuiState.UNSPECIFIED
+
+    def can_take_jobs(self) -> bool:
+        """Whether its WebUI can run a job: a runner whose WebUI is down, starting or failing
+        announces itself but is given nothing."""
+        return self.webui_state in (WebuiState.UNSPECIFIED, WebuiState.READY, WebuiState.BUSY)
 
     def offers_model(self, model: str) -> bool:
         """Whether the runner can load `model`: a name it announced in `models`, or one its
@@ -161,6 +169,7 @@ def can_run(runner: RunnerInfo, required_models: tuple[str, ...]) -> bool:
 
 
 NO_RUNNER = "no runner is connected"
+NO_WEBUI = "no connected runner that can run it has its WebUI ready"
 PAUSED = "the queue is paused"
 
 
@@ -190,8 +199,11 @@ class RunnerPool:
     def _reason(self, required_models: tuple[str, ...]) -> str:
         if not self.connected:
             return NO_RUNNER
-        if any(can_run(runner, required_models) for runner in self.connected):
+        able = [runner for runner in self.connected if can_run(runner, required_models)]
+        if any(runner.can_take_jobs() for runner in able):
             return ""
+        if able:  # their WebUIs are down, starting or failing: they lease nothing meanwhile
+            return NO_WEBUI
         missing = [model for model in required_models
                    if not any(runner.offers_model(model) for runner in self.connected)]
         if missing:

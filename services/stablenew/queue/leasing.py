@@ -74,6 +74,8 @@ class Leasing:
         waiter = _Waiter(runner, active)
         with self.core.write():
             self.core.runners.save(RunnerRecord(runner, datetime.now(UTC)))
+        if not runner.can_take_jobs():
+            return None  # only an announcement: its WebUI cannot run a job now
         with self.core.lock:
             if self.core.closing.is_set():
                 return None  # shutting down: no new long-poll may hold the exit up

@@ -3,13 +3,18 @@ stablenew.contract.proto_mapping)."""
 
 from __future__ import annotations
 
-from stablenew.contract.model import JobOrigin, JobProgress
+from stablenew.contract.model import JobOrigin, JobProgress, WebuiState
 from stablenew.contract.proto_mapping import fill_proto, from_request, job_to_proto
-from stablenew.contract.request_limits import checked_id, checked_names, checked_text
+from stablenew.contract.request_limits import (
+    checked_id,
+    checked_names,
+    checked_text,
+    known_enum,
+)
 from stablenew.queue import codec
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Consumer, JobRead, Lease, RunnerInfo, RunnerRecord
-from stablenew.v1 import job_pb2, queue_service_pb2
+from stablenew.v1 import job_pb2, queue_service_pb2, runner_service_pb2
 
 
 def job_message(read: JobRead, view: int) -> job_pb2.Job:
@@ -45,6 +50,7 @@ def runner_info_from_proto(message: queue_service_pb2.RunnerInfo) -> RunnerInfo:
         address=checked_text(message.address, "runner.address"),
         capabilities=capabilities,
         checkpoint_names=codec.checkpoint_names(capabilities),
+        webui_state=known_enum(WebuiState, message.webui_state, "runner.webui_state"),
     )
 
 
@@ -61,9 +67,13 @@ def runner_to_proto(
 ) -> queue_service_pb2.Runner:
     info = record.info
     message = queue_service_pb2.Runner(current_job_id=record.current_job_id, connected=connected)
+    # "Answering and running a job" is what the queue sees of a ready runner that holds one.
+    state = (WebuiState.BUSY if info.webui_state == WebuiState.READY and record.current_job_id
+             else info.webui_state)
     message.info.CopyFrom(queue_service_pb2.RunnerInfo(
         runner_id=info.runner_id, host=info.host, models=list(info.models),
-        loaded_model=info.loaded_model, address=info.address))
+        loaded_model=info.loaded_model, address=info.address,
+        webui_state=runner_service_pb2.WebuiState.ValueType(state)))
     if info.capabilities:
         message.info.capabilities.MergeFromString(info.capabilities)
     if record.last_heartbeat_time is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stablenew.contract.job_row import from_micros, job_columns, job_from_columns, to_micros
-from stablenew.contract.model import JobState
+from stablenew.contract.model import JobState, WebuiState
 from stablenew.queue import codec
 from stablenew.queue.domain import (
     Consumer,
@@ -220,6 +220,8 @@ MIGRATIONS = [
     ALTER TABLE consumers ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
     UPDATE consumers SET create_time = update_time;
     """,
+    # 5: the state of a runner's WebUI, as announced (a stablenew.v1.WebuiState number).
+    "ALTER TABLE runners ADD COLUMN webui_state INTEGER NOT NULL DEFAULT 0;",
 ]
 
 # Columns of a BASIC read: everything but the entries and results blobs.
@@ -574,14 +576,16 @@ class QueueStore:
         beat = to_micros(record.last_heartbeat_time) or _now_micros()
         self.db.execute(
             """INSERT INTO runners (runner_id, host, address, models, loaded_model,
-                 last_heartbeat, current_job_id, capabilities) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 last_heartbeat, current_job_id, capabilities, webui_state)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (runner_id) DO UPDATE SET host = excluded.host,
                  address = excluded.address, models = excluded.models,
                  loaded_model = excluded.loaded_model, last_heartbeat = excluded.last_heartbeat,
                  current_job_id = excluded.current_job_id,
-                 capabilities = excluded.capabilities""",
+                 capabilities = excluded.capabilities, webui_state = excluded.webui_state""",
             (info.runner_id, info.host, info.address, json.dumps(list(info.models)),
-             info.loaded_model, beat, record.current_job_id, info.capabilities),
+             info.loaded_model, beat, record.current_job_id, info.capabilities,
+             int(info.webui_state)),
         )
 
     def touch_runner(self, runner_id: str, seen: datetime, loaded_model: str,
@@ -598,7 +602,8 @@ class QueueStore:
             capabilities = bytes(row["capabilities"])
             info = RunnerInfo(row["runner_id"], row["host"], tuple(json.loads(row["models"])),
                               row["loaded_model"], row["address"], capabilities,
-                              codec.checkpoint_names(capabilities))
+                              codec.checkpoint_names(capabilities),
+                              WebuiState(row["webui_state"]))
             yield RunnerRecord(info, from_micros(row["last_heartbeat"]), row["current_job_id"])
 
     def setting(self, key: str, default: str) -> str:

@@ -20,8 +20,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import grpc
 
+from stablenew.contract.model import WebuiState
 from stablenew.runner.core import JobRunner, RunnerCore, fresh_capabilities
-from stablenew.runner.domain import RunnerState, WebuiState
+from stablenew.runner.domain import RunnerState
 from stablenew.runner.executor import Executor
 from stablenew.runner.queue_client import QueueClient
 from stablenew.runner.servicer import RunnerServicer

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from stablenew.contract.errors import invalid_argument
-from stablenew.contract.model import EntryResult
+from stablenew.contract.model import EntryResult, WebuiState
 from stablenew.runner import outputs
 from stablenew.runner.domain import (
     Capabilities,
@@ -39,7 +39,6 @@ from stablenew.runner.domain import (
     RunnerInfo,
     RunnerState,
     RunnerStatus,
-    WebuiState,
     image_not_found,
     path_outside_root,
     webui_unavailable,
@@ -178,6 +177,7 @@ class JobRunner:
         if leased is None:
             if not self._check_webui():
                 self.prefetch.hand_back("the WebUI is not ready")
+                self._announce()
                 return False
             leased = self.queue.lease(self._runner_info(), self.lease_wait_seconds)
             if leased is None:
@@ -208,6 +208,11 @@ class JobRunner:
         self.state.webui_answered(title)
         return True
 
+    def _announce(self) -> None:
+        """Tell the queue the WebUI's state: a lease request that waits for nothing, which the
+        queue answers without a job for a runner whose WebUI cannot run one (RunnerInfo)."""
+        self.queue.lease(self._runner_info(), 0.0)
+
     def _capabilities_stale(self) -> bool:
         capabilities = self.state.capabilities
         if capabilities is None or capabilities.fetch_time is None:
@@ -219,7 +224,7 @@ class JobRunner:
         models = [model.model_name for model in capabilities.models] if capabilities else []
         return RunnerInfo(runner_id=self.state.runner_id, host=self.state.host, models=models,
                           loaded_model=self.state.loaded_model_name, address=self.address,
-                          capabilities=capabilities)
+                          capabilities=capabilities, webui_state=self.state.webui[0])
 
     def shut_down(self) -> None:
         """Stop leasing, and hand the held job and a running one back to the queue at once

@@ -12,26 +12,14 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import IntEnum
 from typing import Protocol
 
 from stablenew.contract.errors import Code, ErrorDetails, ErrorReason, ServiceError
-from stablenew.contract.model import EntryResult, Job, JobProgress, JobState
+from stablenew.contract.model import EntryResult, Job, JobProgress, JobState, WebuiState
 from stablenew.sdwebui.model_matching import ModelEntry, queue_model_name
 from stablenew.sdwebui.names import SchedulerEntry
 
 log = logging.getLogger("stablenew.runner")
-
-
-class WebuiState(IntEnum):
-    """Numbers as stablenew.v1.WebuiState."""
-
-    UNSPECIFIED = 0
-    DISCONNECTED = 1
-    STARTING = 2
-    READY = 3
-    BUSY = 4
-    ERROR = 5
 
 
 @dataclass
@@ -76,6 +64,8 @@ class RunnerInfo:
     address: str
     # What its WebUI offers; None until the runner has read it.
     capabilities: Capabilities | None = None
+    # Its WebUI's state: the queue gives no job to a runner whose WebUI cannot run one.
+    webui_state: WebuiState = WebuiState.UNSPECIFIED
 
 
 @dataclass(frozen=True)

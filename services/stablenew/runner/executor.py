@@ -410,6 +410,10 @@ class Executor:
                 pass_index=pass_index, model=str(tab["ad_model"]), image_index=image_index,
                 outcome=AdetailerOutcomeKind.DETAILED if detailed
                 else AdetailerOutcomeKind.NOTHING_DETECTED))
+            if not detailed and run.entry.adetailer_passes[pass_index].fail_on_no_detection:
+                raise EntryFailedError(
+                    f"ADetailer pass {pass_index + 1} ({tab['ad_model']!r}) detected nothing on"
+                    f" image {image_index}, and the pass says no detection is an error")
             image = SourceImage(result.images[0], image.seed)
         return image
 

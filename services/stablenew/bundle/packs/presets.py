@@ -13,6 +13,8 @@ Decisions for settings a pack leaves out:
   pack that names any stage flag runs exactly the stages it switches on.
 - Seeds: a pack that names no seed asks for random seeds (-1): a fixed 0 for every row is never
   what a pack author meant.
+- ADetailer passes: mask blur, dilate/erode, inpaint only masked and its padding left out are
+  the extension's defaults (4, 4, true, 32); a pass that writes 0 or false keeps it.
 Everything else left out gets the built-in defaults when the pack is normalised
 (`pipeline_rules.with_builtin_defaults`); an empty model means the checkpoint the runner's
 WebUI has loaded.
@@ -41,6 +43,7 @@ from stablenew.contract.model import (
     Txt2ImgConfig,
     UpscaleMode,
 )
+from stablenew.contract.pipeline_limits import ADETAILER_PASS_DEFAULTS
 
 _UPSCALE_MODES = {"extras": UpscaleMode.EXTRAS, "img2img": UpscaleMode.IMG2IMG}
 
@@ -50,6 +53,17 @@ def _upscale_mode(value: Any, path: str) -> UpscaleMode:
     if text not in _UPSCALE_MODES:
         raise JsonShapeError(path, f"unknown upscale mode {value!r}; use 'extras' or 'img2img'")
     return _UPSCALE_MODES[text]
+
+
+_NO_DETECTION = {"allow": False, "error": True}
+
+
+def _fails_on_no_detection(value: Any, path: str) -> bool:
+    """`no_detection`: "allow" (recorded as an outcome) or "error" (fails the entry)."""
+    text = as_str(value, path).strip().lower()
+    if text not in _NO_DETECTION:
+        raise JsonShapeError(path, f"unknown no_detection {value!r}; use 'allow' or 'error'")
+    return _NO_DETECTION[text]
 
 
 def _resize_mode(value: Any, path: str) -> ResizeMode:
@@ -140,6 +154,7 @@ ADETAILER_PASS_FIELDS: FieldTable = {
     "adetailer_steps": ("steps", as_int),
     "adetailer_cfg_scale": ("cfg_scale", as_float),
     "adetailer_sampler_name": ("sampler_name", as_str),
+    "adetailer_no_detection": ("fail_on_no_detection", _fails_on_no_detection),
 }
 
 # A pass written out in full (`"passes": [{...}]`) uses the AdetailerPass field names.
@@ -224,7 +239,8 @@ def _adetailer_passes(section: dict[str, Any], path: str) -> list[AdetailerPass]
 
 def _read_pass(values: dict[str, Any], table: FieldTable, path: str,
                extra_keys: tuple[str, ...] = ()) -> AdetailerPass:
-    adetailer_pass = AdetailerPass()
+    # What the pass does not say is the extension's default, what it says (even 0) is kept.
+    adetailer_pass = AdetailerPass(**ADETAILER_PASS_DEFAULTS)
     _apply_table(adetailer_pass, values, table, path, extra_keys)
     return adetailer_pass
 

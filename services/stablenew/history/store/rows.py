@@ -5,6 +5,7 @@ tables, each row builder next to the statement that writes its row. No SQL runs 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +20,8 @@ from stablenew.contract.job_row import (
     to_micros,
 )
 from stablenew.contract.model import (
+    AdetailerOutcome,
+    AdetailerOutcomeKind,
     EntryResult,
     EntryStatus,
     ImageRef,
@@ -53,7 +56,7 @@ INSERT_JOB_WITH_ID = (f"INSERT INTO jobs (id, {', '.join(JOB_ROW_COLUMNS)}) "
 UPDATE_JOB = (f"UPDATE jobs SET {', '.join(f'{name} = :{name}' for name in MUTABLE_COLUMNS)} "
               "WHERE id = :id")
 INSERT_ENTRY = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_RESULT = "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_RESULT = "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_IMAGE = "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_TRANSITION = ("INSERT INTO transitions (job_ref, sequence, from_state, to_state, time, "
                      "reason, runner_id, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
@@ -126,7 +129,8 @@ def result_rows(ref: int, results: list[EntryResult]
         results_out.append((ref, ordinal, result.entry_index, result.prompt_pack_id,
                             result.pack_name, result.row_index, result.prompt,
                             _stages(result.stage_plan), int(result.status),
-                            result.error_message, result.executed_config_hash, micros))
+                            result.error_message, result.executed_config_hash, micros,
+                            _outcomes_text(result.adetailer_outcomes)))
         for number, image in enumerate(result.images):
             images_out.append((ref, ordinal, number, image.path, image.sha256, image.width,
                                image.height, image.seed, int(image.stage), image.size_bytes,
@@ -134,9 +138,22 @@ def result_rows(ref: int, results: list[EntryResult]
     return results_out, images_out
 
 
+def _outcomes_text(outcomes: list[AdetailerOutcome]) -> str:
+    """The `adetailer_outcomes` column: [[pass_index, model, image_index, outcome], ...]."""
+    return json.dumps([[o.pass_index, o.model, o.image_index, int(o.outcome)] for o in outcomes],
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def _outcomes(text: str) -> list[AdetailerOutcome]:
+    return [AdetailerOutcome(pass_index=pass_index, model=model, image_index=image_index,
+                             outcome=AdetailerOutcomeKind(outcome))
+            for pass_index, model, image_index, outcome in json.loads(text)]
+
+
 # The columns results_from_rows reads, in its order.
 RESULT_COLUMNS = ("ordinal, entry_index, prompt_pack_id, pack_name, row_index, prompt, "
-                  "stage_plan, status, error_message, executed_config_hash, duration_us")
+                  "stage_plan, status, error_message, executed_config_hash, duration_us, "
+                  "adetailer_outcomes")
 IMAGE_COLUMNS = "result_ordinal, path, sha256, width, height, seed, stage, size_bytes, runner_id"
 
 
@@ -153,7 +170,7 @@ def results_from_rows(rows: Iterable[Sequence[Any]],
         prompt=row[5], stage_plan=_stage_list(row[6]), status=EntryStatus(row[7]),
         error_message=row[8], executed_config_hash=row[9],
         duration=None if row[10] is None else timedelta(microseconds=row[10]),
-        images=images.get(row[0], [])) for row in rows]
+        images=images.get(row[0], []), adetailer_outcomes=_outcomes(row[11])) for row in rows]
 
 
 def transition_row(ref: int, transition: JobTransition) -> tuple[Any, ...]:

@@ -187,4 +187,10 @@ MIGRATIONS = [
     ALTER TABLE jobs ADD COLUMN image_count INTEGER NOT NULL DEFAULT 0;
     UPDATE jobs SET image_count = (SELECT COUNT(*) FROM images WHERE images.job_ref = jobs.id);
     """,
+    # 5: each result's ADetailer outcomes (EntryResult.adetailer_outcomes: per pass and image,
+    # detailed or nothing detected), as compact JSON [[pass_index, model, image_index, outcome
+    # number], ...]. Results recorded before keep none: what the runner reported was not kept.
+    """
+    ALTER TABLE results ADD COLUMN adetailer_outcomes TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
