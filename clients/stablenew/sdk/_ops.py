@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, TypeVar
@@ -383,8 +383,14 @@ def latest(filters: dict[str, Any]) -> Op[Job]:
 def job_events(job_id: str, page_size: int) -> Flow[JobEvent]:
     request = history_pb.ListJobEventsRequest(job_id=job_id,
                                               page_size=requests.page_size(page_size))
-    return pages("history", "ListJobEvents", request,
-                 lambda reply: (read_event(event) for event in reply.events))
+    return pages("history", "ListJobEvents", request, _page_events)
+
+
+def _page_events(reply: history_pb.ListJobEventsResponse) -> Iterator[JobEvent]:
+    """A page's events, those the history sent without some entries or results marked
+    `trimmed`."""
+    trimmed = set(reply.truncated_sequences)
+    return (read_event(event, trimmed=event.sequence in trimmed) for event in reply.events)
 
 
 def ingestion_status() -> Op[IngestionStatus]:

@@ -368,7 +368,9 @@ class HistoryApi(_Api):
         return self._transport.run(_ops.latest(history_filters(**filters)))
 
     def events(self, job_id: str, page_size: int = 0) -> Iterator[JobEvent]:
-        """One job's events as the queue logged them, in sequence order."""
+        """One job's events as the queue logged them, in sequence order (progress events are
+        not kept). An event too large for one message comes with the entries or results that
+        fit and `trimmed` set."""
         return self._transport.iterate(_ops.job_events(job_id, page_size))
 
     def ingestion(self) -> IngestionStatus:
