@@ -4,10 +4,12 @@ filters and their bad values, export and import."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.cli.cli_result import DETAILED, SCENES, Result
+from tests.history.records import Records
 from tests.runner.harness import EmulatorAdmin
 from tests.service_harness import wait_for
 
@@ -86,7 +88,8 @@ def test_show_events_and_bookmark(cli: RunCli) -> None:
     events = cli("history", "events", job_id).ok().out.splitlines()
     assert [line.split(maxsplit=3)[3].split(":")[0].split(" (")[0] for line in events] == [
         "submitted", "running", "completed"]
-    assert len(cli("history", "events", job_id, "--json").ok().json()["events"]) == 3
+    listed = cli("history", "events", job_id, "--json").ok().json()
+    assert (len(listed["events"]), listed["truncated_sequences"]) == (3, [])
     assert cli("history", "bookmark", job_id).ok().out == f"job {job_id} bookmarked\n"
     assert cli("history", "show", job_id, "--json").ok().json()["job"]["bookmarked"] is True
     assert "not bookmarked" in cli("history", "bookmark", job_id, "--off").ok().out
@@ -116,6 +119,25 @@ def test_adetailer_outcomes_are_recorded_and_a_pass_may_require_a_detection(
             in result["error_message"])
     assert [(o["model"], o["outcome"]) for o in result["adetailer_outcomes"]] == [
         ("face_yolov8n.pt", "ADETAILER_OUTCOME_KIND_NOTHING_DETECTED")]
+
+
+def test_events_the_history_trimmed_say_so(cli: RunCli, tmp_path: Path) -> None:
+    # A history that may send 256 KiB a message, and a 40-entry job of about 800 kB: its
+    # submission and its completion come without the entries or results that do not fit.
+    records = Records(tmp_path / "data", env={"STABLENEW_MAX_MESSAGE_BYTES": str(256 * 1024)})
+    try:
+        job_id = records.add(prompts=tuple(f"prompt {n} " + "x" * 20_000 for n in range(40)))
+        history = {"STABLENEW_HISTORY_ADDR": records.address}
+        lines = cli("history", "events", job_id, **history).ok().out.splitlines()
+        listed = cli("history", "events", job_id, "--json", **history).ok().json()
+    finally:
+        records.close()
+    notes = [line.partition(" [")[2] for line in lines]
+    assert re.fullmatch(r"trimmed: [1-9]\d* of 40 entries sent\]", notes[0]), lines
+    assert notes[1] == "", lines
+    assert re.fullmatch(r"trimmed: [1-9]\d* results sent\]", notes[2]), lines
+    sequences = [event["sequence"] for event in listed["events"]]
+    assert listed["truncated_sequences"] == [sequences[0], sequences[2]]
 
 
 def test_export_then_import_and_a_desktop_file(cli: RunCli, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from stablenew.sdk import (
 from stablenew.v1 import history_service_pb2
 from tests.bundle_service.harness import unique
 from tests.history.harness import HistoryHarness
+from tests.history.records import Records
 from tests.sdk.harness import PACK_ID, Stack, connect
 from tests.service_harness import wait_for
 
@@ -116,6 +117,43 @@ def test_latest_and_events(client: Any, finished: Job) -> None:
     assert events[-1].state_changed.to_state == JobState.COMPLETED
     sequences = [event.sequence for event in events]
     assert sequences == sorted(set(sequences))
+    assert not any(event.trimmed for event in events)
+
+
+# The message limit of the trimming history below: a 40-entry job's submission (about 800 kB)
+# and its completion do not fit, its RUNNING change does.
+SMALL_MESSAGE_BYTES = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def trimming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Records, str]]:
+    """A history that may send at most SMALL_MESSAGE_BYTES a message, holding a completed job
+    whose submission and completion are each larger than that; and the job's id."""
+    records = Records(tmp_path_factory.mktemp("trimming") / "data",
+                      env={"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    job_id = records.add(prompts=tuple(f"prompt {n} " + "x" * 20_000 for n in range(40)))
+    yield records, job_id
+    records.close()
+
+
+def test_events_too_large_for_a_message_come_trimmed(kind: str,
+                                                     trimming: tuple[Records, str]) -> None:
+    records, job_id = trimming
+    client = connect(kind, history_address=records.address)
+    try:
+        events = list(client.history.events(job_id))
+    finally:
+        client.close()
+    assert [(e.kind, e.trimmed) for e in events] == [
+        (EventKind.SUBMITTED, True), (EventKind.STATE_CHANGED, False),
+        (EventKind.STATE_CHANGED, True)]
+    submitted, running, completed = events
+    assert submitted.submitted is not None and submitted.submitted.entry_count == 40
+    assert 0 < len(submitted.submitted.entries) < 40
+    assert running.state_changed is not None and running.state_changed.results == []
+    assert completed.state_changed is not None
+    assert completed.state_changed.to_state == JobState.COMPLETED
+    assert 0 < len(completed.state_changed.results) < 40
 
 
 def test_update_bookmark_and_label(client: Any, stack: Stack) -> None:

@@ -32,7 +32,7 @@ from stablenew.cli.output import (
     table,
 )
 from stablenew.cli.watch_display import change_text
-from stablenew.sdk import Client, HistoryRecord, StableNewError
+from stablenew.sdk import Client, HistoryRecord, JobEvent, StableNewError
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 MODES = ("direct", "queue")
@@ -250,17 +250,29 @@ def _print_record(record: HistoryRecord) -> None:
 
 
 def run_events(args: argparse.Namespace) -> int:
-    """One job's events in sequence order."""
+    """One job's events in sequence order; those the history trimmed say what they hold."""
     with Client() as client:
         events = list(client.history.events(args.job))
     if args.json:
-        print_json({"events": events})
+        # As ListJobEvents names them (proto3 JSON: 64-bit integers as strings).
+        print_json({"events": events,
+                    "truncated_sequences": [str(e.sequence) for e in events if e.trimmed]})
         return 0
     for event in events:
         line = change_text(event)
         if line is not None:
-            print(f"{event.sequence:>8} {text.moment(event.time)} {line}")
+            note = f" [{_trimmed_note(event)}]" if event.trimmed else ""
+            print(f"{event.sequence:>8} {text.moment(event.time)} {line}{note}")
     return 0
+
+
+def _trimmed_note(event: JobEvent) -> str:
+    """What a trimmed event still holds: the history left out what did not fit a message."""
+    if event.submitted is not None:
+        return (f"trimmed: {len(event.submitted.entries)} of {event.submitted.entry_count} "
+                "entries sent")
+    results = event.state_changed.results if event.state_changed is not None else []
+    return f"trimmed: {len(results)} results sent"
 
 
 def run_bookmark(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, TypeVar
@@ -325,6 +325,15 @@ def delete_consumer(consumer_id: str) -> Op[None]:
     yield Unary("queue", "DeleteConsumer", queue_pb.DeleteConsumerRequest(consumer_id=consumer_id))
 
 
+def acknowledge(consumer_id: str, sequence: int) -> Op[int]:
+    """AcknowledgeEvents: the consumer's acknowledged sequence afterwards (it never moves
+    back, so acknowledging 0 only reads it)."""
+    request = queue_pb.AcknowledgeEventsRequest(consumer_id=consumer_id, sequence=sequence)
+    reply = yield Unary("queue", "AcknowledgeEvents", request)
+    acknowledged: int = reply.acknowledged_sequence
+    return acknowledged
+
+
 # --- history --------------------------------------------------------------------------------
 
 
@@ -383,8 +392,14 @@ def latest(filters: dict[str, Any]) -> Op[Job]:
 def job_events(job_id: str, page_size: int) -> Flow[JobEvent]:
     request = history_pb.ListJobEventsRequest(job_id=job_id,
                                               page_size=requests.page_size(page_size))
-    return pages("history", "ListJobEvents", request,
-                 lambda reply: (read_event(event) for event in reply.events))
+    return pages("history", "ListJobEvents", request, _page_events)
+
+
+def _page_events(reply: history_pb.ListJobEventsResponse) -> Iterator[JobEvent]:
+    """A page's events, those the history sent without some entries or results marked
+    `trimmed`."""
+    trimmed = set(reply.truncated_sequences)
+    return (read_event(event, trimmed=event.sequence in trimmed) for event in reply.events)
 
 
 def ingestion_status() -> Op[IngestionStatus]:
@@ -614,22 +629,29 @@ def _reconnectable(error: StableNewError) -> bool:
     return isinstance(error, InternalError) and not error.reason
 
 
-def watch(after_sequence: int, job_ids: Sequence[str], exclude_progress: bool,
-          reconnect_for: float | None, deadline: float | None = None) -> Flow[JobEvent]:
+def watch(after_sequence: int | None, job_ids: Sequence[str], exclude_progress: bool,
+          reconnect_for: float | None, deadline: float | None = None,
+          consumer_id: str = "") -> Flow[JobEvent]:
     """The queue's events after `after_sequence`, live, for ever. A dropped stream (or a
     restarted queue) is resumed from the last sequence delivered, so no event is lost or
     repeated; the watch gives up when the queue stays unreachable for `reconnect_for` seconds
-    (None: never), or at `deadline` (time.monotonic()) with DeadlineExceededError."""
-    if after_sequence < 0:
+    (None: never), or at `deadline` (time.monotonic()) with DeadlineExceededError.
+
+    As the durable consumer `consumer_id` the queue keeps the events it has not acknowledged,
+    and `after_sequence` None starts after the last one it acknowledged (else None is 0)."""
+    if after_sequence is not None and after_sequence < 0:
         raise requests.invalid("after_sequence", "must not be negative")
-    cursor = after_sequence
+    cursor = 0 if after_sequence is None and not consumer_id else after_sequence
     failures = 0
     down_since: float | None = None
     while True:
-        request = queue_pb.WatchJobsRequest(after_sequence=cursor, job_ids=list(job_ids),
-                                            exclude_progress=exclude_progress)
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         try:
+            if cursor is None:  # read where the consumer resumes, retried like the watch
+                cursor = yield from acknowledge(consumer_id, 0)
+            request = queue_pb.WatchJobsRequest(after_sequence=cursor, job_ids=list(job_ids),
+                                                exclude_progress=exclude_progress,
+                                                consumer_id=consumer_id)
             stream = yield Open("queue", "WatchJobs", request, timeout=timeout)
             while (reply := (yield Next(stream))) is not None:
                 failures, down_since = 0, None

@@ -173,6 +173,11 @@ class AsyncQueueApi(_AsyncApi):
         """Remove a durable consumer."""
         await self._transport.run(_ops.delete_consumer(consumer_id))
 
+    async def acknowledge(self, consumer_id: str, sequence: int) -> int:
+        """A durable consumer is done with the events up to `sequence`; its acknowledged
+        sequence afterwards."""
+        return await self._transport.run(_ops.acknowledge(consumer_id, sequence))
+
 
 class AsyncHistoryApi(_AsyncApi):
     """The record of every job; as `stablenew.sdk.client.HistoryApi` (the same filters)."""
@@ -304,12 +309,14 @@ class AsyncClient:
                         traceback: TracebackType | None) -> None:
         await self.close()
 
-    def watch(self, after_sequence: int = 0, job_ids: Sequence[str] | None = None,
-              exclude_progress: bool = False,
-              reconnect_for: float | None = 60.0) -> AsyncIterator[JobEvent]:
-        """The queue's events, resumed across disconnects (`async for`)."""
+    def watch(self, after_sequence: int | None = None, job_ids: Sequence[str] | None = None,
+              exclude_progress: bool = False, reconnect_for: float | None = 60.0,
+              consumer_id: str = "") -> AsyncIterator[JobEvent]:
+        """The queue's events, resumed across disconnects (`async for`); as a durable
+        consumer with `consumer_id`, from what it acknowledged."""
         return self._transport.iterate(_ops.watch(after_sequence, list(job_ids or ()),
-                                                  exclude_progress, reconnect_for))
+                                                  exclude_progress, reconnect_for,
+                                                  consumer_id=consumer_id))
 
     async def wait(self, job_id: str, on_progress: Callable[[JobProgress], Any] | None = None,
                    timeout: float | None = None,

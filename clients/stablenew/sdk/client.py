@@ -321,6 +321,20 @@ class QueueApi(_Api):
         """
         self._transport.run(_ops.delete_consumer(consumer_id))
 
+    def acknowledge(self, consumer_id: str, sequence: int) -> int:
+        """Tell the queue a durable consumer is done with every event up to and including
+        `sequence`: a `watch(consumer_id=...)` started later resumes after it, and the queue
+        may prune those events. Acknowledge once an event's effect is kept, never before.
+
+        Returns:
+            The consumer's acknowledged sequence (it never moves back).
+
+        Raises:
+            ConsumerNotFoundError: No such consumer (never created, deleted, or expired).
+            InvalidArgumentError: `sequence` is beyond the queue's last event.
+        """
+        return self._transport.run(_ops.acknowledge(consumer_id, sequence))
+
 
 class HistoryApi(_Api):
     """The durable record of every job (history service).
@@ -368,7 +382,9 @@ class HistoryApi(_Api):
         return self._transport.run(_ops.latest(history_filters(**filters)))
 
     def events(self, job_id: str, page_size: int = 0) -> Iterator[JobEvent]:
-        """One job's events as the queue logged them, in sequence order."""
+        """One job's events as the queue logged them, in sequence order (progress events are
+        not kept). An event too large for one message comes with the entries or results that
+        fit and `trimmed` set."""
         return self._transport.iterate(_ops.job_events(job_id, page_size))
 
     def ingestion(self) -> IngestionStatus:
@@ -561,28 +577,36 @@ class Client:
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    def watch(self, after_sequence: int = 0, job_ids: Sequence[str] | None = None,
-              exclude_progress: bool = False,
-              reconnect_for: float | None = 60.0) -> Iterator[JobEvent]:
+    def watch(self, after_sequence: int | None = None, job_ids: Sequence[str] | None = None,
+              exclude_progress: bool = False, reconnect_for: float | None = 60.0,
+              consumer_id: str = "") -> Iterator[JobEvent]:
         """The queue's events after `after_sequence`, then live, for as long as it is iterated.
 
         A dropped stream or a restarted queue is resumed from the last sequence delivered:
-        no event is missed or repeated.
+        no event is missed or repeated. As a durable consumer (`consumer_id`, made by
+        `queue.create_consumer`) the watch starts after what the consumer acknowledged
+        (`queue.acknowledge`), so a program restarted sees again exactly the events it had not
+        acknowledged, and the queue keeps them for it meanwhile.
 
         Args:
-            after_sequence: Start after this sequence (0: the oldest kept; `queue.state()`'s
-                `last_sequence`: only what happens from now on).
+            after_sequence: Start after this sequence (None: 0, the oldest kept, or the
+                consumer's acknowledged sequence; `queue.state()`'s `last_sequence`: only what
+                happens from now on).
             job_ids: Only these jobs' events (None: every job and the queue-level events).
             exclude_progress: Leave out progress events.
             reconnect_for: Give up (raise UnavailableError) when the queue stays unreachable
                 this many seconds; None retries for ever.
+            consumer_id: Watch as this durable consumer ("": a plain watch).
 
         Raises:
             SequencePrunedError: The events after `after_sequence` are gone; its
                 `oldest_sequence` says where the log starts.
+            ConsumerNotFoundError: The queue has no consumer `consumer_id` (never created,
+                deleted, or expired after its idle time).
         """
         return self._transport.iterate(_ops.watch(after_sequence, list(job_ids or ()),
-                                                  exclude_progress, reconnect_for))
+                                                  exclude_progress, reconnect_for,
+                                                  consumer_id=consumer_id))
 
     def wait(self, job_id: str, on_progress: Callable[[JobProgress], Any] | None = None,
              timeout: float | None = None, on_event: Callable[[JobEvent], Any] | None = None,

@@ -362,6 +362,9 @@ class JobEvent(Result[job_pb2.JobEvent]):
         cancel_requested: The cancel request.
         moved: The job's new queue position.
         updated: The new label and priority.
+        trimmed: Read from the history (`history.events`) without some of its entries
+            (`submitted.entries`) or results (`state_changed.results`): the whole event is
+            larger than the history may send in one message. Never set on a queue watch.
     """
 
     sequence: int
@@ -374,10 +377,11 @@ class JobEvent(Result[job_pb2.JobEvent]):
     cancel_requested: CancelRequest | None = None
     moved: int | None = None
     updated: JobUpdate | None = None
+    trimmed: bool = False
 
 
-def read_event(message: job_pb2.JobEvent) -> JobEvent:
-    """A JobEvent with only its set payload read."""
+def read_event(message: job_pb2.JobEvent, trimmed: bool = False) -> JobEvent:
+    """A JobEvent with only its set payload read (`trimmed`: the sender left part of it out)."""
     which = message.WhichOneof("payload")
     payload: dict[str, Any] = {}
     if which == "submitted":
@@ -396,7 +400,7 @@ def read_event(message: job_pb2.JobEvent) -> JobEvent:
             else EventKind.UNSPECIFIED)
     event = JobEvent(sequence=message.sequence,
                      time=message.time.ToDatetime(tzinfo=UTC) if message.HasField("time") else None,
-                     job_id=message.job_id, kind=kind, **payload)
+                     job_id=message.job_id, kind=kind, trimmed=trimmed, **payload)
     object.__setattr__(event, "proto", message)
     return event
 

@@ -20,11 +20,11 @@ from stablenew.contract.request_limits import (
 )
 from stablenew.queue import mapping
 from stablenew.queue.core import QueueCore
-from stablenew.queue.domain import Consumer, MovePosition, RetryScope
+from stablenew.queue.domain import Consumer, MovePosition, RetryScope, RunnerRecord
 from stablenew.queue.entries import entry_batch
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.watchers import WatchFilter
-from stablenew.runtime.paging import page_size
+from stablenew.runtime.paging import page_by_name, page_size
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
 
@@ -139,12 +139,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def ListConsumers(self, request: pb.ListConsumersRequest,
                       context: Context) -> pb.ListConsumersResponse:
-        size = page_size(request.page_size)
-        position = self.consumer_tokens.decode(request.page_token)
-        consumers = self.core.list_consumers(str(position[0]) if position else "", size + 1)
-        page = consumers[:size]
-        token = (self.consumer_tokens.encode([page[-1].consumer_id])
-                 if len(consumers) > size else "")
+        page, token = page_by_name(self.consumer_tokens, request.page_token,
+                                   page_size(request.page_size), self.core.list_consumers,
+                                   lambda consumer: consumer.consumer_id)
         return pb.ListConsumersResponse(consumers=[self._consumer(c) for c in page],
                                         next_page_token=token)
 
@@ -193,15 +190,15 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def ListRunners(self, request: pb.ListRunnersRequest,
                     context: Context) -> pb.ListRunnersResponse:
-        size = page_size(request.page_size)
-        position = self.runner_tokens.decode(request.page_token)
-        after = str(position[0]) if position else ""
-        records = [(r, connected) for r, connected in self.leasing.runners()
-                   if r.info.runner_id > after]
-        page = records[:size]
-        token = (self.runner_tokens.encode([page[-1][0].info.runner_id])
-                 if len(records) > size else "")
+        page, token = page_by_name(self.runner_tokens, request.page_token,
+                                   page_size(request.page_size), self._runners_after,
+                                   lambda record: record[0].info.runner_id)
         runners = [mapping.runner_to_proto(r, connected,
                                            self.leasing.current_progress(r.current_job_id))
                    for r, connected in page]
         return pb.ListRunnersResponse(runners=runners, next_page_token=token)
+
+    def _runners_after(self, after: str, limit: int) -> list[tuple[RunnerRecord, bool]]:
+        """At most `limit` runners by id after `after`, each with whether it is connected."""
+        return [(record, connected) for record, connected in self.leasing.runners()
+                if record.info.runner_id > after][:limit]

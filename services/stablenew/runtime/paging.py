@@ -11,8 +11,8 @@ import hmac
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from stablenew.contract.errors import (
     Code,
@@ -25,6 +25,8 @@ from stablenew.runtime.sqlite_db import Transaction
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+T = TypeVar("T")
 
 
 def page_size(
@@ -81,3 +83,16 @@ class PageTokens:
                 violations=[FieldViolation("page_token", "not a token this list issued")],
             ) from None
         return position
+
+
+def page_by_name(tokens: PageTokens, token: str, size: int,
+                 read_after: Callable[[str, int], Sequence[T]],
+                 name_of: Callable[[T], str]) -> tuple[list[T], str]:
+    """One page of a list in the order of a unique name (an id), and the next page's token
+    ("" on the last). `read_after(after, limit)` answers at most `limit` items named after
+    `after` ("" for the first page), in name order; one more than the page is read to know
+    whether another page follows."""
+    position = tokens.decode(token)
+    items = read_after(str(position[0]) if position else "", size + 1)
+    page = list(items[:size])
+    return page, tokens.encode([name_of(page[-1])]) if len(items) > size else ""
