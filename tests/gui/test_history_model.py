@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from stablenew.cli.local import free_port
+from stablenew.gui import history_model
 from stablenew.gui.history_model import (
     PAGE_SIZE,
     EntryLine,
@@ -18,8 +20,9 @@ from stablenew.gui.history_model import (
     _Listing,
     entry_lines,
 )
+from stablenew.history.servicer import HistoryServicer
 from stablenew.sdk import AsyncClient, Client, Job, JobState
-from stablenew.v1 import job_pb2
+from stablenew.v1 import history_service_pb2, job_pb2
 from tests.bundle_service.harness import unique
 from tests.gui.conftest import addresses_of
 from tests.gui.harness import ModelHarness, finished_job, import_jobs, sync_client
@@ -222,6 +225,48 @@ def test_the_list_is_read_again_when_the_history_is_back(stack: Stack, tmp_path:
         import_jobs(writer, tmp_path / "second.jsonl", [finished_job("after", 2, "back")])
         models.settle(lambda: [job.job_id for job in history.jobs] == ["after", "before"]
                       and not models.connection.is_lost("history"), "the list read again")
+    finally:
+        history.stop()
+        writer.close()
+        models.close()
+        server.stop()
+
+
+def test_a_history_that_never_confirms_the_watch_is_read_after_a_bounded_wait(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A history server from before `confirm_subscription` drops the field it does not know and
+    never sends the confirmation: the panel reads its list anyway after a bounded wait, says
+    so once, reads the next lists of that server at once, and still follows the watch."""
+    watch = HistoryServicer.WatchHistory
+
+    def older(servicer: HistoryServicer, request: history_service_pb2.WatchHistoryRequest,
+              context: grpc.ServicerContext) -> Iterator[history_service_pb2.WatchHistoryResponse]:
+        unknown = history_service_pb2.WatchHistoryRequest()
+        unknown.CopyFrom(request)
+        unknown.ClearField("confirm_subscription")
+        return watch(servicer, unknown, context)
+    monkeypatch.setattr(HistoryServicer, "WatchHistory", older)  # bound when a server starts
+    monkeypatch.setattr(history_model, "CONFIRM_WAIT_SECONDS", 0.2)
+    server = HistoryHarness(tmp_path / "history", env={"STABLENEW_HISTORY_INGEST": "off"})
+    addresses = addresses_of(stack) | {"history": server.start().address}
+    models, writer = ModelHarness(addresses), sync_client(addresses)
+    import_jobs(writer, tmp_path / "before.jsonl", [finished_job("before", 1, "older")])
+    history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
+
+    def notices() -> list[str]:
+        return [m.text for m in models.messages if "did not confirm its watch" in m.text]
+    try:
+        history.start()
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["before"],
+                      "the list read without a confirmation")
+        assert len(notices()) == 1 and "F5" in notices()[0]
+        history.set_filter(HistoryFilter(states="all"))
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["before"]
+                      and not history.loading, "the next list, read at once")
+        import_jobs(writer, tmp_path / "after.jsonl", [finished_job("after", 2, "older")])
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["after", "before"],
+                      "a record on the watch")
+        assert len(notices()) == 1
     finally:
         history.stop()
         writer.close()

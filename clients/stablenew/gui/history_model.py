@@ -5,8 +5,11 @@ the history's watch stream, and the selected job's record with thumbnails and ac
 The first page is read only once the history has confirmed that the watch is registered, so a
 job recorded in between is in the page or in the watch, never in neither; a record the watch
 brings is put in its place by creation time, or left for a later page when it is older than
-the rows read so far. The history's watch has no resume position: after a lost
-connection the list is read again and watched again.
+the rows read so far. A history that does not confirm (a server from before the confirmation)
+gets a bounded wait: then the first page is read anyway, the status line says a job recorded
+in between may be missing, and the next lists of that server are read at once. The history's
+watch has no resume position: after a lost connection the list is read again and watched
+again.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ PAGE_SIZE = 100
 THUMBNAIL_SIZE = 96
 MAX_THUMBNAILS = 8
 RETRY_SECONDS = 2.0
+# How long the first page waits for the history to confirm its watch; a healthy history
+# confirms in milliseconds, one from before the confirmation never does.
+CONFIRM_WAIT_SECONDS = 5.0
 
 
 FINISHED = [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED]
@@ -80,6 +86,7 @@ class _Listing:
 
     def __init__(self, history_filter: HistoryFilter) -> None:
         self.filter = history_filter
+        self.first_page_asked = False
         self._pages: AsyncIterator[Job] | None = None
 
     async def next_page(self, client: AsyncClient) -> tuple[list[Job], bool]:
@@ -138,6 +145,9 @@ class HistoryModel:
         self.details_changed: Signal[None] = Signal()
         self._listing = _Listing(self.filter)
         self._stream: Stream | None = None
+        # Set once the history failed to confirm a watch in time: it is taken to be a server
+        # from before the confirmation until it is reached again after a lost connection.
+        self._confirms_watch = True
         context.connection.restored_signal.connect(self._on_restored)
 
     # --- the list -------------------------------------------------------------------------
@@ -209,11 +219,32 @@ class HistoryModel:
             "history", lambda client: client.history.watch(on_subscribed=subscribed,
                                                            **arguments),
             self._changes, self._watch_ended)
+        if self._confirms_watch:
+            backend.after(CONFIRM_WAIT_SECONDS, lambda: self._confirmation_overdue(listing))
+        else:
+            self._read_first_page(listing)
 
     def _subscribed(self, listing: _Listing) -> None:
         """The history registered the watch: every record written from now on reaches it,
         so the first page, read now, leaves none out."""
-        if listing is self._listing:
+        self._confirms_watch = True
+        self._read_first_page(listing)
+
+    def _confirmation_overdue(self, listing: _Listing) -> None:
+        """No confirmation in time: the history does not send one (an older server), so the
+        list is read without it rather than never."""
+        if listing is not self._listing or listing.first_page_asked:
+            return
+        self._confirms_watch = False
+        self._context.status.info(
+            f"The history did not confirm its watch within {CONFIRM_WAIT_SECONDS:g} s (an older "
+            "history server?): the list is read without it, and a job recorded while it was "
+            "read may be missing until it is read again (F5)")
+        self._read_first_page(listing)
+
+    def _read_first_page(self, listing: _Listing) -> None:
+        if listing is self._listing and not listing.first_page_asked:
+            listing.first_page_asked = True
             self.loading = False
             self.load_more()
 
@@ -231,6 +262,7 @@ class HistoryModel:
 
     def _on_restored(self, service: str) -> None:
         if service == "history":
+            self._confirms_watch = True  # it may be another server now
             self._rewatch()
 
     def _changes(self, changes: list[HistoryChange]) -> None:
