@@ -94,3 +94,7 @@ def scroll_the_history(window: Window) -> None:
         window.pump(0.05)
     window.until(lambda: len(view.table.shown_keys()) >= PAGES_SCROLLED * PAGE_SIZE,
                  "the pages in the table", 120)
+    count, history = view.count, window.models.history
+    window.until(lambda: count.cget("text") == f"{len(history.jobs):,}+ jobs"
+                 and not history.loading, "the count of the jobs read")
+    assert count.winfo_width() >= count.winfo_reqwidth(), "the count is cut off"

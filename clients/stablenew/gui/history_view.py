@@ -78,6 +78,9 @@ class HistoryView(ttk.Frame):
 
     def _build_filters(self) -> ttk.Frame:
         bar = ttk.Frame(self)
+        # Packed first so that it keeps its width; the filters give way on a narrow window.
+        self.count = ttk.Label(bar, style="Muted.TLabel")
+        self.count.pack(side="right")
         self.states = self._choice(bar, "Show", list(STATE_FILTERS), self.model.filter.states)
         self.sources = self._choice(bar, "Prompts", list(SOURCE_FILTERS),
                                     self.model.filter.prompt_source)
@@ -90,8 +93,6 @@ class HistoryView(ttk.Frame):
         ttk.Entry(bar, textvariable=self.text, width=18).pack(side="left")
         self._text_timer = ""
         self.text.trace_add("write", lambda *_: self._text_changed())
-        self.count = ttk.Label(bar, style="Muted.TLabel")
-        self.count.pack(side="right")
         return bar
 
     def _choice(self, bar: ttk.Frame, label: str, values: list[str],
@@ -153,10 +154,11 @@ class HistoryView(ttk.Frame):
     def refresh(self) -> None:
         """Show the jobs read so far."""
         self.table.show(self.model.rows())
-        more = ", more as you scroll" if self.model.has_more else ""
+        more = "+" if self.model.has_more else ""  # the next page comes as the table scrolls
         loading = " · reading…" if self.model.loading else ""
         count = len(self.model.jobs)
-        self.count.configure(text=f"{count} job{'' if count == 1 else 's'}{more}{loading}")
+        self.count.configure(text=f"{count:,}{more} job{'' if count == 1 and not more else 's'}"
+                                  f"{loading}")
 
     def refresh_details(self) -> None:
         """Show the selected job's facts, entries and thumbnails."""
