@@ -13,7 +13,7 @@ from stablenew.sdk import JobState
 from tests.bundle_service.harness import unique
 from tests.gui.conftest import addresses_of
 from tests.gui.harness import write_text_pack
-from tests.gui.window import CallThreads, Window
+from tests.gui.window import CallThreads, Window, cut_off
 from tests.queue.harness import QueueHarness
 from tests.sdk.harness import PACK_ID, Stack
 
@@ -53,6 +53,7 @@ def build_the_draft(window: Window) -> None:
     preview = window.main.preview_view
     window.until(lambda: len(preview.table.shown_keys()) == 3, "the preview's table")
     assert str(preview.buttons["add_queue"].cget("state")) == "normal"
+    assert not cut_off(preview.table, ("#", "seed", "size", "steps"))
     window.screenshot("preview")
 
 
@@ -68,16 +69,26 @@ def queue_and_run(window: Window, stack: Stack) -> str:
     window.until(lambda: main.queue_view.table.shown_keys() == [job_id], "the queue's table")
     assert "Resume" in str(main.queue_view.pause_button.cget("text"))
     window.screenshot("queue")
-    window.aside(lambda: stack.admin.faults(step_seconds=0.25))  # slow enough to watch it
+    window.aside(lambda: stack.admin.faults(step_seconds=0.5))  # slow enough to watch it
     try:
         window.press("F8")
         window.until(lambda: "step" in models.running.detail(), "the running job's steps")
+        window.until(lambda: _showing_its_newest_image(window), "the running job's own image")
         assert main.running_view.headline.cget("text").startswith(
             f"Running {short_id(job_id)}")
+        assert not cut_off(main.queue_view.table, ("#", "state", "progress", "images"))
         window.screenshot("running")
     finally:
         window.aside(lambda: stack.admin.faults(step_seconds=0.002))
     return job_id
+
+
+def _showing_its_newest_image(window: Window) -> bool:
+    """Whether the running strip shows the newest image the running job wrote (read from its
+    runner), not one of an earlier job."""
+    running = window.models.running
+    newest = running.job.progress.latest_image.path if running.job is not None else ""
+    return bool(newest) and running.thumbnail is not None and running.thumbnail.path == newest
 
 
 def look_it_up_in_the_history(window: Window, job_id: str) -> None:
@@ -93,6 +104,9 @@ def look_it_up_in_the_history(window: Window, job_id: str) -> None:
     history.table.tree.selection_set(job_id)
     window.until(lambda: len(models.history.thumbnails) == 3, "the job's thumbnails")
     window.until(lambda: len(history.gallery.winfo_children()) == 3, "the gallery")
+    assert not cut_off(history.table, ("job", "mode", "started", "completed", "took", "state",
+                                       "images"))
+    assert not cut_off(history.entries, ("#", "status", "seed", "images"))
     window.screenshot("history")
     window.until(lambda: models.running.thumbnail, "the newest image")
     window.screenshot("running-image", main.running_view)

@@ -12,16 +12,18 @@ import subprocess
 import threading
 import time
 import tkinter as tk
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from tkinter import font as tkfont
 from typing import Any, TypeVar
 
 import pytest
 from PIL import ImageGrab
 
 from stablenew.gui import app
+from stablenew.gui.widgets import Table
 from stablenew.sdk import AsyncClient
 from stablenew.sdk.transport import AsyncTransport, SyncTransport
 
@@ -30,6 +32,8 @@ T = TypeVar("T")
 PATIENCE_SECONDS = 60.0
 XVFB_START_SECONDS = 20.0
 SCREEN = "1366x768x24"
+# Room a table cell or heading needs beside its text (padding, borders) not to cut it off.
+TEXT_ROOM = 8
 # Where screenshots go: STABLENEW_GUI_SCREENSHOTS, else build/gui-screenshots in the tree.
 SCREENSHOTS = Path(os.environ.get("STABLENEW_GUI_SCREENSHOTS")
                    or Path(__file__).resolve().parents[2] / "build" / "gui-screenshots")
@@ -176,3 +180,19 @@ class Window:
     def close(self) -> None:
         self._helper.shutdown()
         self.main.close()
+
+
+def cut_off(table: Table, cells_of: Sequence[str] = ()) -> list[str]:
+    """The headings of `table`, and the shown cells of the columns headed `cells_of`, whose text
+    is wider than their column as it is on the screen: what a reader sees cut off."""
+    tree, heading_font = table.tree, tkfont.nametofont("TkHeadingFont")
+    cell_font = tkfont.nametofont("TkDefaultFont")
+    cut: list[str] = []
+    for name in tree["columns"]:
+        width, heading = int(tree.column(name, "width")), str(tree.heading(name, "text"))
+        if heading_font.measure(heading) + TEXT_ROOM > width:
+            cut.append(heading)
+        if heading in cells_of:
+            cut += [value for key in tree.get_children()
+                    if cell_font.measure(value := str(tree.set(key, name))) + TEXT_ROOM > width]
+    return cut

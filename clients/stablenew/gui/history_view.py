@@ -28,8 +28,8 @@ from stablenew.gui.widgets import (
 
 COLUMNS = (Column("job", 80), Column("mode", 60), Column("source", 100),
            Column("prompts", 62), Column("pack", 70), Column("stages", 56, anchor="e"),
-           Column("AD", 32), Column("upscale", 62), Column("started", 92),
-           Column("completed", 92), Column("took", 48, anchor="e"), Column("state", 84),
+           Column("AD", 32), Column("upscale", 62), Column("started", 100),
+           Column("completed", 100), Column("took", 48, anchor="e"), Column("state", 84),
            Column("images", 58, anchor="e"))
 ENTRY_COLUMNS = (Column("#", 36), Column("status", 84), Column("seed", 100),
                  Column("images", 54, anchor="e"), Column("prompt", 160, stretch=True),

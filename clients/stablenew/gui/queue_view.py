@@ -12,7 +12,7 @@ from stablenew.gui.thumbnails import Thumbnail
 from stablenew.gui.widgets import PAD, SMALL_PAD, Column, Table, key_action, photo, throttled
 from stablenew.sdk import MovePosition
 
-COLUMNS = (Column("#", 44), Column("state", 130), Column("progress", 140),
+COLUMNS = (Column("#", 44), Column("state", 130), Column("progress", 176),
            Column("job", 250, stretch=True), Column("mode", 64), Column("priority", 64),
            Column("entries", 58, anchor="e"), Column("images", 58, anchor="e"))
 KEYS = "Keys: Del cancel · Shift+Del cancel and return · Ctrl+Home / ↑ / ↓ / End move"

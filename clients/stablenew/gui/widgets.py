@@ -23,6 +23,8 @@ SMALL_PAD = 3
 OPS_PER_PASS = 250
 # Scrolled this close to the end, a table asks for its next page.
 NEAR_END = 0.9
+# Room beside a column heading's text (the heading's padding and borders).
+HEADING_ROOM = 2 * PAD
 
 # State colours: (text, background). Words say the state too; colour only helps.
 COLOURS = {
@@ -80,9 +82,12 @@ class Table(ttk.Frame):
         names = [f"c{index}" for index in range(len(columns))]
         self.tree = ttk.Treeview(self, columns=names, show="headings", height=height,
                                  selectmode="browse")
+        heading_font = tkfont.nametofont("TkHeadingFont")
         for name, column in zip(names, columns, strict=True):
             self.tree.heading(name, text=column.heading, anchor="w")
-            self.tree.column(name, width=column.width, minwidth=40, stretch=column.stretch,
+            # Never narrower than its heading: the fonts differ from one desktop to another.
+            width = max(column.width, heading_font.measure(column.heading) + HEADING_ROOM)
+            self.tree.column(name, width=width, minwidth=40, stretch=column.stretch,
                              anchor=column.anchor)
         for tag, (foreground, background) in COLOURS.items():
             self.tree.tag_configure(tag, foreground=foreground, background=background)
