@@ -82,6 +82,35 @@ def test_a_burst_of_submissions_ends_in_the_queue_s_order(
     assert set(submitted) <= set(queue.order)
 
 
+def test_cancel_and_return_puts_the_running_job_back_and_a_job_moves_up(
+        models: ModelHarness, queue: QueueModel, client: Client, stack: Stack,
+        paused: None) -> None:
+    """A running job cancelled and returned goes back to the queue where the queue puts it (an
+    event does not say where: the model reads the list again), and "up" moves a job one place
+    ahead, as the queue's own list shows."""
+    stack.admin.faults(step_seconds=0.05)  # twenty steps an entry: the job runs a while
+    try:
+        returned = stack.queue.submit(entries=5, model="v1-5-pruned-emaonly.safetensors",
+                                      label=unique("gui-return-")).job_id
+        client.queue.resume()
+        models.settle(lambda: returned in queue.items
+                      and queue.items[returned].state == JobState.RUNNING, "the job to run")
+        client.queue.pause()  # the returned job waits in the queue instead of running again
+        behind = [stack.queue.submit(label=unique("gui-up-")).job_id for _ in range(2)]
+        in_step(models, queue, client, "two jobs queued behind the running one")
+        queue.cancel(returned, return_to_queue=True)
+        models.settle(lambda: returned in queue.items
+                      and queue.items[returned].state == JobState.QUEUED, "the job returned")
+        in_step(models, queue, client, "the returned job where the queue put it")
+        models.settle(lambda: "Cancel and return: job" in models.last_info(), "the answer")
+        ahead = queue.order.index(behind[1]) - 1
+        queue.move(behind[1], MovePosition.UP)
+        models.settle(lambda: queue.order.index(behind[1]) == ahead, "a job moved up")
+        in_step(models, queue, client, "the queue's order after the move")
+    finally:
+        stack.admin.faults(step_seconds=0.002)
+
+
 def test_pause_and_resume_come_back_through_the_stream(models: ModelHarness,
                                                         queue: QueueModel, client: Client,
                                                         paused: None) -> None:
