@@ -254,7 +254,7 @@ def test_a_history_that_never_confirms_the_watch_is_read_after_a_bounded_wait(
     history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
 
     def notices() -> list[str]:
-        return [m.text for m in models.messages if "did not confirm its watch" in m.text]
+        return older_server_notices(models)
     try:
         history.start()
         models.settle(lambda: [job.job_id for job in history.jobs] == ["before"],
@@ -270,5 +270,39 @@ def test_a_history_that_never_confirms_the_watch_is_read_after_a_bounded_wait(
     finally:
         history.stop()
         writer.close()
+        models.close()
+        server.stop()
+
+
+def older_server_notices(models: ModelHarness) -> list[str]:
+    """The status lines that took the history for a server that does not confirm watches."""
+    return [m.text for m in models.messages if "did not confirm its watch" in m.text]
+
+
+def test_an_unreachable_history_is_not_taken_for_an_older_one(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No confirmation comes from a history that is not there: the window waits for it to be
+    back (banner), and then reads the list once the history confirms its watch."""
+    monkeypatch.setattr(history_model, "CONFIRM_WAIT_SECONDS", 0.2)
+    address = f"127.0.0.1:{free_port()}"
+    addresses = addresses_of(stack) | {"history": address}
+    models = ModelHarness(addresses)
+    history = HistoryModel(models.context, tmp_path / "images", lambda folder: None)
+    server = HistoryHarness(tmp_path / "history", env={
+        "STABLENEW_HISTORY_ADDR": address, "STABLENEW_HISTORY_INGEST": "off"})
+    try:
+        history.start()
+        models.settle(lambda: models.connection.is_lost("history"), "the history to be lost")
+        waited: list[bool] = []
+        models.backend.after(1.0, lambda: waited.append(True))  # well past the wait
+        models.settle(lambda: waited, "the wait for a confirmation to pass")
+        server.start()
+        with sync_client(addresses) as writer:
+            import_jobs(writer, tmp_path / "back.jsonl", [finished_job("back", 1, "back")])
+        models.settle(lambda: [job.job_id for job in history.jobs] == ["back"]
+                      and not models.connection.is_lost("history"), "the list once it is back")
+        assert older_server_notices(models) == []
+    finally:
+        history.stop()
         models.close()
         server.stop()

@@ -6,8 +6,9 @@ The first page is read only once the history has confirmed that the watch is reg
 job recorded in between is in the page or in the watch, never in neither; a record the watch
 brings is put in its place by creation time, or left for a later page when it is older than
 the rows read so far. A history that does not confirm (a server from before the confirmation)
-gets a bounded wait: then the first page is read anyway, the status line says a job recorded
-in between may be missing, and the next lists of that server are read at once. The history's
+gets a bounded wait: then, if the history answers at all (an unreachable one is not an older
+one), the first page is read anyway, the status line says a job recorded in between may be
+missing, and the next lists of that server are read at once. The history's
 watch has no resume position: after a lost connection the list is read again and watched
 again.
 """
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stablenew.gui.backend import Stream, is_connection_lost, take
+from stablenew.gui.backend import PROBES, Stream, is_connection_lost, take
 from stablenew.gui.context import Context
 from stablenew.gui.formatting import Row, between, clock, name_of, short_id, state_word, yes_no
 from stablenew.gui.signals import Signal
@@ -231,9 +232,18 @@ class HistoryModel:
         self._read_first_page(listing)
 
     def _confirmation_overdue(self, listing: _Listing) -> None:
-        """No confirmation in time: the history does not send one (an older server), so the
-        list is read without it rather than never."""
-        if listing is not self._listing or listing.first_page_asked:
+        """No confirmation in time. An unreachable history is not an older one (the list is
+        read again once it is back), so the history is asked first whether it answers."""
+        if self._waits_for_confirmation(listing):
+            self._context.backend.call(
+                "history", PROBES["history"], lambda _: self._confirmation_missing(listing),
+                lambda error: None if is_connection_lost(error)
+                else self._confirmation_missing(listing))
+
+    def _confirmation_missing(self, listing: _Listing) -> None:
+        """The history answers but did not confirm the watch: it does not send confirmations
+        (an older server), so the list is read without one rather than never."""
+        if not self._waits_for_confirmation(listing):
             return
         self._confirms_watch = False
         self._context.status.info(
@@ -241,6 +251,10 @@ class HistoryModel:
             "history server?): the list is read without it, and a job recorded while it was "
             "read may be missing until it is read again (F5)")
         self._read_first_page(listing)
+
+    def _waits_for_confirmation(self, listing: _Listing) -> bool:
+        return (listing is self._listing and not listing.first_page_asked
+                and not self._context.connection.is_lost("history"))
 
     def _read_first_page(self, listing: _Listing) -> None:
         if listing is self._listing and not listing.first_page_asked:

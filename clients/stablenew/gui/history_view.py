@@ -154,11 +154,13 @@ class HistoryView(ttk.Frame):
     def refresh(self) -> None:
         """Show the jobs read so far."""
         self.table.show(self.model.rows())
+        count, loading = len(self.model.jobs), self.model.loading
+        if loading and not count:
+            self.count.configure(text="reading…")
+            return
         more = "+" if self.model.has_more else ""  # the next page comes as the table scrolls
-        loading = " · reading…" if self.model.loading else ""
-        count = len(self.model.jobs)
         self.count.configure(text=f"{count:,}{more} job{'' if count == 1 and not more else 's'}"
-                                  f"{loading}")
+                                  + (" · reading…" if loading else ""))
 
     def refresh_details(self) -> None:
         """Show the selected job's facts, entries and thumbnails."""
