@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from stablenew.gui.draft_model import PAGE_SIZE, DraftMemory, DraftModel
-from stablenew.gui.pipeline_model import ManualPart, PackParts
-from stablenew.sdk import Client, JobSource, JobState, RowErrorReason, RunMode
+from stablenew.gui.pipeline_model import (
+    FIELD_BY_KEY,
+    FIELDS,
+    Kind,
+    ManualPart,
+    PackParts,
+    PipelineModel,
+)
+from stablenew.sdk import Client, JobSource, JobState, RowErrorReason, RunMode, StageType
 from tests.bundle_service.harness import unique
 from tests.gui.harness import ModelHarness, write_text_pack
 from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
@@ -163,3 +170,49 @@ def test_the_preview_is_read_page_by_page(models: ModelHarness, draft: DraftMode
     idle(models, draft)
     assert [job.index for job in draft.jobs] == list(range(150))
     assert not draft.has_more()
+
+
+def test_every_setting_of_the_form_reaches_the_previewed_job(
+        models: ModelHarness, draft: DraftModel) -> None:
+    """Every field of the pipeline form, filled in, is a setting the bundle takes: the job it
+    previews carries each one (names chosen from what the runner offers)."""
+    pipeline = PipelineModel(models.context)
+    pipeline.start()
+    models.settle(lambda: pipeline.capabilities, "the runner's names")
+    typed = {"txt2img.steps": "9", "txt2img.cfg_scale": "5.5", "txt2img.width": "640",
+             "txt2img.height": "448", "txt2img.seed": "42", "batch_size": "2", "n_iter": "3",
+             "txt2img.hires_fix.scale": "1.5", "txt2img.hires_fix.second_pass_steps": "5",
+             "txt2img.hires_fix.denoising_strength": "0.4", "img2img.denoising_strength": "0.6",
+             "img2img.steps": "7", "adetailer.passes.0.confidence": "0.45",
+             "adetailer.passes.0.prompt": "a sharp face",
+             "adetailer.passes.0.negative_prompt": "blur", "upscale.factor": "2",
+             "global_negative": "watermark"}
+    chosen = {spec.key: pipeline.choices(spec)[-1] for spec in FIELDS if spec.choices}
+    assert all(chosen.values()), chosen  # the emulator offers a name for every list
+    for spec in FIELDS:
+        pipeline.set_value(spec.key, typed.get(spec.key) or chosen.get(spec.key) or True)
+    assert set(typed) | set(chosen) | {spec.key for spec in FIELDS
+                                        if spec.kind == Kind.FLAG} == set(FIELD_BY_KEY)
+    pipeline.prompt, pipeline.negative = "a lighthouse in a storm", "fog"
+    draft.add_part(pipeline.manual_part())
+    idle(models, draft)
+    assert not models.errors()
+    job = draft.jobs[-1]
+    assert job.stage_plan == [StageType.TXT2IMG, StageType.IMG2IMG, StageType.ADETAILER,
+                              StageType.UPSCALE]
+    assert (job.model, job.vae, job.sampler_name, job.scheduler) == (
+        chosen["txt2img.model"], chosen["txt2img.vae"], chosen["txt2img.sampler_name"],
+        chosen["txt2img.scheduler"])
+    assert (job.steps, job.cfg_scale, job.width, job.height, job.seed, job.batch_size,
+            job.n_iter) == (9, 5.5, 640, 448, 42, 2, 3)
+    hires = job.hires_fix
+    assert (hires.enabled, hires.scale, hires.upscaler, hires.second_pass_steps,
+            hires.denoising_strength) == (True, 1.5, chosen["txt2img.hires_fix.upscaler"], 5,
+                                          0.4)
+    assert (job.img2img.denoising_strength, job.img2img.steps) == (0.6, 7)
+    ad = job.adetailer_passes[0]
+    assert (ad.model, ad.confidence, ad.prompt, ad.negative_prompt) == (
+        chosen["adetailer.passes.0.model"], 0.45, "a sharp face", "blur")
+    assert (job.upscale.upscaler, job.upscale.factor) == (chosen["upscale.upscaler"], 2.0)
+    assert job.prompt == "a lighthouse in a storm" and "fog" in job.negative_prompt
+    assert "watermark" in job.negative_prompt  # the global negative, added by the service
