@@ -9,7 +9,7 @@ from tkinter import ttk
 
 from stablenew.cli.local import free_port
 from stablenew.gui.formatting import short_id
-from stablenew.sdk import JobState
+from stablenew.sdk import Client, JobState
 from tests.bundle_service.harness import unique
 from tests.gui.conftest import addresses_of
 from tests.gui.harness import write_text_pack
@@ -173,3 +173,33 @@ def test_f5_reads_the_packs_and_the_history_again(window: Window, stack: Stack) 
     window.until(lambda: history.jobs is not listed and not history.loading,
                  "the history read again")
     window.until(lambda: previews and not draft.busy, "the draft previewed again")
+
+
+def test_the_queue_and_history_keys(window: Window, stack: Stack, client: Client,
+                                    paused: None) -> None:
+    """The table keys with real key presses: Ctrl+Home and Ctrl+↓ move the selected job,
+    Delete cancels it; in the history Ctrl+B bookmarks the selected job."""
+    models, main = window.models, window.main
+    label = unique("gui-keys-")
+    first, second, third = (stack.queue.submit(label=label).job_id for _ in range(3))
+    window.until(lambda: models.queue.order[-3:] == [first, second, third], "the three jobs")
+    window.press("alt+2")
+    queue_tree = main.queue_view.table.tree
+    window.until(lambda: third in main.queue_view.table.shown_keys(), "the queue's table")
+    queue_tree.selection_set(third)
+    window.press("ctrl+Home", into=queue_tree)
+    window.until(lambda: models.queue.order[0] == third, "Ctrl+Home: to the front")
+    window.press("ctrl+Down", into=queue_tree)
+    window.until(lambda: models.queue.order[1] == third, "Ctrl+Down: one place down")
+    window.press("Delete", into=queue_tree)
+    window.until(lambda: third not in models.queue.items, "Delete: cancelled")
+    assert window.aside(lambda: client.queue.get(third).state) == JobState.CANCELLED
+    window.press("alt+3")
+    history = main.history_view
+    window.until(lambda: third in history.table.shown_keys(), "the cancelled job in history")
+    history.table.tree.selection_set(third)
+    window.until(lambda: models.history.selected_id == third, "the selection")
+    window.press("ctrl+b", into=history.table.tree)
+    window.until(lambda: getattr(models.history.selected_job(), "bookmarked", False),
+                 "Ctrl+B: bookmarked")
+    assert window.aside(lambda: client.history.get(third).job.bookmarked)
