@@ -137,15 +137,16 @@ def test_the_running_job_its_progress_and_the_newest_image(
                                                    stack.bundle.address))
     draft.start()
     draft.add_part(ManualPart("a slow owl", "", {"stages": {"txt2img_enabled": True},
-                                                 "txt2img": {"seed": 7, "steps": 4}}))
+                                                 "txt2img": {"seed": 7, "steps": 8}}))
     models.settle(lambda: draft.can_enqueue() and not draft.busy, "the previewed part")
-    stack.admin.faults(step_seconds=0.25)  # four steps: progress shows between heartbeats
+    stack.admin.faults(step_seconds=0.25)  # eight steps: progress shows between heartbeats
     try:
         draft.enqueue(RunMode.QUEUE)
         job = models.settle(lambda: running.job, "the job to run")
         assert running.headline().startswith(f"Running {job.job_id[:8]}")
         models.settle(lambda: "step" in running.detail(), "progress with steps")
         assert running.detail().startswith("entry 1 of 1 · txt2img · step ")
+        models.settle(lambda: " · ETA " in running.detail(), "the time left, while sampling")
         assert 0.0 <= running.fraction() <= 1.0
         thumbnail = models.settle(lambda: running.thumbnail, "the newest image")
     finally:
