@@ -62,7 +62,8 @@ def guarded_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueHar
 def test_a_wrong_or_missing_token_is_exit_2(cli: RunCli, guarded_queue: QueueHarness,
                                             token: str) -> None:
     line = cli("queue", "list", STABLENEW_QUEUE_ADDR=guarded_queue.address,
-               STABLENEW_TOKEN=token).fails(2, "UNAUTHENTICATED")
+               STABLENEW_TOKEN=token).fails(2, "UNAUTHENTICATED: ", "set STABLENEW_TOKEN")
+    assert "UNAUTHENTICATED UNAUTHENTICATED" not in line  # a reason that repeats the code
     assert "right-token" not in line and (not token or token not in line)
 
 
