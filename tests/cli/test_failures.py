@@ -62,7 +62,8 @@ def guarded_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueHar
 def test_a_wrong_or_missing_token_is_exit_2(cli: RunCli, guarded_queue: QueueHarness,
                                             token: str) -> None:
     line = cli("queue", "list", STABLENEW_QUEUE_ADDR=guarded_queue.address,
-               STABLENEW_TOKEN=token).fails(2, "UNAUTHENTICATED")
+               STABLENEW_TOKEN=token).fails(2, "UNAUTHENTICATED: ", "set STABLENEW_TOKEN")
+    assert "UNAUTHENTICATED UNAUTHENTICATED" not in line  # a reason that repeats the code
     assert "right-token" not in line and (not token or token not in line)
 
 
@@ -97,6 +98,47 @@ def test_a_server_from_another_ca_is_a_failed_handshake(
                STABLENEW_TLS_CA=str(other)).fails(
         3, f"the TLS handshake with the queue service at {address} failed", "STABLENEW_TLS_CA")
     assert "stablenew up" not in line  # the service is up: starting it is not the fix
+
+
+def test_a_plaintext_client_of_a_tls_server_is_told_about_tls(
+        cli: RunCli, ca_queue: tuple[str, Path]) -> None:
+    address, _ca = ca_queue
+    line = cli("queue", "list", STABLENEW_QUEUE_ADDR=address).fails(
+        3, f"the queue service at {address} closed the connection", "serves TLS",
+        "set STABLENEW_TLS_CA")
+    assert "stablenew up" not in line
+    health = cli("health", "queue", STABLENEW_QUEUE_ADDR=address)
+    assert health.code == 1
+    assert "UNREACHABLE" in health.out and "set STABLENEW_TLS_CA" in health.out
+
+
+def test_a_tls_client_of_a_plaintext_server_is_told_it_does_not_serve_tls(
+        cli: RunCli, ca_queue: tuple[str, Path], guarded_queue: QueueHarness) -> None:
+    _address, ca = ca_queue
+    plaintext = {"STABLENEW_QUEUE_ADDR": guarded_queue.address, "STABLENEW_TLS_CA": str(ca)}
+    line = cli("queue", "list", **plaintext).fails(
+        3, f"the queue service at {guarded_queue.address} does not serve TLS",
+        "unset STABLENEW_TLS_CA")
+    assert "stablenew up" not in line
+    health = cli("health", "queue", **plaintext)
+    assert health.code == 1 and "does not serve TLS" in health.out
+
+
+def test_a_failed_handshake_in_a_real_process_is_our_line_alone(
+        ca_queue: tuple[str, Path], tmp_path: Path) -> None:
+    """gRPC's core logs the failed handshake itself unless told not to; the CLI tells it."""
+    address, _ca = ca_queue
+    other = write_authority(tmp_path, new_authority("another-ca"))
+    # Not inherited from this process, where importing the CLI set it.
+    env = {key: value for key, value in clean_environment().items() if key != "GRPC_VERBOSITY"}
+    done = subprocess.run([*stablenew_command(), "queue", "list"], capture_output=True,
+                          text=True, timeout=60, check=False, cwd=tmp_path,
+                          env=env | {"STABLENEW_QUEUE_ADDR": address,
+                                     "STABLENEW_TLS_CA": str(other)})
+    assert done.returncode == 3, done
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("stablenew: UNAVAILABLE: the TLS handshake"), done.stderr
 
 
 @pytest.mark.parametrize(("variable", "value", "words"), [

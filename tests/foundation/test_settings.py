@@ -313,3 +313,18 @@ def test_load_never_reads_the_real_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("STABLENEW_MAX_WORKERS", "abc")
     settings = ServerSettings.load("queue", env={})
     assert settings.address == DEFAULT_ADDRESSES["queue"]
+
+
+@pytest.mark.parametrize(("text", "level"), [("FULL", "FULL"), ("NORMAL", "NORMAL"),
+                                             ("", "NORMAL")])
+def test_load_sqlite_synchronous(text: str, level: str) -> None:
+    env = {"STABLENEW_SQLITE_SYNCHRONOUS": text}
+    assert ServerSettings.load("queue", env=env).sqlite_synchronous == level
+
+
+@pytest.mark.parametrize("text", ["FAST", "full", "OFF"])
+def test_load_bad_sqlite_synchronous_names_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ServerSettings.load("history", env={"STABLENEW_SQLITE_SYNCHRONOUS": text})
+    assert str(caught.value) == (f"STABLENEW_SQLITE_SYNCHRONOUS: {text!r} is not one of "
+                                 "NORMAL, FULL")

@@ -142,6 +142,7 @@ def test_the_token_is_sent_as_a_bearer(kind: str, token_queue: QueueHarness) -> 
             pytest.raises(UnauthenticatedError) as caught:
         client.queue.state()
     assert caught.value.reason == "UNAUTHENTICATED"
+    assert str(caught.value).startswith("UNAUTHENTICATED: missing or wrong bearer token")
     with connect(kind, queue_address=token_queue.address, token="sdk-secret") as client:
         assert client.queue.state().paused is False
     env = {"STABLENEW_TOKEN": "sdk-secret", "STABLENEW_QUEUE_ADDR": token_queue.address}

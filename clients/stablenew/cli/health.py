@@ -15,6 +15,7 @@ import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stablenew.cli.output import tls_mismatch
 from stablenew.sdk import ClientConfig
 from stablenew.sdk.transport import open_channel
 
@@ -42,7 +43,7 @@ def check(config: ClientConfig, service: str, timeout: float) -> Health:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError as error:
-            return Health(UNREACHABLE, f"{error.code().name}: {error.details()}")
+            return Health(UNREACHABLE, _unreachable_reason(config, service, error))
     return Health(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
@@ -55,3 +56,11 @@ def webui_answers(url: str, timeout: float) -> bool:
         except requests.RequestException:
             return False
     return reply.status_code in (200, 401)  # 401: a WebUI behind --api-auth
+
+
+def _unreachable_reason(config: ClientConfig, service: str, error: grpc.RpcError) -> str:
+    """gRPC's reason, or what it says about TLS between this client and the service."""
+    details = str(error.details())
+    where = f"the {service} service at {config.addresses[service]}"
+    mismatch = tls_mismatch(where, details, config.tls_root_certificate is not None)
+    return mismatch or f"{error.code().name}: {details}"

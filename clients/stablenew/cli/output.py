@@ -8,6 +8,7 @@ bad configuration and a wrong token too; 3 a service unreachable; 130 interrupte
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from stablenew.contract.endpoints import address_variable
+from stablenew.contract.endpoints import TLS_TRUST_VARIABLES, address_variable
 from stablenew.contract.errors import Code
 from stablenew.sdk import StableNewError
 
@@ -65,6 +66,10 @@ def error_line(error: StableNewError) -> str:
 # What gRPC's text says when the server answered but the TLS handshake failed: a certificate
 # not signed by the trusted CA, or a name it does not carry.
 _TLS_FAILURE_MARKS = ("handshake", "certificate", "verification")
+# A TLS client dialling a plaintext server: its hello is answered with something that is not TLS.
+_PLAINTEXT_ANSWER_MARK = "wrong_version_number"
+# A plaintext client dialling a TLS server: the server closes the connection without a word.
+_CLOSED_MARK = "socket closed"
 
 
 def _last_clause(message: str) -> str:
@@ -75,17 +80,40 @@ def _last_clause(message: str) -> str:
     return meaningful[-1] if meaningful else message
 
 
+def client_uses_tls() -> bool:
+    """Whether the CLI dials with TLS: a trust setting is in its environment (as for the SDK)."""
+    return any(os.environ.get(name) for name in TLS_TRUST_VARIABLES)
+
+
+def tls_mismatch(where: str, message: str, tls: bool) -> str:
+    """What gRPC's failed-connection `message` says about TLS between this client (`tls`) and
+    `where`, and what to do about it; "" when it says nothing about TLS."""
+    lowered = message.lower()
+    if tls and _PLAINTEXT_ANSWER_MARK in lowered:
+        return (f"{where} does not serve TLS (it answered the TLS handshake in plaintext); "
+                "unset STABLENEW_TLS_CA and STABLENEW_TLS_CERT to dial it in plaintext, or "
+                "give it STABLENEW_TLS_CERT and STABLENEW_TLS_KEY")
+    if tls and any(mark in lowered for mark in _TLS_FAILURE_MARKS):
+        return (f"the TLS handshake with {where} failed ({_last_clause(message)}); check that "
+                "STABLENEW_TLS_CA holds the CA that signed its certificate and that the "
+                "certificate names that address")
+    if not tls and _CLOSED_MARK in lowered:
+        return (f"{where} closed the connection ({_last_clause(message)}), as a server that "
+                "serves TLS does to a plaintext client; if it serves TLS, set STABLENEW_TLS_CA "
+                "to the CA that signed its certificate")
+    return ""
+
+
 def unreachable_line(error: StableNewError) -> str:
     """gRPC's own "failed to connect" as one line naming the service, its address, the cause
     (the last clause of gRPC's text) and what to do about it."""
     where = f"the {error.service} service at {error.address}"
-    cause = _last_clause(error.message)
-    if any(mark in error.message.lower() for mark in _TLS_FAILURE_MARKS):
-        return (f"UNAVAILABLE: the TLS handshake with {where} failed ({cause}); check that "
-                "STABLENEW_TLS_CA holds the CA that signed its certificate and that the "
-                "certificate names that address")
-    return (f"UNAVAILABLE: cannot reach {where} ({cause}); start the services with "
-            f"`stablenew up`, or set {address_variable(error.service)} to where it runs")
+    mismatch = tls_mismatch(where, error.message, client_uses_tls())
+    if mismatch:
+        return f"UNAVAILABLE: {mismatch}"
+    return (f"UNAVAILABLE: cannot reach {where} ({_last_clause(error.message)}); start the "
+            f"services with `stablenew up`, or set {address_variable(error.service)} to where "
+            "it runs")
 
 
 def fail(message: str) -> None:

@@ -109,7 +109,9 @@ class StableNewError(Exception):
         return cls(ErrorDetails(cls.CODE, message, reason, metadata or {}, violations))
 
     def _text(self) -> str:
-        head = " ".join(part for part in (self.code.name, self.reason) if part)
+        # A reason that only repeats the code (UNAUTHENTICATED) is said once.
+        reason = self.reason if self.reason != self.code.name else ""
+        head = " ".join(part for part in (self.code.name, reason) if part)
         fields = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         text = f"{head}: {self.message}" if self.message else head
         if fields and fields not in self.message:

@@ -23,6 +23,8 @@ from stablenew.contract.endpoints import (
 DEFAULT_WEBUI_URL = "http://127.0.0.1:7860"
 DEFAULT_DATA_DIR = ".stablenew"
 MAX_PORT = 65535
+# What STABLENEW_SQLITE_SYNCHRONOUS may say (sqlite_db.py holds the databases to it).
+SYNCHRONOUS_LEVELS = ("NORMAL", "FULL")
 
 
 class ConfigError(ValueError):
@@ -131,6 +133,15 @@ def non_negative_float(env: Mapping[str, str], name: str, default: float) -> flo
     return _finite_float(env, name, default, zero_allowed=True)
 
 
+def sqlite_synchronous(env: Mapping[str, str]) -> str:
+    """STABLENEW_SQLITE_SYNCHRONOUS: NORMAL (unset or empty) or FULL."""
+    value = env.get("STABLENEW_SQLITE_SYNCHRONOUS") or "NORMAL"
+    if value not in SYNCHRONOUS_LEVELS:
+        raise ConfigError(f"STABLENEW_SQLITE_SYNCHRONOUS: {value!r} is not one of "
+                          f"{', '.join(SYNCHRONOUS_LEVELS)}")
+    return value
+
+
 def _finite_float(env: Mapping[str, str], name: str, default: float, zero_allowed: bool) -> float:
     text = env.get(name, "")
     if not text:
@@ -162,7 +173,7 @@ class ServerSettings:
     grace_seconds: float
     max_message_bytes: int
     webui_url: str
-    # NORMAL or FULL, for the services with a database (sqlite_db.py checks it).
+    # NORMAL or FULL, for the services with a database.
     sqlite_synchronous: str = "NORMAL"
 
     @classmethod
@@ -189,5 +200,5 @@ class ServerSettings:
             max_message_bytes=positive_int(env, "STABLENEW_MAX_MESSAGE_BYTES",
                                            DEFAULT_MAX_MESSAGE_BYTES),
             webui_url=env.get("STABLENEW_WEBUI_URL") or DEFAULT_WEBUI_URL,
-            sqlite_synchronous=env.get("STABLENEW_SQLITE_SYNCHRONOUS", "NORMAL"),
+            sqlite_synchronous=sqlite_synchronous(env),
         )

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from stablenew.runtime.server import StartupError
+from stablenew.runtime.settings import SYNCHRONOUS_LEVELS
 
 # WAL + NORMAL: a committed transaction survives a crash of the process (kill -9); only an OS
 # crash or power loss can lose the last ones. FULL adds an fsync per commit for that too.
-SYNCHRONOUS_LEVELS = ("NORMAL", "FULL")
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 
 
