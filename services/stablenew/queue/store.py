@@ -393,10 +393,13 @@ class QueueStore:
                 None if after is None else _job_from_row(after))
 
     def lane_bounds(self, lane: int) -> tuple[int, float, int, float] | None:
-        """(first rank, smallest key in it, last rank, largest key in it) of a lane."""
-        first = self.db.execute(
-            f"""SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
-               ORDER BY {_RUN_ORDER_LIST} LIMIT 1""", (lane,)).fetchone()
+        """(first rank, smallest key in it, last rank, largest key in it) of a lane's queued
+        jobs. The first counts leased jobs too: a runner may hold one ahead, not started, and
+        a job put first (MoveJob FRONT, "Run now") goes before it (the heartbeat tells the
+        runner, which gives the held job back)."""
+        first = min((tuple(row) for state in (1, 2) for row in self.db.execute(
+            f"""SELECT priority_rank, order_key FROM jobs WHERE state = ? AND lane = ?
+               ORDER BY {_RUN_ORDER_LIST} LIMIT 1""", (state, lane))), default=None)
         last = self.db.execute(
             f"""SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
                ORDER BY {_RUN_ORDER_DESC} LIMIT 1""",

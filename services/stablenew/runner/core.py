@@ -9,8 +9,9 @@ the report of a job are finished on a thread of their own beside the next genera
 WebUI's capabilities are cached (read again when an entry names something they lack).
 
 A lease the queue no longer recognises (it expired during an outage and the job went to another
-runner) stops the job without reporting it. A runner that shuts down hands its job back with a
-retryable failure instead of letting the lease run out.
+runner) stops the job without reporting it. A runner that shuts down hands its running job back
+with a retryable failure instead of letting the lease run out; a job it leased but never
+started goes back with ReleaseJob, which costs it no attempt.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ class JobRunner:
                                                                          self.state)
         except WebuiError as error:
             self._webui_lost(error)
-            self._finisher.submit(self._hand_back, lease, job.results, error)
+            self._finisher.submit(self._release_unstarted, lease, error)
             return
         cancel = self._job_cancel = threading.Event()
         self._job_ended.clear()
@@ -306,11 +307,18 @@ class JobRunner:
         log.warning("job %s handed back to the queue (%s): %s", lease.job_id, state.name,
                     reason)
 
+    def _release_unstarted(self, lease: Lease, cause: WebuiError) -> None:
+        """Give back a job the WebUI stopped answering for before it started: the queue runs it
+        again without counting an attempt."""
+        reason = _stopped_answering(cause)
+        state = _retrying(lambda: self.queue.release(lease, reason), self.stopping)
+        log.warning("job %s released (%s): %s", lease.job_id, state.name, reason)
+
     def _heartbeat(self, lease: Lease, cancel: threading.Event, lost: threading.Event) -> None:
         while self.state.current_job_id == lease.job_id:
             try:
                 cancel_requested = self.queue.heartbeat(lease, self.state.loaded_model_name,
-                                                        self.state.progress)
+                                                        self.state.progress).cancel_requested
                 if cancel_requested and not cancel.is_set():
                     self._stop_job(cancel, "cancel requested")
             except LeaseLostError:
