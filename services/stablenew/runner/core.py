@@ -315,7 +315,11 @@ class JobRunner:
         log.warning("job %s released (%s): %s", lease.job_id, state.name, reason)
 
     def _heartbeat(self, lease: Lease, cancel: threading.Event, lost: threading.Event) -> None:
-        while self.state.current_job_id == lease.job_id:
+        # The lease is fresh (just granted, or kept by the held job's beats): the first beat
+        # waits one interval, so a short job sends none and ends without waiting for one. The
+        # wait ends at once when the job does.
+        while (not self._job_ended.wait(self.heartbeat_seconds)
+               and self.state.current_job_id == lease.job_id):
             try:
                 cancel_requested = self.queue.heartbeat(lease, self.state.loaded_model_name,
                                                         self.state.progress).cancel_requested
@@ -327,8 +331,6 @@ class JobRunner:
             except QueueCallError as error:
                 # The next beat tries again; the lease outlasts many missed beats.
                 log.debug("heartbeat failed: %s", error)
-            # Wakes at once when the job ends, so the next lease is not held up by a beat.
-            self._job_ended.wait(self.heartbeat_seconds)
 
     def _stop_job(self, cancel: threading.Event, why: str) -> None:
         log.info("stopping the current job: %s", why)

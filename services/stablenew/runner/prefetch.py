@@ -35,6 +35,8 @@ log = logging.getLogger("stablenew.runner")
 
 # How long the thread waits after a failed lease call before it asks again.
 RETRY_SECONDS = 1.0
+# How long the worker waits for a lease call in flight (one that answers at once).
+LEASE_WAIT_SECONDS = 1.0
 
 
 class Prefetch:
@@ -50,6 +52,7 @@ class Prefetch:
         self.heartbeat_seconds = heartbeat_seconds
         self._changed = threading.Condition()
         self._held: LeasedJob | None = None
+        self._leasing = False  # a lease call is in flight
         self._thread = threading.Thread(target=self._run, name="runner-prefetch", daemon=True)
 
     @property
@@ -74,8 +77,10 @@ class Prefetch:
 
     def take(self) -> LeasedJob | None:
         """The held job, to run next (the heartbeats gave back one that a queued job
-        outranked); None when none is held."""
+        outranked); None when none is held. A lease call in flight is waited for: it answers
+        at once, sooner than the worker's own check of the WebUI and long-poll."""
         with self._changed:
+            self._changed.wait_for(lambda: not self._leasing, LEASE_WAIT_SECONDS)
             held = self._held
             if self.stopping.is_set():
                 return None  # close() hands a held job back
@@ -123,20 +128,29 @@ class Prefetch:
 
     def _lease(self) -> bool:
         """Lease the next job if one is waiting; True when one is held."""
+        with self._changed:
+            self._leasing = True
         try:
             leased = self.queue.lease(self.runner_info(), 0.0)
         except QueueCallError as error:
             log.debug("prefetch lease failed: %s", error)
+            self._leased(None)
             self.stopping.wait(RETRY_SECONDS)
             return False
+        self._leased(leased)
         if leased is None:
             return False
-        with self._changed:
-            self._held = leased
-            self._changed.notify_all()
         if self.stopping.is_set():
             self.hand_back("the runner shut down before it started the job")
         return True
+
+    def _leased(self, leased: LeasedJob | None) -> None:
+        """The lease call ended: hold what it granted."""
+        with self._changed:
+            self._leasing = False
+            if leased is not None:
+                self._held = leased
+            self._changed.notify_all()
 
     def _beat(self, held: LeasedJob) -> None:
         """Keep the held lease alive; a cancel ends the job at once, a lost lease drops it, a
