@@ -378,7 +378,8 @@ def list_requests(core: HistoryCore, count: int
 
 # Targets (issue 4), on the servicer's p99 in milliseconds.
 TARGETS_MS = {"list.completed": 10.0, "list.failed": 10.0, "get_job.first_read": 2.0}
-# Page 10,000 costs what page 1 costs: their p99s' ratio, with room for the machine's noise.
+# Page 10,000 costs what page 1 costs: their medians' ratio (a p99 of a 2 ms query on a shared
+# machine measures the neighbours), with room for noise.
 FAR_PAGE_RATIO = 2.0
 
 
@@ -394,9 +395,9 @@ def figures(count: int, samples: int) -> list[Figure]:
     found = [Figure(f"history.{t.key}.p99", t.inside[1], "ms", TARGETS_MS.get(t.key), note=note)
              for t in timings]
     by_key = {t.key: t for t in timings}
-    ratio = by_key["list.far_completed"].inside[1] / by_key["list.completed"].inside[1]
+    ratio = by_key["list.far_completed"].inside[0] / by_key["list.completed"].inside[0]
     found += [Figure("history.far_page_ratio", ratio, "x", FAR_PAGE_RATIO,
-                     note=f"{by_key['list.far_completed'].name} p99 / page 1's"),
+                     note=f"{by_key['list.far_completed'].name} p50 / page 1's"),
               Figure("history.bytes_per_job", bytes_per_job, "B", None, note=note)]
     for figure in found:
         print(figure.line(), flush=True)
