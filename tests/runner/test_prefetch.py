@@ -3,7 +3,7 @@
 holds the next job B, leased ahead of time:
 
 - B's lease outlives its length (heartbeats), and SIGTERM hands B back at once, never run,
-  without consuming an attempt (ReleaseJob);
+  without consuming an attempt (ReleaseJob); so does a WebUI outage;
 - a cancel of B ends it at once, never run;
 - a HIGH job submitted, or a job moved to the front, while B is held runs before B (the held
   job's heartbeat says it is outranked: B goes back, without an attempt, and comes after);
@@ -128,6 +128,18 @@ def test_a_held_lease_is_kept_alive_and_sigterm_hands_it_back_unrun(pipeline: Pi
     assert (job.state, job.attempt) == (job_pb2.JOB_STATE_QUEUED, 0)
     assert "shut down before it started" in transitions(pipeline.stub, held)[-1].reason
     assert pipeline.made("job B") == 0
+
+
+def test_a_webui_outage_gives_the_held_job_back_without_an_attempt(pipeline: Pipeline) -> None:
+    running, held = pipeline.running_and_held()
+
+    pipeline.emulator.kill()
+
+    job = wait_state(pipeline.stub, held, states=(job_pb2.JOB_STATE_QUEUED,))
+    assert job.attempt == 0  # never started: the release took the attempt back
+    assert "the WebUI stopped answering" in transitions(pipeline.stub, held)[-1].reason
+    started = wait_state(pipeline.stub, running, states=(job_pb2.JOB_STATE_QUEUED,))
+    assert started.attempt == 1  # it ran: handed back with FailJob, the attempt counted
 
 
 def test_a_cancel_of_the_held_job_ends_it_at_once_unrun(pipeline: Pipeline) -> None:
