@@ -170,10 +170,11 @@ class Leasing:
         none of them is not told."""
         runner = self.core.runners.info(runner_id)
         key = run_order_key(queued)
-        for ahead in self.core.store.queued_in_order(None, DISPATCH_BATCHES[0], self._lanes()):
-            if run_order_key(ahead) >= key:
+        for ahead, required_models in self.core.store.queued_heads(DISPATCH_BATCHES[0],
+                                                                   self._lanes()):
+            if ahead >= key:
                 return False
-            if runner is not None and can_run(runner, ahead.required_models):
+            if runner is not None and can_run(runner, required_models):
                 return True
         return False
 

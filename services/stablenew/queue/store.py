@@ -375,6 +375,17 @@ class QueueStore:
         params.append(limit)
         return [_job_from_row(row) for row in self.db.execute(sql, params).fetchall()]
 
+    def queued_heads(self, limit: int, lanes: tuple[int, ...],
+                     ) -> list[tuple[tuple[int, int, float, str], tuple[str, ...]]]:
+        """The run-order key and required models of the first `limit` queued jobs: all a
+        heartbeat needs to tell whether one comes before the leased job (no job decoded)."""
+        lane_list = ", ".join(str(int(lane)) for lane in lanes)
+        rows = self.db.execute(
+            f"""SELECT {_RUN_ORDER_LIST}, required_models FROM jobs
+               WHERE state = 1 AND lane IN ({lane_list}) ORDER BY {_RUN_ORDER_LIST} LIMIT ?""",
+            (limit,)).fetchall()
+        return [((row[0], row[1], row[2], row[3]), tuple(json.loads(row[4]))) for row in rows]
+
     def queue_neighbours(self, queued: QueuedJob) -> tuple[QueuedJob | None, QueuedJob | None]:
         """The queued jobs right before and right after `queued` in its lane."""
         key = run_order_key(queued)
