@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.figures import Figure
 from stablenew.contract.model import Job, JobState
 from stablenew.queue import codec
 from stablenew.queue.domain import summarize
@@ -52,6 +53,7 @@ WHO = [f"knight {number}" for number in range(25)]
 WHERE = [f"castle gate {number}" for number in range(20)]  # 25 x 20 = 500 variants a row
 PACK_ID = "bench_castles"
 TARGET_SECONDS = 0.5
+PAGE_SIZE = 1000
 
 
 def write_bench_pack(packs_dir: Path) -> int:
@@ -266,11 +268,31 @@ def profile_round(page_size: int) -> None:
                 "top service functions by cumulative time (all threads)")
 
 
+def figures(rounds: int) -> list[Figure]:
+    """The enqueue figures for `make bench`: the median of `rounds` rounds after a warm-up."""
+    with tempfile.TemporaryDirectory() as tmp:
+        services = start_services(Path(tmp))
+        try:
+            one_round(services, PAGE_SIZE)  # warm-up: imports, connections, caches
+            measured = [one_round(services, PAGE_SIZE) for _ in range(rounds)]
+        finally:
+            services.stop()
+    note = f"a pack of {measured[-1].queued:,} jobs, median of {rounds} rounds"
+    found = [Figure(f"enqueue.10k_jobs.{name}",
+                    statistics.median(getattr(r, name) for r in measured) * 1000, "ms",
+                    TARGET_SECONDS * 1000 if name == "total" else None,
+                    note=note if name == "total" else "")
+             for name in ("total", "add", "preview", "enqueue")]
+    for figure in found:
+        print(figure.line(), flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--page-size", type=int, default=PAGE_SIZE)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     print(f"pack: {ROWS} rows x {len(WHO) * len(WHERE)} fanout variants = "

@@ -15,7 +15,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import big_job_bench, pipeline_bench, queue_bench, watch_bench
+from benchmarks import (
+    big_job_bench,
+    bundle_bench,
+    history_bench,
+    pipeline_bench,
+    queue_bench,
+    watch_bench,
+)
 from benchmarks.figures import Figure, write_results
 
 
@@ -36,6 +43,10 @@ def main() -> None:
     figures += big_job_bench.run(args.quick)
     figures += queue_bench.figures(queued=10_000 if args.quick else 100_000,
                                    samples=100 if args.quick else 500)
+    figures += bundle_bench.figures(rounds=2 if args.quick else 5)
+    # The quick mode seeds a tenth of the records: its figures' notes say how many.
+    figures += history_bench.figures(count=100_000 if args.quick else 1_000_000,
+                                     samples=100 if args.quick else 500)
     figures += watch_bench.run(args.quick)
     figures += pipeline_bench.run(args.quick)
     write_results(figures, args.out, machine())

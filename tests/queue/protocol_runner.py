@@ -1,6 +1,6 @@
-"""A small client of the runner protocol (LeaseJob, Heartbeat, CompleteJob, FailJob) that
-drives the queue the way a real runner does, without a WebUI: each entry "runs" by sending a
-few heartbeats and produces a COMPLETED (or FAILED) result."""
+"""A small client of the runner protocol (LeaseJob, Heartbeat, CompleteJob, FailJob,
+ReleaseJob) that drives the queue the way a real runner does, without a WebUI: each entry
+"runs" by sending a few heartbeats and produces a COMPLETED (or FAILED) result."""
 
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ class ProtocolRunner:
             runner_id=self.runner_id, lease_id=leased.lease.lease_id, job_id=leased.job.job_id,
             attempt=leased.lease.attempt, error_message=error, retryable=retryable,
             results=self.results(leased, failed=lambda _: True)), timeout=10)
+        return reply.job
+
+    def release(self, leased: Leased, reason: str = "a job must run first") -> job_pb2.Job:
+        reply = self.stub.ReleaseJob(pb.ReleaseJobRequest(
+            runner_id=self.runner_id, lease_id=leased.lease.lease_id, job_id=leased.job.job_id,
+            attempt=leased.lease.attempt, reason=reason), timeout=10)
         return reply.job
 
     def run_one(self, wait_seconds: float = 1.0) -> job_pb2.Job | None:

@@ -194,6 +194,23 @@ def test_a_switch_to_another_model_goes_through_the_options(bench: Bench,
     assert "Model: dreamshaper_8" in png_text(bench.file(result.images[0].path))["parameters"]
 
 
+def test_a_model_switched_in_the_webui_itself_is_switched_back_and_the_entry_run_again(
+        bench: Bench, admin: EmulatorAdmin) -> None:
+    (first,), _ = bench.run(make_job(0, "first dream", model="dreamshaper_8"))
+    assert first.status == EntryStatus.COMPLETED, first.error_message
+    # Someone loads another checkpoint in the WebUI's own page: the runner remembers the
+    # one it loaded, so the next entry's reply tells it.
+    bench.client.set_options({"sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors"})
+
+    (second,), _ = bench.run(make_job(1, "second dream", model="dreamshaper_8"))
+
+    assert second.status == EntryStatus.COMPLETED, second.error_message
+    assert admin.stats()["loaded_checkpoint"] == "dreamshaper_8.safetensors [879db523c3]"
+    made = [g for g in admin.generations("second dream") if g["status"] == 200]
+    assert len(made) == 2  # one on the wrong checkpoint, thrown away, and the entry again
+    assert "Model: dreamshaper_8" in png_text(bench.file(second.images[0].path))["parameters"]
+
+
 # --- per-entry failures --------------------------------------------------------------------------
 
 

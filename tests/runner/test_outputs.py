@@ -110,6 +110,30 @@ def test_a_stablenew_chunk_from_the_input_is_replaced_not_kept(tmp_path: Path) -
     assert data.count(b"stablenew") == 1
 
 
+def test_our_chunk_is_inserted_before_the_image_data_which_is_not_re_encoded(
+        tmp_path: Path) -> None:
+    png = webui_png()
+    ref, data = written(tmp_path, png, context())
+    idat = png.index(b"IDAT") - 4  # the image data and every chunk after it, byte for byte
+    assert data.endswith(png[idat:]) and data.startswith(png[:idat])
+    assert data.index(b"stablenew") < data.index(b"IDAT")
+    assert (ref.width, ref.height) == (24, 16)
+    assert outputs.png_text(data)["parameters"] == INFOTEXT
+
+
+@pytest.mark.parametrize("damage", ["a bit flipped in the image data", "truncated",
+                                    "not a PNG"])
+def test_a_damaged_png_from_the_webui_is_refused(tmp_path: Path, damage: str) -> None:
+    png = webui_png()
+    idat = png.index(b"IDAT") + 4
+    damaged = {"a bit flipped in the image data": png[:idat] + bytes([png[idat] ^ 1])
+               + png[idat + 1:],
+               "truncated": png[:idat + 3],
+               "not a PNG": b"not an image at all"}[damage]
+    with pytest.raises(OSError):  # the entry fails with it (PIL's errors are OSErrors)
+        written(tmp_path, damaged, context())
+
+
 def test_an_image_without_text_chunks_gets_the_stablenew_chunk(tmp_path: Path) -> None:
     _, data = written(tmp_path, webui_png(text={}), context(stage=StageType.TXT2IMG))
     text = outputs.png_text(data)

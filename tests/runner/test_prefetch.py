@@ -2,9 +2,11 @@
 2 s, a runner process and the emulator. In each test job A generates slowly while the runner
 holds the next job B, leased ahead of time:
 
-- B's lease outlives its length (heartbeats), and SIGTERM hands B back at once, never run;
+- B's lease outlives its length (heartbeats), and SIGTERM hands B back at once, never run,
+  without consuming an attempt (ReleaseJob); so does a WebUI outage;
 - a cancel of B ends it at once, never run;
-- a HIGH job submitted while B is held runs before B;
+- a HIGH job submitted, or a job moved to the front, while B is held runs before B (the held
+  job's heartbeat says it is outranked: B goes back, without an attempt, and comes after);
 - a runner SIGKILLed while it holds B loses no job: both complete on another runner, B's entry
   made exactly once.
 """
@@ -123,9 +125,21 @@ def test_a_held_lease_is_kept_alive_and_sigterm_hands_it_back_unrun(pipeline: Pi
     assert pipeline.runner.terminate() == 0
 
     job = get_job(pipeline.stub, held)
-    assert job.state == job_pb2.JOB_STATE_QUEUED
+    assert (job.state, job.attempt) == (job_pb2.JOB_STATE_QUEUED, 0)
     assert "shut down before it started" in transitions(pipeline.stub, held)[-1].reason
     assert pipeline.made("job B") == 0
+
+
+def test_a_webui_outage_gives_the_held_job_back_without_an_attempt(pipeline: Pipeline) -> None:
+    running, held = pipeline.running_and_held()
+
+    pipeline.emulator.kill()
+
+    job = wait_state(pipeline.stub, held, states=(job_pb2.JOB_STATE_QUEUED,))
+    assert job.attempt == 0  # never started: the release took the attempt back
+    assert "the WebUI stopped answering" in transitions(pipeline.stub, held)[-1].reason
+    started = wait_state(pipeline.stub, running, states=(job_pb2.JOB_STATE_QUEUED,))
+    assert started.attempt == 1  # it ran: handed back with FailJob, the attempt counted
 
 
 def test_a_cancel_of_the_held_job_ends_it_at_once_unrun(pipeline: Pipeline) -> None:
@@ -141,17 +155,26 @@ def test_a_cancel_of_the_held_job_ends_it_at_once_unrun(pipeline: Pipeline) -> N
     assert pipeline.made("job B") == 0
 
 
-def test_a_high_job_submitted_while_a_normal_one_is_held_runs_first(
-        pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("comes_first", ["high priority", "moved to the front"])
+def test_a_job_that_must_run_first_runs_before_the_held_one(pipeline: Pipeline,
+                                                            comes_first: str) -> None:
     running, held = pipeline.running_and_held()
 
-    urgent = pipeline.submit("job H, urgent", priority=job_pb2.PRIORITY_HIGH)
+    if comes_first == "high priority":
+        urgent = pipeline.submit("job H, urgent", priority=job_pb2.PRIORITY_HIGH)
+    else:
+        urgent = pipeline.submit("job H, urgent")
+        pipeline.stub.MoveJob(pb.MoveJobRequest(job_id=urgent,
+                                                position=pb.MOVE_POSITION_FRONT), timeout=10)
 
     for job_id in (running, urgent, held):
         assert wait_state(pipeline.stub, job_id).state == job_pb2.JOB_STATE_COMPLETED
     order = [item["prompt"] for item in pipeline.admin.generations()]
     assert order.index("job H, urgent") < order.index("job B, held ahead")
     assert pipeline.made("job B") == 1 and pipeline.made("job H") == 1
+    assert get_job(pipeline.stub, held).attempt == 1  # the release cost it none
+    assert any("a queued job comes first" in change.reason
+               for change in transitions(pipeline.stub, held))
 
 
 def test_a_runner_killed_while_holding_a_job_loses_none(pipeline: Pipeline) -> None:

@@ -1,6 +1,6 @@
 """The runner's adapter to the queue, against a real queue server on loopback port 0: domain
-types in and out of LeaseJob, Heartbeat, CompleteJob and FailJob, and every failure as the
-exception the core handles (unreachable, lease lost, any other refusal)."""
+types in and out of LeaseJob, Heartbeat, CompleteJob, FailJob and ReleaseJob, and every
+failure as the exception the core handles (unreachable, lease lost, any other refusal)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from stablenew.contract.errors import Code, ErrorDetails
 from stablenew.contract.model import EntryResult, EntryStatus, JobProgress, JobState, StageType
 from stablenew.runner.domain import (
+    Beat,
     Lease,
     LeaseLostError,
     QueueCallError,
@@ -59,7 +60,7 @@ def test_a_job_is_leased_heartbeaten_and_completed(queue: QueueHarness,
 
     progress = JobProgress(entry_index=1, entry_count=2, stage=StageType.TXT2IMG, step=3,
                            steps=4, fraction=0.875)
-    assert client.heartbeat(leased.lease, MODEL, progress) is False
+    assert client.heartbeat(leased.lease, MODEL, progress) == Beat(cancel_requested=False)
     assert get_job(queue.stub, job_id).progress.step == 3
 
     assert client.complete(leased.lease, completed(0, 1), cancelled=False) is JobState.COMPLETED
@@ -74,7 +75,7 @@ def test_a_cancel_request_comes_back_from_the_heartbeat(queue: QueueHarness,
     leased = client.lease(RUNNER, wait_seconds=5)
     assert leased is not None
     queue.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10)
-    assert client.heartbeat(leased.lease, MODEL, None) is True
+    assert client.heartbeat(leased.lease, MODEL, None).cancel_requested
     assert client.complete(leased.lease, completed(0), cancelled=True) is JobState.CANCELLED
 
 
@@ -98,6 +99,22 @@ def test_a_handed_back_job_is_queued_and_its_old_lease_is_lost(queue: QueueHarne
     with pytest.raises(LeaseLostError):
         client.complete(leased.lease, completed(0), cancelled=False)  # the first attempt's
     assert client.fail(again.lease, "broken", [], retryable=False) is JobState.FAILED
+
+
+def test_a_held_job_outranked_is_released_without_an_attempt(queue: QueueHarness,
+                                                             client: QueueClient) -> None:
+    job_id = submit(queue.stub, [make_job(0)]).job_id
+    leased = client.lease(RUNNER, wait_seconds=5)
+    assert leased is not None
+    later = submit(queue.stub, [make_job(1)]).job_id
+    queue.stub.MoveJob(pb.MoveJobRequest(job_id=later, position=pb.MOVE_POSITION_FRONT))
+    assert client.heartbeat(leased.lease, MODEL, None) == Beat(False, outranked=True)
+
+    assert client.release(leased.lease, "a queued job comes first") is JobState.QUEUED
+    assert client.release(leased.lease, "a queued job comes first") is JobState.QUEUED
+    assert get_job(queue.stub, job_id).attempt == 0
+    with pytest.raises(LeaseLostError):
+        client.release(replace(leased.lease, lease_id="another"), "late")
 
 
 def test_other_refusals_are_neither_retryable_nor_a_lost_lease(queue: QueueHarness,

@@ -1146,12 +1146,19 @@ class HeartbeatResponse(_message.Message):
     LEASE_DEADLINE_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     RETURN_TO_QUEUE_FIELD_NUMBER: _builtins.int
+    OUTRANKED_FIELD_NUMBER: _builtins.int
     cancel_requested: _builtins.bool
     """The runner should interrupt the WebUI and report what finished (CompleteJob with
     cancelled).
     """
     return_to_queue: _builtins.bool
     """With cancel_requested: the cancel sends the job back to the queue."""
+    outranked: _builtins.bool
+    """A queued job this runner can run comes before this one in the run order (a higher
+    priority, the DIRECT lane, or moved ahead with MoveJob). A runner that holds this job
+    ahead, not started, gives it back (ReleaseJob) so that the other runs first; a runner
+    already running it goes on.
+    """
     @_builtins.property
     def lease_deadline(self) -> _timestamp_pb2.Timestamp:
         """The lease's new deadline."""
@@ -1162,10 +1169,11 @@ class HeartbeatResponse(_message.Message):
         lease_deadline: _timestamp_pb2.Timestamp | None = ...,
         cancel_requested: _builtins.bool = ...,
         return_to_queue: _builtins.bool = ...,
+        outranked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_deadline", b"lease_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "lease_deadline", b"lease_deadline", "return_to_queue", b"return_to_queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "lease_deadline", b"lease_deadline", "outranked", b"outranked", "return_to_queue", b"return_to_queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1308,6 +1316,66 @@ class FailJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FailJobResponse: _TypeAlias = FailJobResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNNER_ID_FIELD_NUMBER: _builtins.int
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    runner_id: _builtins.str
+    """At most 256 characters."""
+    lease_id: _builtins.str
+    """Required: the lease's id, job and attempt (the fencing token); ids at most 256
+    characters.
+    """
+    job_id: _builtins.str
+    attempt: _builtins.int
+    reason: _builtins.str
+    """Why the runner gives the job back (shutdown, WebUI outage, a job that must run first):
+    recorded in the job's log; at most 1024 characters.
+    """
+    def __init__(
+        self,
+        *,
+        runner_id: _builtins.str = ...,
+        lease_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "lease_id", b"lease_id", "reason", b"reason", "runner_id", b"runner_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseJobRequest: _TypeAlias = ReleaseJobRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """Basic view: QUEUED (CANCELLED when a cancel was requested meanwhile)."""
+
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseJobResponse: _TypeAlias = ReleaseJobResponse  # noqa: Y015
 
 @_typing.final
 class ListRunnersRequest(_message.Message):

@@ -130,6 +130,11 @@ class QueueServiceStub:
                 request_serializer=stablenew_dot_v1_dot_queue__service__pb2.FailJobRequest.SerializeToString,
                 response_deserializer=stablenew_dot_v1_dot_queue__service__pb2.FailJobResponse.FromString,
                 _registered_method=True)
+        self.ReleaseJob = channel.unary_unary(
+                '/stablenew.v1.QueueService/ReleaseJob',
+                request_serializer=stablenew_dot_v1_dot_queue__service__pb2.ReleaseJobRequest.SerializeToString,
+                response_deserializer=stablenew_dot_v1_dot_queue__service__pb2.ReleaseJobResponse.FromString,
+                _registered_method=True)
         self.ListRunners = channel.unary_unary(
                 '/stablenew.v1.QueueService/ListRunners',
                 request_serializer=stablenew_dot_v1_dot_queue__service__pb2.ListRunnersRequest.SerializeToString,
@@ -329,6 +334,19 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseJob(self, request, context):
+        """Gives back a lease the runner holds but has not started (a job leased ahead of the one it
+        runs), fenced by lease id and attempt: the job goes back to QUEUED at its place in the run
+        order and the attempt the lease counted is not consumed (FailJob consumes it). A cancel
+        requested meanwhile ends the job as the cancel asked (CANCELLED, or QUEUED with
+        return_to_queue). Retrying a release that took place returns the job as it is now.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id,
+        job_id or reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRunners(self, request, context):
         """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged,
         with what each offers and whether it is connected.
@@ -430,6 +448,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.FailJob,
                     request_deserializer=stablenew_dot_v1_dot_queue__service__pb2.FailJobRequest.FromString,
                     response_serializer=stablenew_dot_v1_dot_queue__service__pb2.FailJobResponse.SerializeToString,
+            ),
+            'ReleaseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseJob,
+                    request_deserializer=stablenew_dot_v1_dot_queue__service__pb2.ReleaseJobRequest.FromString,
+                    response_serializer=stablenew_dot_v1_dot_queue__service__pb2.ReleaseJobResponse.SerializeToString,
             ),
             'ListRunners': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRunners,
@@ -929,6 +952,33 @@ class QueueService:
             '/stablenew.v1.QueueService/FailJob',
             stablenew_dot_v1_dot_queue__service__pb2.FailJobRequest.SerializeToString,
             stablenew_dot_v1_dot_queue__service__pb2.FailJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stablenew.v1.QueueService/ReleaseJob',
+            stablenew_dot_v1_dot_queue__service__pb2.ReleaseJobRequest.SerializeToString,
+            stablenew_dot_v1_dot_queue__service__pb2.ReleaseJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

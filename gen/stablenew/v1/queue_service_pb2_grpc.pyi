@@ -149,6 +149,15 @@ class QueueServiceStub:
     with the lease that finished the job returns the same job.
     Errors: as CompleteJob.
     """
+    ReleaseJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ReleaseJobRequest, _queue_service_pb2.ReleaseJobResponse]
+    """Gives back a lease the runner holds but has not started (a job leased ahead of the one it
+    runs), fenced by lease id and attempt: the job goes back to QUEUED at its place in the run
+    order and the attempt the lease counted is not consumed (FailJob consumes it). A cancel
+    requested meanwhile ends the job as the cancel asked (CANCELLED, or QUEUED with
+    return_to_queue). Retrying a release that took place returns the job as it is now.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id,
+    job_id or reason.
+    """
     ListRunners: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListRunnersRequest, _queue_service_pb2.ListRunnersResponse]
     """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged,
     with what each offers and whether it is connected.
@@ -275,6 +284,15 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Reports that the job could not run to the end, fenced by lease id and attempt. Retrying
     with the lease that finished the job returns the same job.
     Errors: as CompleteJob.
+    """
+    ReleaseJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ReleaseJobRequest, _queue_service_pb2.ReleaseJobResponse]  # type: ignore[assignment]
+    """Gives back a lease the runner holds but has not started (a job leased ahead of the one it
+    runs), fenced by lease id and attempt: the job goes back to QUEUED at its place in the run
+    order and the attempt the lease counted is not consumed (FailJob consumes it). A cancel
+    requested meanwhile ends the job as the cancel asked (CANCELLED, or QUEUED with
+    return_to_queue). Retrying a release that took place returns the job as it is now.
+    Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id,
+    job_id or reason.
     """
     ListRunners: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListRunnersRequest, _queue_service_pb2.ListRunnersResponse]  # type: ignore[assignment]
     """The runners the queue has seen (every LeaseJob registers its runner), by runner id, paged,
@@ -507,6 +525,21 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         """Reports that the job could not run to the end, fenced by lease id and attempt. Retrying
         with the lease that finished the job returns the same job.
         Errors: as CompleteJob.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseJob(
+        self,
+        request: _queue_service_pb2.ReleaseJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ReleaseJobResponse, _abc.Awaitable[_queue_service_pb2.ReleaseJobResponse]]:
+        """Gives back a lease the runner holds but has not started (a job leased ahead of the one it
+        runs), fenced by lease id and attempt: the job goes back to QUEUED at its place in the run
+        order and the attempt the lease counted is not consumed (FailJob consumes it). A cancel
+        requested meanwhile ends the job as the cancel asked (CANCELLED, or QUEUED with
+        return_to_queue). Retrying a release that took place returns the job as it is now.
+        Errors: JOB_NOT_FOUND; FAILED_PRECONDITION LEASE_NOT_CURRENT; INVALID_FIELD on lease_id,
+        job_id or reason.
         """
 
     @_abc_1.abstractmethod

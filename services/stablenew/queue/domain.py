@@ -84,7 +84,8 @@ class RunOrder:
 class LeaseState:
     lease_id: str = ""
     deadline: float = 0.0
-    # The lease that finished the job, so a retried CompleteJob answers the same.
+    # The lease that finished (or released) the job, so a retried CompleteJob (or
+    # ReleaseJob) answers the same.
     finished_by_lease_id: str = ""
 
 

@@ -49,6 +49,7 @@ class HeartbeatReply:
     lease_deadline: datetime
     cancel_requested: bool
     return_to_queue: bool
+    outranked: bool
 
 
 def _lease_not_current(job_id: str, detail: str) -> ServiceError:
@@ -93,7 +94,7 @@ class Leasing:
             self._waiters = [waiter for waiter in self._waiters if waiter.active()]
             if not self._waiters or self.core.closing.is_set():
                 return
-            lanes = (LANE_DIRECT,) if self.core.paused() else (LANE_DIRECT, LANE_QUEUE)
+            lanes = self._lanes()
             after = None
             scanned = 0
             while self._waiters and scanned < DISPATCH_SCAN_LIMIT:
@@ -161,7 +162,27 @@ class Leasing:
             if progress is not None:
                 self.core.record_progress(pending, job_id, progress)
             self.core.runners.touch(runner_id, loaded_model, job_id)
-        return HeartbeatReply(deadline, queued.job.cancel_requested, queued.return_to_queue)
+            outranked = self._outranked(queued, runner_id)
+        return HeartbeatReply(deadline, queued.job.cancel_requested, queued.return_to_queue,
+                              outranked)
+
+    def _outranked(self, queued: QueuedJob, runner_id: str) -> bool:
+        """A queued job the runner can run comes before `queued` in the run order. Looks at
+        the first few queued jobs only (one indexed read per heartbeat): a runner that can run
+        none of them is not told."""
+        runner = self.core.runners.info(runner_id)
+        key = run_order_key(queued)
+        for ahead, required_models in self.core.store.queued_heads(DISPATCH_BATCHES[0],
+                                                                   self._lanes()):
+            if ahead >= key:
+                return False
+            if runner is not None and can_run(runner, required_models):
+                return True
+        return False
+
+    def _lanes(self) -> tuple[int, ...]:
+        """The lanes a runner may lease from now: while paused, only direct jobs."""
+        return (LANE_DIRECT,) if self.core.paused() else (LANE_DIRECT, LANE_QUEUE)
 
     # --- finishing ------------------------------------------------------------------------
 
@@ -198,6 +219,28 @@ class Leasing:
             again = retryable and queued.job.attempt < self.core.config.max_attempts
             target = JobState.QUEUED if again else JobState.FAILED
             self._finish(pending, queued, target, f"runner reported: {error}", runner_id)
+        return self.core.view(queued)
+
+    def release(self, runner_id: str, lease_id: str, job_id: str, attempt: int,
+                reason: str) -> Job:
+        """Give back a lease the runner has not started: the job is queued again at its place,
+        and the attempt the lease counted is not consumed."""
+        with self.core.write() as pending:
+            queued = self.core.load(job_id, full=True)  # the results are kept as they are
+            if queued.lease.finished_by_lease_id == lease_id:
+                return self.core.view(queued)  # released already: a retry answers the same
+            self._current(job_id, lease_id, attempt, queued)
+            job = queued.job
+            job.attempt -= 1
+            if job.attempt == 0:  # what the lease set, as before it
+                job.runner_id = ""
+                job.start_time = None
+            queued.lease.finished_by_lease_id = lease_id
+            cancelled = job.cancel_requested and not queued.return_to_queue
+            target = JobState.CANCELLED if cancelled else JobState.QUEUED
+            self._finish(pending, queued, target,
+                         f"released by {runner_id or 'its runner'} before it started: {reason}",
+                         runner_id)
         return self.core.view(queued)
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from stablenew.queue.domain import RunnerPool, RunnerRecord
+from stablenew.queue.domain import RunnerInfo, RunnerPool, RunnerRecord
 from stablenew.queue.store import QueueStore
 
 
@@ -42,6 +42,11 @@ class RunnerRegistry:
             info = replace(record.info, loaded_model=loaded_model) if loaded_model else (
                 record.info)
             self._records[runner_id] = RunnerRecord(info, now, current_job_id)
+
+    def info(self, runner_id: str) -> RunnerInfo | None:
+        """What the runner last announced; None for a runner never seen."""
+        record = self._records.get(runner_id)
+        return record.info if record else None
 
     def records(self) -> list[RunnerRecord]:
         """Every runner seen, by runner id."""

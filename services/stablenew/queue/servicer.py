@@ -43,8 +43,8 @@ def _view(number: int, default: int) -> int:
     return number or default
 
 
-def _lease_of(request: pb.HeartbeatRequest | pb.CompleteJobRequest | pb.FailJobRequest,
-              ) -> tuple[str, str, str, int]:
+def _lease_of(request: pb.HeartbeatRequest | pb.CompleteJobRequest | pb.FailJobRequest
+              | pb.ReleaseJobRequest) -> tuple[str, str, str, int]:
     """The runner id, lease id, job id and attempt a runner names its lease by, checked."""
     return (checked_id(request.runner_id, "runner_id", required=False),
             checked_id(request.lease_id, "lease_id"), checked_id(request.job_id, "job_id"),
@@ -171,7 +171,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             mapping.progress_from_proto(request.progress) if request.HasField("progress")
             else None, checked_text(request.loaded_model, "loaded_model"))
         response = pb.HeartbeatResponse(cancel_requested=reply.cancel_requested,
-                                        return_to_queue=reply.return_to_queue)
+                                        return_to_queue=reply.return_to_queue,
+                                        outranked=reply.outranked)
         response.lease_deadline.FromDatetime(reply.lease_deadline)
         return response
 
@@ -187,6 +188,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             checked_text(request.error_message, "error_message", MAX_TEXT_CHARS),
             _results(request.results), request.retryable)
         return pb.FailJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def ReleaseJob(self, request: pb.ReleaseJobRequest,
+                   context: Context) -> pb.ReleaseJobResponse:
+        job = self.leasing.release(*_lease_of(request), checked_text(request.reason, "reason"))
+        return pb.ReleaseJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
     def ListRunners(self, request: pb.ListRunnersRequest,
                     context: Context) -> pb.ListRunnersResponse:

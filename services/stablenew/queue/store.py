@@ -401,6 +401,17 @@ class QueueStore:
         params.append(limit)
         return [_job_from_row(row) for row in self.db.execute(sql, params).fetchall()]
 
+    def queued_heads(self, limit: int, lanes: tuple[int, ...],
+                     ) -> list[tuple[tuple[int, int, float, str], tuple[str, ...]]]:
+        """The run-order key and required models of the first `limit` queued jobs: all a
+        heartbeat needs to tell whether one comes before the leased job (no job decoded)."""
+        lane_list = ", ".join(str(int(lane)) for lane in lanes)
+        rows = self.db.execute(
+            f"""SELECT {_RUN_ORDER_LIST}, required_models FROM jobs
+               WHERE state = 1 AND lane IN ({lane_list}) ORDER BY {_RUN_ORDER_LIST} LIMIT ?""",
+            (limit,)).fetchall()
+        return [((row[0], row[1], row[2], row[3]), tuple(json.loads(row[4]))) for row in rows]
+
     def queue_neighbours(self, queued: QueuedJob) -> tuple[QueuedJob | None, QueuedJob | None]:
         """The queued jobs right before and right after `queued` in its lane."""
         key = run_order_key(queued)
@@ -419,10 +430,13 @@ class QueueStore:
                 None if after is None else _job_from_row(after))
 
     def lane_bounds(self, lane: int) -> tuple[int, float, int, float] | None:
-        """(first rank, smallest key in it, last rank, largest key in it) of a lane."""
-        first = self.db.execute(
-            f"""SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
-               ORDER BY {_RUN_ORDER_LIST} LIMIT 1""", (lane,)).fetchone()
+        """(first rank, smallest key in it, last rank, largest key in it) of a lane's queued
+        jobs. The first counts leased jobs too: a runner may hold one ahead, not started, and
+        a job put first (MoveJob FRONT, "Run now") goes before it (the heartbeat tells the
+        runner, which gives the held job back)."""
+        first = min((tuple(row) for state in (1, 2) for row in self.db.execute(
+            f"""SELECT priority_rank, order_key FROM jobs WHERE state = ? AND lane = ?
+               ORDER BY {_RUN_ORDER_LIST} LIMIT 1""", (state, lane))), default=None)
         last = self.db.execute(
             f"""SELECT priority_rank, order_key FROM jobs WHERE state = 1 AND lane = ?
                ORDER BY {_RUN_ORDER_DESC} LIMIT 1""",

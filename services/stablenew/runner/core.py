@@ -9,8 +9,9 @@ the report of a job are finished on a thread of their own beside the next genera
 WebUI's capabilities are cached (read again when an entry names something they lack).
 
 A lease the queue no longer recognises (it expired during an outage and the job went to another
-runner) stops the job without reporting it. A runner that shuts down hands its job back with a
-retryable failure instead of letting the lease run out.
+runner) stops the job without reporting it. A runner that shuts down hands its running job back
+with a retryable failure instead of letting the lease run out; a job it leased but never
+started goes back with ReleaseJob, which costs it no attempt.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -155,7 +158,12 @@ class JobRunner:
         self.heartbeat_seconds = heartbeat_seconds
         self.stopping = threading.Event()
         self._job_cancel = threading.Event()
-        self._job_ended = threading.Event()
+        # The running job the heartbeat thread keeps alive; set and cleared under the
+        # condition, which a beat holds, so that no beat goes out for a job that ended.
+        self._beating: _Beating | None = None
+        self._beat_turn = threading.Condition()
+        self._beats = threading.Thread(target=self._heartbeats, name="runner-heartbeat",
+                                       daemon=True)
         self.prefetch = Prefetch(queue, self._runner_info, self._may_lease_ahead, self.stopping,
                                  heartbeat_seconds)
         # Finishes each job (files, manifest, report) in order, beside the next generation.
@@ -163,11 +171,14 @@ class JobRunner:
 
     def start(self) -> None:
         self.prefetch.start()
+        self._beats.start()
 
     def close(self, timeout: float) -> None:
         """Stop; hand the held job back and finish the reports of the jobs that ran."""
         self.shut_down()
         self.prefetch.close(timeout)
+        with self._beat_turn:
+            self._beat_turn.notify_all()  # the heartbeat thread ends once no job runs
         self._finisher.shutdown(wait=True)
 
     def work_once(self) -> bool:
@@ -246,26 +257,22 @@ class JobRunner:
                                                                          self.state)
         except WebuiError as error:
             self._webui_lost(error)
-            self._finisher.submit(self._hand_back, lease, job.results, error)
+            self._finisher.submit(self._release_unstarted, lease, error)
             return
         cancel = self._job_cancel = threading.Event()
-        self._job_ended.clear()
-        lost = threading.Event()
+        beating = _Beating(lease, cancel)
         self.state.job_started(job.job_id)
         self.prefetch.wake()  # the next job is leased while this one runs
-        beats = threading.Thread(target=self._heartbeat, args=(lease, cancel, lost),
-                                 name="runner-heartbeat", daemon=True)
-        beats.start()
+        self._beat_for(beating)
         try:
             outcome = self.executor.run_entries(job, capabilities, cancel,
                                                 self.state.set_progress)
         finally:
             self.state.job_finished()
-            self._job_ended.set()
-            beats.join()  # ends once job_finished cleared the current job
+            self._beat_for(None)  # waits for a beat in flight
         if outcome.cut_off:
             self._webui_lost(outcome.cut_off)  # at once: nothing more is leased or held
-        self._finisher.submit(self._finish, leased, outcome, lost.is_set())
+        self._finisher.submit(self._finish, leased, outcome, beating.lost.is_set())
 
     def _finish(self, leased: LeasedJob, outcome: JobOutcome, lost: bool) -> None:
         """Write the job's files and manifest and report how it ended (the finisher thread:
@@ -311,21 +318,52 @@ class JobRunner:
         log.warning("job %s handed back to the queue (%s): %s", lease.job_id, state.name,
                     reason)
 
-    def _heartbeat(self, lease: Lease, cancel: threading.Event, lost: threading.Event) -> None:
-        while self.state.current_job_id == lease.job_id:
-            try:
-                cancel_requested = self.queue.heartbeat(lease, self.state.loaded_model_name,
-                                                        self.state.progress)
-                if cancel_requested and not cancel.is_set():
-                    self._stop_job(cancel, "cancel requested")
-            except LeaseLostError:
-                lost.set()
-                self._stop_job(cancel, "lease lost")
-            except QueueCallError as error:
-                # The next beat tries again; the lease outlasts many missed beats.
-                log.debug("heartbeat failed: %s", error)
-            # Wakes at once when the job ends, so the next lease is not held up by a beat.
-            self._job_ended.wait(self.heartbeat_seconds)
+    def _release_unstarted(self, lease: Lease, cause: WebuiError) -> None:
+        """Give back a job the WebUI stopped answering for before it started: the queue runs it
+        again without counting an attempt."""
+        reason = _stopped_answering(cause)
+        state = _retrying(lambda: self.queue.release(lease, reason), self.stopping)
+        log.warning("job %s released (%s): %s", lease.job_id, state.name, reason)
+
+    def _beat_for(self, beating: _Beating | None) -> None:
+        """The job the heartbeat thread keeps alive from now on (None: none)."""
+        with self._beat_turn:
+            self._beating = beating
+            self._beat_turn.notify_all()
+
+    def _heartbeats(self) -> None:
+        """The heartbeat thread, for the runner's life (one started per job cost a start and a
+        join between two generations): beats the running job every interval, and ends when the
+        runner closes with no job running."""
+        with self._beat_turn:
+            while self._beating is not None or not self.stopping.is_set():
+                beating = self._beating
+                if beating is None:
+                    self._beat_turn.wait(self.heartbeat_seconds)
+                # The lease is fresh (just granted, or kept by the held job's beats): the first
+                # beat waits one interval, so a short job sends none. The wait ends with the job.
+                elif not self._beat_turn.wait_for(partial(self._ended, beating),
+                                                  self.heartbeat_seconds):
+                    self._beat(beating)
+
+    def _ended(self, beating: _Beating) -> bool:
+        return self._beating is not beating
+
+    def _beat(self, beating: _Beating) -> None:
+        """One heartbeat of the running job: a cancel request or a lost lease stops it."""
+        try:
+            cancel_requested = self.queue.heartbeat(beating.lease, self.state.loaded_model_name,
+                                                    self.state.progress).cancel_requested
+            if cancel_requested and not beating.cancel.is_set():
+                self._stop_job(beating.cancel, "cancel requested")
+        except LeaseLostError:
+            beating.lost.set()
+            self._stop_job(beating.cancel, "lease lost")
+        except QueueCallError as error:
+            # The next beat tries again; the lease outlasts many missed beats.
+            log.debug("heartbeat failed: %s", error)
+        except Exception:
+            log.exception("heartbeat failed")  # the thread must go on for the next jobs
 
     def _stop_job(self, cancel: threading.Event, why: str) -> None:
         log.info("stopping the current job: %s", why)
@@ -338,6 +376,16 @@ class JobRunner:
     def _report(self, lease: Lease, results: list[EntryResult], cancelled: bool) -> None:
         state = _retrying(lambda: self.queue.complete(lease, results, cancelled), self.stopping)
         log.info("job %s reported: %s", lease.job_id, state.name)
+
+
+@dataclass(frozen=True)
+class _Beating:
+    """The running job the heartbeat thread keeps alive: its lease, the cancel that stops it,
+    and whether the queue said its lease was lost (then it is not reported)."""
+
+    lease: Lease
+    cancel: threading.Event
+    lost: threading.Event = field(default_factory=threading.Event)
 
 
 def _stopped_answering(cause: WebuiError | str) -> str:

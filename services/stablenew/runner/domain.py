@@ -86,6 +86,16 @@ class LeasedJob:
 
 
 @dataclass(frozen=True)
+class Beat:
+    """The queue's answer to a heartbeat."""
+
+    cancel_requested: bool
+    # A queued job this runner can run comes before the leased one: a job held ahead, not
+    # started, goes back (release) so that the other runs first.
+    outranked: bool = False
+
+
+@dataclass(frozen=True)
 class ImageChunk:
     """A piece of an image file: ReadImage streams these."""
 
@@ -129,8 +139,9 @@ class JobQueue(Protocol):
         """The next job for this runner, or None when none came within `wait_seconds`."""
         ...
 
-    def heartbeat(self, lease: Lease, loaded_model: str, progress: JobProgress | None) -> bool:
-        """Extend the lease and report progress; True when a cancel was requested."""
+    def heartbeat(self, lease: Lease, loaded_model: str, progress: JobProgress | None) -> Beat:
+        """Extend the lease and report progress; whether a cancel was requested, and whether
+        a queued job comes first."""
         ...
 
     def complete(self, lease: Lease, results: list[EntryResult], cancelled: bool) -> JobState:
@@ -141,6 +152,11 @@ class JobQueue(Protocol):
     def fail(self, lease: Lease, message: str, results: list[EntryResult],
              retryable: bool) -> JobState:
         """Report the job failed (`retryable`: another attempt may succeed); its new state."""
+        ...
+
+    def release(self, lease: Lease, reason: str) -> JobState:
+        """Give back a lease not started: the job is queued again without consuming an
+        attempt (CANCELLED when a cancel was requested meanwhile); its new state."""
         ...
 
 

@@ -284,8 +284,24 @@ class Executor:
         return result
 
     def _run_stages(self, run: EntryRun) -> str:
-        """Run the plan; the executed config hash (the queued one: everything ran as asked)."""
+        """Run the plan; the executed config hash (the queued one: everything ran as asked).
+        A reply that ran another checkpoint than the one the client remembered loaded (switched
+        in the WebUI itself) makes the client ask again, and the entry runs once more."""
         plan = self._checked_plan(run)
+        try:
+            return self._generate(run, plan)
+        except ReportedMismatchError:
+            if not plan.model or not any(m.key == "model" for _, _, m in run.mismatches):
+                raise
+        log.warning("entry %d of job %s ran another checkpoint than %s: the model is checked "
+                    "again and the entry runs again", run.entry.index, run.job_id, plan.model)
+        self.client.forget_loaded_model()
+        run.mismatches.clear()
+        run.images.clear()  # files of its earlier stages are written again, under the same names
+        run.outcomes.clear()
+        return self._generate(run, plan)
+
+    def _generate(self, run: EntryRun, plan: EntryPlan) -> str:
         if plan.model:
             known = run.capabilities.models if run.capabilities else []
             self.client.ensure_model(plan.model, known)

@@ -7,14 +7,14 @@ this runner, or queued while it died, would be granted to it) and heartbeats the
 It never holds more than one, and leases only while the WebUI answers and the runner is not
 stopping; an idle runner long-polls from its worker, as before. A cancel requested meanwhile is
 reported at once (the job ends CANCELLED, or goes back to the queue when the cancel asks for
-that); a lost lease is dropped; on shutdown or a WebUI outage the job is handed back with a
-retryable failure.
+that); a lost lease is dropped; on shutdown or a WebUI outage the job is released (ReleaseJob:
+back to the queue without consuming an attempt, since it never started).
 
-When the worker takes the held job it first asks the queue for whatever is next. A job that
-outranks the held one (the DIRECT lane, or a higher priority: a HIGH job submitted after the
-prefetch) runs first and the held job stays held; otherwise the held job runs and the new one
-becomes the one held. Either way the runner still holds one job ahead, and the queue's order
-holds.
+The held job's heartbeat tells when a queued job this runner can run comes before it (a higher
+priority, the DIRECT lane, a MoveJob to the front): the held job is released at once and the
+thread leases again, which grants the job that comes first. The worker takes the held job with
+no call to the queue, so nothing stands between two generations; a job that must run first and
+appears less than one heartbeat before the worker takes the held job runs right after it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-from stablenew.contract.model import EntryResult, EntryStatus, Job, Priority, RunMode
 from stablenew.runner.domain import (
     JobQueue,
     LeasedJob,
@@ -36,19 +35,8 @@ log = logging.getLogger("stablenew.runner")
 
 # How long the thread waits after a failed lease call before it asks again.
 RETRY_SECONDS = 1.0
-
-
-def outranks(job: Job, other: Job) -> bool:
-    """`job` runs before `other` in the queue's order: its lane, then its priority."""
-    direct = job.origin.run_mode == RunMode.DIRECT
-    if direct != (other.origin.run_mode == RunMode.DIRECT):
-        return direct
-    return _priority(job) > _priority(other)
-
-
-def _priority(job: Job) -> Priority:
-    """UNSPECIFIED runs as NORMAL."""
-    return job.priority or Priority.NORMAL
+# How long the worker waits for a lease call in flight (one that answers at once).
+LEASE_WAIT_SECONDS = 1.0
 
 
 class Prefetch:
@@ -64,7 +52,7 @@ class Prefetch:
         self.heartbeat_seconds = heartbeat_seconds
         self._changed = threading.Condition()
         self._held: LeasedJob | None = None
-        self._worker_leasing = False  # take() asks the queue itself: the thread waits
+        self._leasing = False  # a lease call is in flight
         self._thread = threading.Thread(target=self._run, name="runner-prefetch", daemon=True)
 
     @property
@@ -88,39 +76,30 @@ class Prefetch:
         self.hand_back("the runner shut down before it started the job")
 
     def take(self) -> LeasedJob | None:
-        """The job to run next: the held one, unless the queue now has one that outranks it.
-        None when none is held."""
+        """The held job, to run next (the heartbeats gave back one that a queued job
+        outranked); None when none is held. A lease call in flight is waited for: it answers
+        at once, sooner than the worker's own check of the WebUI and long-poll."""
         with self._changed:
+            self._changed.wait_for(lambda: not self._leasing, LEASE_WAIT_SECONDS)
             held = self._held
-            if held is None or self.stopping.is_set():
+            if self.stopping.is_set():
                 return None  # close() hands a held job back
             self._held = None
-            self._worker_leasing = True
-        try:
-            ahead = self.queue.lease(self.runner_info(), 0.0)
-        except QueueCallError as error:
-            log.debug("no look ahead of the held job: %s", error)
-            ahead = None
-        with self._changed:
-            self._worker_leasing = False
-            if ahead is not None and outranks(ahead.job, held.job):
-                log.info("job %s outranks the held job %s: it runs first", ahead.job.job_id,
-                         held.job.job_id)
-                held, ahead = ahead, held
-            self._held = ahead
             self._changed.notify_all()
         return held
 
     def hand_back(self, reason: str) -> None:
-        """Give the held job back to the queue (another attempt, with the entries an earlier
-        attempt completed); nothing when none is held."""
+        """Give the held job back to the queue, without consuming an attempt; nothing when
+        none is held."""
         with self._changed:
             held, self._held = self._held, None
             self._changed.notify_all()
-        if held is None:
-            return
+        if held is not None:
+            self._give_back(held, reason)
+
+    def _give_back(self, held: LeasedJob, reason: str) -> None:
         try:
-            self.queue.fail(held.lease, reason, _completed(held), retryable=True)
+            self.queue.release(held.lease, reason)
             log.info("held job %s handed back: %s", held.job.job_id, reason)
         except QueueCallError as error:
             # Its lease runs out and the queue requeues it: nothing is lost.
@@ -132,7 +111,7 @@ class Prefetch:
         while not self.stopping.is_set():
             with self._changed:
                 held = self._held
-                ready = held is None and not self._worker_leasing and self.may_lease()
+                ready = held is None and self.may_lease()
             if held is not None:
                 self._beat(held)
                 self._wait_while_held(held)
@@ -149,40 +128,47 @@ class Prefetch:
 
     def _lease(self) -> bool:
         """Lease the next job if one is waiting; True when one is held."""
+        with self._changed:
+            self._leasing = True
         try:
             leased = self.queue.lease(self.runner_info(), 0.0)
         except QueueCallError as error:
             log.debug("prefetch lease failed: %s", error)
+            self._leased(None)
             self.stopping.wait(RETRY_SECONDS)
             return False
+        self._leased(leased)
         if leased is None:
             return False
-        with self._changed:
-            self._held = leased
-            self._changed.notify_all()
         if self.stopping.is_set():
             self.hand_back("the runner shut down before it started the job")
         return True
 
+    def _leased(self, leased: LeasedJob | None) -> None:
+        """The lease call ended: hold what it granted."""
+        with self._changed:
+            self._leasing = False
+            if leased is not None:
+                self._held = leased
+            self._changed.notify_all()
+
     def _beat(self, held: LeasedJob) -> None:
-        """Keep the held lease alive; a cancel ends the job at once, a lost lease drops it."""
+        """Keep the held lease alive; a cancel ends the job at once, a lost lease drops it, a
+        job that comes first makes it go back."""
         try:
-            cancel_requested = self.queue.heartbeat(held.lease,
-                                                    self.runner_info().loaded_model, None)
+            beat = self.queue.heartbeat(held.lease, self.runner_info().loaded_model, None)
         except LeaseLostError:
-            self._release(held, "its lease was lost")
+            self._drop(held, "its lease was lost")
             return
         except QueueCallError as error:
             log.debug("heartbeat of the held job failed: %s", error)  # the next beat retries
             return
-        if cancel_requested and self._release(held, "cancel requested"):
-            try:
-                self.queue.complete(held.lease, _completed(held), cancelled=True)
-            except QueueCallError as error:
-                log.warning("reporting the cancel of held job %s failed: %s",
-                            held.job.job_id, error)
+        why = ("cancel requested" if beat.cancel_requested
+               else "a queued job comes first" if beat.outranked else "")
+        if why and self._drop(held, why):
+            self._give_back(held, why)  # a cancel ends it as the cancel asked
 
-    def _release(self, held: LeasedJob, why: str) -> bool:
+    def _drop(self, held: LeasedJob, why: str) -> bool:
         """Stop holding `held` (False when the worker took it meanwhile: it deals with it)."""
         with self._changed:
             if self._held is not held:
@@ -192,7 +178,3 @@ class Prefetch:
         log.info("dropping held job %s: %s", held.job.job_id, why)
         return True
 
-
-def _completed(held: LeasedJob) -> list[EntryResult]:
-    """The entries an earlier attempt completed: kept when the held job goes back."""
-    return [result for result in held.job.results if result.status == EntryStatus.COMPLETED]

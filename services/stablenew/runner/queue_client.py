@@ -1,5 +1,5 @@
-"""The runner's adapter to the queue (QueueService over gRPC): lease, heartbeat, complete and
-fail as plain methods on the runner's domain types (domain.JobQueue).
+"""The runner's adapter to the queue (QueueService over gRPC): lease, heartbeat, complete, fail
+and release as plain methods on the runner's domain types (domain.JobQueue).
 
 Failures become the exceptions the core understands: QueueUnavailableError when the queue could
 not be reached or did not answer in time (retrying may help), LeaseLostError when the queue no
@@ -19,6 +19,7 @@ from stablenew.contract.model import EntryResult, JobProgress, JobState
 from stablenew.contract.proto_mapping import fill_proto, to_proto
 from stablenew.runner import mapping
 from stablenew.runner.domain import (
+    Beat,
     Lease,
     LeasedJob,
     LeaseLostError,
@@ -35,6 +36,7 @@ LEASE_MARGIN_SECONDS = 10.0
 HEARTBEAT_TIMEOUT = 5.0
 COMPLETE_TIMEOUT = 10.0
 FAIL_TIMEOUT = 5.0
+RELEASE_TIMEOUT = 5.0
 
 UNREACHABLE = {Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED}
 
@@ -55,8 +57,8 @@ class QueueClient:
             return None
         return mapping.leased_job_from_proto(runner.runner_id, reply.lease, reply.job)
 
-    def heartbeat(self, lease: Lease, loaded_model: str, progress: JobProgress | None) -> bool:
-        """Extend the lease and report progress; True when a cancel was requested."""
+    def heartbeat(self, lease: Lease, loaded_model: str, progress: JobProgress | None) -> Beat:
+        """Extend the lease and report progress; the queue's answer."""
         request = pb.HeartbeatRequest(
             runner_id=lease.runner_id, lease_id=lease.lease_id, job_id=lease.job_id,
             attempt=lease.attempt, loaded_model=loaded_model)
@@ -64,7 +66,7 @@ class QueueClient:
             fill_proto(progress, request.progress)
         with _translated("Heartbeat"):
             reply = self._stub.Heartbeat(request, timeout=HEARTBEAT_TIMEOUT)
-        return reply.cancel_requested
+        return Beat(reply.cancel_requested, reply.outranked)
 
     def complete(self, lease: Lease, results: list[EntryResult], cancelled: bool) -> JobState:
         """Report every entry's result; the state the job ended in."""
@@ -85,6 +87,15 @@ class QueueClient:
             results=[to_proto(result) for result in results], retryable=retryable)
         with _translated("FailJob"):
             reply = self._stub.FailJob(request, timeout=FAIL_TIMEOUT)
+        return JobState(reply.job.state)
+
+    def release(self, lease: Lease, reason: str) -> JobState:
+        """Give back a lease not started, without consuming an attempt; the job's new state."""
+        request = pb.ReleaseJobRequest(
+            runner_id=lease.runner_id, lease_id=lease.lease_id, job_id=lease.job_id,
+            attempt=lease.attempt, reason=reason)
+        with _translated("ReleaseJob"):
+            reply = self._stub.ReleaseJob(request, timeout=RELEASE_TIMEOUT)
         return JobState(reply.job.state)
 
 

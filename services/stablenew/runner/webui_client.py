@@ -15,6 +15,7 @@ the WebUI for seconds to a minute.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import socket
 import threading
@@ -96,6 +97,10 @@ class WebuiClient:
             self._session.auth = auth
         # Replaced in tests to observe backoff without waiting for it.
         self._sleep: Callable[[float], None] = time.sleep
+        # The checkpoint this client last read from, or set on, the WebUI: ensure_model trusts
+        # it rather than asking before every entry (forget_loaded_model drops it).
+        self._loaded_title: str | None = None
+        self._generations = _CallThread()
 
     @staticmethod
     def _new_session() -> requests.Session:
@@ -113,6 +118,7 @@ class WebuiClient:
 
     def close(self) -> None:
         """Close the session if this client created it (a caller's session stays open)."""
+        self._generations.close()
         if self._owns_session:
             self._session.close()
 
@@ -144,12 +150,9 @@ class WebuiClient:
 
     def _while_polling(self, call: Callable[[], Any],
                        on_progress: Callable[[Progress], None]) -> Any:
-        """Run `call` in a background thread and report progress from this one until it
+        """Run `call` on the generation thread and report progress from this one until it
         returns; the callback therefore runs on the caller's thread."""
-        outcome = _Outcome()
-        worker = threading.Thread(target=outcome.run, args=(call,), name="webui-generation",
-                                  daemon=True)  # a hung WebUI must not block interpreter exit
-        worker.start()
+        outcome = self._generations.submit(call)
         while not outcome.done.wait(PROGRESS_INTERVAL):
             self._report_progress(on_progress)
         return outcome.result()
@@ -201,13 +204,21 @@ class WebuiClient:
                    read_timeout=self.read_timeout)
 
     def loaded_model_title(self) -> str:
-        """The title of the checkpoint the WebUI has loaded."""
-        return parse_loaded_model_title(self.options(), "GET /sdapi/v1/options")
+        """The title of the checkpoint the WebUI has loaded (asked, and remembered)."""
+        self._loaded_title = parse_loaded_model_title(self.options(), "GET /sdapi/v1/options")
+        return self._loaded_title
+
+    def forget_loaded_model(self) -> None:
+        """The remembered checkpoint may be wrong (a reply ran another, the WebUI restarted):
+        the next ensure_model asks the WebUI."""
+        self._loaded_title = None
 
     def ensure_model(self, model: str, known: list[ModelEntry] | None = None) -> bool:
         """Load `model` (a title, file name, or name without extension) unless it already is;
         True when it switched. An unknown model is NOT_FOUND and nothing is posted. `known`:
-        the checkpoints as last listed; the WebUI is asked again only when it lacks `model`."""
+        the checkpoints as last listed; the WebUI is asked again only when it lacks `model`.
+        The loaded checkpoint is the one remembered, when there is one (each reply names the
+        checkpoint it ran: the executor checks it)."""
         entries = known or []
         wanted = find_model(entries, model)
         if wanted is None:
@@ -221,11 +232,13 @@ class WebuiClient:
             listed = ", ".join(e.title for e in entries) or "none"
             raise WebuiError(WebuiErrorKind.NOT_FOUND, f"model {model!r} not found; the WebUI "
                              f"has: {listed}", "GET /sdapi/v1/sd-models")
-        loaded = find_model(entries, self.loaded_model_title())
+        loaded = find_model(entries, self._loaded_title or self.loaded_model_title())
         if loaded is not None and loaded.title == wanted.title:
             return False
         log.info("switching model", extra={"model": wanted.title})
+        self._loaded_title = None  # unknown until the switch answers
         self.set_options({"sd_model_checkpoint": wanted.title})
+        self._loaded_title = wanted.title
         return True
 
     def ensure_vae(self, vae: str) -> bool:
@@ -375,6 +388,41 @@ class WebuiClient:
         assert failure is not None  # the loop ran at least once and did not return
         failure.attempts = attempts
         raise failure
+
+
+class _CallThread:
+    """One daemon thread that runs the calls handed to it, one at a time. Cheaper than a thread
+    per generation (starting one waits for it to run: milliseconds between two generations on
+    a loaded machine); a daemon, so that a hung WebUI does not hold the interpreter's exit."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], _Outcome] | None] = (
+            queue.SimpleQueue())
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, call: Callable[[], Any]) -> _Outcome:
+        """Run `call` on the thread (started the first time); its outcome."""
+        outcome = _Outcome()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="webui-generation",
+                                                daemon=True)
+                self._thread.start()
+        self._calls.put((call, outcome))
+        return outcome
+
+    def close(self) -> None:
+        """End the thread after the call it runs."""
+        with self._lock:
+            if self._thread is not None:
+                self._calls.put(None)
+                self._thread = None
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, outcome = item
+            outcome.run(call)
 
 
 class _Outcome:
