@@ -66,11 +66,12 @@ def test_an_event_reads_only_its_payload() -> None:
 
 
 def test_queue_state_counts_by_state() -> None:
-    message = queue_service_pb2.QueueState(paused=True, last_sequence=9)
+    message = queue_service_pb2.QueueState(paused=True, last_sequence=9, unrunnable_job_count=1)
     message.counts.add(state=job_pb2.JOB_STATE_QUEUED, count=2)
     state = read_queue_state(message)
     assert isinstance(state, QueueState)
     assert (state.counts, state.estimated_time_left) == ({JobState.QUEUED: 2}, None)
+    assert state.unrunnable_job_count == 1
 
 
 @pytest.mark.parametrize("value", [RunMode.DIRECT, "direct", "DIRECT", "RUN_MODE_DIRECT", 1])

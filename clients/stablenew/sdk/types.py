@@ -416,8 +416,12 @@ class QueueState(Result[queue_service_pb2.QueueState]):
         paused: Whether queued (not direct) jobs are held back.
         counts: Jobs per state; a state without jobs may be missing (read with `.get`).
         runner_count: Runners seen recently.
-        estimated_time_left: From recent seconds per image; None when unknown.
+        estimated_time_left: From recent seconds per image; None when unknown. Jobs no
+            connected runner can run are left out of it.
         last_sequence: The newest event's sequence: watch from here to follow changes.
+        unrunnable_job_count: Queued jobs no connected runner can run (no runner, none with
+            their models, or none whose WebUI is ready); each one's `Job.waiting_reason` says
+            why.
     """
 
     paused: bool
@@ -425,6 +429,7 @@ class QueueState(Result[queue_service_pb2.QueueState]):
     runner_count: int
     estimated_time_left: timedelta | None
     last_sequence: int
+    unrunnable_job_count: int
 
 
 def read_queue_state(message: queue_service_pb2.QueueState) -> QueueState:
@@ -435,7 +440,8 @@ def read_queue_state(message: queue_service_pb2.QueueState) -> QueueState:
         runner_count=message.runner_count,
         estimated_time_left=(message.estimated_time_left.ToTimedelta()
                              if message.HasField("estimated_time_left") else None),
-        last_sequence=message.last_sequence)
+        last_sequence=message.last_sequence,
+        unrunnable_job_count=message.unrunnable_job_count)
     object.__setattr__(state, "proto", message)
     return state
 
