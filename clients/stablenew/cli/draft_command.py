@@ -22,6 +22,7 @@ from stablenew.sdk import (
     Job,
     JobPart,
     JobSource,
+    NameCheck,
     NormalizedJob,
     Priority,
     PromptSource,
@@ -203,12 +204,21 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"draft {draft.draft_id} {draft.display_name!r}, revision {preview.draft_revision}: "
           f"{summary.part_count} parts, {summary.job_count} jobs, "
           f"{summary.estimated_images} images")
+    print(_name_check_text(summary.name_check))
     for part in draft.parts:
         print(f"  part {part.part_id}: {_part_text(part)}")
     for job in jobs:
         _print_job(job)
     _report_row_errors(draft, loud=True)
     return 0
+
+
+def _name_check_text(check: NameCheck) -> str:
+    """Whether a wrong model, sampler, ... name would have been caught here."""
+    if check.checked:
+        return f"names checked against what {check.runner_count} connected runner(s) offer"
+    return (f"names NOT checked ({check.unchecked_reason}): a model, VAE, sampler, scheduler, "
+            "upscaler or ADetailer model no runner offers is found only when a runner runs it")
 
 
 def _part_text(part: JobPart) -> str:

@@ -78,6 +78,7 @@ __all__ = [
     "MatrixSlot",
     "ModelInfo",
     "MovePosition",
+    "NameCheck",
     "NormalizedJob",
     "Pack",
     "PackFormat",
@@ -510,11 +511,29 @@ class RowError:
     line: int
     reason: RowErrorReason
     message: str
+    # The config field at fault ("txt2img.sampler_name"); "" when it is not one field.
+    config_field: str
+    # For a name no connected runner offers: the closest names they do offer, closest first.
+    suggestions: list[str]
+
+
+@dataclass(frozen=True)
+class NameCheck:
+    """Whether the model, VAE, sampler, scheduler, upscaler and ADetailer model names of a
+    draft's jobs were checked against what the connected runners offer. Checked: each name none
+    of them offers is a row error with suggestions. Unchecked (no runner connected, one that
+    does not say what it offers, a queue that could not be asked): the jobs carry the names as
+    written, and a runner finds a wrong one only when it runs it; `unchecked_reason` says why."""
+
+    checked: bool
+    runner_count: int
+    unchecked_reason: str
 
 
 @dataclass(frozen=True)
 class BundleSummary:
-    """What a draft's preview holds: counts, the first prompts, stages, batches, row errors."""
+    """What a draft's preview holds: counts, the first prompts, stages, batches, row errors,
+    and whether its names were checked."""
 
     part_count: int
     job_count: int
@@ -524,6 +543,7 @@ class BundleSummary:
     stage_summary: str
     batch_summary: str
     errors: list[RowError]
+    name_check: NameCheck
 
 
 @dataclass(frozen=True)
