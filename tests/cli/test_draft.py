@@ -143,17 +143,22 @@ def test_row_errors_are_shown_loudly_and_refuse_the_enqueue(cli: RunCli, paused:
     assert queued.json()["job"]["entry_count"] == 1
 
 
+def checked_show(cli: RunCli) -> Result:
+    """`draft show` once the names are checked: until the session's runner has announced what it
+    offers, and the bundle has asked the queue again (it keeps the answer a few seconds), they
+    are not."""
+    def checked() -> Result | None:
+        shown = cli("draft", "show").ok()
+        return shown if "names checked" in shown.out else None
+
+    return wait_for(checked, "the bundle to check the names against the runner's offer")
+
+
 def test_show_says_the_names_were_checked_and_suggests_the_closest_offered_one(
         cli: RunCli) -> None:
     cli("draft", "add", "a red kite", "--set", "txt2img.sampler_name=Eulr a").ok()
 
-    def checked() -> Result | None:
-        # Until the session's runner has announced what it offers, and the bundle has asked
-        # the queue again (it keeps the answer a few seconds), the names are unchecked.
-        shown = cli("draft", "show").ok()
-        return shown if "names checked" in shown.out else None
-
-    shown = wait_for(checked, "the bundle to check the names against the runner's offer")
+    shown = checked_show(cli)
 
     assert "names checked against what 1 connected runner(s) offer" in shown.out
     assert ("config.txt2img.sampler_name: sampler 'Eulr a' is not offered by any connected "
@@ -164,6 +169,17 @@ def test_show_says_the_names_were_checked_and_suggests_the_closest_offered_one(
     assert summary.name_check == NameCheck(checked=True, runner_count=1, unchecked_reason="")
     (error,) = summary.errors
     assert (error.config_field, error.suggestions[0]) == ("txt2img.sampler_name", "Euler a")
+
+
+def test_the_hires_fix_set_key_by_key_has_its_upscaler_checked(cli: RunCli) -> None:
+    cli("draft", "add", "a red kite", "--set", "txt2img.hires_fix.enabled=true",
+        "--set", "txt2img.hires_fix.upscaler=Latnt").ok()
+
+    shown = checked_show(cli)
+
+    assert ("config.txt2img.hires_fix.upscaler: upscaler 'Latnt' is not offered by any "
+            "connected runner: did you mean 'Latent'") in shown.out
+    assert "0 jobs" in shown.out
 
 
 def test_show_says_when_no_runner_could_check_the_names(cli: RunCli, tmp_path: Path) -> None:

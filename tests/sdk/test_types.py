@@ -100,6 +100,16 @@ def test_config_arguments_in_every_form() -> None:
     assert pipeline_config(None, "config") is None
 
 
+def test_dotted_keys_sharing_a_group_at_any_depth_are_all_kept() -> None:
+    # The hires fix's switch and its upscaler, as `--set` gives them, one key at a time.
+    dotted = {"txt2img.hires_fix.enabled": True, "txt2img.hires_fix.upscaler": "Latent",
+              "txt2img": {"hires_fix": {"scale": 1.5}}, "txt2img.steps": 20}
+    expected = pipeline_pb2.PipelineConfig(txt2img=pipeline_pb2.Txt2ImgConfig(
+        steps=20, hires_fix=pipeline_pb2.HiresFixConfig(enabled=True, upscaler="Latent",
+                                                        scale=1.5)))
+    assert pipeline_config(dotted, "config") == expected
+
+
 @pytest.mark.parametrize("value", [{"txt2img.steps": "many"}, {"upscale.mode": "SIDEWAYS"},
                                    {"txt2img": 5, "txt2img.steps": 1}, ["not", "a", "config"]])
 def test_a_config_that_cannot_be_sent(value: object) -> None:
