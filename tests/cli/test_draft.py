@@ -133,6 +133,7 @@ def test_row_errors_are_shown_loudly_and_refuse_the_enqueue(cli: RunCli, paused:
     shown = cli("draft", "show").ok()
     assert "ROW ERRORS: 1 row(s) make no job and would be dropped:" in shown.out
     assert f"! {BROKEN_ROW} row 1 (line 3): UNRESOLVED_TOKEN" in shown.out
+    assert shown.out.count(f"{BROKEN_ROW} row 1 (line 3)") == 1  # the row named once
     assert shown.err.startswith("stablenew: warning:")
     refused = cli("draft", "enqueue").fails(2, "not queued", f"{BROKEN_ROW} row 1",
                                             "--skip-bad-rows")
@@ -161,8 +162,9 @@ def test_show_says_the_names_were_checked_and_suggests_the_closest_offered_one(
     shown = checked_show(cli)
 
     assert "names checked against what 1 connected runner(s) offer" in shown.out
-    assert ("config.txt2img.sampler_name: sampler 'Eulr a' is not offered by any connected "
-            "runner: did you mean 'Euler a'") in shown.out
+    part_id = preview(cli)["draft"]["parts"][0]["part_id"]
+    assert (f"  ! part {part_id}: INVALID_FIELD: config.txt2img.sampler_name: sampler 'Eulr a' "
+            "is not offered by any connected runner: did you mean 'Euler a'") in shown.out
     with Client() as client:  # the SDK reads the same: the check, the field, the suggestions
         draft_id = preview(cli)["draft"]["draft_id"]
         summary = client.drafts.preview(draft_id).summary
