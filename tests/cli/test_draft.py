@@ -7,7 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stablenew.sdk import Client, NameCheck
+from tests.bundle_service.harness import BundleHarness
 from tests.cli.cli_result import BROKEN_ROW, MATRIX, SCENES, SCENES_ROWS, Result
+from tests.queue.harness import QueueHarness
+from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
 
@@ -129,6 +133,7 @@ def test_row_errors_are_shown_loudly_and_refuse_the_enqueue(cli: RunCli, paused:
     shown = cli("draft", "show").ok()
     assert "ROW ERRORS: 1 row(s) make no job and would be dropped:" in shown.out
     assert f"! {BROKEN_ROW} row 1 (line 3): UNRESOLVED_TOKEN" in shown.out
+    assert shown.out.count(f"{BROKEN_ROW} row 1 (line 3)") == 1  # the row named once
     assert shown.err.startswith("stablenew: warning:")
     refused = cli("draft", "enqueue").fails(2, "not queued", f"{BROKEN_ROW} row 1",
                                             "--skip-bad-rows")
@@ -137,6 +142,64 @@ def test_row_errors_are_shown_loudly_and_refuse_the_enqueue(cli: RunCli, paused:
     queued = cli("draft", "enqueue", "--skip-bad-rows", "--json").ok()
     assert f"{BROKEN_ROW} row 1" in queued.err  # says which row is dropped
     assert queued.json()["job"]["entry_count"] == 1
+
+
+def checked_show(cli: RunCli) -> Result:
+    """`draft show` once the names are checked: until the session's runner has announced what it
+    offers, and the bundle has asked the queue again (it keeps the answer a few seconds), they
+    are not."""
+    def checked() -> Result | None:
+        shown = cli("draft", "show").ok()
+        return shown if "names checked" in shown.out else None
+
+    return wait_for(checked, "the bundle to check the names against the runner's offer")
+
+
+def test_show_says_the_names_were_checked_and_suggests_the_closest_offered_one(
+        cli: RunCli) -> None:
+    cli("draft", "add", "a red kite", "--set", "txt2img.sampler_name=Eulr a").ok()
+
+    shown = checked_show(cli)
+
+    assert "names checked against what 1 connected runner(s) offer" in shown.out
+    part_id = preview(cli)["draft"]["parts"][0]["part_id"]
+    assert (f"  ! part {part_id}: INVALID_FIELD: config.txt2img.sampler_name: sampler 'Eulr a' "
+            "is not offered by any connected runner: did you mean 'Euler a'") in shown.out
+    with Client() as client:  # the SDK reads the same: the check, the field, the suggestions
+        draft_id = preview(cli)["draft"]["draft_id"]
+        summary = client.drafts.preview(draft_id).summary
+    assert summary.name_check == NameCheck(checked=True, runner_count=1, unchecked_reason="")
+    (error,) = summary.errors
+    assert (error.config_field, error.suggestions[0]) == ("txt2img.sampler_name", "Euler a")
+
+
+def test_the_hires_fix_set_key_by_key_has_its_upscaler_checked(cli: RunCli) -> None:
+    cli("draft", "add", "a red kite", "--set", "txt2img.hires_fix.enabled=true",
+        "--set", "txt2img.hires_fix.upscaler=Latnt").ok()
+
+    shown = checked_show(cli)
+
+    assert ("config.txt2img.hires_fix.upscaler: upscaler 'Latnt' is not offered by any "
+            "connected runner: did you mean 'Latent'") in shown.out
+    assert "0 jobs" in shown.out
+
+
+def test_show_says_when_no_runner_could_check_the_names(cli: RunCli, tmp_path: Path) -> None:
+    # A queue no runner has joined, and a bundle asking it: the names go unchecked.
+    queue = QueueHarness(tmp_path / "queue", {}).start()
+    bundle = BundleHarness(tmp_path / "bundle", tmp_path / "packs", queue.address,
+                           {"STABLENEW_OFFER_CACHE_SECONDS": "0"}).start()
+    try:
+        alone = {"STABLENEW_BUNDLE_ADDR": bundle.address}
+        cli("draft", "add", "a red kite", "--set", "txt2img.sampler_name=Eulr a", **alone).ok()
+        shown = cli("draft", "show", **alone).ok()
+        checked = preview(cli)["draft"]["summary"]["name_check"]
+    finally:
+        bundle.stop()
+        queue.stop()
+    assert "names NOT checked (no runner is connected): a model, VAE, sampler" in shown.out
+    assert "1 jobs" in shown.out and "ROW ERRORS" not in shown.out
+    assert checked == {"unchecked_reason": "no runner is connected"}
 
 
 def test_enqueue_with_run_now_priority_and_label(cli: RunCli, paused: None) -> None:

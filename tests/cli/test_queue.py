@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
+from stablenew.v1 import queue_service_pb2 as pb
+from stablenew.v1 import queue_service_pb2_grpc
 from tests.cli.cli_result import SCENES, Result
+from tests.queue.harness import make_entry, origin
 from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
@@ -81,3 +86,23 @@ def test_runners(cli: RunCli) -> None:
     listed = cli("queue", "runners").ok()
     assert listed.out.splitlines()[0].split()[:2] == ["RUNNER", "ADDRESS"]
     assert runner_id in listed.out
+
+
+def test_queue_list_says_why_each_queued_job_waits(cli: RunCli, cli_env: dict[str, str],
+                                                    paused: None) -> None:
+    runnable = enqueue(cli)
+    # A job the bundle would have refused (its model is no connected runner's), queued
+    # straight into the queue as a client of the contract may: it waits, and says why.
+    with grpc.insecure_channel(cli_env["STABLENEW_QUEUE_ADDR"]) as channel:
+        unrunnable = queue_service_pb2_grpc.QueueServiceStub(channel).SubmitJob(
+            pb.SubmitJobRequest(entries=[make_entry(model="no-such-model")], origin=origin()),
+            timeout=10).job.job_id
+
+    listed = cli("queue", "list").ok()
+
+    assert "1 job(s) no connected runner can run" in listed.out.splitlines()[0]
+    rows = {row.split()[1]: row for row in listed.out.splitlines()[2:]}
+    assert rows[runnable].endswith("waiting: the queue is paused")
+    assert rows[unrunnable].endswith("waiting: no connected runner offers model 'no-such-model'")
+    state = cli("queue", "list", "--json").ok().json()["state"]
+    assert state["unrunnable_job_count"] == "1"  # an int64, as JSON writes one

@@ -18,8 +18,9 @@ from stablenew.gui.pipeline_model import (
     PipelineModel,
 )
 from stablenew.sdk import Client, JobSource, JobState, RowErrorReason, RunMode, StageType
-from tests.bundle_service.harness import unique
+from tests.bundle_service.harness import BundleHarness, unique
 from tests.gui.harness import ModelHarness, write_text_pack
+from tests.queue.harness import QueueHarness
 from tests.sdk.harness import PACK_ID, PACK_ROWS, Stack
 from tests.service_harness import wait_for
 
@@ -118,6 +119,29 @@ def test_row_errors_are_loud_and_block_the_queue(models: ModelHarness, draft: Dr
     idle(models, draft)
     assert not draft.errors() and [job.prompt for job in draft.jobs] == ["a quiet harbour"]
     assert draft.can_enqueue()
+
+
+def test_the_summary_says_when_no_runner_could_check_the_names(stack: Stack,
+                                                               tmp_path: Path) -> None:
+    # A bundle whose queue no runner has joined: the names go unchecked, the job is made.
+    queue = QueueHarness(tmp_path / "queue", {}).start()
+    bundle = BundleHarness(tmp_path / "bundle", tmp_path / "packs", queue.address,
+                           {"STABLENEW_OFFER_CACHE_SECONDS": "0"}).start()
+    models = ModelHarness({"bundle": bundle.address, "queue": queue.address,
+                           "runner": stack.runner.address, "history": stack.history.address})
+    try:
+        draft = DraftModel(models.context,
+                           DraftMemory(tmp_path / "gui" / "state.json", bundle.address))
+        draft.start()
+        models.settle(lambda: draft.summary is not None and not draft.busy, "the draft")
+        draft.add_part(part("a red kite", sampler_name="Eulr a"))
+        idle(models, draft)
+        assert [job.sampler_name for job in draft.jobs] == ["Eulr a"]
+        assert draft.summary_line().endswith(" · names unchecked: no runner is connected")
+    finally:
+        models.close()
+        bundle.stop()
+        queue.stop()
 
 
 def test_a_bad_part_is_refused_with_its_field(models: ModelHarness, draft: DraftModel) -> None:

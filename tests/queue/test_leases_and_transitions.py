@@ -306,6 +306,27 @@ def test_a_job_handed_back_goes_to_a_runner_already_waiting(queue: QueueHarness,
     assert result[0].lease.attempt == 2
 
 
+@pytest.mark.parametrize("hand_back", ["retryable failure", "cancel with return to queue"])
+def test_a_job_handed_back_keeps_no_progress_of_the_attempt_that_ended(
+        queue: QueueHarness, hand_back: str) -> None:
+    job_id = queue.submit(entries=2).job_id
+    runner = _runner(queue)
+    leased = _lease(runner)
+    runner.heartbeat(leased, entry_index=1, step=7)
+    assert queue.get(job_id).progress.step == 7
+    if hand_back == "retryable failure":
+        runner.fail(leased, "WebUI stopped answering", retryable=True)
+    else:
+        queue.stub.CancelJob(pb.CancelJobRequest(job_id=job_id, return_to_queue=True))
+        runner.complete(leased, cancelled=True, results=[])
+
+    waiting = queue.get(job_id)
+    assert waiting.state == job_pb2.JOB_STATE_QUEUED
+    assert waiting.progress == job_pb2.JobProgress()
+    (listed,) = queue.stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs
+    assert listed.progress == job_pb2.JobProgress()
+
+
 def test_queue_state_and_runners(queue: QueueHarness) -> None:
     queue.submit(entries=2)
     queue.submit()

@@ -66,11 +66,12 @@ def test_an_event_reads_only_its_payload() -> None:
 
 
 def test_queue_state_counts_by_state() -> None:
-    message = queue_service_pb2.QueueState(paused=True, last_sequence=9)
+    message = queue_service_pb2.QueueState(paused=True, last_sequence=9, unrunnable_job_count=1)
     message.counts.add(state=job_pb2.JOB_STATE_QUEUED, count=2)
     state = read_queue_state(message)
     assert isinstance(state, QueueState)
     assert (state.counts, state.estimated_time_left) == ({JobState.QUEUED: 2}, None)
+    assert state.unrunnable_job_count == 1
 
 
 @pytest.mark.parametrize("value", [RunMode.DIRECT, "direct", "DIRECT", "RUN_MODE_DIRECT", 1])
@@ -97,6 +98,16 @@ def test_config_arguments_in_every_form() -> None:
     for value in (nested, dotted, twin, expected):
         assert pipeline_config(value, "config") == expected
     assert pipeline_config(None, "config") is None
+
+
+def test_dotted_keys_sharing_a_group_at_any_depth_are_all_kept() -> None:
+    # The hires fix's switch and its upscaler, as `--set` gives them, one key at a time.
+    dotted = {"txt2img.hires_fix.enabled": True, "txt2img.hires_fix.upscaler": "Latent",
+              "txt2img": {"hires_fix": {"scale": 1.5}}, "txt2img.steps": 20}
+    expected = pipeline_pb2.PipelineConfig(txt2img=pipeline_pb2.Txt2ImgConfig(
+        steps=20, hires_fix=pipeline_pb2.HiresFixConfig(enabled=True, upscaler="Latent",
+                                                        scale=1.5)))
+    assert pipeline_config(dotted, "config") == expected
 
 
 @pytest.mark.parametrize("value", [{"txt2img.steps": "many"}, {"upscale.mode": "SIDEWAYS"},

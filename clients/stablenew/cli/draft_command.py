@@ -22,9 +22,11 @@ from stablenew.sdk import (
     Job,
     JobPart,
     JobSource,
+    NameCheck,
     NormalizedJob,
     Priority,
     PromptSource,
+    RowError,
     RowErrorsError,
     RunMode,
 )
@@ -203,12 +205,23 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"draft {draft.draft_id} {draft.display_name!r}, revision {preview.draft_revision}: "
           f"{summary.part_count} parts, {summary.job_count} jobs, "
           f"{summary.estimated_images} images")
+    print(_name_check_text(summary.name_check))
     for part in draft.parts:
         print(f"  part {part.part_id}: {_part_text(part)}")
     for job in jobs:
         _print_job(job)
-    _report_row_errors(draft, loud=True)
+    # The preview's own row errors: the draft read a moment earlier may have been checked
+    # against another offer of the runners.
+    _report_row_errors(draft.draft_id, summary.errors, loud=True)
     return 0
+
+
+def _name_check_text(check: NameCheck) -> str:
+    """Whether a wrong model, sampler, ... name would have been caught here."""
+    if check.checked:
+        return f"names checked against what {check.runner_count} connected runner(s) offer"
+    return (f"names NOT checked ({check.unchecked_reason}): a model, VAE, sampler, scheduler, "
+            "upscaler or ADetailer model no runner offers is found only when a runner runs it")
 
 
 def _part_text(part: JobPart) -> str:
@@ -226,16 +239,15 @@ def _print_job(job: NormalizedJob) -> None:
         print(f"    neg: {job.negative_prompt}")
 
 
-def _report_row_errors(draft: Draft, loud: bool) -> None:
+def _report_row_errors(draft_id: str, errors: list[RowError], loud: bool) -> None:
     """Rows that make no job: listed on stdout (loud) and summed up on standard error."""
-    errors = draft.summary.errors
     if not errors:
         return
     if loud:
         print(f"ROW ERRORS: {len(errors)} row(s) make no job and would be dropped:")
         for error in errors:
             print(f"  ! {text.row_error(error)}")
-    print(f"stablenew: warning: draft {draft.draft_id}: {len(errors)} row(s) make no job: "
+    print(f"stablenew: warning: draft {draft_id}: {len(errors)} row(s) make no job: "
           + "; ".join(text.row_error(e) for e in errors), file=sys.stderr)
 
 
@@ -246,7 +258,7 @@ def _print_changed(draft: Draft, args: argparse.Namespace) -> None:
         summary = draft.summary
         print(f"draft {draft.draft_id}: {summary.part_count} parts, {summary.job_count} jobs, "
               f"{summary.estimated_images} images")
-    _report_row_errors(draft, loud=False)
+    _report_row_errors(draft.draft_id, draft.summary.errors, loud=False)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -294,7 +306,7 @@ def enqueue(client: Client, draft_id: str, args: argparse.Namespace,
     """Queue the draft as the options say (`source`: the user action recorded, by default
     from the run mode); row errors refuse it unless --skip-bad-rows."""
     if args.skip_bad_rows:
-        _report_row_errors(client.drafts.get(draft_id), loud=False)
+        _report_row_errors(draft_id, client.drafts.get(draft_id).summary.errors, loud=False)
     try:
         return client.drafts.enqueue(
             draft_id, run_mode=RunMode.DIRECT if args.run_now else RunMode.QUEUE,

@@ -73,8 +73,10 @@ def _state_line(state: QueueState) -> str:
                        for job_state, count in sorted(state.counts.items()) if count)
     left = f", about {text.duration(state.estimated_time_left)} left" \
         if state.estimated_time_left else ""
+    unrunnable = (f", {state.unrunnable_job_count} job(s) no connected runner can run"
+                  if state.unrunnable_job_count else "")
     return (f"queue {'PAUSED' if state.paused else 'running'}: {counts or 'no jobs'}, "
-            f"{state.runner_count} runner(s){left}")
+            f"{state.runner_count} runner(s){unrunnable}{left}")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -86,10 +88,16 @@ def run_list(args: argparse.Namespace) -> int:
         print_json({"state": state, "jobs": jobs})
         return 0
     print(_state_line(state))
-    table(([job.queue_position, *text.job_line(job),
-            text.progress(job.progress) if job.progress.entry_count else ""] for job in jobs),
+    table(([job.queue_position, *text.job_line(job), _now_text(job)] for job in jobs),
           ["POS", *text.JOB_HEADER, "PROGRESS"])
     return 0
+
+
+def _now_text(job: Job) -> str:
+    """A running job's progress; why a queued job is not running yet, when the queue says."""
+    if job.state == JobState.QUEUED:
+        return f"waiting: {job.waiting_reason}" if job.waiting_reason else ""
+    return text.progress(job.progress) if job.progress.entry_count else ""
 
 
 def run_pause_or_resume(args: argparse.Namespace) -> int:

@@ -52,12 +52,14 @@ JOB_HEADER = ["JOB", "STATE", "MODE", "ENTRIES", "IMAGES", "LABEL", "SUMMARY"]
 
 
 def row_error(error: RowError) -> str:
-    """"castles row 3 (line 7): UNRESOLVED_TOKEN: [[place]] is not defined"."""
-    where = error.prompt_pack_id or f"part {error.part_id}"
-    if error.row_index >= 0:
-        where += f" row {error.row_index}"
+    """"castles row 3 (line 7): UNRESOLVED_TOKEN: [[place]] is not defined"; a manual part is
+    "part ID: ...". The bundle's message names the row too: that part is not said twice."""
+    if not error.prompt_pack_id:
+        where = f"part {error.part_id}"
+    elif error.row_index >= 0:
+        where = f"{error.prompt_pack_id} row {error.row_index}"
     else:
-        where += " presets"
+        where = f"{error.prompt_pack_id} presets"
     if error.line:
         where += f" (line {error.line})"
-    return f"{where}: {error.reason.name}: {error.message}"
+    return f"{where}: {error.reason.name}: {error.message.removeprefix(f'{where}: ')}"

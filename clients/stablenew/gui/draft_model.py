@@ -276,7 +276,8 @@ class DraftModel:
         return ""
 
     def summary_line(self) -> str:
-        """Parts, jobs, estimated images, stages and batch in one line."""
+        """Parts, jobs, estimated images, stages and batch in one line, and whether the names
+        went unchecked (a wrong one is then found only when a runner runs the job)."""
         summary = self.summary
         if summary is None:
             return "No draft yet"
@@ -288,6 +289,8 @@ class DraftModel:
             line += f" · batch: {summary.batch_summary}"
         if summary.errors:
             line += f" · {len(summary.errors)} row error(s)"
+        if not summary.name_check.checked:
+            line += f" · names unchecked: {summary.name_check.unchecked_reason}"
         return line
 
     def has_more(self) -> bool:

@@ -69,20 +69,31 @@ def enum_values(cls: type[E], value: E | str | int | Iterable[E | str | int] | N
 
 
 def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
-    """{"txt2img.steps": 20} as {"txt2img": {"steps": 20}}; nested mappings are kept."""
+    """{"txt2img.steps": 20} as {"txt2img": {"steps": 20}}; nested mappings are kept, and keys
+    sharing a group at any depth ("txt2img.hires_fix.enabled", "txt2img.hires_fix.upscaler")
+    end up side by side in it."""
     result: dict[str, Any] = {}
     for key, value in values.items():
         head, _, rest = str(key).partition(".")
         if rest:
-            inner = result.setdefault(head, {})
-            if not isinstance(inner, dict):
-                raise TypeError(f"{head} is both a value and a group")
-            inner.update(_nested({rest: value}))
+            _merge_into(result, head, _nested({rest: value}))
         elif isinstance(value, Mapping):
-            result.setdefault(head, {}).update(_nested(value))
+            _merge_into(result, head, _nested(value))
         else:
             result[head] = value
     return result
+
+
+def _merge_into(result: dict[str, Any], head: str, group: dict[str, Any]) -> None:
+    """Merge `group` into `result[head]`, group by group."""
+    inner = result.setdefault(head, {})
+    if not isinstance(inner, dict):
+        raise TypeError(f"{head} is both a value and a group")
+    for key, value in group.items():
+        if isinstance(value, dict) and isinstance(inner.get(key), dict):
+            _merge_into(inner, key, value)
+        else:
+            inner[key] = value
 
 
 def pipeline_config(value: ConfigLike | None, field: str) -> pipeline_pb2.PipelineConfig | None:

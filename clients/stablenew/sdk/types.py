@@ -78,6 +78,7 @@ __all__ = [
     "MatrixSlot",
     "ModelInfo",
     "MovePosition",
+    "NameCheck",
     "NormalizedJob",
     "Pack",
     "PackFormat",
@@ -416,8 +417,12 @@ class QueueState(Result[queue_service_pb2.QueueState]):
         paused: Whether queued (not direct) jobs are held back.
         counts: Jobs per state; a state without jobs may be missing (read with `.get`).
         runner_count: Runners seen recently.
-        estimated_time_left: From recent seconds per image; None when unknown.
+        estimated_time_left: From recent seconds per image; None when unknown. Jobs no
+            connected runner can run are left out of it.
         last_sequence: The newest event's sequence: watch from here to follow changes.
+        unrunnable_job_count: Queued jobs no connected runner can run (no runner, none with
+            their models, or none whose WebUI is ready); each one's `Job.waiting_reason` says
+            why.
     """
 
     paused: bool
@@ -425,6 +430,7 @@ class QueueState(Result[queue_service_pb2.QueueState]):
     runner_count: int
     estimated_time_left: timedelta | None
     last_sequence: int
+    unrunnable_job_count: int
 
 
 def read_queue_state(message: queue_service_pb2.QueueState) -> QueueState:
@@ -435,7 +441,8 @@ def read_queue_state(message: queue_service_pb2.QueueState) -> QueueState:
         runner_count=message.runner_count,
         estimated_time_left=(message.estimated_time_left.ToTimedelta()
                              if message.HasField("estimated_time_left") else None),
-        last_sequence=message.last_sequence)
+        last_sequence=message.last_sequence,
+        unrunnable_job_count=message.unrunnable_job_count)
     object.__setattr__(state, "proto", message)
     return state
 
@@ -504,11 +511,29 @@ class RowError:
     line: int
     reason: RowErrorReason
     message: str
+    # The config field at fault ("txt2img.sampler_name"); "" when it is not one field.
+    config_field: str
+    # For a name no connected runner offers: the closest names they do offer, closest first.
+    suggestions: list[str]
+
+
+@dataclass(frozen=True)
+class NameCheck:
+    """Whether the model, VAE, sampler, scheduler, upscaler and ADetailer model names of a
+    draft's jobs were checked against what the connected runners offer. Checked: each name none
+    of them offers is a row error with suggestions. Unchecked (no runner connected, one that
+    does not say what it offers, a queue that could not be asked): the jobs carry the names as
+    written, and a runner finds a wrong one only when it runs it; `unchecked_reason` says why."""
+
+    checked: bool
+    runner_count: int
+    unchecked_reason: str
 
 
 @dataclass(frozen=True)
 class BundleSummary:
-    """What a draft's preview holds: counts, the first prompts, stages, batches, row errors."""
+    """What a draft's preview holds: counts, the first prompts, stages, batches, row errors,
+    and whether its names were checked."""
 
     part_count: int
     job_count: int
@@ -518,6 +543,7 @@ class BundleSummary:
     stage_summary: str
     batch_summary: str
     errors: list[RowError]
+    name_check: NameCheck
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,9 @@ class QueueCore:
         job.update_time = now
         if target.is_terminal:
             job.complete_time = now
+        if target.is_terminal or target == JobState.QUEUED:
+            # A job handed back keeps no progress of the attempt that ended: a queued job
+            # shows why it waits, not the last attempt's step and ETA.
             self.progress.pop(job.job_id, None)
             self._last_progress_event.pop(job.job_id, None)
         self.store.update_job(queued, with_results=with_results)
