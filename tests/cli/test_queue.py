@@ -8,9 +8,10 @@ from typing import Any
 import grpc
 
 from stablenew.v1 import queue_service_pb2 as pb
-from stablenew.v1 import queue_service_pb2_grpc
+from stablenew.v1 import queue_service_pb2_grpc, runner_service_pb2
 from tests.cli.cli_result import SCENES, Result
 from tests.queue.harness import make_entry, origin
+from tests.queue.protocol_runner import ProtocolRunner
 from tests.service_harness import wait_for
 
 RunCli = Callable[..., Result]
@@ -86,6 +87,47 @@ def test_runners(cli: RunCli) -> None:
     listed = cli("queue", "runners").ok()
     assert listed.out.splitlines()[0].split()[:2] == ["RUNNER", "ADDRESS"]
     assert runner_id in listed.out
+
+
+def test_runners_show_the_job_run_the_job_held_and_a_clean_shutdown(
+        cli: RunCli, cli_env: dict[str, str]) -> None:
+    # A runner of the protocol beside the system's own, with a model only it offers: it runs
+    # one job and holds the next, as a pipelined runner does.
+    model, runner_id = "cli-pipelined-model", "cli-pipelined"
+
+    def row() -> list[str]:
+        (line,) = [line for line in cli("queue", "runners").ok().out.splitlines()
+                   if line.startswith(runner_id)]
+        return line.split()
+
+    with grpc.insecure_channel(cli_env["STABLENEW_QUEUE_ADDR"]) as channel:
+        stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+        first, second = (stub.SubmitJob(pb.SubmitJobRequest(
+            entries=[make_entry(model=model)], origin=origin()), timeout=10).job.job_id
+            for _ in range(2))
+        runner = ProtocolRunner(channel, runner_id, models=(model,))
+        running = runner.lease(webui_state=runner_service_pb2.WEBUI_STATE_READY)
+        held = runner.lease(webui_state=runner_service_pb2.WEBUI_STATE_BUSY)
+        assert running is not None and held is not None
+        assert (running.job.job_id, held.job.job_id) == (first, second)
+        listed = row()  # no progress reported yet: the column is blank
+        assert (listed[2], listed[-2:]) == ("busy", [first, second])
+        runner.heartbeat(running, step=3)
+        runner.heartbeat(held, held=True)
+        listed = row()
+        assert (listed[2], listed[-1]) == ("busy", second)
+        assert first in listed and "entry 1/1" in " ".join(listed)
+        runner.complete(running)
+        runner.complete(held)
+        listed = row()
+        assert (listed[2], listed[-2:]) == ("ready", ["idle", "-"])
+
+        runner.lease(webui_state=runner_service_pb2.WEBUI_STATE_READY, stopped=True)
+    listed = row()
+    assert (listed[2], listed[-2:]) == ("stopped", ["-", "-"])
+    (entry,) = [r for r in cli("queue", "runners", "--json").ok().json()["runners"]
+                if r["info"]["runner_id"] == runner_id]
+    assert entry["info"]["stopped"] and "connected" not in entry  # false: left out
 
 
 def test_queue_list_says_why_each_queued_job_waits(cli: RunCli, cli_env: dict[str, str],

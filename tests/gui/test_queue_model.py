@@ -20,6 +20,7 @@ from stablenew.v1 import job_pb2, queue_service_pb2
 from tests.bundle_service.harness import unique
 from tests.gui.harness import ModelHarness
 from tests.queue.harness import QueueHarness
+from tests.queue.protocol_runner import ProtocolRunner
 from tests.sdk.harness import Stack
 
 
@@ -237,3 +238,24 @@ def test_the_window_catches_up_after_the_queue_was_gone(tmp_path: Path, stack: S
         queue.stop()
         models.close()
         server.stop()
+
+
+def test_a_queued_job_says_why_it_waits_and_the_reason_follows_the_runners(
+        models: ModelHarness, queue: QueueModel, stack: Stack, paused: None) -> None:
+    # A runner announcing a model comes and goes with no event: the reason still follows it.
+    model = unique("gui-model-")
+    job_id = stack.queue.submit(model=model).job_id
+    nobody = f"no connected runner offers model '{model}'"
+
+    def reason() -> str:
+        item = queue.items.get(job_id)
+        return item.waiting_reason if item is not None else ""
+
+    models.settle(lambda: reason() == nobody, "the job to say no runner offers its model")
+    assert f"waiting: {nobody}" in queue.rows()[queue.order.index(job_id)].values[3]
+    assert stack.queue.channel is not None
+    runner = ProtocolRunner(stack.queue.channel, unique("gui-runner-"), models=(model,))
+    assert runner.lease() is None  # paused: it announces itself, and waits with the job
+    models.settle(lambda: reason() == "the queue is paused", "the reason to follow the runner")
+    runner.lease(stopped=True)
+    models.settle(lambda: reason() == nobody, "the reason once the runner stopped")

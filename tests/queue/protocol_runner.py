@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from stablenew.v1 import job_pb2, queue_service_pb2_grpc
+from stablenew.v1 import job_pb2, queue_service_pb2_grpc, runner_service_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 
 
@@ -30,18 +30,24 @@ class ProtocolRunner:
         self.models = models
         self.loaded_model = loaded_model
 
-    def lease(self, wait_seconds: float = 0.0, timeout: float = 10.0) -> Leased | None:
+    def lease(self, wait_seconds: float = 0.0, timeout: float = 10.0,
+              webui_state: runner_service_pb2.WebuiState.ValueType = (
+                  runner_service_pb2.WEBUI_STATE_UNSPECIFIED),
+              stopped: bool = False) -> Leased | None:
+        """`webui_state` BUSY: a lease ahead, asked while a job runs; `stopped`: the last
+        announcement of a runner that shuts down."""
         request = pb.LeaseJobRequest(runner=pb.RunnerInfo(
             runner_id=self.runner_id, host="test-host", models=list(self.models),
-            loaded_model=self.loaded_model))
+            loaded_model=self.loaded_model, webui_state=webui_state, stopped=stopped))
         request.wait_timeout.FromMilliseconds(int(wait_seconds * 1000))
         reply = self.stub.LeaseJob(request, timeout=timeout)
         return Leased(reply.lease, reply.job) if reply.HasField("lease") else None
 
-    def heartbeat(self, leased: Leased, entry_index: int = 0,
-                  step: int = 1) -> pb.HeartbeatResponse:
-        progress = job_pb2.JobProgress(entry_index=entry_index, entry_count=len(leased.job.entries),
-                                       step=step, steps=20)
+    def heartbeat(self, leased: Leased, entry_index: int = 0, step: int = 1,
+                  held: bool = False) -> pb.HeartbeatResponse:
+        """A beat with progress, or (`held`) without: the beat of a job held ahead."""
+        progress = None if held else job_pb2.JobProgress(
+            entry_index=entry_index, entry_count=len(leased.job.entries), step=step, steps=20)
         return self.stub.Heartbeat(pb.HeartbeatRequest(
             runner_id=self.runner_id, lease_id=leased.lease.lease_id, job_id=leased.job.job_id,
             attempt=leased.lease.attempt, progress=progress, loaded_model=self.loaded_model),

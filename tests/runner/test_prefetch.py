@@ -2,8 +2,9 @@
 2 s, a runner process and the emulator. In each test job A generates slowly while the runner
 holds the next job B, leased ahead of time:
 
-- B's lease outlives its length (heartbeats), and SIGTERM hands B back at once, never run,
-  without consuming an attempt (ReleaseJob); so does a WebUI outage;
+- B's lease outlives its length (heartbeats), ListRunners shows A running and B held, and
+  SIGTERM hands B back at once, never run, without consuming an attempt (ReleaseJob), and
+  lists the runner as stopped at once; a WebUI outage hands B back too;
 - a cancel of B ends it at once, never run;
 - a HIGH job submitted, or a job moved to the front, while B is held runs before B (the held
   job's heartbeat says it is outranked: B goes back, without an attempt, and comes after);
@@ -13,6 +14,7 @@ holds the next job B, leased ahead of time:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import grpc
 import pytest
 
 from stablenew.contract.proto_mapping import to_proto
-from stablenew.v1 import job_pb2, queue_service_pb2_grpc
+from stablenew.v1 import job_pb2, queue_service_pb2_grpc, runner_service_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import origin
 from tests.queue.processes import QueueProcess
@@ -116,6 +118,13 @@ def pipeline(tmp_path: Path, processes: list[ManagedProcess], queue_process: Que
 
 def test_a_held_lease_is_kept_alive_and_sigterm_hands_it_back_unrun(pipeline: Pipeline) -> None:
     running, held = pipeline.running_and_held()
+    # Read across several beats of both jobs (A runs 5 s): the entry shows A running and B
+    # held, never one for the other.
+    for _ in range(8):
+        runner = _listed(pipeline.stub)
+        assert (runner.current_job_id, runner.held_job_id) == (running, held)
+        assert runner.info.webui_state == runner_service_pb2.WEBUI_STATE_BUSY
+        time.sleep(0.1)
     # Longer than the 2 s lease: only the held lease's own heartbeats keep it.
     wait_for(lambda: get_job(pipeline.stub, running).state != job_pb2.JOB_STATE_RUNNING
              or pipeline.admin.progress()["progress"] >= 0.8, "job A to be well under way", 20)
@@ -123,11 +132,21 @@ def test_a_held_lease_is_kept_alive_and_sigterm_hands_it_back_unrun(pipeline: Pi
         job_pb2.JOB_STATE_RUNNING, 1)
 
     assert pipeline.runner.terminate() == 0
+    # Its last word: gone at once, not connected and busy for two more lease lengths.
+    runner = _listed(pipeline.stub)
+    assert (runner.connected, runner.info.stopped) == (False, True)
+    assert (runner.current_job_id, runner.held_job_id) == ("", "")
 
     job = get_job(pipeline.stub, held)
     assert (job.state, job.attempt) == (job_pb2.JOB_STATE_QUEUED, 0)
     assert "shut down before it started" in transitions(pipeline.stub, held)[-1].reason
     assert pipeline.made("job B") == 0
+
+
+def _listed(stub: queue_service_pb2_grpc.QueueServiceStub) -> pb.Runner:
+    """The one runner the queue knows."""
+    (runner,) = stub.ListRunners(pb.ListRunnersRequest(), timeout=10).runners
+    return runner
 
 
 def test_a_webui_outage_gives_the_held_job_back_without_an_attempt(pipeline: Pipeline) -> None:

@@ -7,7 +7,16 @@ import argparse
 
 from stablenew.cli import text
 from stablenew.cli.output import print_json, table
-from stablenew.sdk import Client, Consumer, Job, JobState, MovePosition, QueueState, WebuiState
+from stablenew.sdk import (
+    Client,
+    Consumer,
+    Job,
+    JobState,
+    MovePosition,
+    QueueState,
+    Runner,
+    WebuiState,
+)
 
 MOVES = ("front", "back", "up", "down")
 
@@ -151,14 +160,25 @@ def run_runners(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"runners": runners})
         return 0
-    table(([r.info.runner_id, r.info.address or "-", _webui_state(r.info.webui_state),
-            r.info.loaded_model or "-", text.moment(r.last_heartbeat_time),
-            r.current_job_id or "idle",
-            text.progress(r.progress) if r.current_job_id else ""] for r in runners),
-          ["RUNNER", "ADDRESS", "WEBUI", "LOADED MODEL", "LAST SEEN", "JOB", "PROGRESS"])
+    table((_runner_line(runner) for runner in runners),
+          ["RUNNER", "ADDRESS", "WEBUI", "LOADED MODEL", "LAST SEEN", "JOB", "PROGRESS",
+           "HELD AHEAD"])
     if not runners:
         print("no runners seen recently")
     return 0
+
+
+def _runner_line(runner: Runner) -> list[object]:
+    """The job it runs and its progress (none before the first report), and the job it holds
+    ahead; a runner that shut down or went silent is `stopped` or `lost`, with no jobs."""
+    info = runner.info
+    gone = "stopped" if info.stopped else "" if runner.connected else "lost"
+    progress = runner.proto.HasField("progress") and runner.current_job_id
+    return [info.runner_id, info.address or "-", gone or _webui_state(info.webui_state),
+            info.loaded_model or "-", text.moment(runner.last_heartbeat_time),
+            "-" if gone else runner.current_job_id or "idle",
+            text.progress(runner.progress) if progress and not gone else "",
+            "-" if gone else runner.held_job_id or "-"]
 
 
 def _consumer_line(consumer: Consumer) -> list[object]:

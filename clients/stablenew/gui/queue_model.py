@@ -1,5 +1,5 @@
 """The queue panel's logic: the active jobs in run order, kept current from the queue's watch
-stream (never by polling).
+stream (never by polling the list; only why queued jobs wait is read again, see below).
 
 At start the model reads the queue's state, then every active job (one page: the list is read
 in one piece), then watches from the state's `last_sequence`; an event that repeats what the
@@ -14,6 +14,11 @@ the stream goes on, and replays on that list the events that came after the stat
 list is then what the queue holds, at the last event seen. One such read runs at a time, so a
 burst of submissions costs a few reads, not one per job. A lost queue is followed from the last
 event seen as soon as it answers again.
+
+Why a queued job waits (`waiting_reason`) is no event: it changes when runners come, go or
+change what they offer. Every list read brings it; a pause or a resume reads the list again;
+and while jobs wait, their reasons are read again every `WAITING_REFRESH_SECONDS` (a light
+read, reasons only), so none is shown long after it stopped being true.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ RECONNECT_SECONDS = 1.0
 RETRY_SECONDS = 2.0
 # A pause between reads of the list, so a burst of submissions is read a few times, not each.
 REREAD_SECONDS = 0.1
+# How often the reasons queued jobs wait are read again while some wait.
+WAITING_REFRESH_SECONDS = 2.0
 
 
 @dataclass
@@ -64,13 +71,16 @@ class QueueItem:
     cancel_requested: bool = False
     runner_id: str = ""
     start_time: datetime | None = None
+    # Why a queued job is not running yet; empty when it only waits for its turn.
+    waiting_reason: str = ""
 
     @classmethod
     def of(cls, job: Job) -> QueueItem:
         """The item for a job read from the queue."""
         return cls(job.job_id, job.state, job.origin.run_mode, job.priority, job.label,
                    job.payload_summary, job.entry_count, job.estimated_images,
-                   job.progress, job.cancel_requested, job.runner_id, job.start_time)
+                   job.progress, job.cancel_requested, job.runner_id, job.start_time,
+                   job.waiting_reason if job.state == JobState.QUEUED else "")
 
     @property
     def title(self) -> str:
@@ -84,6 +94,13 @@ async def _snapshot(client: AsyncClient) -> tuple[QueueState, list[QueueItem]]:
     state = await client.queue.state()
     items = [QueueItem.of(job) async for job in client.queue.list(page_size=PAGE_SIZE)]
     return state, items
+
+
+async def _waiting_reasons(client: AsyncClient) -> dict[str, str]:
+    """Why each queued job waits, by job id."""
+    return {job.job_id: job.waiting_reason
+            async for job in client.queue.list(page_size=PAGE_SIZE)
+            if job.state == JobState.QUEUED}
 
 
 class QueueModel:
@@ -108,22 +125,31 @@ class QueueModel:
         # and whether another read is needed after this one.
         self._since_reread: list[JobEvent] | None = None
         self._reread_again = False
+        # Between start and stop: the waiting reasons are read again on a timer.
+        self._following = False
         context.connection.restored_signal.connect(self._on_restored)
 
     # --- loading and following ------------------------------------------------------------
 
     def start(self) -> None:
         """Read the queue and follow it."""
+        if not self._following:
+            self._following = True
+            self._context.backend.after(WAITING_REFRESH_SECONDS, self._refresh_waiting)
         self._load()
 
     def stop(self) -> None:
         """Stop following the queue."""
+        self._following = False
+        self._stop_watching()
+
+    def _stop_watching(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
             self._stream = None
 
     def _load(self) -> None:
-        self.stop()
+        self._stop_watching()
         self._context.backend.call("queue", _snapshot, self._loaded, self._load_failed)
 
     def _show(self, snapshot: tuple[QueueState, list[QueueItem]]) -> QueueState:
@@ -176,6 +202,35 @@ class QueueModel:
         if service == "queue":
             self._resume()
 
+    # --- why queued jobs wait -------------------------------------------------------------
+
+    def _refresh_waiting(self) -> None:
+        """Read the waiting reasons again while jobs wait (the timer ends with `stop`)."""
+        if not self._following:
+            return
+        if self._stream is not None and self._queued_count():
+            self._context.backend.call("queue", _waiting_reasons, self._waiting_read,
+                                       lambda _: self._next_refresh())
+        else:
+            self._next_refresh()
+
+    def _next_refresh(self) -> None:
+        self._context.backend.after(WAITING_REFRESH_SECONDS, self._refresh_waiting)
+
+    def _waiting_read(self, reasons: dict[str, str]) -> None:
+        """Take the reasons of the jobs still queued here (a job that started meanwhile has
+        none; one the read missed keeps its own until the next)."""
+        changed = False
+        for job_id, reason in reasons.items():
+            item = self.items.get(job_id)
+            if item is not None and item.state == JobState.QUEUED and (
+                    item.waiting_reason != reason):
+                item.waiting_reason = reason
+                changed = True
+        if changed:
+            self.changed.emit(None)
+        self._next_refresh()
+
     # --- events ---------------------------------------------------------------------------
 
     def _apply_events(self, events: list[JobEvent]) -> None:
@@ -195,10 +250,10 @@ class QueueModel:
             self._submitted(event.submitted)
         elif event.kind == EventKind.STATE_CHANGED:
             self._state_changed(event, replayed)
-        elif event.kind == EventKind.QUEUE_PAUSED:
-            self.paused = True
-        elif event.kind == EventKind.QUEUE_RESUMED:
-            self.paused = False
+        elif event.kind in (EventKind.QUEUE_PAUSED, EventKind.QUEUE_RESUMED):
+            self.paused = event.kind == EventKind.QUEUE_PAUSED
+            if not replayed:
+                self._reread()  # "the queue is paused" comes or goes for the queued jobs
         elif item is None:
             return
         elif event.kind == EventKind.PROGRESS and event.progress is not None:
@@ -237,6 +292,7 @@ class QueueModel:
             self._reread()
         elif change.to_state == JobState.RUNNING:
             item.state = JobState.RUNNING
+            item.waiting_reason = ""
             item.runner_id = change.runner_id
             item.start_time = event.time
             self.order.remove(item.job_id)
@@ -249,6 +305,9 @@ class QueueModel:
 
     def _running_count(self) -> int:
         return sum(1 for job_id in self.order if self.items[job_id].state == JobState.RUNNING)
+
+    def _queued_count(self) -> int:
+        return len(self.order) - self._running_count()
 
     def _place(self, job_id: str, position: int) -> None:
         self.order.remove(job_id)
@@ -299,8 +358,10 @@ class QueueModel:
             if item.cancel_requested:
                 state += " (cancelling)"
             progress = bar(item.progress.fraction) if item.state == JobState.RUNNING else ""
+            waiting = f"  · waiting: {item.waiting_reason}" if item.waiting_reason else ""
             rows.append(Row(item.job_id, (
-                str(position), state, progress, f"{short_id(item.job_id)}  {item.title}",
+                str(position), state, progress,
+                f"{short_id(item.job_id)}  {item.title}{waiting}",
                 "run now" if item.run_mode == RunMode.DIRECT else "queue",
                 name_of(item.priority), str(item.entry_count), str(item.estimated_images)),
                 state_word(item.state)))
@@ -309,7 +370,7 @@ class QueueModel:
     def summary(self) -> str:
         """Counts and the pause flag in one line."""
         running = self._running_count()
-        queued = len(self.order) - running
+        queued = self._queued_count()
         text = f"{running} running · {queued} queued"
         return text + " · PAUSED (run-now jobs still run)" if self.paused else text
 

@@ -451,8 +451,8 @@ def read_queue_state(message: queue_service_pb2.QueueState) -> QueueState:
 class RunnerInfo:
     """What a runner announces about itself: its id, host, the models it can load and its
     RunnerService address (where its images are read), and the state of its WebUI as it last
-    announced it (BUSY while a READY runner holds a job; DISCONNECTED: its WebUI does not
-    answer, and it is given no job)."""
+    announced it (BUSY while it runs a job; DISCONNECTED: its WebUI does not answer, and it is
+    given no job); `stopped`: it shut down cleanly and is not connected since."""
 
     runner_id: str
     host: str
@@ -460,16 +460,21 @@ class RunnerInfo:
     loaded_model: str
     address: str
     webui_state: WebuiState
+    stopped: bool
 
 
 @dataclass(frozen=True)
 class Runner(Result[queue_service_pb2.Runner]):
-    """A runner as the queue sees it."""
+    """A runner as the queue sees it: the job it runs (`current_job_id`, with its `progress`)
+    and the one it leased ahead and holds, not started (`held_job_id`); `connected`: heard from
+    within two lease lengths and not stopped."""
 
     info: RunnerInfo
     last_heartbeat_time: datetime | None
     current_job_id: str
     progress: JobProgress
+    connected: bool
+    held_job_id: str
 
 
 @dataclass(frozen=True)

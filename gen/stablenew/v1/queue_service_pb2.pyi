@@ -95,6 +95,7 @@ class RunnerInfo(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     WEBUI_STATE_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     """Required: the name the runner leases under (STABLENEW_RUNNER_ID); at most 256 characters."""
     host: _builtins.str
@@ -107,7 +108,14 @@ class RunnerInfo(_message.Message):
     """The state of its WebUI as the runner found it. A runner whose WebUI cannot run a job
     (DISCONNECTED, STARTING, ERROR) still announces itself, with a LeaseJob the queue answers
     at once without a job; UNSPECIFIED (a runner that does not say) is leased as READY. In
-    ListRunners, a READY runner that holds a job is shown BUSY.
+    ListRunners, a runner is shown BUSY while it runs a job (and READY, not BUSY, once the job
+    ended), whatever it last announced.
+    """
+    stopped: _builtins.bool
+    """Set on the last announcement of a runner that shuts down cleanly (a LeaseJob that waits for
+    nothing, sent after it handed its jobs back). The queue gives it no job and counts it as not
+    connected at once (ListRunners, waiting reasons, names checked), instead of after two lease
+    lengths of silence, until it announces itself again without it.
     """
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -134,10 +142,11 @@ class RunnerInfo(_message.Message):
         address: _builtins.str = ...,
         capabilities: _runner_service_pb2.Capabilities | None = ...,
         webui_state: _runner_service_pb2.WebuiState.ValueType = ...,
+        stopped: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "host", b"host", "loaded_model", b"loaded_model", "models", b"models", "runner_id", b"runner_id", "webui_state", b"webui_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "host", b"host", "loaded_model", b"loaded_model", "models", b"models", "runner_id", b"runner_id", "stopped", b"stopped", "webui_state", b"webui_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,12 +163,17 @@ class Runner(_message.Message):
     CURRENT_JOB_ID_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
+    HELD_JOB_ID_FIELD_NUMBER: _builtins.int
     current_job_id: _builtins.str
-    """The job it is running; empty when idle."""
+    """The job it is running; empty when idle. Never the job it holds ahead (held_job_id)."""
     connected: _builtins.bool
     """Heard from within the last two lease lengths (QueueState.runner_count counts these). Only
     connected runners are offered jobs' names to check, and only they count for
     Job.waiting_reason.
+    """
+    held_job_id: _builtins.str
+    """The job it leased ahead and holds, not started yet (a runner leases the next job while one
+    runs, so that its WebUI goes straight on); empty when it holds none.
     """
     @_builtins.property
     def info(self) -> Global___RunnerInfo: ...
@@ -169,7 +183,7 @@ class Runner(_message.Message):
 
     @_builtins.property
     def progress(self) -> _job_pb2.JobProgress:
-        """That job's latest progress."""
+        """The running job's latest progress; unset before its first report and when idle."""
 
     def __init__(
         self,
@@ -179,10 +193,11 @@ class Runner(_message.Message):
         current_job_id: _builtins.str = ...,
         progress: _job_pb2.JobProgress | None = ...,
         connected: _builtins.bool = ...,
+        held_job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "last_heartbeat_time", b"last_heartbeat_time", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "current_job_id", b"current_job_id", "info", b"info", "last_heartbeat_time", b"last_heartbeat_time", "progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "current_job_id", b"current_job_id", "held_job_id", b"held_job_id", "info", b"info", "last_heartbeat_time", b"last_heartbeat_time", "progress", b"progress"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

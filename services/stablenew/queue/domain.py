@@ -133,11 +133,14 @@ class RunnerInfo:
     # The state of its WebUI as announced; UNSPECIFIED (a runner that does not say) counts as
     # ready.
     webui_state: WebuiState = WebuiState.UNSPECIFIED
+    # Its last announcement as it shut down cleanly: not connected from then on.
+    stopped: bool = False
 
     def can_take_jobs(self) -> bool:
         """Whether its WebUI can run a job: a runner whose WebUI is down, starting or failing
-        announces itself but is given nothing."""
-        return self.webui_state in (WebuiState.UNSPECIFIED, WebuiState.READY, WebuiState.BUSY)
+        announces itself but is given nothing, as is one that shut down."""
+        return not self.stopped and self.webui_state in (
+            WebuiState.UNSPECIFIED, WebuiState.READY, WebuiState.BUSY)
 
     def offers_model(self, model: str) -> bool:
         """Whether the runner can load `model`: a name it announced in `models`, or one its
@@ -149,11 +152,14 @@ class RunnerInfo:
 class RunnerRecord:
     info: RunnerInfo
     last_heartbeat_time: datetime | None = None
+    # The job it runs, and the one it leased ahead and holds, not started.
     current_job_id: str = ""
+    held_job_id: str = ""
 
     def connected(self, heard_after: datetime) -> bool:
-        """Heard from after `heard_after`."""
-        return self.last_heartbeat_time is not None and self.last_heartbeat_time > heard_after
+        """Heard from after `heard_after`, and not shut down since."""
+        return (not self.info.stopped and self.last_heartbeat_time is not None
+                and self.last_heartbeat_time > heard_after)
 
 
 @dataclass(frozen=True)

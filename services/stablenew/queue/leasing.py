@@ -74,9 +74,11 @@ class Leasing:
         wait = min(max(wait_seconds, 0.0), self.core.config.max_lease_wait_seconds)
         waiter = _Waiter(runner, active)
         with self.core.write():
-            self.core.runners.save(RunnerRecord(runner, datetime.now(UTC)))
+            self.core.runners.announced(runner)
+        if runner.stopped:
+            self._forget_waiters(runner.runner_id)
         if not runner.can_take_jobs():
-            return None  # only an announcement: its WebUI cannot run a job now
+            return None  # only an announcement: its WebUI cannot run a job now, or it stopped
         with self.core.lock:
             if self.core.closing.is_set():
                 return None  # shutting down: no new long-poll may hold the exit up
@@ -87,6 +89,13 @@ class Leasing:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
         return waiter.result
+
+    def _forget_waiters(self, runner_id: str) -> None:
+        """A runner that stopped is given nothing its earlier long-polls still wait for."""
+        with self.core.lock:
+            for waiter in [w for w in self._waiters if w.runner.runner_id == runner_id]:
+                self._waiters.remove(waiter)
+                waiter.granted.set()
 
     def dispatch(self) -> None:
         """Hand queued jobs to waiting runners, in run order."""
@@ -134,7 +143,7 @@ class Leasing:
             queued.lease.deadline = deadline.timestamp()
             self.core.transition(pending, queued, JobState.RUNNING,
                                  f"leased by {runner.runner_id} (attempt {job.attempt})", now=now)
-            self.core.runners.save(RunnerRecord(runner, now, job.job_id))
+            self.core.runners.granted(runner, job.job_id, now)
         lease = Lease(queued.lease.lease_id, job.job_id, job.attempt, deadline)
         return lease, self.core.read(queued)
 
@@ -161,7 +170,7 @@ class Leasing:
             self.core.store.update_job(queued)
             if progress is not None:
                 self.core.record_progress(pending, job_id, progress)
-            self.core.runners.touch(runner_id, loaded_model, job_id)
+            self.core.runners.beat(runner_id, job_id, progress is not None, loaded_model)
             outranked = self._outranked(queued, runner_id)
         return HeartbeatReply(deadline, queued.job.cancel_requested, queued.return_to_queue,
                               outranked)
@@ -261,7 +270,7 @@ class Leasing:
         queued.lease.lease_id = ""
         queued.lease.deadline = 0.0
         self.core.transition(pending, queued, target, reason, with_results=True)
-        self.core.runners.touch(runner_id, "", "")
+        self.core.runners.job_ended(runner_id, queued.job.job_id, heard=True)
         if target == JobState.QUEUED:
             pending.job_available = True
 
@@ -292,6 +301,7 @@ class Leasing:
             queued.return_to_queue = False
             pending.job_available = True
         self.core.transition(pending, queued, target, reason)
+        self.core.runners.job_ended(job.runner_id, job.job_id, heard=False)
 
     def runners(self) -> list[tuple[RunnerRecord, bool]]:
         """Every runner seen, by runner id, and whether it is connected."""

@@ -51,6 +51,7 @@ def runner_info_from_proto(message: queue_service_pb2.RunnerInfo) -> RunnerInfo:
         capabilities=capabilities,
         checkpoint_names=codec.checkpoint_names(capabilities),
         webui_state=known_enum(WebuiState, message.webui_state, "runner.webui_state"),
+        stopped=message.stopped,
     )
 
 
@@ -66,14 +67,12 @@ def runner_to_proto(
     record: RunnerRecord, connected: bool, progress: JobProgress | None
 ) -> queue_service_pb2.Runner:
     info = record.info
-    message = queue_service_pb2.Runner(current_job_id=record.current_job_id, connected=connected)
-    # "Answering and running a job" is what the queue sees of a ready runner that holds one.
-    state = (WebuiState.BUSY if info.webui_state == WebuiState.READY and record.current_job_id
-             else info.webui_state)
+    message = queue_service_pb2.Runner(current_job_id=record.current_job_id, connected=connected,
+                                       held_job_id=record.held_job_id)
     message.info.CopyFrom(queue_service_pb2.RunnerInfo(
         runner_id=info.runner_id, host=info.host, models=list(info.models),
-        loaded_model=info.loaded_model, address=info.address,
-        webui_state=runner_service_pb2.WebuiState.ValueType(state)))
+        loaded_model=info.loaded_model, address=info.address, stopped=info.stopped,
+        webui_state=runner_service_pb2.WebuiState.ValueType(_listed_state(record))))
     if info.capabilities:
         message.info.capabilities.MergeFromString(info.capabilities)
     if record.last_heartbeat_time is not None:
@@ -104,3 +103,13 @@ def consumer_to_proto(consumer: Consumer, idle_seconds: float) -> queue_service_
     if expire_time is not None:
         message.expire_time.FromDatetime(expire_time)
     return message
+
+
+def _listed_state(record: RunnerRecord) -> WebuiState:
+    """BUSY while the runner runs a job, READY once it ended: what the queue knows of its jobs
+    beats the state the runner announced with its last lease request (BUSY when it leased
+    ahead, which the job's end makes stale)."""
+    state = record.info.webui_state
+    if state not in (WebuiState.READY, WebuiState.BUSY):
+        return state
+    return WebuiState.BUSY if record.current_job_id else WebuiState.READY

@@ -13,7 +13,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +221,11 @@ MIGRATIONS = [
     """,
     # 5: the state of a runner's WebUI, as announced (a stablenew.v1.WebuiState number).
     "ALTER TABLE runners ADD COLUMN webui_state INTEGER NOT NULL DEFAULT 0;",
+    # 6: the job a runner holds ahead (not started), and whether it shut down cleanly.
+    """
+    ALTER TABLE runners ADD COLUMN held_job_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runners ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 # Columns of a BASIC read: everything but the entries and results blobs.
@@ -590,26 +594,28 @@ class QueueStore:
         beat = to_micros(record.last_heartbeat_time) or _now_micros()
         self.db.execute(
             """INSERT INTO runners (runner_id, host, address, models, loaded_model,
-                 last_heartbeat, current_job_id, capabilities, webui_state)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 last_heartbeat, current_job_id, capabilities, webui_state, held_job_id,
+                 stopped)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (runner_id) DO UPDATE SET host = excluded.host,
                  address = excluded.address, models = excluded.models,
                  loaded_model = excluded.loaded_model, last_heartbeat = excluded.last_heartbeat,
                  current_job_id = excluded.current_job_id,
-                 capabilities = excluded.capabilities, webui_state = excluded.webui_state""",
+                 capabilities = excluded.capabilities, webui_state = excluded.webui_state,
+                 held_job_id = excluded.held_job_id, stopped = excluded.stopped""",
             (info.runner_id, info.host, info.address, json.dumps(list(info.models)),
              info.loaded_model, beat, record.current_job_id, info.capabilities,
-             int(info.webui_state)),
+             int(info.webui_state), record.held_job_id, int(info.stopped)),
         )
 
-    def touch_runner(self, runner_id: str, seen: datetime, loaded_model: str,
-                     current_job_id: str) -> None:
-        """A sign of life of a known runner at `seen`: its heartbeat time and job, and its
-        loaded model when it names one."""
+    def touch_runner(self, record: RunnerRecord) -> None:
+        """A known runner's heartbeat time, jobs and loaded model, as `record` has them (not
+        what it announces with a lease request: a heartbeat does not write those again)."""
         self.db.execute(
-            "UPDATE runners SET last_heartbeat = ?, current_job_id = ?, "
-            "loaded_model = COALESCE(NULLIF(?, ''), loaded_model) WHERE runner_id = ?",
-            (to_micros(seen), current_job_id, loaded_model, runner_id))
+            "UPDATE runners SET last_heartbeat = ?, current_job_id = ?, held_job_id = ?, "
+            "loaded_model = ? WHERE runner_id = ?",
+            (to_micros(record.last_heartbeat_time), record.current_job_id, record.held_job_id,
+             record.info.loaded_model, record.info.runner_id))
 
     def runners(self) -> Iterator[RunnerRecord]:
         for row in self.db.execute("SELECT * FROM runners ORDER BY runner_id"):
@@ -617,8 +623,9 @@ class QueueStore:
             info = RunnerInfo(row["runner_id"], row["host"], tuple(json.loads(row["models"])),
                               row["loaded_model"], row["address"], capabilities,
                               codec.checkpoint_names(capabilities),
-                              WebuiState(row["webui_state"]))
-            yield RunnerRecord(info, from_micros(row["last_heartbeat"]), row["current_job_id"])
+                              WebuiState(row["webui_state"]), bool(row["stopped"]))
+            yield RunnerRecord(info, from_micros(row["last_heartbeat"]), row["current_job_id"],
+                               row["held_job_id"])
 
     def setting(self, key: str, default: str) -> str:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

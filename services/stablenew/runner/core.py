@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -174,12 +174,22 @@ class JobRunner:
         self._beats.start()
 
     def close(self, timeout: float) -> None:
-        """Stop; hand the held job back and finish the reports of the jobs that ran."""
+        """Stop; hand the held job back, finish the reports of the jobs that ran, and tell
+        the queue this runner is gone."""
         self.shut_down()
         self.prefetch.close(timeout)
         with self._beat_turn:
             self._beat_turn.notify_all()  # the heartbeat thread ends once no job runs
         self._finisher.shutdown(wait=True)
+        self._announce_stopped()
+
+    def _announce_stopped(self) -> None:
+        """The last announcement: the queue lists this runner as gone at once rather than
+        after two lease lengths of silence (which is what happens when this fails)."""
+        try:
+            self.queue.lease(replace(self._runner_info(), stopped=True), 0.0)
+        except QueueCallError as error:
+            log.warning("telling the queue this runner stopped failed: %s", error)
 
     def work_once(self) -> bool:
         """Run the held job, or check the WebUI and, when it is ready, lease a job and run it.

@@ -66,6 +66,8 @@ class RunnerInfo:
     capabilities: Capabilities | None = None
     # Its WebUI's state: the queue gives no job to a runner whose WebUI cannot run one.
     webui_state: WebuiState = WebuiState.UNSPECIFIED
+    # Its last announcement as it shuts down: the queue lists it as gone at once.
+    stopped: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def runner_info_to_proto(info: RunnerInfo) -> queue_pb.RunnerInfo:
     """What the runner announces with every lease request: itself and what its WebUI offers."""
     message = queue_pb.RunnerInfo(runner_id=info.runner_id, host=info.host, models=info.models,
                                   loaded_model=info.loaded_model, address=info.address,
-                                  webui_state=pb.WebuiState.ValueType(info.webui_state))
+                                  webui_state=pb.WebuiState.ValueType(info.webui_state),
+                                  stopped=info.stopped)
     if info.capabilities is not None:
         message.capabilities.CopyFrom(capabilities_to_proto(info.capabilities))
     return message
