@@ -125,8 +125,10 @@ class QueueModel:
         # and whether another read is needed after this one.
         self._since_reread: list[JobEvent] | None = None
         self._reread_again = False
-        # Between start and stop: the waiting reasons are read again on a timer.
+        # Between start and stop: the waiting reasons are read again on a timer, one chain of
+        # it per start (an older chain sees another number and ends).
         self._following = False
+        self._refresh_round = 0
         context.connection.restored_signal.connect(self._on_restored)
 
     # --- loading and following ------------------------------------------------------------
@@ -135,7 +137,8 @@ class QueueModel:
         """Read the queue and follow it."""
         if not self._following:
             self._following = True
-            self._context.backend.after(WAITING_REFRESH_SECONDS, self._refresh_waiting)
+            self._refresh_round += 1
+            self._next_refresh()
         self._load()
 
     def stop(self) -> None:
@@ -204,9 +207,9 @@ class QueueModel:
 
     # --- why queued jobs wait -------------------------------------------------------------
 
-    def _refresh_waiting(self) -> None:
+    def _refresh_waiting(self, round_: int) -> None:
         """Read the waiting reasons again while jobs wait (the timer ends with `stop`)."""
-        if not self._following:
+        if not self._following or round_ != self._refresh_round:
             return
         if self._stream is not None and self._queued_count():
             self._context.backend.call("queue", _waiting_reasons, self._waiting_read,
@@ -215,7 +218,9 @@ class QueueModel:
             self._next_refresh()
 
     def _next_refresh(self) -> None:
-        self._context.backend.after(WAITING_REFRESH_SECONDS, self._refresh_waiting)
+        round_ = self._refresh_round
+        self._context.backend.after(WAITING_REFRESH_SECONDS,
+                                    lambda: self._refresh_waiting(round_))
 
     def _waiting_read(self, reasons: dict[str, str]) -> None:
         """Take the reasons of the jobs still queued here (a job that started meanwhile has
