@@ -372,7 +372,21 @@ def list_history(filters: dict[str, Any], view: Any, page_size: int) -> Flow[Job
 def history_record(job_id: str) -> Op[HistoryRecord]:
     request = history_pb.HistoryServiceGetJobRequest(job_id=job_id)
     reply = yield Unary("history", "GetJob", request)
+    yield from _whole_record(reply)
     return read_record(reply)
+
+
+def _whole_record(part: history_pb.HistoryServiceGetJobResponse
+                  | history_pb.ExportHistoryResponse) -> Op[None]:
+    """Complete a record the history sent in parts (too large for one message): read the
+    entries and results it left out with GetJob from its offsets on, and append them."""
+    reply: Any = part
+    while reply.truncated:
+        reply = yield Unary("history", "GetJob", history_pb.HistoryServiceGetJobRequest(
+            job_id=part.job.job_id, entry_offset=reply.next_entry_offset,
+            result_offset=reply.next_result_offset))
+        part.job.entries.extend(reply.job.entries)
+        part.job.results.extend(reply.job.results)
 
 
 def latest(filters: dict[str, Any]) -> Op[Job]:
@@ -448,6 +462,7 @@ def _records(job_filter: history_pb.JobFilter) -> Flow[HistoryRecord]:
     stream = yield Open("history", "ExportHistory",
                         history_pb.ExportHistoryRequest(filter=job_filter))
     while (reply := (yield Next(stream))) is not None:
+        yield from _whole_record(reply)
         yield Emit(read_record(reply))
 
 

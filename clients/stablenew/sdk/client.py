@@ -366,7 +366,8 @@ class HistoryApi(_Api):
         return self._transport.iterate(_ops.list_history(filters, view, page_size))
 
     def get(self, job_id: str) -> HistoryRecord:
-        """A job's full record (entries, per-entry results) and its state changes.
+        """A job's full record (entries, per-entry results) and its state changes; a record
+        too large for one message is read in parts and given whole.
 
         Raises:
             JobNotFoundError: The history has no such job.
@@ -422,7 +423,8 @@ class HistoryApi(_Api):
         return self._transport.run(_ops.prune(older_than, states, keep_bookmarked, dry_run))
 
     def export_records(self, **filters: Any) -> Iterator[HistoryRecord]:
-        """Every matching job with its transitions, streamed one at a time."""
+        """Every matching job with its transitions, streamed one at a time, each whole (the
+        parts of a record too large for one message read with GetJob)."""
         return self._transport.iterate(_ops.export_records(history_filters(**filters)))
 
     def export(self, destination: _ops.PathOrFile, **filters: Any) -> int:
