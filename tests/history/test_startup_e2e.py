@@ -6,6 +6,7 @@ until the queue appears."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -91,6 +92,33 @@ def test_serving_alone_with_the_ingestion_not_serving_until_the_queue_appears(
         assert queue.stop() == 0
         history.wait_status(not_serving, service=INGESTION_HEALTH)
         assert health_of(history.address) == serving
+        assert history.stop() == 0
+        assert "Traceback" not in history.output()
+    finally:
+        if history.process is not None and history.process.poll() is None:
+            history.kill()
+        if queue.process is not None and queue.process.poll() is None:
+            queue.stop()
+
+
+def test_a_queue_that_hangs_is_noticed_and_followed_again_once_it_answers(
+        tmp_path: Path) -> None:
+    # A stopped process keeps its connections open but answers nothing, as does a network path
+    # that drops packets: the history's watch stays open and quiet until pings find it dead.
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    queue = QueueProcess(tmp_path / "queue-data")
+    history = HistoryProcess(tmp_path / "history-data", queue.address)
+    queue.start()
+    try:
+        history.start()
+        os.kill(queue.pid, signal.SIGSTOP)
+        try:
+            history.wait_status(not_serving, service=INGESTION_HEALTH)
+            assert health_of(history.address) == serving
+        finally:
+            os.kill(queue.pid, signal.SIGCONT)
+        history.wait_status(serving, service=INGESTION_HEALTH)
         assert history.stop() == 0
         assert "Traceback" not in history.output()
     finally:
