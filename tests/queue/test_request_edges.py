@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import grpc
 import pytest
@@ -208,3 +209,50 @@ def test_pages_of_running_jobs_lead_on_to_the_queued_ones(queue: QueueHarness) -
     assert listed == running + queued
     assert [job.queue_position for job in queue.stub.ListJobs(pb.ListJobsRequest()).jobs] == [
         0, 1, 2, 3]
+
+
+# The message limit of the queue below: a completed job of 12 entries with 60,000-character
+# prompts (its results repeat them) does not fit, its submission (about 0.7 MiB) does.
+SMALL_MESSAGE_BYTES = 1024 * 1024
+
+
+def test_a_full_job_larger_than_a_message_is_read_in_parts(tmp_path: Path) -> None:
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        entries = [make_entry(i, prompt=f"prompt {i} " + "x" * 60_000) for i in range(12)]
+        job_id = queue.stub.SubmitJob(pb.SubmitJobRequest(entries=entries, origin=origin()),
+                                      timeout=10).job.job_id
+        runner = runner_of(queue)
+        leased = runner.lease(2.0)
+        assert leased is not None
+        runner.complete(leased)
+        parts: list[pb.GetJobResponse] = []
+        request = pb.GetJobRequest(job_id=job_id)
+        while not parts or parts[-1].truncated:
+            parts.append(queue.stub.GetJob(request, timeout=10))
+            request.entry_offset = parts[-1].next_entry_offset
+            request.result_offset = parts[-1].next_result_offset
+        assert len(parts) > 1
+        assert all(part.ByteSize() <= SMALL_MESSAGE_BYTES for part in parts)
+        assert all(part.job.state == job_pb2.JOB_STATE_COMPLETED for part in parts)
+        assert [e.index for part in parts for e in part.job.entries] == list(range(12))
+        assert [r.entry_index for part in parts for r in part.job.results] == list(range(12))
+        assert (parts[-1].next_entry_offset, parts[-1].next_result_offset) == (12, 12)
+        # The basic view needs no parts.
+        basic = queue.stub.GetJob(pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_BASIC))
+        assert not basic.truncated and not basic.job.entries
+
+
+def test_a_full_job_that_fits_is_one_part_and_a_negative_offset_is_refused(
+        queue: QueueHarness) -> None:
+    job_id = queue.submit(entries=3).job_id
+    whole = queue.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10)
+    assert not whole.truncated and len(whole.job.entries) == 3
+    assert (whole.next_entry_offset, whole.next_result_offset) == (3, 0)
+    rest = queue.stub.GetJob(pb.GetJobRequest(job_id=job_id, entry_offset=2), timeout=10)
+    assert [e.index for e in rest.job.entries] == [2] and not rest.truncated
+    assert_invalid(lambda: queue.stub.GetJob(
+        pb.GetJobRequest(job_id=job_id, entry_offset=-1), timeout=10), "entry_offset")
+    assert_invalid(lambda: queue.stub.GetJob(
+        pb.GetJobRequest(job_id=job_id, result_offset=-1), timeout=10), "result_offset")

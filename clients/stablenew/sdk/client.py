@@ -237,7 +237,8 @@ class QueueApi(_Api):
         return self._transport.iterate(_ops.list_queue(view, page_size))
 
     def get(self, job_id: str, view: JobView | str = JobView.FULL) -> Job:
-        """One job, with live progress while it runs.
+        """One job, with live progress while it runs; a full job too large for one message is
+        read in parts and given whole.
 
         Raises:
             JobNotFoundError: Unknown, or finished longer ago than the queue keeps jobs (ask

@@ -162,8 +162,10 @@ class QueueServiceServicer:
     def GetJob(self, request, context):
         """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
         it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
-        HistoryService.GetJob.
-        Errors: JOB_NOT_FOUND.
+        HistoryService.GetJob. A full job too large for one message (the server's
+        STABLENEW_MAX_MESSAGE_BYTES; its results repeat the entries' prompts) comes in parts
+        (truncated, and offsets to continue from), as HistoryService.GetJob sends it.
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

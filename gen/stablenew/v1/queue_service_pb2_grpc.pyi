@@ -51,8 +51,10 @@ class QueueServiceStub:
     GetJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]
     """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
     it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
-    HistoryService.GetJob.
-    Errors: JOB_NOT_FOUND.
+    HistoryService.GetJob. A full job too large for one message (the server's
+    STABLENEW_MAX_MESSAGE_BYTES; its results repeat the entries' prompts) comes in parts
+    (truncated, and offsets to continue from), as HistoryService.GetJob sends it.
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]
     """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
@@ -178,8 +180,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     GetJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
     it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
-    HistoryService.GetJob.
-    Errors: JOB_NOT_FOUND.
+    HistoryService.GetJob. A full job too large for one message (the server's
+    STABLENEW_MAX_MESSAGE_BYTES; its results repeat the entries' prompts) comes in parts
+    (truncated, and offsets to continue from), as HistoryService.GetJob sends it.
+    Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
@@ -314,8 +318,10 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_service_pb2.GetJobResponse, _abc.Awaitable[_queue_service_pb2.GetJobResponse]]:
         """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
         it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
-        HistoryService.GetJob.
-        Errors: JOB_NOT_FOUND.
+        HistoryService.GetJob. A full job too large for one message (the server's
+        STABLENEW_MAX_MESSAGE_BYTES; its results repeat the entries' prompts) comes in parts
+        (truncated, and offsets to continue from), as HistoryService.GetJob sends it.
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
         """
 
     @_abc_1.abstractmethod

@@ -3,13 +3,11 @@ through stablenew.contract.proto_mapping). Bad input becomes INVALID_ARGUMENT na
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, TypeVar
-
-from google.protobuf.message import Message
 
 from stablenew.contract.errors import invalid_argument, required
 from stablenew.contract.model import (
@@ -41,6 +39,12 @@ from stablenew.history.domain import (
     StateChanged,
     Submitted,
     Updated,
+)
+from stablenew.runtime.message_budget import (
+    ELEMENT_OVERHEAD,
+    JobParts,
+    add_parts_within,
+    fill,
 )
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2
@@ -263,10 +267,6 @@ def ingestion_status_to_proto(status: IngestionStatus) -> pb.GetIngestionStatusR
     return message
 
 
-# A repeated message field's tag and length prefix, at most, per element.
-ELEMENT_OVERHEAD = 11
-
-
 @dataclass(frozen=True)
 class FullJob:
     """A job in the full view, within a message budget: its entries and results from the
@@ -274,9 +274,7 @@ class FullJob:
 
     job: job_pb2.Job
     transitions: list[job_pb2.JobTransition]
-    next_entry_offset: int
-    next_result_offset: int
-    truncated: bool
+    parts: JobParts
 
 
 def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: int,
@@ -288,26 +286,10 @@ def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: in
     message = job_to_proto(job, job_pb2.JOB_VIEW_BASIC)
     changes = [transition_to_proto(t) for t in transitions]
     room = budget - message.ByteSize() - sum(t.ByteSize() + ELEMENT_OVERHEAD for t in changes)
-    room, entries_left = _fill(message.entries,
-                               (to_proto(e) for e in job.entries[entry_offset:]), room, True)
-    room, results_left = _fill(message.results,
-                               (to_proto(r) for r in job.results[result_offset:]), room,
-                               not message.entries)
-    return FullJob(message, changes, entry_offset + len(message.entries),
-                   result_offset + len(message.results), entries_left or results_left)
-
-
-def _fill(target: Any, elements: Iterable[Message], room: int,
-          at_least_one: bool) -> tuple[int, bool]:
-    """Append the elements to `target` while they fit in `room` bytes; returns the room left
-    and whether elements were left out."""
-    for count, element in enumerate(elements):
-        size = element.ByteSize() + ELEMENT_OVERHEAD
-        if size > room and not (at_least_one and count == 0):
-            return room, True
-        target.append(element)
-        room -= size
-    return room, False
+    parts = add_parts_within(message, (to_proto(e) for e in job.entries[entry_offset:]),
+                             (to_proto(r) for r in job.results[result_offset:]), entry_offset,
+                             result_offset, room)
+    return FullJob(message, changes, parts)
 
 
 class FullPage:
@@ -363,4 +345,4 @@ def _trim_event(event: job_pb2.JobEvent, budget: int) -> None:
                   else event.state_changed.results)
     elements = list(parts)
     del parts[:]
-    _fill(parts, elements, budget - event.ByteSize(), False)
+    fill(parts, elements, budget - event.ByteSize(), False)

@@ -24,6 +24,7 @@ from stablenew.queue.domain import Consumer, MovePosition, RetryScope, RunnerRec
 from stablenew.queue.entries import entry_batch
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.watchers import WatchFilter
+from stablenew.runtime.message_budget import RESPONSE_MARGIN_BYTES, checked_offset
 from stablenew.runtime.paging import page_by_name, page_size
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
@@ -52,9 +53,11 @@ def _lease_of(request: pb.HeartbeatRequest | pb.CompleteJobRequest | pb.FailJobR
 
 
 class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
-    def __init__(self, core: QueueCore, leasing: Leasing) -> None:
+    def __init__(self, core: QueueCore, leasing: Leasing, max_message_bytes: int) -> None:
         self.core = core
         self.leasing = leasing
+        # What GetJob may spend on a full job's entries and results.
+        self.job_budget = max_message_bytes - RESPONSE_MARGIN_BYTES
         self.runner_tokens = core.page_tokens("queue.ListRunners")
         self.consumer_tokens = core.page_tokens("queue.ListConsumers")
 
@@ -70,9 +73,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_FULL)
+        entry_offset = checked_offset(request.entry_offset, "entry_offset")
+        result_offset = checked_offset(request.result_offset, "result_offset")
         read = self.core.get(checked_id(request.job_id, "job_id"),
                              full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.GetJobResponse(job=mapping.job_message(read, view))
+        if view != job_pb2.JOB_VIEW_FULL:
+            return pb.GetJobResponse(job=mapping.job_message(read, view))
+        job, parts = mapping.full_job_within(read, entry_offset, result_offset, self.job_budget)
+        return pb.GetJobResponse(job=job, **parts.fields())
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
