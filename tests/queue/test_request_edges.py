@@ -18,7 +18,7 @@ from stablenew.contract.proto_mapping import from_proto, to_proto
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as pb
-from tests.queue.harness import QueueHarness, make_entry, origin
+from tests.queue.harness import QueueHarness, all_events, make_entry, origin
 from tests.queue.protocol_runner import Leased, ProtocolRunner
 
 HUGE_SECONDS = 2**62
@@ -242,6 +242,30 @@ def test_a_full_job_larger_than_a_message_is_read_in_parts(tmp_path: Path) -> No
         # The basic view needs no parts.
         basic = queue.stub.GetJob(pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_BASIC))
         assert not basic.truncated and not basic.job.entries
+
+
+def test_a_job_whose_event_could_not_be_sent_is_refused_and_the_log_goes_on(
+        tmp_path: Path) -> None:
+    # A request a few hundred bytes under the limit makes a `submitted` event over it: once
+    # accepted, WatchJobs failed at that event for every watcher, on every attempt.
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        entries = [make_entry(i, prompt=f"prompt {i} " + "x" * 60_000) for i in range(17)]
+        room = SMALL_MESSAGE_BYTES - pb.SubmitJobRequest(entries=entries,
+                                                         origin=origin()).ByteSize()
+        entries.append(make_entry(17, prompt="y" * (room - 200)))
+        request = pb.SubmitJobRequest(entries=entries, origin=origin())
+        assert SMALL_MESSAGE_BYTES - 400 < request.ByteSize() < SMALL_MESSAGE_BYTES
+        details = refused(lambda: queue.stub.SubmitJob(request, timeout=10))
+        assert details.code == Code.RESOURCE_EXHAUSTED and details.reason == "INVALID_FIELD"
+        assert [v.field for v in details.violations] == ["entries"]
+        assert "submit it as smaller jobs" in details.message
+        assert queue.active_ids() == []
+        del request.entries[-1]  # about 1 MiB less 60 KiB: accepted, and its event sent
+        job_id = queue.stub.SubmitJob(request, timeout=10).job.job_id
+        [event] = all_events(queue.stub)
+        assert event.submitted.job.job_id == job_id and len(event.submitted.job.entries) == 17
 
 
 def test_a_full_job_that_fits_is_one_part_and_a_negative_offset_is_refused(

@@ -153,7 +153,9 @@ class QueueServiceServicer:
         Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
         entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
         entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
-        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash;
+        RESOURCE_EXHAUSTED INVALID_FIELD on entries for a request larger than
+        STABLENEW_MAX_MESSAGE_BYTES less 1 KiB (its event must fit in one WatchJobs message).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

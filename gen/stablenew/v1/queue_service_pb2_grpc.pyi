@@ -46,7 +46,9 @@ class QueueServiceStub:
     Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
     entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
     entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
-    does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+    does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash;
+    RESOURCE_EXHAUSTED INVALID_FIELD on entries for a request larger than
+    STABLENEW_MAX_MESSAGE_BYTES less 1 KiB (its event must fit in one WatchJobs message).
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]
     """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
@@ -175,7 +177,9 @@ class QueueServiceAsyncStub(QueueServiceStub):
     Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
     entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
     entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
-    does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+    does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash;
+    RESOURCE_EXHAUSTED INVALID_FIELD on entries for a request larger than
+    STABLENEW_MAX_MESSAGE_BYTES less 1 KiB (its event must fit in one WatchJobs message).
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetJobRequest, _queue_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
@@ -307,7 +311,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
         entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
         entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
-        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash;
+        RESOURCE_EXHAUSTED INVALID_FIELD on entries for a request larger than
+        STABLENEW_MAX_MESSAGE_BYTES less 1 KiB (its event must fit in one WatchJobs message).
         """
 
     @_abc_1.abstractmethod

@@ -6,7 +6,13 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 
-from stablenew.contract.errors import invalid_argument
+from stablenew.contract.errors import (
+    Code,
+    ErrorReason,
+    FieldViolation,
+    ServiceError,
+    invalid_argument,
+)
 from stablenew.contract.model import EntryResult, Priority
 from stablenew.contract.proto_mapping import from_request, job_to_proto
 from stablenew.contract.request_limits import (
@@ -56,12 +62,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     def __init__(self, core: QueueCore, leasing: Leasing, max_message_bytes: int) -> None:
         self.core = core
         self.leasing = leasing
-        # What GetJob may spend on a full job's entries and results.
+        # What a job may take in one message: a SubmitJob request (so that its event can be
+        # sent), GetJob's full view before it comes in parts.
         self.job_budget = max_message_bytes - RESPONSE_MARGIN_BYTES
         self.runner_tokens = core.page_tokens("queue.ListRunners")
         self.consumer_tokens = core.page_tokens("queue.ListConsumers")
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
+        self._check_fits(request.ByteSize())
         priority = known_enum(Priority, request.priority, "priority")
         label = checked_text(request.label, "label")
         metadata = checked_map(request.metadata, "metadata")
@@ -70,6 +78,18 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         job = self.core.submit(entry_batch(request.entries), origin, priority, label, metadata,
                                request_id)
         return pb.SubmitJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
+
+    def _check_fits(self, request_bytes: int) -> None:
+        """RESOURCE_EXHAUSTED naming `entries` for a job whose `submitted` event, the request
+        and a few hundred bytes the queue adds, could not be sent: WatchJobs would fail at it
+        for every watcher, the history's ingestion included, on every attempt."""
+        if request_bytes > self.job_budget:
+            message = (f"the job is {request_bytes:,} bytes, more than the {self.job_budget:,} "
+                       f"its event may take in a message (STABLENEW_MAX_MESSAGE_BYTES less "
+                       f"{RESPONSE_MARGIN_BYTES:,}); submit it as smaller jobs")
+            raise ServiceError(Code.RESOURCE_EXHAUSTED, ErrorReason.INVALID_FIELD,
+                               f"entries: {message}",
+                               violations=[FieldViolation("entries", message)])
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_FULL)
