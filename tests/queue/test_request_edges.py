@@ -244,6 +244,26 @@ def test_a_full_job_larger_than_a_message_is_read_in_parts(tmp_path: Path) -> No
         assert not basic.truncated and not basic.job.entries
 
 
+def test_a_full_view_page_holds_what_fits_in_a_message(tmp_path: Path) -> None:
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        submitted = [queue.stub.SubmitJob(pb.SubmitJobRequest(
+            entries=[make_entry(i, prompt=f"job {n} prompt {i} " + "x" * 60_000)
+                     for i in range(12)], origin=origin()), timeout=10).job.job_id
+            for n in range(3)]  # about 0.7 MB each: two do not fit in one message
+        pages: list[pb.ListJobsResponse] = []
+        request = pb.ListJobsRequest(page_size=10, view=job_pb2.JOB_VIEW_FULL)
+        while not pages or pages[-1].next_page_token:
+            pages.append(queue.stub.ListJobs(request, timeout=10))
+            request.page_token = pages[-1].next_page_token
+        assert [len(page.jobs) for page in pages] == [1, 1, 1]
+        assert [job.job_id for page in pages for job in page.jobs] == submitted
+        assert all(len(job.entries) == 12 for page in pages for job in page.jobs)
+        assert all(not page.truncated_job_ids for page in pages)
+        assert [job.queue_position for page in pages for job in page.jobs] == [0, 1, 2]
+
+
 def test_a_job_whose_event_could_not_be_sent_is_refused_and_the_log_goes_on(
         tmp_path: Path) -> None:
     # A request a few hundred bytes under the limit makes a `submitted` event over it: once

@@ -175,7 +175,8 @@ class QueueServiceServicer:
 
     def ListJobs(self, request, context):
         """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
-        will be leased. Paged (page_size 0 = 50, at most 1000).
+        will be leased. Paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+        fewer jobs than asked, to fit in one message (see truncated_job_ids).
         Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

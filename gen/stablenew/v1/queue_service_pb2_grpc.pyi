@@ -60,7 +60,8 @@ class QueueServiceStub:
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]
     """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
-    will be leased. Paged (page_size 0 = 50, at most 1000).
+    will be leased. Paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+    fewer jobs than asked, to fit in one message (see truncated_job_ids).
     Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
     """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.CancelJobRequest, _queue_service_pb2.CancelJobResponse]
@@ -191,7 +192,8 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobsRequest, _queue_service_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
-    will be leased. Paged (page_size 0 = 50, at most 1000).
+    will be leased. Paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+    fewer jobs than asked, to fit in one message (see truncated_job_ids).
     Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
     """
     CancelJob: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.CancelJobRequest, _queue_service_pb2.CancelJobResponse]  # type: ignore[assignment]
@@ -337,7 +339,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.ListJobsResponse, _abc.Awaitable[_queue_service_pb2.ListJobsResponse]]:
         """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
-        will be leased. Paged (page_size 0 = 50, at most 1000).
+        will be leased. Paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+        fewer jobs than asked, to fit in one message (see truncated_job_ids).
         Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
 

@@ -42,6 +42,7 @@ from stablenew.history.domain import (
 )
 from stablenew.runtime.message_budget import (
     ELEMENT_OVERHEAD,
+    FullPage,
     JobParts,
     add_parts_within,
     fill,
@@ -292,28 +293,10 @@ def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: in
     return FullJob(message, changes, parts)
 
 
-class FullPage:
-    """A ListJobs page in the full view within a message budget: takes records while they fit;
-    the first is always taken, with the entries and results that fit when it is larger than
-    the whole budget."""
-
-    def __init__(self, budget: int) -> None:
-        self.room = budget
-        self.jobs: list[job_pb2.Job] = []
-        self.truncated_job_ids: list[str] = []
-
-    def take(self, job: Job) -> bool:
-        message = job_to_proto(job, job_pb2.JOB_VIEW_FULL)
-        size = message.ByteSize() + ELEMENT_OVERHEAD
-        if size > self.room:
-            if self.jobs:
-                return False
-            trimmed = full_job_within(job, [], 0, 0, self.room - ELEMENT_OVERHEAD)
-            message, size = trimmed.job, trimmed.job.ByteSize() + ELEMENT_OVERHEAD
-            self.truncated_job_ids.append(job.job_id)
-        self.jobs.append(message)
-        self.room -= size
-        return True
+def full_page(budget: int) -> FullPage[Job]:
+    """A ListJobs page of records in the full view within a message budget."""
+    return FullPage(budget, lambda job: job_to_proto(job, job_pb2.JOB_VIEW_FULL),
+                    lambda job, room: full_job_within(job, [], 0, 0, room).job)
 
 
 class EventPage:

@@ -50,7 +50,7 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
             jobs, next_token = self.core.list_jobs(job_filter, size, token)
             return pb.HistoryServiceListJobsResponse(
                 jobs=[job_to_proto(job, view) for job in jobs], next_page_token=next_token)
-        page = mapping.FullPage(self.record_budget)
+        page = mapping.full_page(self.record_budget)
         _, next_token = self.core.list_jobs(job_filter, size, token, full=True, take=page.take)
         return pb.HistoryServiceListJobsResponse(jobs=page.jobs, next_page_token=next_token,
                                                  truncated_job_ids=page.truncated_job_ids)

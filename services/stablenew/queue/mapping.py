@@ -14,7 +14,7 @@ from stablenew.contract.request_limits import (
 from stablenew.queue import codec
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Consumer, JobRead, Lease, RunnerInfo, RunnerRecord
-from stablenew.runtime.message_budget import JobParts, add_parts_within
+from stablenew.runtime.message_budget import FullPage, JobParts, add_parts_within
 from stablenew.v1 import job_pb2, queue_service_pb2, runner_service_pb2
 
 
@@ -40,6 +40,12 @@ def full_job_within(read: JobRead, entry_offset: int, result_offset: int,
     parts = add_parts_within(message, entries[entry_offset:], results[result_offset:],
                              entry_offset, result_offset, budget - message.ByteSize())
     return message, parts
+
+
+def full_page(budget: int) -> FullPage[JobRead]:
+    """A ListJobs page in the full view within a message budget."""
+    return FullPage(budget, lambda read: job_message(read, job_pb2.JOB_VIEW_FULL),
+                    lambda read, room: full_job_within(read, 0, 0, room)[0])
 
 
 def origin_from_proto(message: job_pb2.JobOrigin) -> JobOrigin:

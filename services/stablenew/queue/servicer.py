@@ -104,10 +104,15 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
-        jobs, token = self.core.list_active(page_size(request.page_size), request.page_token,
-                                            full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.ListJobsResponse(jobs=[mapping.job_message(read, view) for read in jobs],
-                                   next_page_token=token)
+        size = page_size(request.page_size)
+        if view != job_pb2.JOB_VIEW_FULL:
+            jobs, token = self.core.list_active(size, request.page_token)
+            return pb.ListJobsResponse(jobs=[mapping.job_message(read, view) for read in jobs],
+                                       next_page_token=token)
+        page = mapping.full_page(self.job_budget)
+        _, token = self.core.list_active(size, request.page_token, full=True, take=page.take)
+        return pb.ListJobsResponse(jobs=page.jobs, next_page_token=token,
+                                   truncated_job_ids=page.truncated_job_ids)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
         job = self.core.cancel(checked_id(request.job_id, "job_id"), request.return_to_queue,

@@ -4,14 +4,16 @@ and the history's GetJob, the history's exports and pages)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
 from stablenew.contract.errors import invalid_argument
 from stablenew.v1 import job_pb2
+
+T = TypeVar("T")
 
 # What a response's own fields besides the job may take, at most: left out of the budget.
 RESPONSE_MARGIN_BYTES = 1024
@@ -63,3 +65,31 @@ def fill(target: Any, elements: Iterable[Message], room: int,
         target.append(element)
         room -= size
     return room, False
+
+
+class FullPage(Generic[T]):
+    """A page of jobs in the full view within a message budget (ListJobs): takes jobs while
+    they fit; the first is always taken, with the entries and results that fit when it is
+    larger than the whole budget, and named in truncated_job_ids. `whole` gives a job's full
+    message, `within` the message of its first part that fits in a number of bytes."""
+
+    def __init__(self, budget: int, whole: Callable[[T], job_pb2.Job],
+                 within: Callable[[T, int], job_pb2.Job]) -> None:
+        self.room = budget
+        self.jobs: list[job_pb2.Job] = []
+        self.truncated_job_ids: list[str] = []
+        self._whole = whole
+        self._within = within
+
+    def take(self, job: T) -> bool:
+        message = self._whole(job)
+        size = message.ByteSize() + ELEMENT_OVERHEAD
+        if size > self.room:
+            if self.jobs:
+                return False
+            message = self._within(job, self.room - ELEMENT_OVERHEAD)
+            size = message.ByteSize() + ELEMENT_OVERHEAD
+            self.truncated_job_ids.append(message.job_id)
+        self.jobs.append(message)
+        self.room -= size
+        return True
