@@ -1,6 +1,7 @@
 """The short fuzz of every RPC against the real services, each in its own process, started once
 for the module: no drawn request may end INTERNAL or UNKNOWN, and no service may exit. (`make
-faults` runs the long version, 500 examples per RPC, and prints the histogram.)"""
+faults` runs the long version, 500 examples per RPC, and prints the histogram.) Nor may a
+service log a traceback while answering them."""
 
 from __future__ import annotations
 
@@ -47,3 +48,8 @@ def test_no_service_exits(reports: list[RpcReport], stack: ServiceStack) -> None
 def test_every_service_still_answers(reports: list[RpcReport], stack: ServiceStack) -> None:
     assert reports  # the fuzz ran first
     assert stack.unanswering() == []
+
+
+def test_no_traceback_in_any_log(reports: list[RpcReport], stack: ServiceStack) -> None:
+    assert reports  # the fuzz ran first
+    assert {name: count for name, count in stack.tracebacks().items() if count} == {}

@@ -6,9 +6,12 @@ until the queue appears."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,21 +79,18 @@ def test_bad_settings_are_configuration_errors(tmp_path: Path, setting: str) -> 
     assert "Traceback" not in done.stderr
 
 
-def test_serving_alone_with_the_ingestion_not_serving_until_the_queue_appears(
-        tmp_path: Path) -> None:
-    serving = health_pb2.HealthCheckResponse.SERVING
-    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-    queue = QueueProcess(tmp_path / "queue-data")  # not started yet
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@contextmanager
+def queue_and_history(tmp_path: Path) -> Iterator[tuple[QueueProcess, HistoryProcess]]:
+    """A queue and a history following it, neither started; afterwards the history must stop
+    cleanly with no traceback in its output, and whatever still runs is stopped."""
+    queue = QueueProcess(tmp_path / "queue-data")
     history = HistoryProcess(tmp_path / "history-data", queue.address)
-    history.spawn()
     try:
-        history.wait_status(not_serving, service=INGESTION_HEALTH)
-        assert health_of(history.address) == serving
-        queue.start()
-        history.wait_status(serving, service=INGESTION_HEALTH)
-        assert queue.stop() == 0
-        history.wait_status(not_serving, service=INGESTION_HEALTH)
-        assert health_of(history.address) == serving
+        yield queue, history
         assert history.stop() == 0
         assert "Traceback" not in history.output()
     finally:
@@ -98,3 +98,32 @@ def test_serving_alone_with_the_ingestion_not_serving_until_the_queue_appears(
             history.kill()
         if queue.process is not None and queue.process.poll() is None:
             queue.stop()
+
+
+def test_serving_alone_with_the_ingestion_not_serving_until_the_queue_appears(
+        tmp_path: Path) -> None:
+    with queue_and_history(tmp_path) as (queue, history):
+        history.spawn()
+        history.wait_status(NOT_SERVING, service=INGESTION_HEALTH)
+        assert health_of(history.address) == SERVING
+        queue.start()
+        history.wait_status(SERVING, service=INGESTION_HEALTH)
+        assert queue.stop() == 0
+        history.wait_status(NOT_SERVING, service=INGESTION_HEALTH)
+        assert health_of(history.address) == SERVING
+
+
+def test_a_queue_that_hangs_is_noticed_and_followed_again_once_it_answers(
+        tmp_path: Path) -> None:
+    # A stopped process keeps its connections open but answers nothing, as does a network path
+    # that drops packets: the history's watch stays open and quiet until pings find it dead.
+    with queue_and_history(tmp_path) as (queue, history):
+        queue.start()
+        history.start()
+        os.kill(queue.pid, signal.SIGSTOP)
+        try:
+            history.wait_status(NOT_SERVING, service=INGESTION_HEALTH)
+            assert health_of(history.address) == SERVING
+        finally:
+            os.kill(queue.pid, signal.SIGCONT)
+        history.wait_status(SERVING, service=INGESTION_HEALTH)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from stablenew.contract.proto_mapping import from_proto, to_proto
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2, pipeline_pb2
 from stablenew.v1 import queue_service_pb2 as pb
-from tests.queue.harness import QueueHarness, make_entry, origin
+from tests.queue.harness import QueueHarness, all_events, make_entry, origin
 from tests.queue.protocol_runner import Leased, ProtocolRunner
 
 HUGE_SECONDS = 2**62
@@ -208,3 +209,94 @@ def test_pages_of_running_jobs_lead_on_to_the_queued_ones(queue: QueueHarness) -
     assert listed == running + queued
     assert [job.queue_position for job in queue.stub.ListJobs(pb.ListJobsRequest()).jobs] == [
         0, 1, 2, 3]
+
+
+# The message limit of the queue below: a completed job of 12 entries with 60,000-character
+# prompts (its results repeat them) does not fit, its submission (about 0.7 MiB) does.
+SMALL_MESSAGE_BYTES = 1024 * 1024
+
+
+def test_a_full_job_larger_than_a_message_is_read_in_parts(tmp_path: Path) -> None:
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        entries = [make_entry(i, prompt=f"prompt {i} " + "x" * 60_000) for i in range(12)]
+        job_id = queue.stub.SubmitJob(pb.SubmitJobRequest(entries=entries, origin=origin()),
+                                      timeout=10).job.job_id
+        runner = runner_of(queue)
+        leased = runner.lease(2.0)
+        assert leased is not None
+        runner.complete(leased)
+        parts: list[pb.GetJobResponse] = []
+        request = pb.GetJobRequest(job_id=job_id)
+        while not parts or parts[-1].truncated:
+            parts.append(queue.stub.GetJob(request, timeout=10))
+            request.entry_offset = parts[-1].next_entry_offset
+            request.result_offset = parts[-1].next_result_offset
+        assert len(parts) > 1
+        assert all(part.ByteSize() <= SMALL_MESSAGE_BYTES for part in parts)
+        assert all(part.job.state == job_pb2.JOB_STATE_COMPLETED for part in parts)
+        assert [e.index for part in parts for e in part.job.entries] == list(range(12))
+        assert [r.entry_index for part in parts for r in part.job.results] == list(range(12))
+        assert (parts[-1].next_entry_offset, parts[-1].next_result_offset) == (12, 12)
+        # The basic view needs no parts.
+        basic = queue.stub.GetJob(pb.GetJobRequest(job_id=job_id, view=job_pb2.JOB_VIEW_BASIC))
+        assert not basic.truncated and not basic.job.entries
+
+
+def test_a_full_view_page_holds_what_fits_in_a_message(tmp_path: Path) -> None:
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        submitted = [queue.stub.SubmitJob(pb.SubmitJobRequest(
+            entries=[make_entry(i, prompt=f"job {n} prompt {i} " + "x" * 60_000)
+                     for i in range(12)], origin=origin()), timeout=10).job.job_id
+            for n in range(3)]  # about 0.7 MB each: two do not fit in one message
+        pages: list[pb.ListJobsResponse] = []
+        request = pb.ListJobsRequest(page_size=10, view=job_pb2.JOB_VIEW_FULL)
+        while not pages or pages[-1].next_page_token:
+            pages.append(queue.stub.ListJobs(request, timeout=10))
+            request.page_token = pages[-1].next_page_token
+        assert [len(page.jobs) for page in pages] == [1, 1, 1]
+        assert [job.job_id for page in pages for job in page.jobs] == submitted
+        assert all(len(job.entries) == 12 for page in pages for job in page.jobs)
+        assert all(not page.truncated_job_ids for page in pages)
+        assert [job.queue_position for page in pages for job in page.jobs] == [0, 1, 2]
+
+
+def test_a_job_whose_event_could_not_be_sent_is_refused_and_the_log_goes_on(
+        tmp_path: Path) -> None:
+    # A request a few hundred bytes under the limit makes a `submitted` event over it: once
+    # accepted, WatchJobs failed at that event for every watcher, on every attempt.
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        entries = [make_entry(i, prompt=f"prompt {i} " + "x" * 60_000) for i in range(17)]
+        room = SMALL_MESSAGE_BYTES - pb.SubmitJobRequest(entries=entries,
+                                                         origin=origin()).ByteSize()
+        entries.append(make_entry(17, prompt="y" * (room - 200)))
+        request = pb.SubmitJobRequest(entries=entries, origin=origin())
+        assert SMALL_MESSAGE_BYTES - 400 < request.ByteSize() < SMALL_MESSAGE_BYTES
+        details = refused(lambda: queue.stub.SubmitJob(request, timeout=10))
+        assert details.code == Code.RESOURCE_EXHAUSTED and details.reason == "INVALID_FIELD"
+        assert [v.field for v in details.violations] == ["entries"]
+        assert "submit it as smaller jobs" in details.message
+        assert queue.active_ids() == []
+        del request.entries[-1]  # about 1 MiB less 60 KiB: accepted, and its event sent
+        job_id = queue.stub.SubmitJob(request, timeout=10).job.job_id
+        [event] = all_events(queue.stub)
+        assert event.submitted.job.job_id == job_id and len(event.submitted.job.entries) == 17
+
+
+def test_a_full_job_that_fits_is_one_part_and_a_negative_offset_is_refused(
+        queue: QueueHarness) -> None:
+    job_id = queue.submit(entries=3).job_id
+    whole = queue.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10)
+    assert not whole.truncated and len(whole.job.entries) == 3
+    assert (whole.next_entry_offset, whole.next_result_offset) == (3, 0)
+    rest = queue.stub.GetJob(pb.GetJobRequest(job_id=job_id, entry_offset=2), timeout=10)
+    assert [e.index for e in rest.job.entries] == [2] and not rest.truncated
+    assert_invalid(lambda: queue.stub.GetJob(
+        pb.GetJobRequest(job_id=job_id, entry_offset=-1), timeout=10), "entry_offset")
+    assert_invalid(lambda: queue.stub.GetJob(
+        pb.GetJobRequest(job_id=job_id, result_offset=-1), timeout=10), "result_offset")

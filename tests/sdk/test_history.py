@@ -156,6 +156,25 @@ def test_events_too_large_for_a_message_come_trimmed(kind: str,
     assert 0 < len(completed.state_changed.results) < 40
 
 
+def test_records_too_large_for_a_message_are_read_whole(kind: str, tmp_path: Path,
+                                                        trimming: tuple[Records, str]) -> None:
+    records, job_id = trimming
+    client = connect(kind, history_address=records.address)
+    try:
+        record = client.history.get(job_id)
+        exported = list(client.history.export_records())
+        written = client.history.export(tmp_path / "export.jsonl")
+    finally:
+        client.close()
+    assert [e.index for e in record.job.entries] == list(range(40))
+    assert [r.entry_index for r in record.job.results] == list(range(40))
+    assert [r.job.job_id for r in exported] == [job_id]
+    assert exported[0].proto == record.proto
+    line = json.loads((tmp_path / "export.jsonl").read_text(encoding="utf-8"))
+    assert written == 1
+    assert (len(line["job"]["entries"]), len(line["job"]["results"])) == (40, 40)
+
+
 def test_update_bookmark_and_label(client: Any, stack: Stack) -> None:
     job = _recorded(client, client.run_pack(PACK_ID, rows=[0], timeout=60))
     updated = client.history.update(job.job_id, bookmarked=True)

@@ -23,7 +23,9 @@ from stablenew.sdk import (
     QueueState,
 )
 from stablenew.v1 import queue_service_pb2
-from tests.sdk.harness import PACK_ID, Stack, new_draft
+from tests.queue.harness import QueueHarness, make_entry, origin
+from tests.queue.protocol_runner import ProtocolRunner
+from tests.sdk.harness import PACK_ID, Stack, connect, new_draft
 from tests.service_harness import wait_for
 
 
@@ -161,3 +163,38 @@ def test_durable_consumers(client: Any, kind: str) -> None:
     with pytest.raises(ConsumerNotFoundError) as caught:
         client.queue.delete_consumer(name)
     assert caught.value.metadata["consumer_id"] == name
+
+
+# The message limit of the queue below: a job of 12 entries with 60,000-character prompts
+# comes in parts once completed (its results repeat the prompts).
+SMALL_MESSAGE_BYTES = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def large_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QueueHarness, str]]:
+    """A queue that may send at most SMALL_MESSAGE_BYTES a message, holding a completed job
+    larger than that in the full view; and the job's id."""
+    queue = QueueHarness(tmp_path_factory.mktemp("large-job") / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        entries = [make_entry(i, prompt=f"prompt {i} " + "x" * 60_000) for i in range(12)]
+        job_id = queue.stub.SubmitJob(queue_service_pb2.SubmitJobRequest(
+            entries=entries, origin=origin()), timeout=10).job.job_id
+        assert queue.channel is not None
+        runner = ProtocolRunner(queue.channel, "sdk-large-job")
+        leased = runner.lease(2.0)
+        assert leased is not None
+        runner.complete(leased)
+        yield queue, job_id
+
+
+def test_a_job_too_large_for_a_message_is_read_whole(
+        kind: str, large_job: tuple[QueueHarness, str]) -> None:
+    queue, job_id = large_job
+    with connect(kind, queue_address=queue.address) as client:
+        job = client.queue.get(job_id)
+        waited = client.wait(job_id, timeout=30)  # ends by reading the finished job
+    for read in (job, waited):
+        assert read.state == JobState.COMPLETED
+        assert [e.index for e in read.entries] == list(range(12))
+        assert [r.entry_index for r in read.results] == list(range(12))

@@ -270,6 +270,7 @@ def get_job(job_id: str, view: Any) -> Op[Job]:
     request = queue_pb.GetJobRequest(job_id=job_id,
                                      view=requests.number(JobView, view, "view"))
     reply = yield Unary("queue", "GetJob", request)
+    yield from _whole_job(reply, "queue", queue_pb.GetJobRequest)
     return read(Job, reply.job)
 
 
@@ -372,7 +373,21 @@ def list_history(filters: dict[str, Any], view: Any, page_size: int) -> Flow[Job
 def history_record(job_id: str) -> Op[HistoryRecord]:
     request = history_pb.HistoryServiceGetJobRequest(job_id=job_id)
     reply = yield Unary("history", "GetJob", request)
+    yield from _whole_job(reply, "history", history_pb.HistoryServiceGetJobRequest)
     return read_record(reply)
+
+
+def _whole_job(part: Any, service: str, get_request: Callable[..., Message]) -> Op[None]:
+    """Complete a full job the queue or the history sent in parts (too large for one message;
+    `part`: a response with `job`, `truncated` and the next offsets): read the entries and
+    results it left out with the service's GetJob from its offsets on, and append them."""
+    reply = part
+    while reply.truncated:
+        reply = yield Unary(service, "GetJob", get_request(
+            job_id=part.job.job_id, entry_offset=reply.next_entry_offset,
+            result_offset=reply.next_result_offset))
+        part.job.entries.extend(reply.job.entries)
+        part.job.results.extend(reply.job.results)
 
 
 def latest(filters: dict[str, Any]) -> Op[Job]:
@@ -448,6 +463,7 @@ def _records(job_filter: history_pb.JobFilter) -> Flow[HistoryRecord]:
     stream = yield Open("history", "ExportHistory",
                         history_pb.ExportHistoryRequest(filter=job_filter))
     while (reply := (yield Next(stream))) is not None:
+        yield from _whole_job(reply, "history", history_pb.HistoryServiceGetJobRequest)
         yield Emit(read_record(reply))
 
 

@@ -237,7 +237,8 @@ class QueueApi(_Api):
         return self._transport.iterate(_ops.list_queue(view, page_size))
 
     def get(self, job_id: str, view: JobView | str = JobView.FULL) -> Job:
-        """One job, with live progress while it runs.
+        """One job, with live progress while it runs; a full job too large for one message is
+        read in parts and given whole.
 
         Raises:
             JobNotFoundError: Unknown, or finished longer ago than the queue keeps jobs (ask
@@ -366,7 +367,8 @@ class HistoryApi(_Api):
         return self._transport.iterate(_ops.list_history(filters, view, page_size))
 
     def get(self, job_id: str) -> HistoryRecord:
-        """A job's full record (entries, per-entry results) and its state changes.
+        """A job's full record (entries, per-entry results) and its state changes; a record
+        too large for one message is read in parts and given whole.
 
         Raises:
             JobNotFoundError: The history has no such job.
@@ -422,7 +424,8 @@ class HistoryApi(_Api):
         return self._transport.run(_ops.prune(older_than, states, keep_bookmarked, dry_run))
 
     def export_records(self, **filters: Any) -> Iterator[HistoryRecord]:
-        """Every matching job with its transitions, streamed one at a time."""
+        """Every matching job with its transitions, streamed one at a time, each whole (the
+        parts of a record too large for one message read with GetJob)."""
         return self._transport.iterate(_ops.export_records(history_filters(**filters)))
 
     def export(self, destination: _ops.PathOrFile, **filters: Any) -> int:

@@ -159,7 +159,7 @@ class HistoryServiceServicer:
     def ListJobEvents(self, request, context):
         """One job's events as the queue logged them, in sequence order, paged. Progress events are
         not kept. A page ends early when the next event would not fit in the message limit
-        (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+        (STABLENEW_MAX_MESSAGE_BYTES, 64 MiB by default); an event larger than the limit by itself
         (the submission of a huge job, its final state change with every result) is sent alone
         with the entries or results that fit, and its sequence is listed in truncated_sequences.
         Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.

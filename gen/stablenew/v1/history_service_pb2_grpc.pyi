@@ -66,7 +66,7 @@ class HistoryServiceStub:
     ListJobEvents: _grpc.UnaryUnaryMultiCallable[_history_service_pb2.ListJobEventsRequest, _history_service_pb2.ListJobEventsResponse]
     """One job's events as the queue logged them, in sequence order, paged. Progress events are
     not kept. A page ends early when the next event would not fit in the message limit
-    (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+    (STABLENEW_MAX_MESSAGE_BYTES, 64 MiB by default); an event larger than the limit by itself
     (the submission of a huge job, its final state change with every result) is sent alone
     with the entries or results that fit, and its sequence is listed in truncated_sequences.
     Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
@@ -156,7 +156,7 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     ListJobEvents: _aio.UnaryUnaryMultiCallable[_history_service_pb2.ListJobEventsRequest, _history_service_pb2.ListJobEventsResponse]  # type: ignore[assignment]
     """One job's events as the queue logged them, in sequence order, paged. Progress events are
     not kept. A page ends early when the next event would not fit in the message limit
-    (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+    (STABLENEW_MAX_MESSAGE_BYTES, 64 MiB by default); an event larger than the limit by itself
     (the submission of a huge job, its final state change with every result) is sent alone
     with the entries or results that fit, and its sequence is listed in truncated_sequences.
     Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
@@ -267,7 +267,7 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_history_service_pb2.ListJobEventsResponse, _abc.Awaitable[_history_service_pb2.ListJobEventsResponse]]:
         """One job's events as the queue logged them, in sequence order, paged. Progress events are
         not kept. A page ends early when the next event would not fit in the message limit
-        (STABLENEW_MAX_MESSAGE_BYTES, 4 MiB by default); an event larger than the limit by itself
+        (STABLENEW_MAX_MESSAGE_BYTES, 64 MiB by default); an event larger than the limit by itself
         (the submission of a huge job, its final state change with every result) is sent alone
         with the entries or results that fit, and its sequence is listed in truncated_sequences.
         Errors: JOB_NOT_FOUND; INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.

@@ -415,19 +415,29 @@ class GetJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    RESULT_OFFSET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Required, at most 256 characters."""
     view: _job_pb2.JobView.ValueType
     """Default JOB_VIEW_FULL."""
+    entry_offset: _builtins.int
+    """JOB_VIEW_FULL, for a job too large for one message: the first entry and the first result
+    to return, from a previous response's next_entry_offset and next_result_offset (0: from
+    the start; negative is INVALID_FIELD).
+    """
+    result_offset: _builtins.int
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         view: _job_pb2.JobView.ValueType = ...,
+        entry_offset: _builtins.int = ...,
+        result_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_offset", b"entry_offset", "job_id", b"job_id", "result_offset", b"result_offset", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,16 +448,31 @@ class GetJobResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    NEXT_ENTRY_OFFSET_FIELD_NUMBER: _builtins.int
+    NEXT_RESULT_OFFSET_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    next_entry_offset: _builtins.int
+    """JOB_VIEW_FULL: entry_offset plus the number of entries in job.entries."""
+    next_result_offset: _builtins.int
+    """JOB_VIEW_FULL: result_offset plus the number of results in job.results."""
+    truncated: _builtins.bool
+    """The full job did not fit in one message: entries or results after the ones returned were
+    left out. Ask again with entry_offset = next_entry_offset and result_offset =
+    next_result_offset for the rest.
+    """
     @_builtins.property
     def job(self) -> _job_pb2.Job: ...
     def __init__(
         self,
         *,
         job: _job_pb2.Job | None = ...,
+        next_entry_offset: _builtins.int = ...,
+        next_result_offset: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "next_entry_offset", b"next_entry_offset", "next_result_offset", b"next_result_offset", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -487,19 +512,29 @@ class ListJobsResponse(_message.Message):
 
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TRUNCATED_JOB_IDS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]: ...
+    @_builtins.property
+    def truncated_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """JOB_VIEW_FULL only: a page ends early when its next job would not fit in the message (the
+        server's STABLENEW_MAX_MESSAGE_BYTES; next_page_token goes on from there), and a first job
+        too large on its own is sent with the entries and results that fit and named here (read
+        it whole with GetJob's offsets).
+        """
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
         next_page_token: _builtins.str = ...,
+        truncated_job_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token", "truncated_job_ids", b"truncated_job_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -158,7 +158,9 @@ class QueueServiceServicer:
         Errors: INVALID_FIELD on entries (none given), origin.run_mode (neither DIRECT nor QUEUE),
         entries[i].stage_plan (empty, or a stage this version does not know), or entries[i] (or
         entries[i].origin.prompt_source, entries[i].tags[j].kind) for an enum value this version
-        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash.
+        does not know; INVALID_ARGUMENT CONFIG_HASH_MISMATCH on entries[i].config_hash;
+        RESOURCE_EXHAUSTED INVALID_FIELD on entries for a request larger than
+        STABLENEW_MAX_MESSAGE_BYTES less 1 KiB (its event must fit in one WatchJobs message).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,8 +169,10 @@ class QueueServiceServicer:
     def GetJob(self, request, context):
         """One job (default JOB_VIEW_FULL), with live progress while running and, while queued, why
         it waits (Job.waiting_reason). A finished job is kept for a retention period; after it, ask
-        HistoryService.GetJob.
-        Errors: JOB_NOT_FOUND.
+        HistoryService.GetJob. A full job too large for one message (the server's
+        STABLENEW_MAX_MESSAGE_BYTES; its results repeat the entries' prompts) comes in parts
+        (truncated, and offsets to continue from), as HistoryService.GetJob sends it.
+        Errors: JOB_NOT_FOUND; INVALID_FIELD on entry_offset or result_offset (negative).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,7 +180,8 @@ class QueueServiceServicer:
 
     def ListJobs(self, request, context):
         """Active jobs (QUEUED and RUNNING) in run order: running jobs first, then queued ones as they
-        will be leased. Paged (page_size 0 = 50, at most 1000).
+        will be leased. Paged (page_size 0 = 50, at most 1000). A JOB_VIEW_FULL page may hold
+        fewer jobs than asked, to fit in one message (see truncated_job_ids).
         Errors: INVALID_FIELD on page_size; INVALID_PAGE_TOKEN.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

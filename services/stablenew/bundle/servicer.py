@@ -22,7 +22,7 @@ from stablenew.contract.request_limits import (
     checked_text,
     known_enum,
 )
-from stablenew.runtime.paging import page_size
+from stablenew.runtime.paging import page_by_name, page_size
 from stablenew.v1 import bundle_service_pb2 as pb
 from stablenew.v1 import bundle_service_pb2_grpc, job_pb2
 
@@ -169,12 +169,9 @@ class BundleServicer(bundle_service_pb2_grpc.BundleServiceServicer):
 
     def ListPacks(self, request: pb.ListPacksRequest, context: Context) -> pb.ListPacksResponse:
         """A page of the pack library, broken packs listed with their error."""
-        size = page_size(request.page_size)
-        position = self.pack_tokens.decode(request.page_token)
-        after = str(position[0]) if position else ""
-        packs = self.core.packs.list_packs(after, size + 1)
-        page = packs[:size]
-        token = self.pack_tokens.encode([page[-1].pack_id]) if len(packs) > size else ""
+        page, token = page_by_name(self.pack_tokens, request.page_token,
+                                   page_size(request.page_size), self.core.packs.list_packs,
+                                   lambda pack: pack.pack_id)
         return pb.ListPacksResponse(
             packs=[mapping.pack_summary_to_proto(p) for p in page], next_page_token=token)
 

@@ -97,9 +97,12 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
         for server in servers:
             server.health.set(INGESTION_HEALTH, status)
 
-    ingestors = ([Ingestor(core, lambda: QueueClient(open_channel("queue", env=env),
-                                                     config.call_timeout_seconds),
-                           config, set_serving)] if follow_queue else [])
+    def queue_client() -> QueueClient:
+        # Keepalive: a queue that hangs with the watch open is noticed (runtime.channel).
+        return QueueClient(open_channel("queue", env=env, keepalive=True),
+                           config.call_timeout_seconds)
+
+    ingestors = ([Ingestor(core, queue_client, config, set_serving)] if follow_queue else [])
 
     def register(server: grpc.Server) -> None:
         servicer = HistoryServicer(core, ingestors[0].status if ingestors else None,

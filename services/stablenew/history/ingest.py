@@ -199,10 +199,11 @@ class Ingestor:
             except QueueBehindError as error:
                 log.error("%s", error)
                 self._retry_later("the queue's log is behind the history")
-            except Exception:  # a write the database may accept later (disk full, locked)
-                log.exception("could not record event %d; retrying it",
-                              self.core.committed_sequence + 1)
-                self._retry_later("recording an event failed")
+            except Exception as error:  # a write the database may accept later (disk full)
+                sequence = self.core.committed_sequence + 1
+                log.exception("could not record event %d; retrying it", sequence)
+                # The cause goes into the status, so an operator sees why ingestion is behind.
+                self._retry_later(f"recording an event failed (event {sequence}: {error})")
 
     def _retry_later(self, why: str) -> None:
         self._report(False)

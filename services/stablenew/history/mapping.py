@@ -3,13 +3,11 @@ through stablenew.contract.proto_mapping). Bad input becomes INVALID_ARGUMENT na
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, TypeVar
-
-from google.protobuf.message import Message
 
 from stablenew.contract.errors import invalid_argument, required
 from stablenew.contract.model import (
@@ -41,6 +39,13 @@ from stablenew.history.domain import (
     StateChanged,
     Submitted,
     Updated,
+)
+from stablenew.runtime.message_budget import (
+    ELEMENT_OVERHEAD,
+    FullPage,
+    JobParts,
+    add_parts_within,
+    fill,
 )
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import job_pb2
@@ -263,10 +268,6 @@ def ingestion_status_to_proto(status: IngestionStatus) -> pb.GetIngestionStatusR
     return message
 
 
-# A repeated message field's tag and length prefix, at most, per element.
-ELEMENT_OVERHEAD = 11
-
-
 @dataclass(frozen=True)
 class FullJob:
     """A job in the full view, within a message budget: its entries and results from the
@@ -274,9 +275,7 @@ class FullJob:
 
     job: job_pb2.Job
     transitions: list[job_pb2.JobTransition]
-    next_entry_offset: int
-    next_result_offset: int
-    truncated: bool
+    parts: JobParts
 
 
 def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: int,
@@ -288,50 +287,16 @@ def full_job_within(job: Job, transitions: list[JobTransition], entry_offset: in
     message = job_to_proto(job, job_pb2.JOB_VIEW_BASIC)
     changes = [transition_to_proto(t) for t in transitions]
     room = budget - message.ByteSize() - sum(t.ByteSize() + ELEMENT_OVERHEAD for t in changes)
-    room, entries_left = _fill(message.entries,
-                               (to_proto(e) for e in job.entries[entry_offset:]), room, True)
-    room, results_left = _fill(message.results,
-                               (to_proto(r) for r in job.results[result_offset:]), room,
-                               not message.entries)
-    return FullJob(message, changes, entry_offset + len(message.entries),
-                   result_offset + len(message.results), entries_left or results_left)
+    parts = add_parts_within(message, (to_proto(e) for e in job.entries[entry_offset:]),
+                             (to_proto(r) for r in job.results[result_offset:]), entry_offset,
+                             result_offset, room)
+    return FullJob(message, changes, parts)
 
 
-def _fill(target: Any, elements: Iterable[Message], room: int,
-          at_least_one: bool) -> tuple[int, bool]:
-    """Append the elements to `target` while they fit in `room` bytes; returns the room left
-    and whether elements were left out."""
-    for count, element in enumerate(elements):
-        size = element.ByteSize() + ELEMENT_OVERHEAD
-        if size > room and not (at_least_one and count == 0):
-            return room, True
-        target.append(element)
-        room -= size
-    return room, False
-
-
-class FullPage:
-    """A ListJobs page in the full view within a message budget: takes records while they fit;
-    the first is always taken, with the entries and results that fit when it is larger than
-    the whole budget."""
-
-    def __init__(self, budget: int) -> None:
-        self.room = budget
-        self.jobs: list[job_pb2.Job] = []
-        self.truncated_job_ids: list[str] = []
-
-    def take(self, job: Job) -> bool:
-        message = job_to_proto(job, job_pb2.JOB_VIEW_FULL)
-        size = message.ByteSize() + ELEMENT_OVERHEAD
-        if size > self.room:
-            if self.jobs:
-                return False
-            trimmed = full_job_within(job, [], 0, 0, self.room - ELEMENT_OVERHEAD)
-            message, size = trimmed.job, trimmed.job.ByteSize() + ELEMENT_OVERHEAD
-            self.truncated_job_ids.append(job.job_id)
-        self.jobs.append(message)
-        self.room -= size
-        return True
+def full_page(budget: int) -> FullPage[Job]:
+    """A ListJobs page of records in the full view within a message budget."""
+    return FullPage(budget, lambda job: job_to_proto(job, job_pb2.JOB_VIEW_FULL),
+                    lambda job, room: full_job_within(job, [], 0, 0, room).job)
 
 
 class EventPage:
@@ -363,4 +328,4 @@ def _trim_event(event: job_pb2.JobEvent, budget: int) -> None:
                   else event.state_changed.results)
     elements = list(parts)
     del parts[:]
-    _fill(parts, elements, budget - event.ByteSize(), False)
+    fill(parts, elements, budget - event.ByteSize(), False)

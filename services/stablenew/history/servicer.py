@@ -12,14 +12,13 @@ from stablenew.contract.proto_mapping import job_to_proto
 from stablenew.history import mapping
 from stablenew.history.core import HistoryCore
 from stablenew.history.domain import IngestionStatus
+from stablenew.runtime.message_budget import RESPONSE_MARGIN_BYTES, checked_offset
 from stablenew.runtime.paging import page_size
 from stablenew.v1 import history_service_pb2 as pb
 from stablenew.v1 import history_service_pb2_grpc, job_pb2
 
 Context = grpc.ServicerContext
 WATCH_POLL_SECONDS = 0.5
-# Room left in a message beside a record's parts (the response's own fields and framing).
-RESPONSE_MARGIN_BYTES = 1024
 QUARANTINE_PAGE_DEFAULT = 20
 # A quarantined event may be a submission with thousands of entries.
 QUARANTINE_PAGE_MAX = 100
@@ -29,12 +28,6 @@ def _view(view: int, default: int) -> int:
     if view not in (job_pb2.JOB_VIEW_UNSPECIFIED, job_pb2.JOB_VIEW_BASIC, job_pb2.JOB_VIEW_FULL):
         raise invalid_argument("view", f"unknown value {view}")
     return view or default
-
-
-def _offset(value: int, field_path: str) -> int:
-    if value < 0:
-        raise invalid_argument(field_path, f"must not be negative (got {value})")
-    return value
 
 
 class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
@@ -57,7 +50,7 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
             jobs, next_token = self.core.list_jobs(job_filter, size, token)
             return pb.HistoryServiceListJobsResponse(
                 jobs=[job_to_proto(job, view) for job in jobs], next_page_token=next_token)
-        page = mapping.FullPage(self.record_budget)
+        page = mapping.full_page(self.record_budget)
         _, next_token = self.core.list_jobs(job_filter, size, token, full=True, take=page.take)
         return pb.HistoryServiceListJobsResponse(jobs=page.jobs, next_page_token=next_token,
                                                  truncated_job_ids=page.truncated_job_ids)
@@ -65,15 +58,13 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
     def GetJob(self, request: pb.HistoryServiceGetJobRequest,
                context: Context) -> pb.HistoryServiceGetJobResponse:
         job_id = mapping.job_id(request.job_id)
-        entry_offset = _offset(request.entry_offset, "entry_offset")
-        result_offset = _offset(request.result_offset, "result_offset")
+        entry_offset = checked_offset(request.entry_offset, "entry_offset")
+        result_offset = checked_offset(request.result_offset, "result_offset")
         job, transitions = self.core.get(job_id)
         full = mapping.full_job_within(job, transitions, entry_offset, result_offset,
                                        self.record_budget)
-        return pb.HistoryServiceGetJobResponse(
-            job=full.job, transitions=full.transitions,
-            next_entry_offset=full.next_entry_offset,
-            next_result_offset=full.next_result_offset, truncated=full.truncated)
+        return pb.HistoryServiceGetJobResponse(job=full.job, transitions=full.transitions,
+                                               **full.parts.fields())
 
     def GetLatestJob(self, request: pb.GetLatestJobRequest,
                      context: Context) -> pb.GetLatestJobResponse:
@@ -117,10 +108,8 @@ class HistoryServicer(history_service_pb2_grpc.HistoryServiceServicer):
             if not context.is_active():
                 return
             full = mapping.full_job_within(job, transitions, 0, 0, self.record_budget)
-            yield pb.ExportHistoryResponse(
-                job=full.job, transitions=full.transitions,
-                next_entry_offset=full.next_entry_offset,
-                next_result_offset=full.next_result_offset, truncated=full.truncated)
+            yield pb.ExportHistoryResponse(job=full.job, transitions=full.transitions,
+                                           **full.parts.fields())
 
     def WatchHistory(self, request: pb.WatchHistoryRequest,
                      context: Context) -> Iterator[pb.WatchHistoryResponse]:

@@ -67,7 +67,7 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
 
     def register(server: grpc.Server) -> None:
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
-            QueueServicer(core, leasing), server)
+            QueueServicer(core, leasing, settings.max_message_bytes), server)
         background.start()
 
     def draining() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 
 from stablenew.contract.errors import Code, ErrorReason, ServiceError, invalid_argument
 from stablenew.contract.model import (
@@ -239,11 +240,13 @@ class QueueCore:
         """The view of `queued` with its stored entries (empty unless loaded full)."""
         return JobRead(self.view(queued), queued.stored_entries)
 
-    def list_active(self, size: int, token: str,
-                    full: bool = False) -> tuple[list[JobRead], str]:
+    def list_active(self, size: int, token: str, full: bool = False,
+                    take: Callable[[JobRead], bool] | None = None,
+                    ) -> tuple[list[JobRead], str]:
         """Running jobs first, then queued ones in run order (`full`: with their entries and
         results); the token is a keyset position in either part, so a page that ends among
-        the running jobs still leads on to the queued ones."""
+        the running jobs still leads on to the queued ones. With `take`, the page ends before
+        the first job it refuses (one that would not fit in the response)."""
         position = self._list_tokens.decode(token)
         offset, running_after, queued_after, running = 0, None, None, True
         if position is not None:
@@ -264,13 +267,14 @@ class QueueCore:
                                                    (LANE_DIRECT, LANE_QUEUE), full)
             result = [JobRead(self.view_at(queued, offset + index, pool), queued.stored_entries)
                       for index, queued in enumerate(jobs)]
+        taken = result if take is None else list(takewhile(take, result))
         next_token = ""
-        if len(jobs) == size:
-            last = jobs[-1]
+        if taken and (len(taken) < len(result) or len(jobs) == size):
+            last = jobs[len(taken) - 1]
             key = ([_RUNNING_PAGE, *running_key(last)] if last.job.state == JobState.RUNNING
                    else list(run_order_key(last)))
-            next_token = self._list_tokens.encode([offset + size, *key])
-        return result, next_token
+            next_token = self._list_tokens.encode([offset + len(taken), *key])
+        return taken, next_token
 
     def view_at(self, queued: QueuedJob, position: int, pool: RunnerPool | None = None) -> Job:
         """The job at `position`; `pool`: the connected runners, when the caller reads many."""

@@ -14,6 +14,7 @@ from stablenew.contract.request_limits import (
 from stablenew.queue import codec
 from stablenew.queue.core import QueueStateView
 from stablenew.queue.domain import Consumer, JobRead, Lease, RunnerInfo, RunnerRecord
+from stablenew.runtime.message_budget import FullPage, JobParts, add_parts_within
 from stablenew.v1 import job_pb2, queue_service_pb2, runner_service_pb2
 
 
@@ -24,6 +25,27 @@ def job_message(read: JobRead, view: int) -> job_pb2.Job:
     if view == job_pb2.JOB_VIEW_FULL:
         message.MergeFromString(read.stored_entries)
     return message
+
+
+def full_job_within(read: JobRead, entry_offset: int, result_offset: int,
+                    budget: int) -> tuple[job_pb2.Job, JobParts]:
+    """The full job, or when it does not fit in `budget` bytes (or offsets are given) the basic
+    job with the entries and results from the offsets on that fit."""
+    message = job_message(read, job_pb2.JOB_VIEW_FULL)
+    if not (entry_offset or result_offset) and message.ByteSize() <= budget:
+        return message, JobParts(len(message.entries), len(message.results), False)
+    entries, results = list(message.entries), list(message.results)
+    message.ClearField("entries")
+    message.ClearField("results")
+    parts = add_parts_within(message, entries[entry_offset:], results[result_offset:],
+                             entry_offset, result_offset, budget - message.ByteSize())
+    return message, parts
+
+
+def full_page(budget: int) -> FullPage[JobRead]:
+    """A ListJobs page in the full view within a message budget."""
+    return FullPage(budget, lambda read: job_message(read, job_pb2.JOB_VIEW_FULL),
+                    lambda read, room: full_job_within(read, 0, 0, room)[0])
 
 
 def origin_from_proto(message: job_pb2.JobOrigin) -> JobOrigin:

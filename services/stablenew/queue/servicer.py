@@ -6,7 +6,13 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 
-from stablenew.contract.errors import invalid_argument
+from stablenew.contract.errors import (
+    Code,
+    ErrorReason,
+    FieldViolation,
+    ServiceError,
+    invalid_argument,
+)
 from stablenew.contract.model import EntryResult, Priority
 from stablenew.contract.proto_mapping import from_request, job_to_proto
 from stablenew.contract.request_limits import (
@@ -24,6 +30,7 @@ from stablenew.queue.domain import Consumer, MovePosition, RetryScope, RunnerRec
 from stablenew.queue.entries import entry_batch
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.watchers import WatchFilter
+from stablenew.runtime.message_budget import RESPONSE_MARGIN_BYTES, checked_offset
 from stablenew.runtime.paging import page_by_name, page_size
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
@@ -52,13 +59,17 @@ def _lease_of(request: pb.HeartbeatRequest | pb.CompleteJobRequest | pb.FailJobR
 
 
 class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
-    def __init__(self, core: QueueCore, leasing: Leasing) -> None:
+    def __init__(self, core: QueueCore, leasing: Leasing, max_message_bytes: int) -> None:
         self.core = core
         self.leasing = leasing
+        # What a job may take in one message: a SubmitJob request (so that its event can be
+        # sent), GetJob's full view before it comes in parts.
+        self.job_budget = max_message_bytes - RESPONSE_MARGIN_BYTES
         self.runner_tokens = core.page_tokens("queue.ListRunners")
         self.consumer_tokens = core.page_tokens("queue.ListConsumers")
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
+        self._check_fits(request.ByteSize())
         priority = known_enum(Priority, request.priority, "priority")
         label = checked_text(request.label, "label")
         metadata = checked_map(request.metadata, "metadata")
@@ -68,18 +79,40 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                                request_id)
         return pb.SubmitJobResponse(job=job_to_proto(job, job_pb2.JOB_VIEW_BASIC))
 
+    def _check_fits(self, request_bytes: int) -> None:
+        """RESOURCE_EXHAUSTED naming `entries` for a job whose `submitted` event, the request
+        and a few hundred bytes the queue adds, could not be sent: WatchJobs would fail at it
+        for every watcher, the history's ingestion included, on every attempt."""
+        if request_bytes > self.job_budget:
+            message = (f"the job is {request_bytes:,} bytes, more than the {self.job_budget:,} "
+                       f"its event may take in a message (STABLENEW_MAX_MESSAGE_BYTES less "
+                       f"{RESPONSE_MARGIN_BYTES:,}); submit it as smaller jobs")
+            raise ServiceError(Code.RESOURCE_EXHAUSTED, ErrorReason.INVALID_FIELD,
+                               f"entries: {message}",
+                               violations=[FieldViolation("entries", message)])
+
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_FULL)
+        entry_offset = checked_offset(request.entry_offset, "entry_offset")
+        result_offset = checked_offset(request.result_offset, "result_offset")
         read = self.core.get(checked_id(request.job_id, "job_id"),
                              full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.GetJobResponse(job=mapping.job_message(read, view))
+        if view != job_pb2.JOB_VIEW_FULL:
+            return pb.GetJobResponse(job=mapping.job_message(read, view))
+        job, parts = mapping.full_job_within(read, entry_offset, result_offset, self.job_budget)
+        return pb.GetJobResponse(job=job, **parts.fields())
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_BASIC)
-        jobs, token = self.core.list_active(page_size(request.page_size), request.page_token,
-                                            full=view == job_pb2.JOB_VIEW_FULL)
-        return pb.ListJobsResponse(jobs=[mapping.job_message(read, view) for read in jobs],
-                                   next_page_token=token)
+        size = page_size(request.page_size)
+        if view != job_pb2.JOB_VIEW_FULL:
+            jobs, token = self.core.list_active(size, request.page_token)
+            return pb.ListJobsResponse(jobs=[mapping.job_message(read, view) for read in jobs],
+                                       next_page_token=token)
+        page = mapping.full_page(self.job_budget)
+        _, token = self.core.list_active(size, request.page_token, full=True, take=page.take)
+        return pb.ListJobsResponse(jobs=page.jobs, next_page_token=token,
+                                   truncated_job_ids=page.truncated_job_ids)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
         job = self.core.cancel(checked_id(request.job_id, "job_id"), request.return_to_queue,

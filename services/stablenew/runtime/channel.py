@@ -48,17 +48,33 @@ class _AddMetadata(
         return continuation(self._details(details), requests)
 
 
+# Pings on a connection that carries a long, quiet stream (the history's watch of the queue's
+# log): a peer that stopped answering (a hung process, a network path that drops packets) keeps
+# the connection open, so without them the stream would wait forever. A ping every 5 s, and the
+# connection dropped when any ping (a flow-control one too, which otherwise has 60 s) is not
+# answered within 5 s; the servers accept pings this often (runtime.server.grpc_options).
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.ping_timeout_ms", 5000),
+]
+
+
 def open_channel(
     service: str,
     address: str | None = None,
     env: Mapping[str, str] | None = None,
+    keepalive: bool = False,
 ) -> grpc.Channel:
-    """A channel to `service` ("queue", ...) with message limits matching the servers'."""
+    """A channel to `service` ("queue", ...) with message limits matching the servers'; with
+    `keepalive`, a silent peer is detected by pings (KEEPALIVE_OPTIONS)."""
     env = os.environ if env is None else env
     target = service_address(service, env, address)
     options = [
         ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        *(KEEPALIVE_OPTIONS if keepalive else []),
     ]
     certificate = trusted_certificate(env)
     if certificate:

@@ -45,12 +45,15 @@ class ServiceSpec:
 
 
 def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """Message limits set on purpose (a 10,000-job bundle passes 4 MB), and no port sharing:
-    without it a second server on a taken port would start silently."""
+    """Message limits set on purpose (a 10,000-job bundle passes 4 MB), no port sharing:
+    without it a second server on a taken port would start silently; and the keepalive pings of
+    runtime.channel accepted on a quiet stream (by default a server answers pings more often
+    than every 5 minutes without data by closing the connection)."""
     return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
     ]
 
 
