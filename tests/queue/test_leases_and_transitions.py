@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 
 from stablenew.contract.errors import Code
+from stablenew.queue.core import QueueConfig, QueueCore
+from stablenew.queue.domain import RunnerInfo
+from stablenew.queue.leasing import Leasing
+from stablenew.queue.store import QueueStore
 from stablenew.runtime.rich_status import details_of
 from stablenew.v1 import job_pb2
 from stablenew.v1 import queue_service_pb2 as pb
 from tests.queue.harness import QueueHarness
 from tests.queue.protocol_runner import Leased, ProtocolRunner
+from tests.service_harness import wait_for
 
 
 def _runner(queue: QueueHarness, name: str = "r1", models: tuple[str, ...] = ("sd15",),
@@ -364,3 +370,32 @@ def test_list_runners_pages_with_signed_tokens(queue: QueueHarness) -> None:
     assert names == ["a", "b", "c"]
     assert _refused(lambda: queue.stub.ListRunners(pb.ListRunnersRequest(page_token="b"))) == (
         Code.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+
+
+def test_a_long_poll_whose_caller_is_gone_ends_at_the_next_dispatch(tmp_path: Path) -> None:
+    # A dropped waiter's thread used to sleep out its whole wait: a runner that died mid-poll
+    # held a server thread, and held up a queue's exit on SIGTERM, for up to 30 s.
+    store = QueueStore(tmp_path / "queue.sqlite3", "NORMAL")
+    leasing = Leasing(QueueCore(store, QueueConfig()))
+    caller_alive = [True]
+    registered = threading.Event()
+
+    def active() -> bool:
+        registered.set()  # asked first by the dispatch its registration runs
+        return caller_alive[0]
+
+    granted: list[object] = []
+    poll = threading.Thread(target=lambda: granted.append(leasing.lease(
+        RunnerInfo("gone"), wait_seconds=30, active=active)))
+    try:
+        poll.start()
+        wait_for(registered.is_set, "the long-poll's registration")
+        caller_alive[0] = False
+        leasing.dispatch()
+        poll.join(timeout=10)  # a bound far under the 30 s wait: a hang fails here
+        assert not poll.is_alive() and granted == [None]
+    finally:
+        caller_alive[0] = False
+        leasing.wake_waiters()
+        poll.join()
+        store.close()

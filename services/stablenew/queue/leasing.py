@@ -100,7 +100,7 @@ class Leasing:
     def dispatch(self) -> None:
         """Hand queued jobs to waiting runners, in run order."""
         with self.core.lock:
-            self._waiters = [waiter for waiter in self._waiters if waiter.active()]
+            self._drop_inactive_waiters()
             if not self._waiters or self.core.closing.is_set():
                 return
             lanes = self._lanes()
@@ -117,6 +117,14 @@ class Leasing:
                     return
                 scanned += len(batch)
                 after = run_order_key(batch[-1])
+
+    def _drop_inactive_waiters(self) -> None:
+        """Forget the long-polls whose callers are gone, and end their waits: a thread left
+        waiting for its full wait would also hold up the server's exit for that long."""
+        gone = [waiter for waiter in self._waiters if not waiter.active()]
+        for waiter in gone:
+            self._waiters.remove(waiter)
+            waiter.granted.set()
 
     def _offer(self, queued: QueuedJob) -> None:
         able = [w for w in self._waiters if can_run(w.runner, queued.required_models)]
