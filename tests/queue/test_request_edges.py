@@ -300,3 +300,52 @@ def test_a_full_job_that_fits_is_one_part_and_a_negative_offset_is_refused(
         pb.GetJobRequest(job_id=job_id, entry_offset=-1), timeout=10), "entry_offset")
     assert_invalid(lambda: queue.stub.GetJob(
         pb.GetJobRequest(job_id=job_id, result_offset=-1), timeout=10), "result_offset")
+
+
+def test_a_completion_whose_event_could_not_be_sent_is_refused_and_the_log_goes_on(
+        tmp_path: Path) -> None:
+    # A failed entry's error becomes the job's error too, so the `completed` event of a
+    # CompleteJob of 0.6 MB carried it twice (1.2 MB): once accepted, WatchJobs failed at that
+    # event for every watcher, the history's ingestion included, on every attempt.
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        job_id = queue.submit().job_id
+        runner = runner_of(queue)
+        leased = runner.lease(2.0)
+        assert leased is not None
+        [result] = runner.results(leased, failed=lambda _: True)
+        result.error_message = "z" * 600_000
+        details = refused(lambda: runner.complete(leased, results=[result]))
+        assert details.code == Code.RESOURCE_EXHAUSTED and details.reason == "INVALID_FIELD"
+        assert [v.field for v in details.violations] == ["results"]
+        assert queue.stub.GetJob(pb.GetJobRequest(job_id=job_id)).job.state == (
+            job_pb2.JOB_STATE_RUNNING)
+        result.error_message = "z" * 1000  # the runner's report of what fits: accepted
+        assert runner.complete(leased, results=[result]).state == job_pb2.JOB_STATE_FAILED
+        events = all_events(queue.stub)
+        assert events[-1].WhichOneof("payload") == "state_changed"
+        assert events[-1].state_changed.to_state == job_pb2.JOB_STATE_FAILED
+
+
+def test_a_failure_whose_event_could_not_be_sent_is_refused(tmp_path: Path) -> None:
+    queue = QueueHarness(tmp_path / "data",
+                         {"STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running():
+        queue.submit()
+        runner = runner_of(queue)
+        leased = runner.lease(2.0)
+        assert leased is not None
+        [result] = runner.results(leased, failed=lambda _: True)
+        result.prompt = "p" * (SMALL_MESSAGE_BYTES - 4000)
+        request = pb.FailJobRequest(
+            runner_id=runner.runner_id, lease_id=leased.lease.lease_id,
+            job_id=leased.job.job_id, attempt=leased.lease.attempt,
+            error_message="e" * 3000, results=[result])
+        assert request.ByteSize() < SMALL_MESSAGE_BYTES  # the error is in the event twice
+        details = refused(lambda: runner.stub.FailJob(request, timeout=10))
+        assert details.code == Code.RESOURCE_EXHAUSTED, details
+        assert [v.field for v in details.violations] == ["results"]
+        assert "fewer or smaller results" in details.message
+        last = all_events(queue.stub)[-1]  # nothing logged after the lease: the job runs on
+        assert last.state_changed.to_state == job_pb2.JOB_STATE_RUNNING

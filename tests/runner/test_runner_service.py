@@ -450,6 +450,31 @@ def test_a_report_waits_out_a_queue_restart(tmp_path: Path, emulator: EmulatorSe
     check_image_refs(job.results[0], runner.output_root)
 
 
+# The queue's message limit below: 12 entries of 8 images each submit in about 5 KB; their
+# results (an image reference of about 150 bytes per image) take about 16 KB, which the queue
+# receives but could not send as the job's `failed` event (it refuses them, naming `results`).
+SMALL_MESSAGE_BYTES = 16 * 1024
+
+
+def test_results_too_large_to_report_fail_the_job_with_the_reason_once(
+        tmp_path: Path, emulator: EmulatorServer) -> None:
+    queue = QueueHarness(tmp_path / "queue", {"STABLENEW_LEASE_SECONDS": "30",
+                                              "STABLENEW_MAX_MESSAGE_BYTES":
+                                                  str(SMALL_MESSAGE_BYTES)})
+    with queue.running(), RunnerHarness(tmp_path / "runner", queue.address,
+                                        emulator.url).running():
+        entries = [make_job(i, f"many images {i}", batch_size=8) for i in range(12)]
+        job = wait_state(queue.stub, submit(queue.stub, entries).job_id)
+        moves = [(t.from_state, t.to_state) for t in transitions(queue.stub, job.job_id)]
+    assert job.state == job_pb2.JOB_STATE_FAILED
+    assert "the results could not be reported, too large for one message" in job.error_message
+    assert "results:" in job.error_message and "output folder" in job.error_message
+    # Failed at once by the runner's report, not run again after its lease expired.
+    assert job.attempt == 1
+    assert moves == [(job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING),
+                     (job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_FAILED)]
+
+
 # --- keeping the GPU busy ----------------------------------------------------------------------
 
 # The issue: "it leases the next job as soon as the current one is reported, so the GPU idles

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import grpc
 
@@ -13,6 +14,7 @@ from stablenew.queue.core import QueueConfig, QueueCore
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.servicer import QueueServicer
 from stablenew.queue.store import QueueStore
+from stablenew.runtime.message_budget import RESPONSE_MARGIN_BYTES
 from stablenew.runtime.periodic import PeriodicTask
 from stablenew.runtime.server import ServiceSpec
 from stablenew.runtime.settings import ServerSettings, positive_float, positive_int
@@ -61,7 +63,8 @@ def build(settings: ServerSettings, env: Mapping[str, str] | None = None) -> Ser
     env = os.environ if env is None else env
     store = QueueStore(settings.data_dir / "queue.sqlite3",
                        settings.sqlite_synchronous)
-    core = QueueCore(store, queue_config(env))
+    core = QueueCore(store, replace(queue_config(env), max_event_bytes=(
+        settings.max_message_bytes - RESPONSE_MARGIN_BYTES)))
     leasing = Leasing(core)
     background = maintenance(core, leasing)
 

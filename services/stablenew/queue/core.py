@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import takewhile
 
+from stablenew.contract.endpoints import DEFAULT_MAX_MESSAGE_BYTES
 from stablenew.contract.errors import Code, ErrorReason, ServiceError, invalid_argument
 from stablenew.contract.model import (
     EntryStatus,
@@ -51,6 +52,7 @@ from stablenew.queue.positions import Positions
 from stablenew.queue.runners import RunnerRegistry
 from stablenew.queue.store import QueueStore, run_order_key, running_key
 from stablenew.queue.watchers import Broadcaster, StoredEvent, Subscriber, WatchFilter
+from stablenew.runtime.message_budget import RESPONSE_MARGIN_BYTES, too_large_to_send
 from stablenew.runtime.paging import PageTokens, stored_secret
 from stablenew.runtime.sqlite_db import Transaction
 from stablenew.v1 import job_pb2
@@ -74,6 +76,9 @@ class QueueConfig:
     watcher_buffer_bytes: int = 8 * 1024 * 1024
     watcher_stall_seconds: float = 10.0
     prune_interval_seconds: float = 60.0
+    # The largest event the log takes: what WatchJobs can send in one message. A larger one
+    # would fail every watch at it, the history's ingestion included, on every attempt.
+    max_event_bytes: int = DEFAULT_MAX_MESSAGE_BYTES - RESPONSE_MARGIN_BYTES
 
 
 @dataclass
@@ -147,6 +152,10 @@ class QueueCore:
             self.on_job_available()
 
     def emit(self, pending: _Pending, event: job_pb2.JobEvent, is_progress: bool = False) -> None:
+        """Log the event; RESOURCE_EXHAUSTED, and the whole write undone, when it could not be
+        sent (a completion's results, a failure's error, which it carries twice)."""
+        if event.ByteSize() > self.config.max_event_bytes:
+            raise _event_too_large(event, self.config.max_event_bytes)
         payload = self.store.append_event(event, is_progress)
         pending.events.append(StoredEvent(event.sequence, event.job_id, is_progress, payload))
 
@@ -541,3 +550,13 @@ def retry_entries(original: Job, failed_only: bool) -> list[NormalizedJob]:
         raise ServiceError(Code.FAILED_PRECONDITION, ErrorReason.ILLEGAL_TRANSITION,
             f"job {original.job_id} has no failed entries to retry")
     return [replace(entry, index=position) for position, entry in enumerate(chosen)]
+
+
+# The request field that makes each kind of event: what a refusal of a too large one names.
+_EVENT_FIELDS = {"submitted": "entries", "state_changed": "results", "progress": "progress"}
+
+
+def _event_too_large(event: job_pb2.JobEvent, budget: int) -> ServiceError:
+    kind = event.WhichOneof("payload") or ""
+    return too_large_to_send(_EVENT_FIELDS.get(kind, kind), f"the job's `{kind}` event",
+                             event.ByteSize(), budget, "report fewer or smaller results")

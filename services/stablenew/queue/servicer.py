@@ -6,13 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 
-from stablenew.contract.errors import (
-    Code,
-    ErrorReason,
-    FieldViolation,
-    ServiceError,
-    invalid_argument,
-)
+from stablenew.contract.errors import invalid_argument
 from stablenew.contract.model import EntryResult, Priority
 from stablenew.contract.proto_mapping import from_request, job_to_proto
 from stablenew.contract.request_limits import (
@@ -30,7 +24,11 @@ from stablenew.queue.domain import Consumer, MovePosition, RetryScope, RunnerRec
 from stablenew.queue.entries import entry_batch
 from stablenew.queue.leasing import Leasing
 from stablenew.queue.watchers import WatchFilter
-from stablenew.runtime.message_budget import RESPONSE_MARGIN_BYTES, checked_offset
+from stablenew.runtime.message_budget import (
+    RESPONSE_MARGIN_BYTES,
+    checked_offset,
+    too_large_to_send,
+)
 from stablenew.runtime.paging import page_by_name, page_size
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc
 from stablenew.v1 import queue_service_pb2 as pb
@@ -84,12 +82,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         and a few hundred bytes the queue adds, could not be sent: WatchJobs would fail at it
         for every watcher, the history's ingestion included, on every attempt."""
         if request_bytes > self.job_budget:
-            message = (f"the job is {request_bytes:,} bytes, more than the {self.job_budget:,} "
-                       f"its event may take in a message (STABLENEW_MAX_MESSAGE_BYTES less "
-                       f"{RESPONSE_MARGIN_BYTES:,}); submit it as smaller jobs")
-            raise ServiceError(Code.RESOURCE_EXHAUSTED, ErrorReason.INVALID_FIELD,
-                               f"entries: {message}",
-                               violations=[FieldViolation("entries", message)])
+            raise too_large_to_send("entries", "the job", request_bytes, self.job_budget,
+                                    "submit it as smaller jobs")
 
     def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         view = _view(request.view, job_pb2.JOB_VIEW_FULL)

@@ -27,8 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from stablenew.contract.errors import invalid_argument
-from stablenew.contract.model import EntryResult, WebuiState
+from stablenew.contract.errors import Code, invalid_argument
+from stablenew.contract.model import EntryResult, JobState, WebuiState
 from stablenew.runner import outputs
 from stablenew.runner.domain import (
     Capabilities,
@@ -384,8 +384,25 @@ class JobRunner:
             log.warning("interrupt failed: %s", error)
 
     def _report(self, lease: Lease, results: list[EntryResult], cancelled: bool) -> None:
-        state = _retrying(lambda: self.queue.complete(lease, results, cancelled), self.stopping)
+        try:
+            state = _retrying(lambda: self.queue.complete(lease, results, cancelled),
+                              self.stopping)
+        except QueueCallError as error:
+            if error.details.code != Code.RESOURCE_EXHAUSTED:
+                raise
+            state = self._report_too_large(lease, error)
         log.info("job %s reported: %s", lease.job_id, state.name)
+
+    def _report_too_large(self, lease: Lease, error: QueueCallError) -> JobState:
+        """Results the queue cannot take in one message (or log as one event): the job fails
+        with the reason, not retried (it would make the same results), instead of being left
+        to its lease expiry and run again, up to the attempt limit, for nothing."""
+        log.warning("the results of job %s are too large to report: %s", lease.job_id, error)
+        message = (f"the results could not be reported, too large for one message: "
+                   f"{error.details.message}; the images and the manifest are in the runner's "
+                   f"output folder")
+        return _retrying(lambda: self.queue.fail(lease, message, [], retryable=False),
+                         self.stopping)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,13 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
-from stablenew.contract.errors import invalid_argument
+from stablenew.contract.errors import (
+    Code,
+    ErrorReason,
+    FieldViolation,
+    ServiceError,
+    invalid_argument,
+)
 from stablenew.v1 import job_pb2
 
 T = TypeVar("T")
@@ -39,6 +45,17 @@ def checked_offset(value: int, field_path: str) -> int:
     if value < 0:
         raise invalid_argument(field_path, f"must not be negative (got {value})")
     return value
+
+
+def too_large_to_send(field_path: str, what: str, size: int, budget: int,
+                      advice: str) -> ServiceError:
+    """RESOURCE_EXHAUSTED naming `field_path` for something of `size` bytes (`what`) whose
+    event could not be sent in one message of the `budget` bytes an event may take."""
+    message = (f"{what} is {size:,} bytes, more than the {budget:,} its event may take in a "
+               f"message (STABLENEW_MAX_MESSAGE_BYTES less {RESPONSE_MARGIN_BYTES:,}); {advice}")
+    return ServiceError(Code.RESOURCE_EXHAUSTED, ErrorReason.INVALID_FIELD,
+                        f"{field_path}: {message}",
+                        violations=[FieldViolation(field_path, message)])
 
 
 def add_parts_within(message: job_pb2.Job, entries: Iterable[Message],
