@@ -470,3 +470,51 @@ def test_events_pruned_before_the_history_read_them(tmp_path: Path) -> None:
     finally:
         history.stop()
         queue.stop()
+
+
+# The queue's message limit below: a job of 17 entries with 57,000-character prompts submits
+# in about 0.95 MiB, and its results (which repeat the prompts) take as much.
+SMALL_MESSAGE_BYTES = 1024 * 1024
+
+
+def test_a_completion_too_large_to_send_is_refused_and_the_history_follows_on(
+        tmp_path: Path) -> None:
+    # A failed entry's error is the job's error too, so the `state_changed` event carried it
+    # twice: a CompleteJob under the limit made an event over it, and once accepted every
+    # watch of the log failed at it, the history's ingestion on every retry.
+    queue = QueueHarness(tmp_path / "queue-data", {
+        "STABLENEW_LEASE_SECONDS": "30", "STABLENEW_MAX_MESSAGE_BYTES": str(SMALL_MESSAGE_BYTES)})
+    with queue.running(), HistoryHarness(tmp_path / "history-data",
+                                         queue.address).running() as history:
+        entries = [make_entry(i, prompt=f"prompt {i} " + "x" * 57_000) for i in range(17)]
+        job_id = queue.stub.SubmitJob(queue_pb.SubmitJobRequest(entries=entries,
+                                                                origin=origin())).job.job_id
+        runner = runner_for(queue)
+        leased = runner.lease(wait_seconds=5)
+        assert leased is not None
+        results = runner.results(leased, failed=lambda index: index == 0)
+        request = queue_pb.CompleteJobRequest(
+            runner_id=runner.runner_id, lease_id=leased.lease.lease_id, job_id=job_id,
+            attempt=leased.lease.attempt, results=results)
+        results[0].error_message = "e" * (SMALL_MESSAGE_BYTES - request.ByteSize() - 2000)
+        request = queue_pb.CompleteJobRequest(
+            runner_id=runner.runner_id, lease_id=leased.lease.lease_id, job_id=job_id,
+            attempt=leased.lease.attempt, results=results)
+        assert SMALL_MESSAGE_BYTES - 2100 < request.ByteSize() < SMALL_MESSAGE_BYTES
+        with pytest.raises(grpc.RpcError) as refused:
+            runner.stub.CompleteJob(request, timeout=10)
+        details = details_of(refused.value)
+        assert details.code.name == "RESOURCE_EXHAUSTED"
+        assert [v.field for v in details.violations] == ["results"]
+        # What the runner does then: the job fails with the reason, without its results.
+        runner.stub.FailJob(queue_pb.FailJobRequest(
+            runner_id=runner.runner_id, lease_id=leased.lease.lease_id, job_id=job_id,
+            attempt=leased.lease.attempt, error_message="the results could not be reported"),
+            timeout=10)
+        after = submit(queue.stub, prompts=("after the large one",)).job_id
+        assert runner.run_one() is not None
+        assert len(all_events(queue.stub)) == 7  # the whole log reads from 0
+        history.wait_state(after, COMPLETED, transitions=3)
+        record = history.wait_state(job_id, FAILED, transitions=3)
+        assert record.job.error_message == "the results could not be reported"
+        assert len(record.job.entries) == 17
