@@ -7,6 +7,9 @@ runner process (SubmitJob, as the bundle's EnqueueDraft sends it):
 - `overhead.jobs_ratio.<ms>ms`: N one-entry jobs queued at once; throughput ratio direct / system;
 - `overhead.entries_ratio.<ms>ms`: one N-entry job; throughput ratio;
 - `overhead.added_per_job_0ms` / `added_per_entry_0ms`: the extra milliseconds at 0 ms per image;
+- `overhead.webui_idle_between_jobs|direct.<ms>ms`, `overhead.generation_slowdown.<ms>ms`: by
+  the emulator's clock, the WebUI's wait between two one-entry jobs and between two direct
+  requests (p50), and its time on the jobs' requests over its time on the direct ones;
 - `latency.*`: one job at a time at 0 ms per image, p50/p99: submit to RUNNING (the lease),
   submit to the first WebUI request (when the emulator received it), the WebUI's reply to
   COMPLETED (when the emulator answered to the COMPLETED event), and submit to COMPLETED less
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import statistics
 import tempfile
 import threading
@@ -46,8 +50,9 @@ from tests.runner.harness import EmulatorProcess, RunnerProcess, make_job, submi
 STEPS = 4  # make_job's steps: the emulator's step time is the image time over these
 TERMINAL = {job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 # What limits the throughput figures (docs/PERFORMANCE.md), printed when one misses its target.
-SHARED_CORES = ("the runner's file writes, manifest and CompleteJob and the queue's commits take "
-                "CPU from the emulator: every process shares the same cores")
+RUNNER_PATH = ("the WebUI waits longer between two jobs than between two direct requests "
+               "(webui_idle_between_*): the runner's path from a reply to the next request")
+SHARED_CORES = "every runner, emulator and the queue share the same cores"
 
 
 @dataclass(frozen=True)
@@ -176,16 +181,21 @@ def overhead(root: Path, image_ms: float, sizes: Sizes) -> Iterator[Figure]:
     """Throughput ratios of N one-entry jobs and one N-entry job against N direct requests."""
     n = sizes.jobs
     with System(root / f"overhead-{image_ms:g}", image_ms) as system:
-        direct = sum(direct_seconds(system.emulators[0].url, entries(n, "direct")))
+        url = system.emulators[0].url
+        direct = sum(direct_seconds(url, entries(n, "direct")))
         many = through_system(system, [[entry] for entry in entries(n, "jobs")])
         one = through_system(system, [entries(n, "entries")])
+        with requests.Session() as admin:
+            admin.trust_env = False
+            recent = webui_records(admin, url)
+    yield from webui_split(recent, image_ms, n)
     if image_ms > 0:  # at 0 ms the figures are the added times below
         yield Figure(f"overhead.jobs_ratio.{image_ms:g}ms", direct / many, "ratio",
                      {200: 0.99, 50: 0.97}.get(int(image_ms)), higher_is_better=True,
-                     note=f"{n} one-entry jobs queued at once", limit=SHARED_CORES)
+                     note=f"{n} one-entry jobs queued at once", limit=RUNNER_PATH)
         yield Figure(f"overhead.entries_ratio.{image_ms:g}ms", direct / one, "ratio",
                      0.995 if image_ms >= 200 else None, higher_is_better=True,
-                     note=f"one {n}-entry job", limit=SHARED_CORES)
+                     note=f"one {n}-entry job", limit=RUNNER_PATH)
     if image_ms == 0:
         yield Figure("overhead.added_per_job_0ms", (many - direct) / n * 1000, "ms", None,
                      note=f"{n} one-entry jobs")
@@ -225,13 +235,38 @@ def latency(root: Path, sizes: Sizes) -> Iterator[Figure]:
     yield Figure("latency.added_per_job.p90", percentile(added, 90), "ms", None)
 
 
+def webui_records(session: requests.Session, url: str) -> list[dict[str, Any]]:
+    """The emulator's records of its latest requests, in the order they ended (each with its
+    received and answered times)."""
+    records: list[dict[str, Any]] = session.get(f"{url}/emulator/v1/stats",
+                                                timeout=10).json()["recent"]
+    return records
+
+
 def webui_request(session: requests.Session, url: str, prompt: str) -> dict[str, Any]:
-    """The emulator's record of the request that generated `prompt` (its received and answered
-    times)."""
-    stats = session.get(f"{url}/emulator/v1/stats", timeout=10).json()
-    found: dict[str, Any] = next(item for item in reversed(stats["recent"])
-                                 if prompt in item["prompt"])
-    return found
+    """The emulator's record of the request that generated `prompt`."""
+    return next(item for item in reversed(webui_records(session, url))
+                if prompt in item["prompt"])
+
+
+def webui_split(records: Sequence[dict[str, Any]], image_ms: float, n: int) -> Iterator[Figure]:
+    """Where the one-entry jobs' time went, by the emulator's clock: how long the WebUI waited
+    between two jobs, and how much slower it generated than for the direct loop (the CPU the
+    system's processes take from it on the same cores)."""
+    def of(tag: str) -> list[dict[str, Any]]:
+        return [item for item in records if item["prompt"].startswith(f"{tag} ")]
+    def idle(items: list[dict[str, Any]]) -> float:
+        return percentile([(after["received"] - before["answered"]) * 1000
+                           for before, after in itertools.pairwise(items)], 50)
+    def busy(items: list[dict[str, Any]]) -> float:
+        return sum(float(item["answered"] - item["received"]) for item in items)
+    jobs, direct = of("jobs"), of("direct")
+    yield Figure(f"overhead.webui_idle_between_jobs.{image_ms:g}ms", idle(jobs), "ms", None,
+                 note=f"p50 of the WebUI's wait between two of {n} one-entry jobs")
+    yield Figure(f"overhead.webui_idle_between_direct.{image_ms:g}ms", idle(direct), "ms", None,
+                 note=f"the same between two of the {n} direct requests")
+    yield Figure(f"overhead.generation_slowdown.{image_ms:g}ms", busy(jobs) / busy(direct), "x",
+                 None, note="the WebUI's time on the jobs' requests / on the direct ones")
 
 
 def scaling(root: Path, sizes: Sizes) -> Iterator[Figure]:
