@@ -41,7 +41,7 @@ faults: $(INSTALLED)
 	$(PY) -m benchmarks.faults
 
 # Every benchmark against real processes and the emulator: one line per figure, and
-# .bench/results.json (docs/PERFORMANCE.md). About 7.5 minutes on 2 cores; bench-quick under 2.
+# .bench/results.json (docs/PERFORMANCE.md). About 6 minutes on 2 cores; bench-quick under 2.
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.run_all
 

@@ -281,7 +281,9 @@ def figures(rounds: int) -> list[Figure]:
     found = [Figure(f"enqueue.10k_jobs.{name}",
                     statistics.median(getattr(r, name) for r in measured) * 1000, "ms",
                     TARGET_SECONDS * 1000 if name == "total" else None,
-                    note=note if name == "total" else "")
+                    note=note if name == "total" else "",
+                    limit="the bundle's and the queue's CPU on the shared cores: the total "
+                          "moves by a tenth with the load (docs/PERFORMANCE.md)")
              for name in ("total", "add", "preview", "enqueue")]
     for figure in found:
         print(figure.line(), flush=True)

@@ -19,6 +19,7 @@ class Figure:
     target: float | None
     higher_is_better: bool = False
     note: str = ""
+    limit: str = ""  # what limits the figure: printed when it misses its target
 
     @property
     def met(self) -> bool | None:
@@ -37,7 +38,8 @@ class Figure:
             sign = ">=" if self.higher_is_better else "<="
             verdict = f"target {sign} {self.target:g}  {'met' if self.met else 'MISSED'}"
         note = f"  ({self.note})" if self.note else ""
-        return f"{self.name:<42} {self.value:10.3f} {self.unit:<7} {verdict}{note}"
+        limit = f"  limit: {self.limit}" if self.limit and self.met is False else ""
+        return f"{self.name:<42} {self.value:10.3f} {self.unit:<7} {verdict}{note}{limit}"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -378,6 +378,8 @@ def list_requests(core: HistoryCore, count: int
 
 # Targets (issue 4), on the servicer's p99 in milliseconds.
 TARGETS_MS = {"list.completed": 10.0, "list.failed": 10.0, "get_job.first_read": 2.0}
+LIMITS = {"get_job.first_read": "a random job's pages are outside SQLite's cache of a large "
+                                "file: a disk read each"}
 # Page 10,000 costs what page 1 costs: their medians' ratio (a p99 of a 2 ms query on a shared
 # machine measures the neighbours), with room for noise.
 FAR_PAGE_RATIO = 2.0
@@ -392,7 +394,8 @@ def figures(count: int, samples: int) -> list[Figure]:
         print(f"seeded {count:,} history records in {seconds:.1f} s", flush=True)
         timings, bytes_per_job = run_benchmarks(data_dir, count, samples)
     note = f"{count:,} records, in the servicer"
-    found = [Figure(f"history.{t.key}.p99", t.inside[1], "ms", TARGETS_MS.get(t.key), note=note)
+    found = [Figure(f"history.{t.key}.p99", t.inside[1], "ms", TARGETS_MS.get(t.key), note=note,
+                    limit=LIMITS.get(t.key, ""))
              for t in timings]
     by_key = {t.key: t for t in timings}
     ratio = by_key["list.far_completed"].inside[0] / by_key["list.completed"].inside[0]

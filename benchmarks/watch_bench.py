@@ -60,7 +60,9 @@ def run(quick: bool) -> list[Figure]:
             queue.stop()
     note = f"{WATCHERS} watchers, {jobs} jobs submitted one every 20 ms"
     figures = [Figure("watch.delivery.p50", percentile(latencies, 50), "ms", None, note=note),
-               Figure("watch.delivery.p99", percentile(latencies, 99), "ms", 50.0, note=note),
+               Figure("watch.delivery.p99", percentile(latencies, 99), "ms", 50.0, note=note,
+                      limit="200 client threads and the queue's stream threads share the "
+                            "cores: the tail follows the machine's load"),
                Figure("watch.queue_rss", rss, "MiB", None, note=note)]
     for figure in figures:
         print(figure.line(), flush=True)
@@ -73,17 +75,28 @@ def _measure(queue: QueueProcess, jobs: int) -> tuple[list[float], float]:
         after = stub.GetQueueState(pb.GetQueueStateRequest(), timeout=10).state.last_sequence
         watchers = [Watcher(stub, after) for _ in range(WATCHERS)]
         request = pb.SubmitJobRequest(entries=[make_entry(0)], origin=origin())
+        # A first job every stream receives before measuring: the streams' start-up (200
+        # threads connecting) is not what the figure measures.
+        stub.SubmitJob(request, timeout=10)
+        _wait_delivered(watchers, 1)
+        for watcher in watchers:
+            watcher.latencies.clear()
         for _ in range(jobs):
             stub.SubmitJob(request, timeout=10)
             time.sleep(0.02)
-        deadline = time.monotonic() + 30
-        while (time.monotonic() < deadline
-               and sum(len(watcher.latencies) for watcher in watchers) < WATCHERS * jobs):
-            time.sleep(0.1)
+        _wait_delivered(watchers, jobs)
         rss = psutil.Process(queue.pid).memory_info().rss / 2**20
         for watcher in watchers:
             watcher.close()
     return [ms for watcher in watchers for ms in watcher.latencies], rss
+
+
+def _wait_delivered(watchers: list[Watcher], events: int) -> None:
+    """Until every watcher received `events` events, for at most 30 s."""
+    deadline = time.monotonic() + 30
+    while (time.monotonic() < deadline
+           and sum(len(watcher.latencies) for watcher in watchers) < WATCHERS * events):
+        time.sleep(0.1)
 
 
 def main() -> None:

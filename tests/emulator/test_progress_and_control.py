@@ -121,6 +121,7 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(
         start_emulator: Callable[..., EmulatorServer]) -> None:
     url = start_emulator(step_seconds=0.01).url
     wait_until(lambda: stats(url)["queue_depth"] == 0, "the start-up model load")
+    sent = time.time()
     futures = [in_background(url, prompt="first", steps=30, seed=1)]
     wait_until(lambda: stats(url)["queue_depth"] == 1, "the first request to run")
     for number in range(2, 6):
@@ -128,8 +129,17 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(
         wait_until(depth_is(url, number), f"request {number} to queue")
     assert progress(url)["state"]["job"] == "scripts_txt2img"
     assert all(f.result(timeout=DEADLINE).status_code == 200 for f in futures)
-    order = [entry["prompt"] for entry in stats(url)["recent"]]
-    assert order == ["first", "request 2", "request 3", "request 4", "request 5"]
+    replied = time.time()
+    recent = stats(url)["recent"]
+    assert [entry["prompt"] for entry in recent] == [
+        "first", "request 2", "request 3", "request 4", "request 5"]
+    # Each request's times: received on arrival (the later ones while the first ran), answered
+    # one after the other, all between the client's sending and its last reply.
+    first_answered = recent[0]["answered"]
+    assert all(entry["received"] < first_answered for entry in recent[1:])
+    answered = [entry["answered"] for entry in recent]
+    assert answered == sorted(answered)
+    assert all(sent <= entry["received"] <= entry["answered"] <= replied for entry in recent)
 
 
 def test_progress_answers_while_the_lock_is_held(

@@ -9,7 +9,9 @@ holds the next job B, leased ahead of time:
 - a HIGH job submitted, or a job moved to the front, while B is held runs before B (the held
   job's heartbeat says it is outranked: B goes back, without an attempt, and comes after);
 - a runner SIGKILLed while it holds B loses no job: both complete on another runner, B's entry
-  made exactly once.
+  made exactly once;
+- an idle runner takes the next job after one the WebUI answered without probing the WebUI,
+  and a WebUI gone meanwhile costs that next job nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 from stablenew.contract.proto_mapping import to_proto
 from stablenew.v1 import job_pb2, queue_service_pb2_grpc, runner_service_pb2
 from stablenew.v1 import queue_service_pb2 as pb
+from stablenew.v1 import runner_service_pb2 as rpb
 from tests.queue.harness import origin
 from tests.queue.processes import QueueProcess
 from tests.runner.harness import (
@@ -99,6 +102,17 @@ class Pipeline:
         assert get_job(self.stub, held).runner_id == "runner-a"
         assert get_job(self.stub, running).state == job_pb2.JOB_STATE_RUNNING
         return running, held
+
+    def restart_emulator(self) -> None:
+        """The emulator again after a kill, on the same port, fast (0.002 s a step)."""
+        self.emulator = self._started(EmulatorProcess(self.tmp_path, "--step-seconds", "0.002",
+                                                      port=self.emulator.port))
+
+    def webui_state(self) -> int:
+        """The runner's WebUI state, as it reports it."""
+        reply = self.runner.stub.GetRunnerStatus(rpb.GetRunnerStatusRequest(), timeout=10)
+        state: int = reply.status.webui_state
+        return state
 
     def made(self, prompt: str) -> int:
         """Generations of `prompt` the emulator finished."""
@@ -219,3 +233,41 @@ def test_every_entry_of_many_small_jobs_runs_exactly_once(pipeline: Pipeline) ->
         assert wait_state(pipeline.stub, job_id).state == job_pb2.JOB_STATE_COMPLETED
     for index in range(12):
         assert pipeline.made(f"small job {index:02d}") == 1
+
+
+def test_an_idle_runner_takes_the_next_job_without_probing_the_webui(pipeline: Pipeline) -> None:
+    """After a job the WebUI answered, the runner long-polls at once (its probe, three requests,
+    took CPU from the finisher writing the job's files): jobs submitted one at a time each run
+    without a GET of the options; the runner still reports the WebUI ready."""
+    pipeline.admin.faults(step_seconds=0.002)
+    first = pipeline.submit("one at a time 0")
+    assert wait_state(pipeline.stub, first).state == job_pb2.JOB_STATE_COMPLETED
+    options_read = pipeline.admin.stats()["requests"].get("options", 0)
+
+    for index in range(1, 5):
+        job_id = pipeline.submit(f"one at a time {index}")
+        assert wait_state(pipeline.stub, job_id).state == job_pb2.JOB_STATE_COMPLETED
+
+    assert pipeline.admin.stats()["requests"].get("options", 0) == options_read
+    assert pipeline.made("one at a time") == 5
+    assert pipeline.webui_state() == rpb.WEBUI_STATE_READY
+
+
+def test_a_webui_gone_after_a_job_loses_nothing_of_the_next(pipeline: Pipeline) -> None:
+    """The WebUI stops right after a job: the next job, leased without a probe, goes back to
+    the queue and runs once the WebUI is back, exactly once."""
+    pipeline.admin.faults(step_seconds=0.002)
+    first = pipeline.submit("before the outage")
+    assert wait_state(pipeline.stub, first).state == job_pb2.JOB_STATE_COMPLETED
+    pipeline.emulator.kill()
+
+    after = pipeline.submit("after the outage")
+    wait_for(lambda: pipeline.webui_state() == rpb.WEBUI_STATE_DISCONNECTED,
+             "the runner to find the WebUI gone", 20)
+    wait_for(lambda: get_job(pipeline.stub, after).state == job_pb2.JOB_STATE_QUEUED,
+             "the job to be back in the queue", 20)
+    pipeline.restart_emulator()
+
+    job = wait_state(pipeline.stub, after)
+    assert job.state == job_pb2.JOB_STATE_COMPLETED, job.error_message
+    assert pipeline.made("after the outage") == 1

@@ -51,6 +51,7 @@ admin endpoint (never behind --api-auth):
        "clear" resets every fault and timing to the start values and releases hung
        requests; "release_hung" only releases them (they then complete normally).
   GET  /emulator/v1/stats    request counts, queue depth, loaded model, recent generations
+                             (each with its "received" and "answered" epoch seconds)
 
 example:
   stablenew serve emulator --address 127.0.0.1:7860 --step-seconds 0.01 --fail-next 1 \\

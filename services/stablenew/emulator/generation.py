@@ -51,7 +51,8 @@ class Runtime(Protocol):
 
     def options_snapshot(self) -> dict[str, Any]: ...
 
-    def record(self, endpoint: str, prompt: str, seed: int, images: int, status: int) -> None:
+    def record(self, endpoint: str, prompt: str, seed: int, images: int, status: int,
+               received: float) -> None:
         ...
 
 
@@ -421,6 +422,7 @@ class Generation:
         plan = self.plan
         status = 500
         produced: list[Image.Image] = []
+        received = time.time()
         try:
             with self.runtime.lock.held():
                 job_count = plan.n_iter * (2 if plan.hires else 1)
@@ -434,7 +436,7 @@ class Generation:
             return response
         finally:
             self.runtime.record(self.endpoint, plan.prompts[0], plan.seeds[0], len(produced),
-                                status)
+                                status, received)
 
     def _generate(self) -> list[Image.Image]:
         plan = self.plan

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import Counter, deque
 from typing import Any
 
@@ -52,10 +53,16 @@ class WebUI:
             self._loaded = checkpoint
             self._model_loads += 1
 
-    def record(self, endpoint: str, prompt: str, seed: int, images: int, status: int) -> None:
+    def record(self, endpoint: str, prompt: str, seed: int, images: int, status: int,
+               received: float) -> None:
+        """A finished request, with its wall-clock times (epoch seconds): `received` before it
+        waited for the generation lock, `answered` once its reply was made, so that a benchmark
+        can tell when a client's request reached the WebUI and when its reply left it."""
+        answered = time.time()
         with self._state_lock:
             self._recent.append({"endpoint": endpoint, "prompt": prompt, "seed": seed,
-                                 "images": images, "status": status})
+                                 "images": images, "status": status, "received": received,
+                                 "answered": answered})
 
     def load_initial_checkpoint(self) -> None:
         """Start-up: the WebUI keeps loading its checkpoint after the port opens, so the first
@@ -118,6 +125,7 @@ class WebUI:
                  sources: list[Any]) -> list[tuple[Any, str]]:
         request = extras.plan_upscale(values)
         status, results = 500, []
+        received = time.time()
         try:
             with self.lock.held():
                 self.progress.begin("extras", len(sources))
@@ -134,7 +142,7 @@ class WebUI:
             status = 200
             return results
         finally:
-            self.record(endpoint, "", -1, len(results), status)
+            self.record(endpoint, "", -1, len(results), status, received)
 
     def png_info(self, body: Any) -> dict[str, Any]:
         """POST /sdapi/v1/png-info: an image's infotext, its other text chunks, and the

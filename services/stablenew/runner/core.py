@@ -168,6 +168,8 @@ class JobRunner:
                                  heartbeat_seconds)
         # Finishes each job (files, manifest, report) in order, beside the next generation.
         self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-finish")
+        # The last job's requests all had the WebUI's answers: its state is known.
+        self._webui_just_answered = False
 
     def start(self) -> None:
         self.prefetch.start()
@@ -196,7 +198,7 @@ class JobRunner:
         False when the WebUI is not ready (the caller waits before trying again)."""
         leased = self.prefetch.take()
         if leased is None:
-            if not self._check_webui():
+            if not (self._webui_known_ready() or self._check_webui()):
                 self.prefetch.hand_back("the WebUI is not ready")
                 self._announce()
                 return False
@@ -210,6 +212,17 @@ class JobRunner:
         """Lease ahead only while a job runs on a WebUI that answers, and not when stopping."""
         return (not self.stopping.is_set() and bool(self.state.current_job_id)
                 and self.state.webui[0] in (WebuiState.READY, WebuiState.BUSY))
+
+    def _webui_known_ready(self) -> bool:
+        """The job that just ended had the WebUI's answers and the client remembers the loaded
+        model: no probe (three requests) before the long-poll, where it would take CPU from the
+        finisher writing that job's files. Once only: after a long-poll the WebUI is probed."""
+        known, self._webui_just_answered = self._webui_just_answered, False
+        title = self.client.remembered_model_title
+        if not known or title is None:
+            return False
+        self.state.webui_answered(title)
+        return True
 
     def _check_webui(self) -> bool:
         """Probe the WebUI and record what was found; fetch its capabilities the first time
@@ -282,6 +295,7 @@ class JobRunner:
             self._beat_for(None)  # waits for a beat in flight
         if outcome.cut_off:
             self._webui_lost(outcome.cut_off)  # at once: nothing more is leased or held
+        self._webui_just_answered = bool(outcome.writes) and not outcome.cut_off
         self._finisher.submit(self._finish, leased, outcome, beating.lost.is_set())
 
     def _finish(self, leased: LeasedJob, outcome: JobOutcome, lost: bool) -> None:

@@ -208,6 +208,11 @@ class WebuiClient:
         self._loaded_title = parse_loaded_model_title(self.options(), "GET /sdapi/v1/options")
         return self._loaded_title
 
+    @property
+    def remembered_model_title(self) -> str | None:
+        """The checkpoint last read or set (None once forgotten): no call to the WebUI."""
+        return self._loaded_title
+
     def forget_loaded_model(self) -> None:
         """The remembered checkpoint may be wrong (a reply ran another, the WebUI restarted):
         the next ensure_model asks the WebUI."""
