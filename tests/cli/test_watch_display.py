@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 
-from stablenew.cli import watch_display
+from stablenew.cli import text, watch_display
 from stablenew.sdk import EventKind, JobEvent, JobProgress, JobState, StageType, StateChange
 
 
@@ -69,3 +69,10 @@ def test_the_display_follows_the_output(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(watch_display.display_for(json_lines=True), watch_display.JsonDisplay)
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
     assert isinstance(watch_display.display_for(json_lines=False), watch_display.LinesDisplay)
+
+
+@pytest.mark.parametrize(("number", "noun", "said"), [
+    (1, "entry", "1 entry"), (2, "entry", "2 entries"), (0, "image", "0 images"),
+    (1, "image file", "1 image file"), (6, "image file", "6 image files")])
+def test_counts_are_said_in_the_singular_for_one(number: int, noun: str, said: str) -> None:
+    assert text.count(number, noun) == said

@@ -101,7 +101,7 @@ def finished_job(job_id: str, minute: int, label: str,
     created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
     job = job_pb2.Job(
         job_id=job_id, state=state, label=label, entry_count=1, estimated_images=1,
-        stage_count=1, payload_summary=f"1 entry, 1 images: {label} (txt2img)",
+        stage_count=1, payload_summary=f"1 entry, 1 image: {label} (txt2img)",
         origin=job_pb2.JobOrigin(
             run_mode=job_pb2.RUN_MODE_QUEUE, source=job_pb2.JOB_SOURCE_ADD_TO_QUEUE,
             prompt_source=(pipeline_pb2.PROMPT_SOURCE_PACK if pack

@@ -29,6 +29,7 @@ def test_submit_returns_a_queued_job_with_its_summary(queue: QueueHarness) -> No
     assert job.stage_count == 1
     assert len(job.config_hash) == 64
     assert job.payload_summary.startswith("3 entries, 3 images")
+    assert queue.submit(entries=1).payload_summary.startswith("1 entry, 1 image:")
     assert job.queue_position == 0
     assert job.label == "castles"
     assert job.origin.run_mode == job_pb2.RUN_MODE_QUEUE

@@ -322,7 +322,8 @@ def enqueue(client: Client, draft_id: str, args: argparse.Namespace,
 def describe_queued(job: Job) -> str:
     """"queued job J: 8 entries, 8 images, position 2"."""
     how = "run-now" if job.origin.run_mode == RunMode.DIRECT else "queued"
-    return (f"{how} job {job.job_id}: {job.entry_count} entries, {job.estimated_images} images,"
+    return (f"{how} job {job.job_id}: {text.count(job.entry_count, 'entry')}, "
+            f"{text.count(job.estimated_images, 'image')},"
             f" position {job.queue_position}")
 
 

@@ -218,7 +218,8 @@ def run_show(args: argparse.Namespace) -> int:
 def _print_record(record: HistoryRecord) -> None:
     job = record.job
     print(f"job {job.job_id}: {text.name(job.state)}, {text.name(job.origin.run_mode)}, "
-          f"{job.entry_count} entries, {job.image_count} of {job.estimated_images} images made"
+          f"{text.count(job.entry_count, 'entry')}, {job.image_count} of "
+          f"{text.count(job.estimated_images, 'image')} made"
           + (f", label {job.label!r}" if job.label else "") + (", bookmarked"
                                                                 if job.bookmarked else ""))
     print(f"  created {text.moment(job.create_time)}, started {text.moment(job.start_time)}, "

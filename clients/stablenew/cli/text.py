@@ -38,6 +38,14 @@ def progress(value: JobProgress) -> str:
     return f"{text}, {value.fraction:.0%}, eta {duration(value.eta)}"
 
 
+def count(number: int, noun: str) -> str:
+    """"1 entry", "8 entries", "1 image file": the number and its noun, singular for one."""
+    if number == 1:
+        return f"1 {noun}"
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{number} {plural}"
+
+
 def job_line(job: Job, images_made: bool = False) -> list[str]:
     """The cells of a job in a list: id, state, mode, entries, images, label, summary.
 

@@ -1,8 +1,8 @@
 """`stablenew up`: the four services (and the WebUI emulator when no WebUI is there) on this
 machine, on the configured addresses and data directory, until Ctrl-C or SIGTERM.
 
-The services run as `stablenew serve NAME` children (see supervisor.py: they stop when `up`
-ends, however it ends). The emulator is started unless STABLENEW_WEBUI_URL is set or a WebUI
+The services run as `stablenew serve NAME` children, which stop when `up` ends, however it
+ends. The emulator is started unless STABLENEW_WEBUI_URL is set or a WebUI
 already answers where the runner would look; the runner is then pointed at it. `up` waits until
 every service is SERVING, prints the addresses, and stops everything when a child exits.
 """

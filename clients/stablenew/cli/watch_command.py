@@ -82,9 +82,10 @@ def report(job: Job, json_output: bool) -> int:
     images = [image.path for result in job.results for image in result.images]
     folders = sorted({str(PurePosixPath(path).parent) for path in images})
     done = sum(1 for result in job.results if result.status.name == "COMPLETED")
+    where = (f" in {', '.join(folders)} (under the runner's output directory)" if folders
+             else "")
     print(f"job {job.job_id} {text.name(job.state)}: {done}/{job.entry_count} entries, "
-          f"{len(images)} image files" + (f" in {', '.join(folders)} (under the runner's output "
-                                     "directory)" if folders else ""))
+          f"{text.count(len(images), 'image file')}{where}")
     for result in job.results:
         if result.error_message:
             print(f"  entry {result.entry_index}: {text.name(result.status)}: "

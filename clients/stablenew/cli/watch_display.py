@@ -51,7 +51,8 @@ def change_text(event: JobEvent) -> str | None:
         return f"{state}: {detail}" if detail and detail.lower() != state else state
     if event.submitted is not None:
         job = event.submitted
-        return f"submitted: {job.entry_count} entries, {job.estimated_images} images"
+        return (f"submitted: {text.count(job.entry_count, 'entry')}, "
+                f"{text.count(job.estimated_images, 'image')}")
     if event.cancel_requested is not None:
         back = ", back to the queue" if event.cancel_requested.return_to_queue else ""
         return f"cancel requested{back}"

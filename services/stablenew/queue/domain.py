@@ -252,10 +252,11 @@ def summarize(job: Job, entries: EntryBatch) -> None:
     first_prompt = entries.first_prompt
     if len(first_prompt) > 60:
         first_prompt = first_prompt[:57] + "..."
-    noun = "entry" if job.entry_count == 1 else "entries"
+    entries_noun = "entry" if job.entry_count == 1 else "entries"
+    images_noun = "image" if job.estimated_images == 1 else "images"
     stage_names = "+".join(stage.name.lower() for stage in entries.longest_stage_plan)
     job.payload_summary = (
-        f"{job.entry_count} {noun}, {job.estimated_images} images: {first_prompt} "
+        f"{job.entry_count} {entries_noun}, {job.estimated_images} {images_noun}: {first_prompt} "
         f"({stage_names})"
     )
 
