@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,9 +14,40 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# Ports for servers started later are picked below the kernel's ephemeral range: a port the
+# kernel chose for a bind to port 0 can be given to an outgoing connection (the tests open many)
+# before the server binds it, which failed a whole session's `stablenew up` once.
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _below_ephemeral_ports() -> range:
+    """Ports under the ephemeral range (Linux), or none where it cannot be read."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(max(1024, low - 12_000), low)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
-    with socket.socket() as probe:
+    """A port free on 127.0.0.1 now, never handed out before by this process."""
+    candidates = _below_ephemeral_ports()
+    for _ in range(min(len(candidates), 200)):
+        port = random.choice(candidates)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    with socket.socket() as probe:  # no range known: the kernel's choice
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
