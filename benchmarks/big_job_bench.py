@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.figures import Figure
+from benchmarks.figures import Figure, printed
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import queue_service_pb2_grpc
 from tests.queue.harness import make_entry, origin
@@ -45,9 +45,7 @@ def run(quick: bool) -> list[Figure]:
                 figures = _measure(queue_service_pb2_grpc.QueueServiceStub(channel), rounds)
         finally:
             queue.stop()
-    for figure in figures:
-        print(figure.line(), flush=True)
-    return figures
+    return printed(figures)
 
 
 def _measure(stub: queue_service_pb2_grpc.QueueServiceStub, rounds: int) -> list[Figure]:

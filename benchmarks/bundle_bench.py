@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.figures import Figure
+from benchmarks.figures import Figure, printed
 from stablenew.contract.model import Job, JobState
 from stablenew.queue import codec
 from stablenew.queue.domain import summarize
@@ -285,9 +285,7 @@ def figures(rounds: int) -> list[Figure]:
                     limit="the bundle's and the queue's CPU on the shared cores: the total "
                           "moves by a tenth with the load (docs/PERFORMANCE.md)")
              for name in ("total", "add", "preview", "enqueue")]
-    for figure in found:
-        print(figure.line(), flush=True)
-    return found
+    return printed(found)
 
 
 def main() -> None:

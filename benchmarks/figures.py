@@ -42,6 +42,13 @@ class Figure:
         return f"{self.name:<42} {self.value:10.3f} {self.unit:<7} {verdict}{note}{limit}"
 
 
+def printed(figures: list[Figure]) -> list[Figure]:
+    """`figures`, each printed as its line first (a module's `figures()` result)."""
+    for figure in figures:
+        print(figure.line(), flush=True)
+    return figures
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (nearest rank) of `values`."""
     ordered = sorted(values)

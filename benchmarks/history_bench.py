@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks.figures import Figure
+from benchmarks.figures import Figure, printed
 from stablenew.contract.config_hash import config_hash
 from stablenew.contract.job_row import to_micros
 from stablenew.contract.model import (
@@ -402,9 +402,7 @@ def figures(count: int, samples: int) -> list[Figure]:
     found += [Figure("history.far_page_ratio", ratio, "x", FAR_PAGE_RATIO,
                      note=f"{by_key['list.far_completed'].name} p50 / page 1's"),
               Figure("history.bytes_per_job", bytes_per_job, "B", None, note=note)]
-    for figure in found:
-        print(figure.line(), flush=True)
-    return found
+    return printed(found)
 
 
 def main() -> None:

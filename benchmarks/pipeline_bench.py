@@ -152,12 +152,18 @@ class System:
             emulator.end()
 
 
+def local_session() -> requests.Session:
+    """A session to the local emulator: no proxy from the environment in the way."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
 def direct_seconds(url: str, entries: Sequence[NormalizedJob]) -> list[float]:
     """Each entry's txt2img request sent straight to the WebUI, one after the other: the
     seconds each took."""
     taken = []
-    with requests.Session() as session:
-        session.trust_env = False
+    with local_session() as session:
         for entry in entries:
             body = txt2img_request(entry).body
             started = time.perf_counter()
@@ -186,8 +192,7 @@ def overhead(root: Path, image_ms: float, sizes: Sizes) -> Iterator[Figure]:
         direct = sum(direct_seconds(url, entries(n, "direct")))
         many = through_system(system, [[entry] for entry in entries(n, "jobs")])
         one = through_system(system, [entries(n, "entries")])
-        with requests.Session() as admin:
-            admin.trust_env = False
+        with local_session() as admin:
             recent = webui_records(admin, url)
     yield from webui_split(recent, image_ms, n)
     if image_ms > 0:  # at 0 ms the figures are the added times below
@@ -208,8 +213,7 @@ def latency(root: Path, sizes: Sizes) -> Iterator[Figure]:
     """One job at a time at 0 ms per image: where the time between submit and COMPLETED goes.
     The emulator's own times of each request (received, answered) split it; every clock is
     this machine's."""
-    with System(root / "latency", 0) as system, requests.Session() as admin:
-        admin.trust_env = False
+    with System(root / "latency", 0) as system, local_session() as admin:
         url = system.emulators[0].url
         direct = statistics.median(direct_seconds(url, entries(sizes.latency_samples, "direct")))
         spans: dict[str, list[float]] = {"submit_to_running": [], "submit_to_webui_request": [],

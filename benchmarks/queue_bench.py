@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 import psutil
 
-from benchmarks.figures import Figure
+from benchmarks.figures import Figure, printed
 from stablenew.contract.model import JobOrigin, Priority, RunMode
 from stablenew.queue import codec
 from stablenew.queue.core import QueueConfig, QueueCore
@@ -90,9 +90,7 @@ def figures(queued: int, samples: int) -> list[Figure]:
              for name, pair in timings.items() for label, value in zip(("p50", "p99"), pair,
                                                                        strict=True)]
     found.append(Figure("queue.rss", rss, "MiB", None, note=note))
-    for figure in found:
-        print(figure.line(), flush=True)
-    return found
+    return printed(found)
 
 
 def run_benchmarks(process: QueueProcess,

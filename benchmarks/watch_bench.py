@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import psutil
 
-from benchmarks.figures import Figure, percentile
+from benchmarks.figures import Figure, percentile, printed
 from stablenew.v1 import queue_service_pb2 as pb
 from stablenew.v1 import queue_service_pb2_grpc
 from tests.queue.harness import make_entry, origin
@@ -64,9 +64,7 @@ def run(quick: bool) -> list[Figure]:
                       limit="200 client threads and the queue's stream threads share the "
                             "cores: the tail follows the machine's load"),
                Figure("watch.queue_rss", rss, "MiB", None, note=note)]
-    for figure in figures:
-        print(figure.line(), flush=True)
-    return figures
+    return printed(figures)
 
 
 def _measure(queue: QueueProcess, jobs: int) -> tuple[list[float], float]:

@@ -42,6 +42,7 @@ from stablenew.history.domain import (
 )
 from stablenew.runtime.message_budget import (
     ELEMENT_OVERHEAD,
+    BudgetPage,
     FullPage,
     JobParts,
     add_parts_within,
@@ -300,32 +301,30 @@ def full_page(budget: int) -> FullPage[Job]:
 
 
 class EventPage:
-    """A ListJobEvents page within a message budget: takes events while they fit; the first is
-    always taken, with the entries or results that fit when it is larger than the budget."""
+    """A ListJobEvents page within a message budget (a BudgetPage): a first event larger than
+    the budget keeps the entries or results that fit, and is named in truncated_sequences."""
 
     def __init__(self, budget: int) -> None:
-        self.room = budget
-        self.events: list[job_pb2.JobEvent] = []
-        self.truncated_sequences: list[int] = []
+        self._page: BudgetPage[job_pb2.JobEvent] = BudgetPage(budget)
+
+    @property
+    def events(self) -> list[job_pb2.JobEvent]:
+        return self._page.messages
+
+    @property
+    def truncated_sequences(self) -> list[int]:
+        return [event.sequence for event in self._page.trimmed]
 
     def take(self, event: job_pb2.JobEvent) -> bool:
-        size = event.ByteSize() + ELEMENT_OVERHEAD
-        if size > self.room:
-            if self.events:
-                return False
-            _trim_event(event, self.room - ELEMENT_OVERHEAD)
-            size = event.ByteSize() + ELEMENT_OVERHEAD
-            self.truncated_sequences.append(event.sequence)
-        self.events.append(event)
-        self.room -= size
-        return True
+        return self._page.add(event, lambda room: _trimmed_event(event, room))
 
 
-def _trim_event(event: job_pb2.JobEvent, budget: int) -> None:
-    """Keep the event's entries (a submission) or results (a state change) that fit in
-    `budget` bytes with the rest of the event."""
+def _trimmed_event(event: job_pb2.JobEvent, budget: int) -> job_pb2.JobEvent:
+    """The event keeping only its entries (a submission) or results (a state change) that fit
+    in `budget` bytes with the rest of it."""
     parts: Any = (event.submitted.job.entries if event.WhichOneof("payload") == "submitted"
                   else event.state_changed.results)
     elements = list(parts)
     del parts[:]
     fill(parts, elements, budget - event.ByteSize(), False)
+    return event

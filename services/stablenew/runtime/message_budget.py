@@ -20,6 +20,7 @@ from stablenew.contract.errors import (
 from stablenew.v1 import job_pb2
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 # What a response's own fields besides the job may take, at most: left out of the budget.
 RESPONSE_MARGIN_BYTES = 1024
@@ -84,29 +85,49 @@ def fill(target: Any, elements: Iterable[Message], room: int,
     return room, False
 
 
+class BudgetPage(Generic[M]):
+    """A page of messages within a message budget: takes messages while they fit; the first is
+    always taken, cut down to the budget when it is larger than the whole of it."""
+
+    def __init__(self, budget: int) -> None:
+        self.room = budget
+        self.messages: list[M] = []
+        self.trimmed: list[M] = []
+
+    def add(self, message: M, within: Callable[[int], M]) -> bool:
+        """Take `message` if it fits; `within` gives it cut down to a number of bytes (used
+        for a first message larger than the budget). False when the page is full."""
+        size = message.ByteSize() + ELEMENT_OVERHEAD
+        if size > self.room:
+            if self.messages:
+                return False
+            message = within(self.room - ELEMENT_OVERHEAD)
+            size = message.ByteSize() + ELEMENT_OVERHEAD
+            self.trimmed.append(message)
+        self.messages.append(message)
+        self.room -= size
+        return True
+
+
 class FullPage(Generic[T]):
-    """A page of jobs in the full view within a message budget (ListJobs): takes jobs while
-    they fit; the first is always taken, with the entries and results that fit when it is
-    larger than the whole budget, and named in truncated_job_ids. `whole` gives a job's full
-    message, `within` the message of its first part that fits in a number of bytes."""
+    """A page of jobs in the full view within a message budget (ListJobs), as a BudgetPage;
+    a first job larger than the whole budget is named in truncated_job_ids. `whole` gives a
+    job's full message, `within` the message of its first part that fits in a number of
+    bytes."""
 
     def __init__(self, budget: int, whole: Callable[[T], job_pb2.Job],
                  within: Callable[[T, int], job_pb2.Job]) -> None:
-        self.room = budget
-        self.jobs: list[job_pb2.Job] = []
-        self.truncated_job_ids: list[str] = []
+        self._page: BudgetPage[job_pb2.Job] = BudgetPage(budget)
         self._whole = whole
         self._within = within
 
+    @property
+    def jobs(self) -> list[job_pb2.Job]:
+        return self._page.messages
+
+    @property
+    def truncated_job_ids(self) -> list[str]:
+        return [job.job_id for job in self._page.trimmed]
+
     def take(self, job: T) -> bool:
-        message = self._whole(job)
-        size = message.ByteSize() + ELEMENT_OVERHEAD
-        if size > self.room:
-            if self.jobs:
-                return False
-            message = self._within(job, self.room - ELEMENT_OVERHEAD)
-            size = message.ByteSize() + ELEMENT_OVERHEAD
-            self.truncated_job_ids.append(message.job_id)
-        self.jobs.append(message)
-        self.room -= size
-        return True
+        return self._page.add(self._whole(job), lambda room: self._within(job, room))
