@@ -33,6 +33,13 @@ def consumer_not_found(consumer_id: str) -> ServiceError:
         metadata={"consumer_id": consumer_id})
 
 
+def refuse_beyond_log(store: QueueStore, field_path: str, sequence: int) -> None:
+    """INVALID_ARGUMENT naming `field_path` for a sequence past the last event logged."""
+    if sequence > store.last_sequence:
+        raise invalid_argument(
+            field_path, f"{sequence} is beyond the last event ({store.last_sequence})")
+
+
 class ConsumerRegistry:
     """The consumers in the store, and which of them are watching now (in memory: a watch
     does not outlive the process)."""
@@ -47,9 +54,7 @@ class ConsumerRegistry:
         `request_id` repeats the request that created it."""
         if after_sequence < 0:
             raise invalid_argument("after_sequence", "must not be negative")
-        if after_sequence > self.store.last_sequence:
-            raise invalid_argument("after_sequence", f"{after_sequence} is beyond the last "
-                                   f"event ({self.store.last_sequence})")
+        refuse_beyond_log(self.store, "after_sequence", after_sequence)
         existing = self.store.consumer(consumer_id)
         if existing is not None:
             if request_id and existing.request_id == request_id:

@@ -30,7 +30,7 @@ from stablenew.contract.model import (
 )
 from stablenew.contract.request_limits import MAX_DURATION_SECONDS
 from stablenew.queue import codec
-from stablenew.queue.consumers import ConsumerRegistry
+from stablenew.queue.consumers import ConsumerRegistry, refuse_beyond_log
 from stablenew.queue.domain import (
     LANE_DIRECT,
     LANE_QUEUE,
@@ -442,9 +442,7 @@ class QueueCore:
     def acknowledge(self, consumer_id: str, sequence: int) -> int:
         if not consumer_id:
             raise invalid_argument("consumer_id", "required")
-        if sequence > self.store.last_sequence:
-            raise invalid_argument(
-                "sequence", f"{sequence} is beyond the last event ({self.store.last_sequence})")
+        refuse_beyond_log(self.store, "sequence", sequence)
         with self.write():
             return self.consumers.acknowledge(consumer_id, sequence)
 

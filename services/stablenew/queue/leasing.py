@@ -93,9 +93,7 @@ class Leasing:
     def _forget_waiters(self, runner_id: str) -> None:
         """A runner that stopped is given nothing its earlier long-polls still wait for."""
         with self.core.lock:
-            for waiter in [w for w in self._waiters if w.runner.runner_id == runner_id]:
-                self._waiters.remove(waiter)
-                waiter.granted.set()
+            self._end_waits(lambda waiter: waiter.runner.runner_id == runner_id)
 
     def dispatch(self) -> None:
         """Hand queued jobs to waiting runners, in run order."""
@@ -121,8 +119,12 @@ class Leasing:
     def _drop_inactive_waiters(self) -> None:
         """Forget the long-polls whose callers are gone, and end their waits: a thread left
         waiting for its full wait would also hold up the server's exit for that long."""
-        gone = [waiter for waiter in self._waiters if not waiter.active()]
-        for waiter in gone:
+        self._end_waits(lambda waiter: not waiter.active())
+
+    def _end_waits(self, ending: Callable[[_Waiter], bool]) -> None:
+        """Forget the waiting long-polls `ending` picks and wake them with no lease (under the
+        core's lock)."""
+        for waiter in [waiter for waiter in self._waiters if ending(waiter)]:
             self._waiters.remove(waiter)
             waiter.granted.set()
 
