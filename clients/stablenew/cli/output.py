@@ -85,6 +85,11 @@ def client_uses_tls() -> bool:
     return any(os.environ.get(name) for name in TLS_TRUST_VARIABLES)
 
 
+def service_at(service: str, address: str) -> str:
+    """How a message names a service it could not reach: "the queue service at host:port"."""
+    return f"the {service} service at {address}"
+
+
 def tls_mismatch(where: str, message: str, tls: bool) -> str:
     """What gRPC's failed-connection `message` says about TLS between this client (`tls`) and
     `where`, and what to do about it; "" when it says nothing about TLS."""
@@ -107,7 +112,7 @@ def tls_mismatch(where: str, message: str, tls: bool) -> str:
 def unreachable_line(error: StableNewError) -> str:
     """gRPC's own "failed to connect" as one line naming the service, its address, the cause
     (the last clause of gRPC's text) and what to do about it."""
-    where = f"the {error.service} service at {error.address}"
+    where = service_at(error.service, error.address)
     mismatch = tls_mismatch(where, error.message, client_uses_tls())
     if mismatch:
         return f"UNAVAILABLE: {mismatch}"
