@@ -15,7 +15,7 @@ import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stablenew.cli.output import tls_mismatch
+from stablenew.cli.output import service_at, tls_mismatch
 from stablenew.sdk import ClientConfig
 from stablenew.sdk.transport import open_channel
 
@@ -61,6 +61,6 @@ def webui_answers(url: str, timeout: float) -> bool:
 def _unreachable_reason(config: ClientConfig, service: str, error: grpc.RpcError) -> str:
     """gRPC's reason, or what it says about TLS between this client and the service."""
     details = str(error.details())
-    where = f"the {service} service at {config.addresses[service]}"
+    where = service_at(service, config.addresses[service])
     mismatch = tls_mismatch(where, details, config.tls_root_certificate is not None)
     return mismatch or f"{error.code().name}: {details}"

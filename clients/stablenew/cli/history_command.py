@@ -15,10 +15,11 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 
@@ -33,6 +34,8 @@ from stablenew.cli.output import (
 )
 from stablenew.cli.watch_display import change_text
 from stablenew.sdk import Client, HistoryRecord, JobEvent, StableNewError
+
+T = TypeVar("T")
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 MODES = ("direct", "queue")
@@ -146,7 +149,7 @@ def run_list(args: argparse.Namespace) -> int:
     limit = _limit(args)
     with Client() as client:
         found = client.history.list(**_filters(args))
-        jobs = list(islice(found, limit) if limit else found)
+        jobs = _first(found, limit)
     if args.json:
         print_json({"jobs": jobs})
         return 0
@@ -164,6 +167,11 @@ def _limit(args: argparse.Namespace) -> int:
         raise CliError(f"--limit {args.limit}: must be 0 (all) or more")
     limit: int = args.limit
     return limit
+
+
+def _first(items: Iterable[T], limit: int) -> list[T]:
+    """The first `limit` items (0: all), read before the client closes."""
+    return list(islice(items, limit) if limit else items)
 
 
 def run_ingestion(args: argparse.Namespace) -> int:
@@ -193,7 +201,7 @@ def run_quarantine(args: argparse.Namespace) -> int:
     limit = _limit(args)
     with Client() as client:
         found = client.history.quarantined()
-        events = list(islice(found, limit) if limit else found)
+        events = _first(found, limit)
     if args.json:
         print_json({"events": events})
         return 0

@@ -16,9 +16,10 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from stablenew.contract.endpoints import TLS_TRUST_VARIABLES, address_variable
+from stablenew.contract.endpoints import address_variable
 from stablenew.contract.errors import Code
 from stablenew.sdk import StableNewError
+from stablenew.sdk.config import trust_setting
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,7 +83,12 @@ def _last_clause(message: str) -> str:
 
 def client_uses_tls() -> bool:
     """Whether the CLI dials with TLS: a trust setting is in its environment (as for the SDK)."""
-    return any(os.environ.get(name) for name in TLS_TRUST_VARIABLES)
+    return bool(trust_setting(os.environ)[0])
+
+
+def service_at(service: str, address: str) -> str:
+    """How a message names a service it could not reach: "the queue service at host:port"."""
+    return f"the {service} service at {address}"
 
 
 def tls_mismatch(where: str, message: str, tls: bool) -> str:
@@ -107,7 +113,7 @@ def tls_mismatch(where: str, message: str, tls: bool) -> str:
 def unreachable_line(error: StableNewError) -> str:
     """gRPC's own "failed to connect" as one line naming the service, its address, the cause
     (the last clause of gRPC's text) and what to do about it."""
-    where = f"the {error.service} service at {error.address}"
+    where = service_at(error.service, error.address)
     mismatch = tls_mismatch(where, error.message, client_uses_tls())
     if mismatch:
         return f"UNAVAILABLE: {mismatch}"

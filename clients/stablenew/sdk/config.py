@@ -53,8 +53,9 @@ def _read_certificate(path_text: str, source: str) -> bytes:
     return content
 
 
-def _trust_setting(env: Mapping[str, str]) -> tuple[str, str]:
-    """(path, variable) of the first TLS trust variable set; ("", "") for plaintext."""
+def trust_setting(env: Mapping[str, str]) -> tuple[str, str]:
+    """(path, variable) of the first TLS trust variable set; ("", "") for plaintext (the rule
+    by which a client built from `env` dials with TLS)."""
     return next(((env[name], name) for name in TLS_TRUST_VARIABLES if env.get(name)), ("", ""))
 
 
@@ -131,7 +132,7 @@ class ClientConfig:
         if not timeout > 0:
             raise ConfigError(f"timeout: {timeout!r} must be greater than 0")
         certificate_path, certificate_source = (
-            (os.fspath(tls_ca), "tls_ca") if tls_ca else _trust_setting(env))
+            (os.fspath(tls_ca), "tls_ca") if tls_ca else trust_setting(env))
         return cls(
             addresses=addresses,
             token=token or env.get("STABLENEW_TOKEN") or None,
