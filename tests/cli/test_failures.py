@@ -163,30 +163,6 @@ def test_a_failure_in_a_real_process_is_one_line(tmp_path: Path) -> None:
     assert len(ours) == 1 and "UNAVAILABLE" in ours[0], done.stderr
 
 
-def test_ctrl_c_ends_the_watch_of_run_wait_not_the_job(
-        system: UpProcess, paused: None, tmp_path: Path) -> None:
-    env = clean_environment() | system.client_env()
-    run = subprocess.Popen([*stablenew_command(), "run", SCENES, "--rows", "0", "--wait"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           cwd=tmp_path, env=env)
-    try:
-        assert run.stdout is not None
-        queued = run.stdout.readline()  # the queued line comes before the watch
-        assert queued.startswith("queued job "), queued
-        job_id = queued.split()[2].rstrip(":")
-        run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 130, err
-    assert err.splitlines() == [f"stablenew: stopped watching job {job_id}; it goes on in the "
-                                f"queue (`stablenew queue cancel {job_id}` cancels it)"]
-    listed = run_cli("queue", "list", env=env, cwd=tmp_path)
-    assert job_id in listed.stdout
-
-
 def test_ctrl_c_is_exit_130(system: UpProcess, tmp_path: Path) -> None:
     """`watch --json` as a separate process: it prints the events it sees; Ctrl-C ends it."""
     out = tmp_path / "watch.out"

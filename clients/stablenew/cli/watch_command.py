@@ -13,7 +13,7 @@ import sys
 from pathlib import PurePosixPath
 
 from stablenew.cli import draft_command, overrides, text
-from stablenew.cli.output import EXIT_FAILED, EXIT_OK, fail, print_json
+from stablenew.cli.output import EXIT_FAILED, EXIT_OK, print_json
 from stablenew.cli.watch_display import Display, display_for
 from stablenew.sdk import Client, Job, JobNotFoundError, JobSource, JobState
 
@@ -69,12 +69,6 @@ def follow(client: Client, job_id: str, display: Display,
             display.event(event)
             if event.state_changed is not None and event.state_changed.to_state.is_terminal:
                 break
-    except KeyboardInterrupt:
-        # Ctrl-C ends the watch, not the job: say so, or it reads as a cancel.
-        display.close()
-        fail(f"stopped watching job {job_id}; it goes on in the queue "
-             f"(`stablenew queue cancel {job_id}` cancels it)")
-        raise
     finally:
         display.close()
     return current(client, job_id)
